@@ -1,0 +1,326 @@
+"""The ``kyfs`` command line (click): thin commands over kyfs.workspaces, kyfs.store, kyfs.mount.
+
+Each command opens what it needs, calls one library function and prints the
+result. A kyfs.errors.KyfsError becomes one line ``Error: <message>`` on stderr
+and the error's exit code (docs/exit-codes.md); no user error prints a
+traceback. No SQL and no FUSE calls here; the FUSE binding is imported only by
+``kyfs mount``.
+
+The workspace a data command uses: ``-w/--workspace``, else ``$KYFS_WORKSPACE``,
+else the active workspace (``kyfs use``), else ``default``.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from kyfs import __version__, config, paths
+from kyfs.errors import KyfsError, WorkspaceNotFound
+from kyfs.store import Store
+from kyfs.workspaces import Workspaces
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class KyfsCliError(click.ClickException):
+    """A KyfsError shown as click shows its errors, with the error's own exit code."""
+
+    def __init__(self, error: KyfsError) -> None:
+        super().__init__(str(error))
+        self.exit_code = error.exit_code  # type: ignore[misc]  # click reads it per instance
+
+
+class KyfsGroup(click.Group):
+    """The root group: turns KyfsError from any command into KyfsCliError."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except KyfsError as exc:
+            raise KyfsCliError(exc) from None
+
+
+@click.group(cls=KyfsGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="kyfs")
+def cli() -> None:
+    """kyfs: key-value workspaces that live as a filesystem.
+
+    Each workspace is one SQLite file; `kyfs mount` shows every workspace as a
+    directory and every key as a file.
+    """
+
+
+def main() -> None:
+    """Entry point of the ``kyfs`` console script and ``python -m kyfs``."""
+    cli(prog_name="kyfs")
+
+
+# --- shared pieces ----------------------------------------------------------------------
+def workspace_option(func: F) -> F:
+    """The ``-w/--workspace NAME`` option (environment: KYFS_WORKSPACE)."""
+    return click.option(
+        "-w",
+        "--workspace",
+        "workspace",
+        envvar=config.ENV_WORKSPACE,
+        metavar="NAME",
+        help="Workspace to use instead of the active one (env KYFS_WORKSPACE).",
+    )(func)
+
+
+def json_option(func: F) -> F:
+    """The ``--json`` flag."""
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON.")(func)
+
+
+def resolve_workspace(name: str | None) -> str:
+    """The workspace a command acts on (see the module docstring)."""
+    return name or config.active_workspace() or config.DEFAULT_WORKSPACE
+
+
+@contextmanager
+def open_store(name: str | None) -> Iterator[tuple[str, Store]]:
+    """Open the workspace a command acts on, under the shared workspaces lock.
+
+    Raises:
+        WorkspaceNotFound: (exit 1) with a hint to create it.
+    """
+    workspace = resolve_workspace(name)
+    workspaces = Workspaces()
+    try:
+        with workspaces.shared():
+            try:
+                store = workspaces.open(workspace)
+            except WorkspaceNotFound:
+                raise WorkspaceNotFound(
+                    f"workspace not found: {workspace} "
+                    f"(create it with: kyfs use {workspace} --create)"
+                ) from None
+            try:
+                yield workspace, store
+            finally:
+                store.close()
+    finally:
+        workspaces.close()
+
+
+def _iso(ns: int) -> str:
+    return dt.datetime.fromtimestamp(ns / 1e9, dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+def _echo_json(data: Any) -> None:
+    click.echo(json.dumps(data, ensure_ascii=False))
+
+
+# --- mounting ---------------------------------------------------------------------------
+@cli.command()
+@click.argument("mountpoint", required=False, type=click.Path(path_type=Path))
+@click.option("--foreground", "-f", is_flag=True, help="Serve in this process until unmounted.")
+@click.option("-o", "options", metavar="OPTIONS", help="Mount options, e.g. -o allow_other.")
+@click.option("--debug", is_flag=True, help="Log every operation (with --foreground).")
+def mount(mountpoint: Path | None, foreground: bool, options: str | None, debug: bool) -> None:
+    """Mount the workspaces at MOUNTPOINT (default ~/kyfs), in the background.
+
+    Creates the `default` workspace when there is none. A stale mountpoint
+    (daemon gone) is recovered first.
+    """
+    from kyfs import mount as mounting
+
+    target = (mountpoint or paths.default_mountpoint()).expanduser().absolute()
+    workspaces = Workspaces()
+    try:
+        if not workspaces.names():
+            workspaces.create(config.DEFAULT_WORKSPACE)
+    finally:
+        workspaces.close()
+    if foreground:
+        logging.basicConfig(
+            level=logging.DEBUG if debug else logging.INFO,
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        )
+        mounting.serve(target, mounting.parse_options(options))
+        return
+    pid = mounting.mount(target, options)
+    click.echo(f"kyfs mounted at {target} (daemon pid {pid}); unmount with: kyfs unmount {target}")
+
+
+@cli.command()
+@click.argument("mountpoint", required=False, type=click.Path(path_type=Path))
+@click.option("--lazy", "-z", is_flag=True, help="Detach now even if files are open (umount -l).")
+def unmount(mountpoint: Path | None, lazy: bool) -> None:
+    """Unmount MOUNTPOINT (default ~/kyfs) and wait for the daemon to exit."""
+    from kyfs import mount as mounting
+
+    target = (mountpoint or paths.default_mountpoint()).expanduser().absolute()
+    mounting.unmount(target, lazy=lazy)
+    click.echo(f"unmounted {target}")
+
+
+# --- workspaces -------------------------------------------------------------------------
+@cli.command()
+@click.argument("name")
+@click.option("--create", is_flag=True, help="Create the workspace if it does not exist.")
+def use(name: str, create: bool) -> None:
+    """Make NAME the active workspace."""
+    workspaces = Workspaces()
+    try:
+        if not workspaces.exists(name):
+            if not create:
+                raise WorkspaceNotFound(f"workspace not found: {name} (add --create to create it)")
+            workspaces.create(name)
+            click.echo(f"created workspace {name}", err=True)
+    finally:
+        workspaces.close()
+    config.set_active_workspace(name)
+    click.echo(f"active workspace: {name}")
+
+
+@cli.command(name="workspaces")
+@json_option
+def list_workspaces(as_json: bool) -> None:
+    """List every workspace: the active one marked *, its keys and size in bytes."""
+    active = resolve_workspace(None)
+    workspaces = Workspaces()
+    try:
+        infos = [workspaces.info(name) for name in workspaces.names()]
+    finally:
+        workspaces.close()
+    if as_json:
+        _echo_json(
+            [
+                {"name": i.name, "active": i.name == active, "keys": i.keys, "size": i.size}
+                for i in infos
+            ]
+        )
+        return
+    for info in infos:
+        mark = "*" if info.name == active else " "
+        click.echo(f"{mark} {info.name:<24} {info.keys:>8} keys {info.size:>12} bytes")
+
+
+@cli.command()
+@click.argument("name")
+def create(name: str) -> None:
+    """Create the empty workspace NAME."""
+    workspaces = Workspaces()
+    try:
+        workspaces.create(name)
+    finally:
+        workspaces.close()
+    click.echo(f"created workspace {name}")
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+def drop(name: str, yes: bool) -> None:
+    """Delete the workspace NAME and every key in it."""
+    workspaces = Workspaces()
+    try:
+        if not workspaces.exists(name):
+            raise WorkspaceNotFound(f"workspace not found: {name}")
+        if not yes:
+            click.confirm(f"Drop workspace {name!r} and all its keys?", abort=True)
+        workspaces.drop(name)
+    finally:
+        workspaces.close()
+    click.echo(f"dropped workspace {name}")
+
+
+@cli.command()
+@click.argument("old")
+@click.argument("new")
+def rename(old: str, new: str) -> None:
+    """Rename the workspace OLD to NEW (the active workspace follows)."""
+    workspaces = Workspaces()
+    try:
+        workspaces.rename(old, new)
+    finally:
+        workspaces.close()
+    click.echo(f"renamed workspace {old} to {new}")
+
+
+# --- keys -------------------------------------------------------------------------------
+@cli.command(name="set")
+@click.argument("key")
+@click.argument("value", required=False)
+@workspace_option
+def set_(key: str, value: str | None, workspace: str | None) -> None:
+    """Store VALUE at KEY; the value is read from stdin when omitted or `-` (binary-safe)."""
+    with open_store(workspace) as (_, store):
+        if value is None or value == "-":
+            store.set(key, sys.stdin.buffer)
+        else:
+            store.set(key, os.fsencode(value))  # argv bytes as given, even non-UTF-8
+
+
+@cli.command()
+@click.argument("key")
+@workspace_option
+@json_option
+def get(key: str, workspace: str | None, as_json: bool) -> None:
+    """Print the value of KEY: its raw bytes (or a JSON object with --json)."""
+    with open_store(workspace) as (name, store):
+        if as_json:
+            entry = store.stat(key)
+            data = store.get(key)
+            try:
+                value, encoding = data.decode("utf-8"), "utf-8"
+            except UnicodeDecodeError:
+                value, encoding = base64.b64encode(data).decode("ascii"), "base64"
+            _echo_json(
+                {
+                    "workspace": name,
+                    "key": key,
+                    "value": value,
+                    "encoding": encoding,
+                    "size": entry.size,
+                    "mode": f"{entry.mode:04o}",
+                    "created": _iso(entry.created_ns),
+                    "updated": _iso(entry.mtime_ns),
+                }
+            )
+            return
+        out = sys.stdout.buffer
+        for piece in store.iter_value(key):
+            out.write(piece)
+        out.flush()
+
+
+@cli.command()
+@click.argument("key")
+@workspace_option
+def delete(key: str, workspace: str | None) -> None:
+    """Delete KEY."""
+    with open_store(workspace) as (_, store):
+        store.delete(key)
+
+
+@cli.command()
+@click.argument("prefix", required=False, default="")
+@workspace_option
+@json_option
+def keys(prefix: str, workspace: str | None, as_json: bool) -> None:
+    """List the keys (starting with PREFIX), one per line."""
+    with open_store(workspace) as (_, store):
+        found = store.keys(prefix)
+    if as_json:
+        _echo_json(found)
+        return
+    for key in found:
+        click.echo(key)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,170 @@
+"""The one error hierarchy of kyfs.
+
+Every error kyfs raises on purpose is a :class:`KyfsError`. Each class carries
+
+* ``errno``: what the FUSE adapter (``kyfs.fs``) answers the kernel with, as
+  ``FuseOSError(errno)``; the numbers are POSIX's (``errno.h``);
+* ``exit_code``: what the CLI (``kyfs.cli``) exits with after printing the
+  message on one line to stderr. The codes are listed in docs/exit-codes.md,
+  and a test checks that the list and this module agree.
+
+The classes hold no state besides the message, so they are safe to share
+between threads.
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+
+# Exit codes of the CLI (docs/exit-codes.md). 0 is success; click's own usage
+# errors exit 2, which is why bad input shares that code.
+EXIT_OK = 0
+EXIT_NOT_FOUND = 1
+EXIT_USAGE = 2
+EXIT_CONFLICT = 3
+EXIT_STORAGE = 4
+EXIT_MOUNT = 5
+EXIT_PERMISSION = 6
+
+
+class KyfsError(Exception):
+    """Base class: a failure with a message meant for a person.
+
+    Attributes:
+        errno: POSIX errno the mount answers with (default EIO).
+        exit_code: the CLI's exit status (default 4, storage error).
+    """
+
+    errno: int = _errno.EIO
+    exit_code: int = EXIT_STORAGE
+
+
+# --- not found (exit 1) --------------------------------------------------------------
+class NotFound(KyfsError):
+    """Something named does not exist (ENOENT, exit 1)."""
+
+    errno = _errno.ENOENT
+    exit_code = EXIT_NOT_FOUND
+
+
+class KeyNotFound(NotFound):
+    """The key does not exist in the workspace (ENOENT, exit 1)."""
+
+
+class WorkspaceNotFound(NotFound):
+    """No workspace has that name (ENOENT, exit 1)."""
+
+
+# --- bad input (exit 2) --------------------------------------------------------------
+class InvalidInput(KyfsError):
+    """The input breaks a documented rule; nothing was written (EINVAL, exit 2)."""
+
+    errno = _errno.EINVAL
+    exit_code = EXIT_USAGE
+
+
+class InvalidName(InvalidInput):
+    """A workspace name or key breaks the naming rules of docs/usage.md (EINVAL, exit 2)."""
+
+
+class NameTooLong(InvalidName):
+    """A key component is over 255 bytes, or a key over 4096 bytes (ENAMETOOLONG, exit 2).
+
+    255 is NAME_MAX and 4096 PATH_MAX on Linux (``limits.h``).
+    """
+
+    errno = _errno.ENAMETOOLONG
+
+
+class IllegalByteSequence(InvalidName):
+    """A name is not valid UTF-8 (EILSEQ, exit 2)."""
+
+    errno = _errno.EILSEQ
+
+
+class ValueTooLarge(InvalidInput):
+    """A value would grow past the size limit, kyfs.store.MAX_VALUE_SIZE (EFBIG, exit 2)."""
+
+    errno = _errno.EFBIG
+
+
+class CrossWorkspace(InvalidInput):
+    """A rename between two workspaces; callers copy instead (EXDEV, exit 2)."""
+
+    errno = _errno.EXDEV
+
+
+class NoActiveWorkspace(InvalidInput):
+    """No workspace was named and none is active (EINVAL, exit 2)."""
+
+
+# --- conflicts with what exists (exit 3) ------------------------------------------------
+class Conflict(KyfsError):
+    """The operation conflicts with what is stored (EEXIST, exit 3)."""
+
+    errno = _errno.EEXIST
+    exit_code = EXIT_CONFLICT
+
+
+class AlreadyExists(Conflict):
+    """A workspace, key or directory of that name exists (EEXIST, exit 3)."""
+
+
+class WorkspaceExists(AlreadyExists):
+    """A workspace of that name exists (EEXIST, exit 3)."""
+
+
+class NotEmpty(Conflict):
+    """A directory or workspace still holds keys (ENOTEMPTY, exit 3)."""
+
+    errno = _errno.ENOTEMPTY
+
+
+class IsADirectory(Conflict):
+    """A key was expected, a directory was found (EISDIR, exit 3)."""
+
+    errno = _errno.EISDIR
+
+
+class NotADirectory(Conflict):
+    """A path goes through a key as if it were a directory (ENOTDIR, exit 3)."""
+
+    errno = _errno.ENOTDIR
+
+
+# --- permission (exit 6) -----------------------------------------------------------------
+class NotPermitted(KyfsError):
+    """The operation is never allowed here, e.g. a regular file at the root (EPERM, exit 6)."""
+
+    errno = _errno.EPERM
+    exit_code = EXIT_PERMISSION
+
+
+# --- storage (exit 4) ---------------------------------------------------------------------
+class StorageError(KyfsError):
+    """SQLite or the disk failed; the transaction was rolled back (EIO, exit 4)."""
+
+
+class NoSpace(StorageError):
+    """The disk that holds the data directory is full (ENOSPC, exit 4)."""
+
+    errno = _errno.ENOSPC
+
+
+# --- mount (exit 5) -----------------------------------------------------------------------
+class MountError(KyfsError):
+    """Mounting or unmounting failed (EIO, exit 5)."""
+
+    exit_code = EXIT_MOUNT
+
+
+def all_error_classes() -> list[type[KyfsError]]:
+    """Every class of the hierarchy, KyfsError first, in definition order (for docs tests)."""
+    found: list[type[KyfsError]] = [KyfsError]
+    index = 0
+    while index < len(found):
+        for sub in found[index].__subclasses__():
+            if sub not in found:
+                found.append(sub)
+        index += 1
+    return found

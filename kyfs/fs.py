@@ -1,0 +1,352 @@
+"""The FUSE adapter: paths and stat dicts in, errnos out. No SQL here.
+
+Layout of the mount::
+
+    /                     one directory per workspace (mkdir creates, rmdir drops, mv renames)
+    /<workspace>/         the workspace's top directory
+    /<workspace>/a/b/c    key "a/b/c"
+
+Every operation resolves the path to (workspace, key), calls kyfs.workspaces or
+kyfs.store, and turns a kyfs.errors.KyfsError into ``FuseOSError(errno)`` at this
+one boundary (:func:`_op`). Writes go to a shared kyfs.openfile.OpenFile per
+open entry and are committed at flush, fsync and release (close-to-open
+consistency).
+
+Threading model: single-threaded (the mount passes ``nothreads``). One thread
+serves every request; nothing here is locked. A multi-threaded Python FUSE is
+slower for parallel readers because of the GIL, and SQLite connections would
+need a pool; see docs/design.md.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import logging
+import os
+import stat as st
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Concatenate, ParamSpec, TypeVar
+
+from kyfs import names, paths
+from kyfs.errors import (
+    CrossWorkspace,
+    InvalidInput,
+    InvalidName,
+    IsADirectory,
+    KyfsError,
+    NameTooLong,
+    NotPermitted,
+)
+from kyfs.fuse_binding import FuseOSError, Operations
+from kyfs.openfile import OpenFile
+from kyfs.store import ROOT, Entry, Store
+from kyfs.workspaces import Workspaces
+
+log = logging.getLogger(__name__)
+
+UTIME_NOW = (1 << 30) - 1  # tv_nsec values of utimensat(2), passed through by libfuse3
+UTIME_OMIT = (1 << 30) - 2
+RENAME_NOREPLACE = 1  # renameat2(2) flags
+RENAME_EXCHANGE = 2
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _op(
+    method: Callable[Concatenate[KyfsOperations, P], R],
+) -> Callable[Concatenate[KyfsOperations, P], R]:
+    """Run a FUSE operation under the workspaces lock; KyfsError becomes FuseOSError."""
+
+    def wrapper(self: KyfsOperations, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            with self.workspaces.shared():
+                return method(self, *args, **kwargs)
+        except KyfsError as exc:
+            log.debug("%s%r: %s (errno %d)", method.__name__, args, exc, exc.errno)
+            raise FuseOSError(exc.errno) from None
+
+    functools.update_wrapper(wrapper, method)
+    return wrapper
+
+
+class KyfsOperations(Operations):  # type: ignore[misc]
+    """mfusepy operations over a kyfs.workspaces.Workspaces.
+
+    Args:
+        workspaces: the data directory's workspaces; a caching instance for the daemon.
+        spill_dir: where open files spill large writes; kyfs.paths.spill_dir() when None.
+    """
+
+    use_ns = True  # times are integer nanoseconds (mfusepy)
+
+    def __init__(self, workspaces: Workspaces, spill_dir: Path | None = None) -> None:
+        self.workspaces = workspaces
+        self.spill_dir = spill_dir or paths.spill_dir()
+        self._handles: dict[int, OpenFile] = {}
+        self._open: dict[tuple[Store, int], OpenFile] = {}
+        self._next_fh = 1
+        self._uid, self._gid = os.getuid(), os.getgid()
+
+    # --- helpers -----------------------------------------------------------------------
+    @staticmethod
+    def _split(path: str) -> tuple[str | None, str]:
+        """``/`` -> (None, ""); ``/ws`` -> ("ws", ""); ``/ws/a/b`` -> ("ws", "a/b")."""
+        workspace, _, key = path.lstrip("/").partition("/")
+        return (workspace or None), key
+
+    def _resolve(self, path: str, lookup: bool = True) -> tuple[Store, str]:
+        """The store and key of a path inside a workspace.
+
+        For lookups (``lookup``) an invalid name is simply not there (ENOENT),
+        except one that is too long (ENAMETOOLONG), as on ext4.
+        """
+        workspace, key = self._split(path)
+        if workspace is None:
+            raise NotPermitted("the root holds only workspaces")
+        try:
+            if key:
+                names.check_key(key)
+            return self.workspaces.open(workspace), key
+        except NameTooLong:
+            raise
+        except InvalidName as exc:
+            if lookup:
+                raise FuseOSError(errno.ENOENT) from exc
+            raise
+
+    def _attrs(self, entry: Entry, store: Store | None) -> dict[str, Any]:
+        size = entry.size
+        opened = self._open.get((store, entry.id)) if store is not None else None
+        if opened is not None and opened.dirty:
+            size = opened.size
+        kind = st.S_IFDIR if entry.is_dir else st.S_IFREG
+        return {
+            "st_mode": kind | entry.mode,
+            "st_nlink": 2 if entry.is_dir else 1,
+            "st_uid": self._uid,
+            "st_gid": self._gid,
+            "st_size": size,
+            "st_blocks": (size + 511) // 512,
+            "st_atime": entry.atime_ns,
+            "st_mtime": entry.mtime_ns,
+            "st_ctime": entry.ctime_ns,
+        }
+
+    def _root_attrs(self) -> dict[str, Any]:
+        mtime = self.workspaces.directory.stat().st_mtime_ns
+        root = Entry(0, ROOT, True, 0o755, 0, mtime, mtime, mtime, mtime)
+        return self._attrs(root, None)
+
+    def _handle(self, fh: int) -> OpenFile:
+        try:
+            return self._handles[fh]
+        except KeyError:
+            raise FuseOSError(errno.EBADF) from None
+
+    def _attach(self, store: Store, entry: Entry, truncate: bool) -> int:
+        opened = self._open.get((store, entry.id))
+        if opened is None:
+            opened = OpenFile(store, entry.id, entry.size, self.spill_dir)
+            self._open[(store, entry.id)] = opened
+        opened.refs += 1
+        if truncate:
+            opened.truncate(0)
+        fh, self._next_fh = self._next_fh, self._next_fh + 1
+        self._handles[fh] = opened
+        return fh
+
+    # --- metadata ------------------------------------------------------------------------
+    @_op
+    def getattr(self, path: str, fh: int | None = None) -> dict[str, Any]:
+        workspace, key = self._split(path)
+        if workspace is None:
+            return self._root_attrs()
+        store, key = self._resolve(path)
+        return self._attrs(store.stat(key), store)
+
+    @_op
+    def readdir(self, path: str, fh: int) -> list[Any]:
+        workspace, key = self._split(path)
+        listing: list[Any] = [".", ".."]
+        if workspace is None:
+            dir_mode = {"st_mode": st.S_IFDIR | 0o755}
+            listing += [(name, dir_mode, 0) for name in self.workspaces.names()]
+            return listing
+        store, key = self._resolve(path)
+        for entry in store.children(key):
+            kind = st.S_IFDIR if entry.is_dir else st.S_IFREG
+            listing.append((entry.name, {"st_mode": kind | entry.mode}, 0))
+        return listing
+
+    @_op
+    def statfs(self, path: str) -> dict[str, int]:
+        disk = os.statvfs(self.workspaces.directory)
+        keys = sum(self.workspaces.open(name).count_keys() for name in self.workspaces.names())
+        return {
+            "f_bsize": disk.f_bsize,
+            "f_frsize": disk.f_frsize,
+            "f_blocks": disk.f_blocks,
+            "f_bfree": disk.f_bfree,
+            "f_bavail": disk.f_bavail,
+            "f_files": keys,
+            "f_ffree": disk.f_ffree,
+            "f_favail": disk.f_favail,
+            "f_namemax": names.NAME_MAX,
+        }
+
+    @_op
+    def chmod(self, path: str, mode: int) -> int:
+        store, key = self._resolve(path)
+        store.chmod(key, mode)
+        return 0
+
+    @_op
+    def chown(self, path: str, uid: int, gid: int) -> int:
+        # Every entry belongs to the daemon's user; only a no-op chown is allowed.
+        if uid not in (-1, 0xFFFFFFFF, self._uid) or gid not in (-1, 0xFFFFFFFF, self._gid):
+            raise NotPermitted("kyfs entries belong to the mounting user")
+        store, key = self._resolve(path)
+        store.stat(key)
+        return 0
+
+    @_op
+    def utimens(self, path: str, times: tuple[int, int] | None = None) -> int:
+        store, key = self._resolve(path)
+        now = time.time_ns()
+        if times is None:
+            store.utimens(key, now, now)
+            return 0
+        atime, mtime = (None if t == UTIME_OMIT else now if t == UTIME_NOW else t for t in times)
+        store.utimens(key, atime, mtime)
+        return 0
+
+    # --- directories and names -----------------------------------------------------------
+    @_op
+    def mkdir(self, path: str, mode: int) -> int:
+        workspace, key = self._split(path)
+        if workspace is not None and not key:
+            self.workspaces.create(workspace)
+            return 0
+        store, key = self._resolve(path, lookup=False)
+        store.mkdir(key, mode)
+        return 0
+
+    @_op
+    def rmdir(self, path: str) -> int:
+        workspace, key = self._split(path)
+        if workspace is not None and not key:
+            self.workspaces.drop(workspace, only_if_empty=True)
+            return 0
+        store, key = self._resolve(path)
+        store.rmdir(key)
+        return 0
+
+    @_op
+    def unlink(self, path: str) -> int:
+        store, key = self._resolve(path)
+        store.delete(key)
+        return 0
+
+    @_op
+    def rename(self, old: str, new: str, flags: int = 0) -> int:
+        if flags & RENAME_EXCHANGE:
+            raise InvalidInput("RENAME_EXCHANGE is not supported")
+        old_ws, old_key = self._split(old)
+        new_ws, new_key = self._split(new)
+        if old_ws is None or new_ws is None:
+            raise NotPermitted("cannot rename the root")
+        if not old_key and not new_key:
+            if flags & RENAME_NOREPLACE and self.workspaces.exists(new_ws):
+                raise FuseOSError(errno.EEXIST)
+            self.workspaces.rename(old_ws, new_ws)
+            return 0
+        if old_ws != new_ws or not old_key or not new_key:
+            raise CrossWorkspace("rename across workspaces: copy instead")
+        store, old_key = self._resolve(old)
+        new_key = names.check_key(new_key)
+        if flags & RENAME_NOREPLACE:
+            try:
+                store.stat(new_key)
+            except KyfsError:
+                pass
+            else:
+                raise FuseOSError(errno.EEXIST)
+        store.rename(old_key, new_key)
+        return 0
+
+    # --- files ---------------------------------------------------------------------------
+    @_op
+    def create(self, path: str, mode: int, flags: int = 0) -> int:
+        store, key = self._resolve(path, lookup=False)
+        entry = store.create(key, mode, exclusive=bool(flags & os.O_EXCL))
+        return self._attach(store, entry, truncate=bool(flags & os.O_TRUNC))
+
+    @_op
+    def open(self, path: str, flags: int) -> int:
+        store, key = self._resolve(path)
+        entry = store.stat(key)
+        if entry.is_dir:
+            raise IsADirectory(f"is a directory: {key}")
+        return self._attach(store, entry, truncate=bool(flags & os.O_TRUNC))
+
+    @_op
+    def read(self, path: str, size: int, offset: int, fh: int) -> bytes:
+        return self._handle(fh).read(offset, size)
+
+    @_op
+    def write(self, path: str, data: bytes, offset: int, fh: int) -> int:
+        return self._handle(fh).write(offset, data)
+
+    @_op
+    def truncate(self, path: str, length: int, fh: int | None = None) -> int:
+        store, key = self._resolve(path)
+        entry = store.stat(key)
+        if entry.is_dir:
+            raise IsADirectory(f"is a directory: {key}")
+        opened = self._open.get((store, entry.id))
+        if opened is None:
+            store.truncate(key, length)
+        else:
+            opened.truncate(length)
+            opened.commit()
+        return 0
+
+    @_op
+    def flush(self, path: str, fh: int) -> int:
+        self._handle(fh).commit()
+        return 0
+
+    @_op
+    def fsync(self, path: str, datasync: int, fh: int) -> int:
+        self._handle(fh).commit(sync=True)
+        return 0
+
+    @_op
+    def release(self, path: str, fh: int) -> int:
+        opened = self._handles.pop(fh, None)
+        if opened is None:
+            return 0
+        opened.refs -= 1
+        try:
+            opened.commit()
+        finally:
+            if opened.refs == 0:
+                opened.close()
+                self._open.pop((opened.store, opened.entry_id), None)  # type: ignore[arg-type]
+        return 0
+
+    def destroy(self, path: str) -> None:
+        """At unmount: commit what open files still buffer, then close every store."""
+        for opened in list(self._open.values()):
+            try:
+                opened.commit()
+            except KyfsError:
+                log.exception("could not commit an open file at unmount")
+            opened.close()
+        self._open.clear()
+        self._handles.clear()
+        self.workspaces.close()

@@ -1,0 +1,109 @@
+"""Schema migrations of a workspace file, applied in order with ``PRAGMA user_version``.
+
+Each migration is a function ``mNNN_name(conn)`` in MIGRATIONS; migration N
+(1-based) brings ``user_version`` from N-1 to N. ``apply`` runs the missing ones,
+each in its own ``BEGIN IMMEDIATE`` transaction together with the
+``user_version`` bump, so a crash leaves the file at a whole version. A file
+whose version is newer than this code knows is refused rather than guessed at.
+
+Times are integers: nanoseconds since the Unix epoch, UTC. Modes are permission
+bits only (``0o7777``); the type is ``is_dir``.
+
+Not thread-safe: call with a connection no other thread uses.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+
+from kyfs.errors import StorageError
+
+
+def m001_entries_and_blocks(conn: sqlite3.Connection) -> None:
+    """Keys and directories in ``entries``; values split into fixed-size ``blocks``.
+
+    Values live in blocks (kyfs.store.BLOCK_SIZE bytes each, the last one
+    shorter) because one SQLite BLOB stops at SQLITE_MAX_LENGTH (10^9 bytes by
+    default), below the 1 GiB that kyfs promises. A missing block inside the
+    value's size reads as zeros (a sparse hole).
+    """
+    _run_script(
+        conn,
+        """
+        CREATE TABLE entries (
+            id          INTEGER PRIMARY KEY,
+            key         TEXT NOT NULL UNIQUE,
+            parent      TEXT NOT NULL,
+            is_dir      INTEGER NOT NULL DEFAULT 0,
+            mode        INTEGER NOT NULL,
+            size        INTEGER NOT NULL DEFAULT 0,
+            created_ns  INTEGER NOT NULL,
+            mtime_ns    INTEGER NOT NULL,
+            ctime_ns    INTEGER NOT NULL,
+            atime_ns    INTEGER NOT NULL
+        );
+        CREATE INDEX entries_parent ON entries (parent, key);
+        CREATE TABLE blocks (
+            id        INTEGER PRIMARY KEY,
+            entry_id  INTEGER NOT NULL REFERENCES entries (id) ON DELETE CASCADE,
+            idx       INTEGER NOT NULL,
+            data      BLOB NOT NULL,
+            UNIQUE (entry_id, idx)
+        );
+        """,
+    )
+
+
+def _run_script(conn: sqlite3.Connection, script: str) -> None:
+    """Run ``script`` statement by statement inside the caller's transaction.
+
+    ``Connection.executescript`` would COMMIT the open transaction first, which
+    would split a migration from its ``user_version`` bump.
+    """
+    pending = ""
+    for line in script.splitlines(keepends=True):
+        pending += line
+        if sqlite3.complete_statement(pending):
+            conn.execute(pending)
+            pending = ""
+    if pending.strip():
+        raise ValueError(f"incomplete SQL statement in migration: {pending!r}")
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [m001_entries_and_blocks]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def version(conn: sqlite3.Connection) -> int:
+    """The file's ``PRAGMA user_version``."""
+    return int(conn.execute("PRAGMA user_version").fetchone()[0])
+
+
+def apply(conn: sqlite3.Connection) -> int:
+    """Run every migration the file lacks; return the version it is at afterwards.
+
+    The connection must be in autocommit mode (``isolation_level=None``).
+
+    Raises:
+        StorageError: (EIO, exit 4) the file is newer than this kyfs (downgrade).
+    """
+    current = version(conn)
+    if current > SCHEMA_VERSION:
+        raise StorageError(
+            f"workspace schema version {current} is newer than this kyfs knows "
+            f"({SCHEMA_VERSION}); upgrade kyfs"
+        )
+    for number in range(current + 1, SCHEMA_VERSION + 1):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if version(conn) >= number:  # another process migrated meanwhile
+                conn.execute("COMMIT")
+                continue
+            MIGRATIONS[number - 1](conn)
+            conn.execute(f"PRAGMA user_version = {number}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    return SCHEMA_VERSION

@@ -1,0 +1,261 @@
+"""Mount and unmount: the daemon in the foreground or background, readiness, stale mounts.
+
+* :func:`serve` runs the FUSE loop in this process until unmounted (``--foreground``).
+* :func:`mount` starts ``python -m kyfs mount --foreground`` as a background
+  daemon (its own session, output to kyfs.paths.mount_log()), waits until the
+  mountpoint is mounted, and fails fast with the daemon's last log lines if it
+  died first.
+* :func:`unmount` tries ``fusermount3 -u``, ``fusermount -u``, then ``umount``
+  (``-z``/``-l`` with ``lazy``), then waits for the daemon to exit.
+* A stale mountpoint (the daemon died; stat says ENOTCONN, "Transport endpoint
+  is not connected") is unmounted before mounting again.
+
+The daemon writes a JSON record (pid, mountpoint, data directory, start time
+in UTC seconds) to kyfs.paths.mount_record() while it runs.
+
+Not thread-safe; call from the main thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from kyfs import paths
+from kyfs.errors import MountError
+
+log = logging.getLogger(__name__)
+
+READY_TIMEOUT = 15.0  # seconds to wait for a background daemon's mount
+EXIT_TIMEOUT = 15.0  # seconds to wait for the daemon to exit after unmount
+BASE_OPTIONS: dict[str, Any] = {
+    "fsname": "kyfs",
+    "subtype": "kyfs",
+    # Unlink at once even while open: no .fuse_hidden* file can become a key.
+    "hard_remove": True,
+    # The kernel checks permission bits (EACCES), as on a local filesystem.
+    "default_permissions": True,
+    # The kernel may cache attributes and names for 1 s: the CLI's changes
+    # show through the mount within that (libfuse's default, made explicit).
+    "attr_timeout": 1.0,
+    "entry_timeout": 1.0,
+}
+
+
+def parse_options(text: str | None) -> dict[str, Any]:
+    """Parse mount(8) ``-o`` syntax.
+
+    ``"allow_other,uid=1000"`` -> ``{"allow_other": True, "uid": "1000"}``.
+    """
+    options: dict[str, Any] = {}
+    for item in (text or "").split(","):
+        item = item.strip()
+        if not item:
+            continue
+        key, sep, value = item.partition("=")
+        options[key] = value if sep else True
+    return options
+
+
+def is_mounted(mountpoint: Path) -> bool:
+    """True when something is mounted at ``mountpoint`` (stale mounts included)."""
+    return is_stale(mountpoint) or os.path.ismount(mountpoint)
+
+
+def is_stale(mountpoint: Path) -> bool:
+    """True when ``mountpoint`` is a FUSE mount whose daemon is gone (ENOTCONN)."""
+    try:
+        os.stat(mountpoint)
+    except OSError as exc:
+        return exc.errno == errno.ENOTCONN
+    return False
+
+
+def _unmount_commands(mountpoint: Path, lazy: bool) -> list[list[str]]:
+    target = str(mountpoint)
+    commands = []
+    for tool in ("fusermount3", "fusermount"):
+        if shutil.which(tool):
+            commands.append([tool, "-u", *(["-z"] if lazy else []), target])
+    if shutil.which("umount"):
+        commands.append(["umount", *(["-l"] if lazy else []), target])
+    return commands
+
+
+def read_record(mountpoint: Path) -> dict[str, Any] | None:
+    """The running daemon's record for ``mountpoint``, or None."""
+    try:
+        data = json.loads(paths.mount_record(mountpoint).read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def unmount(mountpoint: Path, lazy: bool = False) -> None:
+    """Unmount ``mountpoint`` and wait up to EXIT_TIMEOUT s for its daemon to exit.
+
+    Raises:
+        MountError: (exit 5) nothing is mounted there, or every unmount command failed
+            (the message carries the last command's error, e.g. "Device or resource busy").
+    """
+    mountpoint = mountpoint.absolute()
+    if not is_mounted(mountpoint):
+        raise MountError(f"not mounted: {mountpoint}")
+    record = read_record(mountpoint)
+    errors = []
+    for command in _unmount_commands(mountpoint, lazy):
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+        if done.returncode == 0:
+            break
+        errors.append(f"{command[0]}: {done.stderr.strip() or done.returncode}")
+    else:
+        raise MountError(f"cannot unmount {mountpoint}: " + "; ".join(errors))
+    if record and isinstance(record.get("pid"), int):
+        deadline = time.monotonic() + EXIT_TIMEOUT
+        while _pid_alive(record["pid"]) and time.monotonic() < deadline:
+            _reap(record["pid"])
+            time.sleep(0.05)
+    paths.mount_record(mountpoint).unlink(missing_ok=True)
+
+
+def _reap(pid: int) -> None:
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def prepare_mountpoint(mountpoint: Path) -> None:
+    """Make ``mountpoint`` ready: recover a stale mount, create the directory.
+
+    Raises:
+        MountError: (exit 5) already mounted, or not a directory.
+    """
+    if is_stale(mountpoint):
+        log.warning("recovering stale mount at %s", mountpoint)
+        unmount(mountpoint, lazy=True)
+    if os.path.ismount(mountpoint):
+        raise MountError(f"already mounted: {mountpoint}")
+    mountpoint.mkdir(parents=True, exist_ok=True)
+    if not mountpoint.is_dir():
+        raise MountError(f"mountpoint is not a directory: {mountpoint}")
+
+
+def serve(mountpoint: Path, options: dict[str, Any] | None = None) -> None:
+    """Mount and serve in this process until unmounted or signalled (SIGINT/SIGTERM).
+
+    Raises:
+        MountError: (exit 5) libfuse could not mount (see the log for its message).
+    """
+    from kyfs.fs import KyfsOperations
+    from kyfs.workspaces import Workspaces
+
+    mountpoint = mountpoint.absolute()
+    prepare_mountpoint(mountpoint)
+    operations = KyfsOperations(Workspaces(cache=True))
+    record = paths.mount_record(mountpoint)
+    record.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    record.write_text(
+        json.dumps(
+            {
+                "pid": os.getpid(),
+                "mountpoint": str(mountpoint),
+                "data_dir": str(paths.data_dir()),
+                "started": time.time(),
+            }
+        )
+    )
+    settings = {**BASE_OPTIONS, **(options or {})}
+    try:
+        fuse_class = _fuse_class()
+        fuse_class(operations, str(mountpoint), foreground=True, nothreads=True, **settings)
+    except RuntimeError as exc:
+        raise MountError(f"cannot mount {mountpoint}: libfuse error {exc}") from None
+    finally:
+        record.unlink(missing_ok=True)
+
+
+def mount(mountpoint: Path, options_text: str | None = None) -> int:
+    """Start a background daemon serving ``mountpoint``; return its pid once mounted.
+
+    Raises:
+        MountError: (exit 5) the daemon died or did not mount within READY_TIMEOUT s;
+            the message includes the end of its log.
+    """
+    mountpoint = mountpoint.absolute()
+    prepare_mountpoint(mountpoint)
+    log_file = paths.mount_log(mountpoint)
+    log_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    command = [sys.executable, "-m", "kyfs", "mount", "--foreground", str(mountpoint)]
+    if options_text:
+        command += ["-o", options_text]
+    with open(log_file, "ab") as out:
+        process = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=out,
+            start_new_session=True,
+        )
+    deadline = time.monotonic() + READY_TIMEOUT
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise MountError(
+                f"the kyfs daemon exited with status {process.returncode} before mounting:\n"
+                + _tail(log_file)
+            )
+        if os.path.ismount(mountpoint):
+            return process.pid
+        time.sleep(0.05)
+    process.terminate()
+    raise MountError(
+        f"{mountpoint} was not mounted after {READY_TIMEOUT:.0f} s:\n" + _tail(log_file)
+    )
+
+
+def _tail(path: Path, lines: int = 10) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def _fuse_class() -> type:
+    from kyfs.fuse_binding import FUSE, fuse_major_version
+
+    class KyfsFUSE(FUSE):  # type: ignore[misc]
+        """mfusepy's FUSE, passing rename(2)'s flags (RENAME_NOREPLACE) on to the operations.
+
+        mfusepy 3.1 drops them; kyfs must refuse RENAME_NOREPLACE onto an existing name.
+        """
+
+        if fuse_major_version == 3:
+
+            def rename_fuse_3(self, old: bytes, new: bytes, flags: int) -> int:
+                return int(
+                    self.operations.rename(
+                        old.decode(self.encoding, self.errors),
+                        new.decode(self.encoding, self.errors),
+                        flags,
+                    )
+                    or 0
+                )
+
+    return KyfsFUSE

@@ -1,0 +1,100 @@
+"""The naming rules for workspaces and keys, as pure functions.
+
+* A workspace name is 1-64 characters matching ``[A-Za-z0-9][A-Za-z0-9._-]*``
+  (so it is a safe file name and never ``.``, ``..`` or a hidden file).
+* A key is a ``/``-separated path of components. Each component is 1-255 bytes
+  of UTF-8 (NAME_MAX on Linux), contains no NUL, and is neither ``.`` nor
+  ``..`` (POSIX gives those a meaning of their own). The whole key is at most
+  4096 bytes (PATH_MAX). ``a/b/c`` is shown by the mount as file ``c`` in
+  directory ``b`` in directory ``a``.
+
+Pure functions, safe from any thread.
+"""
+
+from __future__ import annotations
+
+import re
+
+from kyfs.errors import IllegalByteSequence, InvalidName, NameTooLong
+
+WORKSPACE_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+NAME_MAX = 255  # bytes, Linux limits.h
+PATH_MAX = 4096  # bytes, Linux limits.h
+SEP = "/"
+
+
+def check_workspace_name(name: str) -> str:
+    """Return ``name`` when it is a valid workspace name.
+
+    Raises:
+        InvalidName: (EINVAL, exit 2) the name breaks the rule above.
+    """
+    if not WORKSPACE_NAME_RE.fullmatch(name):
+        raise InvalidName(
+            f"invalid workspace name {name!r}: use 1-64 characters from A-Z a-z 0-9 . _ -, "
+            "starting with a letter or digit"
+        )
+    return name
+
+
+def _utf8(text: str, what: str) -> bytes:
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        # Paths from the kernel arrive decoded with surrogateescape: undecodable bytes.
+        raise IllegalByteSequence(f"{what} {text!r} is not valid UTF-8") from None
+
+
+def check_component(name: str) -> str:
+    """Return ``name`` when it is a valid key component (one path segment).
+
+    Raises:
+        InvalidName: (EINVAL) empty, ``.``, ``..``, or contains ``/`` or NUL.
+        NameTooLong: (ENAMETOOLONG) over 255 bytes of UTF-8.
+        IllegalByteSequence: (EILSEQ) not valid UTF-8.
+    """
+    if name in ("", ".", "..") or SEP in name or "\0" in name:
+        raise InvalidName(f"invalid key component {name!r}")
+    if len(_utf8(name, "key component")) > NAME_MAX:
+        raise NameTooLong(f"key component is over {NAME_MAX} bytes: {name[:40]!r}...")
+    return name
+
+
+def check_key(key: str) -> str:
+    """Return ``key`` when every component is valid and the whole is at most 4096 bytes.
+
+    Raises:
+        InvalidName, NameTooLong, IllegalByteSequence: as check_component; an empty
+        key, a leading or trailing ``/`` or ``//`` is InvalidName.
+    """
+    if not key:
+        raise InvalidName("a key cannot be empty")
+    for part in key.split(SEP):
+        if part == "":
+            raise InvalidName(f"invalid key {key!r}: no empty components (leading, trailing or //)")
+        check_component(part)
+    if len(_utf8(key, "key")) > PATH_MAX:
+        raise NameTooLong(f"key is over {PATH_MAX} bytes")
+    return key
+
+
+def parent_of(key: str) -> str:
+    """The directory holding ``key``: ``"a/b"`` for ``"a/b/c"``, ``""`` for a top-level key."""
+    head, _, _ = key.rpartition(SEP)
+    return head
+
+
+def ancestors(key: str) -> list[str]:
+    """Every directory above ``key``, outermost first: ``["a", "a/b"]`` for ``"a/b/c"``."""
+    parts = key.split(SEP)[:-1]
+    return [SEP.join(parts[: i + 1]) for i in range(len(parts))]
+
+
+def join(directory: str, name: str) -> str:
+    """``directory/name``, or ``name`` at the top (``directory == ""``)."""
+    return f"{directory}{SEP}{name}" if directory else name
+
+
+def is_within(key: str, directory: str) -> bool:
+    """True when ``key`` is ``directory`` itself or lies below it."""
+    return key == directory or key.startswith(directory + SEP)

@@ -1,0 +1,236 @@
+"""The write buffer of an open file: close-to-open consistency in bounded memory.
+
+Writes through the mount are not sent to SQLite one by one. Every handle open
+on the same entry shares one :class:`OpenFile`, which keeps the changed blocks
+(of the store's ``block_size``) and the new size; ``commit`` writes them to the
+store in one transaction at flush, fsync or release. Readers through the same
+mount see the buffered bytes at once (as on a local filesystem); other
+processes using the database (the CLI) see them when close returns.
+
+Memory stays bounded whatever the file size: at most MEMORY_BLOCKS changed
+blocks are held in memory; older ones spill to an anonymous temporary file in
+kyfs.paths.spill_dir() (same disk as the data). Unchanged blocks are never
+loaded whole: reads of them go to the store at the offset asked for.
+
+Thread-safety: none; the FUSE adapter serialises calls (it is single-threaded).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections import OrderedDict
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Protocol
+
+from kyfs.store import Entry, check_size
+
+MEMORY_BLOCKS = 16  # changed blocks kept in memory per open file (16 x 256 KiB = 4 MiB)
+
+
+class BlockStore(Protocol):
+    """What an OpenFile needs from a store (kyfs.store.Store provides it)."""
+
+    block_size: int
+
+    def read(self, entry_id: int, offset: int, size: int, valid: int | None = None) -> bytes: ...
+
+    def commit(
+        self,
+        entry_id: int,
+        *,
+        size: int,
+        valid: int,
+        blocks: Iterator[tuple[int, bytes]],
+        mtime_ns: int | None = None,
+    ) -> bool: ...
+
+    def sync(self) -> None: ...
+
+    def stat_id(self, entry_id: int) -> Entry | None: ...
+
+
+class OpenFile:
+    """Buffered state of one open value, shared by all handles on it.
+
+    Args:
+        store: the workspace's store.
+        entry_id: the entry's row id (kept across renames while open).
+        size: the stored size in bytes when the file was opened.
+        spill_dir: where to create the spill file if one is needed.
+
+    Attributes:
+        refs: how many handles use it (the adapter counts).
+        size: the current length in bytes, buffered changes included.
+        dirty: there are changes not yet committed.
+    """
+
+    def __init__(self, store: BlockStore, entry_id: int, size: int, spill_dir: Path) -> None:
+        self.store = store
+        self.entry_id = entry_id
+        self.size = size
+        self.valid = size  # stored bytes below this offset are still part of the value
+        self.dirty = False
+        self.refs = 0
+        self._bs = store.block_size
+        self._spill_dir = spill_dir
+        self._mem: OrderedDict[int, bytearray] = OrderedDict()
+        self._spilled: dict[int, tuple[int, int]] = {}  # block -> (slot, length)
+        self._spill: IO[bytes] | None = None
+        self._next_slot = 0
+
+    # --- reading ------------------------------------------------------------------------
+    def read(self, offset: int, size: int) -> bytes:
+        """Up to ``size`` bytes from ``offset``, buffered changes included; b"" past the end."""
+        if not self.dirty:  # nothing buffered: what is stored now, even if the CLI changed it
+            return self.store.read(self.entry_id, offset, size)
+        end = min(offset + size, self.size)
+        if end <= offset:
+            return b""
+        out = bytearray()
+        pos = offset
+        while pos < end:
+            idx, within = divmod(pos, self._bs)
+            take = min(end - pos, self._bs - within)
+            block = self._buffered(idx)
+            if block is None:
+                out += self.store.read(self.entry_id, pos, take, valid=self.valid)
+            else:
+                piece = block[within : within + take]
+                out += piece
+                out += bytes(take - len(piece))  # a short block: the rest is zeros
+            pos += take
+        return bytes(out)
+
+    def _buffered(self, idx: int) -> bytearray | None:
+        block = self._mem.get(idx)
+        if block is not None:
+            return block
+        spilled = self._spilled.get(idx)
+        if spilled is None:
+            return None
+        assert self._spill is not None
+        slot, length = spilled
+        return bytearray(os.pread(self._spill.fileno(), length, slot * self._bs))
+
+    # --- changing ------------------------------------------------------------------------
+    def _begin(self) -> None:
+        """Before the first change since the last commit: start from what is stored now."""
+        if not self.dirty:
+            entry = self.store.stat_id(self.entry_id)
+            self.size = self.valid = entry.size if entry is not None else 0
+
+    def write(self, offset: int, data: bytes) -> int:
+        """Write ``data`` at ``offset`` (past the end leaves a hole of zeros); returns len(data).
+
+        Raises:
+            ValueTooLarge: (EFBIG) the value would pass kyfs.store.MAX_VALUE_SIZE.
+        """
+        end = offset + len(data)
+        check_size(end)
+        self._begin()
+        pos = 0
+        while pos < len(data):
+            idx, within = divmod(offset + pos, self._bs)
+            take = min(len(data) - pos, self._bs - within)
+            block = self._load(idx, whole=within == 0 and take == self._bs)
+            if len(block) < within:
+                block += bytes(within - len(block))
+            block[within : within + take] = data[pos : pos + take]
+            self._keep(idx, block)
+            pos += take
+        self.size = max(self.size, end)
+        self.dirty = True
+        return len(data)
+
+    def _load(self, idx: int, whole: bool) -> bytearray:
+        """The block to change: buffered, else from the store (unless it is all overwritten)."""
+        block = self._buffered(idx)
+        if block is not None:
+            return block
+        start = idx * self._bs
+        if whole or start >= self.valid:
+            return bytearray()
+        length = min(self._bs, self.valid - start, max(self.size - start, 0))
+        return bytearray(self.store.read(self.entry_id, start, length, valid=self.valid))
+
+    def _keep(self, idx: int, block: bytearray) -> None:
+        if idx in self._spilled:
+            self._write_slot(idx, block)
+            return
+        self._mem[idx] = block
+        self._mem.move_to_end(idx)
+        while len(self._mem) > MEMORY_BLOCKS:
+            old_idx, old_block = self._mem.popitem(last=False)
+            self._write_slot(old_idx, old_block)
+
+    def _write_slot(self, idx: int, block: bytearray) -> None:
+        if self._spill is None:
+            self._spill_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            # Closed in close(); a with-block cannot span the file's open lifetime.
+            self._spill = tempfile.TemporaryFile(dir=self._spill_dir, prefix="kyfs-spill-")  # noqa: SIM115
+        if idx in self._spilled:
+            slot = self._spilled[idx][0]
+        else:
+            slot, self._next_slot = self._next_slot, self._next_slot + 1
+        os.pwrite(self._spill.fileno(), block, slot * self._bs)
+        self._spilled[idx] = (slot, len(block))
+
+    def truncate(self, size: int) -> None:
+        """Cut to, or grow with zeros to, ``size`` bytes.
+
+        Raises:
+            ValueTooLarge: (EFBIG) over kyfs.store.MAX_VALUE_SIZE.
+        """
+        check_size(size)
+        self._begin()
+        if size < self.size:
+            cut_idx, cut_len = divmod(size, self._bs)
+            for idx in [i for i in (*self._mem, *self._spilled) if i >= cut_idx]:
+                block = self._buffered(idx)
+                self._mem.pop(idx, None)
+                self._spilled.pop(idx, None)
+                if idx == cut_idx and cut_len and block is not None:
+                    self._keep(idx, block[:cut_len])
+            self.valid = min(self.valid, size)
+        self.size = size
+        self.dirty = True
+
+    # --- committing ----------------------------------------------------------------------
+    def _blocks(self) -> Iterator[tuple[int, bytes]]:
+        for idx in sorted((*self._mem, *self._spilled)):
+            block = self._buffered(idx)
+            assert block is not None
+            yield idx, bytes(block)
+
+    def commit(self, sync: bool = False) -> None:
+        """Write the buffered changes in one transaction; with ``sync`` make them durable.
+
+        After it returns the buffers are empty and the store holds the value.
+        If the entry was deleted meanwhile the changes are dropped.
+
+        Raises:
+            StorageError / NoSpace: (EIO / ENOSPC) nothing was written; the buffer is kept.
+        """
+        if self.dirty:
+            self.store.commit(
+                self.entry_id, size=self.size, valid=self.valid, blocks=self._blocks()
+            )
+            self._mem.clear()
+            self._spilled.clear()
+            if self._spill is not None:
+                self._spill.truncate(0)
+            self._next_slot = 0
+            self.valid = self.size
+            self.dirty = False
+        if sync:
+            self.store.sync()
+
+    def close(self) -> None:
+        """Free the spill file; buffered changes not committed are dropped."""
+        self._mem.clear()
+        self._spilled.clear()
+        if self._spill is not None:
+            self._spill.close()
+            self._spill = None

@@ -1,0 +1,99 @@
+"""Every location kyfs uses; no other module does path math on the data directory.
+
+Locations come from platformdirs (which follows the XDG Base Directory
+specification on Linux) unless the environment variable ``KYFS_HOME`` is set,
+in which case everything lives under that one directory:
+
+=====================  ==========================================  ============================
+what                   default (Linux)                             with KYFS_HOME=DIR
+=====================  ==========================================  ============================
+workspaces             ~/.local/share/kyfs/workspaces/<name>.db    DIR/workspaces/<name>.db
+config                 ~/.config/kyfs/config.toml                  DIR/config.toml
+state (mount records)  ~/.local/state/kyfs/                        DIR/state/
+spill (big writes)     ~/.local/share/kyfs/spill/                  DIR/spill/
+mountpoint             ~/kyfs                                      ~/kyfs
+=====================  ==========================================  ============================
+
+The functions read the environment on every call (the tests change it), create
+nothing, and are safe from any thread.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import platformdirs
+
+APP = "kyfs"
+ENV_HOME = "KYFS_HOME"
+DB_SUFFIX = ".db"
+
+
+def _home() -> Path | None:
+    value = os.environ.get(ENV_HOME)
+    return Path(value).expanduser().absolute() if value else None
+
+
+def data_dir() -> Path:
+    """The data directory: ``user_data_dir("kyfs")``, or ``$KYFS_HOME``."""
+    return _home() or Path(platformdirs.user_data_dir(APP))
+
+
+def workspaces_dir() -> Path:
+    """The directory that holds one ``<name>.db`` SQLite file per workspace."""
+    return data_dir() / "workspaces"
+
+
+def workspace_file(name: str) -> Path:
+    """The SQLite file of workspace ``name``; the name must already be validated
+    (kyfs.names.check_workspace_name), since this joins it into a path."""
+    return workspaces_dir() / f"{name}{DB_SUFFIX}"
+
+
+def workspace_name(path: Path) -> str | None:
+    """The workspace name of a file in workspaces_dir(), or None when it is not a workspace."""
+    return path.name[: -len(DB_SUFFIX)] if path.name.endswith(DB_SUFFIX) else None
+
+
+def sidecar_files(db_file: Path) -> list[Path]:
+    """SQLite's companion files of a WAL database: ``-wal`` and ``-shm`` (sqlite.org/wal.html)."""
+    return [db_file.with_name(db_file.name + suffix) for suffix in ("-wal", "-shm")]
+
+
+def config_dir() -> Path:
+    """The config directory: ``user_config_dir("kyfs")``, or ``$KYFS_HOME``."""
+    return _home() or Path(platformdirs.user_config_dir(APP))
+
+
+def config_file() -> Path:
+    """The TOML file of small user state (kyfs.config)."""
+    return config_dir() / "config.toml"
+
+
+def state_dir() -> Path:
+    """Runtime records of running mounts and their logs: ``user_state_dir("kyfs")``."""
+    home = _home()
+    return home / "state" if home else Path(platformdirs.user_state_dir(APP))
+
+
+def spill_dir() -> Path:
+    """Where open files spill large writes before commit: on the data directory's disk."""
+    return data_dir() / "spill"
+
+
+def default_mountpoint() -> Path:
+    """The mountpoint used when none is given: ``~/kyfs``."""
+    return Path.home() / APP
+
+
+def mount_record(mountpoint: Path) -> Path:
+    """The JSON record (pid, mountpoint, data directory) of the daemon serving ``mountpoint``."""
+    digest = hashlib.sha256(str(mountpoint.absolute()).encode()).hexdigest()[:16]
+    return state_dir() / "mounts" / f"{digest}.json"
+
+
+def mount_log(mountpoint: Path) -> Path:
+    """The log file of a background daemon serving ``mountpoint``."""
+    return mount_record(mountpoint).with_suffix(".log")

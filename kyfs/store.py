@@ -1,0 +1,684 @@
+"""One workspace = one SQLite file: keys, directories and their values.
+
+The interface kyfs.fs and kyfs.cli rely on is :class:`Store`; a second storage
+engine (PostgreSQL, later) implements the same methods. Keys are ``/``-separated
+text (kyfs.names); values are bytes, stored in blocks of BLOCK_SIZE bytes so
+that no single BLOB reaches SQLite's 10^9-byte SQLITE_MAX_LENGTH and a read at
+an offset touches only the blocks it needs (through SQLite's incremental BLOB
+I/O, ``Connection.blobopen``).
+
+Directories are stored: a ``set`` of ``a/b/c`` also records directories ``a``
+and ``a/b``, and they stay when their last key goes (as on a filesystem; only
+``rmdir`` removes a directory). Every change runs in one ``BEGIN IMMEDIATE``
+transaction, so a second writer waits for the busy timeout instead of failing
+(see ../shared/STYLE.md); reads that touch several rows run in one read
+transaction so they see one snapshot.
+
+Durability: WAL (checked: ``PRAGMA journal_mode=WAL`` must answer ``wal``) with
+``synchronous=NORMAL``: a committed transaction survives the process being
+killed; :meth:`Store.sync` (called on fsync) also makes it survive power loss
+(sqlite.org/pragma.html#pragma_synchronous).
+
+Thread-safety: a Store is used by one thread at a time. The connection is
+opened with ``check_same_thread=False`` so that the FUSE loop may use a Store
+built on another thread, but callers must not share it concurrently.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+import urllib.parse
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from kyfs import migrations, names
+from kyfs.errors import (
+    AlreadyExists,
+    InvalidInput,
+    IsADirectory,
+    KeyNotFound,
+    NoSpace,
+    NotADirectory,
+    NotEmpty,
+    StorageError,
+    ValueTooLarge,
+)
+
+BLOCK_SIZE = 256 * 1024  # bytes per stored block of a value
+MAX_VALUE_SIZE = 16 * 1024**3  # bytes; a larger value is refused with EFBIG
+BUSY_TIMEOUT_MS = 10_000  # how long a writer waits for another one, milliseconds
+INLINE_READ_MAX = 64 * 1024  # blocks up to this size are read in the query, not by BLOB I/O
+FILE_MODE = 0o644
+DIR_MODE = 0o755
+ROOT = ""  # the key of the workspace's own top directory
+
+_ENTRY_COLUMNS = "id, key, is_dir, mode, size, created_ns, mtime_ns, ctime_ns, atime_ns"
+_SQL_STAT = f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE key = ?"
+_SQL_STAT_ID = f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE id = ?"
+_SQL_CHILDREN = f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE parent = ? ORDER BY key"
+_SQL_HAS_CHILD = "SELECT 1 FROM entries WHERE parent = ? LIMIT 1"
+_SQL_INSERT = (
+    "INSERT INTO entries (key, parent, is_dir, mode, size, created_ns, mtime_ns, ctime_ns,"
+    " atime_ns) VALUES (?, ?, ?, ?, 0, ?, ?, ?, ?)"
+)
+_SQL_INSERT_DIR_IF_MISSING = (
+    "INSERT INTO entries (key, parent, is_dir, mode, size, created_ns, mtime_ns, ctime_ns,"
+    " atime_ns) VALUES (?, ?, 1, ?, 0, ?, ?, ?, ?) ON CONFLICT (key) DO NOTHING"
+)
+_SQL_BLOCKS = (
+    "SELECT idx, id, length(data), CASE WHEN length(data) <= ? THEN data END"
+    " FROM blocks WHERE entry_id = ? AND idx BETWEEN ? AND ? ORDER BY idx"
+)
+_SQL_ALL_BLOCKS = "SELECT idx, data FROM blocks WHERE entry_id = ? ORDER BY idx"
+_SQL_UPSERT_BLOCK = (
+    "INSERT INTO blocks (entry_id, idx, data) VALUES (?, ?, ?)"
+    " ON CONFLICT (entry_id, idx) DO UPDATE SET data = excluded.data"
+)
+_SQL_DROP_BLOCKS_FROM = "DELETE FROM blocks WHERE entry_id = ? AND idx >= ?"
+_SQL_CUT_BLOCK = "UPDATE blocks SET data = substr(data, 1, ?) WHERE entry_id = ? AND idx = ?"
+_SQL_SET_SIZE = "UPDATE entries SET size = ?, mtime_ns = ?, ctime_ns = ? WHERE id = ?"
+_SQL_KEYS = "SELECT key FROM entries WHERE is_dir = 0 AND key >= ? AND key < ? ORDER BY key"
+_SQL_ALL_KEYS = "SELECT key FROM entries WHERE is_dir = 0 ORDER BY key"
+_SQL_COUNT_KEYS = "SELECT count(*) FROM entries WHERE is_dir = 0"
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """What is stored about one key or directory.
+
+    Attributes:
+        id: the row id, stable for the entry's life and across renames (per workspace).
+        key: its full key within the workspace (``""`` for the workspace's top).
+        is_dir: a directory rather than a key with a value.
+        mode: permission bits (``0o7777`` mask), without the file type.
+        size: value length in bytes (0 for directories).
+        created_ns, mtime_ns, ctime_ns, atime_ns: nanoseconds since the epoch, UTC.
+    """
+
+    id: int
+    key: str
+    is_dir: bool
+    mode: int
+    size: int
+    created_ns: int
+    mtime_ns: int
+    ctime_ns: int
+    atime_ns: int
+
+    @property
+    def name(self) -> str:
+        """The last component of the key."""
+        return self.key.rpartition(names.SEP)[2]
+
+
+def _entry(row: tuple[int, str, int, int, int, int, int, int, int]) -> Entry:
+    return Entry(row[0], row[1], bool(row[2]), row[3], row[4], row[5], row[6], row[7], row[8])
+
+
+def _convert(exc: sqlite3.Error) -> StorageError:
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code == sqlite3.SQLITE_FULL:
+        return NoSpace(f"disk full: {exc}")
+    return StorageError(f"storage error: {exc}")
+
+
+def check_size(size: int) -> None:
+    """Raise ValueTooLarge (EFBIG, exit 2) when ``size`` bytes is over MAX_VALUE_SIZE."""
+    if size > MAX_VALUE_SIZE:
+        raise ValueTooLarge(f"value of {size} bytes is over the limit of {MAX_VALUE_SIZE} bytes")
+    if size < 0:
+        raise InvalidInput(f"negative size {size}")
+
+
+class Store:
+    """One workspace's SQLite file (see the module docstring for threads and durability).
+
+    Args:
+        path: the ``.db`` file.
+        create: create the file (mode 0600); it must not exist yet.
+
+    Raises:
+        StorageError: (EIO, exit 4) the file cannot be opened, is not a SQLite
+            database, or WAL mode could not be switched on.
+    """
+
+    def __init__(self, path: Path, create: bool = False) -> None:
+        self.path = path
+        self.block_size = BLOCK_SIZE
+        try:
+            if create:
+                os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
+            # mode=rw: never create a file behind a workspace that was renamed or dropped.
+            uri = f"file:{urllib.parse.quote(str(path.absolute()))}?mode=rw"
+            self._conn = sqlite3.connect(
+                uri,
+                uri=True,
+                isolation_level=None,
+                check_same_thread=False,
+                timeout=BUSY_TIMEOUT_MS / 1000,
+            )
+        except FileExistsError:
+            raise AlreadyExists(f"file exists: {path}") from None
+        except (OSError, sqlite3.Error) as exc:
+            raise StorageError(f"cannot open workspace file {path}: {exc}") from None
+        try:
+            self._conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            mode = self._conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise StorageError(f"{path}: WAL mode refused (journal_mode={mode})")
+            self._conn.execute("PRAGMA synchronous = NORMAL")
+            self._conn.execute("PRAGMA foreign_keys = ON")
+            migrations.apply(self._conn)
+        except sqlite3.Error as exc:
+            self._conn.close()
+            raise StorageError(f"{path}: not a usable workspace file: {exc}") from None
+        except BaseException:
+            self._conn.close()
+            raise
+
+    # --- plumbing -------------------------------------------------------------------------
+    def close(self) -> None:
+        """Close the connection; the Store cannot be used afterwards."""
+        self._conn.close()
+
+    @contextmanager
+    def _atomic(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction (BEGIN IMMEDIATE); rolled back on any exception."""
+        try:
+            self._conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise _convert(exc) from None
+        try:
+            yield self._conn
+            self._conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._rollback()
+            raise _convert(exc) from None
+        except BaseException:
+            self._rollback()
+            raise
+
+    @contextmanager
+    def _snapshot(self) -> Iterator[sqlite3.Connection]:
+        """One read transaction, so that several queries see the same state."""
+        try:
+            self._conn.execute("BEGIN")
+            try:
+                yield self._conn
+            finally:
+                self._conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise _convert(exc) from None
+
+    def _rollback(self) -> None:
+        if self._conn.in_transaction:
+            self._conn.execute("ROLLBACK")
+
+    def _query_one(self, sql: str, args: tuple[object, ...]) -> Entry | None:
+        try:
+            row = self._conn.execute(sql, args).fetchone()
+        except sqlite3.Error as exc:
+            raise _convert(exc) from None
+        return _entry(row) if row else None
+
+    def _root(self) -> Entry:
+        stat = self.path.stat()
+        return Entry(
+            0,
+            ROOT,
+            True,
+            DIR_MODE,
+            0,
+            stat.st_mtime_ns,
+            stat.st_mtime_ns,
+            stat.st_mtime_ns,
+            stat.st_mtime_ns,
+        )
+
+    # --- lookups --------------------------------------------------------------------------
+    def stat(self, key: str) -> Entry:
+        """The entry stored at ``key`` (``""`` is the workspace's top directory).
+
+        Raises:
+            KeyNotFound: (ENOENT, exit 1) nothing is stored there.
+        """
+        if key == ROOT:
+            return self._root()
+        entry = self._query_one(_SQL_STAT, (key,))
+        if entry is None:
+            raise KeyNotFound(f"key not found: {key}")
+        return entry
+
+    def stat_id(self, entry_id: int) -> Entry | None:
+        """The entry with row id ``entry_id``, or None when it was deleted."""
+        return self._query_one(_SQL_STAT_ID, (entry_id,))
+
+    def children(self, directory: str) -> list[Entry]:
+        """The entries directly inside ``directory``, sorted by key.
+
+        Raises:
+            KeyNotFound: (ENOENT) no such directory. NotADirectory: (ENOTDIR) it is a key.
+        """
+        if directory != ROOT and not self.stat(directory).is_dir:
+            raise NotADirectory(f"not a directory: {directory}")
+        try:
+            return [_entry(row) for row in self._conn.execute(_SQL_CHILDREN, (directory,))]
+        except sqlite3.Error as exc:
+            raise _convert(exc) from None
+
+    def keys(self, prefix: str = "") -> list[str]:
+        """Every key (not directory) that starts with ``prefix``, sorted by code point."""
+        try:
+            if not prefix:
+                rows = self._conn.execute(_SQL_ALL_KEYS)
+            else:
+                rows = self._conn.execute(_SQL_KEYS, (prefix, prefix + "\U0010ffff"))
+            return [row[0] for row in rows]
+        except sqlite3.Error as exc:
+            raise _convert(exc) from None
+
+    def count_keys(self) -> int:
+        """How many keys (not directories) the workspace holds."""
+        try:
+            return int(self._conn.execute(_SQL_COUNT_KEYS).fetchone()[0])
+        except sqlite3.Error as exc:
+            raise _convert(exc) from None
+
+    def file_size(self) -> int:
+        """Bytes on disk: the database file plus its WAL."""
+        from kyfs.paths import sidecar_files
+
+        total = 0
+        for part in (self.path, *sidecar_files(self.path)[:1]):
+            with suppress(FileNotFoundError):
+                total += part.stat().st_size
+        return total
+
+    # --- values -----------------------------------------------------------------------------
+    def read(self, entry_id: int, offset: int, size: int, valid: int | None = None) -> bytes:
+        """Up to ``size`` bytes of the value of entry ``entry_id`` from byte ``offset``.
+
+        Only the blocks that hold the range are read, and a block larger than
+        INLINE_READ_MAX is read by BLOB I/O at the offset, never whole.
+        Without ``valid`` the result stops at the stored size. With ``valid``
+        (bytes) the result is exactly ``size`` bytes and every byte at or past
+        ``min(valid, stored size)`` is zero (an open file truncated below the
+        stored size, or grown past it). Holes read as zeros. An unknown
+        ``entry_id`` reads as empty (or zeros with ``valid``).
+        """
+        with self._snapshot() as conn:
+            row = conn.execute("SELECT size FROM entries WHERE id = ?", (entry_id,)).fetchone()
+            stored = row[0] if row else 0
+            if valid is None:
+                end, stored_end = min(offset + size, stored), stored
+            else:
+                end, stored_end = offset + size, min(stored, valid)
+            if end <= offset:
+                return b""
+            return self._read_blocks(conn, entry_id, offset, end, stored_end)
+
+    def _read_blocks(
+        self, conn: sqlite3.Connection, entry_id: int, start: int, end: int, stored_end: int
+    ) -> bytes:
+        out = bytearray(end - start)  # zeros: holes and bytes past stored_end stay zero
+        take_end = min(end, stored_end)
+        if take_end <= start:
+            return bytes(out)
+        first, last = start // BLOCK_SIZE, (take_end - 1) // BLOCK_SIZE
+        for idx, rowid, length, inline in conn.execute(
+            _SQL_BLOCKS, (INLINE_READ_MAX, entry_id, first, last)
+        ):
+            base = idx * BLOCK_SIZE
+            lo = max(start, base) - base
+            hi = min(take_end, base + length) - base
+            if hi <= lo:
+                continue
+            if inline is not None:
+                piece = inline[lo:hi]
+            else:
+                with conn.blobopen("blocks", "data", rowid, readonly=True) as blob:
+                    blob.seek(lo)
+                    piece = blob.read(hi - lo)
+            at = base + lo - start
+            out[at : at + len(piece)] = piece
+        return bytes(out)
+
+    def iter_value(self, key: str) -> Iterator[bytes]:
+        """The value of ``key`` as consecutive pieces of at most BLOCK_SIZE bytes.
+
+        Raises:
+            KeyNotFound: (ENOENT, exit 1). IsADirectory: (EISDIR, exit 3).
+        """
+        entry = self.stat(key)
+        if entry.is_dir:
+            raise IsADirectory(f"is a directory: {key}")
+        for offset in range(0, entry.size, BLOCK_SIZE):
+            yield self.read(entry.id, offset, BLOCK_SIZE, valid=entry.size)
+
+    def get(self, key: str) -> bytes:
+        """The whole value of ``key`` (use iter_value for large ones).
+
+        Raises:
+            KeyNotFound: (ENOENT, exit 1). IsADirectory: (EISDIR, exit 3).
+        """
+        return b"".join(self.iter_value(key))
+
+    # --- writes -----------------------------------------------------------------------------
+    def _ensure_parents(self, conn: sqlite3.Connection, key: str, now: int) -> None:
+        """Record every missing directory above ``key``; fail if one of them is a key."""
+        for directory in names.ancestors(key):
+            row = conn.execute("SELECT is_dir FROM entries WHERE key = ?", (directory,)).fetchone()
+            if row is None:
+                conn.execute(
+                    _SQL_INSERT_DIR_IF_MISSING,
+                    (directory, names.parent_of(directory), DIR_MODE, now, now, now, now),
+                )
+            elif not row[0]:
+                raise NotADirectory(f"not a directory: {directory}")
+
+    def _insert(self, conn: sqlite3.Connection, key: str, is_dir: bool, mode: int) -> int:
+        now = time.time_ns()
+        self._ensure_parents(conn, key, now)
+        cur = conn.execute(
+            _SQL_INSERT, (key, names.parent_of(key), int(is_dir), mode & 0o7777, now, now, now, now)
+        )
+        assert cur.lastrowid is not None
+        return cur.lastrowid
+
+    def create(self, key: str, mode: int = FILE_MODE, exclusive: bool = False) -> Entry:
+        """Make ``key`` exist as a key; an empty value when it is new.
+
+        Returns the entry. When the key exists it is returned unchanged, unless
+        ``exclusive`` (O_EXCL). Missing directories above it are created.
+
+        Raises:
+            AlreadyExists: (EEXIST) ``exclusive`` and the key exists.
+            IsADirectory: (EISDIR) a directory has that key.
+            NotADirectory: (ENOTDIR) a key stands where a directory above it should.
+        """
+        names.check_key(key)
+        with self._atomic() as conn:
+            row = conn.execute(_SQL_STAT, (key,)).fetchone()
+            if row is not None:
+                entry = _entry(row)
+                if entry.is_dir:
+                    raise IsADirectory(f"is a directory: {key}")
+                if exclusive:
+                    raise AlreadyExists(f"key exists: {key}")
+                return entry
+            entry_id = self._insert(conn, key, False, mode)
+            return _entry(conn.execute(_SQL_STAT_ID, (entry_id,)).fetchone())
+
+    def set(self, key: str, value: bytes | BinaryIO, mode: int | None = None) -> Entry:
+        """Store ``value`` at ``key``, creating or replacing it in one transaction.
+
+        ``value`` is bytes or a binary file object read to its end in
+        BLOCK_SIZE pieces (so stdin of any size streams in bounded memory).
+        ``mode`` (permission bits) defaults to 0644 for a new key and is kept
+        for an existing one.
+
+        Raises:
+            InvalidName, NameTooLong, IllegalByteSequence: (exit 2) a bad key.
+            IsADirectory / NotADirectory: (exit 3) the path conflicts with a directory or key.
+            ValueTooLarge: (EFBIG, exit 2) over MAX_VALUE_SIZE; nothing is written.
+        """
+        names.check_key(key)
+        now = time.time_ns()
+        with self._atomic() as conn:
+            row = conn.execute(_SQL_STAT, (key,)).fetchone()
+            if row is not None:
+                entry = _entry(row)
+                if entry.is_dir:
+                    raise IsADirectory(f"is a directory: {key}")
+                entry_id = entry.id
+                if mode is not None:
+                    conn.execute(
+                        "UPDATE entries SET mode = ? WHERE id = ?", (mode & 0o7777, entry_id)
+                    )
+                conn.execute("DELETE FROM blocks WHERE entry_id = ?", (entry_id,))
+            else:
+                entry_id = self._insert(conn, key, False, FILE_MODE if mode is None else mode)
+            size = 0
+            for idx, piece in enumerate(_pieces(value)):
+                size += len(piece)
+                check_size(size)
+                conn.execute(_SQL_UPSERT_BLOCK, (entry_id, idx, piece))
+            conn.execute(_SQL_SET_SIZE, (size, now, now, entry_id))
+            return _entry(conn.execute(_SQL_STAT_ID, (entry_id,)).fetchone())
+
+    def commit(
+        self,
+        entry_id: int,
+        *,
+        size: int,
+        valid: int,
+        blocks: Iterable[tuple[int, bytes]],
+        mtime_ns: int | None = None,
+    ) -> bool:
+        """Apply an open file's buffered changes to entry ``entry_id`` in one transaction.
+
+        Args:
+            size: the value's new length in bytes.
+            valid: bytes of the stored value still meaningful; stored data at or past
+                it is dropped (the file was truncated to ``valid`` while open).
+            blocks: ``(index, data)`` pairs; block ``index`` covers bytes
+                ``[index * block_size, index * block_size + len(data))`` and replaces what
+                was stored there. ``data`` may be shorter than block_size only for
+                the last block of the value.
+            mtime_ns: the modification time to record; now when None.
+
+        Returns False when the entry no longer exists (unlinked while open); then
+        nothing is written.
+
+        Raises:
+            ValueTooLarge: (EFBIG) ``size`` over MAX_VALUE_SIZE. NoSpace: (ENOSPC) disk full.
+        """
+        check_size(size)
+        now = time.time_ns()
+        with self._atomic() as conn:
+            if conn.execute("SELECT 1 FROM entries WHERE id = ?", (entry_id,)).fetchone() is None:
+                return False
+            keep = min(valid, size)
+            cut_idx, cut_len = divmod(keep, BLOCK_SIZE)
+            if cut_len:
+                conn.execute(_SQL_CUT_BLOCK, (cut_len, entry_id, cut_idx))
+                conn.execute(_SQL_DROP_BLOCKS_FROM, (entry_id, cut_idx + 1))
+            else:
+                conn.execute(_SQL_DROP_BLOCKS_FROM, (entry_id, cut_idx))
+            last_idx = (size - 1) // BLOCK_SIZE
+            for idx, data in blocks:
+                if idx > last_idx:
+                    continue
+                limit = size - idx * BLOCK_SIZE
+                conn.execute(_SQL_UPSERT_BLOCK, (entry_id, idx, bytes(data[:limit])))
+            mtime = now if mtime_ns is None else mtime_ns
+            conn.execute(_SQL_SET_SIZE, (size, mtime, now, entry_id))
+        return True
+
+    def truncate(self, key: str, size: int) -> None:
+        """Set the value of ``key`` to ``size`` bytes: cut, or grown with zeros (a hole).
+
+        Raises:
+            KeyNotFound, IsADirectory, ValueTooLarge (EFBIG).
+        """
+        entry = self.stat(key)
+        if entry.is_dir:
+            raise IsADirectory(f"is a directory: {key}")
+        self.commit(entry.id, size=size, valid=min(size, entry.size), blocks=())
+
+    def delete(self, key: str) -> None:
+        """Remove key ``key`` and its value.
+
+        Raises:
+            KeyNotFound: (ENOENT, exit 1). IsADirectory: (EISDIR) use rmdir.
+        """
+        with self._atomic() as conn:
+            row = conn.execute(_SQL_STAT, (key,)).fetchone()
+            if row is None:
+                raise KeyNotFound(f"key not found: {key}")
+            if row[2]:
+                raise IsADirectory(f"is a directory: {key}")
+            conn.execute("DELETE FROM entries WHERE id = ?", (row[0],))
+
+    def mkdir(self, key: str, mode: int = DIR_MODE) -> Entry:
+        """Create directory ``key`` (and any missing one above it).
+
+        Raises:
+            AlreadyExists: (EEXIST) a key or directory is there. NotADirectory: (ENOTDIR).
+        """
+        names.check_key(key)
+        with self._atomic() as conn:
+            if conn.execute(_SQL_STAT, (key,)).fetchone() is not None:
+                raise AlreadyExists(f"exists: {key}")
+            entry_id = self._insert(conn, key, True, mode)
+            return _entry(conn.execute(_SQL_STAT_ID, (entry_id,)).fetchone())
+
+    def rmdir(self, key: str) -> None:
+        """Remove the empty directory ``key``.
+
+        Raises:
+            KeyNotFound (ENOENT), NotADirectory (ENOTDIR), NotEmpty (ENOTEMPTY).
+        """
+        with self._atomic() as conn:
+            row = conn.execute(_SQL_STAT, (key,)).fetchone()
+            if row is None:
+                raise KeyNotFound(f"no such directory: {key}")
+            if not row[2]:
+                raise NotADirectory(f"not a directory: {key}")
+            if conn.execute(_SQL_HAS_CHILD, (key,)).fetchone():
+                raise NotEmpty(f"directory not empty: {key}")
+            conn.execute("DELETE FROM entries WHERE id = ?", (row[0],))
+
+    def rename(self, old: str, new: str) -> None:
+        """Move ``old`` (key or directory, with all below it) to ``new``, in one transaction.
+
+        Follows rename(2): an existing key at ``new`` is replaced atomically, as
+        is an empty directory when ``old`` is a directory.
+
+        Raises:
+            KeyNotFound: (ENOENT) ``old`` missing.
+            InvalidInput: (EINVAL) ``new`` lies inside ``old``.
+            IsADirectory: (EISDIR) ``old`` is a key and ``new`` a directory.
+            NotADirectory: (ENOTDIR) ``old`` is a directory and ``new`` a key.
+            NotEmpty: (ENOTEMPTY) ``new`` is a directory that holds entries.
+        """
+        names.check_key(new)
+        if old == new:
+            self.stat(old)
+            return
+        if names.is_within(new, old):
+            raise InvalidInput(f"cannot move {old!r} into itself ({new!r})")
+        now = time.time_ns()
+        with self._atomic() as conn:
+            row = conn.execute(_SQL_STAT, (old,)).fetchone()
+            if row is None:
+                raise KeyNotFound(f"key not found: {old}")
+            source = _entry(row)
+            target_row = conn.execute(_SQL_STAT, (new,)).fetchone()
+            if target_row is not None:
+                target = _entry(target_row)
+                if target.is_dir and not source.is_dir:
+                    raise IsADirectory(f"is a directory: {new}")
+                if source.is_dir and not target.is_dir:
+                    raise NotADirectory(f"not a directory: {new}")
+                if target.is_dir and conn.execute(_SQL_HAS_CHILD, (new,)).fetchone():
+                    raise NotEmpty(f"directory not empty: {new}")
+                conn.execute("DELETE FROM entries WHERE id = ?", (target.id,))
+            self._ensure_parents(conn, new, now)
+            conn.execute(
+                "UPDATE entries SET key = ?, parent = ?, ctime_ns = ? WHERE id = ?",
+                (new, names.parent_of(new), now, source.id),
+            )
+            if source.is_dir:
+                # Every key below: swap the prefix. substr() counts characters, as len() does.
+                cut = len(old) + 1
+                conn.execute(
+                    "UPDATE entries SET key = ? || substr(key, ?),"
+                    " parent = CASE WHEN parent = ? THEN ? ELSE ? || substr(parent, ?) END"
+                    " WHERE key >= ? AND key < ?",
+                    (new + "/", cut + 1, old, new, new + "/", cut + 1, old + "/", old + "0"),
+                )
+
+    def chmod(self, key: str, mode: int) -> None:
+        """Store permission bits ``mode & 0o7777`` for ``key``; ctime is now.
+
+        Raises:
+            KeyNotFound: (ENOENT).
+        """
+        self._update_times(key, "mode = ?", (mode & 0o7777,))
+
+    def utimens(self, key: str, atime_ns: int | None, mtime_ns: int | None) -> None:
+        """Store access and modification times (ns, UTC); None leaves one as it is
+        (UTIME_OMIT). ctime becomes now.
+
+        Raises:
+            KeyNotFound: (ENOENT).
+        """
+        sets, args = [], []
+        if atime_ns is not None:
+            sets.append("atime_ns = ?")
+            args.append(atime_ns)
+        if mtime_ns is not None:
+            sets.append("mtime_ns = ?")
+            args.append(mtime_ns)
+        self._update_times(key, ", ".join(sets), tuple(args))
+
+    def _update_times(self, key: str, assignments: str, args: tuple[object, ...]) -> None:
+        if key == ROOT:
+            return  # the workspace's top directory keeps the file's own times
+        clause = f"{assignments}, ctime_ns = ?" if assignments else "ctime_ns = ?"
+        with self._atomic() as conn:
+            cur = conn.execute(
+                f"UPDATE entries SET {clause} WHERE key = ?", (*args, time.time_ns(), key)
+            )
+            if cur.rowcount == 0:
+                raise KeyNotFound(f"key not found: {key}")
+
+    def sync(self) -> None:
+        """Make every committed transaction durable on disk, also against power loss.
+
+        A PASSIVE checkpoint fsyncs the WAL, then the database (sqlite.org/wal.html).
+        """
+        try:
+            self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        except sqlite3.Error as exc:
+            raise _convert(exc) from None
+
+    def checkpoint(self) -> bool:
+        """Move the WAL into the database and empty it; True when it could (no reader busy)."""
+        try:
+            busy = self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+        except sqlite3.Error as exc:
+            raise _convert(exc) from None
+        return not busy
+
+
+def _pieces(value: bytes | BinaryIO) -> Iterator[bytes]:
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        data = bytes(value)
+        check_size(len(data))
+        for start in range(0, len(data), BLOCK_SIZE):
+            yield data[start : start + BLOCK_SIZE]
+        return
+    while True:
+        piece = _read_full(value, BLOCK_SIZE)
+        if not piece:
+            return
+        yield piece
+
+
+def _read_full(stream: BinaryIO, size: int) -> bytes:
+    """Read exactly ``size`` bytes unless the stream ends first (pipes return short reads)."""
+    parts, left = [], size
+    while left:
+        piece = stream.read(left)
+        if not piece:
+            break
+        parts.append(piece)
+        left -= len(piece)
+    return b"".join(parts)

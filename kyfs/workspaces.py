@@ -1,0 +1,266 @@
+"""The set of workspaces in one data directory: list, create, drop, rename, open.
+
+A workspace is the SQLite file ``<name>.db`` in kyfs.paths.workspaces_dir()
+(with its ``-wal`` and ``-shm`` companions). Changes to the set (create, drop,
+rename) and every use of a workspace are coordinated between processes (the
+mount daemon and any number of CLI commands) by an advisory lock on the file
+``.lock`` in that directory (flock(2)):
+
+* create, drop and rename hold it exclusively while they move files, so the
+  three files of a workspace are never seen half renamed;
+* every use of a workspace (:meth:`Workspaces.shared`) holds it shared, so no
+  rename or drop happens in the middle of an operation.
+
+Stores can be kept open between uses (``cache=True``, the daemon): before each
+use the file's identity (st_dev, st_ino) is compared with the one opened, so a
+workspace renamed or dropped by another process is noticed at the next
+operation and never written through a stale name.
+
+Thread-safety: one thread at a time per Workspaces object.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from kyfs import config, paths
+from kyfs.errors import AlreadyExists, NotEmpty, WorkspaceExists, WorkspaceNotFound
+from kyfs.names import check_workspace_name
+from kyfs.store import Store
+
+
+@dataclass(frozen=True, slots=True)
+class WorkspaceInfo:
+    """A summary of one workspace: ``keys`` (count) and ``size`` (bytes on disk)."""
+
+    name: str
+    keys: int
+    size: int
+    path: Path
+
+
+class _DirLock:
+    """A re-entrant flock(2) on ``.lock``: shared inside exclusive is a no-op, and
+    exclusive inside shared upgrades for its duration."""
+
+    def __init__(self, directory: Path) -> None:
+        self._path = directory / ".lock"
+        self._fd: int | None = None
+        self._shared = 0
+        self._exclusive = 0
+
+    def _file(self) -> int:
+        if self._fd is None:
+            self._path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        return self._fd
+
+    @contextmanager
+    def shared(self) -> Iterator[None]:
+        if self._shared or self._exclusive:
+            self._shared += 1
+            try:
+                yield
+            finally:
+                self._shared -= 1
+            return
+        fcntl.flock(self._file(), fcntl.LOCK_SH)
+        self._shared += 1
+        try:
+            yield
+        finally:
+            self._shared -= 1
+            fcntl.flock(self._file(), fcntl.LOCK_UN)
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        if self._exclusive:
+            self._exclusive += 1
+            try:
+                yield
+            finally:
+                self._exclusive -= 1
+            return
+        fcntl.flock(self._file(), fcntl.LOCK_EX)
+        self._exclusive += 1
+        try:
+            yield
+        finally:
+            self._exclusive -= 1
+            fcntl.flock(self._file(), fcntl.LOCK_SH if self._shared else fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+class Workspaces:
+    """The workspaces of one data directory.
+
+    Args:
+        directory: where the ``.db`` files live; kyfs.paths.workspaces_dir() when None.
+            Created with mode 0700 when missing.
+        cache: keep Stores open between uses, checked against the file's identity
+            before each use (for the long-running daemon).
+    """
+
+    def __init__(self, directory: Path | None = None, *, cache: bool = False) -> None:
+        self.directory = directory or paths.workspaces_dir()
+        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._lock = _DirLock(self.directory)
+        self._cache_enabled = cache
+        self._cache: dict[str, tuple[Store, tuple[int, int]]] = {}
+
+    def _file(self, name: str) -> Path:
+        return self.directory / f"{check_workspace_name(name)}{paths.DB_SUFFIX}"
+
+    # --- coordination ------------------------------------------------------------------
+    def shared(self) -> AbstractContextManager[None]:
+        """Hold the directory lock shared: no create/drop/rename runs meanwhile."""
+        return self._lock.shared()
+
+    # --- the set -----------------------------------------------------------------------
+    def names(self) -> list[str]:
+        """Every workspace name, sorted."""
+        found = []
+        for entry in os.scandir(self.directory):
+            name = paths.workspace_name(Path(entry.name))
+            if name is not None and entry.is_file():
+                found.append(name)
+        return sorted(found)
+
+    def exists(self, name: str) -> bool:
+        """True when workspace ``name`` exists. Raises InvalidName for a bad name."""
+        return self._file(name).is_file()
+
+    def create(self, name: str) -> None:
+        """Create the empty workspace ``name`` (file mode 0600).
+
+        Raises:
+            InvalidName: (EINVAL, exit 2). WorkspaceExists: (EEXIST, exit 3).
+        """
+        path = self._file(name)
+        with self._lock.exclusive():
+            try:
+                Store(path, create=True).close()
+            except AlreadyExists:
+                raise WorkspaceExists(f"workspace exists: {name}") from None
+
+    def drop(self, name: str, *, only_if_empty: bool = False) -> None:
+        """Delete workspace ``name`` and its files.
+
+        Raises:
+            WorkspaceNotFound: (ENOENT, exit 1).
+            NotEmpty: (ENOTEMPTY, exit 3) ``only_if_empty`` and it holds keys or directories.
+        """
+        path = self._file(name)
+        with self._lock.exclusive():
+            if not path.is_file():
+                raise WorkspaceNotFound(f"workspace not found: {name}")
+            if only_if_empty:
+                store = self._open_unlocked(name)
+                try:
+                    if store.children(""):
+                        raise NotEmpty(f"workspace not empty: {name}")
+                finally:
+                    if not self._cache_enabled:
+                        store.close()
+            self._forget(name)
+            for part in (path, *paths.sidecar_files(path)):
+                part.unlink(missing_ok=True)
+
+    def rename(self, old: str, new: str) -> None:
+        """Rename workspace ``old`` to ``new`` (its ``-wal`` and ``-shm`` files too).
+
+        When ``old`` is the active workspace (kyfs.config), ``new`` becomes it.
+
+        Raises:
+            InvalidName: (exit 2). WorkspaceNotFound: (ENOENT, exit 1).
+            WorkspaceExists: (EEXIST, exit 3) ``new`` exists.
+        """
+        source, target = self._file(old), self._file(new)
+        with self._lock.exclusive():
+            if not source.is_file():
+                raise WorkspaceNotFound(f"workspace not found: {old}")
+            if old == new:
+                return
+            if target.exists():
+                raise WorkspaceExists(f"workspace exists: {new}")
+            store = self._open_unlocked(old)
+            store.checkpoint()  # empty the WAL first; a reader may keep it, which is fine
+            cached = self._cache.pop(old, None)
+            if cached is None:
+                store.close()
+            for src, dst in zip(
+                (source, *paths.sidecar_files(source)),
+                (target, *paths.sidecar_files(target)),
+                strict=True,
+            ):
+                if src.exists():
+                    os.rename(src, dst)
+            if cached is not None:  # same inode under its new name: keep it open
+                self._cache[new] = cached
+            if config.active_workspace() == old:  # the active workspace follows its rename
+                config.set_active_workspace(new)
+
+    # --- using one -----------------------------------------------------------------------
+    def open(self, name: str) -> Store:
+        """The Store of workspace ``name``: cached and revalidated, or newly opened.
+
+        Without ``cache`` the caller closes it. Call under :meth:`shared`.
+
+        Raises:
+            InvalidName: (exit 2). WorkspaceNotFound: (ENOENT, exit 1).
+            StorageError: (EIO, exit 4) the file is not a usable workspace.
+        """
+        return self._open_unlocked(name)
+
+    def _open_unlocked(self, name: str) -> Store:
+        path = self._file(name)
+        try:
+            stat = path.stat()
+        except FileNotFoundError:
+            self._cache.pop(name, None)
+            raise WorkspaceNotFound(f"workspace not found: {name}") from None
+        identity = (stat.st_dev, stat.st_ino)
+        cached = self._cache.get(name)
+        if cached is not None:
+            if cached[1] == identity:
+                return cached[0]
+            del self._cache[name]  # replaced behind our back; open files keep the old one
+        store = Store(path)
+        if self._cache_enabled:
+            self._cache[name] = (store, identity)
+        return store
+
+    def _forget(self, name: str) -> None:
+        cached = self._cache.pop(name, None)
+        if cached is not None:
+            cached[0].close()
+
+    def info(self, name: str) -> WorkspaceInfo:
+        """Key count and bytes on disk of ``name``.
+
+        Raises:
+            WorkspaceNotFound: (ENOENT, exit 1).
+        """
+        with self._lock.shared():
+            store = self._open_unlocked(name)
+            try:
+                return WorkspaceInfo(name, store.count_keys(), store.file_size(), store.path)
+            finally:
+                if not self._cache_enabled:
+                    store.close()
+
+    def close(self) -> None:
+        """Close every cached Store and the lock file."""
+        for store, _ in self._cache.values():
+            store.close()
+        self._cache.clear()
+        self._lock.close()
