@@ -358,7 +358,8 @@ class Store:
         if entry.is_dir:
             raise IsADirectory(f"is a directory: {key}")
         for offset in range(0, entry.size, BLOCK_SIZE):
-            yield self.read(entry.id, offset, BLOCK_SIZE, valid=entry.size)
+            length = min(BLOCK_SIZE, entry.size - offset)
+            yield self.read(entry.id, offset, length, valid=entry.size)
 
     def get(self, key: str) -> bytes:
         """The whole value of ``key`` (use iter_value for large ones).

@@ -205,6 +205,7 @@ class Workspaces:
                 if src.exists():
                     os.rename(src, dst)
             if cached is not None:  # same inode under its new name: keep it open
+                cached[0].path = target
                 self._cache[new] = cached
             if config.active_workspace() == old:  # the active workspace follows its rename
                 config.set_active_workspace(new)
