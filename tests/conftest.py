@@ -1,0 +1,164 @@
+"""Shared fixtures: an isolated KYFS_HOME for every test, and real mounts.
+
+Every test runs with ``KYFS_HOME`` in its own tmp_path, so no test touches the
+real home. The ``mounted`` fixture starts the daemon in a subprocess
+(``python -m kyfs mount --foreground``), waits until the mountpoint is mounted
+(failing fast if the daemon died), and unmounts in teardown even when the test
+failed: ``fusermount3 -u``, then ``-uz``, then it kills the daemon.
+
+With ``KYFS_REQUIRE_MOUNT=1`` (set by .ci/run when /dev/fuse exists) a mount
+test that cannot run fails instead of being skipped, and the session fails if
+any test marked ``mount`` was skipped anyway.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REQUIRE_MOUNT = os.environ.get("KYFS_REQUIRE_MOUNT") == "1"
+MOUNT_TIMEOUT = 15.0  # seconds
+
+
+@pytest.fixture(autouse=True)
+def kyfs_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Point every kyfs location at a fresh directory; forget any workspace override."""
+    home = tmp_path / "kyfs-home"
+    home.mkdir()
+    monkeypatch.setenv("KYFS_HOME", str(home))
+    monkeypatch.delenv("KYFS_WORKSPACE", raising=False)
+    return home
+
+
+def _mount_unavailable() -> str | None:
+    if not os.path.exists("/dev/fuse"):
+        return "/dev/fuse is missing"
+    if not shutil.which("fusermount3"):
+        return "fusermount3 is not installed (Debian package fuse3)"
+    return None
+
+
+@dataclass
+class Mount:
+    """A running kyfs daemon: ``path`` is the mountpoint, ``home`` its KYFS_HOME."""
+
+    path: Path
+    home: Path
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def env(self) -> dict[str, str]:
+        """An environment for CLI subprocesses that share this mount's data."""
+        return {**os.environ, "KYFS_HOME": str(self.home)}
+
+    def kyfs(self, *args: str, input: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+        """Run the real ``python -m kyfs`` CLI against this mount's data directory."""
+        return subprocess.run(
+            [sys.executable, "-m", "kyfs", *args],
+            env=self.env(),
+            input=input,
+            capture_output=True,
+            check=False,
+            timeout=60,
+        )
+
+    def peak_rss_kib(self) -> int:
+        """The daemon's peak resident set size so far (VmHWM), KiB."""
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+        raise AssertionError("VmHWM not found")
+
+
+def _wait_for_mount(mount: Mount) -> None:
+    deadline = time.monotonic() + MOUNT_TIMEOUT
+    while time.monotonic() < deadline:
+        if mount.process.poll() is not None:
+            raise AssertionError(
+                f"kyfs daemon exited with {mount.process.returncode} before mounting:\n"
+                + mount.log.read_text(errors="replace")
+            )
+        if os.path.ismount(mount.path):
+            return
+        time.sleep(0.05)
+    raise AssertionError("mount did not appear:\n" + mount.log.read_text(errors="replace"))
+
+
+def _cleanup(mount: Mount) -> None:
+    if os.path.ismount(mount.path) or _stale(mount.path):
+        done = subprocess.run(["fusermount3", "-u", str(mount.path)], capture_output=True)
+        if done.returncode != 0:
+            subprocess.run(["fusermount3", "-uz", str(mount.path)], capture_output=True)
+    try:
+        mount.process.wait(timeout=MOUNT_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        mount.process.kill()
+        mount.process.wait()
+
+
+def _stale(path: Path) -> bool:
+    try:
+        os.stat(path)
+    except OSError:
+        return True
+    return False
+
+
+@pytest.fixture
+def mounted(tmp_path: Path, kyfs_home: Path) -> Iterator[Mount]:
+    """A real kyfs mount at tmp_path/mnt with the ``default`` workspace."""
+    reason = _mount_unavailable()
+    if reason:
+        if REQUIRE_MOUNT:
+            pytest.fail(f"mount tests are required but cannot run: {reason}")
+        pytest.skip(reason)
+    path = tmp_path / "mnt"
+    path.mkdir()
+    log = tmp_path / "daemon.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "kyfs", "mount", "--foreground", str(path)],
+            env={**os.environ, "KYFS_HOME": str(kyfs_home)},
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    mount = Mount(path, kyfs_home, process, log)
+    try:
+        _wait_for_mount(mount)
+        yield mount
+    finally:
+        _cleanup(mount)
+    assert process.returncode == 0, log.read_text(errors="replace")
+    bad = [
+        line
+        for line in log.read_text(errors="replace").splitlines()
+        if " ERROR " in line or " CRITICAL " in line or "Traceback" in line
+    ]
+    assert not bad, "the daemon logged errors:\n" + "\n".join(bad)
+
+
+_skipped_mount_tests: list[str] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.skipped and "mount" in report.keywords:
+        _skipped_mount_tests.append(report.nodeid)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if REQUIRE_MOUNT and _skipped_mount_tests:
+        print(
+            "\nKYFS_REQUIRE_MOUNT=1 but mount tests were skipped: "
+            + ", ".join(_skipped_mount_tests),
+            file=sys.stderr,
+        )
+        session.exitstatus = 1

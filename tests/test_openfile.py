@@ -1,0 +1,115 @@
+"""The open-file write buffer over a real store."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from kyfs import openfile
+from kyfs.openfile import OpenFile
+from kyfs.store import BLOCK_SIZE, Store
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    s = Store(tmp_path / "w.db", create=True)
+    yield s
+    s.close()
+
+
+def _open(store: Store, key: str, tmp_path: Path) -> OpenFile:
+    entry = store.create(key)
+    return OpenFile(store, entry.id, entry.size, tmp_path / "spill")
+
+
+def test_writes_are_buffered_until_commit(store: Store, tmp_path: Path) -> None:
+    f = _open(store, "k", tmp_path)
+    f.write(0, b"hello ")
+    f.write(6, b"world")
+    assert f.read(0, 100) == b"hello world"  # read-your-writes through the mount
+    assert store.get("k") == b""  # the CLI sees nothing before close
+    f.commit()
+    assert store.get("k") == b"hello world"
+    assert not f.dirty
+
+
+def test_partial_overwrite_keeps_stored_bytes(store: Store, tmp_path: Path) -> None:
+    value = os.urandom(2 * BLOCK_SIZE + 50)
+    store.set("k", value)
+    entry = store.stat("k")
+    f = OpenFile(store, entry.id, entry.size, tmp_path)
+    f.write(BLOCK_SIZE - 2, b"XXXX")
+    expected = value[: BLOCK_SIZE - 2] + b"XXXX" + value[BLOCK_SIZE + 2 :]
+    assert f.read(0, len(value)) == expected
+    f.commit()
+    assert store.get("k") == expected
+
+
+def test_sparse_write_reads_zeros(store: Store, tmp_path: Path) -> None:
+    f = _open(store, "k", tmp_path)
+    f.write(3 * BLOCK_SIZE + 1, b"Z")
+    assert f.size == 3 * BLOCK_SIZE + 2
+    assert f.read(0, 10) == bytes(10)
+    f.commit()
+    assert store.get("k") == bytes(3 * BLOCK_SIZE + 1) + b"Z"
+
+
+def test_truncate_then_extend_never_shows_old_bytes(store: Store, tmp_path: Path) -> None:
+    store.set("k", b"S" * (BLOCK_SIZE * 2))
+    entry = store.stat("k")
+    f = OpenFile(store, entry.id, entry.size, tmp_path)
+    f.truncate(3)
+    f.write(BLOCK_SIZE + 5, b"!")
+    expected = b"SSS" + bytes(BLOCK_SIZE + 2) + b"!"
+    assert f.read(0, 2 * BLOCK_SIZE) == expected
+    f.commit()
+    assert store.get("k") == expected
+
+
+def test_truncate_shrinks_buffered_block(store: Store, tmp_path: Path) -> None:
+    f = _open(store, "k", tmp_path)
+    f.write(0, b"abcdef")
+    f.truncate(2)
+    f.truncate(4)
+    assert f.read(0, 10) == b"ab\0\0"
+    f.commit()
+    assert store.get("k") == b"ab\0\0"
+
+
+def test_large_writes_spill_and_stay_exact(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(openfile, "MEMORY_BLOCKS", 2)
+    f = _open(store, "big", tmp_path)
+    value = os.urandom(6 * BLOCK_SIZE + 123)
+    step = 100_000
+    for offset in range(0, len(value), step):
+        f.write(offset, value[offset : offset + step])
+    assert len(f._mem) <= 2 and f._spilled  # the rest went to the spill file
+    assert f.read(BLOCK_SIZE - 10, 20) == value[BLOCK_SIZE - 10 : BLOCK_SIZE + 10]
+    f.truncate(5 * BLOCK_SIZE)  # drops spilled blocks past the cut, keeps slots apart
+    f.write(5 * BLOCK_SIZE, b"tail")
+    f.commit()
+    assert store.get("big") == value[: 5 * BLOCK_SIZE] + b"tail"
+    f.close()
+
+
+def test_clean_reads_see_changes_made_elsewhere(store: Store, tmp_path: Path) -> None:
+    store.set("k", b"old")
+    entry = store.stat("k")
+    f = OpenFile(store, entry.id, entry.size, tmp_path)
+    store.set("k", b"changed by the CLI")
+    assert f.read(0, 100) == b"changed by the CLI"
+    f.write(0, b"C")  # the first change starts from what is stored now
+    f.commit()
+    assert store.get("k") == b"Changed by the CLI"
+
+
+def test_commit_after_delete_is_dropped(store: Store, tmp_path: Path) -> None:
+    f = _open(store, "k", tmp_path)
+    f.write(0, b"data")
+    store.delete("k")
+    f.commit()
+    assert store.keys() == []
