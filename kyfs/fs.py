@@ -281,6 +281,8 @@ class KyfsOperations(Operations):  # type: ignore[misc]
     # --- files ---------------------------------------------------------------------------
     @_op
     def create(self, path: str, mode: int, flags: int = 0) -> int:
+        if not self._split(path)[1]:
+            raise NotPermitted("the root holds only workspaces (directories), not files")
         store, key = self._resolve(path, lookup=False)
         entry = store.create(key, mode, exclusive=bool(flags & os.O_EXCL))
         return self._attach(store, entry, truncate=bool(flags & os.O_TRUNC))

@@ -1,0 +1,154 @@
+"""The FUSE operations class called directly (no mount): paths in, stat dicts and errnos out."""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+fs = pytest.importorskip("kyfs.fs", reason="libfuse3 is not installed", exc_type=OSError)
+from kyfs.fuse_binding import FuseOSError  # noqa: E402
+from kyfs.workspaces import Workspaces  # noqa: E402
+
+
+@pytest.fixture
+def ops(tmp_path: Path) -> Iterator[fs.KyfsOperations]:
+    operations = fs.KyfsOperations(Workspaces(cache=True), tmp_path / "spill")
+    operations.mkdir("/ws", 0o755)
+    yield operations
+    operations.destroy("/")
+
+
+def _errno(call, *args) -> int:  # type: ignore[no-untyped-def]
+    with pytest.raises(FuseOSError) as info:
+        call(*args)
+    return info.value.errno
+
+
+def _write_file(ops: fs.KyfsOperations, path: str, data: bytes) -> None:
+    fh = ops.create(path, 0o644, os.O_WRONLY)
+    ops.write(path, data, 0, fh)
+    ops.flush(path, fh)
+    ops.release(path, fh)
+
+
+def _read_file(ops: fs.KyfsOperations, path: str) -> bytes:
+    fh = ops.open(path, os.O_RDONLY)
+    try:
+        return ops.read(path, 1 << 20, 0, fh)
+    finally:
+        ops.release(path, fh)
+
+
+def test_root_lists_workspaces_as_directories(ops: fs.KyfsOperations) -> None:
+    ops.mkdir("/other", 0o755)
+    listing = ops.readdir("/", 0)
+    entries = {item[0]: item[1] for item in listing if isinstance(item, tuple)}
+    assert set(entries) == {"ws", "other"}
+    assert all(stat.S_ISDIR(e["st_mode"]) for e in entries.values())
+    assert stat.S_ISDIR(ops.getattr("/")["st_mode"])
+
+
+def test_file_round_trip_and_stat(ops: fs.KyfsOperations) -> None:
+    _write_file(ops, "/ws/user.name", b"Alice\n")
+    attrs = ops.getattr("/ws/user.name")
+    assert stat.S_ISREG(attrs["st_mode"]) and attrs["st_size"] == 6
+    assert _read_file(ops, "/ws/user.name") == b"Alice\n"
+    listing = ops.readdir("/ws", 0)
+    assert ("user.name", {"st_mode": stat.S_IFREG | 0o644}, 0) in listing
+
+
+def test_size_of_open_dirty_file_is_exact(ops: fs.KyfsOperations) -> None:
+    fh = ops.create("/ws/f", 0o644, os.O_WRONLY)
+    ops.write("/ws/f", b"12345", 0, fh)
+    assert ops.getattr("/ws/f")["st_size"] == 5  # before close
+    ops.release("/ws/f", fh)
+
+
+def test_open_with_truncate(ops: fs.KyfsOperations) -> None:
+    _write_file(ops, "/ws/f", b"long old content")
+    fh = ops.open("/ws/f", os.O_WRONLY | os.O_TRUNC)
+    ops.write("/ws/f", b"new", 0, fh)
+    ops.release("/ws/f", fh)
+    assert _read_file(ops, "/ws/f") == b"new"
+
+
+def test_errnos(ops: fs.KyfsOperations) -> None:
+    assert _errno(ops.getattr, "/missing") == errno.ENOENT
+    assert _errno(ops.getattr, "/ws/missing") == errno.ENOENT
+    assert _errno(ops.getattr, "/bad name!") == errno.ENOENT
+    assert _errno(ops.create, "/rootfile", 0o644, 0) == errno.EPERM
+    assert _errno(ops.mkdir, "/bad name!", 0o755) == errno.EINVAL
+    assert _errno(ops.mkdir, "/ws", 0o755) == errno.EEXIST
+    assert _errno(ops.create, "/ws/" + "x" * 256, 0o644, 0) == errno.ENAMETOOLONG
+    bad = b"/ws/\xff".decode("utf-8", "surrogateescape")
+    assert _errno(ops.create, bad, 0o644, 0) == errno.EILSEQ
+    _write_file(ops, "/ws/d/f", b"x")
+    assert _errno(ops.rmdir, "/ws/d") == errno.ENOTEMPTY
+    assert _errno(ops.rmdir, "/ws") == errno.ENOTEMPTY
+    assert _errno(ops.unlink, "/ws/d") == errno.EISDIR
+    assert _errno(ops.open, "/ws/d", os.O_RDONLY) == errno.EISDIR
+    assert _errno(ops.create, "/ws/d/f/g", 0o644, 0) == errno.ENOTDIR
+    assert _errno(ops.create, "/ws/d/f", 0o644, os.O_EXCL) == errno.EEXIST
+    assert _errno(ops.rename, "/ws/d", "/ws/d/sub") == errno.EINVAL
+    ops.mkdir("/other", 0o755)
+    assert _errno(ops.rename, "/ws/d/f", "/other/f") == errno.EXDEV
+    assert _errno(ops.rename, "/ws/d/f", "/ws/g", fs.RENAME_EXCHANGE) == errno.EINVAL
+    _write_file(ops, "/ws/g", b"y")
+    assert _errno(ops.rename, "/ws/d/f", "/ws/g", fs.RENAME_NOREPLACE) == errno.EEXIST
+    assert _errno(ops.chown, "/ws/g", 12345, -1) == errno.EPERM
+    assert _errno(ops.read, "/ws/g", 10, 0, 999) == errno.EBADF
+
+
+def test_workspace_lifecycle_at_root(ops: fs.KyfsOperations) -> None:
+    ops.mkdir("/beta", 0o755)
+    _write_file(ops, "/beta/k", b"v")
+    ops.rename("/beta", "/gamma")
+    assert _read_file(ops, "/gamma/k") == b"v"
+    assert _errno(ops.getattr, "/beta") == errno.ENOENT
+    ops.unlink("/gamma/k")
+    ops.rmdir("/gamma")
+    assert _errno(ops.getattr, "/gamma") == errno.ENOENT
+
+
+def test_rename_directory_inside_workspace(ops: fs.KyfsOperations) -> None:
+    _write_file(ops, "/ws/a/b/c", b"1")
+    _write_file(ops, "/ws/a/d", b"2")
+    ops.rename("/ws/a", "/ws/z")
+    assert _read_file(ops, "/ws/z/b/c") == b"1"
+    assert _read_file(ops, "/ws/z/d") == b"2"
+    assert _errno(ops.getattr, "/ws/a") == errno.ENOENT
+
+
+def test_truncate_chmod_utimens(ops: fs.KyfsOperations) -> None:
+    _write_file(ops, "/ws/f", b"hello")
+    ops.truncate("/ws/f", 8)
+    assert _read_file(ops, "/ws/f") == b"hello\0\0\0"
+    ops.chmod("/ws/f", 0o100600)
+    assert stat.S_IMODE(ops.getattr("/ws/f")["st_mode"]) == 0o600
+    ops.utimens("/ws/f", (5_000_000_000, fs.UTIME_OMIT))
+    attrs = ops.getattr("/ws/f")
+    assert attrs["st_atime"] == 5_000_000_000
+    assert attrs["st_mtime"] != 5_000_000_000
+
+
+def test_unlinked_while_open_does_not_come_back(ops: fs.KyfsOperations) -> None:
+    fh = ops.create("/ws/tmp", 0o644, os.O_WRONLY)
+    ops.write("/ws/tmp", b"data", 0, fh)
+    ops.unlink("/ws/tmp")
+    ops.release("/ws/tmp", fh)
+    assert _errno(ops.getattr, "/ws/tmp") == errno.ENOENT
+    names = [item[0] if isinstance(item, tuple) else item for item in ops.readdir("/ws", 0)]
+    assert names == [".", ".."]
+
+
+def test_statfs_counts_keys(ops: fs.KyfsOperations) -> None:
+    _write_file(ops, "/ws/a", b"1")
+    _write_file(ops, "/ws/b/c", b"2")
+    result = ops.statfs("/")
+    assert result["f_files"] == 2
+    assert result["f_blocks"] > 0 and result["f_namemax"] == 255
