@@ -94,10 +94,6 @@ class CrossWorkspace(InvalidInput):
     errno = _errno.EXDEV
 
 
-class NoActiveWorkspace(InvalidInput):
-    """No workspace was named and none is active (EINVAL, exit 2)."""
-
-
 # --- conflicts with what exists (exit 3) ------------------------------------------------
 class Conflict(KyfsError):
     """The operation conflicts with what is stored (EEXIST, exit 3)."""

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from kyfs import migrations, store as store_mod
+from kyfs import migrations
+from kyfs import store as store_mod
 from kyfs.errors import (
     AlreadyExists,
     InvalidInput,
@@ -74,7 +75,12 @@ def test_multi_block_value_and_reads_at_offsets(store: Store) -> None:
     store.set("big", value)
     entry = store.stat("big")
     assert store.get("big") == value
-    for offset, size in [(0, 10), (BLOCK_SIZE - 5, 10), (2 * BLOCK_SIZE + 3, BLOCK_SIZE), (len(value) - 4, 100)]:
+    for offset, size in [
+        (0, 10),
+        (BLOCK_SIZE - 5, 10),
+        (2 * BLOCK_SIZE + 3, BLOCK_SIZE),
+        (len(value) - 4, 100),
+    ]:
         assert store.read(entry.id, offset, size) == value[offset : offset + size]
     assert store.read(entry.id, len(value) + 10, 5) == b""
 

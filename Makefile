@@ -1,0 +1,65 @@
+# kyfs: `make mount` and `make test` work on a fresh machine (Debian, Python >= 3.11).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+MOUNTPOINT ?= $(HOME)/kyfs
+# Where `make mount` links the kyfs command: /usr/local/bin for root, ~/.local/bin otherwise.
+BINDIR ?= $(if $(filter 0,$(shell id -u)),/usr/local/bin,$(HOME)/.local/bin)
+PYTEST_ARGS ?=
+
+.PHONY: help system-deps venv mount unmount test lint typecheck check bench bench-quick clean
+
+help:
+	@echo "make mount    install what is missing, mount kyfs at $(MOUNTPOINT) in the background"
+	@echo "make unmount  unmount it"
+	@echo "make test     install what is missing, run the whole test suite"
+	@echo "make check    lint + typecheck + test"
+
+# fusermount3 and libfuse3 come from Debian's fuse3 package.
+system-deps:
+	@if ! command -v fusermount3 >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing fuse3 with apt-get"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fuse3 >/dev/null; \
+	  else \
+	    echo "fusermount3 is missing: install the fuse3 package (sudo apt-get install fuse3)"; exit 1; \
+	  fi; \
+	fi
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+mount: system-deps venv
+	@mkdir -p $(BINDIR) && ln -sf $(CURDIR)/$(BIN)/kyfs $(BINDIR)/kyfs
+	$(BIN)/kyfs mount $(MOUNTPOINT)
+	@case ":$$PATH:" in *":$(BINDIR):"*) ;; *) echo "note: add $(BINDIR) to PATH to run kyfs";; esac
+
+unmount: venv
+	$(BIN)/kyfs unmount $(MOUNTPOINT)
+
+test: system-deps venv
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: venv
+	$(BIN)/ruff check kyfs tests bench
+	$(BIN)/ruff format --check kyfs tests bench
+
+typecheck: venv
+	$(BIN)/mypy
+
+check: lint typecheck test
+
+bench: system-deps venv
+	$(BIN)/python -m bench
+
+bench-quick: system-deps venv
+	$(BIN)/python -m bench --quick
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

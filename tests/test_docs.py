@@ -1,0 +1,42 @@
+"""The docs and the code agree: every command documented, every error class listed."""
+
+from __future__ import annotations
+
+import errno
+import re
+from pathlib import Path
+
+from kyfs.cli import cli
+from kyfs.errors import all_error_classes
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+
+
+def test_every_command_is_documented_and_has_help() -> None:
+    usage = (DOCS / "usage.md").read_text()
+    documented = set(re.findall(r"^### `kyfs ([a-z-]+)", usage, flags=re.M))
+    commands = set(cli.commands)
+    assert commands - documented == set(), "commands missing from docs/usage.md"
+    assert documented - commands == set(), "docs/usage.md documents commands that do not exist"
+    for name, command in cli.commands.items():
+        assert command.help and command.help.strip(), f"kyfs {name} has no help text"
+
+
+def test_exit_code_table_matches_error_classes() -> None:
+    text = (DOCS / "exit-codes.md").read_text()
+    rows = dict(
+        (m.group(1), (m.group(2), int(m.group(3))))
+        for m in re.finditer(r"^\| (\w+) \| (E[A-Z]+) \| (\d+) \|$", text, flags=re.M)
+    )
+    classes = all_error_classes()
+    assert set(rows) == {c.__name__ for c in classes}
+    for cls in classes:
+        name, code = rows[cls.__name__]
+        assert getattr(errno, name) == cls.errno, cls.__name__
+        assert code == cls.exit_code, cls.__name__
+
+
+def test_readme_starts_with_the_two_commands() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    head = readme[: readme.index("## A short tour")]
+    assert "make mount" in head and "make test" in head

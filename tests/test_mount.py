@@ -1,0 +1,282 @@
+"""Real mounts driven by real programs: cat, echo, printf, cp -r, diff -r, grep -r, mv, rm -r, dd.
+
+Every test here mounts kyfs with the real daemon (see conftest.mounted) or the
+real ``kyfs mount`` command, and unmounts in teardown.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import sysconfig
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REQUIRE_MOUNT, Mount, _mount_unavailable
+
+pytestmark = pytest.mark.mount
+
+
+def sh(command: str, cwd: Path | None = None) -> subprocess.CompletedProcess[bytes]:
+    """Run a shell command; fail the test with its stderr when it fails."""
+    done = subprocess.run(["sh", "-c", command], cwd=cwd, capture_output=True, timeout=300)
+    assert done.returncode == 0, f"{command!r} failed: {done.stderr.decode(errors='replace')}"
+    return done
+
+
+def eventually(check, timeout: float = 2.0) -> None:  # type: ignore[no-untyped-def]
+    """Poll ``check`` until it returns truthy; the mount may cache for up to 1 s."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)
+
+
+def test_echo_cat_printf_text_and_binary(mounted: Mount) -> None:
+    ws = mounted.path / "default"
+    sh(f"echo Alice > {ws}/user.name")
+    assert sh(f"cat {ws}/user.name").stdout == b"Alice\n"
+    sh(f"printf 'x\\000y\\377\\001' > {ws}/bin.value")
+    assert sh(f"cat {ws}/bin.value").stdout == b"x\x00y\xff\x01"
+    sh(f"echo more >> {ws}/user.name")
+    assert sh(f"cat {ws}/user.name").stdout == b"Alice\nmore\n"
+    got = mounted.kyfs("get", "bin.value", "-w", "default")
+    assert got.returncode == 0 and got.stdout == b"x\x00y\xff\x01"
+    assert sh(f"ls {ws}").stdout.split() == [b"bin.value", b"user.name"]
+
+
+def _source_tree() -> tuple[Path, list[str]]:
+    """Packages of the installed standard library, added until they hold >= 1,000 files."""
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    chosen, count = [], 0
+    for name in ["email", "json", "unittest", "asyncio", "xml", "encodings", "lib2to3", "idlelib"]:
+        if (stdlib / name).is_dir():
+            chosen.append(name)
+            count += sum(1 for p in (stdlib / name).rglob("*") if p.is_file())
+        if count >= 1000:
+            break
+    assert count >= 1000, f"only {count} files found under {stdlib}"
+    return stdlib, chosen
+
+
+def test_cp_r_tree_then_diff_r_and_grep_r(mounted: Mount, tmp_path: Path) -> None:
+    stdlib, packages = _source_tree()
+    target = mounted.path / "default" / "tree"
+    target.mkdir()
+    sources = " ".join(str(stdlib / p) for p in packages)
+    started = time.monotonic()
+    sh(f"cp -r {sources} {target}/")
+    elapsed = time.monotonic() - started
+    files = sum(1 for p in target.rglob("*") if p.is_file())
+    size = sum(p.stat().st_size for p in target.rglob("*") if p.is_file())
+    print(f"\ncp -r: {files} files, {size} bytes in {elapsed:.2f} s")
+    assert files >= 1000
+    for package in packages:
+        sh(f"diff -r {stdlib / package} {target / package}")
+    listed = [
+        sh(f"grep -rl 'def ' {' '.join(packages)} | sort", cwd=d).stdout for d in (stdlib, target)
+    ]
+    assert listed[0] == listed[1] and listed[0].count(b"\n") > 50
+    # The keys are there for the CLI too.
+    keys = mounted.kyfs("keys", "tree/json/", "-w", "default").stdout.decode().split()
+    assert "tree/json/__init__.py" in keys
+
+
+def test_workspaces_at_root_mkdir_mv_rm_r(mounted: Mount) -> None:
+    root = mounted.path
+    sh(f"mkdir {root}/beta && mkdir -p {root}/beta/a/b && echo hi > {root}/beta/a/b/c")
+    assert mounted.kyfs("get", "a/b/c", "-w", "beta").stdout == b"hi\n"
+    mounted.kyfs("use", "beta")
+    sh(f"mv {root}/beta {root}/gamma")
+    assert sorted(os.listdir(root)) == ["default", "gamma"]
+    assert sh(f"cat {root}/gamma/a/b/c").stdout == b"hi\n"
+    used = mounted.kyfs("get", "a/b/c")  # the active workspace followed the rename
+    assert used.returncode == 0 and used.stdout == b"hi\n"
+    sh(f"rm -r {root}/gamma")
+    assert os.listdir(root) == ["default"]
+    assert mounted.kyfs("workspaces").stdout.decode().split()[0] == "default"
+    done = subprocess.run(["sh", "-c", f"echo x > {root}/file"], capture_output=True)
+    assert done.returncode != 0 and b"Operation not permitted" in done.stderr
+
+
+def test_rename_directory_of_keys(mounted: Mount) -> None:
+    ws = mounted.path / "default"
+    sh(f"mkdir -p {ws}/conf/sub && echo 1 > {ws}/conf/a && echo 2 > {ws}/conf/sub/b")
+    sh(f"mv {ws}/conf {ws}/settings")
+    assert not (ws / "conf").exists()
+    assert sh(f"cat {ws}/settings/a {ws}/settings/sub/b").stdout == b"1\n2\n"
+    keys = mounted.kyfs("keys", "-w", "default").stdout.decode().split()
+    assert keys == ["settings/a", "settings/sub/b"]
+    done = subprocess.run(["mv", f"{ws}/settings/a", f"{mounted.path}/"], capture_output=True)
+    assert done.returncode != 0  # EXDEV makes mv copy, and a file at the root is refused
+    assert (ws / "settings" / "a").exists()
+
+
+def test_200_mib_file_with_dd_keeps_its_sha256(mounted: Mount, tmp_path: Path) -> None:
+    source = tmp_path / "random.bin"
+    sh(f"dd if=/dev/urandom of={source} bs=1M count=200 status=none")
+    target = mounted.path / "default" / "big.bin"
+    sh(f"dd if={source} of={target} bs=1M status=none")
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()
+    assert sh(f"sha256sum {target}").stdout.split()[0].decode() == digest
+    assert target.stat().st_size == 200 * 1024 * 1024
+    peak = mounted.peak_rss_kib()
+    print(f"\ndaemon peak RSS with a 200 MiB file: {peak / 1024:.1f} MiB")
+    assert peak < 120 * 1024, "the daemon's memory grew with the file size"
+    with target.open("rb") as handle:  # a read at an offset in the middle
+        handle.seek(123_456_789)
+        assert handle.read(1000) == source.read_bytes()[123_456_789:123_457_789]
+
+
+def test_cli_and_mount_see_each_other(mounted: Mount) -> None:
+    ws = mounted.path / "default"
+    assert mounted.kyfs("set", "-w", "default", "from.cli", "v1").returncode == 0
+    eventually(lambda: (ws / "from.cli").exists())
+    assert (ws / "from.cli").read_bytes() == b"v1"
+    mounted.kyfs("set", "-w", "default", "from.cli", "version two")
+    eventually(lambda: (ws / "from.cli").read_bytes() == b"version two")
+    (ws / "from.mount").write_bytes(b"written through the mount")
+    got = mounted.kyfs("get", "-w", "default", "from.mount")  # right after close returned
+    assert got.stdout == b"written through the mount"
+    mounted.kyfs("delete", "-w", "default", "from.cli")
+    eventually(lambda: not (ws / "from.cli").exists())
+    mounted.kyfs("create", "fromcli")
+    eventually(lambda: (mounted.path / "fromcli").is_dir())
+    mounted.kyfs("rename", "fromcli", "renamed")
+    eventually(lambda: sorted(os.listdir(mounted.path)) == ["default", "renamed"])
+    (mounted.path / "renamed" / "k").write_bytes(b"ok")
+    assert mounted.kyfs("get", "-w", "renamed", "k").stdout == b"ok"
+    mounted.kyfs("drop", "renamed", "--yes")
+    eventually(lambda: os.listdir(mounted.path) == ["default"])
+
+
+def test_unlinked_while_open_never_becomes_a_key(mounted: Mount) -> None:
+    ws = mounted.path / "default"
+    with (ws / "temp").open("wb") as handle:
+        handle.write(b"scratch")
+        handle.flush()
+        os.unlink(ws / "temp")
+    assert os.listdir(ws) == []
+    assert mounted.kyfs("keys", "-w", "default").stdout == b""
+
+
+def test_editor_style_save_by_rename(mounted: Mount) -> None:
+    ws = mounted.path / "default"
+    (ws / "notes.md").write_text("draft 1\n")
+    (ws / ".notes.md.swp").write_text("draft 2\n")
+    os.replace(ws / ".notes.md.swp", ws / "notes.md")
+    assert (ws / "notes.md").read_text() == "draft 2\n"
+    assert os.listdir(ws) == ["notes.md"]
+
+
+def test_truncate_append_and_seek_writes(mounted: Mount) -> None:
+    path = mounted.path / "default" / "f"
+    path.write_bytes(b"0123456789")
+    with path.open("r+b") as handle:
+        handle.seek(20)
+        handle.write(b"END")  # past the end: a hole of zeros
+    assert path.read_bytes() == b"0123456789" + bytes(10) + b"END"
+    os.truncate(path, 4)
+    assert path.read_bytes() == b"0123"
+    with path.open("ab") as handle:
+        handle.write(b"+tail")
+    assert path.read_bytes() == b"0123+tail"
+    os.chmod(path, 0o600)
+    assert path.stat().st_mode & 0o777 == 0o600
+    os.utime(path, ns=(1_000_000_000, 2_000_000_000))
+    assert path.stat().st_mtime_ns == 2_000_000_000
+    statvfs = os.statvfs(mounted.path)
+    assert statvfs.f_files == 1 and statvfs.f_blocks > 0
+
+
+# --- the kyfs mount / kyfs unmount commands themselves -----------------------------------
+@pytest.fixture
+def mountpoint(tmp_path: Path, kyfs_home: Path) -> Iterator[Path]:
+    reason = _mount_unavailable()
+    if reason:
+        if REQUIRE_MOUNT:
+            pytest.fail(reason)
+        pytest.skip(reason)
+    path = tmp_path / "kyfs"
+    yield path
+    if os.path.ismount(path) or _is_stale(path):
+        subprocess.run(["fusermount3", "-uz", str(path)], capture_output=True)
+
+
+def _is_stale(path: Path) -> bool:
+    try:
+        os.stat(path)
+    except OSError:
+        return True
+    return False
+
+
+def kyfs(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "kyfs", *args], capture_output=True, text=True, timeout=60
+    )
+
+
+def _daemon_pid(mountpoint: Path) -> int:
+    from kyfs.mount import read_record
+
+    record = read_record(mountpoint)
+    assert record is not None
+    return int(record["pid"])
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}").exists() and "Z" not in _proc_state(pid)
+
+
+def _proc_state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except FileNotFoundError:
+        return "Z"
+
+
+def test_background_mount_persists_empty_dirs_and_unmount_leaves_nothing(mountpoint: Path) -> None:
+    done = kyfs("mount", str(mountpoint))
+    assert done.returncode == 0, done.stderr
+    assert str(mountpoint) in done.stdout
+    assert os.path.ismount(mountpoint)
+    pid = _daemon_pid(mountpoint)
+    assert os.listdir(mountpoint) == ["default"]  # created because there was none
+    (mountpoint / "default" / "empty" / "nested").mkdir(parents=True)
+    assert kyfs("mount", str(mountpoint)).returncode == 5  # already mounted
+    done = kyfs("unmount", str(mountpoint))
+    assert done.returncode == 0, done.stderr
+    assert not os.path.ismount(mountpoint)
+    assert not _alive(pid), "the daemon is still running after unmount"
+    assert kyfs("mount", str(mountpoint)).returncode == 0
+    assert (mountpoint / "default" / "empty" / "nested").is_dir()  # survived the remount
+    assert kyfs("unmount", str(mountpoint)).returncode == 0
+
+
+def test_stale_mountpoint_is_recovered(mountpoint: Path) -> None:
+    assert kyfs("mount", str(mountpoint)).returncode == 0
+    (mountpoint / "default" / "k").write_bytes(b"kept")
+    pid = _daemon_pid(mountpoint)
+    os.kill(pid, signal.SIGKILL)
+    for _ in range(100):
+        if _is_stale(mountpoint):
+            break
+        time.sleep(0.05)
+    with pytest.raises(OSError) as info:
+        os.stat(mountpoint)
+    assert info.value.errno == 107  # ENOTCONN: "Transport endpoint is not connected"
+    done = kyfs("mount", str(mountpoint))
+    assert done.returncode == 0, done.stderr
+    assert (mountpoint / "default" / "k").read_bytes() == b"kept"
+    assert kyfs("unmount", str(mountpoint)).returncode == 0
