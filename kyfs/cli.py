@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 import click
 
 from kyfs import __version__, config, paths
-from kyfs.errors import KyfsError, WorkspaceNotFound
+from kyfs.errors import KyfsError, StorageError, WorkspaceNotFound
 from kyfs.store import Store
 from kyfs.workspaces import Workspaces
 
@@ -111,6 +111,16 @@ def open_store(name: str | None) -> Iterator[tuple[str, Store]]:
                 yield workspace, store
             finally:
                 store.close()
+    finally:
+        workspaces.close()
+
+
+@contextmanager
+def workspaces_session() -> Iterator[Workspaces]:
+    """A Workspaces for one command, closed afterwards."""
+    workspaces = Workspaces()
+    try:
+        yield workspaces
     finally:
         workspaces.close()
 
@@ -225,17 +235,14 @@ def create(name: str) -> None:
 @click.argument("name")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 def drop(name: str, yes: bool) -> None:
-    """Delete the workspace NAME and every key in it."""
-    workspaces = Workspaces()
-    try:
+    """Drop the workspace NAME: it moves to the trash (`kyfs trash restore NAME` undoes it)."""
+    with workspaces_session() as workspaces:
         if not workspaces.exists(name):
             raise WorkspaceNotFound(f"workspace not found: {name}")
         if not yes:
             click.confirm(f"Drop workspace {name!r} and all its keys?", abort=True)
         workspaces.drop(name)
-    finally:
-        workspaces.close()
-    click.echo(f"dropped workspace {name}")
+    click.echo(f"dropped workspace {name} (in the trash: kyfs trash restore {name})")
 
 
 @cli.command()
@@ -320,6 +327,112 @@ def keys(prefix: str, workspace: str | None, as_json: bool) -> None:
         return
     for key in found:
         click.echo(key)
+
+
+@cli.command()
+@click.argument("key")
+@workspace_option
+@click.option("--force", is_flag=True, help="Replace a live key of that name (it is archived).")
+def restore(key: str, workspace: str | None, force: bool) -> None:
+    """Bring back the last value of the deleted KEY from the workspace's archive."""
+    with open_store(workspace) as (name, store):
+        entry = store.restore(key, force=force)
+    click.echo(f"restored {key} ({entry.size} bytes) in {name}")
+
+
+@cli.command(name="archive")
+@click.argument("prefix", required=False, default="")
+@workspace_option
+@json_option
+def list_archive(prefix: str, workspace: str | None, as_json: bool) -> None:
+    """List deleted keys waiting in the archive (newest first), starting with PREFIX."""
+    with open_store(workspace) as (_, store):
+        items = [a for a in store.archived() if a.entry.key.startswith(prefix)]
+    rows = [
+        {
+            "key": a.entry.key,
+            "type": "directory" if a.entry.is_dir else "key",
+            "size": a.entry.size,
+            "deleted": _iso(a.deleted_ns),
+        }
+        for a in items
+    ]
+    if as_json:
+        _echo_json(rows)
+        return
+    for row in rows:
+        click.echo(
+            f"{row['deleted']}  {row['size']:>12}  {row['key']}{'/' * (row['type'] != 'key')}"
+        )
+
+
+@cli.group(invoke_without_command=True)
+@json_option
+@click.pass_context
+def trash(ctx: click.Context, as_json: bool) -> None:
+    """List dropped workspaces (newest first); see `trash restore` and `trash empty`."""
+    if ctx.invoked_subcommand is not None:
+        return
+    with workspaces_session() as workspaces:
+        items = workspaces.trash()
+    rows = [
+        {"name": t.name, "dropped": t.dropped.isoformat().replace("+00:00", "Z"), "size": t.size}
+        for t in items
+    ]
+    if as_json:
+        _echo_json(rows)
+        return
+    for row in rows:
+        click.echo(f"{row['dropped']}  {row['size']:>12} bytes  {row['name']}")
+
+
+@trash.command(name="restore")
+@click.argument("name")
+@click.option("--as", "new_name", metavar="NEW", help="Restore under another name.")
+def trash_restore(name: str, new_name: str | None) -> None:
+    """Bring back the newest dropped workspace NAME with every key it had."""
+    with workspaces_session() as workspaces:
+        restored_name, count = workspaces.restore_trash(name, new_name)
+    extra = f", {count} deleted entries brought back" if count else ""
+    click.echo(f"restored workspace {restored_name}{extra}")
+
+
+@trash.command(name="empty")
+@click.option("--older-than", type=float, metavar="DAYS", help="Only those dropped before.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+def trash_empty(older_than: float | None, yes: bool) -> None:
+    """Delete dropped workspaces for good."""
+    if not yes:
+        which = f"dropped more than {older_than} days ago" if older_than is not None else "all"
+        click.confirm(f"Delete trashed workspaces for good ({which})?", abort=True)
+    with workspaces_session() as workspaces:
+        deleted = workspaces.empty_trash(None if older_than is None else older_than * 86400)
+    click.echo(f"deleted {len(deleted)} trashed workspaces for good")
+
+
+@cli.command()
+@click.argument("names", nargs=-1, metavar="[NAME]...")
+@click.option("--repair", is_flag=True, help="Repair what can be repaired, then check again.")
+@json_option
+def fsck(names: tuple[str, ...], repair: bool, as_json: bool) -> None:
+    """Check workspaces (all by default); exit 4 when a problem is left."""
+    report: dict[str, dict[str, Any]] = {}
+    with workspaces_session() as workspaces:
+        for name in names or workspaces.names():
+            problems, done = workspaces.check(name, repair=repair)
+            report[name] = {"ok": not problems, "problems": problems, "repaired": done}
+    if as_json:
+        _echo_json(report)
+    else:
+        for name, result in report.items():
+            for action in result["repaired"]:
+                click.echo(f"{name}: repaired: {action}")
+            for problem in result["problems"]:
+                click.echo(f"{name}: {problem}")
+            if result["ok"]:
+                click.echo(f"{name}: ok")
+    if any(not r["ok"] for r in report.values()):
+        raise KyfsCliError(StorageError("problems found (see above); try kyfs fsck --repair"))
 
 
 if __name__ == "__main__":  # pragma: no cover

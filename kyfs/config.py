@@ -4,6 +4,8 @@ Keys used today:
 
 * ``active_workspace`` (string): the workspace that commands use when neither
   ``-w/--workspace`` nor ``KYFS_WORKSPACE`` names one.
+* ``archive_retention_days`` (number, default 15): how long a deleted key's last
+  value is kept in its workspace's archive for ``kyfs restore``.
 
 The file is read with tomllib and written with tomli-w, through a temporary
 file and ``os.replace`` so that a reader never sees half a file (POSIX rename
@@ -23,6 +25,7 @@ from kyfs import paths
 from kyfs.errors import InvalidInput
 
 DEFAULT_WORKSPACE = "default"
+DEFAULT_ARCHIVE_RETENTION_DAYS = 15.0
 ENV_WORKSPACE = "KYFS_WORKSPACE"
 
 
@@ -71,3 +74,15 @@ def set_active_workspace(name: str) -> None:
     data = load()
     data["active_workspace"] = name
     save(data)
+
+
+def archive_retention_s() -> float:
+    """Seconds a deleted key stays in the archive (``archive_retention_days``, default 15).
+
+    Raises:
+        InvalidInput: (exit 2) the setting is not a non-negative number.
+    """
+    value = load().get("archive_retention_days", DEFAULT_ARCHIVE_RETENTION_DAYS)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise InvalidInput(f"archive_retention_days must be a number of days >= 0, not {value!r}")
+    return float(value) * 86400

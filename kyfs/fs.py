@@ -152,6 +152,7 @@ class KyfsOperations(Operations):  # type: ignore[misc]
         if opened is None:
             opened = OpenFile(store, entry.id, entry.size, self.spill_dir)
             self._open[(store, entry.id)] = opened
+        opened.entry = entry
         opened.refs += 1
         if truncate:
             opened.truncate(0)
@@ -161,7 +162,14 @@ class KyfsOperations(Operations):  # type: ignore[misc]
 
     # --- metadata ------------------------------------------------------------------------
     @_op
-    def getattr(self, path: str, fh: int | None = None) -> dict[str, Any]:
+    def getattr(self, path: str | None, fh: int | None = None) -> dict[str, Any]:
+        if path is None:  # fstat of a file unlinked while open (hard_remove)
+            opened = self._handle(fh if fh is not None else -1)
+            assert opened.entry is not None
+            attrs = self._attrs(opened.entry, None)
+            attrs["st_size"] = opened.current_size()
+            attrs["st_blocks"] = (attrs["st_size"] + 511) // 512
+            return attrs
         workspace, key = self._split(path)
         if workspace is None:
             return self._root_attrs()
@@ -304,17 +312,22 @@ class KyfsOperations(Operations):  # type: ignore[misc]
         return self._handle(fh).write(offset, data)
 
     @_op
-    def truncate(self, path: str, length: int, fh: int | None = None) -> int:
-        store, key = self._resolve(path)
-        entry = store.stat(key)
-        if entry.is_dir:
-            raise IsADirectory(f"is a directory: {key}")
-        opened = self._open.get((store, entry.id))
-        if opened is None:
-            store.truncate(key, length)
+    def truncate(self, path: str | None, length: int, fh: int | None = None) -> int:
+        opened: OpenFile | None
+        if fh is not None:  # ftruncate(2); the path is None once the file is unlinked
+            opened = self._handle(fh)
         else:
-            opened.truncate(length)
-            opened.commit()
+            assert path is not None
+            store, key = self._resolve(path)
+            entry = store.stat(key)
+            if entry.is_dir:
+                raise IsADirectory(f"is a directory: {key}")
+            opened = self._open.get((store, entry.id))
+            if opened is None:
+                store.truncate(key, length)
+                return 0
+        opened.truncate(length)  # an open file sees it at once; the store at commit
+        opened.commit()
         return 0
 
     @_op

@@ -23,6 +23,9 @@ from kyfs.errors import StorageError
 def m001_entries_and_blocks(conn: sqlite3.Connection) -> None:
     """Keys and directories in ``entries``; values split into fixed-size ``blocks``.
 
+    Entry ids are AUTOINCREMENT, so an id is never reused: the blocks of a
+    deleted entry keep its id while it waits in the archive (m002).
+
     Values live in blocks (kyfs.store.BLOCK_SIZE bytes each, the last one
     shorter) because one SQLite BLOB stops at SQLITE_MAX_LENGTH (10^9 bytes by
     default), below the 1 GiB that kyfs promises. A missing block inside the
@@ -32,7 +35,7 @@ def m001_entries_and_blocks(conn: sqlite3.Connection) -> None:
         conn,
         """
         CREATE TABLE entries (
-            id          INTEGER PRIMARY KEY,
+            id          INTEGER PRIMARY KEY AUTOINCREMENT,
             key         TEXT NOT NULL UNIQUE,
             parent      TEXT NOT NULL,
             is_dir      INTEGER NOT NULL DEFAULT 0,
@@ -46,7 +49,7 @@ def m001_entries_and_blocks(conn: sqlite3.Connection) -> None:
         CREATE INDEX entries_parent ON entries (parent, key);
         CREATE TABLE blocks (
             id        INTEGER PRIMARY KEY,
-            entry_id  INTEGER NOT NULL REFERENCES entries (id) ON DELETE CASCADE,
+            entry_id  INTEGER NOT NULL,
             idx       INTEGER NOT NULL,
             data      BLOB NOT NULL,
             UNIQUE (entry_id, idx)
@@ -71,7 +74,33 @@ def _run_script(conn: sqlite3.Connection, script: str) -> None:
         raise ValueError(f"incomplete SQL statement in migration: {pending!r}")
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [m001_entries_and_blocks]
+def m002_archive(conn: sqlite3.Connection) -> None:
+    """Deleted keys and directories wait in ``archive`` for the retention period.
+
+    An archived row keeps the id it had in ``entries``, and its value stays in
+    ``blocks`` under that id, so archiving and restoring copy no data.
+    """
+    _run_script(
+        conn,
+        """
+        CREATE TABLE archive (
+            id          INTEGER PRIMARY KEY,
+            key         TEXT NOT NULL,
+            is_dir      INTEGER NOT NULL,
+            mode        INTEGER NOT NULL,
+            size        INTEGER NOT NULL,
+            created_ns  INTEGER NOT NULL,
+            mtime_ns    INTEGER NOT NULL,
+            ctime_ns    INTEGER NOT NULL,
+            deleted_ns  INTEGER NOT NULL
+        );
+        CREATE INDEX archive_key ON archive (key, deleted_ns);
+        CREATE INDEX archive_deleted ON archive (deleted_ns);
+        """,
+    )
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [m001_entries_and_blocks, m002_archive]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -241,12 +241,16 @@ def _fuse_class() -> type:
     from kyfs.fuse_binding import FUSE, fuse_major_version
 
     class KyfsFUSE(FUSE):  # type: ignore[misc]
-        """mfusepy's FUSE, passing rename(2)'s flags (RENAME_NOREPLACE) on to the operations.
-
-        mfusepy 3.1 drops them; kyfs must refuse RENAME_NOREPLACE onto an existing name.
-        """
+        """mfusepy's FUSE, passing on what mfusepy 3.1 drops: rename(2)'s flags
+        (kyfs must refuse RENAME_NOREPLACE onto an existing name) and the file handle
+        of ftruncate(2) (the path is None once an open file is unlinked)."""
 
         if fuse_major_version == 3:
+
+            def truncate_fuse_3(self, path: bytes | None, length: int, fip: Any) -> int:
+                fh = fip.contents.fh if fip else None  # mfusepy 3.1 drops it
+                name = None if path is None else path.decode(self.encoding, self.errors)
+                return int(self.operations.truncate(name, length, fh) or 0)
 
             def rename_fuse_3(self, old: bytes, new: bytes, flags: int) -> int:
                 return int(

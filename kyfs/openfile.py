@@ -72,6 +72,8 @@ class OpenFile:
         self.size = size
         self.valid = size  # stored bytes below this offset are still part of the value
         self.dirty = False
+        self.orphaned = False  # the entry was deleted while open: keep everything here
+        self.entry: Entry | None = None  # the entry as last opened, for fstat after unlink
         self.refs = 0
         self._bs = store.block_size
         self._spill_dir = spill_dir
@@ -81,6 +83,13 @@ class OpenFile:
         self._next_slot = 0
 
     # --- reading ------------------------------------------------------------------------
+    def current_size(self) -> int:
+        """The length in bytes as a reader sees it now (buffered changes included)."""
+        if self.dirty or self.orphaned:
+            return self.size
+        entry = self.store.stat_id(self.entry_id)
+        return entry.size if entry is not None else self.size
+
     def read(self, offset: int, size: int) -> bytes:
         """Up to ``size`` bytes from ``offset``, buffered changes included; b"" past the end."""
         if not self.dirty:  # nothing buffered: what is stored now, even if the CLI changed it
@@ -117,9 +126,10 @@ class OpenFile:
     # --- changing ------------------------------------------------------------------------
     def _begin(self) -> None:
         """Before the first change since the last commit: start from what is stored now."""
-        if not self.dirty:
+        if not self.dirty and not self.orphaned:
             entry = self.store.stat_id(self.entry_id)
-            self.size = self.valid = entry.size if entry is not None else 0
+            if entry is not None:
+                self.size = self.valid = entry.size
 
     def write(self, offset: int, data: bytes) -> int:
         """Write ``data`` at ``offset`` (past the end leaves a hole of zeros); returns len(data).
@@ -208,15 +218,19 @@ class OpenFile:
         """Write the buffered changes in one transaction; with ``sync`` make them durable.
 
         After it returns the buffers are empty and the store holds the value.
-        If the entry was deleted meanwhile the changes are dropped.
+        If the entry was deleted meanwhile (unlinked while open) nothing is
+        written and the file becomes ``orphaned``: its handles keep reading and
+        writing the buffer, and the value is dropped at the last close.
 
         Raises:
             StorageError / NoSpace: (EIO / ENOSPC) nothing was written; the buffer is kept.
         """
-        if self.dirty:
-            self.store.commit(
+        if self.dirty and not self.orphaned:
+            if not self.store.commit(
                 self.entry_id, size=self.size, valid=self.valid, blocks=self._blocks()
-            )
+            ):
+                self.orphaned = True
+                return
             self._mem.clear()
             self._spilled.clear()
             if self._spill is not None:

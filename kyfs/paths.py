@@ -8,6 +8,7 @@ in which case everything lives under that one directory:
 what                   default (Linux)                             with KYFS_HOME=DIR
 =====================  ==========================================  ============================
 workspaces             ~/.local/share/kyfs/workspaces/<name>.db    DIR/workspaces/<name>.db
+dropped workspaces     ~/.local/share/kyfs/trash/<name>@<UTC>.db   DIR/trash/<name>@<UTC>.db
 config                 ~/.config/kyfs/config.toml                  DIR/config.toml
 state (mount records)  ~/.local/state/kyfs/                        DIR/state/
 spill (big writes)     ~/.local/share/kyfs/spill/                  DIR/spill/
@@ -60,6 +61,28 @@ def workspace_name(path: Path) -> str | None:
 def sidecar_files(db_file: Path) -> list[Path]:
     """SQLite's companion files of a WAL database: ``-wal`` and ``-shm`` (sqlite.org/wal.html)."""
     return [db_file.with_name(db_file.name + suffix) for suffix in ("-wal", "-shm")]
+
+
+def trash_dir() -> Path:
+    """Where dropped workspaces wait until ``kyfs trash empty``: ``<data dir>/trash``."""
+    return data_dir() / "trash"
+
+
+TRASH_STAMP = "%Y%m%dT%H%M%S%fZ"  # strftime format of the drop time (UTC) in trash names
+
+
+def trash_file(name: str, stamp: str) -> Path:
+    """The trash file of workspace ``name`` dropped at ``stamp`` (TRASH_STAMP, UTC)."""
+    return trash_dir() / f"{name}@{stamp}{DB_SUFFIX}"
+
+
+def parse_trash_file(path: Path) -> tuple[str, str] | None:
+    """``(name, stamp)`` of a trash file, or None for any other file."""
+    base = workspace_name(path)
+    if base is None or "@" not in base:
+        return None
+    name, _, stamp = base.rpartition("@")
+    return name, stamp
 
 
 def config_dir() -> Path:

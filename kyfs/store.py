@@ -74,7 +74,39 @@ _SQL_BLOCKS = (
     "SELECT idx, id, length(data), CASE WHEN length(data) <= ? THEN data END"
     " FROM blocks WHERE entry_id = ? AND idx BETWEEN ? AND ? ORDER BY idx"
 )
-_SQL_ALL_BLOCKS = "SELECT idx, data FROM blocks WHERE entry_id = ? ORDER BY idx"
+# kyfs's own consistency rules: each query selects the ids breaking one rule.
+_CHECKS = [
+    (
+        "blocks that belong to no entry",
+        "SELECT b.id FROM blocks b WHERE NOT EXISTS (SELECT 1 FROM entries e WHERE e.id ="
+        " b.entry_id) AND NOT EXISTS (SELECT 1 FROM archive a WHERE a.id = b.entry_id)",
+    ),
+    (
+        "blocks past the size of their value",
+        f"SELECT b.id FROM blocks b JOIN entries e ON e.id = b.entry_id"
+        f" WHERE b.idx * {BLOCK_SIZE} >= e.size",
+    ),
+    (
+        "blocks longer than the block size",
+        f"SELECT id FROM blocks WHERE length(data) > {BLOCK_SIZE}",
+    ),
+    (
+        "entries whose parent directory is missing",
+        "SELECT e.key FROM entries e WHERE e.parent != '' AND NOT EXISTS"
+        " (SELECT 1 FROM entries d WHERE d.key = e.parent AND d.is_dir = 1)",
+    ),
+]
+
+# An open file keeps reading an entry deleted under it: its value waits in the archive.
+_SQL_SIZE_ANY = (
+    "SELECT size FROM entries WHERE id = ? UNION ALL SELECT size FROM archive WHERE id = ? LIMIT 1"
+)
+_SQL_ARCHIVE = (
+    "INSERT INTO archive (id, key, is_dir, mode, size, created_ns, mtime_ns, ctime_ns, deleted_ns)"
+    " SELECT id, key, is_dir, mode, size, created_ns, mtime_ns, ctime_ns, ? FROM entries"
+    " WHERE id = ?"
+)
+_ARCHIVE_COLUMNS = "id, key, is_dir, mode, size, created_ns, mtime_ns, ctime_ns, deleted_ns"
 _SQL_UPSERT_BLOCK = (
     "INSERT INTO blocks (entry_id, idx, data) VALUES (?, ?, ?)"
     " ON CONFLICT (entry_id, idx) DO UPDATE SET data = excluded.data"
@@ -116,6 +148,21 @@ class Entry:
         return self.key.rpartition(names.SEP)[2]
 
 
+@dataclass(frozen=True, slots=True)
+class Archived:
+    """A deleted key or directory waiting in the archive: the entry as it was, and when
+    it was deleted (``deleted_ns``, nanoseconds since the epoch, UTC)."""
+
+    entry: Entry
+    deleted_ns: int
+
+
+def _archived(row: tuple[int, str, int, int, int, int, int, int, int]) -> Archived:
+    # archive rows have no atime: report the modification time for it.
+    entry = Entry(row[0], row[1], bool(row[2]), row[3], row[4], row[5], row[6], row[7], row[6])
+    return Archived(entry, row[8])
+
+
 def _entry(row: tuple[int, str, int, int, int, int, int, int, int]) -> Entry:
     return Entry(row[0], row[1], bool(row[2]), row[3], row[4], row[5], row[6], row[7], row[8])
 
@@ -141,13 +188,15 @@ class Store:
     Args:
         path: the ``.db`` file.
         create: create the file (mode 0600); it must not exist yet.
+        retention_s: archived entries older than this many seconds are deleted for
+            good when the store opens; None keeps them all.
 
     Raises:
         StorageError: (EIO, exit 4) the file cannot be opened, is not a SQLite
             database, or WAL mode could not be switched on.
     """
 
-    def __init__(self, path: Path, create: bool = False) -> None:
+    def __init__(self, path: Path, create: bool = False, retention_s: float | None = None) -> None:
         self.path = path
         self.block_size = BLOCK_SIZE
         try:
@@ -172,8 +221,9 @@ class Store:
             if str(mode).lower() != "wal":
                 raise StorageError(f"{path}: WAL mode refused (journal_mode={mode})")
             self._conn.execute("PRAGMA synchronous = NORMAL")
-            self._conn.execute("PRAGMA foreign_keys = ON")
             migrations.apply(self._conn)
+            if retention_s is not None:
+                self.purge_archive(time.time_ns() - int(retention_s * 1e9))
         except sqlite3.Error as exc:
             self._conn.close()
             raise StorageError(f"{path}: not a usable workspace file: {exc}") from None
@@ -312,7 +362,7 @@ class Store:
         ``entry_id`` reads as empty (or zeros with ``valid``).
         """
         with self._snapshot() as conn:
-            row = conn.execute("SELECT size FROM entries WHERE id = ?", (entry_id,)).fetchone()
+            row = conn.execute(_SQL_SIZE_ANY, (entry_id, entry_id)).fetchone()
             stored = row[0] if row else 0
             if valid is None:
                 end, stored_end = min(offset + size, stored), stored
@@ -513,7 +563,7 @@ class Store:
         self.commit(entry.id, size=size, valid=min(size, entry.size), blocks=())
 
     def delete(self, key: str) -> None:
-        """Remove key ``key`` and its value.
+        """Remove key ``key``; it and its value wait in the archive (see :meth:`restore`).
 
         Raises:
             KeyNotFound: (ENOENT, exit 1). IsADirectory: (EISDIR) use rmdir.
@@ -524,7 +574,7 @@ class Store:
                 raise KeyNotFound(f"key not found: {key}")
             if row[2]:
                 raise IsADirectory(f"is a directory: {key}")
-            conn.execute("DELETE FROM entries WHERE id = ?", (row[0],))
+            _archive(conn, row[0])
 
     def mkdir(self, key: str, mode: int = DIR_MODE) -> Entry:
         """Create directory ``key`` (and any missing one above it).
@@ -553,7 +603,7 @@ class Store:
                 raise NotADirectory(f"not a directory: {key}")
             if conn.execute(_SQL_HAS_CHILD, (key,)).fetchone():
                 raise NotEmpty(f"directory not empty: {key}")
-            conn.execute("DELETE FROM entries WHERE id = ?", (row[0],))
+            _archive(conn, row[0])
 
     def rename(self, old: str, new: str) -> None:
         """Move ``old`` (key or directory, with all below it) to ``new``, in one transaction.
@@ -589,7 +639,7 @@ class Store:
                     raise NotADirectory(f"not a directory: {new}")
                 if target.is_dir and conn.execute(_SQL_HAS_CHILD, (new,)).fetchone():
                     raise NotEmpty(f"directory not empty: {new}")
-                conn.execute("DELETE FROM entries WHERE id = ?", (target.id,))
+                _archive(conn, target.id)  # the replaced value stays recoverable
             self._ensure_parents(conn, new, now)
             conn.execute(
                 "UPDATE entries SET key = ?, parent = ?, ctime_ns = ? WHERE id = ?",
@@ -650,6 +700,166 @@ class Store:
         except sqlite3.Error as exc:
             raise _convert(exc) from None
 
+    # --- the archive ------------------------------------------------------------------------
+    def archived(self, key: str | None = None) -> list[Archived]:
+        """Archived entries, newest deletion first; only those of ``key`` when given."""
+        sql = f"SELECT {_ARCHIVE_COLUMNS} FROM archive"
+        args: tuple[object, ...] = ()
+        if key is not None:
+            sql += " WHERE key = ?"
+            args = (key,)
+        try:
+            rows = self._conn.execute(sql + " ORDER BY deleted_ns DESC, id DESC", args)
+            return [_archived(row) for row in rows]
+        except sqlite3.Error as exc:
+            raise _convert(exc) from None
+
+    def restore(self, key: str, archive_id: int | None = None, force: bool = False) -> Entry:
+        """Bring back the newest archived version of ``key`` (or archive row ``archive_id``).
+
+        The value is not copied: the archived row becomes the live entry again.
+        With ``force`` a live key of that name is archived first.
+
+        Raises:
+            KeyNotFound: (ENOENT, exit 1) nothing of that key is archived.
+            AlreadyExists: (EEXIST, exit 3) the key is live and ``force`` is off.
+            NotADirectory: (ENOTDIR) a key stands where a directory above it should.
+        """
+        now = time.time_ns()
+        with self._atomic() as conn:
+            sql = f"SELECT {_ARCHIVE_COLUMNS} FROM archive WHERE key = ?"
+            args: tuple[object, ...] = (key,)
+            if archive_id is not None:
+                sql += " AND id = ?"
+                args = (key, archive_id)
+            row = conn.execute(sql + " ORDER BY deleted_ns DESC, id DESC LIMIT 1", args).fetchone()
+            if row is None:
+                raise KeyNotFound(f"nothing archived for key: {key}")
+            self._restore_row(conn, _archived(row).entry, force, now)
+            return _entry(conn.execute(_SQL_STAT_ID, (row[0],)).fetchone())
+
+    def _restore_row(self, conn: sqlite3.Connection, entry: Entry, force: bool, now: int) -> None:
+        live = conn.execute(_SQL_STAT, (entry.key,)).fetchone()
+        if live is not None:
+            if live[2] and entry.is_dir:  # a directory that exists again: nothing to do
+                conn.execute("DELETE FROM archive WHERE id = ?", (entry.id,))
+                return
+            if not force:
+                raise AlreadyExists(f"key exists: {entry.key} (use --force to replace it)")
+            if live[2] and conn.execute(_SQL_HAS_CHILD, (entry.key,)).fetchone():
+                raise NotEmpty(f"a directory with entries stands at {entry.key}")
+            _archive(conn, live[0])
+        self._ensure_parents(conn, entry.key, now)
+        conn.execute(
+            "INSERT INTO entries (id, key, parent, is_dir, mode, size, created_ns, mtime_ns,"
+            " ctime_ns, atime_ns) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                entry.id,
+                entry.key,
+                names.parent_of(entry.key),
+                int(entry.is_dir),
+                entry.mode,
+                entry.size,
+                entry.created_ns,
+                entry.mtime_ns,
+                now,
+                entry.mtime_ns,
+            ),
+        )
+        conn.execute("DELETE FROM archive WHERE id = ?", (entry.id,))
+
+    def restore_teardown(self) -> int:
+        """Undo the deletions that emptied this workspace (``rm -r`` through the mount).
+
+        Only when no key is live: every entry deleted after the workspace's last
+        change that was not a deletion (the newest ctime among live and archived
+        entries) is restored, parents first. Returns how many entries came back.
+        """
+        now = time.time_ns()
+        with self._atomic() as conn:
+            if conn.execute("SELECT 1 FROM entries WHERE is_dir = 0 LIMIT 1").fetchone():
+                return 0
+            last_change = conn.execute(
+                "SELECT max(t) FROM (SELECT max(ctime_ns) AS t FROM entries"
+                " UNION ALL SELECT max(ctime_ns) FROM archive)"
+            ).fetchone()[0]
+            rows = conn.execute(
+                f"SELECT {_ARCHIVE_COLUMNS} FROM archive WHERE deleted_ns >= ?"
+                " ORDER BY deleted_ns DESC, id DESC",
+                (last_change or 0,),
+            ).fetchall()
+            restored, seen = 0, set()
+            for row in sorted(rows, key=lambda r: (r[1].count("/"), r[1])):
+                entry = _archived(row).entry
+                if entry.key in seen:  # an older archived version of the same key
+                    continue
+                seen.add(entry.key)
+                self._restore_row(conn, entry, force=False, now=now)
+                restored += 1
+            return restored
+
+    def purge_archive(self, before_ns: int) -> int:
+        """Delete for good what was archived before ``before_ns``; returns how many entries."""
+        with self._atomic() as conn:
+            conn.execute(
+                "DELETE FROM blocks"
+                " WHERE entry_id IN (SELECT id FROM archive WHERE deleted_ns < ?)",
+                (before_ns,),
+            )
+            return conn.execute("DELETE FROM archive WHERE deleted_ns < ?", (before_ns,)).rowcount
+
+    # --- checking -------------------------------------------------------------------------
+    def check(self) -> list[str]:
+        """Every problem found in the file, as sentences; ``[]`` when it is sound.
+
+        Checks SQLite's ``PRAGMA integrity_check`` (pages, indexes, UNIQUE), the
+        schema version, and kyfs's own rules: blocks that belong to no entry,
+        blocks past a value's size or longer than BLOCK_SIZE, and entries whose
+        parent directory is missing.
+        """
+        try:
+            problems = [
+                f"integrity: {row[0]}"
+                for row in self._conn.execute("PRAGMA integrity_check")
+                if row[0] != "ok"
+            ]
+            found = migrations.version(self._conn)
+            if found != migrations.SCHEMA_VERSION:
+                problems.append(f"schema version is {found}, expected {migrations.SCHEMA_VERSION}")
+            for label, sql in _CHECKS:
+                count = self._conn.execute(f"SELECT count(*) FROM ({sql})").fetchone()[0]
+                if count:
+                    problems.append(f"{count} {label}")
+        except sqlite3.Error as exc:
+            problems = [f"cannot be read: {exc}"]
+        return problems
+
+    def repair(self) -> list[str]:
+        """Repair what can be repaired; return what was done, as sentences.
+
+        Rebuilds every index (REINDEX), deletes blocks that belong to no entry or
+        lie past a value's size, recreates missing parent directories, and
+        migrates an old schema. Damage that ``integrity_check`` reports in the
+        tables themselves cannot be repaired here: restore the workspace from the
+        trash or a backup.
+        """
+        done: list[str] = []
+        migrations.apply(self._conn)
+        with self._atomic() as conn:
+            conn.execute("REINDEX")
+            done.append("rebuilt every index")
+            for label, sql in _CHECKS[:2]:  # blocks nothing can read: safe to delete
+                cur = conn.execute(f"DELETE FROM blocks WHERE id IN ({sql})")
+                if cur.rowcount:
+                    done.append(f"deleted {cur.rowcount} {label}")
+            now = time.time_ns()
+            orphans = [row[0] for row in conn.execute(_CHECKS[3][1])]
+            for key in orphans:
+                self._ensure_parents(conn, key, now)
+            if orphans:
+                done.append(f"recreated the parent directories of {len(orphans)} entries")
+        return done
+
     def checkpoint(self) -> bool:
         """Move the WAL into the database and empty it; True when it could (no reader busy)."""
         try:
@@ -657,6 +867,12 @@ class Store:
         except sqlite3.Error as exc:
             raise _convert(exc) from None
         return not busy
+
+
+def _archive(conn: sqlite3.Connection, entry_id: int) -> None:
+    """Move entry ``entry_id`` to the archive; its blocks stay, under the same id."""
+    conn.execute(_SQL_ARCHIVE, (time.time_ns(), entry_id))
+    conn.execute("DELETE FROM entries WHERE id = ?", (entry_id,))
 
 
 def _pieces(value: bytes | BinaryIO) -> Iterator[bytes]:

@@ -21,6 +21,7 @@ Thread-safety: one thread at a time per Workspaces object.
 
 from __future__ import annotations
 
+import datetime as dt
 import fcntl
 import os
 from collections.abc import Iterator
@@ -29,7 +30,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kyfs import config, paths
-from kyfs.errors import AlreadyExists, NotEmpty, WorkspaceExists, WorkspaceNotFound
+from kyfs.errors import (
+    AlreadyExists,
+    NotEmpty,
+    StorageError,
+    WorkspaceExists,
+    WorkspaceNotFound,
+)
 from kyfs.names import check_workspace_name
 from kyfs.store import Store
 
@@ -42,6 +49,25 @@ class WorkspaceInfo:
     keys: int
     size: int
     path: Path
+
+
+@dataclass(frozen=True, slots=True)
+class TrashedWorkspace:
+    """A dropped workspace: its ``name``, when it was ``dropped`` (UTC), ``size`` in bytes."""
+
+    name: str
+    dropped: dt.datetime
+    size: int
+    path: Path
+
+
+def _move_files(source: Path, target: Path) -> None:
+    """Rename a database file and its ``-wal``/``-shm`` companions (POSIX rename, same disk)."""
+    for src, dst in zip(
+        (source, *paths.sidecar_files(source)), (target, *paths.sidecar_files(target)), strict=True
+    ):
+        if src.exists():
+            os.rename(src, dst)
 
 
 class _DirLock:
@@ -152,8 +178,11 @@ class Workspaces:
             except AlreadyExists:
                 raise WorkspaceExists(f"workspace exists: {name}") from None
 
-    def drop(self, name: str, *, only_if_empty: bool = False) -> None:
-        """Delete workspace ``name`` and its files.
+    def drop(self, name: str, *, only_if_empty: bool = False) -> Path:
+        """Move workspace ``name`` into the trash; return its trash file.
+
+        Nothing is deleted: ``restore_trash`` brings it back, ``empty_trash``
+        deletes for good.
 
         Raises:
             WorkspaceNotFound: (ENOENT, exit 1).
@@ -163,17 +192,20 @@ class Workspaces:
         with self._lock.exclusive():
             if not path.is_file():
                 raise WorkspaceNotFound(f"workspace not found: {name}")
-            if only_if_empty:
-                store = self._open_unlocked(name)
-                try:
-                    if store.children(""):
-                        raise NotEmpty(f"workspace not empty: {name}")
-                finally:
-                    if not self._cache_enabled:
-                        store.close()
+            store = self._open_unlocked(name)
+            try:
+                if only_if_empty and store.children(""):
+                    raise NotEmpty(f"workspace not empty: {name}")
+                store.checkpoint()  # fold the WAL in, so the trash holds one file
+            finally:
+                if not self._cache_enabled:
+                    store.close()
             self._forget(name)
-            for part in (path, *paths.sidecar_files(path)):
-                part.unlink(missing_ok=True)
+            stamp = dt.datetime.now(dt.UTC).strftime(paths.TRASH_STAMP)
+            target = paths.trash_file(name, stamp)
+            target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            _move_files(path, target)
+            return target
 
     def rename(self, old: str, new: str) -> None:
         """Rename workspace ``old`` to ``new`` (its ``-wal`` and ``-shm`` files too).
@@ -197,18 +229,74 @@ class Workspaces:
             cached = self._cache.pop(old, None)
             if cached is None:
                 store.close()
-            for src, dst in zip(
-                (source, *paths.sidecar_files(source)),
-                (target, *paths.sidecar_files(target)),
-                strict=True,
-            ):
-                if src.exists():
-                    os.rename(src, dst)
+            _move_files(source, target)
             if cached is not None:  # same inode under its new name: keep it open
                 cached[0].path = target
                 self._cache[new] = cached
             if config.active_workspace() == old:  # the active workspace follows its rename
                 config.set_active_workspace(new)
+
+    # --- the trash -------------------------------------------------------------------------
+    def trash(self) -> list[TrashedWorkspace]:
+        """Every dropped workspace in the trash, newest first."""
+        found = []
+        directory = paths.trash_dir()
+        if not directory.is_dir():
+            return []
+        for path in directory.iterdir():
+            parsed = paths.parse_trash_file(path)
+            if parsed is None:
+                continue
+            name, stamp = parsed
+            when = dt.datetime.strptime(stamp, paths.TRASH_STAMP).replace(tzinfo=dt.UTC)
+            size = sum(p.stat().st_size for p in (path, *paths.sidecar_files(path)) if p.exists())
+            found.append(TrashedWorkspace(name, when, size, path))
+        return sorted(found, key=lambda t: t.dropped, reverse=True)
+
+    def restore_trash(self, name: str, new_name: str | None = None) -> tuple[str, int]:
+        """Bring back the newest dropped workspace ``name`` as ``new_name`` (default ``name``).
+
+        If it was emptied before being dropped (``rm -r`` through the mount deletes
+        every key, then the directory), the keys deleted then come back from its
+        archive too. Returns (the workspace's name, how many entries were restored
+        from the archive).
+
+        Raises:
+            WorkspaceNotFound: (ENOENT, exit 1) no workspace of that name in the trash.
+            WorkspaceExists: (EEXIST, exit 3) the target name is taken; use ``new_name``.
+        """
+        check_workspace_name(name)
+        target_name = new_name or name
+        target = self._file(target_name)
+        candidates = [t for t in self.trash() if t.name == name]
+        if not candidates:
+            raise WorkspaceNotFound(f"no workspace named {name} in the trash")
+        with self._lock.exclusive():
+            if target.exists():
+                raise WorkspaceExists(
+                    f"workspace exists: {target_name} (restore under another name with --as)"
+                )
+            _move_files(candidates[0].path, target)
+            store = self._open_unlocked(target_name)
+            try:
+                restored = store.restore_teardown()
+            finally:
+                if not self._cache_enabled:
+                    store.close()
+        return target_name, restored
+
+    def empty_trash(self, older_than_s: float | None = None) -> list[TrashedWorkspace]:
+        """Delete for good the trashed workspaces dropped more than ``older_than_s``
+        seconds ago (all when None); return what was deleted."""
+        now = dt.datetime.now(dt.UTC)
+        deleted = []
+        for item in self.trash():
+            if older_than_s is not None and (now - item.dropped).total_seconds() <= older_than_s:
+                continue
+            for part in (item.path, *paths.sidecar_files(item.path)):
+                part.unlink(missing_ok=True)
+            deleted.append(item)
+        return deleted
 
     # --- using one -----------------------------------------------------------------------
     def open(self, name: str) -> Store:
@@ -235,7 +323,7 @@ class Workspaces:
             if cached[1] == identity:
                 return cached[0]
             del self._cache[name]  # replaced behind our back; open files keep the old one
-        store = Store(path)
+        store = Store(path, retention_s=config.archive_retention_s())
         if self._cache_enabled:
             self._cache[name] = (store, identity)
         return store
@@ -244,6 +332,29 @@ class Workspaces:
         cached = self._cache.pop(name, None)
         if cached is not None:
             cached[0].close()
+
+    def check(self, name: str, repair: bool = False) -> tuple[list[str], list[str]]:
+        """Check workspace ``name`` (kyfs.store.Store.check); with ``repair`` repair
+        first. Returns (problems left, repairs done).
+
+        Raises:
+            WorkspaceNotFound: (ENOENT, exit 1).
+        """
+        path = self._file(name)
+        if not path.is_file():
+            raise WorkspaceNotFound(f"workspace not found: {name}")
+        with self._lock.shared():
+            try:
+                store = Store(path)
+            except StorageError as exc:
+                return [str(exc)], []
+            try:
+                done = store.repair() if repair else []
+                return store.check(), done
+            except StorageError as exc:
+                return [str(exc)], []
+            finally:
+                store.close()
 
     def info(self, name: str) -> WorkspaceInfo:
         """Key count and bytes on disk of ``name``.

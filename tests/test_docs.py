@@ -6,6 +6,8 @@ import errno
 import re
 from pathlib import Path
 
+import click
+
 from kyfs.cli import cli
 from kyfs.errors import all_error_classes
 
@@ -14,11 +16,16 @@ DOCS = Path(__file__).resolve().parent.parent / "docs"
 
 def test_every_command_is_documented_and_has_help() -> None:
     usage = (DOCS / "usage.md").read_text()
-    documented = set(re.findall(r"^### `kyfs ([a-z-]+)", usage, flags=re.M))
-    commands = set(cli.commands)
-    assert commands - documented == set(), "commands missing from docs/usage.md"
-    assert documented - commands == set(), "docs/usage.md documents commands that do not exist"
+    documented = set(re.findall(r"^### `kyfs ([a-z-]+(?: [a-z-]+)?)", usage, flags=re.M))
+    commands: dict[str, click.Command] = {}
     for name, command in cli.commands.items():
+        commands[name] = command
+        if isinstance(command, click.Group):
+            for sub_name, sub in command.commands.items():
+                commands[f"{name} {sub_name}"] = sub
+    assert set(commands) - documented == set(), "commands missing from docs/usage.md"
+    assert documented - set(commands) == set(), "docs/usage.md documents unknown commands"
+    for name, command in commands.items():
         assert command.help and command.help.strip(), f"kyfs {name} has no help text"
 
 
