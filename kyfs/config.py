@@ -50,7 +50,7 @@ def save(data: dict[str, Any], path: Path | None = None) -> None:
     import tomli_w
 
     path = path or paths.config_file()
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    paths.make_private_dir(path.parent)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".config-", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:

@@ -286,6 +286,18 @@ class KyfsOperations(Operations):  # type: ignore[misc]
         store.rename(old_key, new_key)
         return 0
 
+    @_op
+    def link(self, target: str, source: str) -> int:
+        raise NotPermitted("kyfs has no hard links")
+
+    @_op
+    def symlink(self, target: str, source: str) -> int:
+        raise NotPermitted("kyfs has no symbolic links")
+
+    @_op
+    def mknod(self, path: str, mode: int, dev: int) -> int:
+        raise NotPermitted("kyfs stores regular files and directories only")
+
     # --- files ---------------------------------------------------------------------------
     @_op
     def create(self, path: str, mode: int, flags: int = 0) -> int:

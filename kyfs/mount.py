@@ -171,7 +171,7 @@ def serve(mountpoint: Path, options: dict[str, Any] | None = None) -> None:
     prepare_mountpoint(mountpoint)
     operations = KyfsOperations(Workspaces(cache=True))
     record = paths.mount_record(mountpoint)
-    record.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    paths.make_private_dir(record.parent)
     record.write_text(
         json.dumps(
             {
@@ -202,7 +202,7 @@ def mount(mountpoint: Path, options_text: str | None = None) -> int:
     mountpoint = mountpoint.absolute()
     prepare_mountpoint(mountpoint)
     log_file = paths.mount_log(mountpoint)
-    log_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    paths.make_private_dir(log_file.parent)
     command = [sys.executable, "-m", "kyfs", "mount", "--foreground", str(mountpoint)]
     if options_text:
         command += ["-o", options_text]

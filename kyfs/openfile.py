@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Protocol
 
+from kyfs.paths import make_private_dir
 from kyfs.store import Entry, check_size
 
 MEMORY_BLOCKS = 16  # changed blocks kept in memory per open file (16 x 256 KiB = 4 MiB)
@@ -177,7 +178,7 @@ class OpenFile:
 
     def _write_slot(self, idx: int, block: bytearray) -> None:
         if self._spill is None:
-            self._spill_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            make_private_dir(self._spill_dir)
             # Closed in close(); a with-block cannot span the file's open lifetime.
             self._spill = tempfile.TemporaryFile(dir=self._spill_dir, prefix="kyfs-spill-")  # noqa: SIM115
         if idx in self._spilled:

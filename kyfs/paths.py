@@ -16,7 +16,8 @@ mountpoint             ~/kyfs                                      ~/kyfs
 =====================  ==========================================  ============================
 
 The functions read the environment on every call (the tests change it), create
-nothing, and are safe from any thread.
+nothing (except make_private_dir), and are safe from any thread. Directories
+kyfs creates are mode 0700 and its files 0600.
 """
 
 from __future__ import annotations
@@ -35,6 +36,18 @@ DB_SUFFIX = ".db"
 def _home() -> Path | None:
     value = os.environ.get(ENV_HOME)
     return Path(value).expanduser().absolute() if value else None
+
+
+def make_private_dir(path: Path) -> Path:
+    """Create ``path`` and every missing parent with mode 0700 (owner only); return it."""
+    missing = []
+    probe = path
+    while not probe.exists():
+        missing.append(probe)
+        probe = probe.parent
+    for directory in reversed(missing):
+        directory.mkdir(mode=0o700, exist_ok=True)
+    return path
 
 
 def data_dir() -> Path:

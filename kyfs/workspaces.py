@@ -82,7 +82,7 @@ class _DirLock:
 
     def _file(self) -> int:
         if self._fd is None:
-            self._path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            paths.make_private_dir(self._path.parent)
             self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         return self._fd
 
@@ -138,7 +138,7 @@ class Workspaces:
 
     def __init__(self, directory: Path | None = None, *, cache: bool = False) -> None:
         self.directory = directory or paths.workspaces_dir()
-        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        paths.make_private_dir(self.directory)
         self._lock = _DirLock(self.directory)
         self._cache_enabled = cache
         self._cache: dict[str, tuple[Store, tuple[int, int]]] = {}
@@ -203,7 +203,7 @@ class Workspaces:
             self._forget(name)
             stamp = dt.datetime.now(dt.UTC).strftime(paths.TRASH_STAMP)
             target = paths.trash_file(name, stamp)
-            target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            paths.make_private_dir(target.parent)
             _move_files(path, target)
             return target
 

@@ -18,7 +18,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,38 +112,77 @@ def _stale(path: Path) -> bool:
     return False
 
 
-@pytest.fixture
-def mounted(tmp_path: Path, kyfs_home: Path) -> Iterator[Mount]:
-    """A real kyfs mount at tmp_path/mnt with the ``default`` workspace."""
+def require_mount() -> None:
+    """Skip (or, with KYFS_REQUIRE_MOUNT=1, fail) when FUSE cannot be used here."""
     reason = _mount_unavailable()
     if reason:
         if REQUIRE_MOUNT:
             pytest.fail(f"mount tests are required but cannot run: {reason}")
         pytest.skip(reason)
-    path = tmp_path / "mnt"
-    path.mkdir()
-    log = tmp_path / "daemon.log"
-    with log.open("wb") as out:
+
+
+def start_mount(path: Path, home: Path, log: Path, options: str | None = None) -> Mount:
+    """Start ``python -m kyfs mount --foreground`` on ``path`` and wait until it is mounted."""
+    path.mkdir(exist_ok=True)
+    command = [sys.executable, "-m", "kyfs", "mount", "--foreground", str(path)]
+    if options:
+        command += ["-o", options]
+    with log.open("ab") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "kyfs", "mount", "--foreground", str(path)],
-            env={**os.environ, "KYFS_HOME": str(kyfs_home)},
+            command,
+            env={**os.environ, "KYFS_HOME": str(home)},
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
         )
-    mount = Mount(path, kyfs_home, process, log)
+    mount = Mount(path, home, process, log)
     try:
         _wait_for_mount(mount)
-        yield mount
-    finally:
+    except BaseException:
         _cleanup(mount)
-    assert process.returncode == 0, log.read_text(errors="replace")
-    bad = [
-        line
-        for line in log.read_text(errors="replace").splitlines()
-        if " ERROR " in line or " CRITICAL " in line or "Traceback" in line
-    ]
-    assert not bad, "the daemon logged errors:\n" + "\n".join(bad)
+        raise
+    return mount
+
+
+def stop_mount(mount: Mount, check_log: bool = True) -> None:
+    """Unmount, wait for the daemon, and check it exited cleanly without logging errors."""
+    _cleanup(mount)
+    log = mount.log.read_text(errors="replace")
+    assert mount.process.returncode == 0, log
+    if check_log:
+        bad = [
+            line
+            for line in log.splitlines()
+            if " ERROR " in line or " CRITICAL " in line or "Traceback" in line
+        ]
+        assert not bad, "the daemon logged errors:\n" + "\n".join(bad)
+
+
+@pytest.fixture
+def mount_factory(tmp_path: Path, kyfs_home: Path) -> Iterator[Callable[..., Mount]]:
+    """Start mounts with options (``factory(options="allow_other")``); all stop in teardown."""
+    require_mount()
+    started: list[Mount] = []
+
+    def factory(options: str | None = None, name: str = "mnt", at: Path | None = None) -> Mount:
+        mountpoint = at if at is not None else tmp_path / name
+        mount = start_mount(mountpoint, kyfs_home, tmp_path / f"{name}.log", options)
+        started.append(mount)
+        return mount
+
+    try:
+        yield factory
+    finally:
+        for mount in started:
+            _cleanup(mount)
+    for mount in started:
+        stop_mount(mount)
+
+
+@pytest.fixture
+def mounted(mount_factory: Callable[..., Mount]) -> Mount:
+    """A real kyfs mount at tmp_path/mnt with the ``default`` workspace."""
+    return mount_factory()
 
 
 _skipped_mount_tests: list[str] = []

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REQUIRE_MOUNT, Mount, _mount_unavailable
+from tests.conftest import Mount, require_mount
 
 pytestmark = pytest.mark.mount
 
@@ -198,11 +198,7 @@ def test_truncate_append_and_seek_writes(mounted: Mount) -> None:
 # --- the kyfs mount / kyfs unmount commands themselves -----------------------------------
 @pytest.fixture
 def mountpoint(tmp_path: Path, kyfs_home: Path) -> Iterator[Path]:
-    reason = _mount_unavailable()
-    if reason:
-        if REQUIRE_MOUNT:
-            pytest.fail(reason)
-        pytest.skip(reason)
+    require_mount()
     path = tmp_path / "kyfs"
     yield path
     if os.path.ismount(path) or _is_stale(path):
