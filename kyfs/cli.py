@@ -86,7 +86,9 @@ def json_option(func: F) -> F:
 
 def resolve_workspace(name: str | None) -> str:
     """The workspace a command acts on (see the module docstring)."""
-    return name or config.active_workspace() or config.DEFAULT_WORKSPACE
+    if name is not None:  # given explicitly, even empty: validated when opened
+        return name
+    return config.active_workspace() or config.DEFAULT_WORKSPACE
 
 
 @contextmanager

@@ -1,7 +1,9 @@
 """Schema migrations of a workspace file, applied in order with ``PRAGMA user_version``.
 
 Each migration is a function ``mNNN_name(conn)`` in MIGRATIONS; migration N
-(1-based) brings ``user_version`` from N-1 to N. ``apply`` runs the missing ones,
+(1-based) brings ``user_version`` from N-1 to N. Migrations are written to be
+safe to run again (``IF NOT EXISTS``), so ``kyfs fsck --repair`` can bring a file
+whose version number was lost back to the current schema. ``apply`` runs the missing ones,
 each in its own ``BEGIN IMMEDIATE`` transaction together with the
 ``user_version`` bump, so a crash leaves the file at a whole version. A file
 whose version is newer than this code knows is refused rather than guessed at.
@@ -34,7 +36,7 @@ def m001_entries_and_blocks(conn: sqlite3.Connection) -> None:
     _run_script(
         conn,
         """
-        CREATE TABLE entries (
+        CREATE TABLE IF NOT EXISTS entries (
             id          INTEGER PRIMARY KEY AUTOINCREMENT,
             key         TEXT NOT NULL UNIQUE,
             parent      TEXT NOT NULL,
@@ -46,8 +48,8 @@ def m001_entries_and_blocks(conn: sqlite3.Connection) -> None:
             ctime_ns    INTEGER NOT NULL,
             atime_ns    INTEGER NOT NULL
         );
-        CREATE INDEX entries_parent ON entries (parent, key);
-        CREATE TABLE blocks (
+        CREATE INDEX IF NOT EXISTS entries_parent ON entries (parent, key);
+        CREATE TABLE IF NOT EXISTS blocks (
             id        INTEGER PRIMARY KEY,
             entry_id  INTEGER NOT NULL,
             idx       INTEGER NOT NULL,
@@ -83,7 +85,7 @@ def m002_archive(conn: sqlite3.Connection) -> None:
     _run_script(
         conn,
         """
-        CREATE TABLE archive (
+        CREATE TABLE IF NOT EXISTS archive (
             id          INTEGER PRIMARY KEY,
             key         TEXT NOT NULL,
             is_dir      INTEGER NOT NULL,
@@ -94,8 +96,8 @@ def m002_archive(conn: sqlite3.Connection) -> None:
             ctime_ns    INTEGER NOT NULL,
             deleted_ns  INTEGER NOT NULL
         );
-        CREATE INDEX archive_key ON archive (key, deleted_ns);
-        CREATE INDEX archive_deleted ON archive (deleted_ns);
+        CREATE INDEX IF NOT EXISTS archive_key ON archive (key, deleted_ns);
+        CREATE INDEX IF NOT EXISTS archive_deleted ON archive (deleted_ns);
         """,
     )
 

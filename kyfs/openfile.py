@@ -167,14 +167,20 @@ class OpenFile:
         return bytearray(self.store.read(self.entry_id, start, length, valid=self.valid))
 
     def _keep(self, idx: int, block: bytearray) -> None:
+        """Put a changed block back; evict the oldest to the spill file first if memory is full.
+
+        If the spill file cannot take it (ENOSPC), nothing changes and the
+        error propagates, so the write fails whole and no block is lost.
+        """
         if idx in self._spilled:
             self._write_slot(idx, block)
             return
+        if idx not in self._mem and len(self._mem) >= MEMORY_BLOCKS:
+            old_idx, old_block = next(iter(self._mem.items()))
+            self._write_slot(old_idx, old_block)
+            del self._mem[old_idx]
         self._mem[idx] = block
         self._mem.move_to_end(idx)
-        while len(self._mem) > MEMORY_BLOCKS:
-            old_idx, old_block = self._mem.popitem(last=False)
-            self._write_slot(old_idx, old_block)
 
     def _write_slot(self, idx: int, block: bytearray) -> None:
         if self._spill is None:

@@ -190,13 +190,20 @@ class Store:
         create: create the file (mode 0600); it must not exist yet.
         retention_s: archived entries older than this many seconds are deleted for
             good when the store opens; None keeps them all.
+        migrate: bring the schema up to date on open (off for fsck, which only looks).
 
     Raises:
         StorageError: (EIO, exit 4) the file cannot be opened, is not a SQLite
             database, or WAL mode could not be switched on.
     """
 
-    def __init__(self, path: Path, create: bool = False, retention_s: float | None = None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        create: bool = False,
+        retention_s: float | None = None,
+        migrate: bool = True,
+    ) -> None:
         self.path = path
         self.block_size = BLOCK_SIZE
         try:
@@ -221,8 +228,9 @@ class Store:
             if str(mode).lower() != "wal":
                 raise StorageError(f"{path}: WAL mode refused (journal_mode={mode})")
             self._conn.execute("PRAGMA synchronous = NORMAL")
-            migrations.apply(self._conn)
-            if retention_s is not None:
+            if migrate:
+                migrations.apply(self._conn)
+            if migrate and retention_s is not None:
                 self.purge_archive(time.time_ns() - int(retention_s * 1e9))
         except sqlite3.Error as exc:
             self._conn.close()

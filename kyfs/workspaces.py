@@ -345,7 +345,7 @@ class Workspaces:
             raise WorkspaceNotFound(f"workspace not found: {name}")
         with self._lock.shared():
             try:
-                store = Store(path)
+                store = Store(path, migrate=repair)
             except StorageError as exc:
                 return [str(exc)], []
             try:

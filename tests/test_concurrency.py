@@ -1,0 +1,144 @@
+"""Several processes writing at once: through the CLI's code, the real CLI and the mount."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from kyfs.workspaces import Workspaces
+from tests.conftest import Mount
+
+# The CLI's own code path (open the workspace, set, close) in a loop: thousands of
+# writes without thousands of interpreter start-ups.
+CLI_WRITER = r"""
+import sys
+from kyfs.workspaces import Workspaces
+workspace, prefix, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
+for i in range(count):
+    w = Workspaces()
+    with w.shared():
+        s = w.open(workspace)
+        s.set(f"{prefix}/{i:05d}", f"{prefix}-{i}".encode())
+        s.close()
+    w.close()
+"""
+
+MOUNT_WRITER = r"""
+import os, sys
+root, prefix, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
+os.makedirs(os.path.join(root, prefix), exist_ok=True)
+for i in range(count):
+    with open(os.path.join(root, prefix, f"{i:05d}"), "wb") as f:
+        f.write(f"{prefix}-{i}".encode())
+"""
+
+
+def _values(workspace: str) -> dict[str, bytes]:
+    workspaces = Workspaces()
+    try:
+        store = workspaces.open(workspace)
+        try:
+            return {key: store.get(key) for key in store.keys()}
+        finally:
+            store.close()
+    finally:
+        workspaces.close()
+
+
+@pytest.mark.mount
+def test_cli_and_mount_write_one_workspace_at_once(mounted: Mount) -> None:
+    ws = mounted.path / "default"
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", CLI_WRITER, "default", f"cli{n}", "2000"],
+            env=mounted.env(),
+            stderr=subprocess.PIPE,
+        )
+        for n in range(2)
+    ] + [
+        subprocess.Popen(
+            [sys.executable, "-c", MOUNT_WRITER, str(ws), f"mnt{n}", "1000"],
+            stderr=subprocess.PIPE,
+        )
+        for n in range(2)
+    ]
+    shell_loop = (
+        "for i in $(seq 1 25); do "
+        f"{sys.executable} -m kyfs set -w default real/$i value-$i || exit 1; done"
+    )
+    real = subprocess.Popen(["sh", "-c", shell_loop], env=mounted.env(), stderr=subprocess.PIPE)
+    for proc in [*procs, real]:
+        _, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err.decode()
+        assert b"locked" not in err
+    values = _values("default")
+    for n in range(2):
+        for i in range(2000):
+            assert values[f"cli{n}/{i:05d}"] == f"cli{n}-{i}".encode()
+        for i in range(1000):
+            assert values[f"mnt{n}/{i:05d}"] == f"mnt{n}-{i}".encode()
+    for i in range(1, 26):
+        assert values[f"real/{i}"] == f"value-{i}".encode()
+    assert len(values) == 2 * 2000 + 2 * 1000 + 25
+
+
+HOLD_LOCK = r"""
+import sqlite3, sys
+conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+conn.execute("BEGIN IMMEDIATE")
+conn.execute("INSERT INTO entries (key, parent, is_dir, mode, size, created_ns, mtime_ns,"
+             " ctime_ns, atime_ns) VALUES ('held', '', 0, 420, 0, 0, 0, 0, 0)")
+print("locked", flush=True)
+sys.stdin.readline()
+conn.execute("COMMIT")
+"""
+
+
+def test_two_workspaces_do_not_wait_on_each_other(tmp_path: Path) -> None:
+    env = dict(os.environ)
+
+    def kyfs(*args: str) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "kyfs", *args],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+
+    for name in ("alpha", "beta"):
+        created = kyfs("create", name)
+        created.communicate(timeout=60)
+        assert created.returncode == 0
+    workspaces = Workspaces()
+    alpha_file = workspaces.directory / "alpha.db"
+    workspaces.close()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(alpha_file)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    waiting = None
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == b"locked\n"
+        waiting = kyfs("set", "-w", "alpha", "k", "a")  # must wait for the holder
+        # While alpha's write lock is held, beta takes writes.
+        beta = kyfs("set", "-w", "beta", "k", "b")
+        beta.communicate(timeout=60)
+        assert beta.returncode == 0
+        assert waiting.poll() is None, "the write to alpha did not wait for the lock"
+    finally:
+        assert holder.stdin is not None
+        holder.stdin.write(b"\n")
+        holder.stdin.close()
+        holder.wait(timeout=60)
+        assert holder.stdout is not None
+        holder.stdout.close()
+    assert waiting is not None
+    _, err = waiting.communicate(timeout=60)
+    assert waiting.returncode == 0, err
+    assert _values("alpha")["k"] == b"a"
+    assert _values("beta")["k"] == b"b"

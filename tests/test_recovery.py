@@ -1,0 +1,275 @@
+"""Nothing unrecoverable: the archive of deleted keys, the trash of dropped workspaces, fsck."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from kyfs import config, paths
+from kyfs.cli import cli
+from kyfs.errors import AlreadyExists, KeyNotFound, WorkspaceExists, WorkspaceNotFound
+from kyfs.store import BLOCK_SIZE, Store
+from kyfs.workspaces import Workspaces
+from tests.conftest import Mount
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    s = Store(tmp_path / "w.db", create=True)
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def workspaces() -> Iterator[Workspaces]:
+    w = Workspaces()
+    yield w
+    w.close()
+
+
+def _fill(workspaces: Workspaces, name: str, items: dict[str, bytes]) -> None:
+    store = workspaces.open(name)
+    try:
+        for key, value in items.items():
+            store.set(key, value)
+    finally:
+        store.close()
+
+
+# --- the archive --------------------------------------------------------------------------
+def test_deleted_key_waits_in_the_archive_and_comes_back(store: Store) -> None:
+    value = os.urandom(BLOCK_SIZE + 99)
+    store.set("a/secret", value)
+    store.delete("a/secret")
+    with pytest.raises(KeyNotFound):
+        store.get("a/secret")
+    archived = store.archived("a/secret")
+    assert len(archived) == 1 and archived[0].entry.size == len(value)
+    entry = store.restore("a/secret")
+    assert store.get("a/secret") == value and entry.key == "a/secret"
+    assert store.archived() == []
+    with pytest.raises(KeyNotFound):
+        store.restore("a/secret")
+
+
+def test_restore_refuses_to_overwrite_unless_forced(store: Store) -> None:
+    store.set("k", b"old")
+    store.delete("k")
+    store.set("k", b"new")
+    with pytest.raises(AlreadyExists):
+        store.restore("k")
+    store.restore("k", force=True)
+    assert store.get("k") == b"old"
+    store.restore("k", force=True)  # the replaced one was archived in turn
+    assert store.get("k") == b"new"
+
+
+def test_rename_over_a_key_archives_the_replaced_value(store: Store) -> None:
+    store.set("draft", b"draft")
+    store.set("final", b"precious")
+    store.rename("draft", "final")
+    assert store.get("final") == b"draft"
+    assert [a.entry.key for a in store.archived()] == ["final"]
+    store.delete("final")
+    store.restore("final")  # the newest archived "final" is the renamed draft
+    assert store.get("final") == b"draft"
+
+
+def test_archive_is_purged_after_retention(store: Store) -> None:
+    store.set("k", b"v" * 10)
+    store.delete("k")
+    import time
+
+    assert store.purge_archive(time.time_ns() - 10**12) == 0  # not old enough
+    assert store.purge_archive(time.time_ns() + 1) == 1
+    assert store.archived() == []
+    assert store.check() == []  # no orphan blocks left behind
+
+
+def test_retention_comes_from_config(workspaces: Workspaces) -> None:
+    workspaces.create("w")
+    _fill(workspaces, "w", {"k": b"v"})
+    s = workspaces.open("w")
+    s.delete("k")
+    s.close()
+    s = workspaces.open("w")  # default 15 days: still there
+    assert len(s.archived()) == 1
+    s.close()
+    config.save({"archive_retention_days": 0})
+    s = workspaces.open("w")
+    assert s.archived() == []
+    s.close()
+
+
+# --- the trash ----------------------------------------------------------------------------
+def test_drop_goes_to_trash_and_comes_back(workspaces: Workspaces) -> None:
+    workspaces.create("alpha")
+    _fill(workspaces, "alpha", {"k": b"v", "d/x": b"y"})
+    trashed = workspaces.drop("alpha")
+    assert trashed.parent == paths.trash_dir()
+    assert workspaces.names() == []
+    [item] = workspaces.trash()
+    assert item.name == "alpha" and item.size > 0
+    name, restored = workspaces.restore_trash("alpha")
+    assert (name, restored) == ("alpha", 0)
+    s = workspaces.open("alpha")
+    assert s.get("d/x") == b"y"
+    s.close()
+    assert workspaces.trash() == []
+    with pytest.raises(WorkspaceNotFound):
+        workspaces.restore_trash("alpha")
+
+
+def test_restore_under_another_name_and_conflicts(workspaces: Workspaces) -> None:
+    workspaces.create("alpha")
+    workspaces.drop("alpha")
+    workspaces.create("alpha")
+    with pytest.raises(WorkspaceExists):
+        workspaces.restore_trash("alpha")
+    assert workspaces.restore_trash("alpha", "alpha2")[0] == "alpha2"
+    assert workspaces.names() == ["alpha", "alpha2"]
+
+
+def test_restore_after_rm_r_brings_back_what_the_teardown_deleted(
+    workspaces: Workspaces,
+) -> None:
+    workspaces.create("proj")
+    _fill(workspaces, "proj", {"gone-before": b"deleted on purpose"})
+    s = workspaces.open("proj")
+    s.delete("gone-before")
+    s.close()
+    _fill(workspaces, "proj", {"a/b/c": b"1", "a/d": b"2", "top": b"3"})
+    s = workspaces.open("proj")
+    s.mkdir("empty")
+    # what rm -r does: every key, then the directories, deepest first
+    for key in ("a/b/c", "a/d", "top"):
+        s.delete(key)
+    for directory in ("a/b", "a", "empty"):
+        s.rmdir(directory)
+    s.close()
+    workspaces.drop("proj", only_if_empty=True)
+    _, restored = workspaces.restore_trash("proj")
+    assert restored == 6  # 3 keys, 3 directories
+    s = workspaces.open("proj")
+    assert s.keys() == ["a/b/c", "a/d", "top"]
+    assert s.get("a/b/c") == b"1" and s.stat("empty").is_dir
+    assert [a.entry.key for a in s.archived()] == ["gone-before"]  # not part of the rm -r
+    s.close()
+
+
+def test_empty_trash(workspaces: Workspaces) -> None:
+    workspaces.create("a")
+    workspaces.drop("a")
+    assert workspaces.empty_trash(older_than_s=3600) == []
+    assert [t.name for t in workspaces.empty_trash()] == ["a"]
+    assert workspaces.trash() == []
+    assert list(paths.trash_dir().iterdir()) == []
+
+
+# --- fsck ---------------------------------------------------------------------------------
+def test_fsck_passes_a_sound_workspace(workspaces: Workspaces) -> None:
+    workspaces.create("w")
+    _fill(workspaces, "w", {"k": os.urandom(3 * BLOCK_SIZE)})
+    assert workspaces.check("w") == ([], [])
+
+
+def test_fsck_finds_and_repairs_logical_damage(workspaces: Workspaces) -> None:
+    workspaces.create("w")
+    _fill(workspaces, "w", {"a/b": b"v", "big": os.urandom(2 * BLOCK_SIZE)})
+    conn = sqlite3.connect(paths.workspace_file("w"))
+    conn.execute("INSERT INTO blocks (entry_id, idx, data) VALUES (9999, 0, x'00')")
+    conn.execute("UPDATE entries SET size = 10 WHERE key = 'big'")
+    conn.execute("DELETE FROM entries WHERE key = 'a'")
+    conn.commit()
+    conn.close()
+    problems, _ = workspaces.check("w")
+    assert any("belong to no entry" in p for p in problems)
+    assert any("past the size" in p for p in problems)
+    assert any("parent directory is missing" in p for p in problems)
+    problems, done = workspaces.check("w", repair=True)
+    assert problems == [] and len(done) >= 3
+    s = workspaces.open("w")
+    assert s.get("a/b") == b"v" and s.stat("a").is_dir
+    s.close()
+
+
+def test_fsck_notices_a_corrupted_copy(workspaces: Workspaces) -> None:
+    workspaces.create("w")
+    _fill(workspaces, "w", {f"k{i:04d}": os.urandom(2000) for i in range(300)})
+    s = workspaces.open("w")
+    s.checkpoint()
+    s.close()
+    path = paths.workspace_file("w")
+    data = bytearray(path.read_bytes())
+    for page in range(2, len(data) // 4096, 3):  # scribble over every third page
+        data[page * 4096 + 100 : page * 4096 + 400] = os.urandom(300)
+    path.write_bytes(bytes(data))
+    problems, _ = workspaces.check("w")
+    assert problems
+
+
+def test_fsck_notices_a_wrong_schema_version(workspaces: Workspaces) -> None:
+    workspaces.create("w")
+    conn = sqlite3.connect(paths.workspace_file("w"))
+    conn.execute("PRAGMA user_version = 1")
+    conn.close()
+    problems, _ = workspaces.check("w")
+    assert problems == ["schema version is 1, expected 2"]
+    assert workspaces.check("w", repair=True)[0] == []
+
+
+# --- the CLI ------------------------------------------------------------------------------
+def run(*args: str, input: str | None = None) -> object:
+    return CliRunner().invoke(cli, list(args), input=input)
+
+
+def test_cli_restore_archive_trash_fsck() -> None:
+    r = CliRunner()
+    assert r.invoke(cli, ["use", "proj", "--create"]).exit_code == 0
+    r.invoke(cli, ["set", "k", "v"])
+    r.invoke(cli, ["delete", "k"])
+    listed = json.loads(r.invoke(cli, ["archive", "--json"]).output)
+    assert [(x["key"], x["size"]) for x in listed] == [("k", 1)]
+    assert r.invoke(cli, ["restore", "k"]).exit_code == 0
+    assert r.invoke(cli, ["get", "k"]).output == "v"
+    assert r.invoke(cli, ["restore", "k"]).exit_code == 1
+    assert r.invoke(cli, ["fsck"]).exit_code == 0
+    assert "proj: ok" in r.invoke(cli, ["fsck", "proj"]).output
+    assert r.invoke(cli, ["drop", "proj", "--yes"]).exit_code == 0
+    trash = json.loads(r.invoke(cli, ["trash", "--json"]).output)
+    assert [t["name"] for t in trash] == ["proj"]
+    assert r.invoke(cli, ["trash", "restore", "proj"]).exit_code == 0
+    assert r.invoke(cli, ["get", "k"]).output == "v"
+    r.invoke(cli, ["drop", "proj", "--yes"])
+    assert r.invoke(cli, ["trash", "empty"], input="n\n").exit_code == 1
+    assert r.invoke(cli, ["trash", "empty", "--yes"]).exit_code == 0
+    assert json.loads(r.invoke(cli, ["trash", "--json"]).output) == []
+    r.invoke(cli, ["create", "broken"])
+    paths.workspace_file("broken").write_bytes(b"not a database at all" * 500)
+    result = r.invoke(cli, ["fsck"])
+    assert result.exit_code == 4
+    assert "broken:" in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.mount
+def test_rm_r_through_the_mount_then_trash_restore(mounted: Mount) -> None:
+    root = mounted.path
+    tree = Path(__file__).resolve().parent
+    (root / "proj").mkdir()
+    subprocess.run(["cp", "-r", str(tree), str(root / "proj" / "tests")], check=True)
+    (root / "proj" / "empty-dir").mkdir()
+    count = sum(1 for p in (root / "proj").rglob("*") if p.is_file())
+    subprocess.run(["rm", "-r", str(root / "proj")], check=True)
+    assert not (root / "proj").exists()
+    done = mounted.kyfs("trash", "restore", "proj")
+    assert done.returncode == 0, done.stderr
+    assert (root / "proj" / "empty-dir").is_dir()
+    subprocess.run(["diff", "-r", str(tree), str(root / "proj" / "tests")], check=True)
+    assert sum(1 for p in (root / "proj").rglob("*") if p.is_file()) == count
