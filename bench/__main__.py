@@ -75,7 +75,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer rounds, smaller file (< 2 min)")
     args = parser.parse_args()
     rounds = 2 if args.quick else 5
-    mib = 64 if args.quick else 200
+    mib = 64 if args.quick else 1024
     _, sources, files = tree_sources()
     results: dict[str, Any] = {
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
