@@ -82,6 +82,10 @@ class IllegalByteSequence(InvalidName):
     errno = _errno.EILSEQ
 
 
+class InvalidQuery(InvalidInput):
+    """A search query is not valid FTS5 syntax (with ``--raw``) (EINVAL, exit 2)."""
+
+
 class ValueTooLarge(InvalidInput):
     """A value would grow past the size limit, kyfs.store.MAX_VALUE_SIZE (EFBIG, exit 2)."""
 

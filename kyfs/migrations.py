@@ -19,6 +19,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable
 
+from kyfs import tokens
 from kyfs.errors import StorageError
 
 
@@ -102,7 +103,85 @@ def m002_archive(conn: sqlite3.Connection) -> None:
     )
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [m001_entries_and_blocks, m002_archive]
+def m003_search(conn: sqlite3.Connection) -> None:
+    """Full-text search: ``search_text`` holds what is indexed of each key (its key, and
+    its value when that is text of at most kyfs.tokens.INDEX_VALUE_MAX bytes); the FTS5
+    table ``search_index`` is external-content over it, kept in sync by triggers
+    (sqlite.org/fts5.html#external_content_tables); ``search_vocab`` exposes the
+    index's per-term document counts. Keys stored before this migration are indexed.
+    """
+    _run_script(
+        conn,
+        """
+        CREATE TABLE IF NOT EXISTS search_text (
+            id            INTEGER PRIMARY KEY,
+            key           TEXT NOT NULL,
+            value         TEXT,
+            key_tokens    INTEGER NOT NULL,
+            value_tokens  INTEGER NOT NULL
+        );
+        CREATE VIRTUAL TABLE IF NOT EXISTS search_index USING fts5 (
+            key, value, content = 'search_text', content_rowid = 'id'
+        );
+        CREATE VIRTUAL TABLE IF NOT EXISTS search_vocab USING fts5vocab (search_index, 'row');
+        CREATE TRIGGER IF NOT EXISTS search_text_ai AFTER INSERT ON search_text BEGIN
+            INSERT INTO search_index (rowid, key, value) VALUES (new.id, new.key, new.value);
+        END;
+        CREATE TRIGGER IF NOT EXISTS search_text_ad AFTER DELETE ON search_text BEGIN
+            INSERT INTO search_index (search_index, rowid, key, value)
+                VALUES ('delete', old.id, old.key, old.value);
+        END;
+        CREATE TRIGGER IF NOT EXISTS search_text_au AFTER UPDATE ON search_text BEGIN
+            INSERT INTO search_index (search_index, rowid, key, value)
+                VALUES ('delete', old.id, old.key, old.value);
+            INSERT INTO search_index (rowid, key, value) VALUES (new.id, new.key, new.value);
+        END;
+        CREATE TRIGGER IF NOT EXISTS entries_search_ad AFTER DELETE ON entries
+        WHEN old.is_dir = 0 BEGIN
+            DELETE FROM search_text WHERE id = old.id;
+        END;
+        """,
+    )
+    for (entry_id,) in conn.execute("SELECT id FROM entries WHERE is_dir = 0").fetchall():
+        index_entry(conn, entry_id)
+
+
+def index_entry(conn: sqlite3.Connection, entry_id: int) -> None:
+    """(Re)index key ``entry_id`` in ``search_text``: an upsert, so the update trigger
+    replaces its old tokens in the FTS index (never INSERT OR REPLACE, whose delete
+    would not fire the delete trigger)."""
+    row = conn.execute("SELECT key, size, is_dir FROM entries WHERE id = ?", (entry_id,)).fetchone()
+    if row is None or row[2]:
+        return
+    key, size, _ = row
+    text = None
+    if size <= tokens.INDEX_VALUE_MAX:
+        parts = conn.execute(
+            "SELECT idx, data FROM blocks WHERE entry_id = ? ORDER BY idx", (entry_id,)
+        ).fetchall()
+        value = b"".join(part[1] for part in parts)
+        if len(value) == size:  # no hole: a hole reads as NUL bytes, which is binary
+            text = tokens.indexable_text(value)
+    conn.execute(
+        "INSERT INTO search_text (id, key, value, key_tokens, value_tokens)"
+        " VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET key = excluded.key,"
+        " value = excluded.value, key_tokens = excluded.key_tokens,"
+        " value_tokens = excluded.value_tokens",
+        (
+            entry_id,
+            key,
+            text,
+            len(tokens.tokenize(key)),
+            len(tokens.tokenize(text)) if text else 0,
+        ),
+    )
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
+    m001_entries_and_blocks,
+    m002_archive,
+    m003_search,
+]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

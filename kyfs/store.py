@@ -40,6 +40,7 @@ from kyfs import migrations, names
 from kyfs.errors import (
     AlreadyExists,
     InvalidInput,
+    InvalidQuery,
     IsADirectory,
     KeyNotFound,
     NoSpace,
@@ -48,6 +49,7 @@ from kyfs.errors import (
     StorageError,
     ValueTooLarge,
 )
+from kyfs.tokens import tokenize
 
 BLOCK_SIZE = 256 * 1024  # bytes per stored block of a value
 MAX_VALUE_SIZE = 16 * 1024**3  # bytes; a larger value is refused with EFBIG
@@ -95,7 +97,29 @@ _CHECKS = [
         "SELECT e.key FROM entries e WHERE e.parent != '' AND NOT EXISTS"
         " (SELECT 1 FROM entries d WHERE d.key = e.parent AND d.is_dir = 1)",
     ),
+    (
+        "keys missing from the search index",
+        "SELECT e.id FROM entries e WHERE e.is_dir = 0 AND NOT EXISTS"
+        " (SELECT 1 FROM search_text t WHERE t.id = e.id AND t.key = e.key)",
+    ),
+    (
+        "search index rows of no key",
+        "SELECT t.id FROM search_text t WHERE NOT EXISTS"
+        " (SELECT 1 FROM entries e WHERE e.id = t.id AND e.is_dir = 0)",
+    ),
 ]
+_SQL_SEARCH = (
+    "SELECT t.key, t.value, t.key_tokens + t.value_tokens,"
+    " snippet(search_index, -1, ?, ?, '…', 12), bm25(search_index)"
+    " FROM search_index JOIN search_text t ON t.id = search_index.rowid"
+    " WHERE search_index MATCH ? ORDER BY rank LIMIT ?"
+)
+_SQL_SEARCH_KEYS = (
+    "SELECT t.key, NULL, t.key_tokens + t.value_tokens, t.key, bm25(search_index)"
+    " FROM search_index JOIN search_text t ON t.id = search_index.rowid"
+    " WHERE search_index MATCH ? ORDER BY rank LIMIT ?"
+)
+MARK_START, MARK_END = "\x02", "\x03"  # around matches in snippets
 
 # An open file keeps reading an entry deleted under it: its value waits in the archive.
 _SQL_SIZE_ANY = (
@@ -146,6 +170,25 @@ class Entry:
     def name(self) -> str:
         """The last component of the key."""
         return self.key.rpartition(names.SEP)[2]
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    """One full-text match in a workspace.
+
+    Attributes:
+        key: the matching key.
+        text: the value's indexed text (None when binary, too long, or not asked for).
+        length: the document's length in tokens (key and value), for scoring.
+        snippet: a short extract, matches between MARK_START and MARK_END.
+        bm25: SQLite FTS5's bm25 within this workspace (lower is better).
+    """
+
+    key: str
+    text: str | None
+    length: int
+    snippet: str
+    bm25: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -471,6 +514,7 @@ class Store:
                     raise AlreadyExists(f"key exists: {key}")
                 return entry
             entry_id = self._insert(conn, key, False, mode)
+            migrations.index_entry(conn, entry_id)
             return _entry(conn.execute(_SQL_STAT_ID, (entry_id,)).fetchone())
 
     def set(self, key: str, value: bytes | BinaryIO, mode: int | None = None) -> Entry:
@@ -508,6 +552,7 @@ class Store:
                 check_size(size)
                 conn.execute(_SQL_UPSERT_BLOCK, (entry_id, idx, piece))
             conn.execute(_SQL_SET_SIZE, (size, now, now, entry_id))
+            migrations.index_entry(conn, entry_id)
             return _entry(conn.execute(_SQL_STAT_ID, (entry_id,)).fetchone())
 
     def commit(
@@ -557,6 +602,7 @@ class Store:
                 conn.execute(_SQL_UPSERT_BLOCK, (entry_id, idx, bytes(data[:limit])))
             mtime = now if mtime_ns is None else mtime_ns
             conn.execute(_SQL_SET_SIZE, (size, mtime, now, entry_id))
+            migrations.index_entry(conn, entry_id)
         return True
 
     def truncate(self, key: str, size: int) -> None:
@@ -662,6 +708,19 @@ class Store:
                     " WHERE key >= ? AND key < ?",
                     (new + "/", cut + 1, old, new, new + "/", cut + 1, old + "/", old + "0"),
                 )
+            self._reindex_keys(conn, new)
+
+    def _reindex_keys(self, conn: sqlite3.Connection, top: str) -> None:
+        """After a rename: the index learns the new key of ``top`` and of every key below."""
+        rows = conn.execute(
+            "SELECT id, key FROM entries WHERE is_dir = 0 AND (key = ? OR (key >= ? AND key < ?))",
+            (top, top + "/", top + "0"),
+        ).fetchall()
+        for entry_id, key in rows:
+            conn.execute(
+                "UPDATE search_text SET key = ?, key_tokens = ? WHERE id = ?",
+                (key, len(tokenize(key)), entry_id),
+            )
 
     def chmod(self, key: str, mode: int) -> None:
         """Store permission bits ``mode & 0o7777`` for ``key``; ctime is now.
@@ -775,6 +834,7 @@ class Store:
             ),
         )
         conn.execute("DELETE FROM archive WHERE id = ?", (entry.id,))
+        migrations.index_entry(conn, entry.id)
 
     def restore_teardown(self) -> int:
         """Undo the deletions that emptied this workspace (``rm -r`` through the mount).
@@ -816,14 +876,52 @@ class Store:
             )
             return conn.execute("DELETE FROM archive WHERE deleted_ns < ?", (before_ns,)).rowcount
 
+    # --- search ---------------------------------------------------------------------------
+    def search(self, match: str, limit: int, with_text: bool = True) -> list[Match]:
+        """The best ``limit`` keys for the FTS5 query ``match``, best first (by bm25).
+
+        Raises:
+            InvalidQuery: (EINVAL, exit 2) ``match`` is not valid FTS5 syntax
+                (sqlite.org/fts5.html#full_text_query_syntax).
+        """
+        try:
+            if with_text:
+                rows = self._conn.execute(_SQL_SEARCH, (MARK_START, MARK_END, match, limit))
+            else:
+                rows = self._conn.execute(_SQL_SEARCH_KEYS, (match, limit))
+            return [Match(*row) for row in rows.fetchall()]
+        except sqlite3.OperationalError as exc:
+            if "fts5" in str(exc) or "no such column" in str(exc) or "syntax" in str(exc):
+                raise InvalidQuery(f"invalid search query {match!r}: {exc}") from None
+            raise _convert(exc) from None
+        except sqlite3.Error as exc:
+            raise _convert(exc) from None
+
+    def search_stats(self, terms: Iterable[str]) -> tuple[int, int, dict[str, int]]:
+        """(indexed keys, their total length in tokens, {term: keys holding it}) for scoring."""
+        wanted = sorted(set(terms))
+        with self._snapshot() as conn:
+            count, total = conn.execute(
+                "SELECT count(*), total(key_tokens + value_tokens) FROM search_text"
+            ).fetchone()
+            docs: dict[str, int] = dict.fromkeys(wanted, 0)
+            if wanted:
+                marks = ",".join("?" * len(wanted))
+                for term, doc in conn.execute(
+                    f"SELECT term, doc FROM search_vocab WHERE term IN ({marks})", wanted
+                ):
+                    docs[term] = doc
+        return int(count), int(total), docs
+
     # --- checking -------------------------------------------------------------------------
     def check(self) -> list[str]:
         """Every problem found in the file, as sentences; ``[]`` when it is sound.
 
         Checks SQLite's ``PRAGMA integrity_check`` (pages, indexes, UNIQUE), the
-        schema version, and kyfs's own rules: blocks that belong to no entry,
-        blocks past a value's size or longer than BLOCK_SIZE, and entries whose
-        parent directory is missing.
+        schema version, FTS5's 'integrity-check' of the search index, and
+        kyfs's own rules: blocks that belong to no entry, blocks past a value's
+        size or longer than BLOCK_SIZE, entries whose parent directory is
+        missing, and keys missing from (or left over in) the search index.
         """
         try:
             problems = [
@@ -846,7 +944,8 @@ class Store:
         """Repair what can be repaired; return what was done, as sentences.
 
         Rebuilds every index (REINDEX), deletes blocks that belong to no entry or
-        lie past a value's size, recreates missing parent directories, and
+        lie past a value's size, recreates missing parent directories, re-reads
+        every key into the search index and rebuilds it (FTS5 'rebuild'), and
         migrates an old schema. Damage that ``integrity_check`` reports in the
         tables themselves cannot be repaired here: restore the workspace from the
         trash or a backup.
@@ -866,6 +965,11 @@ class Store:
                 self._ensure_parents(conn, key, now)
             if orphans:
                 done.append(f"recreated the parent directories of {len(orphans)} entries")
+            conn.execute(f"DELETE FROM search_text WHERE id IN ({_CHECKS[5][1]})")
+            for (entry_id,) in conn.execute("SELECT id FROM entries WHERE is_dir = 0").fetchall():
+                migrations.index_entry(conn, entry_id)
+            conn.execute("INSERT INTO search_index (search_index) VALUES ('rebuild')")
+            done.append("rebuilt the search index")
         return done
 
     def checkpoint(self) -> bool:

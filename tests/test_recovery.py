@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from kyfs import config, paths
+from kyfs import config, migrations, paths
 from kyfs.cli import cli
 from kyfs.errors import AlreadyExists, KeyNotFound, WorkspaceExists, WorkspaceNotFound
 from kyfs.store import BLOCK_SIZE, Store
@@ -221,7 +221,7 @@ def test_fsck_notices_a_wrong_schema_version(workspaces: Workspaces) -> None:
     conn.execute("PRAGMA user_version = 1")
     conn.close()
     problems, _ = workspaces.check("w")
-    assert problems == ["schema version is 1, expected 2"]
+    assert problems == [f"schema version is 1, expected {migrations.SCHEMA_VERSION}"]
     assert workspaces.check("w", repair=True)[0] == []
 
 
