@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench import search_bench
 from bench.harness import drop_caches, kyfs_mount, load_average, median_time, native, sh, workdir
 
 PACKAGES = ["email", "json", "unittest", "asyncio", "xml", "encodings"]
@@ -92,6 +93,8 @@ def main() -> None:
                 results[f"cp_r_s.{target.name}"] = bench_cp_r(target.root, sources, rounds)
                 for key, value in bench_dd(target, scratch, mib, rounds).items():
                     results[f"dd.{key}.{target.name}"] = value
+    with workdir() as scratch:
+        results.update(search_bench.run(scratch, args.quick))
     results["load_after"] = load_average()
 
     rows = [
@@ -106,6 +109,7 @@ def main() -> None:
         base, ours = results[f"{key}.native"], results[f"{key}.kyfs"]
         print(f"{label:<26}{base:>12.3f}{ours:>12.3f}{ours / base:>13.2f}x")
     print(f"{'kyfs daemon peak RSS (MiB)':<26}{'':>12}{results['dd.peak_rss_mib.kyfs']:>12.1f}")
+    search_bench.report(results)
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
     path = out / f"bench-{results['when'].replace(':', '')}.json"

@@ -94,11 +94,11 @@ def native(workdir: Path) -> Iterator[Target]:
 
 
 @contextmanager
-def kyfs_mount(workdir: Path) -> Iterator[Target]:
+def kyfs_mount(workdir: Path, home: Path | None = None) -> Iterator[Target]:
     """A real kyfs daemon with its own KYFS_HOME; yields the `default` workspace."""
-    home = workdir / "kyfs-home"
+    home = home or workdir / "kyfs-home"
     mountpoint = workdir / "kyfs-mnt"
-    mountpoint.mkdir()
+    mountpoint.mkdir(exist_ok=True)
     env = {**os.environ, "KYFS_HOME": str(home)}
     log = open(workdir / "kyfs-daemon.log", "wb")  # noqa: SIM115  (closed below)
     process = subprocess.Popen(

@@ -320,10 +320,11 @@ def delete(key: str, workspace: str | None) -> None:
 @click.argument("prefix", required=False, default="")
 @workspace_option
 @json_option
-def keys(prefix: str, workspace: str | None, as_json: bool) -> None:
+@click.option("--glob", metavar="PATTERN", help="Only keys matching a glob, e.g. 'user.*'.")
+def keys(prefix: str, workspace: str | None, as_json: bool, glob: str | None) -> None:
     """List the keys (starting with PREFIX), one per line."""
     with open_store(workspace) as (_, store):
-        found = store.keys(prefix)
+        found = store.keys(prefix, glob=glob)
     if as_json:
         _echo_json(found)
         return
@@ -435,6 +436,67 @@ def fsck(names: tuple[str, ...], repair: bool, as_json: bool) -> None:
                 click.echo(f"{name}: ok")
     if any(not r["ok"] for r in report.values()):
         raise KyfsCliError(StorageError("problems found (see above); try kyfs fsck --repair"))
+
+
+@cli.command()
+@click.argument("query")
+@click.option(
+    "-w", "--workspace", "names", multiple=True, metavar="NAME", help="Search NAME (repeatable)."
+)
+@click.option("--all", "search_all", is_flag=True, help="Search every workspace.")
+@click.option("--limit", type=click.IntRange(1, 100_000), default=20, show_default=True)
+@json_option
+@click.option("--raw", is_flag=True, help="QUERY is FTS5 syntax (AND, OR, NOT, NEAR, prefix*).")
+@click.option("--keys-only", is_flag=True, help="Print WORKSPACE/KEY of each hit, nothing else.")
+@click.option(
+    "--color/--no-color", default=None, help="Highlight matches (default: on a terminal)."
+)
+def search(
+    query: str,
+    names: tuple[str, ...],
+    search_all: bool,
+    limit: int,
+    as_json: bool,
+    raw: bool,
+    keys_only: bool,
+    color: bool | None,
+) -> None:
+    """Full-text search of keys and values, best match first.
+
+    Words are ANDed and "a phrase" stays a phrase; --raw takes FTS5 syntax.
+    Without -w or --all, the active workspace is searched.
+    """
+    from kyfs import search as searching
+    from kyfs.store import MARK_END, MARK_START
+
+    with workspaces_session() as workspaces:
+        if search_all:
+            targets = workspaces.names()
+        else:
+            targets = list(names) or [resolve_workspace(os.environ.get(config.ENV_WORKSPACE))]
+    results = searching.search(targets, query, raw=raw, limit=limit)
+    for name, message in results.errors.items():
+        click.echo(f"kyfs: cannot search workspace {name}: {message}", err=True)
+    if color is None:
+        color = sys.stdout.isatty() and "NO_COLOR" not in os.environ
+    for hit in results.hits:
+        plain = hit.snippet.replace(MARK_START, "").replace(MARK_END, "")
+        if keys_only:
+            click.echo(f"{hit.workspace}/{hit.key}")
+        elif as_json:
+            _echo_json(
+                {"workspace": hit.workspace, "key": hit.key, "score": hit.score, "snippet": plain}
+            )
+        else:
+            shown = plain
+            if color:
+                shown = hit.snippet.replace(MARK_START, "\x1b[1;31m").replace(MARK_END, "\x1b[0m")
+            click.echo(f"{hit.workspace}/{hit.key}  ({hit.score:.3f})")
+            click.echo("    " + " ".join(shown.split()), color=color)
+    if results.errors:
+        raise KyfsCliError(
+            StorageError(f"{len(results.errors)} workspace(s) could not be searched")
+        )
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -140,6 +140,12 @@ class NotPermitted(KyfsError):
     exit_code = EXIT_PERMISSION
 
 
+class ReadOnly(NotPermitted):
+    """The place is read-only, e.g. the mount's ``.search`` directory (EROFS, exit 6)."""
+
+    errno = _errno.EROFS
+
+
 # --- storage (exit 4) ---------------------------------------------------------------------
 class StorageError(KyfsError):
     """SQLite or the disk failed; the transaction was rolled back (EIO, exit 4)."""

@@ -5,6 +5,10 @@ Layout of the mount::
     /                     one directory per workspace (mkdir creates, rmdir drops, mv renames)
     /<workspace>/         the workspace's top directory
     /<workspace>/a/b/c    key "a/b/c"
+    /.search/<query>/     read-only: matches across workspaces, best first, as symlinks
+                          NN-<workspace>-<key with / as _> -> ../../<workspace>/<key>;
+                          /.search is not listed by readdir of /, so grep -r and find
+                          never walk it
 
 Every operation resolves the path to (workspace, key), calls kyfs.workspaces or
 kyfs.store, and turns a kyfs.errors.KyfsError into ``FuseOSError(errno)`` at this
@@ -26,11 +30,12 @@ import logging
 import os
 import stat as st
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
-from kyfs import names, paths
+from kyfs import names, paths, search
 from kyfs.errors import (
     CrossWorkspace,
     InvalidInput,
@@ -39,6 +44,7 @@ from kyfs.errors import (
     KyfsError,
     NameTooLong,
     NotPermitted,
+    ReadOnly,
 )
 from kyfs.fuse_binding import FuseOSError, Operations
 from kyfs.openfile import OpenFile
@@ -51,6 +57,9 @@ UTIME_NOW = (1 << 30) - 1  # tv_nsec values of utimensat(2), passed through by l
 UTIME_OMIT = (1 << 30) - 2
 RENAME_NOREPLACE = 1  # renameat2(2) flags
 RENAME_EXCHANGE = 2
+SEARCH_DIR = ".search"  # /.search/<query>/ lists matches as symlinks; hidden from readdir of /
+SEARCH_LIMIT = 100  # matches listed per query directory
+SEARCH_TTL = 2.0  # seconds a query's listing is kept, so readdir, lookups and readlink agree
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -90,6 +99,7 @@ class KyfsOperations(Operations):  # type: ignore[misc]
         self._open: dict[tuple[Store, int], OpenFile] = {}
         self._next_fh = 1
         self._uid, self._gid = os.getuid(), os.getgid()
+        self._searches: dict[str, tuple[float, dict[str, str]]] = {}
 
     # --- helpers -----------------------------------------------------------------------
     @staticmethod
@@ -107,6 +117,8 @@ class KyfsOperations(Operations):  # type: ignore[misc]
         workspace, key = self._split(path)
         if workspace is None:
             raise NotPermitted("the root holds only workspaces")
+        if workspace == SEARCH_DIR:
+            raise ReadOnly("the .search directory is read-only")
         try:
             if key:
                 names.check_key(key)
@@ -141,6 +153,53 @@ class KyfsOperations(Operations):  # type: ignore[misc]
         root = Entry(0, ROOT, True, 0o755, 0, mtime, mtime, mtime, mtime)
         return self._attrs(root, None)
 
+    # --- the .search directory ----------------------------------------------------------
+    @contextmanager
+    def _use_cached(self, name: str) -> Iterator[Store]:
+        yield self.workspaces.open(name)
+
+    def _search(self, query: str) -> dict[str, str]:
+        """Link name -> target for the matches of ``query`` across every workspace."""
+        now = time.monotonic()
+        cached = self._searches.get(query)
+        if cached is not None and now - cached[0] < SEARCH_TTL:
+            return cached[1]
+        results = search.search(
+            self.workspaces.names(), query, limit=SEARCH_LIMIT, use=self._use_cached, parallel=False
+        )
+        width = max(2, len(str(len(results.hits))))
+        listing = {}
+        for rank, hit in enumerate(results.hits, 1):
+            name = f"{rank:0{width}d}-{hit.workspace}-{hit.key.replace('/', '_')}"
+            name = name.encode()[: names.NAME_MAX].decode(errors="ignore")
+            listing[name] = f"../../{hit.workspace}/{hit.key}"
+        self._searches = {q: v for q, v in self._searches.items() if now - v[0] < SEARCH_TTL}
+        self._searches[query] = (now, listing)
+        return listing
+
+    def _search_attrs(self, key: str) -> dict[str, Any]:
+        attrs = self._root_attrs()
+        attrs["st_mode"] = st.S_IFDIR | 0o555
+        query, _, name = key.partition("/")
+        if not name:
+            return attrs  # /.search or /.search/<any query>: a directory
+        target = self._search(query).get(name)
+        if target is None or "/" in name:
+            raise FuseOSError(errno.ENOENT)
+        attrs.update(st_mode=st.S_IFLNK | 0o777, st_nlink=1, st_size=len(target), st_blocks=0)
+        return attrs
+
+    @_op
+    def readlink(self, path: str) -> str:
+        workspace, key = self._split(path)
+        query, _, name = key.partition("/")
+        if workspace != SEARCH_DIR or not name:
+            raise InvalidInput("not a symbolic link")
+        target = self._search(query).get(name)
+        if target is None:
+            raise FuseOSError(errno.ENOENT)
+        return target
+
     def _handle(self, fh: int) -> OpenFile:
         try:
             return self._handles[fh]
@@ -173,6 +232,8 @@ class KyfsOperations(Operations):  # type: ignore[misc]
         workspace, key = self._split(path)
         if workspace is None:
             return self._root_attrs()
+        if workspace == SEARCH_DIR:
+            return self._search_attrs(key)
         store, key = self._resolve(path)
         return self._attrs(store.stat(key), store)
 
@@ -183,6 +244,11 @@ class KyfsOperations(Operations):  # type: ignore[misc]
         if workspace is None:
             dir_mode = {"st_mode": st.S_IFDIR | 0o755}
             listing += [(name, dir_mode, 0) for name in self.workspaces.names()]
+            return listing  # SEARCH_DIR is left out, as ZFS leaves out .zfs
+        if workspace == SEARCH_DIR:
+            if key and "/" not in key:
+                link = {"st_mode": st.S_IFLNK | 0o777}
+                listing += [(name, link, 0) for name in self._search(key)]
             return listing
         store, key = self._resolve(path)
         for entry in store.children(key):
@@ -236,6 +302,8 @@ class KyfsOperations(Operations):  # type: ignore[misc]
     @_op
     def mkdir(self, path: str, mode: int) -> int:
         workspace, key = self._split(path)
+        if workspace == SEARCH_DIR:
+            raise ReadOnly("the .search directory is read-only")
         if workspace is not None and not key:
             self.workspaces.create(workspace)
             return 0
@@ -246,6 +314,8 @@ class KyfsOperations(Operations):  # type: ignore[misc]
     @_op
     def rmdir(self, path: str) -> int:
         workspace, key = self._split(path)
+        if workspace == SEARCH_DIR:
+            raise ReadOnly("the .search directory is read-only")
         if workspace is not None and not key:
             self.workspaces.drop(workspace, only_if_empty=True)
             return 0
@@ -267,6 +337,8 @@ class KyfsOperations(Operations):  # type: ignore[misc]
         new_ws, new_key = self._split(new)
         if old_ws is None or new_ws is None:
             raise NotPermitted("cannot rename the root")
+        if SEARCH_DIR in (old_ws, new_ws):
+            raise ReadOnly("the .search directory is read-only")
         if not old_key and not new_key:
             if flags & RENAME_NOREPLACE and self.workspaces.exists(new_ws):
                 raise FuseOSError(errno.EEXIST)

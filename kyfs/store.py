@@ -107,6 +107,18 @@ _CHECKS = [
         "SELECT t.id FROM search_text t WHERE NOT EXISTS"
         " (SELECT 1 FROM entries e WHERE e.id = t.id AND e.is_dir = 0)",
     ),
+    # FTS5 keeps one row per indexed document in its shadow table %_docsize; before
+    # SQLite 3.44 'integrity-check' does not compare the index with its content table.
+    (
+        "keys missing from the full-text index",
+        "SELECT t.id FROM search_text t WHERE NOT EXISTS"
+        " (SELECT 1 FROM search_index_docsize d WHERE d.id = t.id)",
+    ),
+    (
+        "full-text index rows of no key",
+        "SELECT d.id FROM search_index_docsize d WHERE NOT EXISTS"
+        " (SELECT 1 FROM search_text t WHERE t.id = d.id)",
+    ),
 ]
 _SQL_SEARCH = (
     "SELECT t.key, t.value, t.key_tokens + t.value_tokens,"
@@ -138,8 +150,6 @@ _SQL_UPSERT_BLOCK = (
 _SQL_DROP_BLOCKS_FROM = "DELETE FROM blocks WHERE entry_id = ? AND idx >= ?"
 _SQL_CUT_BLOCK = "UPDATE blocks SET data = substr(data, 1, ?) WHERE entry_id = ? AND idx = ?"
 _SQL_SET_SIZE = "UPDATE entries SET size = ?, mtime_ns = ?, ctime_ns = ? WHERE id = ?"
-_SQL_KEYS = "SELECT key FROM entries WHERE is_dir = 0 AND key >= ? AND key < ? ORDER BY key"
-_SQL_ALL_KEYS = "SELECT key FROM entries WHERE is_dir = 0 ORDER BY key"
 _SQL_COUNT_KEYS = "SELECT count(*) FROM entries WHERE is_dir = 0"
 
 
@@ -372,14 +382,19 @@ class Store:
         except sqlite3.Error as exc:
             raise _convert(exc) from None
 
-    def keys(self, prefix: str = "") -> list[str]:
-        """Every key (not directory) that starts with ``prefix``, sorted by code point."""
+    def keys(self, prefix: str = "", glob: str | None = None) -> list[str]:
+        """Every key (not directory) that starts with ``prefix`` and, when given, matches
+        the glob ``glob`` (SQLite GLOB: ``*`` ``?`` ``[...]``, case-sensitive, ``*``
+        crosses ``/``), sorted by code point."""
+        sql, args = "SELECT key FROM entries WHERE is_dir = 0", []
+        if prefix:
+            sql += " AND key >= ? AND key < ?"
+            args += [prefix, prefix + "\U0010ffff"]
+        if glob is not None:
+            sql += " AND key GLOB ?"
+            args.append(glob)
         try:
-            if not prefix:
-                rows = self._conn.execute(_SQL_ALL_KEYS)
-            else:
-                rows = self._conn.execute(_SQL_KEYS, (prefix, prefix + "\U0010ffff"))
-            return [row[0] for row in rows]
+            return [row[0] for row in self._conn.execute(sql + " ORDER BY key", args)]
         except sqlite3.Error as exc:
             raise _convert(exc) from None
 

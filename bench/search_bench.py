@@ -1,0 +1,128 @@
+"""Search workload: N keys of short text over 10 workspaces.
+
+Compares, in one run: ``kyfs search --all`` (a new process per query, as a user
+runs it), ``grep -rl`` on a native copy of the same data, and ``grep -rl``
+through the kyfs mount. Prints in-process query latency (p50/p95) and the size
+of the search index as a share of the database size.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import sqlite3
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.harness import drop_caches, kyfs_mount
+
+WORKSPACES = 10
+
+
+def _words(rng: random.Random, count: int) -> list[str]:
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    return ["".join(rng.choice(letters) for _ in range(rng.randint(3, 9))) for _ in range(count)]
+
+
+def build(scratch: Path, keys: int, rng: random.Random) -> tuple[Path, Path, list[str]]:
+    """Create the workspaces (in KYFS_HOME=scratch/kyfs-home) and a native copy."""
+    from kyfs.workspaces import Workspaces
+
+    vocabulary = _words(rng, 20_000)
+    weights = [1 / (rank + 1) for rank in range(len(vocabulary))]  # Zipf-like
+    home = scratch / "kyfs-home"
+    native = scratch / "search-native"
+    os.environ["KYFS_HOME"] = str(home)
+    workspaces = Workspaces()
+    per = keys // WORKSPACES
+    for w in range(WORKSPACES):
+        name = f"ws{w:02d}"
+        workspaces.create(name)
+        store = workspaces.open(name)
+        for i in range(per):
+            key = f"notes/{i // 100:03d}/note-{i:05d}.txt"
+            text = " ".join(rng.choices(vocabulary, weights, k=rng.randint(8, 20)))
+            store.set(key, text.encode())
+            path = native / name / key
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+        store.close()
+    workspaces.close()
+    queries = [vocabulary[i] for i in (5, 50, 200, 1000, 3000, 8000)]
+    return home, native, queries
+
+
+def _index_share(home: Path) -> float:
+    index = total = 0
+    for db in (home / "workspaces").glob("*.db"):
+        conn = sqlite3.connect(db)
+        for name, size in conn.execute("SELECT name, sum(pgsize) FROM dbstat GROUP BY name"):
+            total += size
+            if name.startswith("search_"):
+                index += size
+        conn.close()
+    return index / total if total else float("nan")
+
+
+def _time(command: list[str], env: dict[str, str] | None = None) -> float:
+    started = time.perf_counter()
+    subprocess.run(command, env=env, stdout=subprocess.DEVNULL, check=False)
+    return time.perf_counter() - started
+
+
+def run(scratch: Path, quick: bool) -> dict[str, Any]:
+    """Build the data, measure, and return the figures."""
+    from kyfs import search
+
+    keys = 10_000 if quick else 100_000
+    rng = random.Random(4)
+    started = time.perf_counter()
+    home, native, queries = build(scratch, keys, rng)
+    env = {**os.environ, "KYFS_HOME": str(home)}
+    results: dict[str, Any] = {"search.keys": keys, "search.build_s": time.perf_counter() - started}
+    names = [f"ws{w:02d}" for w in range(WORKSPACES)]
+    latencies = []
+    for _ in range(3):
+        for query in queries:
+            begin = time.perf_counter()
+            search.search(names, query, limit=20)
+            latencies.append(time.perf_counter() - begin)
+    latencies.sort()
+    results["search.p50_ms"] = 1000 * statistics.median(latencies)
+    results["search.p95_ms"] = 1000 * latencies[int(0.95 * (len(latencies) - 1))]
+    cli = [sys.executable, "-m", "kyfs", "search", "--all", "--keys-only", "--limit", "20"]
+    drop_caches()
+    results["search.kyfs_cli_s"] = statistics.median(_time([*cli, q], env) for q in queries)
+    drop_caches()
+    results["search.grep_native_s"] = statistics.median(
+        _time(["grep", "-rl", q, str(native)]) for q in queries
+    )
+    results["search.index_share"] = _index_share(home)
+    with kyfs_mount(scratch, home=home) as target:
+        root = target.root.parent
+        mount_queries = queries[:2] if not quick else queries
+        drop_caches()
+        results["search.grep_mount_s"] = statistics.median(
+            _time(["grep", "-rl", q, str(root)]) for q in mount_queries
+        )
+    return results
+
+
+def report(results: dict[str, Any]) -> None:
+    """Print the search figures."""
+    grep = results["search.grep_native_s"]
+    print(f"\nsearch: {results['search.keys']} keys in {WORKSPACES} workspaces")
+    print(f"{'workload':<34}{'seconds':>10}{'/ grep native':>15}")
+    for label, key in [
+        ("kyfs search --all (new process)", "search.kyfs_cli_s"),
+        ("grep -rl, native copy", "search.grep_native_s"),
+        ("grep -rl, through the mount", "search.grep_mount_s"),
+    ]:
+        print(f"{label:<34}{results[key]:>10.3f}{results[key] / grep:>14.2f}x")
+    p50, p95 = results["search.p50_ms"], results["search.p95_ms"]
+    share = 100 * results["search.index_share"]
+    print(f"in-process query p50 {p50:.1f} ms, p95 {p95:.1f} ms; index = {share:.0f}% of the db")

@@ -1,0 +1,192 @@
+"""Full-text search over one or many workspaces, ranked by one bm25 across all of them.
+
+Each workspace has its own FTS5 index (kyfs.store.Store.search). FTS5's bm25
+uses the statistics of its own index, so scores from two workspaces are not
+comparable. kyfs therefore asks each workspace for its best candidates and its
+statistics (number of keys, total length, keys per query term), and scores every
+candidate again with Okapi BM25 (k1 = 1.2, b = 0.75, Lucene's IDF) over the
+union of the searched workspaces, as if they were one index. Term frequencies
+come from kyfs.tokens, which tokenizes as FTS5's unicode61 does.
+
+With several workspaces the searches run concurrently: a thread pool
+(concurrent.futures), one thread and one SQLite connection per workspace. A
+workspace that cannot be searched is reported and the others still answer.
+Thread-safety: the functions share nothing; each call opens its own stores
+unless the caller passes ``use``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass, field
+
+from kyfs.errors import InvalidQuery, KyfsError
+from kyfs.store import Match, Store
+from kyfs.tokens import tokenize
+from kyfs.workspaces import Workspaces
+
+K1 = 1.2
+B = 0.75
+MAX_THREADS = 8
+_PHRASE_OR_WORD = re.compile(r'"([^"]*)"|(\S+)')
+_OPERATORS = re.compile(r"\b(?:AND|OR|NOT|NEAR)\b")
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    """One result: ``score`` is BM25 over every searched workspace (higher is better);
+    ``snippet`` marks matches with kyfs.store.MARK_START / MARK_END."""
+
+    workspace: str
+    key: str
+    score: float
+    snippet: str
+
+
+@dataclass
+class Results:
+    """What a search found: ``hits`` best first, and ``errors`` per workspace that failed."""
+
+    hits: list[Hit] = field(default_factory=list)
+    errors: dict[str, str] = field(default_factory=dict)
+
+
+def build_query(text: str, raw: bool = False) -> str:
+    """The FTS5 query for what a user typed.
+
+    Without ``raw`` every word is quoted, so words are ANDed, ``"a phrase"`` stays a
+    phrase, and no user text can break FTS5 syntax: ``jwt "api token"`` becomes
+    ``"jwt" "api token"``. With ``raw`` the text is FTS5 syntax, passed through.
+
+    Raises:
+        InvalidQuery: (exit 2) the query has no words.
+    """
+    if raw:
+        if not text.strip():
+            raise InvalidQuery("empty search query")
+        return text
+    parts = []
+    for phrase, word in _PHRASE_OR_WORD.findall(text):
+        piece = phrase if phrase else word.replace('"', "")
+        if tokenize(piece):
+            parts.append('"' + piece.replace('"', '""') + '"')
+    if not parts:
+        raise InvalidQuery(f"no words to search for in {text!r}")
+    return " ".join(parts)
+
+
+def query_terms(text: str, raw: bool = False) -> list[str]:
+    """The index terms of a query, for scoring (FTS5 operators left out with ``raw``)."""
+    return tokenize(_OPERATORS.sub(" ", text) if raw else text)
+
+
+@dataclass
+class _Answer:
+    name: str
+    matches: list[Match]
+    count: int
+    total: int
+    docs: dict[str, int]
+
+
+@contextmanager
+def open_workspace(name: str) -> Iterator[Store]:
+    """Open workspace ``name`` on its own connection, under the shared workspaces lock."""
+    workspaces = Workspaces()
+    try:
+        with workspaces.shared():
+            store = workspaces.open(name)
+            try:
+                yield store
+            finally:
+                store.close()
+    finally:
+        workspaces.close()
+
+
+def _ask(
+    use: Callable[[str], AbstractContextManager[Store]],
+    name: str,
+    match: str,
+    terms: list[str],
+    candidates: int,
+) -> _Answer:
+    with use(name) as store:
+        matches = store.search(match, candidates)
+        count, total, docs = store.search_stats(terms)
+    return _Answer(name, matches, count, total, docs)
+
+
+def search(
+    names: Sequence[str],
+    text: str,
+    *,
+    raw: bool = False,
+    limit: int = 20,
+    use: Callable[[str], AbstractContextManager[Store]] = open_workspace,
+    parallel: bool = True,
+) -> Results:
+    """Search workspaces ``names`` for ``text``; return the best ``limit`` hits overall.
+
+    Args:
+        raw: ``text`` is FTS5 syntax (see build_query).
+        use: opens a workspace's Store for the duration of a ``with`` block.
+        parallel: search the workspaces concurrently (one thread each, at most 8).
+
+    Raises:
+        InvalidQuery: (exit 2) an empty query, or bad FTS5 syntax with ``raw``.
+    """
+    match = build_query(text, raw)
+    terms = query_terms(text, raw)
+    candidates = max(3 * limit, limit + 20)  # rescoring may reorder: ask for more
+    results = Results()
+    answers: list[_Answer] = []
+
+    def collect(name: str, outcome: Callable[[], _Answer]) -> None:
+        try:
+            answers.append(outcome())
+        except InvalidQuery:
+            raise
+        except KyfsError as exc:
+            results.errors[name] = str(exc)
+
+    if parallel and len(names) > 1:
+        with ThreadPoolExecutor(max_workers=min(MAX_THREADS, len(names))) as pool:
+            futures = {n: pool.submit(_ask, use, n, match, terms, candidates) for n in names}
+            for name, future in futures.items():
+                collect(name, future.result)
+    else:
+        for name in names:
+            collect(name, lambda n=name: _ask(use, n, match, terms, candidates))  # type: ignore[misc]
+    results.hits = rank(answers, terms)[:limit]
+    return results
+
+
+def rank(answers: list[_Answer], terms: list[str]) -> list[Hit]:
+    """Score every candidate with BM25 over the union of the answering workspaces."""
+    count = sum(a.count for a in answers)
+    if count == 0:
+        return []
+    average = max(sum(a.total for a in answers) / count, 1.0)
+    unique = sorted(set(terms))
+    idf = {}
+    for term in unique:
+        holding = sum(a.docs.get(term, 0) for a in answers)
+        idf[term] = math.log(1 + (count - holding + 0.5) / (holding + 0.5))
+    hits = []
+    for answer in answers:
+        for m in answer.matches:
+            freq = Counter(tokenize(m.key))
+            if m.text:
+                freq.update(tokenize(m.text))
+            length = max(m.length, 1)
+            norm = K1 * (1 - B + B * length / average)
+            score = sum(idf[t] * freq[t] * (K1 + 1) / (freq[t] + norm) for t in unique if freq[t])
+            hits.append(Hit(answer.name, m.key, round(score, 6), m.snippet))
+    hits.sort(key=lambda h: (-h.score, h.workspace, h.key))
+    return hits
