@@ -177,10 +177,29 @@ def index_entry(conn: sqlite3.Connection, entry_id: int) -> None:
     )
 
 
+def m004_history(conn: sqlite3.Connection) -> None:
+    """``history``: recorded changes of keys (action "set" with its value, or "delete"),
+    e.g. a KyCLI audit log imported by ``kyfs migrate kycli``."""
+    _run_script(
+        conn,
+        """
+        CREATE TABLE IF NOT EXISTS history (
+            id       INTEGER PRIMARY KEY,
+            key      TEXT NOT NULL,
+            action   TEXT NOT NULL,
+            value    BLOB,
+            time_ns  INTEGER NOT NULL
+        );
+        CREATE INDEX IF NOT EXISTS history_key ON history (key, time_ns);
+        """,
+    )
+
+
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     m001_entries_and_blocks,
     m002_archive,
     m003_search,
+    m004_history,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -183,6 +183,27 @@ class Entry:
 
 
 @dataclass(frozen=True, slots=True)
+class ImportItem:
+    """A key to import: its value (bytes), and optionally its mode and times (ns, UTC)."""
+
+    key: str
+    value: bytes
+    mode: int | None = None
+    created_ns: int | None = None
+    mtime_ns: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEntry:
+    """One recorded change of a key: ``action`` is "set" (with ``value``) or "delete"."""
+
+    key: str
+    action: str
+    value: bytes | None
+    time_ns: int
+
+
+@dataclass(frozen=True, slots=True)
 class Match:
     """One full-text match in a workspace.
 
@@ -546,29 +567,132 @@ class Store:
             ValueTooLarge: (EFBIG, exit 2) over MAX_VALUE_SIZE; nothing is written.
         """
         names.check_key(key)
-        now = time.time_ns()
         with self._atomic() as conn:
-            row = conn.execute(_SQL_STAT, (key,)).fetchone()
-            if row is not None:
-                entry = _entry(row)
-                if entry.is_dir:
-                    raise IsADirectory(f"is a directory: {key}")
-                entry_id = entry.id
-                if mode is not None:
-                    conn.execute(
-                        "UPDATE entries SET mode = ? WHERE id = ?", (mode & 0o7777, entry_id)
-                    )
-                conn.execute("DELETE FROM blocks WHERE entry_id = ?", (entry_id,))
-            else:
-                entry_id = self._insert(conn, key, False, FILE_MODE if mode is None else mode)
-            size = 0
-            for idx, piece in enumerate(_pieces(value)):
-                size += len(piece)
-                check_size(size)
-                conn.execute(_SQL_UPSERT_BLOCK, (entry_id, idx, piece))
-            conn.execute(_SQL_SET_SIZE, (size, now, now, entry_id))
-            migrations.index_entry(conn, entry_id)
+            entry_id = self._put(conn, key, value, mode)
             return _entry(conn.execute(_SQL_STAT_ID, (entry_id,)).fetchone())
+
+    def _put(
+        self,
+        conn: sqlite3.Connection,
+        key: str,
+        value: bytes | BinaryIO,
+        mode: int | None,
+        created_ns: int | None = None,
+        mtime_ns: int | None = None,
+    ) -> int:
+        """Create or replace ``key`` with ``value`` inside the caller's transaction."""
+        now = time.time_ns()
+        row = conn.execute(_SQL_STAT, (key,)).fetchone()
+        if row is not None:
+            entry = _entry(row)
+            if entry.is_dir:
+                raise IsADirectory(f"is a directory: {key}")
+            entry_id = entry.id
+            if mode is not None:
+                conn.execute("UPDATE entries SET mode = ? WHERE id = ?", (mode & 0o7777, entry_id))
+            conn.execute("DELETE FROM blocks WHERE entry_id = ?", (entry_id,))
+        else:
+            entry_id = self._insert(conn, key, False, FILE_MODE if mode is None else mode)
+        size = 0
+        for idx, piece in enumerate(_pieces(value)):
+            size += len(piece)
+            check_size(size)
+            conn.execute(_SQL_UPSERT_BLOCK, (entry_id, idx, piece))
+        mtime = now if mtime_ns is None else mtime_ns
+        conn.execute(_SQL_SET_SIZE, (size, mtime, now, entry_id))
+        if created_ns is not None:
+            conn.execute("UPDATE entries SET created_ns = ? WHERE id = ?", (created_ns, entry_id))
+        migrations.index_entry(conn, entry_id)
+        return entry_id
+
+    # --- bulk import -------------------------------------------------------------------------
+    def import_entries(self, items: Iterable[ImportItem], conflict: str = "error") -> int:
+        """Write many keys in one transaction; return how many were written.
+
+        ``conflict`` says what happens when a key exists: ``"error"`` raises
+        AlreadyExists (nothing is written), ``"keep"`` leaves the stored value,
+        ``"replace"`` archives the stored value and writes the new one.
+
+        Raises:
+            AlreadyExists: (EEXIST, exit 3) with ``conflict="error"``.
+            InvalidName etc.: (exit 2) an item has an invalid key; nothing is written.
+        """
+        written = 0
+        with self._atomic() as conn:
+            for item in items:
+                names.check_key(item.key)
+                live = conn.execute(_SQL_STAT, (item.key,)).fetchone()
+                if live is not None and not live[2]:
+                    if conflict == "keep":
+                        continue
+                    if conflict != "replace":
+                        raise AlreadyExists(f"key exists: {item.key}")
+                    _archive(conn, live[0])
+                self._put(conn, item.key, item.value, item.mode, item.created_ns, item.mtime_ns)
+                written += 1
+        return written
+
+    def import_archived(self, items: Iterable[tuple[ImportItem, int]]) -> int:
+        """Put ``(item, deleted_ns)`` pairs straight into the archive, in one transaction."""
+        count = 0
+        with self._atomic() as conn:
+            for item, deleted_ns in items:
+                # A fresh id from the AUTOINCREMENT sequence, never used by a live entry.
+                entry_id = self._insert(conn, "\0import", False, item.mode or FILE_MODE)
+                for idx, piece in enumerate(_pieces(item.value)):
+                    conn.execute(_SQL_UPSERT_BLOCK, (entry_id, idx, piece))
+                created = item.created_ns or deleted_ns
+                mtime = item.mtime_ns or deleted_ns
+                conn.execute(
+                    "UPDATE entries SET size = ?, created_ns = ?, mtime_ns = ?, ctime_ns = ?"
+                    " WHERE id = ?",
+                    (len(item.value), created, mtime, mtime, entry_id),
+                )
+                conn.execute(_SQL_ARCHIVE, (deleted_ns, entry_id))
+                conn.execute("UPDATE archive SET key = ? WHERE id = ?", (item.key, entry_id))
+                conn.execute("DELETE FROM entries WHERE id = ?", (entry_id,))
+                count += 1
+        return count
+
+    def import_history(self, items: Iterable[HistoryEntry]) -> int:
+        """Append imported history rows (e.g. KyCLI's audit log), in one transaction."""
+        count = 0
+        with self._atomic() as conn:
+            for item in items:
+                conn.execute(
+                    "INSERT INTO history (key, action, value, time_ns) VALUES (?, ?, ?, ?)",
+                    (item.key, item.action, item.value, item.time_ns),
+                )
+                count += 1
+        return count
+
+    def history(self, key: str) -> list[HistoryEntry]:
+        """The recorded history of ``key``, oldest first."""
+        try:
+            rows = self._conn.execute(
+                "SELECT key, action, value, time_ns FROM history WHERE key = ?"
+                " ORDER BY time_ns, id",
+                (key,),
+            )
+            return [HistoryEntry(*row) for row in rows]
+        except sqlite3.Error as exc:
+            raise _convert(exc) from None
+
+    def backup_to(self, target: Path) -> None:
+        """Write a consistent snapshot of the workspace to the new file ``target`` with
+        SQLite's online backup API (sqlite.org/backup.html): correct while others write.
+
+        Raises:
+            StorageError: (EIO, exit 4).
+        """
+        try:
+            destination = sqlite3.connect(target)
+            try:
+                self._conn.backup(destination)
+            finally:
+                destination.close()
+        except sqlite3.Error as exc:
+            raise _convert(exc) from None
 
     def commit(
         self,
