@@ -8,6 +8,7 @@ of the search index as a share of the database size.
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
 import sqlite3
@@ -33,7 +34,7 @@ def build(scratch: Path, keys: int, rng: random.Random) -> tuple[Path, Path, lis
     from kyfs.workspaces import Workspaces
 
     vocabulary = _words(rng, 20_000)
-    weights = [1 / (rank + 1) for rank in range(len(vocabulary))]  # Zipf-like
+    cumulative = list(itertools.accumulate(1 / (rank + 1) for rank in range(len(vocabulary))))
     home = scratch / "kyfs-home"
     native = scratch / "search-native"
     os.environ["KYFS_HOME"] = str(home)
@@ -45,7 +46,8 @@ def build(scratch: Path, keys: int, rng: random.Random) -> tuple[Path, Path, lis
         store = workspaces.open(name)
         for i in range(per):
             key = f"notes/{i // 100:03d}/note-{i:05d}.txt"
-            text = " ".join(rng.choices(vocabulary, weights, k=rng.randint(8, 20)))
+            words = rng.choices(vocabulary, cum_weights=cumulative, k=rng.randint(8, 20))
+            text = " ".join(words)  # Zipf-like word frequencies
             store.set(key, text.encode())
             path = native / name / key
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -86,6 +86,10 @@ class InvalidQuery(InvalidInput):
     """A search query is not valid FTS5 syntax (with ``--raw``) (EINVAL, exit 2)."""
 
 
+class MasterKeyRequired(InvalidInput):
+    """Encrypted KyCLI data and no (or a wrong) master key (EINVAL, exit 2)."""
+
+
 class ValueTooLarge(InvalidInput):
     """A value would grow past the size limit, kyfs.store.MAX_VALUE_SIZE (EFBIG, exit 2)."""
 

@@ -179,7 +179,7 @@ def index_entry(conn: sqlite3.Connection, entry_id: int) -> None:
 
 def m004_history(conn: sqlite3.Connection) -> None:
     """``history``: recorded changes of keys (action "set" with its value, or "delete"),
-    e.g. a KyCLI audit log imported by ``kyfs migrate kycli``."""
+    e.g. a KyCLI audit log imported by ``kyfs migrate kycli``; and ``archive.archived_ns``."""
     _run_script(
         conn,
         """
@@ -193,6 +193,10 @@ def m004_history(conn: sqlite3.Connection) -> None:
         CREATE INDEX IF NOT EXISTS history_key ON history (key, time_ns);
         """,
     )
+    # When an entry entered kyfs's archive, if not at its deletion (imports keep the
+    # source's deletion time; retention counts from the import).
+    if "archived_ns" not in {row[1] for row in conn.execute("PRAGMA table_info(archive)")}:
+        conn.execute("ALTER TABLE archive ADD COLUMN archived_ns INTEGER")
 
 
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [

@@ -649,7 +649,10 @@ class Store:
                     (len(item.value), created, mtime, mtime, entry_id),
                 )
                 conn.execute(_SQL_ARCHIVE, (deleted_ns, entry_id))
-                conn.execute("UPDATE archive SET key = ? WHERE id = ?", (item.key, entry_id))
+                conn.execute(
+                    "UPDATE archive SET key = ?, archived_ns = ? WHERE id = ?",
+                    (item.key, time.time_ns(), entry_id),
+                )
                 conn.execute("DELETE FROM entries WHERE id = ?", (entry_id,))
                 count += 1
         return count
@@ -1006,14 +1009,15 @@ class Store:
             return restored
 
     def purge_archive(self, before_ns: int) -> int:
-        """Delete for good what was archived before ``before_ns``; returns how many entries."""
+        """Delete for good what entered the archive before ``before_ns`` (its deletion, or
+        its import for imported entries); returns how many entries."""
         with self._atomic() as conn:
+            old = "coalesce(archived_ns, deleted_ns) < ?"
             conn.execute(
-                "DELETE FROM blocks"
-                " WHERE entry_id IN (SELECT id FROM archive WHERE deleted_ns < ?)",
+                f"DELETE FROM blocks WHERE entry_id IN (SELECT id FROM archive WHERE {old})",
                 (before_ns,),
             )
-            return conn.execute("DELETE FROM archive WHERE deleted_ns < ?", (before_ns,)).rowcount
+            return conn.execute(f"DELETE FROM archive WHERE {old}", (before_ns,)).rowcount
 
     # --- search ---------------------------------------------------------------------------
     def search(self, match: str, limit: int, with_text: bool = True) -> list[Match]:

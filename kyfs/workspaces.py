@@ -24,6 +24,7 @@ from __future__ import annotations
 import datetime as dt
 import fcntl
 import os
+import shutil
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
@@ -206,6 +207,24 @@ class Workspaces:
             paths.make_private_dir(target.parent)
             _move_files(path, target)
             return target
+
+    def adopt(self, name: str, source: Path) -> None:
+        """Make the SQLite file ``source`` the workspace ``name`` (moved, or copied when on
+        another disk); its schema is migrated when it is opened.
+
+        Raises:
+            WorkspaceExists: (EEXIST, exit 3).
+        """
+        target = self._file(name)
+        with self._lock.exclusive():
+            if target.exists():
+                raise WorkspaceExists(f"workspace exists: {name}")
+            try:
+                os.rename(source, target)
+            except OSError:
+                shutil.copyfile(source, target)
+            target.chmod(0o600)
+            Store(target, retention_s=None).close()  # migrate now, under the lock
 
     def rename(self, old: str, new: str) -> None:
         """Rename workspace ``old`` to ``new`` (its ``-wal`` and ``-shm`` files too).

@@ -191,7 +191,7 @@ def test_migration_indexes_a_workspace_made_before_search(tmp_path: Path) -> Non
     )
     conn.execute(
         "INSERT INTO blocks (entry_id, idx, data) VALUES (1, 0, CAST('hello world' AS BLOB))"
-    )  # noqa: E501
+    )
     conn.close()
     s = Store(path)
     try:
