@@ -9,7 +9,7 @@ MOUNTPOINT ?= $(HOME)/kyfs
 BINDIR ?= $(if $(filter 0,$(shell id -u)),/usr/local/bin,$(HOME)/.local/bin)
 PYTEST_ARGS ?=
 
-.PHONY: help system-deps venv mount unmount test lint typecheck check bench bench-quick clean
+.PHONY: help system-deps venv mount unmount test lint typecheck check bench bench-quick docs clean
 
 help:
 	@echo "make mount    install what is missing, mount kyfs at $(MOUNTPOINT) in the background"
@@ -60,6 +60,11 @@ bench: system-deps venv
 
 bench-quick: system-deps venv
 	$(BIN)/python -m bench --quick
+
+# docs/cli.md and systemd/kyfs.service are generated from the code; tests check they are current.
+docs: venv
+	$(BIN)/python -c "from kyfs.cli import cli_reference; print(cli_reference(), end='')" > docs/cli.md
+	$(BIN)/python -c "from kyfs.service import render_unit; print(render_unit('/usr/local/bin/kyfs', '%h/kyfs'), end='')" > systemd/kyfs.service
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -71,9 +71,13 @@ def _index_share(home: Path) -> float:
 
 
 def _time(command: list[str], env: dict[str, str] | None = None) -> float:
+    """Wall time of one run; a failure (grep's "no match", 1, is fine) stops the bench."""
     started = time.perf_counter()
-    subprocess.run(command, env=env, stdout=subprocess.DEVNULL, check=False)
-    return time.perf_counter() - started
+    done = subprocess.run(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    elapsed = time.perf_counter() - started
+    if done.returncode not in (0, 1):
+        raise RuntimeError(f"{command[:4]} failed: {done.stderr.decode(errors='replace')}")
+    return elapsed
 
 
 def run(scratch: Path, quick: bool) -> dict[str, Any]:

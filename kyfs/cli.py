@@ -16,7 +16,6 @@ import base64
 import contextlib
 import datetime as dt
 import json
-import logging
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+from click.shell_completion import CompletionItem
 
 from kyfs import __version__, config, paths
 from kyfs.errors import InvalidInput, KyfsError, StorageError, WorkspaceNotFound
@@ -90,6 +90,28 @@ def main() -> None:
 
 
 # --- shared pieces ----------------------------------------------------------------------
+def complete_workspaces(
+    ctx: click.Context, param: click.Parameter, incomplete: str
+) -> list[CompletionItem]:
+    """Shell completion of workspace names (never fails: no names on any error)."""
+    try:
+        with workspaces_session() as workspaces:
+            return [CompletionItem(n) for n in workspaces.names() if n.startswith(incomplete)]
+    except Exception:  # completion must never print a traceback into the shell
+        return []
+
+
+def complete_keys(
+    ctx: click.Context, param: click.Parameter, incomplete: str
+) -> list[CompletionItem]:
+    """Shell completion of the keys of the workspace the command would use."""
+    try:
+        with open_store(ctx.params.get("workspace")) as (_, store):
+            return [CompletionItem(k) for k in store.keys(incomplete)[:200]]
+    except Exception:  # completion must never print a traceback into the shell
+        return []
+
+
 def workspace_option(func: F) -> F:
     """The ``-w/--workspace NAME`` option (environment: KYFS_WORKSPACE)."""
     return click.option(
@@ -99,6 +121,7 @@ def workspace_option(func: F) -> F:
         envvar=config.ENV_WORKSPACE,
         metavar="NAME",
         help="Workspace to use instead of the active one (env KYFS_WORKSPACE).",
+        shell_complete=complete_workspaces,
     )(func)
 
 
@@ -163,8 +186,19 @@ def _echo_json(data: Any) -> None:
 @click.argument("mountpoint", required=False, type=click.Path(path_type=Path))
 @click.option("--foreground", "-f", is_flag=True, help="Serve in this process until unmounted.")
 @click.option("-o", "options", metavar="OPTIONS", help="Mount options, e.g. -o allow_other.")
-@click.option("--debug", is_flag=True, help="Log every operation (with --foreground).")
-def mount(mountpoint: Path | None, foreground: bool, options: str | None, debug: bool) -> None:
+@click.option("-v", "--verbose", count=True, help="Log more: -v info, -vv debug.")
+@click.option("--debug", is_flag=True, help="Log every operation (same as -vv).")
+@click.option(
+    "--metrics-port", type=click.IntRange(1, 65535), help="Serve metrics on 127.0.0.1:PORT."
+)
+def mount(
+    mountpoint: Path | None,
+    foreground: bool,
+    options: str | None,
+    verbose: int,
+    debug: bool,
+    metrics_port: int | None,
+) -> None:
     """Mount the workspaces at MOUNTPOINT (default ~/kyfs), in the background.
 
     Creates the `default` workspace when there is none. A stale mountpoint
@@ -173,20 +207,17 @@ def mount(mountpoint: Path | None, foreground: bool, options: str | None, debug:
     from kyfs import mount as mounting
 
     target = (mountpoint or paths.default_mountpoint()).expanduser().absolute()
-    workspaces = Workspaces()
-    try:
+    with workspaces_session() as workspaces:
         if not workspaces.names():
             workspaces.create(config.DEFAULT_WORKSPACE)
-    finally:
-        workspaces.close()
+    verbosity = 2 if debug else verbose
     if foreground:
-        logging.basicConfig(
-            level=logging.DEBUG if debug else logging.INFO,
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        )
-        mounting.serve(target, mounting.parse_options(options))
+        from kyfs import service
+
+        service.setup_logging(verbosity, foreground=True)
+        mounting.serve(target, mounting.parse_options(options), metrics_port)
         return
-    pid = mounting.mount(target, options)
+    pid = mounting.mount(target, options, verbosity, metrics_port)
     click.echo(f"kyfs mounted at {target} (daemon pid {pid}); unmount with: kyfs unmount {target}")
 
 
@@ -202,9 +233,118 @@ def unmount(mountpoint: Path | None, lazy: bool) -> None:
     click.echo(f"unmounted {target}")
 
 
+@cli.command()
+@click.argument("mountpoint", required=False, type=click.Path(path_type=Path))
+@json_option
+def status(mountpoint: Path | None, as_json: bool) -> None:
+    """Is kyfs mounted at MOUNTPOINT (default ~/kyfs)? Daemon, data, active workspace."""
+    from kyfs import mount as mounting
+
+    info = mounting.status((mountpoint or paths.default_mountpoint()).expanduser())
+    if as_json:
+        _echo_json(info)
+        return
+    state = (
+        "stale (the daemon is gone; kyfs mount recovers it)"
+        if info["stale"]
+        else ("mounted" if info["mounted"] else "not mounted")
+    )
+    click.echo(f"{info['mountpoint']}: {state}")
+    if info["pid"]:
+        click.echo(f"daemon: pid {info['pid']}, up {info['uptime_s']} s")
+    click.echo(f"data: {info['data_dir']} ({info['workspaces']} workspaces)")
+    click.echo(f"active workspace: {info['active_workspace']} (user {info['user']})")
+    click.echo(f"version: {info['version']}")
+
+
+@cli.command()
+@click.argument("mountpoint", required=False, type=click.Path(path_type=Path))
+@json_option
+def stats(mountpoint: Path | None, as_json: bool) -> None:
+    """The mount's operation counts, errors, bytes and latencies (from .kyfs/metrics)."""
+    from kyfs import metrics as metrics_mod
+    from kyfs.errors import MountError
+
+    target = (mountpoint or paths.default_mountpoint()).expanduser().absolute()
+    try:
+        text = (target / ".kyfs" / "metrics").read_text()
+    except OSError as exc:
+        raise MountError(f"no kyfs mount answers at {target}: {exc.strerror}") from None
+    data = metrics_mod.parse(text)
+    if as_json:
+        _echo_json(data)
+        return
+    click.echo(f"{'operation':<12}{'calls':>10}{'mean ms':>10}")
+    for op, count in sorted(data["operations"].items(), key=lambda kv: -kv[1]):
+        latency = data["latency_seconds"].get(op, {})
+        mean = 1000 * latency.get("sum", 0.0) / max(latency.get("count", 1), 1)
+        click.echo(f"{op:<12}{count:>10}{mean:>10.3f}")
+    for label, count in sorted(data["errors"].items()):
+        click.echo(f"error {label}: {count}")
+    click.echo(f"read {data['read_bytes']} bytes, written {data['written_bytes']} bytes")
+
+
+@cli.group()
+def service() -> None:
+    """The systemd user unit that keeps kyfs mounted."""
+
+
+@service.command(name="install")
+@click.option("--mountpoint", type=click.Path(path_type=Path), help="Default ~/kyfs.")
+def service_install(mountpoint: Path | None) -> None:
+    """Write the kyfs user unit with this installation's paths."""
+    from kyfs import service as services
+
+    target = services.install(mountpoint)
+    click.echo(f"wrote {target}")
+    click.echo(
+        "enable it with: systemctl --user daemon-reload && systemctl --user enable --now kyfs"
+    )
+
+
+@service.command(name="uninstall")
+def service_uninstall() -> None:
+    """Remove the kyfs user unit (stop it first: systemctl --user disable --now kyfs)."""
+    from kyfs import service as services
+
+    removed = services.uninstall()
+    click.echo(f"removed {removed}" if removed else "no kyfs unit was installed")
+
+
+@cli.command()
+@click.option("--purge", is_flag=True, help="Also remove every workspace and the config.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--no-keep", is_flag=True, help="With --purge --yes: no archive of the data first.")
+def uninstall(purge: bool, yes: bool, no_keep: bool) -> None:
+    """Remove the systemd unit; with --purge also the data (archived first)."""
+    from kyfs import service as services
+
+    removed = services.uninstall()
+    click.echo(f"removed {removed}" if removed else "no kyfs unit was installed")
+    if not purge:
+        return
+    if not yes:
+        click.confirm(f"Remove every workspace in {paths.data_dir()} and the config?", abort=True)
+    archive = services.purge(keep=not (yes and no_keep))
+    if archive is not None:
+        click.echo(f"archived the data to {archive}")
+    click.echo("removed the data and the config")
+
+
+@cli.command()
+@click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
+def completion(shell: str) -> None:
+    """Print the shell completion script: eval "$(kyfs completion bash)"."""
+    from click.shell_completion import get_completion_class
+
+    complete_class = get_completion_class(shell)
+    assert complete_class is not None
+    click.echo(complete_class(cli, {}, "kyfs", "_KYFS_COMPLETE").source())
+
+
 # --- workspaces -------------------------------------------------------------------------
 @cli.command()
-@click.argument("name")
+@click.argument("name", shell_complete=complete_workspaces)
 @click.option("--create", is_flag=True, help="Create the workspace if it does not exist.")
 def use(name: str, create: bool) -> None:
     """Make NAME the active workspace."""
@@ -257,7 +397,7 @@ def create(name: str) -> None:
 
 
 @cli.command()
-@click.argument("name")
+@click.argument("name", shell_complete=complete_workspaces)
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 def drop(name: str, yes: bool) -> None:
     """Drop the workspace NAME: it moves to the trash (`kyfs trash restore NAME` undoes it)."""
@@ -271,7 +411,7 @@ def drop(name: str, yes: bool) -> None:
 
 
 @cli.command()
-@click.argument("old")
+@click.argument("old", shell_complete=complete_workspaces)
 @click.argument("new")
 def rename(old: str, new: str) -> None:
     """Rename the workspace OLD to NEW (the active workspace follows)."""
@@ -285,7 +425,7 @@ def rename(old: str, new: str) -> None:
 
 # --- keys -------------------------------------------------------------------------------
 @cli.command(name="set")
-@click.argument("key")
+@click.argument("key", shell_complete=complete_keys)
 @click.argument("value", required=False)
 @workspace_option
 def set_(key: str, value: str | None, workspace: str | None) -> None:
@@ -298,7 +438,7 @@ def set_(key: str, value: str | None, workspace: str | None) -> None:
 
 
 @cli.command()
-@click.argument("key")
+@click.argument("key", shell_complete=complete_keys)
 @workspace_option
 @json_option
 def get(key: str, workspace: str | None, as_json: bool) -> None:
@@ -331,7 +471,7 @@ def get(key: str, workspace: str | None, as_json: bool) -> None:
 
 
 @cli.command()
-@click.argument("key")
+@click.argument("key", shell_complete=complete_keys)
 @workspace_option
 def delete(key: str, workspace: str | None) -> None:
     """Delete KEY."""
@@ -538,7 +678,7 @@ class _NoBar:
 
 # --- history ------------------------------------------------------------------------------
 @cli.command()
-@click.argument("key")
+@click.argument("key", shell_complete=complete_keys)
 @workspace_option
 @json_option
 def history(key: str, workspace: str | None, as_json: bool) -> None:
@@ -809,6 +949,32 @@ def import_cmd(path: Path, workspace: str | None, merge: str | None) -> None:
     with open_store(workspace) as (name, store):
         count = backups.import_path(store, path, conflict=merge or "error")
     click.echo(f"imported {count} keys into {name}")
+
+
+def cli_reference() -> str:
+    """docs/cli.md: every command with its help, as ``kyfs CMD --help`` prints it
+    (``make docs`` writes it; tests/test_docs.py checks it is current)."""
+    parts = [
+        "# Command reference\n",
+        "Generated from the commands' own help by `make docs`; do not edit by hand.\n",
+    ]
+
+    def walk(command: click.Command, path: list[str], parent: click.Context | None) -> None:
+        ctx = click.Context(
+            command,
+            info_name=path[-1],
+            parent=parent,
+            max_content_width=100,
+            **command.context_settings,
+        )
+        ctx.terminal_width = 100
+        parts.append(f"## `{' '.join(path)}`\n\n```\n{command.get_help(ctx)}\n```\n")
+        if isinstance(command, click.Group):
+            for name in sorted(command.commands):
+                walk(command.commands[name], [*path, name], ctx)
+
+    walk(cli, ["kyfs"], None)
+    return "\n".join(parts)
 
 
 if __name__ == "__main__":  # pragma: no cover

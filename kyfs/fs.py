@@ -9,6 +9,7 @@ Layout of the mount::
                           NN-<workspace>-<key with / as _> -> ../../<workspace>/<key>;
                           /.search is not listed by readdir of /, so grep -r and find
                           never walk it
+    /.kyfs/metrics        read-only: the daemon's metrics (Prometheus text); hidden too
 
 Every operation resolves the path to (workspace, key), calls kyfs.workspaces or
 kyfs.store, and turns a kyfs.errors.KyfsError into ``FuseOSError(errno)`` at this
@@ -47,6 +48,7 @@ from kyfs.errors import (
     ReadOnly,
 )
 from kyfs.fuse_binding import FuseOSError, Operations
+from kyfs.metrics import Metrics
 from kyfs.openfile import OpenFile
 from kyfs.store import ROOT, Entry, Store
 from kyfs.workspaces import Workspaces
@@ -60,6 +62,10 @@ RENAME_EXCHANGE = 2
 SEARCH_DIR = ".search"  # /.search/<query>/ lists matches as symlinks; hidden from readdir of /
 SEARCH_LIMIT = 100  # matches listed per query directory
 SEARCH_TTL = 2.0  # seconds a query's listing is kept, so readdir, lookups and readlink agree
+CONTROL_DIR = ".kyfs"  # /.kyfs/metrics: the daemon's metrics; hidden from readdir of /
+METRICS_FILE = "metrics"
+METRICS_TTL = 1.0  # seconds one rendering is served, so stat and read agree on its size
+HIDDEN = (SEARCH_DIR, CONTROL_DIR)
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -71,12 +77,20 @@ def _op(
     """Run a FUSE operation under the workspaces lock; KyfsError becomes FuseOSError."""
 
     def wrapper(self: KyfsOperations, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        started = time.perf_counter()
+        failed: int | None = None
         try:
             with self.workspaces.shared():
                 return method(self, *args, **kwargs)
         except KyfsError as exc:
+            failed = exc.errno
             log.debug("%s%r: %s (errno %d)", method.__name__, args, exc, exc.errno)
             raise FuseOSError(exc.errno) from None
+        except OSError as exc:  # FuseOSError included
+            failed = exc.errno
+            raise
+        finally:
+            self.metrics.record(method.__name__, time.perf_counter() - started, failed)
 
     functools.update_wrapper(wrapper, method)
     return wrapper
@@ -92,8 +106,13 @@ class KyfsOperations(Operations):  # type: ignore[misc]
 
     use_ns = True  # times are integer nanoseconds (mfusepy)
 
-    def __init__(self, workspaces: Workspaces, spill_dir: Path | None = None) -> None:
+    def __init__(
+        self, workspaces: Workspaces, spill_dir: Path | None = None, metrics: Metrics | None = None
+    ) -> None:
         self.workspaces = workspaces
+        self.metrics = metrics or Metrics()
+        self._metrics_text: tuple[float, bytes] = (0.0, b"")
+        self._control: dict[int, bytes] = {}  # open handles of /.kyfs/metrics
         self.spill_dir = spill_dir or paths.spill_dir()
         self._handles: dict[int, OpenFile] = {}
         self._open: dict[tuple[Store, int], OpenFile] = {}
@@ -117,8 +136,8 @@ class KyfsOperations(Operations):  # type: ignore[misc]
         workspace, key = self._split(path)
         if workspace is None:
             raise NotPermitted("the root holds only workspaces")
-        if workspace == SEARCH_DIR:
-            raise ReadOnly("the .search directory is read-only")
+        if workspace in HIDDEN:
+            raise ReadOnly(f"{workspace} is read-only")
         try:
             if key:
                 names.check_key(key)
@@ -189,6 +208,25 @@ class KyfsOperations(Operations):  # type: ignore[misc]
         attrs.update(st_mode=st.S_IFLNK | 0o777, st_nlink=1, st_size=len(target), st_blocks=0)
         return attrs
 
+    # --- the .kyfs directory ------------------------------------------------------------
+    def _metrics_bytes(self) -> bytes:
+        now = time.monotonic()
+        if now - self._metrics_text[0] > METRICS_TTL:
+            self._metrics_text = (now, self.metrics.render().encode())
+        return self._metrics_text[1]
+
+    def _control_attrs(self, key: str) -> dict[str, Any]:
+        attrs = self._root_attrs()
+        attrs["st_mode"] = st.S_IFDIR | 0o555
+        if not key:
+            return attrs
+        if key != METRICS_FILE:
+            raise FuseOSError(errno.ENOENT)
+        size = len(self._metrics_bytes())
+        attrs.update(st_mode=st.S_IFREG | 0o444, st_nlink=1, st_size=size)
+        attrs.update(st_blocks=(size + 511) // 512, st_mtime=time.time_ns())
+        return attrs
+
     @_op
     def readlink(self, path: str) -> str:
         workspace, key = self._split(path)
@@ -234,6 +272,8 @@ class KyfsOperations(Operations):  # type: ignore[misc]
             return self._root_attrs()
         if workspace == SEARCH_DIR:
             return self._search_attrs(key)
+        if workspace == CONTROL_DIR:
+            return self._control_attrs(key)
         store, key = self._resolve(path)
         return self._attrs(store.stat(key), store)
 
@@ -250,6 +290,8 @@ class KyfsOperations(Operations):  # type: ignore[misc]
                 link = {"st_mode": st.S_IFLNK | 0o777}
                 listing += [(name, link, 0) for name in self._search(key)]
             return listing
+        if workspace == CONTROL_DIR:
+            return [*listing, (METRICS_FILE, {"st_mode": st.S_IFREG | 0o444}, 0)]
         store, key = self._resolve(path)
         for entry in store.children(key):
             kind = st.S_IFDIR if entry.is_dir else st.S_IFREG
@@ -302,8 +344,8 @@ class KyfsOperations(Operations):  # type: ignore[misc]
     @_op
     def mkdir(self, path: str, mode: int) -> int:
         workspace, key = self._split(path)
-        if workspace == SEARCH_DIR:
-            raise ReadOnly("the .search directory is read-only")
+        if workspace in HIDDEN:
+            raise ReadOnly(f"{workspace} is read-only")
         if workspace is not None and not key:
             self.workspaces.create(workspace)
             return 0
@@ -314,8 +356,8 @@ class KyfsOperations(Operations):  # type: ignore[misc]
     @_op
     def rmdir(self, path: str) -> int:
         workspace, key = self._split(path)
-        if workspace == SEARCH_DIR:
-            raise ReadOnly("the .search directory is read-only")
+        if workspace in HIDDEN:
+            raise ReadOnly(f"{workspace} is read-only")
         if workspace is not None and not key:
             self.workspaces.drop(workspace, only_if_empty=True)
             return 0
@@ -337,8 +379,8 @@ class KyfsOperations(Operations):  # type: ignore[misc]
         new_ws, new_key = self._split(new)
         if old_ws is None or new_ws is None:
             raise NotPermitted("cannot rename the root")
-        if SEARCH_DIR in (old_ws, new_ws):
-            raise ReadOnly("the .search directory is read-only")
+        if old_ws in HIDDEN or new_ws in HIDDEN:
+            raise ReadOnly("the hidden directories are read-only")
         if not old_key and not new_key:
             if flags & RENAME_NOREPLACE and self.workspaces.exists(new_ws):
                 raise FuseOSError(errno.EEXIST)
@@ -381,6 +423,12 @@ class KyfsOperations(Operations):  # type: ignore[misc]
 
     @_op
     def open(self, path: str, flags: int) -> int:
+        if self._split(path) == (CONTROL_DIR, METRICS_FILE):
+            if flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC):
+                raise ReadOnly("the metrics file is read-only")
+            fh, self._next_fh = self._next_fh, self._next_fh + 1
+            self._control[fh] = self._metrics_bytes()
+            return fh
         store, key = self._resolve(path)
         entry = store.stat(key)
         if entry.is_dir:
@@ -389,11 +437,20 @@ class KyfsOperations(Operations):  # type: ignore[misc]
 
     @_op
     def read(self, path: str, size: int, offset: int, fh: int) -> bytes:
-        return self._handle(fh).read(offset, size)
+        control = self._control.get(fh)
+        data = (
+            control[offset : offset + size]
+            if control is not None
+            else self._handle(fh).read(offset, size)
+        )
+        self.metrics.add_bytes(read=len(data))
+        return data
 
     @_op
     def write(self, path: str, data: bytes, offset: int, fh: int) -> int:
-        return self._handle(fh).write(offset, data)
+        written = self._handle(fh).write(offset, data)
+        self.metrics.add_bytes(written=written)
+        return written
 
     @_op
     def truncate(self, path: str | None, length: int, fh: int | None = None) -> int:
@@ -416,7 +473,8 @@ class KyfsOperations(Operations):  # type: ignore[misc]
 
     @_op
     def flush(self, path: str, fh: int) -> int:
-        self._handle(fh).commit()
+        if fh not in self._control:
+            self._handle(fh).commit()
         return 0
 
     @_op
@@ -426,6 +484,8 @@ class KyfsOperations(Operations):  # type: ignore[misc]
 
     @_op
     def release(self, path: str, fh: int) -> int:
+        if self._control.pop(fh, None) is not None:
+            return 0
         opened = self._handles.pop(fh, None)
         if opened is None:
             return 0

@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from kyfs import paths
+from kyfs import __version__, config, paths
 from kyfs.errors import MountError
 
 log = logging.getLogger(__name__)
@@ -101,13 +101,18 @@ def read_record(mountpoint: Path) -> dict[str, Any] | None:
 
 
 def _pid_alive(pid: int) -> bool:
+    """True when process ``pid`` runs (a zombie, exited but not reaped, does not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:  # Linux proc(5): the state letter follows the command name in parentheses
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state != "Z"
 
 
 def unmount(mountpoint: Path, lazy: bool = False) -> None:
@@ -158,18 +163,29 @@ def prepare_mountpoint(mountpoint: Path) -> None:
         raise MountError(f"mountpoint is not a directory: {mountpoint}")
 
 
-def serve(mountpoint: Path, options: dict[str, Any] | None = None) -> None:
+def serve(
+    mountpoint: Path, options: dict[str, Any] | None = None, metrics_port: int | None = None
+) -> None:
     """Mount and serve in this process until unmounted or signalled (SIGINT/SIGTERM).
+
+    Under systemd, READY=1 is sent once the mount answers (kyfs.service). With
+    ``metrics_port`` the metrics are also served at http://127.0.0.1:PORT/metrics.
 
     Raises:
         MountError: (exit 5) libfuse could not mount (see the log for its message).
+        InvalidInput: (exit 2) ``metrics_port`` without prometheus_client.
     """
+    from kyfs import service
     from kyfs.fs import KyfsOperations
+    from kyfs.metrics import Metrics, serve_http
     from kyfs.workspaces import Workspaces
 
     mountpoint = mountpoint.absolute()
     prepare_mountpoint(mountpoint)
-    operations = KyfsOperations(Workspaces(cache=True))
+    metrics = Metrics()
+    if metrics_port is not None:
+        serve_http(metrics, metrics_port)
+    operations = KyfsOperations(Workspaces(cache=True), metrics=metrics)
     record = paths.mount_record(mountpoint)
     paths.make_private_dir(record.parent)
     record.write_text(
@@ -183,6 +199,8 @@ def serve(mountpoint: Path, options: dict[str, Any] | None = None) -> None:
         )
     )
     settings = {**BASE_OPTIONS, **(options or {})}
+    service.announce_when_mounted(mountpoint)
+    log.info("kyfs %s serving %s from %s", __version__, mountpoint, paths.data_dir())
     try:
         fuse_class = _fuse_class()
         fuse_class(operations, str(mountpoint), foreground=True, nothreads=True, **settings)
@@ -192,7 +210,12 @@ def serve(mountpoint: Path, options: dict[str, Any] | None = None) -> None:
         record.unlink(missing_ok=True)
 
 
-def mount(mountpoint: Path, options_text: str | None = None) -> int:
+def mount(
+    mountpoint: Path,
+    options_text: str | None = None,
+    verbosity: int = 0,
+    metrics_port: int | None = None,
+) -> int:
     """Start a background daemon serving ``mountpoint``; return its pid once mounted.
 
     Raises:
@@ -206,6 +229,9 @@ def mount(mountpoint: Path, options_text: str | None = None) -> int:
     command = [sys.executable, "-m", "kyfs", "mount", "--foreground", str(mountpoint)]
     if options_text:
         command += ["-o", options_text]
+    command += ["-v"] * verbosity
+    if metrics_port is not None:
+        command += ["--metrics-port", str(metrics_port)]
     with open(log_file, "ab") as out:
         process = subprocess.Popen(
             command,
@@ -263,3 +289,36 @@ def _fuse_class() -> type:
                 )
 
     return KyfsFUSE
+
+
+def status(mountpoint: Path) -> dict[str, Any]:
+    """What ``kyfs status`` reports about ``mountpoint``: mounted, stale, daemon pid and
+    uptime (seconds), data directory, active workspace, user, workspace count, version."""
+    import getpass
+
+    from kyfs.workspaces import Workspaces
+
+    mountpoint = mountpoint.absolute()
+    record = read_record(mountpoint) or {}
+    pid = record.get("pid") if isinstance(record.get("pid"), int) else None
+    alive = pid is not None and _pid_alive(pid)
+    stale = is_stale(mountpoint)
+    mounted = not stale and os.path.ismount(mountpoint)
+    workspaces = Workspaces()
+    try:
+        count = len(workspaces.names())
+    finally:
+        workspaces.close()
+    started = record.get("started")
+    return {
+        "mountpoint": str(mountpoint),
+        "mounted": mounted,
+        "stale": stale,
+        "pid": pid if alive else None,
+        "uptime_s": round(time.time() - started, 1) if alive and started else None,
+        "data_dir": str(paths.data_dir()),
+        "active_workspace": config.active_workspace() or config.DEFAULT_WORKSPACE,
+        "user": getpass.getuser(),
+        "workspaces": count,
+        "version": __version__,
+    }

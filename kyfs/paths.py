@@ -124,6 +124,20 @@ def default_mountpoint() -> Path:
     return Path.home() / APP
 
 
+def log_file() -> Path:
+    """The daemon's rotating log: ``user_log_dir("kyfs")/kyfs.log``, or
+    ``$KYFS_HOME/state/kyfs.log``."""
+    home = _home()
+    return (home / "state" if home else Path(platformdirs.user_log_dir(APP))) / "kyfs.log"
+
+
+def systemd_user_unit() -> Path:
+    """Where ``kyfs service install`` writes the unit: ``$XDG_CONFIG_HOME/systemd/user``
+    (systemd.unit(5), user unit search path)."""
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "systemd" / "user" / "kyfs.service"
+
+
 def mount_record(mountpoint: Path) -> Path:
     """The JSON record (pid, mountpoint, data directory) of the daemon serving ``mountpoint``."""
     digest = hashlib.sha256(str(mountpoint.absolute()).encode()).hexdigest()[:16]

@@ -47,3 +47,10 @@ def test_readme_starts_with_the_two_commands() -> None:
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     head = readme[: readme.index("## A short tour")]
     assert "make mount" in head and "make test" in head
+
+
+def test_cli_reference_is_current() -> None:
+    """docs/cli.md is `make docs` output: regenerate it after changing a command."""
+    from kyfs.cli import cli_reference
+
+    assert (DOCS / "cli.md").read_text() == cli_reference()
