@@ -27,7 +27,7 @@ import click
 from click.shell_completion import CompletionItem
 
 from kyfs import __version__, config, paths
-from kyfs.errors import InvalidInput, KyfsError, StorageError, WorkspaceNotFound
+from kyfs.errors import InvalidInput, KyfsError, NotFound, StorageError, WorkspaceNotFound
 from kyfs.store import Store
 from kyfs.workspaces import Workspaces
 
@@ -54,15 +54,44 @@ class KyfsGroup(click.Group):
 
 @click.group(cls=KyfsGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="kyfs")
+@click.option(
+    "--user", envvar=config.ENV_USER, metavar="NAME", help="Whose state to use (default: login)."
+)
+@click.option(
+    "--cursor", envvar=config.ENV_CURSOR, metavar="NAME", help="Use cursor NAME's data directory."
+)
 @click.pass_context
-def cli(ctx: click.Context) -> None:
+def cli(ctx: click.Context, user: str | None, cursor: str | None) -> None:
     """kyfs: key-value workspaces that live as a filesystem.
 
     Each workspace is one SQLite file; `kyfs mount` shows every workspace as a
     directory and every key as a file.
     """
-    if ctx.invoked_subcommand not in ("migrate", None):
-        _kycli_hint_once()
+    if ctx.resilient_parsing:  # shell completion: no side effects
+        return
+    # In the environment for the command's duration, so that a daemon started by
+    # `kyfs mount` inherits them; put back afterwards (in-process callers, tests).
+    saved = {n: os.environ.get(n) for n in (config.ENV_USER, config.ENV_CURSOR, paths.ENV_DATA)}
+    ctx.call_on_close(lambda: _restore_environment(saved))
+    if user:
+        os.environ[config.ENV_USER] = user
+    if cursor:
+        os.environ[config.ENV_CURSOR] = cursor
+    config.current_user()  # a bad --user is a clear error before anything runs
+    config.apply_cursor()
+    if ctx.invoked_subcommand in ("completion", "migrate", None):
+        return
+    _kycli_hint_once()
+    with workspaces_session() as workspaces:
+        workspaces.ensure_shared()
+
+
+def _restore_environment(saved: dict[str, str | None]) -> None:
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 def _kycli_hint_once() -> None:
@@ -201,14 +230,14 @@ def mount(
 ) -> None:
     """Mount the workspaces at MOUNTPOINT (default ~/kyfs), in the background.
 
-    Creates the `default` workspace when there is none. A stale mountpoint
+    Creates the `default` workspace when there is none besides `shared`. A stale mountpoint
     (daemon gone) is recovered first.
     """
     from kyfs import mount as mounting
 
     target = (mountpoint or paths.default_mountpoint()).expanduser().absolute()
     with workspaces_session() as workspaces:
-        if not workspaces.names():
+        if not [n for n in workspaces.names() if n != config.SHARED_WORKSPACE]:
             workspaces.create(config.DEFAULT_WORKSPACE)
     verbosity = 2 if debug else verbose
     if foreground:
@@ -344,21 +373,40 @@ def completion(shell: str) -> None:
 
 # --- workspaces -------------------------------------------------------------------------
 @cli.command()
-@click.argument("name", shell_complete=complete_workspaces)
+@click.argument("name", required=False, shell_complete=complete_workspaces)
 @click.option("--create", is_flag=True, help="Create the workspace if it does not exist.")
-def use(name: str, create: bool) -> None:
-    """Make NAME the active workspace."""
-    workspaces = Workspaces()
-    try:
-        if not workspaces.exists(name):
+@click.option(
+    "--project",
+    "project",
+    is_flag=False,
+    flag_value=".",
+    default=None,
+    metavar="[PATH]",
+    help="Use the project workspace of PATH (default: the current directory).",
+)
+def use(name: str | None, create: bool, project: str | None) -> None:
+    """Make NAME (or a project's workspace, with --project) the active workspace."""
+    with workspaces_session() as workspaces:
+        if project is not None:
+            name = workspaces.use_project(Path(project))
+        elif name is None:
+            raise InvalidInput("give a workspace NAME, or --project [PATH]")
+        elif not workspaces.exists(name):
             if not create:
                 raise WorkspaceNotFound(f"workspace not found: {name} (add --create to create it)")
             workspaces.create(name)
             click.echo(f"created workspace {name}", err=True)
-    finally:
-        workspaces.close()
     config.set_active_workspace(name)
     click.echo(f"active workspace: {name}")
+
+
+@cli.command()
+@click.argument("path", required=False, default=".", type=click.Path(path_type=Path))
+def project(path: Path) -> None:
+    """Print the name of the project workspace of PATH (default: the current directory)."""
+    from kyfs.workspaces import project_workspace
+
+    click.echo(project_workspace(path))
 
 
 @cli.command(name="workspaces")
@@ -374,25 +422,34 @@ def list_workspaces(as_json: bool) -> None:
     if as_json:
         _echo_json(
             [
-                {"name": i.name, "active": i.name == active, "keys": i.keys, "size": i.size}
+                {"name": i.name, "active": i.name == active, "keys": i.keys, "size": i.size,
+                 "project": i.project, "ttl_s": i.ttl_s}
                 for i in infos
             ]
-        )
+        )  # fmt: skip
         return
     for info in infos:
         mark = "*" if info.name == active else " "
-        click.echo(f"{mark} {info.name:<24} {info.keys:>8} keys {info.size:>12} bytes")
+        extra = f"  {info.project}" if info.project else ""
+        extra += f"  (cache, TTL {info.ttl_s:g} s)" if info.ttl_s else ""
+        click.echo(f"{mark} {info.name:<24} {info.keys:>8} keys {info.size:>12} bytes{extra}")
 
 
 @cli.command()
 @click.argument("name")
-def create(name: str) -> None:
-    """Create the empty workspace NAME."""
-    workspaces = Workspaces()
-    try:
+@click.option("--ttl", metavar="DURATION", help="A cache workspace: every key written expires.")
+def create(name: str, ttl: str | None) -> None:
+    """Create the empty workspace NAME (a cache workspace with --ttl 1h)."""
+    from kyfs.names import parse_duration
+
+    seconds = parse_duration(ttl) if ttl else None
+    with workspaces_session() as workspaces:
         workspaces.create(name)
-    finally:
-        workspaces.close()
+        if seconds is not None:
+            with workspaces.shared():
+                store = workspaces.open(name)
+                store.set_meta("ttl_s", repr(seconds))
+                store.close()
     click.echo(f"created workspace {name}")
 
 
@@ -428,13 +485,17 @@ def rename(old: str, new: str) -> None:
 @click.argument("key", shell_complete=complete_keys)
 @click.argument("value", required=False)
 @workspace_option
-def set_(key: str, value: str | None, workspace: str | None) -> None:
+@click.option("--ttl", metavar="DURATION", help="Expire the key after DURATION (10m, 2h, 7d).")
+def set_(key: str, value: str | None, workspace: str | None, ttl: str | None) -> None:
     """Store VALUE at KEY; the value is read from stdin when omitted or `-` (binary-safe)."""
+    from kyfs.names import parse_duration
+
+    seconds = parse_duration(ttl) if ttl else None
     with open_store(workspace) as (_, store):
         if value is None or value == "-":
-            store.set(key, sys.stdin.buffer)
+            store.set(key, sys.stdin.buffer, ttl_s=seconds)
         else:
-            store.set(key, os.fsencode(value))  # argv bytes as given, even non-UTF-8
+            store.set(key, os.fsencode(value), ttl_s=seconds)  # argv bytes, even non-UTF-8
 
 
 @cli.command()
@@ -496,14 +557,178 @@ def keys(prefix: str, workspace: str | None, as_json: bool, glob: str | None) ->
 
 
 @cli.command()
-@click.argument("key")
+@click.argument("key", shell_complete=complete_keys)
 @workspace_option
 @click.option("--force", is_flag=True, help="Replace a live key of that name (it is archived).")
-def restore(key: str, workspace: str | None, force: bool) -> None:
-    """Bring back the last value of the deleted KEY from the workspace's archive."""
+@click.option("--version", "version", type=int, help="Write back version N (kyfs history).")
+@click.option("--at", "at", metavar="TIME", help="Write back the value KEY had at TIME (UTC).")
+def restore(
+    key: str, workspace: str | None, force: bool, version: int | None, at: str | None
+) -> None:
+    """Bring back a deleted KEY from the archive, or an older version of KEY."""
     with open_store(workspace) as (name, store):
-        entry = store.restore(key, force=force)
+        if version is not None or at is not None:
+            from kyfs.sources import parse_time
+
+            when = parse_time(at) if at is not None else None
+            if at is not None and when is None:
+                raise InvalidInput(f"unreadable time {at!r}: use e.g. 2026-11-21T10:00:00Z")
+            if when is not None:
+                when += 999  # times are shown to the microsecond: include that whole microsecond
+            entry = store.restore_version(key, version, when)
+        else:
+            entry = store.restore(key, force=force)
     click.echo(f"restored {key} ({entry.size} bytes) in {name}")
+
+
+@cli.command()
+@click.argument("key", shell_complete=complete_keys)
+@click.argument("duration", required=False)
+@workspace_option
+@click.option("--clear", is_flag=True, help="Remove the TTL: the key never expires.")
+def ttl(key: str, duration: str | None, workspace: str | None, clear: bool) -> None:
+    """Show KEY's time to live, set it to DURATION (10m, 2h), or --clear it."""
+    from kyfs.names import parse_duration
+
+    with open_store(workspace) as (_, store):
+        if clear:
+            store.set_ttl(key, None)
+        elif duration is not None:
+            store.set_ttl(key, parse_duration(duration))
+        expires = store.expiry(key)
+    if expires is None:
+        click.echo(f"{key}: no TTL")
+    else:
+        left = max(0.0, (expires - dt.datetime.now(dt.UTC).timestamp() * 1e9) / 1e9)
+        click.echo(f"{key}: expires {_iso(expires)} (in {left:.0f} s)")
+
+
+@cli.group()
+def schema() -> None:
+    """JSON Schema rules: writes of matching keys must validate."""
+
+
+@schema.command(name="set")
+@workspace_option
+@click.option("--keys", "glob", required=True, metavar="GLOB", help="Keys the rule covers.")
+@click.argument("schema_file", type=click.File("rb"))
+def schema_set(workspace: str | None, glob: str, schema_file: Any) -> None:
+    """Attach the JSON Schema in SCHEMA_FILE to keys matching GLOB (e.g. 'users/*')."""
+    try:
+        document = json.load(schema_file)
+    except json.JSONDecodeError as exc:
+        raise InvalidInput(f"{schema_file.name}: not JSON: {exc}") from None
+    with open_store(workspace) as (name, store):
+        store.set_schema(glob, document)
+    click.echo(f"keys {glob!r} in {name} must now match the schema")
+
+
+@schema.command(name="show")
+@workspace_option
+@json_option
+def schema_show(workspace: str | None, as_json: bool) -> None:
+    """List the schema rules of a workspace."""
+    with open_store(workspace) as (_, store):
+        rules = store.schemas()
+    if as_json:
+        _echo_json(rules)
+        return
+    for rule in rules:
+        click.echo(f"{rule['glob']}: {json.dumps(rule['schema'])}")
+
+
+@schema.command(name="clear")
+@workspace_option
+@click.option("--keys", "glob", metavar="GLOB", help="Only the rule of GLOB (default: all).")
+def schema_clear(workspace: str | None, glob: str | None) -> None:
+    """Remove schema rules."""
+    with open_store(workspace) as (_, store):
+        removed = store.clear_schema(glob)
+    click.echo(f"removed {removed} schema rule(s)")
+
+
+@cli.command(name="exec", context_settings={"ignore_unknown_options": True})
+@workspace_option
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@click.pass_context
+def exec_cmd(ctx: click.Context, workspace: str | None, command: tuple[str, ...]) -> None:
+    """Run COMMAND with one environment variable per key (envdir's rule).
+
+    Keys that are valid variable names become variables whose value is the
+    key's first line; the others are skipped and named on stderr.
+    """
+    import re
+    import subprocess
+
+    env = dict(os.environ)
+    skipped = []
+    with open_store(workspace) as (_, store):
+        for key in store.keys():
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+                skipped.append(key)
+                continue
+            try:
+                env[key] = store.get(key).split(b"\n", 1)[0].decode("utf-8").rstrip("\r")
+            except UnicodeDecodeError:
+                skipped.append(key)
+    if skipped:
+        click.echo("kyfs exec: skipped keys that are not variable names or text: "
+                   + ", ".join(skipped), err=True)  # fmt: skip
+    try:
+        done = subprocess.run(list(command), env=env, check=False)
+    except FileNotFoundError:
+        raise NotFound(f"command not found: {command[0]}") from None
+    ctx.exit(done.returncode)
+
+
+# --- cursors -------------------------------------------------------------------------------
+@cli.group()
+def cursor() -> None:
+    """Named pointers to data directories, with a default workspace (per user)."""
+
+
+@cursor.command(name="set")
+@click.argument("name")
+@click.argument("path", type=click.Path(path_type=Path, file_okay=False))
+@click.option("-w", "--workspace", "workspace", metavar="W", help="The cursor's workspace.")
+def cursor_set(name: str, path: Path, workspace: str | None) -> None:
+    """Create or change cursor NAME pointing at the data directory PATH."""
+    config.set_cursor(name, path, workspace)
+    click.echo(f"cursor {name} -> {path.expanduser().absolute()}")
+
+
+@cursor.command(name="list")
+@json_option
+def cursor_list(as_json: bool) -> None:
+    """List your cursors (* marks the active one)."""
+    cursors = config.list_cursors()
+    active = config.active_cursor()
+    if as_json:
+        _echo_json([{"name": n, "active": n == active, **c} for n, c in cursors.items()])
+        return
+    for name, data in cursors.items():
+        mark = "*" if name == active else " "
+        click.echo(f"{mark} {name:<16} {data['path']}  {data.get('workspace', '')}")
+
+
+@cursor.command(name="active")
+@click.argument("name", required=False)
+@click.option("--none", "clear", is_flag=True, help="Use no cursor (the default data directory).")
+def cursor_active(name: str | None, clear: bool) -> None:
+    """Print the active cursor, or make NAME the active one."""
+    if clear:
+        config.set_active_cursor(None)
+    elif name is not None:
+        config.set_active_cursor(name)
+    click.echo(config.active_cursor() or "(none)")
+
+
+@cursor.command(name="delete")
+@click.argument("name")
+def cursor_delete(name: str) -> None:
+    """Delete cursor NAME (its data directory is left alone)."""
+    config.delete_cursor(name)
+    click.echo(f"deleted cursor {name}")
 
 
 @cli.command(name="archive")
@@ -682,24 +907,26 @@ class _NoBar:
 @workspace_option
 @json_option
 def history(key: str, workspace: str | None, as_json: bool) -> None:
-    """List the recorded versions of KEY, oldest first (imported KyCLI audit logs)."""
+    """List the recorded versions of KEY, oldest first: version, time, action, size."""
     with open_store(workspace) as (_, store):
         rows = store.history(key)
     items = [
         {
-            "version": n,
+            "version": h.id,
             "time": _iso(h.time_ns),
             "action": h.action,
             "size": None if h.value is None else len(h.value),
+            "detail": h.detail,
         }
-        for n, h in enumerate(rows, 1)
+        for h in rows
     ]
     if as_json:
         _echo_json(items)
         return
     for item in items:
         size = "" if item["size"] is None else f"{item['size']} bytes"
-        click.echo(f"{item['version']:>4}  {item['time']}  {item['action']:<6}  {size}")
+        detail = f"  ({item['detail']})" if item["detail"] else ""
+        click.echo(f"{item['version']:>6}  {item['time']}  {item['action']:<6}  {size}{detail}")
 
 
 # --- migration ------------------------------------------------------------------------------

@@ -1,11 +1,14 @@
-"""Small user state kept in ``config.toml`` (kyfs.paths.config_file()).
+"""Small state in TOML files: shared settings, per-user state, and cursors.
 
-Keys used today:
-
-* ``active_workspace`` (string): the workspace that commands use when neither
-  ``-w/--workspace`` nor ``KYFS_WORKSPACE`` names one.
-* ``archive_retention_days`` (number, default 15): how long a deleted key's last
-  value is kept in its workspace's archive for ``kyfs restore``.
+* ``config.toml`` (kyfs.paths.config_file()), shared: ``archive_retention_days``
+  (number, default 15: how long a deleted key's last value is kept for ``kyfs
+  restore``), ``kycli_hint_shown``.
+* ``users/<user>.toml``, one per user (``--user``, ``KYFS_USER``, default the
+  login name): ``active_workspace`` and ``active_cursor``. Separate files, so two
+  agents running ``kyfs use`` as two users never overwrite each other.
+* ``cursors/<user>/<name>.toml``: a cursor is a named pointer to a data directory
+  (``path``) plus a default ``workspace`` (ProntoDB's cursors). While a cursor is
+  in effect, ``kyfs use`` changes the cursor's workspace.
 
 The file is read with tomllib and written with tomli-w, through a temporary
 file and ``os.replace`` so that a reader never sees half a file (POSIX rename
@@ -25,6 +28,9 @@ from kyfs import paths
 from kyfs.errors import InvalidInput
 
 DEFAULT_WORKSPACE = "default"
+SHARED_WORKSPACE = "shared"
+ENV_USER = "KYFS_USER"
+ENV_CURSOR = "KYFS_CURSOR"
 DEFAULT_ARCHIVE_RETENTION_DAYS = 15.0
 ENV_WORKSPACE = "KYFS_WORKSPACE"
 
@@ -63,17 +69,134 @@ def save(data: dict[str, Any], path: Path | None = None) -> None:
         raise
 
 
+def current_user() -> str:
+    """Whose state commands use: ``$KYFS_USER``, else the login name.
+
+    Raises:
+        InvalidName: (exit 2) not a valid name (the workspace-name rule).
+    """
+    import getpass
+
+    from kyfs.names import check_workspace_name
+
+    return check_workspace_name(os.environ.get(ENV_USER) or getpass.getuser())
+
+
+def _user_state() -> dict[str, Any]:
+    return load(paths.user_state_file(current_user()))
+
+
+def _save_user_state(data: dict[str, Any]) -> None:
+    save(data, paths.user_state_file(current_user()))
+
+
+def active_cursor() -> str | None:
+    """The cursor in effect: ``$KYFS_CURSOR`` (``--cursor``), else the user's active one."""
+    name = os.environ.get(ENV_CURSOR) or _user_state().get("active_cursor")
+    return name if isinstance(name, str) and name else None
+
+
 def active_workspace() -> str | None:
-    """The workspace set by ``kyfs use``, or None when none was set."""
-    value = load().get("active_workspace")
+    """The workspace set by ``kyfs use`` for the current user (and cursor), or None."""
+    cursor = active_cursor()
+    if cursor is not None:
+        value = get_cursor(cursor).get("workspace")
+    else:
+        value = _user_state().get("active_workspace", load().get("active_workspace"))
     return value if isinstance(value, str) else None
 
 
 def set_active_workspace(name: str) -> None:
-    """Remember ``name`` as the active workspace."""
-    data = load()
+    """Remember ``name`` as the current user's (or the cursor's) active workspace."""
+    cursor = active_cursor()
+    if cursor is not None:
+        data = get_cursor(cursor)
+        data["workspace"] = name
+        save(data, paths.cursor_file(current_user(), cursor))
+        return
+    data = _user_state()
     data["active_workspace"] = name
-    save(data)
+    _save_user_state(data)
+
+
+def follow_rename(old: str, new: str) -> None:
+    """After workspace ``old`` became ``new``: every user whose active workspace was
+    ``old`` now has ``new``."""
+    directory = paths.config_dir() / "users"
+    for file in directory.glob("*.toml") if directory.is_dir() else []:
+        data = load(file)
+        if data.get("active_workspace") == old:
+            data["active_workspace"] = new
+            save(data, file)
+    shared = load()
+    if shared.get("active_workspace") == old:
+        shared["active_workspace"] = new
+        save(shared)
+
+
+# --- cursors -----------------------------------------------------------------------------
+def get_cursor(name: str) -> dict[str, Any]:
+    """The current user's cursor ``name``: ``{"path": ..., "workspace": ...}``.
+
+    Raises:
+        NotFound: (exit 1) no such cursor.
+    """
+    from kyfs.errors import NotFound
+    from kyfs.names import check_workspace_name
+
+    file = paths.cursor_file(current_user(), check_workspace_name(name))
+    data = load(file)
+    if not data:
+        raise NotFound(f"no cursor named {name} (kyfs cursor list)")
+    return data
+
+
+def set_cursor(name: str, path: Path, workspace: str | None = None) -> None:
+    """Create or change the current user's cursor ``name``."""
+    from kyfs.names import check_workspace_name
+
+    data: dict[str, Any] = {"path": str(path.expanduser().absolute())}
+    if workspace:
+        data["workspace"] = check_workspace_name(workspace)
+    save(data, paths.cursor_file(current_user(), check_workspace_name(name)))
+
+
+def list_cursors() -> dict[str, dict[str, Any]]:
+    """The current user's cursors by name."""
+    directory = paths.cursor_file(current_user(), "x").parent
+    if not directory.is_dir():
+        return {}
+    return {file.stem: load(file) for file in sorted(directory.glob("*.toml"))}
+
+
+def delete_cursor(name: str) -> None:
+    """Delete the current user's cursor ``name`` (and stop using it if it was active)."""
+    get_cursor(name)
+    paths.cursor_file(current_user(), name).unlink()
+    data = _user_state()
+    if data.get("active_cursor") == name:
+        del data["active_cursor"]
+        _save_user_state(data)
+
+
+def set_active_cursor(name: str | None) -> None:
+    """Make cursor ``name`` the current user's active one (None: no cursor)."""
+    data = _user_state()
+    if name is None:
+        data.pop("active_cursor", None)
+    else:
+        get_cursor(name)
+        data["active_cursor"] = name
+    _save_user_state(data)
+
+
+def apply_cursor() -> str | None:
+    """Point kyfs.paths at the active cursor's data directory (``KYFS_DATA``, inherited by
+    the daemon a ``kyfs mount`` starts); return the cursor's name."""
+    name = active_cursor()
+    if name is not None:
+        os.environ[paths.ENV_DATA] = get_cursor(name)["path"]
+    return name
 
 
 def archive_retention_s() -> float:

@@ -90,6 +90,11 @@ class MasterKeyRequired(InvalidInput):
     """Encrypted KyCLI data and no (or a wrong) master key (EINVAL, exit 2)."""
 
 
+class SchemaViolation(InvalidInput):
+    """A value breaks a JSON Schema rule of its workspace (EINVAL, exit 2); through the
+    mount, fsync and close fail with EINVAL."""
+
+
 class ValueTooLarge(InvalidInput):
     """A value would grow past the size limit, kyfs.store.MAX_VALUE_SIZE (EFBIG, exit 2)."""
 

@@ -10,6 +10,8 @@ Layout of the mount::
                           /.search is not listed by readdir of /, so grep -r and find
                           never walk it
     /.kyfs/metrics        read-only: the daemon's metrics (Prometheus text); hidden too
+    /<ws>/.versions/<key>/<id>-<UTC time>   read-only: the versions of <key>; hidden
+                          from readdir of the workspace, so cp -r, grep -r, diff -r never see it
 
 Every operation resolves the path to (workspace, key), calls kyfs.workspaces or
 kyfs.store, and turns a kyfs.errors.KyfsError into ``FuseOSError(errno)`` at this
@@ -50,10 +52,11 @@ from kyfs.errors import (
 from kyfs.fuse_binding import FuseOSError, Operations
 from kyfs.metrics import Metrics
 from kyfs.openfile import OpenFile
-from kyfs.store import ROOT, Entry, Store
+from kyfs.store import ROOT, Entry, HistoryEntry, Store
 from kyfs.workspaces import Workspaces
 
 log = logging.getLogger(__name__)
+ENODATA = getattr(errno, "ENOATTR", errno.ENODATA)  # "no such attribute" (getxattr(2))
 
 UTIME_NOW = (1 << 30) - 1  # tv_nsec values of utimensat(2), passed through by libfuse3
 UTIME_OMIT = (1 << 30) - 2
@@ -66,6 +69,9 @@ CONTROL_DIR = ".kyfs"  # /.kyfs/metrics: the daemon's metrics; hidden from readd
 METRICS_FILE = "metrics"
 METRICS_TTL = 1.0  # seconds one rendering is served, so stat and read agree on its size
 HIDDEN = (SEARCH_DIR, CONTROL_DIR)
+VERSIONS_DIR = ".versions"  # /<workspace>/.versions/<key>/<id>-<UTC time>: read-only history
+XATTR_TTL = "user.kyfs.ttl"  # seconds to live; settable ("10m", "600", "" clears)
+XATTR_TIMES = ("user.kyfs.expires_at", "user.kyfs.created_at", "user.kyfs.updated_at")
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -138,6 +144,8 @@ class KyfsOperations(Operations):  # type: ignore[misc]
             raise NotPermitted("the root holds only workspaces")
         if workspace in HIDDEN:
             raise ReadOnly(f"{workspace} is read-only")
+        if key == VERSIONS_DIR or key.startswith(VERSIONS_DIR + "/"):
+            raise ReadOnly("the .versions directory is read-only")
         try:
             if key:
                 names.check_key(key)
@@ -227,6 +235,99 @@ class KyfsOperations(Operations):  # type: ignore[misc]
         attrs.update(st_blocks=(size + 511) // 512, st_mtime=time.time_ns())
         return attrs
 
+    # --- the .versions directory of a workspace --------------------------------------
+    @staticmethod
+    def _version_name(version: HistoryEntry) -> str:
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(version.time_ns / 1e9))
+        return f"{version.id}-{stamp}"
+
+    def _versions_of(self, store: Store, key: str) -> list[HistoryEntry]:
+        return [v for v in store.history(key) if v.action == "set" and v.value is not None]
+
+    def _versions_attrs(self, workspace: str, rest: str) -> dict[str, Any]:
+        store = self.workspaces.open(workspace)
+        attrs = self._root_attrs()
+        attrs["st_mode"] = st.S_IFDIR | 0o555
+        if not rest:
+            return attrs
+        head, _, last = rest.rpartition("/")
+        if head and self._versions_of(store, head):  # a version file of key ``head``
+            for version in self._versions_of(store, head):
+                if self._version_name(version) == last:
+                    size = len(version.value or b"")
+                    attrs.update(st_mode=st.S_IFREG | 0o444, st_nlink=1, st_size=size)
+                    attrs.update(st_blocks=(size + 511) // 512, st_mtime=version.time_ns)
+                    return attrs
+            raise FuseOSError(errno.ENOENT)
+        if self._versions_of(store, rest) or store.history_keys(rest + "/"):
+            return attrs  # a key with versions, or a directory above some
+        raise FuseOSError(errno.ENOENT)
+
+    def _versions_listing(self, workspace: str, rest: str) -> list[Any]:
+        store = self.workspaces.open(workspace)
+        versions = self._versions_of(store, rest) if rest else []
+        if versions:
+            file = {"st_mode": st.S_IFREG | 0o444}
+            return [(self._version_name(v), file, 0) for v in versions]
+        prefix = rest + "/" if rest else ""
+        below = {k[len(prefix) :].split("/", 1)[0] for k in store.history_keys(prefix)}
+        return [(name, {"st_mode": st.S_IFDIR | 0o555}, 0) for name in sorted(below) if name]
+
+    def _version_value(self, workspace: str, rest: str) -> bytes:
+        head, _, last = rest.rpartition("/")
+        store = self.workspaces.open(workspace)
+        for version in self._versions_of(store, head):
+            if self._version_name(version) == last:
+                return version.value or b""
+        raise FuseOSError(errno.ENOENT)
+
+    # --- extended attributes ----------------------------------------------------------
+    @_op
+    def listxattr(self, path: str) -> list[str]:
+        store, key = self._resolve(path)
+        if store.stat(key).is_dir:
+            return []
+        names_ = list(XATTR_TIMES[1:])
+        if store.expiry(key) is not None:
+            names_ = [XATTR_TTL, XATTR_TIMES[0], *names_]
+        return names_
+
+    @_op
+    def getxattr(self, path: str, name: str, position: int = 0) -> bytes:
+        if not name.startswith("user.kyfs."):
+            raise FuseOSError(ENODATA)
+        store, key = self._resolve(path)
+        entry = store.stat(key)
+        expires = None if entry.is_dir else store.expiry(key)
+        if name == XATTR_TTL and expires is not None:
+            return str(max(0, round((expires - time.time_ns()) / 1e9))).encode()
+        stamps = {
+            XATTR_TIMES[0]: expires,
+            XATTR_TIMES[1]: entry.created_ns,
+            XATTR_TIMES[2]: entry.mtime_ns,
+        }
+        if stamps.get(name) is None:
+            raise FuseOSError(ENODATA)
+        seconds = stamps[name] / 1e9  # type: ignore[operator]
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds)).encode()
+
+    @_op
+    def setxattr(self, path: str, name: str, value: bytes, options: int, position: int = 0) -> int:
+        if name != XATTR_TTL:
+            raise FuseOSError(errno.ENOTSUP)
+        store, key = self._resolve(path)
+        text = value.decode("utf-8", "replace").strip()
+        store.set_ttl(key, names.parse_duration(text) if text else None)
+        return 0
+
+    @_op
+    def removexattr(self, path: str, name: str) -> int:
+        if name != XATTR_TTL:
+            raise FuseOSError(ENODATA)
+        store, key = self._resolve(path)
+        store.set_ttl(key, None)
+        return 0
+
     @_op
     def readlink(self, path: str) -> str:
         workspace, key = self._split(path)
@@ -274,6 +375,8 @@ class KyfsOperations(Operations):  # type: ignore[misc]
             return self._search_attrs(key)
         if workspace == CONTROL_DIR:
             return self._control_attrs(key)
+        if key == VERSIONS_DIR or key.startswith(VERSIONS_DIR + "/"):
+            return self._versions_attrs(workspace, key[len(VERSIONS_DIR) + 1 :])
         store, key = self._resolve(path)
         return self._attrs(store.stat(key), store)
 
@@ -292,6 +395,8 @@ class KyfsOperations(Operations):  # type: ignore[misc]
             return listing
         if workspace == CONTROL_DIR:
             return [*listing, (METRICS_FILE, {"st_mode": st.S_IFREG | 0o444}, 0)]
+        if key == VERSIONS_DIR or key.startswith(VERSIONS_DIR + "/"):
+            return listing + self._versions_listing(workspace, key[len(VERSIONS_DIR) + 1 :])
         store, key = self._resolve(path)
         for entry in store.children(key):
             kind = st.S_IFDIR if entry.is_dir else st.S_IFREG
@@ -423,11 +528,17 @@ class KyfsOperations(Operations):  # type: ignore[misc]
 
     @_op
     def open(self, path: str, flags: int) -> int:
-        if self._split(path) == (CONTROL_DIR, METRICS_FILE):
+        workspace, key = self._split(path)
+        virtual = None
+        if (workspace, key) == (CONTROL_DIR, METRICS_FILE):
+            virtual = self._metrics_bytes()
+        elif workspace is not None and key.startswith(VERSIONS_DIR + "/"):
+            virtual = self._version_value(workspace, key[len(VERSIONS_DIR) + 1 :])
+        if virtual is not None:
             if flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC):
-                raise ReadOnly("the metrics file is read-only")
+                raise ReadOnly("read-only")
             fh, self._next_fh = self._next_fh, self._next_fh + 1
-            self._control[fh] = self._metrics_bytes()
+            self._control[fh] = virtual
             return fh
         store, key = self._resolve(path)
         entry = store.stat(key)

@@ -199,11 +199,32 @@ def m004_history(conn: sqlite3.Connection) -> None:
         conn.execute("ALTER TABLE archive ADD COLUMN archived_ns INTEGER")
 
 
+def m005_ttl_meta(conn: sqlite3.Connection) -> None:
+    """``entries.expires_ns`` (TTL: when a key expires, ns UTC; NULL: never), the
+    workspace's ``meta`` settings (project path, cache TTL, schema rules, history
+    retention), and ``history.detail`` (e.g. the other name of a rename)."""
+    _run_script(
+        conn,
+        """
+        CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+        """,
+    )
+    if "expires_ns" not in {row[1] for row in conn.execute("PRAGMA table_info(entries)")}:
+        conn.execute("ALTER TABLE entries ADD COLUMN expires_ns INTEGER")
+    if "detail" not in {row[1] for row in conn.execute("PRAGMA table_info(history)")}:
+        conn.execute("ALTER TABLE history ADD COLUMN detail TEXT")
+    conn.execute(
+        "CREATE INDEX IF NOT EXISTS entries_expires ON entries (expires_ns)"
+        " WHERE expires_ns IS NOT NULL"
+    )
+
+
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     m001_entries_and_blocks,
     m002_archive,
     m003_search,
     m004_history,
+    m005_ttl_meta,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -294,8 +294,6 @@ def _fuse_class() -> type:
 def status(mountpoint: Path) -> dict[str, Any]:
     """What ``kyfs status`` reports about ``mountpoint``: mounted, stale, daemon pid and
     uptime (seconds), data directory, active workspace, user, workspace count, version."""
-    import getpass
-
     from kyfs.workspaces import Workspaces
 
     mountpoint = mountpoint.absolute()
@@ -318,7 +316,7 @@ def status(mountpoint: Path) -> dict[str, Any]:
         "uptime_s": round(time.time() - started, 1) if alive and started else None,
         "data_dir": str(paths.data_dir()),
         "active_workspace": config.active_workspace() or config.DEFAULT_WORKSPACE,
-        "user": getpass.getuser(),
+        "user": config.current_user(),
         "workspaces": count,
         "version": __version__,
     }

@@ -98,3 +98,21 @@ def join(directory: str, name: str) -> str:
 def is_within(key: str, directory: str) -> bool:
     """True when ``key`` is ``directory`` itself or lies below it."""
     return key == directory or key.startswith(directory + SEP)
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd]?)")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> float:
+    """``"10m"`` -> 600.0 seconds: a number with an optional unit s, m, h or d.
+
+    Raises:
+        InvalidInput: (exit 2) anything else, or zero.
+    """
+    from kyfs.errors import InvalidInput
+
+    match = _DURATION.fullmatch(text.strip())
+    if not match or float(match.group(1)) <= 0:
+        raise InvalidInput(f"invalid duration {text!r}: use e.g. 30s, 10m, 2h, 7d")
+    return float(match.group(1)) * _UNITS[match.group(2)]

@@ -50,8 +50,15 @@ def make_private_dir(path: Path) -> Path:
     return path
 
 
+ENV_DATA = "KYFS_DATA"  # set from a cursor (kyfs --cursor NAME): another data directory
+
+
 def data_dir() -> Path:
-    """The data directory: ``user_data_dir("kyfs")``, or ``$KYFS_HOME``."""
+    """The data directory: ``$KYFS_DATA`` (a cursor's), else ``$KYFS_HOME``, else
+    ``user_data_dir("kyfs")``."""
+    cursor = os.environ.get(ENV_DATA)
+    if cursor:
+        return Path(cursor).expanduser().absolute()
     return _home() or Path(platformdirs.user_data_dir(APP))
 
 
@@ -104,8 +111,19 @@ def config_dir() -> Path:
 
 
 def config_file() -> Path:
-    """The TOML file of small user state (kyfs.config)."""
+    """The TOML file of settings shared by every user (kyfs.config)."""
     return config_dir() / "config.toml"
+
+
+def user_state_file(user: str) -> Path:
+    """Per-user state (active workspace, active cursor): ``<config dir>/users/<user>.toml``;
+    ``user`` must already be validated (kyfs.names.check_workspace_name's rule)."""
+    return config_dir() / "users" / f"{user}.toml"
+
+
+def cursor_file(user: str, name: str) -> Path:
+    """A user's cursor ``name``: ``<config dir>/cursors/<user>/<name>.toml``."""
+    return config_dir() / "cursors" / user / f"{name}.toml"
 
 
 def state_dir() -> Path:

@@ -26,6 +26,7 @@ built on another thread, but callers must not share it concurrently.
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import time
@@ -33,8 +34,9 @@ import urllib.parse
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
+from fnmatch import fnmatchcase
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from kyfs import migrations, names
 from kyfs.errors import (
@@ -46,12 +48,16 @@ from kyfs.errors import (
     NoSpace,
     NotADirectory,
     NotEmpty,
+    SchemaViolation,
     StorageError,
     ValueTooLarge,
 )
 from kyfs.tokens import tokenize
 
 BLOCK_SIZE = 256 * 1024  # bytes per stored block of a value
+HISTORY_VALUE_MAX = 16 * 1024**2  # bytes: a longer value's versions are recorded without it
+HISTORY_VERSIONS = 100  # versions kept per key at least (meta history_versions)
+HISTORY_DAYS = 30  # days of versions kept at least (meta history_days)
 MAX_VALUE_SIZE = 16 * 1024**3  # bytes; a larger value is refused with EFBIG
 BUSY_TIMEOUT_MS = 10_000  # how long a writer waits for another one, milliseconds
 INLINE_READ_MAX = 64 * 1024  # blocks up to this size are read in the query, not by BLOB I/O
@@ -195,12 +201,16 @@ class ImportItem:
 
 @dataclass(frozen=True, slots=True)
 class HistoryEntry:
-    """One recorded change of a key: ``action`` is "set" (with ``value``) or "delete"."""
+    """One recorded change of a key: ``action`` is "set" (with ``value``, None when it
+    was too large to keep), "delete" or "rename"; ``detail`` says more (the other name
+    of a rename, "expired", "restored ..."); ``id`` is the stable version number."""
 
     key: str
     action: str
     value: bytes | None
     time_ns: int
+    detail: str | None = None
+    id: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -553,13 +563,20 @@ class Store:
             migrations.index_entry(conn, entry_id)
             return _entry(conn.execute(_SQL_STAT_ID, (entry_id,)).fetchone())
 
-    def set(self, key: str, value: bytes | BinaryIO, mode: int | None = None) -> Entry:
+    def set(
+        self,
+        key: str,
+        value: bytes | BinaryIO,
+        mode: int | None = None,
+        ttl_s: float | None = None,
+    ) -> Entry:
         """Store ``value`` at ``key``, creating or replacing it in one transaction.
 
         ``value`` is bytes or a binary file object read to its end in
         BLOCK_SIZE pieces (so stdin of any size streams in bounded memory).
         ``mode`` (permission bits) defaults to 0644 for a new key and is kept
-        for an existing one.
+        for an existing one. The key expires ``ttl_s`` seconds from now (None: a
+        cache workspace's TTL, else never: a set without a TTL clears the old one).
 
         Raises:
             InvalidName, NameTooLong, IllegalByteSequence: (exit 2) a bad key.
@@ -568,7 +585,7 @@ class Store:
         """
         names.check_key(key)
         with self._atomic() as conn:
-            entry_id = self._put(conn, key, value, mode)
+            entry_id = self._put(conn, key, value, mode, ttl_s=ttl_s)
             return _entry(conn.execute(_SQL_STAT_ID, (entry_id,)).fetchone())
 
     def _put(
@@ -579,8 +596,11 @@ class Store:
         mode: int | None,
         created_ns: int | None = None,
         mtime_ns: int | None = None,
+        ttl_s: float | None = None,
+        detail: str | None = None,
     ) -> int:
-        """Create or replace ``key`` with ``value`` inside the caller's transaction."""
+        """Create or replace ``key`` with ``value`` inside the caller's transaction; the
+        key's TTL becomes ``ttl_s`` (None: none, or the cache workspace's)."""
         now = time.time_ns()
         row = conn.execute(_SQL_STAT, (key,)).fetchone()
         if row is not None:
@@ -602,8 +622,71 @@ class Store:
         conn.execute(_SQL_SET_SIZE, (size, mtime, now, entry_id))
         if created_ns is not None:
             conn.execute("UPDATE entries SET created_ns = ? WHERE id = ?", (created_ns, entry_id))
-        migrations.index_entry(conn, entry_id)
+        self._after_write(conn, entry_id, key, ttl_s=ttl_s, replace_ttl=True, detail=detail)
         return entry_id
+
+    def _after_write(
+        self,
+        conn: sqlite3.Connection,
+        entry_id: int,
+        key: str,
+        *,
+        ttl_s: float | None = None,
+        replace_ttl: bool = False,
+        detail: str | None = None,
+    ) -> None:
+        """What every value write does in its transaction: TTL, schema check, history,
+        search index. ``replace_ttl``: the TTL becomes ``ttl_s`` (kyfs set), else it
+        is kept (writes through the mount); a cache workspace's TTL always applies.
+
+        Raises:
+            SchemaViolation: (EINVAL, exit 2) the value breaks a schema rule; the
+                caller's transaction rolls back.
+        """
+        meta = self._meta(conn)
+        now = time.time_ns()
+        default_ttl = meta.get("ttl_s")
+        if default_ttl is not None and ttl_s is None:
+            ttl_s = float(default_ttl)
+        if ttl_s is not None or replace_ttl:
+            expires = None if ttl_s is None else now + int(ttl_s * 1e9)
+            conn.execute("UPDATE entries SET expires_ns = ? WHERE id = ?", (expires, entry_id))
+        rules = [r for r in json.loads(meta.get("schemas", "[]")) if fnmatchcase(key, r["glob"])]
+        size = conn.execute("SELECT size FROM entries WHERE id = ?", (entry_id,)).fetchone()[0]
+        value = None
+        if rules or size <= HISTORY_VALUE_MAX:
+            value = self._read_blocks(conn, entry_id, 0, size, size)
+        for rule in rules:
+            _validate(key, rule, value or b"")
+        self._record(conn, key, "set", value, detail if value is not None else "too large", now)
+        migrations.index_entry(conn, entry_id)
+
+    def _meta(self, conn: sqlite3.Connection) -> dict[str, str]:
+        return dict(conn.execute("SELECT name, value FROM meta").fetchall())
+
+    def _record(
+        self,
+        conn: sqlite3.Connection,
+        key: str,
+        action: str,
+        value: bytes | None,
+        detail: str | None,
+        now: int,
+    ) -> None:
+        """Append to the key's history and prune it to the retention (meta
+        history_versions, default 100, and history_days, default 30: whichever keeps more)."""
+        conn.execute(
+            "INSERT INTO history (key, action, value, time_ns, detail) VALUES (?, ?, ?, ?, ?)",
+            (key, action, value, now, detail),
+        )
+        meta = self._meta(conn)
+        versions = int(meta.get("history_versions", HISTORY_VERSIONS))
+        cutoff = now - int(float(meta.get("history_days", HISTORY_DAYS)) * 86400e9)
+        conn.execute(
+            "DELETE FROM history WHERE key = ? AND time_ns < ? AND id NOT IN"
+            " (SELECT id FROM history WHERE key = ? ORDER BY id DESC LIMIT ?)",
+            (key, cutoff, key, versions),
+        )
 
     # --- bulk import -------------------------------------------------------------------------
     def import_entries(self, items: Iterable[ImportItem], conflict: str = "error") -> int:
@@ -628,7 +711,10 @@ class Store:
                     if conflict != "replace":
                         raise AlreadyExists(f"key exists: {item.key}")
                     _archive(conn, live[0])
-                self._put(conn, item.key, item.value, item.mode, item.created_ns, item.mtime_ns)
+                self._put(
+                    conn, item.key, item.value, item.mode, item.created_ns, item.mtime_ns,
+                    detail="imported",
+                )  # fmt: skip
                 written += 1
         return written
 
@@ -673,7 +759,7 @@ class Store:
         """The recorded history of ``key``, oldest first."""
         try:
             rows = self._conn.execute(
-                "SELECT key, action, value, time_ns FROM history WHERE key = ?"
+                "SELECT key, action, value, time_ns, detail, id FROM history WHERE key = ?"
                 " ORDER BY time_ns, id",
                 (key,),
             )
@@ -744,7 +830,8 @@ class Store:
                 conn.execute(_SQL_UPSERT_BLOCK, (entry_id, idx, bytes(data[:limit])))
             mtime = now if mtime_ns is None else mtime_ns
             conn.execute(_SQL_SET_SIZE, (size, mtime, now, entry_id))
-            migrations.index_entry(conn, entry_id)
+            key = conn.execute("SELECT key FROM entries WHERE id = ?", (entry_id,)).fetchone()[0]
+            self._after_write(conn, entry_id, key)
         return True
 
     def truncate(self, key: str, size: int) -> None:
@@ -771,6 +858,7 @@ class Store:
             if row[2]:
                 raise IsADirectory(f"is a directory: {key}")
             _archive(conn, row[0])
+            self._record(conn, key, "delete", None, None, time.time_ns())
 
     def mkdir(self, key: str, mode: int = DIR_MODE) -> Entry:
         """Create directory ``key`` (and any missing one above it).
@@ -850,10 +938,14 @@ class Store:
                     " WHERE key >= ? AND key < ?",
                     (new + "/", cut + 1, old, new, new + "/", cut + 1, old + "/", old + "0"),
                 )
-            self._reindex_keys(conn, new)
+            for key in self._reindex_keys(conn, new):
+                before = old + key[len(new) :]
+                self._record(conn, before, "rename", None, f"to {key}", now)
+                self._record(conn, key, "rename", None, f"from {before}", now)
 
-    def _reindex_keys(self, conn: sqlite3.Connection, top: str) -> None:
-        """After a rename: the index learns the new key of ``top`` and of every key below."""
+    def _reindex_keys(self, conn: sqlite3.Connection, top: str) -> list[str]:
+        """After a rename: the index learns the new key of ``top`` and of every key below;
+        returns those keys."""
         rows = conn.execute(
             "SELECT id, key FROM entries WHERE is_dir = 0 AND (key = ? OR (key >= ? AND key < ?))",
             (top, top + "/", top + "0"),
@@ -863,6 +955,7 @@ class Store:
                 "UPDATE search_text SET key = ?, key_tokens = ? WHERE id = ?",
                 (key, len(tokenize(key)), entry_id),
             )
+        return [key for _, key in rows]
 
     def chmod(self, key: str, mode: int) -> None:
         """Store permission bits ``mode & 0o7777`` for ``key``; ctime is now.
@@ -976,7 +1069,9 @@ class Store:
             ),
         )
         conn.execute("DELETE FROM archive WHERE id = ?", (entry.id,))
-        migrations.index_entry(conn, entry.id)
+        if entry.is_dir:
+            return
+        self._after_write(conn, entry.id, entry.key, detail="restored from the archive")
 
     def restore_teardown(self) -> int:
         """Undo the deletions that emptied this workspace (``rm -r`` through the mount).
@@ -1018,6 +1113,147 @@ class Store:
                 (before_ns,),
             )
             return conn.execute(f"DELETE FROM archive WHERE {old}", (before_ns,)).rowcount
+
+    # --- TTL -------------------------------------------------------------------------------
+    def set_ttl(self, key: str, seconds: float | None) -> Entry:
+        """Let ``key`` expire ``seconds`` from now (None: never).
+
+        Raises:
+            KeyNotFound: (ENOENT, exit 1). IsADirectory: (EISDIR).
+        """
+        expires = None if seconds is None else time.time_ns() + int(seconds * 1e9)
+        with self._atomic() as conn:
+            row = conn.execute(_SQL_STAT, (key,)).fetchone()
+            if row is None:
+                raise KeyNotFound(f"key not found: {key}")
+            if row[2]:
+                raise IsADirectory(f"is a directory: {key}")
+            conn.execute("UPDATE entries SET expires_ns = ? WHERE id = ?", (expires, row[0]))
+            return _entry(row)
+
+    def expiry(self, key: str) -> int | None:
+        """When ``key`` expires (ns since the epoch, UTC), or None.
+
+        Raises:
+            KeyNotFound: (ENOENT, exit 1).
+        """
+        row = self._conn.execute("SELECT expires_ns FROM entries WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            raise KeyNotFound(f"key not found: {key}")
+        return row[0] if row[0] is None else int(row[0])
+
+    def sweep_expired(self, now_ns: int | None = None) -> int:
+        """Move every key whose TTL has passed to the archive; return how many."""
+        now_ns = now_ns or time.time_ns()
+        try:
+            rows = self._conn.execute(
+                "SELECT id, key FROM entries WHERE expires_ns <= ? AND is_dir = 0", (now_ns,)
+            ).fetchall()
+        except sqlite3.Error as exc:
+            raise _convert(exc) from None
+        if not rows:
+            return 0
+        with self._atomic() as conn:
+            for entry_id, key in rows:
+                still = conn.execute(
+                    "SELECT 1 FROM entries WHERE id = ? AND expires_ns <= ?", (entry_id, now_ns)
+                ).fetchone()
+                if still:
+                    _archive(conn, entry_id)
+                    self._record(conn, key, "delete", None, "expired", now_ns)
+        return len(rows)
+
+    # --- workspace settings --------------------------------------------------------------
+    def meta(self) -> dict[str, str]:
+        """The workspace's settings (``meta``): project_path, ttl_s, schemas (JSON), ..."""
+        try:
+            return self._meta(self._conn)
+        except sqlite3.Error as exc:
+            raise _convert(exc) from None
+
+    def set_meta(self, name: str, value: str | None) -> None:
+        """Set (or with None remove) the workspace setting ``name``."""
+        with self._atomic() as conn:
+            if value is None:
+                conn.execute("DELETE FROM meta WHERE name = ?", (name,))
+            else:
+                conn.execute(
+                    "INSERT INTO meta (name, value) VALUES (?, ?)"
+                    " ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                    (name, value),
+                )
+
+    def set_schema(self, glob: str, schema: dict[str, Any]) -> None:
+        """Attach the JSON Schema ``schema`` to keys matching ``glob`` (replacing the one
+        that glob had). Later writes of such keys must be JSON valid against it.
+
+        Raises:
+            InvalidInput: (exit 2) ``schema`` is not a valid JSON Schema.
+        """
+        import jsonschema
+
+        try:
+            jsonschema.validators.validator_for(schema).check_schema(schema)
+        except jsonschema.SchemaError as exc:
+            raise InvalidInput(f"not a valid JSON Schema: {exc.message}") from None
+        rules = [r for r in self.schemas() if r["glob"] != glob]
+        rules.append({"glob": glob, "schema": schema})
+        self.set_meta("schemas", json.dumps(rules))
+
+    def schemas(self) -> list[dict[str, Any]]:
+        """The schema rules: ``[{"glob": ..., "schema": {...}}]``."""
+        return list(json.loads(self.meta().get("schemas", "[]")))
+
+    def clear_schema(self, glob: str | None = None) -> int:
+        """Remove the rule of ``glob`` (every rule when None); return how many went."""
+        rules = self.schemas()
+        kept = [r for r in rules if glob is not None and r["glob"] != glob]
+        self.set_meta("schemas", json.dumps(kept) if kept else None)
+        return len(rules) - len(kept)
+
+    # --- versions ----------------------------------------------------------------------------
+    def restore_version(
+        self, key: str, version: int | None = None, at_ns: int | None = None
+    ) -> Entry:
+        """Write back the value ``key`` had at history version ``version`` (its id) or at
+        the time ``at_ns`` (the newest version not after it), as a new change.
+
+        Raises:
+            KeyNotFound: (ENOENT, exit 1) no such version holding a value.
+        """
+        sql = "SELECT id, value FROM history WHERE key = ? AND action = 'set' AND value IS NOT NULL"
+        if version is not None:
+            row = self._conn.execute(sql + " AND id = ?", (key, version)).fetchone()
+        else:
+            row = self._conn.execute(
+                sql + " AND time_ns <= ? ORDER BY time_ns DESC, id DESC LIMIT 1", (key, at_ns)
+            ).fetchone()
+        if row is None:
+            raise KeyNotFound(f"no stored version of {key} matches")
+        names.check_key(key)
+        with self._atomic() as conn:
+            live = conn.execute(_SQL_STAT, (key,)).fetchone()
+            if live is not None and live[2]:
+                raise IsADirectory(f"is a directory: {key}")
+            entry_id = self._put(
+                conn, key, bytes(row[1]), None, detail=f"restored version {row[0]}"
+            )
+            return _entry(conn.execute(_SQL_STAT_ID, (entry_id,)).fetchone())
+
+    def version(self, version: int) -> HistoryEntry | None:
+        """History row ``version`` (its id), or None."""
+        row = self._conn.execute(
+            "SELECT key, action, value, time_ns, detail, id FROM history WHERE id = ?", (version,)
+        ).fetchone()
+        return HistoryEntry(*row) if row else None
+
+    def history_keys(self, prefix: str = "") -> list[str]:
+        """Every key with recorded history (live or not), starting with ``prefix``."""
+        rows = self._conn.execute(
+            "SELECT DISTINCT key FROM history WHERE key >= ? AND key < ? ORDER BY key",
+            (prefix, prefix + "\U0010ffff"),
+        )
+        return [row[0] for row in rows]
 
     # --- search ---------------------------------------------------------------------------
     def search(self, match: str, limit: int, with_text: bool = True) -> list[Match]:
@@ -1122,6 +1358,27 @@ class Store:
         except sqlite3.Error as exc:
             raise _convert(exc) from None
         return not busy
+
+
+def _validate(key: str, rule: dict[str, Any], value: bytes) -> None:
+    """Check ``value`` against a schema rule with jsonschema (json-schema.org).
+
+    Raises:
+        SchemaViolation: (EINVAL, exit 2) naming the failing path in the document.
+    """
+    import jsonschema
+
+    try:
+        document = json.loads(value)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise SchemaViolation(f"{key}: not JSON, but keys {rule['glob']!r} need: {exc}") from None
+    validator = jsonschema.validators.validator_for(rule["schema"])(rule["schema"])
+    error = jsonschema.exceptions.best_match(validator.iter_errors(document))
+    if error is not None:
+        where = "/" + "/".join(str(p) for p in error.absolute_path)
+        raise SchemaViolation(
+            f"{key}: breaks the schema for {rule['glob']!r} at {where}: {error.message}"
+        )
 
 
 def _archive(conn: sqlite3.Connection, entry_id: int) -> None:

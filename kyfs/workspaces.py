@@ -21,10 +21,13 @@ Thread-safety: one thread at a time per Workspaces object.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import fcntl
+import hashlib
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
@@ -34,6 +37,7 @@ from kyfs import config, paths
 from kyfs.errors import (
     AlreadyExists,
     NotEmpty,
+    NotPermitted,
     StorageError,
     WorkspaceExists,
     WorkspaceNotFound,
@@ -44,12 +48,18 @@ from kyfs.store import Store
 
 @dataclass(frozen=True, slots=True)
 class WorkspaceInfo:
-    """A summary of one workspace: ``keys`` (count) and ``size`` (bytes on disk)."""
+    """A summary of one workspace: ``keys`` (count), ``size`` (bytes on disk), the
+    ``project`` directory of a project workspace, and a cache workspace's ``ttl_s``."""
 
     name: str
     keys: int
     size: int
     path: Path
+    project: str | None = None
+    ttl_s: float | None = None
+
+
+SWEEP_INTERVAL = 1.0  # seconds between expiry sweeps of a cached store
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +79,12 @@ def _move_files(source: Path, target: Path) -> None:
     ):
         if src.exists():
             os.rename(src, dst)
+
+
+def project_workspace(path: Path) -> str:
+    """``project_<8 hex digits of SHA-256 of the absolute, resolved path>`` (contextd)."""
+    resolved = str(path.expanduser().resolve())
+    return "project_" + hashlib.sha256(resolved.encode()).hexdigest()[:8]
 
 
 class _DirLock:
@@ -143,6 +159,7 @@ class Workspaces:
         self._lock = _DirLock(self.directory)
         self._cache_enabled = cache
         self._cache: dict[str, tuple[Store, tuple[int, int]]] = {}
+        self._swept: dict[str, float] = {}
 
     def _file(self, name: str) -> Path:
         return self.directory / f"{check_workspace_name(name)}{paths.DB_SUFFIX}"
@@ -190,6 +207,8 @@ class Workspaces:
             NotEmpty: (ENOTEMPTY, exit 3) ``only_if_empty`` and it holds keys or directories.
         """
         path = self._file(name)
+        if name == config.SHARED_WORKSPACE:
+            raise NotPermitted("the shared workspace always exists: delete its keys instead")
         with self._lock.exclusive():
             if not path.is_file():
                 raise WorkspaceNotFound(f"workspace not found: {name}")
@@ -236,6 +255,8 @@ class Workspaces:
             WorkspaceExists: (EEXIST, exit 3) ``new`` exists.
         """
         source, target = self._file(old), self._file(new)
+        if old == config.SHARED_WORKSPACE:
+            raise NotPermitted("the shared workspace always exists under that name")
         with self._lock.exclusive():
             if not source.is_file():
                 raise WorkspaceNotFound(f"workspace not found: {old}")
@@ -252,8 +273,7 @@ class Workspaces:
             if cached is not None:  # same inode under its new name: keep it open
                 cached[0].path = target
                 self._cache[new] = cached
-            if config.active_workspace() == old:  # the active workspace follows its rename
-                config.set_active_workspace(new)
+            config.follow_rename(old, new)  # every user's active workspace follows
 
     # --- the trash -------------------------------------------------------------------------
     def trash(self) -> list[TrashedWorkspace]:
@@ -340,12 +360,47 @@ class Workspaces:
         cached = self._cache.get(name)
         if cached is not None:
             if cached[1] == identity:
+                self._sweep(name, cached[0])
                 return cached[0]
             del self._cache[name]  # replaced behind our back; open files keep the old one
         store = Store(path, retention_s=config.archive_retention_s())
         if self._cache_enabled:
             self._cache[name] = (store, identity)
+        self._sweep(name, store)
         return store
+
+    def _sweep(self, name: str, store: Store) -> None:
+        """Archive expired keys: at every open, and at most once a second for a cached
+        store (the kernel may keep a name for 1 s anyway)."""
+        now = time.monotonic()
+        if self._cache_enabled and now - self._swept.get(name, 0.0) < SWEEP_INTERVAL:
+            return
+        self._swept[name] = now
+        store.sweep_expired()
+
+    def ensure_shared(self) -> None:
+        """Create the ``shared`` workspace (knowledge across projects) if it is missing."""
+        if not self.exists(config.SHARED_WORKSPACE):
+            with contextlib.suppress(WorkspaceExists):
+                self.create(config.SHARED_WORKSPACE)
+
+    def use_project(self, path: Path) -> str:
+        """The project workspace of directory ``path``, created (with the path recorded in
+        its settings) when missing: ``project_`` + the first 8 hex digits of the SHA-256
+        of the absolute path."""
+        name = project_workspace(path)
+        if not self.exists(name):
+            with contextlib.suppress(WorkspaceExists):
+                self.create(name)
+        with self._lock.shared():
+            store = self._open_unlocked(name)
+            try:
+                if store.meta().get("project_path") is None:
+                    store.set_meta("project_path", str(path.expanduser().resolve()))
+            finally:
+                if not self._cache_enabled:
+                    store.close()
+        return name
 
     def _forget(self, name: str) -> None:
         cached = self._cache.pop(name, None)
@@ -384,7 +439,12 @@ class Workspaces:
         with self._lock.shared():
             store = self._open_unlocked(name)
             try:
-                return WorkspaceInfo(name, store.count_keys(), store.file_size(), store.path)
+                meta = store.meta()
+                ttl = meta.get("ttl_s")
+                return WorkspaceInfo(
+                    name, store.count_keys(), store.file_size(), store.path,
+                    meta.get("project_path"), None if ttl is None else float(ttl),
+                )  # fmt: skip
             finally:
                 if not self._cache_enabled:
                     store.close()

@@ -34,7 +34,8 @@ def kyfs_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home = tmp_path / "kyfs-home"
     home.mkdir()
     monkeypatch.setenv("KYFS_HOME", str(home))
-    monkeypatch.delenv("KYFS_WORKSPACE", raising=False)
+    for name in ("KYFS_WORKSPACE", "KYFS_DATA", "KYFS_USER", "KYFS_CURSOR", "NOTIFY_SOCKET"):
+        monkeypatch.delenv(name, raising=False)
     return home
 
 

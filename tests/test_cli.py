@@ -106,6 +106,7 @@ def test_workspaces_listing(alpha: None) -> None:
     assert [(w["name"], w["active"], w["keys"]) for w in data] == [
         ("alpha", True, 2),
         ("beta", False, 0),
+        ("shared", False, 0),
     ]
     lines = run("workspaces").output.splitlines()
     assert lines[0].startswith("* alpha") and "2 keys" in lines[0]

@@ -83,7 +83,7 @@ def test_ready_is_sent_once_mounted(tmp_path: Path, kyfs_home: Path) -> None:
     try:
         message = sock.recv(1024).decode()
         assert os.path.ismount(mountpoint)  # by the time READY arrives the mount answers
-        assert os.listdir(mountpoint) == ["default"]
+        assert sorted(os.listdir(mountpoint)) == ["default", "shared"]
         assert "READY=1" in message.splitlines()
         assert f"MAINPID={process.pid}" in message
     finally:
@@ -112,7 +112,7 @@ def test_status_of_running_stale_and_absent_mounts(tmp_path: Path, kyfs_home: Pa
         running = status()
         pid = read_record(mountpoint)["pid"]  # type: ignore[index]
         assert running["mounted"] is True and running["stale"] is False
-        assert running["pid"] == pid and running["workspaces"] == 1
+        assert running["pid"] == pid and running["workspaces"] == 2
         assert running["active_workspace"] == "default" and running["version"]
         os.kill(pid, signal.SIGKILL)
         deadline = time.monotonic() + 10
@@ -210,7 +210,7 @@ def test_completion_scripts_and_names() -> None:
 
     assert complete("kyfs use al") == ["alpha"]
     assert complete("kyfs get -w alpha us") == ["user.name"]
-    assert sorted(complete("kyfs drop ")) == ["alpha", "beta"]
+    assert sorted(complete("kyfs drop ")) == ["alpha", "beta", "shared"]
 
 
 def test_uninstall_purge_archives_then_removes(

@@ -94,12 +94,12 @@ def test_workspaces_at_root_mkdir_mv_rm_r(mounted: Mount) -> None:
     assert mounted.kyfs("get", "a/b/c", "-w", "beta").stdout == b"hi\n"
     mounted.kyfs("use", "beta")
     sh(f"mv {root}/beta {root}/gamma")
-    assert sorted(os.listdir(root)) == ["default", "gamma"]
+    assert sorted(os.listdir(root)) == ["default", "gamma", "shared"]
     assert sh(f"cat {root}/gamma/a/b/c").stdout == b"hi\n"
     used = mounted.kyfs("get", "a/b/c")  # the active workspace followed the rename
     assert used.returncode == 0 and used.stdout == b"hi\n"
     sh(f"rm -r {root}/gamma")
-    assert os.listdir(root) == ["default"]
+    assert sorted(os.listdir(root)) == ["default", "shared"]
     assert mounted.kyfs("workspaces").stdout.decode().split()[0] == "default"
     done = subprocess.run(["sh", "-c", f"echo x > {root}/file"], capture_output=True)
     assert done.returncode != 0 and b"Operation not permitted" in done.stderr
@@ -149,11 +149,11 @@ def test_cli_and_mount_see_each_other(mounted: Mount) -> None:
     mounted.kyfs("create", "fromcli")
     eventually(lambda: (mounted.path / "fromcli").is_dir())
     mounted.kyfs("rename", "fromcli", "renamed")
-    eventually(lambda: sorted(os.listdir(mounted.path)) == ["default", "renamed"])
+    eventually(lambda: sorted(os.listdir(mounted.path)) == ["default", "renamed", "shared"])
     (mounted.path / "renamed" / "k").write_bytes(b"ok")
     assert mounted.kyfs("get", "-w", "renamed", "k").stdout == b"ok"
     mounted.kyfs("drop", "renamed", "--yes")
-    eventually(lambda: os.listdir(mounted.path) == ["default"])
+    eventually(lambda: sorted(os.listdir(mounted.path)) == ["default", "shared"])
 
 
 def test_unlinked_while_open_never_becomes_a_key(mounted: Mount) -> None:
@@ -248,7 +248,7 @@ def test_background_mount_persists_empty_dirs_and_unmount_leaves_nothing(mountpo
     assert str(mountpoint) in done.stdout
     assert os.path.ismount(mountpoint)
     pid = _daemon_pid(mountpoint)
-    assert os.listdir(mountpoint) == ["default"]  # created because there was none
+    assert sorted(os.listdir(mountpoint)) == ["default", "shared"]  # made: there was none
     (mountpoint / "default" / "empty" / "nested").mkdir(parents=True)
     assert kyfs("mount", str(mountpoint)).returncode == 5  # already mounted
     done = kyfs("unmount", str(mountpoint))

@@ -39,13 +39,37 @@ def test_mount_record_differs_per_mountpoint() -> None:
     assert paths.mount_log(Path("/a")).suffix == ".log"
 
 
-def test_active_workspace_round_trip(fs: FakeFilesystem) -> None:
+def test_active_workspace_round_trip(fs: FakeFilesystem, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KYFS_USER", "agent1")
     assert config.active_workspace() is None
     config.set_active_workspace("alpha")
     assert config.active_workspace() == "alpha"
-    assert 'active_workspace = "alpha"' in paths.config_file().read_text()
+    state = paths.user_state_file("agent1")
+    assert 'active_workspace = "alpha"' in state.read_text()
     config.set_active_workspace("beta")
-    assert config.load() == {"active_workspace": "beta"}
+    assert config.load(state) == {"active_workspace": "beta"}
+    monkeypatch.setenv("KYFS_USER", "agent2")  # another user: their own state
+    assert config.active_workspace() is None
+    config.set_active_workspace("gamma")
+    monkeypatch.setenv("KYFS_USER", "agent1")
+    assert config.active_workspace() == "beta"
+
+
+def test_cursors(fs: FakeFilesystem, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KYFS_USER", "agent1")
+    monkeypatch.setenv("KYFS_DATA", "")  # so that teardown removes what apply_cursor sets
+    config.set_cursor("work", Path("/data/work"), "proj")
+    assert config.list_cursors() == {"work": {"path": "/data/work", "workspace": "proj"}}
+    assert config.active_cursor() is None
+    config.set_active_cursor("work")
+    assert config.active_workspace() == "proj"
+    config.set_active_workspace("other")  # while a cursor is in effect: the cursor's
+    assert config.get_cursor("work")["workspace"] == "other"
+    assert config.apply_cursor() == "work"
+    assert paths.data_dir() == Path("/data/work")
+    monkeypatch.setenv("KYFS_DATA", "")
+    config.delete_cursor("work")
+    assert config.active_cursor() is None and config.list_cursors() == {}
 
 
 def test_broken_config_is_a_clear_error(fs: FakeFilesystem) -> None:

@@ -78,7 +78,7 @@ def test_errnos_through_the_mount(mounted: Mount) -> None:
     assert covered == expected
     # Nothing was created by the refused calls.
     assert sorted(os.listdir(ws)) == ["dir"]
-    assert sorted(os.listdir(root)) == ["default", "other"]
+    assert sorted(os.listdir(root)) == ["default", "other", "shared"]
     assert (ws / "dir" / "file").read_bytes() == b"x"
 
 

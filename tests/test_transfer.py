@@ -148,8 +148,8 @@ def test_kycli_plain_import_is_lossless_and_leaves_the_source(home: Path) -> Non
     assert run("restore", "-w", "default", "gone").exit_code == 0
     assert values("default")["gone"] == b"expired value"
     hist = json.loads(run("history", "-w", "default", "user.name", "--json").output)
-    assert [h["action"] for h in hist] == ["set", "set"]
-    assert hist[0]["time"].startswith("2024-01-01T10:00:00")
+    assert [h["action"] for h in hist] == ["set", "set", "set"]  # KyCLI's two, then the import
+    assert hist[0]["time"].startswith("2024-01-01T10:00:00") and hist[2]["detail"] == "imported"
     old = json.loads(run("history", "-w", "default", "old", "--json").output)
     assert [h["action"] for h in old] == ["set", "delete"]
     # search works on the imported data: our index, not KyCLI's stale one

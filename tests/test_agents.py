@@ -1,0 +1,278 @@
+"""Many agents, many projects: users, cursors, project workspaces, TTL, history, schemas, exec."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from kyfs.cli import cli
+from tests.conftest import Mount
+
+
+def run(*args: str, input: str | bytes | None = None, env: dict[str, str] | None = None) -> Result:
+    return CliRunner().invoke(cli, list(args), input=input, env=env)
+
+
+def kyfs(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "kyfs", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=60,
+    )
+
+
+# --- users and cursors ---------------------------------------------------------------------
+def test_two_users_use_workspaces_concurrently() -> None:
+    for name in ("a1", "a2", "b1", "b2"):
+        assert run("create", name).exit_code == 0
+    loop = (
+        "import subprocess, sys\n"
+        "user, names = sys.argv[1], sys.argv[2:]\n"
+        "for i in range(12):\n"
+        "    name = names[i % 2]\n"
+        "    subprocess.run([sys.executable, '-m', 'kyfs', '--user', user, 'use', name],"
+        " check=True, capture_output=True)\n"
+        "    got = subprocess.run([sys.executable, '-m', 'kyfs', '--user', user, 'status',"
+        " '--json'], check=True, capture_output=True).stdout\n"
+        "    import json; assert json.loads(got)['active_workspace'] == name, (user, got)\n"
+    )
+    agents = [
+        subprocess.Popen([sys.executable, "-c", loop, "alice", "a1", "a2"], stderr=subprocess.PIPE),
+        subprocess.Popen([sys.executable, "-c", loop, "bob", "b1", "b2"], stderr=subprocess.PIPE),
+    ]
+    for agent in agents:
+        _, err = agent.communicate(timeout=300)
+        assert agent.returncode == 0, err.decode()
+    assert (
+        json.loads(kyfs("--user", "alice", "status", "--json").stdout)["active_workspace"] == "a2"
+    )
+    assert json.loads(kyfs("--user", "bob", "status", "--json").stdout)["user"] == "bob"
+    assert run("--user", "../x", "keys").exit_code == 2
+
+
+def test_cursors_point_at_other_data_directories(tmp_path: Path) -> None:
+    other = tmp_path / "other-data"
+    assert run("cursor", "set", "work", str(other), "-w", "proj").exit_code == 0
+    assert run("--cursor", "work", "create", "proj").exit_code == 0
+    assert run("--cursor", "work", "set", "k", "in other").exit_code == 0
+    assert (other / "workspaces" / "proj.db").exists()
+    assert run("--cursor", "work", "get", "k").output == "in other"
+    assert run("get", "k").exit_code == 1  # the default data directory does not have it
+    listed = json.loads(run("cursor", "list", "--json").output)
+    assert listed == [{"name": "work", "active": False, "path": str(other), "workspace": "proj"}]
+    assert run("cursor", "active", "work").output.strip() == "work"
+    assert run("get", "k").output == "in other"
+    assert run("cursor", "active", "--none").output.strip() == "(none)"
+    assert run("cursor", "delete", "work").exit_code == 0
+    assert run("cursor", "delete", "work").exit_code == 1
+    assert run("--cursor", "nope", "keys").exit_code == 1
+
+
+@pytest.mark.mount
+def test_second_mount_serves_a_cursor(mounted: Mount, tmp_path: Path) -> None:
+    other = tmp_path / "other-data"
+    assert kyfs("cursor", "set", "work", str(other), env=mounted.env()).returncode == 0
+    second = tmp_path / "second"
+    done = kyfs("--cursor", "work", "mount", str(second), env=mounted.env())
+    try:
+        assert done.returncode == 0, done.stderr
+        (second / "default" / "k").write_text("second mount")
+        assert not (mounted.path / "default" / "k").exists()
+        assert (other / "workspaces" / "default.db").exists()
+    finally:
+        assert kyfs("unmount", str(second), env=mounted.env()).returncode == 0
+
+
+# --- projects and shared ---------------------------------------------------------------------
+def test_project_workspaces_and_shared(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    project = tmp_path / "my-project"
+    project.mkdir()
+    expected = "project_" + hashlib.sha256(str(project.resolve()).encode()).hexdigest()[:8]
+    monkeypatch.chdir(project)
+    assert run("project").output.strip() == expected
+    assert run("use", "--project").output.strip() == f"active workspace: {expected}"
+    assert run("use", "--project", str(project)).exit_code == 0
+    listing = json.loads(run("workspaces", "--json").output)
+    mine = [w for w in listing if w["name"] == expected]
+    assert mine and mine[0]["project"] == str(project.resolve()) and mine[0]["active"]
+    assert str(project.resolve()) in run("workspaces").output
+    assert "shared" in [w["name"] for w in listing]
+    assert run("drop", "shared", "--yes").exit_code == 6
+    assert run("rename", "shared", "other").exit_code == 6
+
+
+# --- TTL ---------------------------------------------------------------------------------------
+def test_ttl_expiry_archives_the_key() -> None:
+    run("use", "w", "--create")
+    assert run("set", "short", "lived", "--ttl", "1s").exit_code == 0
+    run("set", "forever", "stays")
+    assert "expires" in run("ttl", "short").output
+    assert run("ttl", "forever").output == "forever: no TTL\n"
+    assert run("search", "lived", "--keys-only").output == "w/short\n"
+    time.sleep(1.2)
+    assert run("get", "short").exit_code == 1
+    assert run("keys").output == "forever\n"
+    assert run("search", "lived", "--keys-only").output == ""
+    archived = json.loads(run("archive", "--json").output)
+    assert [a["key"] for a in archived] == ["short"]
+    assert run("restore", "short").exit_code == 0
+    assert run("ttl", "forever", "1h").exit_code == 0
+    assert (
+        "in 3600 s" in run("ttl", "forever").output or "in 3599 s" in run("ttl", "forever").output
+    )
+    assert run("ttl", "forever", "--clear").output == "forever: no TTL\n"
+    assert run("set", "k", "v", "--ttl", "soon").exit_code == 2
+    assert run("set", "k", "v", "--ttl", "0").exit_code == 2
+
+
+@pytest.mark.mount
+def test_cache_workspace_and_ttl_xattrs_through_the_mount(mounted: Mount) -> None:
+    assert kyfs("create", "cache", "--ttl", "1s", env=mounted.env()).returncode == 0
+    cached = mounted.path / "cache" / "token"
+    deadline = time.monotonic() + 5
+    while not (mounted.path / "cache").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    cached.write_text("short-lived")
+    assert int(os.getxattr(cached, "user.kyfs.ttl")) <= 1
+    listed = json.loads(kyfs("workspaces", "--json", env=mounted.env()).stdout)
+    assert [w["ttl_s"] for w in listed if w["name"] == "cache"] == [1.0]
+    time.sleep(1.3)
+    deadline = time.monotonic() + 5
+    while cached.exists() and time.monotonic() < deadline:  # the kernel may cache 1 s
+        time.sleep(0.1)
+    assert not cached.exists()
+    archived = json.loads(kyfs("archive", "-w", "cache", "--json", env=mounted.env()).stdout)
+    assert [a["key"] for a in archived] == ["token"]
+    plain = mounted.path / "default" / "note"
+    plain.write_text("kept")
+    with pytest.raises(OSError) as info:
+        os.getxattr(plain, "user.kyfs.ttl")
+    assert info.value.errno == errno.ENODATA
+    assert os.getxattr(plain, "user.kyfs.created_at").endswith(b"Z")
+    os.setxattr(plain, "user.kyfs.ttl", b"1h")
+    assert 3590 <= int(os.getxattr(plain, "user.kyfs.ttl")) <= 3600
+    assert "user.kyfs.expires_at" in os.listxattr(plain)
+    os.removexattr(plain, "user.kyfs.ttl")
+    assert "user.kyfs.ttl" not in os.listxattr(plain)
+    with pytest.raises(OSError):
+        os.setxattr(plain, "user.other", b"x")
+
+
+# --- history -------------------------------------------------------------------------------------
+def test_history_records_every_change_and_restores() -> None:
+    run("use", "w", "--create")
+    run("set", "k", "one")
+    run("set", "k", "two")
+    run("delete", "k")
+    run("restore", "k")
+    run("set", "k", "three")
+    history = json.loads(run("history", "k", "--json").output)
+    assert [(h["action"], h["detail"]) for h in history] == [
+        ("set", None),
+        ("set", None),
+        ("delete", None),
+        ("set", "restored from the archive"),
+        ("set", None),
+    ]
+    first = history[0]["version"]
+    assert run("restore", "k", "--version", str(first)).exit_code == 0
+    assert run("get", "k").output == "one"
+    assert json.loads(run("history", "k", "--json").output)[-1]["detail"] == (
+        f"restored version {first}"
+    )
+    assert run("restore", "k", "--at", history[1]["time"]).exit_code == 0
+    assert run("get", "k").output == "two"
+    assert run("restore", "k", "--at", "1999-01-01T00:00:00Z").exit_code == 1
+    assert json.loads(run("history", "absent", "--json").output) == []
+
+
+@pytest.mark.mount
+def test_versions_directory_through_the_mount(mounted: Mount) -> None:
+    ws = mounted.path / "default"
+    (ws / "conf").mkdir()
+    for text in ("v1", "v2", "v3"):
+        (ws / "conf" / "app.toml").write_text(text)
+    os.rename(ws / "conf" / "app.toml", ws / "conf" / "app2.toml")
+    versions = ws / ".versions" / "conf" / "app.toml"
+    names = sorted(os.listdir(versions), key=lambda n: int(n.split("-")[0]))
+    assert [(versions / n).read_text() for n in names] == ["v1", "v2", "v3"]
+    assert ".versions" not in os.listdir(ws)
+    assert os.listdir(ws / ".versions") == ["conf"]
+    grep = subprocess.run(["grep", "-rl", "v1", str(ws)], capture_output=True)
+    assert grep.stdout == b""  # the old values are only under .versions, which grep skips
+    history = json.loads(kyfs("history", "-w", "default", "conf/app2.toml", "--json",
+                              env=mounted.env()).stdout)  # fmt: skip
+    assert history[-1]["action"] == "rename" and history[-1]["detail"] == "from conf/app.toml"
+    with pytest.raises(OSError) as info:
+        (versions / names[0]).write_text("no")
+    assert info.value.errno in (errno.EROFS, errno.EACCES)
+
+
+# --- schemas -------------------------------------------------------------------------------------
+SCHEMA = {
+    "type": "object",
+    "required": ["name", "age"],
+    "properties": {"name": {"type": "string"}, "age": {"type": "integer", "minimum": 0}},
+}
+
+
+def test_schema_rules_refuse_bad_writes(tmp_path: Path) -> None:
+    run("use", "w", "--create")
+    schema_file = tmp_path / "user.json"
+    schema_file.write_text(json.dumps(SCHEMA))
+    assert run("schema", "set", "--keys", "users/*", str(schema_file)).exit_code == 0
+    assert run("set", "users/alice", '{"name": "Alice", "age": 30}').exit_code == 0
+    bad = run("set", "users/alice", '{"name": "Alice", "age": -1}')
+    assert bad.exit_code == 2 and "/age" in bad.output and "Traceback" not in bad.output
+    assert run("get", "users/alice").output == '{"name": "Alice", "age": 30}'
+    assert run("set", "users/bob", "not json").exit_code == 2
+    assert run("set", "other/x", "anything goes").exit_code == 0
+    assert json.loads(run("schema", "show", "--json").output)[0]["glob"] == "users/*"
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"type": 12}')
+    assert run("schema", "set", "--keys", "x", str(broken)).exit_code == 2
+    assert run("schema", "clear").output == "removed 1 schema rule(s)\n"
+    assert run("set", "users/bob", "not json").exit_code == 0
+
+
+@pytest.mark.mount
+def test_schema_refuses_a_bad_write_through_the_mount(mounted: Mount, tmp_path: Path) -> None:
+    schema_file = tmp_path / "user.json"
+    schema_file.write_text(json.dumps(SCHEMA))
+    done = kyfs("schema", "set", "-w", "default", "--keys", "users/*", str(schema_file),
+                env=mounted.env())  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    users = mounted.path / "default" / "users"
+    users.mkdir()
+    (users / "alice").write_text('{"name": "Alice", "age": 30}')
+    handle = (users / "alice").open("w")
+    handle.write('{"name": "Alice"}')
+    with pytest.raises(OSError) as info:
+        handle.close()
+    assert info.value.errno == errno.EINVAL
+    assert (users / "alice").read_text() == '{"name": "Alice", "age": 30}'
+
+
+# --- exec ----------------------------------------------------------------------------------------
+def test_exec_exports_keys_as_environment() -> None:
+    run("use", "w", "--create")
+    run("set", "API_URL", "https://example.invalid\nsecond line")
+    run("set", "not-a-name", "x")
+    run("set", "dir/KEY", "x")
+    code = "import os, sys; print(os.environ['API_URL']); sys.exit(3)"
+    result = kyfs("exec", "--", sys.executable, "-c", code)
+    assert result.returncode == 3
+    assert result.stdout == "https://example.invalid\n"
+    assert "not-a-name" in result.stderr and "dir/KEY" in result.stderr
+    assert kyfs("exec", "--", "no-such-command-here").returncode == 1
