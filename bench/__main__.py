@@ -1,120 +1,240 @@
-"""``make bench`` / ``python -m bench [--quick]``: kyfs against a native directory, same run.
+"""``make bench`` / ``python -m bench [--quick]``: kyfs beside a native directory and a bare
+Python FUSE loopback, in one run, as medians and ratios.
 
-Workloads:
+Workloads (N keys of 64 bytes in 100 directories; N = 10,000, or 2,000 with --quick):
 
-* cp -r: a tree of >= 1,000 files from the installed standard library copied in,
-  then ``diff -r`` against the source (ratio kyfs / native, median of rounds).
-* dd: a file written and read back with dd (throughput ratio kyfs / native),
-  and the kyfs daemon's peak RSS while doing it.
+ 1. create via the shell (echo > file)      7. cp -r of an N-file tree in, then diff -r
+ 2. cold cat of all                          8. a 1 GiB file written and read with dd,
+ 3. cold grep -r                                and the daemon's peak RSS
+ 4. cold ls -lR                              9. `kyfs get` cold start against the import floor
+ 5. four parallel cats, cold                10. two writers on two workspaces against two
+ 6. warm re-read of unchanged keys              writers on one (throughput)
+                                            11. search (bench/search_bench.py)
 
-Prints a table and writes JSON to bench/results/. Nothing here is a test: the
-figures are read by people, never asserted.
+"Cold" rounds drop the kernel's caches first (root: /proc/sys/vm/drop_caches). Each
+workload runs a warm-up and then ROUNDS rounds (5; 2 with --quick). Results are printed
+and written as JSON to bench/results/. Nothing here is a test: nothing is asserted.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
-import shutil
-import sysconfig
+import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from bench import search_bench
-from bench.harness import drop_caches, kyfs_mount, load_average, median_time, native, sh, workdir
+from bench.harness import TARGETS, Target, drop_caches, load_average, median_time, sh, workdir
 
-PACKAGES = ["email", "json", "unittest", "asyncio", "xml", "encodings"]
-
-
-def tree_sources() -> tuple[Path, list[Path], int]:
-    stdlib = Path(sysconfig.get_paths()["stdlib"])
-    sources = [stdlib / p for p in PACKAGES if (stdlib / p).is_dir()]
-    files = sum(1 for s in sources for p in s.rglob("*") if p.is_file())
-    return stdlib, sources, files
-
-
-def bench_cp_r(target_root: Path, sources: list[Path], rounds: int) -> float:
-    dest = target_root / "tree"
-
-    def clean() -> None:
-        shutil.rmtree(dest, ignore_errors=True)
-        dest.mkdir()
-
-    def run() -> None:
-        sh(f"cp -r {' '.join(map(str, sources))} {dest}/")
-        for source in sources:
-            sh(f"diff -r {source} {dest / source.name}")
-
-    seconds = median_time(run, rounds, before=clean)
-    shutil.rmtree(dest, ignore_errors=True)
-    return seconds
+VALUE = "x" * 63  # 64 bytes with echo's newline
+TARGETS_TABLE = [  # (label, key, baseline, better, target ratio)
+    ("1. create via the shell (s)", "create", "loopback", "lower", 1.0),
+    ("2. cold cat (s)", "cold_cat", "loopback", "lower", 1.0),
+    ("3. cold grep -r (s)", "cold_grep", "loopback", "lower", 1.0),
+    ("4. cold ls -lR (s)", "cold_ls", "loopback", "lower", 1.0),
+    ("5. 4 parallel cats, cold (s)", "parallel_cat", "loopback", "lower", None),
+    ("6. warm re-read (s)", "warm_cat", "native", "lower", 1.5),
+    ("7. cp -r + diff -r (s)", "cp_r", "loopback", "lower", 1.0),
+    ("8. dd write 1 GiB (MiB/s)", "dd_write", "loopback", "higher", 0.5),
+    ("8. dd read 1 GiB, cold (MiB/s)", "dd_read", "loopback", "higher", 0.5),
+]
 
 
-def bench_dd(target, scratch: Path, mib: int, rounds: int) -> dict[str, float]:  # type: ignore[no-untyped-def]
-    source = scratch / "dd-source.bin"
-    if not source.exists():
-        sh(f"dd if=/dev/urandom of={source} bs=1M count={mib} status=none")
-    dest = target.root / "big.bin"
-    target.reset_peak_rss()
-    write = median_time(lambda: sh(f"dd if={source} of={dest} bs=1M status=none"), rounds)
-    read = median_time(
-        lambda: sh(f"dd if={dest} of=/dev/null bs=1M status=none"), rounds, before=drop_caches
+def make_tree(root: Path, keys: int) -> None:
+    """N files of 64 bytes in 100 directories, written natively (the cp -r source)."""
+    for i in range(keys):
+        directory = root / f"d{i % 100:02d}"
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / f"k{i:05d}").write_text(VALUE + "\n")
+
+
+def shell_create(root: Path, keys: int) -> None:
+    """Workload 1: one shell creating every key with echo > file."""
+    script = (
+        f"i=0; while [ $i -lt 100 ]; do mkdir d$i; i=$((i+1)); done; "
+        f"i=0; while [ $i -lt {keys} ]; do echo {VALUE} > d$((i % 100))/k$i; i=$((i+1)); done"
     )
-    dest.unlink()
+    root.mkdir(parents=True)
+    sh(script, cwd=root)
+
+
+def run_target(target: Target, scratch: Path, keys: int, rounds: int, mib: int) -> dict[str, Any]:
+    """Every file workload on one target; returns {workload: median seconds or MiB/s}."""
+    out: dict[str, Any] = {}
+    base = target.root / "bench"
+    base.mkdir()
+    out["create"] = median_time(lambda n: shell_create(base / f"create{n}", keys), rounds)
+    tree = base / "create0"
+
+    def cold(_: int) -> None:
+        drop_caches()
+
+    out["cold_cat"] = median_time(lambda _: sh("cat d*/* > /dev/null", cwd=tree), rounds, cold)
+    out["cold_grep"] = median_time(
+        lambda _: subprocess.run(["grep", "-rq", "needle", str(tree)], check=False), rounds, cold
+    )
+    out["cold_ls"] = median_time(lambda _: sh("ls -lR > /dev/null", cwd=tree), rounds, cold)
+    quarters = " & ".join(f"cat d{q}*/* > /dev/null" for q in range(4))
+    out["parallel_cat"] = median_time(lambda _: sh(f"{quarters}; wait", cwd=tree), rounds, cold)
+    sh("cat d*/* > /dev/null", cwd=tree)  # warm the cache once
+    out["warm_cat"] = median_time(lambda _: sh("cat d*/* > /dev/null", cwd=tree), rounds)
+    source = scratch / "cp-source"
+
+    def copy(n: int) -> None:
+        sh(f"cp -r {source} {base}/cp{n} && diff -r {source} {base}/cp{n}")
+
+    out["cp_r"] = median_time(copy, rounds)
+    big, dest = scratch / "dd-source.bin", target.root / "big.bin"
+    target.reset_peak_rss()
+    write = median_time(lambda _: sh(f"dd if={big} of={dest} bs=1M status=none"), rounds)
+    read = median_time(lambda _: sh(f"dd if={dest} of=/dev/null bs=1M status=none"), rounds, cold)
+    out["dd_write"], out["dd_read"] = mib / write, mib / read
     peak = target.peak_rss_kib()
-    return {
-        "write_mib_s": mib / write,
-        "read_mib_s": mib / read,
-        "peak_rss_mib": (peak / 1024) if peak is not None else float("nan"),
-    }
+    out["peak_rss_mib"] = None if peak is None else peak / 1024
+    dest.unlink()
+    return out
+
+
+def cold_start(scratch: Path, rounds: int) -> dict[str, float]:
+    """Workload 9: `kyfs get KEY` as a new process against the import floor."""
+    env = {**os.environ, "KYFS_HOME": str(scratch / "cold-home")}
+    for command in (["use", "bench", "--create"], ["set", "k", "v"]):
+        subprocess.run([sys.executable, "-m", "kyfs", *command], env=env, check=True,
+                       capture_output=True)  # fmt: skip
+
+    def timed(command: list[str]) -> float:
+        times = []
+        for n in range(rounds * 4 + 1):
+            started = time.perf_counter()
+            subprocess.run(command, env=env, check=True, capture_output=True)
+            if n:
+                times.append(time.perf_counter() - started)
+        return statistics.median(times)
+
+    floor = timed([sys.executable, "-c", "import sqlite3, click, platformdirs"])
+    get = timed([sys.executable, "-m", "kyfs", "get", "k"])
+    script = Path(sys.executable).with_name("kyfs")
+    console = timed([str(script), "get", "k"]) if script.exists() else get
+    return {"import_floor_s": floor, "kyfs_get_s": get, "kyfs_script_get_s": console}
+
+
+WRITER = r"""
+import sys, time
+from kyfs.workspaces import Workspaces
+workspace, prefix, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
+w = Workspaces()
+s = w.open(workspace)
+for i in range(count):
+    s.set(f"{prefix}/{i}", b"v" * 64)
+"""
+
+
+def two_writers(scratch: Path, writes: int) -> dict[str, float]:
+    """Workload 10: throughput of two writer processes (the CLI's code path) on two
+    workspaces against two on one workspace."""
+    env = {**os.environ, "KYFS_HOME": str(scratch / "writers-home")}
+    for name in ("one", "two"):
+        subprocess.run([sys.executable, "-m", "kyfs", "create", name], env=env, check=True,
+                       capture_output=True)  # fmt: skip
+
+    def throughput(targets: list[str], tag: str) -> float:
+        started = time.perf_counter()
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-c", WRITER, name, f"{tag}{n}", str(writes)], env=env
+            )
+            for n, name in enumerate(targets)
+        ]
+        for proc in procs:
+            proc.wait()
+        return 2 * writes / (time.perf_counter() - started)
+
+    same = statistics.median(throughput(["one", "one"], f"s{r}") for r in range(3))
+    apart = statistics.median(throughput(["one", "two"], f"a{r}") for r in range(3))
+    return {"writes_per_s_one_workspace": same, "writes_per_s_two_workspaces": apart}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="fewer rounds, smaller file (< 2 min)")
+    parser.add_argument("--quick", action="store_true", help="smaller and fewer rounds (< 2 min)")
+    parser.add_argument("--no-search", action="store_true", help="skip workload 11")
     args = parser.parse_args()
-    rounds = 2 if args.quick else 5
-    mib = 64 if args.quick else 1024
-    _, sources, files = tree_sources()
+    keys, rounds, mib = (2000, 2, 64) if args.quick else (10_000, 5, 1024)
+    started = time.time()
     results: dict[str, Any] = {
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": platform.platform(),
+        "cpus": os.cpu_count(),
         "load_before": load_average(),
+        "keys": keys,
         "rounds": rounds,
-        "caches_dropped": drop_caches(),
-        "tree_files": files,
         "dd_mib": mib,
+        "caches_dropped": drop_caches(),
     }
     with workdir() as scratch:
-        for make_target in (native, kyfs_mount):
+        make_tree(scratch / "cp-source", keys)
+        sh(f"dd if=/dev/urandom of={scratch / 'dd-source.bin'} bs=1M count={mib} status=none")
+        for make_target in TARGETS:
             with make_target(scratch) as target:
-                results[f"cp_r_s.{target.name}"] = bench_cp_r(target.root, sources, rounds)
-                for key, value in bench_dd(target, scratch, mib, rounds).items():
-                    results[f"dd.{key}.{target.name}"] = value
-    with workdir() as scratch:
-        results.update(search_bench.run(scratch, args.quick))
+                for key, value in run_target(target, scratch, keys, rounds, mib).items():
+                    results[f"{key}.{target.name}"] = value
+        results.update(cold_start(scratch, rounds))
+        results.update(two_writers(scratch, 500 if args.quick else 2000))
+    if not args.no_search:
+        with workdir() as scratch:
+            results.update(search_bench.run(scratch, args.quick))
     results["load_after"] = load_average()
-
-    rows = [
-        ("cp -r + diff -r (s)", "cp_r_s", "lower"),
-        ("dd write (MiB/s)", "dd.write_mib_s", "higher"),
-        ("dd read, cold (MiB/s)", "dd.read_mib_s", "higher"),
-    ]
-    print(f"tree: {files} files; dd file: {mib} MiB; rounds: {rounds} (medians)")
-    print(f"load average before/after: {results['load_before']} / {results['load_after']}")
-    print(f"{'workload':<26}{'native':>12}{'kyfs':>12}{'kyfs/native':>14}")
-    for label, key, _better in rows:
-        base, ours = results[f"{key}.native"], results[f"{key}.kyfs"]
-        print(f"{label:<26}{base:>12.3f}{ours:>12.3f}{ours / base:>13.2f}x")
-    print(f"{'kyfs daemon peak RSS (MiB)':<26}{'':>12}{results['dd.peak_rss_mib.kyfs']:>12.1f}")
-    search_bench.report(results)
+    results["seconds"] = time.time() - started
+    report(results)
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
     path = out / f"bench-{results['when'].replace(':', '')}.json"
     path.write_text(json.dumps(results, indent=2))
     print(f"results: {path}")
+
+
+def report(results: dict[str, Any]) -> None:
+    """Print the table: medians, ratios against the baseline, and whether the target holds."""
+    print(
+        f"kyfs bench: {results['keys']} keys of 64 bytes, {results['rounds']} rounds (medians), "
+        f"dd {results['dd_mib']} MiB, {results['cpus']} CPUs; load before/after "
+        f"{results['load_before'][0]:.2f}/{results['load_after'][0]:.2f}; "
+        f"caches dropped: {results['caches_dropped']}"
+    )
+    head = f"{'workload':<32}{'native':>10}{'loopback':>10}{'kyfs':>10}{'kyfs/base':>11}  target"
+    print(head)
+    for label, key, baseline, better, target in TARGETS_TABLE:
+        values = [results[f"{key}.{t}"] for t in ("native", "loopback", "kyfs")]
+        ratio = results[f"{key}.kyfs"] / results[f"{key}.{baseline}"]
+        if target is None:
+            verdict = ""
+        else:
+            met = ratio <= target if better == "lower" else ratio >= target
+            sign = "<=" if better == "lower" else ">="
+            verdict = f"{sign} {target}x {baseline}: {'met' if met else 'MISSED'}"
+        cells = "".join(f"{v:>10.3f}" for v in values)
+        print(f"{label:<32}{cells}{ratio:>10.2f}x  {verdict}")
+    rss = results.get("peak_rss_mib.kyfs")
+    loop_rss = results.get("peak_rss_mib.loopback")
+    print(f"{'8. daemon peak RSS (MiB)':<32}{'':>10}{loop_rss:>10.1f}{rss:>10.1f}"
+          f"{'':>11}  <= 100 MiB: {'met' if rss <= 100 else 'MISSED'}")  # fmt: skip
+    floor, get = results["import_floor_s"], results["kyfs_script_get_s"]
+    print(f"9. kyfs get cold start: {get * 1000:.0f} ms vs import floor {floor * 1000:.0f} ms "
+          f"= {get / floor:.2f}x (target <= 1.2x: {'met' if get / floor <= 1.2 else 'MISSED'});"
+          f" via python -m kyfs {results['kyfs_get_s'] * 1000:.0f} ms")  # fmt: skip
+    one, two = results["writes_per_s_one_workspace"], results["writes_per_s_two_workspaces"]
+    verdict = "met" if two / one >= 1.6 else "MISSED"
+    print(f"10. two writers: {two:.0f} writes/s on two workspaces vs {one:.0f} on one = "
+          f"{two / one:.2f}x (target >= 1.6x: {verdict})")  # fmt: skip
+    if "search.keys" in results:
+        search_bench.report(results)
+    print(f"total bench time: {results['seconds']:.0f} s")
 
 
 if __name__ == "__main__":

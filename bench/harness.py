@@ -1,7 +1,8 @@
-"""Benchmark plumbing: targets to compare (native directory, kyfs mount), timing, cache drops.
+"""Benchmark plumbing: the three targets (native directory, Python loopback FUSE, kyfs),
+timing, cache drops, peak RSS.
 
-Figures are printed as ratios against a baseline measured in the same run,
-because absolute times on shared machines drift. Nothing here asserts timings.
+Figures are ratios against baselines measured in the same run, because absolute
+times on shared machines drift. Nothing here asserts timings.
 """
 
 from __future__ import annotations
@@ -61,25 +62,42 @@ def load_average() -> tuple[float, float, float]:
 
 
 def median_time(
-    run: Callable[[], object], rounds: int, before: Callable[[], object] | None = None
+    run: Callable[[int], object], rounds: int, before: Callable[[int], object] | None = None
 ) -> float:
-    """Median wall time in seconds of ``run`` over ``rounds`` rounds, after one warm-up."""
-    if before:
-        before()
-    run()  # warm-up
+    """Median wall time in seconds of ``run(round)`` over ``rounds`` rounds after one
+    warm-up (round 0); ``before(round)`` runs untimed before each."""
     times = []
-    for _ in range(rounds):
+    for number in range(rounds + 1):
         if before:
-            before()
+            before(number)
         started = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - started)
+        run(number)
+        if number:
+            times.append(time.perf_counter() - started)
     return statistics.median(times)
 
 
 def sh(command: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> None:
     """Run a shell command and fail loudly when it fails."""
     subprocess.run(["sh", "-c", command], cwd=cwd, env=env, check=True, stdout=subprocess.DEVNULL)
+
+
+def _wait_mounted(mountpoint: Path, process: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT
+    while not os.path.ismount(mountpoint):
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(log.read_text())
+        time.sleep(0.05)
+
+
+def _stop(mountpoint: Path, process: subprocess.Popen[bytes]) -> None:
+    subprocess.run(["fusermount3", "-u", str(mountpoint)], capture_output=True)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        subprocess.run(["fusermount3", "-uz", str(mountpoint)], capture_output=True)
+        process.kill()
+        process.wait()
 
 
 @contextmanager
@@ -94,35 +112,50 @@ def native(workdir: Path) -> Iterator[Target]:
 
 
 @contextmanager
+def loopback(workdir: Path) -> Iterator[Target]:
+    """bench/loopback.py: a single-threaded mfusepy passthrough over a native directory."""
+    source, mountpoint = workdir / "loopback-src", workdir / "loopback-mnt"
+    source.mkdir()
+    mountpoint.mkdir()
+    log = workdir / "loopback.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "bench.loopback", str(source), str(mountpoint)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
+        )
+    try:
+        _wait_mounted(mountpoint, process, log)
+        yield Target("loopback", mountpoint, process)
+    finally:
+        _stop(mountpoint, process)
+        shutil.rmtree(source, ignore_errors=True)
+
+
+@contextmanager
 def kyfs_mount(workdir: Path, home: Path | None = None) -> Iterator[Target]:
     """A real kyfs daemon with its own KYFS_HOME; yields the `default` workspace."""
     home = home or workdir / "kyfs-home"
     mountpoint = workdir / "kyfs-mnt"
     mountpoint.mkdir(exist_ok=True)
     env = {**os.environ, "KYFS_HOME": str(home)}
-    log = open(workdir / "kyfs-daemon.log", "wb")  # noqa: SIM115  (closed below)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "kyfs", "mount", "--foreground", str(mountpoint)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    log = workdir / "kyfs-daemon.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "kyfs", "mount", "--foreground", str(mountpoint)],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     try:
-        deadline = time.monotonic() + READY_TIMEOUT
-        while not os.path.ismount(mountpoint):
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError((workdir / "kyfs-daemon.log").read_text())
-            time.sleep(0.05)
+        _wait_mounted(mountpoint, process, log)
         yield Target("kyfs", mountpoint / "default", process, env)
     finally:
-        subprocess.run(["fusermount3", "-u", str(mountpoint)], capture_output=True)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            subprocess.run(["fusermount3", "-uz", str(mountpoint)], capture_output=True)
-            process.kill()
-            process.wait()
-        log.close()
+        _stop(mountpoint, process)
+
+
+TARGETS = (native, loopback, kyfs_mount)
 
 
 @contextmanager

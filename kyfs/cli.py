@@ -12,9 +12,7 @@ else the active workspace (``kyfs use``), else ``default``.
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import datetime as dt
 import json
 import os
 import sys
@@ -98,10 +96,14 @@ def _kycli_hint_once() -> None:
     """On a first run with KyCLI data and no workspace, say once how to import it."""
     if config.load().get("kycli_hint_shown"):
         return
+    home = Path.home()
+    if not ((home / "kydata.db").is_file() or (home / ".kycli" / "data").is_dir()):
+        return  # the common case stays cheap: no import of the migration code
     from kyfs import migrate
 
     with workspaces_session() as workspaces:
-        needed = migrate.kycli_hint_needed(workspaces.names())
+        names = [n for n in workspaces.names() if n != config.SHARED_WORKSPACE]
+        needed = migrate.kycli_hint_needed(names)
     if needed:
         click.echo(
             "kyfs: KyCLI data found (~/kydata.db or ~/.kycli/data); import it with: "
@@ -203,6 +205,8 @@ def workspaces_session() -> Iterator[Workspaces]:
 
 
 def _iso(ns: int) -> str:
+    import datetime as dt
+
     return dt.datetime.fromtimestamp(ns / 1e9, dt.UTC).isoformat().replace("+00:00", "Z")
 
 
@@ -511,6 +515,8 @@ def get(key: str, workspace: str | None, as_json: bool) -> None:
             try:
                 value, encoding = data.decode("utf-8"), "utf-8"
             except UnicodeDecodeError:
+                import base64
+
                 value, encoding = base64.b64encode(data).decode("ascii"), "base64"
             _echo_json(
                 {
@@ -599,7 +605,9 @@ def ttl(key: str, duration: str | None, workspace: str | None, clear: bool) -> N
     if expires is None:
         click.echo(f"{key}: no TTL")
     else:
-        left = max(0.0, (expires - dt.datetime.now(dt.UTC).timestamp() * 1e9) / 1e9)
+        import time
+
+        left = max(0.0, (expires - time.time_ns()) / 1e9)
         click.echo(f"{key}: expires {_iso(expires)} (in {left:.0f} s)")
 
 

@@ -19,7 +19,6 @@ any thread as long as two threads do not write at once.
 from __future__ import annotations
 
 import os
-import tempfile
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -53,6 +52,8 @@ def load(path: Path | None = None) -> dict[str, Any]:
 
 def save(data: dict[str, Any], path: Path | None = None) -> None:
     """Write ``data`` as TOML, atomically (temporary file, fsync, rename), mode 0600."""
+    import tempfile
+
     import tomli_w
 
     path = path or paths.config_file()

@@ -62,6 +62,7 @@ UTIME_NOW = (1 << 30) - 1  # tv_nsec values of utimensat(2), passed through by l
 UTIME_OMIT = (1 << 30) - 2
 RENAME_NOREPLACE = 1  # renameat2(2) flags
 RENAME_EXCHANGE = 2
+MAX_WRITE = 1024 * 1024  # bytes per FUSE write request (fuse_conn_info.max_write)
 SEARCH_DIR = ".search"  # /.search/<query>/ lists matches as symlinks; hidden from readdir of /
 SEARCH_LIMIT = 100  # matches listed per query directory
 SEARCH_TTL = 2.0  # seconds a query's listing is kept, so readdir, lookups and readlink agree
@@ -125,6 +126,12 @@ class KyfsOperations(Operations):  # type: ignore[misc]
         self._next_fh = 1
         self._uid, self._gid = os.getuid(), os.getgid()
         self._searches: dict[str, tuple[float, dict[str, str]]] = {}
+
+    def init_with_config(self, conn: Any, config: Any) -> None:
+        """libfuse's init: ask for 1 MiB writes (libfuse then negotiates FUSE_MAX_PAGES
+        with the kernel), so a large file takes 8 times fewer write calls than at 128 KiB."""
+        if conn is not None:
+            conn.max_write = MAX_WRITE
 
     # --- helpers -----------------------------------------------------------------------
     @staticmethod

@@ -48,6 +48,10 @@ BASE_OPTIONS: dict[str, Any] = {
     # show through the mount within that (libfuse's default, made explicit).
     "attr_timeout": 1.0,
     "entry_timeout": 1.0,
+    # At open, libfuse compares the file's mtime and size with what the kernel has
+    # cached and keeps the page cache when they did not change (a change by the CLI
+    # changes mtime, so it is seen at the next open).
+    "auto_cache": True,
 }
 
 

@@ -22,7 +22,6 @@ kyfs creates are mode 0700 and its files 0600.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
@@ -158,6 +157,8 @@ def systemd_user_unit() -> Path:
 
 def mount_record(mountpoint: Path) -> Path:
     """The JSON record (pid, mountpoint, data directory) of the daemon serving ``mountpoint``."""
+    import hashlib  # lazily: most commands never need it (cold start)
+
     digest = hashlib.sha256(str(mountpoint.absolute()).encode()).hexdigest()[:16]
     return state_dir() / "mounts" / f"{digest}.json"
 

@@ -33,10 +33,8 @@ import time
 import urllib.parse
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
-from fnmatch import fnmatchcase
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, NamedTuple
 
 from kyfs import migrations, names
 from kyfs.errors import (
@@ -159,8 +157,7 @@ _SQL_SET_SIZE = "UPDATE entries SET size = ?, mtime_ns = ?, ctime_ns = ? WHERE i
 _SQL_COUNT_KEYS = "SELECT count(*) FROM entries WHERE is_dir = 0"
 
 
-@dataclass(frozen=True, slots=True)
-class Entry:
+class Entry(NamedTuple):
     """What is stored about one key or directory.
 
     Attributes:
@@ -188,8 +185,7 @@ class Entry:
         return self.key.rpartition(names.SEP)[2]
 
 
-@dataclass(frozen=True, slots=True)
-class ImportItem:
+class ImportItem(NamedTuple):
     """A key to import: its value (bytes), and optionally its mode and times (ns, UTC)."""
 
     key: str
@@ -199,8 +195,7 @@ class ImportItem:
     mtime_ns: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class HistoryEntry:
+class HistoryEntry(NamedTuple):
     """One recorded change of a key: ``action`` is "set" (with ``value``, None when it
     was too large to keep), "delete" or "rename"; ``detail`` says more (the other name
     of a rename, "expired", "restored ..."); ``id`` is the stable version number."""
@@ -213,8 +208,7 @@ class HistoryEntry:
     id: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Match:
+class Match(NamedTuple):
     """One full-text match in a workspace.
 
     Attributes:
@@ -232,8 +226,7 @@ class Match:
     bm25: float
 
 
-@dataclass(frozen=True, slots=True)
-class Archived:
+class Archived(NamedTuple):
     """A deleted key or directory waiting in the archive: the entry as it was, and when
     it was deleted (``deleted_ns``, nanoseconds since the epoch, UTC)."""
 
@@ -651,7 +644,11 @@ class Store:
         if ttl_s is not None or replace_ttl:
             expires = None if ttl_s is None else now + int(ttl_s * 1e9)
             conn.execute("UPDATE entries SET expires_ns = ? WHERE id = ?", (expires, entry_id))
-        rules = [r for r in json.loads(meta.get("schemas", "[]")) if fnmatchcase(key, r["glob"])]
+        rules = json.loads(meta.get("schemas", "[]"))
+        if rules:
+            from fnmatch import fnmatchcase
+
+            rules = [r for r in rules if fnmatchcase(key, r["glob"])]
         size = conn.execute("SELECT size FROM entries WHERE id = ?", (entry_id,)).fetchone()[0]
         value = None
         if rules or size <= HISTORY_VALUE_MAX:
@@ -1106,6 +1103,14 @@ class Store:
     def purge_archive(self, before_ns: int) -> int:
         """Delete for good what entered the archive before ``before_ns`` (its deletion, or
         its import for imported entries); returns how many entries."""
+        old = "coalesce(archived_ns, deleted_ns) < ?"
+        try:  # the usual case, nothing to purge, takes no write lock
+            if not self._conn.execute(
+                f"SELECT 1 FROM archive WHERE {old} LIMIT 1", (before_ns,)
+            ).fetchone():
+                return 0
+        except sqlite3.Error as exc:
+            raise _convert(exc) from None
         with self._atomic() as conn:
             old = "coalesce(archived_ns, deleted_ns) < ?"
             conn.execute(

@@ -24,14 +24,12 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import fcntl
-import hashlib
 import os
-import shutil
 import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from kyfs import config, paths
 from kyfs.errors import (
@@ -46,8 +44,7 @@ from kyfs.names import check_workspace_name
 from kyfs.store import Store
 
 
-@dataclass(frozen=True, slots=True)
-class WorkspaceInfo:
+class WorkspaceInfo(NamedTuple):
     """A summary of one workspace: ``keys`` (count), ``size`` (bytes on disk), the
     ``project`` directory of a project workspace, and a cache workspace's ``ttl_s``."""
 
@@ -62,8 +59,7 @@ class WorkspaceInfo:
 SWEEP_INTERVAL = 1.0  # seconds between expiry sweeps of a cached store
 
 
-@dataclass(frozen=True, slots=True)
-class TrashedWorkspace:
+class TrashedWorkspace(NamedTuple):
     """A dropped workspace: its ``name``, when it was ``dropped`` (UTC), ``size`` in bytes."""
 
     name: str
@@ -83,6 +79,8 @@ def _move_files(source: Path, target: Path) -> None:
 
 def project_workspace(path: Path) -> str:
     """``project_<8 hex digits of SHA-256 of the absolute, resolved path>`` (contextd)."""
+    import hashlib
+
     resolved = str(path.expanduser().resolve())
     return "project_" + hashlib.sha256(resolved.encode()).hexdigest()[:8]
 
@@ -241,6 +239,8 @@ class Workspaces:
             try:
                 os.rename(source, target)
             except OSError:
+                import shutil
+
                 shutil.copyfile(source, target)
             target.chmod(0o600)
             Store(target, retention_s=None).close()  # migrate now, under the lock
