@@ -849,11 +849,7 @@ class Store:
             KeyNotFound: (ENOENT, exit 1). IsADirectory: (EISDIR) use rmdir.
         """
         with self._atomic() as conn:
-            row = conn.execute(_SQL_STAT, (key,)).fetchone()
-            if row is None:
-                raise KeyNotFound(f"key not found: {key}")
-            if row[2]:
-                raise IsADirectory(f"is a directory: {key}")
+            row = _live_key(conn, key)
             _archive(conn, row[0])
             self._record(conn, key, "delete", None, None, time.time_ns())
 
@@ -1128,11 +1124,7 @@ class Store:
         """
         expires = None if seconds is None else time.time_ns() + int(seconds * 1e9)
         with self._atomic() as conn:
-            row = conn.execute(_SQL_STAT, (key,)).fetchone()
-            if row is None:
-                raise KeyNotFound(f"key not found: {key}")
-            if row[2]:
-                raise IsADirectory(f"is a directory: {key}")
+            row = _live_key(conn, key)
             conn.execute("UPDATE entries SET expires_ns = ? WHERE id = ?", (expires, row[0]))
             return _entry(row)
 
@@ -1384,6 +1376,20 @@ def _validate(key: str, rule: dict[str, Any], value: bytes) -> None:
         raise SchemaViolation(
             f"{key}: breaks the schema for {rule['glob']!r} at {where}: {error.message}"
         )
+
+
+def _live_key(conn: sqlite3.Connection, key: str) -> Any:
+    """The entries row of key ``key`` (not a directory), inside the caller's transaction.
+
+    Raises:
+        KeyNotFound: (ENOENT, exit 1). IsADirectory: (EISDIR, exit 3).
+    """
+    row = conn.execute(_SQL_STAT, (key,)).fetchone()
+    if row is None:
+        raise KeyNotFound(f"key not found: {key}")
+    if row[2]:
+        raise IsADirectory(f"is a directory: {key}")
+    return row
 
 
 def _archive(conn: sqlite3.Connection, entry_id: int) -> None:
