@@ -146,20 +146,31 @@ def m003_search(conn: sqlite3.Connection) -> None:
         index_entry(conn, entry_id)
 
 
-def index_entry(conn: sqlite3.Connection, entry_id: int) -> None:
+def index_entry(
+    conn: sqlite3.Connection,
+    entry_id: int,
+    key: str | None = None,
+    size: int | None = None,
+    value: bytes | None = None,
+) -> None:
     """(Re)index key ``entry_id`` in ``search_text``: an upsert, so the update trigger
     replaces its old tokens in the FTS index (never INSERT OR REPLACE, whose delete
-    would not fire the delete trigger)."""
-    row = conn.execute("SELECT key, size, is_dir FROM entries WHERE id = ?", (entry_id,)).fetchone()
-    if row is None or row[2]:
-        return
-    key, size, _ = row
+    would not fire the delete trigger). Callers that know the key, its size and its
+    whole value pass them, which saves reading them again."""
+    if key is None or size is None:
+        row = conn.execute(
+            "SELECT key, size, is_dir FROM entries WHERE id = ?", (entry_id,)
+        ).fetchone()
+        if row is None or row[2]:
+            return
+        key, size, _ = row
     text = None
     if size <= tokens.INDEX_VALUE_MAX:
-        parts = conn.execute(
-            "SELECT idx, data FROM blocks WHERE entry_id = ? ORDER BY idx", (entry_id,)
-        ).fetchall()
-        value = b"".join(part[1] for part in parts)
+        if value is None:
+            parts = conn.execute(
+                "SELECT idx, data FROM blocks WHERE entry_id = ? ORDER BY idx", (entry_id,)
+            ).fetchall()
+            value = b"".join(part[1] for part in parts)
         if len(value) == size:  # no hole: a hole reads as NUL bytes, which is binary
             text = tokens.indexable_text(value)
     conn.execute(

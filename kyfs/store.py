@@ -56,6 +56,7 @@ BLOCK_SIZE = 256 * 1024  # bytes per stored block of a value
 HISTORY_VALUE_MAX = 16 * 1024**2  # bytes: a longer value's versions are recorded without it
 HISTORY_VERSIONS = 100  # versions kept per key at least (meta history_versions)
 HISTORY_DAYS = 30  # days of versions kept at least (meta history_days)
+PRUNE_EVERY = 16  # history rows between two prunings of the key just written
 MAX_VALUE_SIZE = 16 * 1024**3  # bytes; a larger value is refused with EFBIG
 BUSY_TIMEOUT_MS = 10_000  # how long a writer waits for another one, milliseconds
 INLINE_READ_MAX = 64 * 1024  # blocks up to this size are read in the query, not by BLOB I/O
@@ -553,7 +554,7 @@ class Store:
                     raise AlreadyExists(f"key exists: {key}")
                 return entry
             entry_id = self._insert(conn, key, False, mode)
-            migrations.index_entry(conn, entry_id)
+            migrations.index_entry(conn, entry_id, key, 0, b"")
             return _entry(conn.execute(_SQL_STAT_ID, (entry_id,)).fetchone())
 
     def set(
@@ -615,7 +616,9 @@ class Store:
         conn.execute(_SQL_SET_SIZE, (size, mtime, now, entry_id))
         if created_ns is not None:
             conn.execute("UPDATE entries SET created_ns = ? WHERE id = ?", (created_ns, entry_id))
-        self._after_write(conn, entry_id, key, ttl_s=ttl_s, replace_ttl=True, detail=detail)
+        self._after_write(
+            conn, entry_id, key, ttl_s=ttl_s, replace_ttl=True, detail=detail, size=size
+        )
         return entry_id
 
     def _after_write(
@@ -627,6 +630,7 @@ class Store:
         ttl_s: float | None = None,
         replace_ttl: bool = False,
         detail: str | None = None,
+        size: int | None = None,
     ) -> None:
         """What every value write does in its transaction: TTL, schema check, history,
         search index. ``replace_ttl``: the TTL becomes ``ttl_s`` (kyfs set), else it
@@ -649,14 +653,16 @@ class Store:
             from fnmatch import fnmatchcase
 
             rules = [r for r in rules if fnmatchcase(key, r["glob"])]
-        size = conn.execute("SELECT size FROM entries WHERE id = ?", (entry_id,)).fetchone()[0]
+        if size is None:
+            size = conn.execute("SELECT size FROM entries WHERE id = ?", (entry_id,)).fetchone()[0]
         value = None
         if rules or size <= HISTORY_VALUE_MAX:
             value = self._read_blocks(conn, entry_id, 0, size, size)
         for rule in rules:
             _validate(key, rule, value or b"")
-        self._record(conn, key, "set", value, detail if value is not None else "too large", now)
-        migrations.index_entry(conn, entry_id)
+        detail = detail if value is not None else "too large"
+        self._record(conn, key, "set", value, detail, now, meta)
+        migrations.index_entry(conn, entry_id, key, size, value)
 
     def _meta(self, conn: sqlite3.Connection) -> dict[str, str]:
         return dict(conn.execute("SELECT name, value FROM meta").fetchall())
@@ -669,14 +675,18 @@ class Store:
         value: bytes | None,
         detail: str | None,
         now: int,
+        meta: dict[str, str] | None = None,
     ) -> None:
-        """Append to the key's history and prune it to the retention (meta
-        history_versions, default 100, and history_days, default 30: whichever keeps more)."""
-        conn.execute(
+        """Append to the key's history, and every PRUNE_EVERY rows prune that key to the
+        retention (meta history_versions, default 100, and history_days, default 30:
+        whichever keeps more; the retention is a minimum, so pruning late is safe)."""
+        cur = conn.execute(
             "INSERT INTO history (key, action, value, time_ns, detail) VALUES (?, ?, ?, ?, ?)",
             (key, action, value, now, detail),
         )
-        meta = self._meta(conn)
+        if (cur.lastrowid or 0) % PRUNE_EVERY:
+            return
+        meta = self._meta(conn) if meta is None else meta
         versions = int(meta.get("history_versions", HISTORY_VERSIONS))
         cutoff = now - int(float(meta.get("history_days", HISTORY_DAYS)) * 86400e9)
         conn.execute(
@@ -810,7 +820,8 @@ class Store:
         check_size(size)
         now = time.time_ns()
         with self._atomic() as conn:
-            if conn.execute("SELECT 1 FROM entries WHERE id = ?", (entry_id,)).fetchone() is None:
+            found = conn.execute("SELECT key FROM entries WHERE id = ?", (entry_id,)).fetchone()
+            if found is None:
                 return False
             keep = min(valid, size)
             cut_idx, cut_len = divmod(keep, BLOCK_SIZE)
@@ -827,8 +838,7 @@ class Store:
                 conn.execute(_SQL_UPSERT_BLOCK, (entry_id, idx, bytes(data[:limit])))
             mtime = now if mtime_ns is None else mtime_ns
             conn.execute(_SQL_SET_SIZE, (size, mtime, now, entry_id))
-            key = conn.execute("SELECT key FROM entries WHERE id = ?", (entry_id,)).fetchone()[0]
-            self._after_write(conn, entry_id, key)
+            self._after_write(conn, entry_id, found[0], size=size)
         return True
 
     def truncate(self, key: str, size: int) -> None:
