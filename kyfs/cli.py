@@ -224,6 +224,11 @@ def _echo_json(data: Any) -> None:
 @click.option(
     "--metrics-port", type=click.IntRange(1, 65535), help="Serve metrics on 127.0.0.1:PORT."
 )
+@click.option(
+    "--xattr/--no-xattr",
+    default=True,
+    help="Serve user.kyfs.* extended attributes (--no-xattr: faster ls -l and first writes).",
+)
 def mount(
     mountpoint: Path | None,
     foreground: bool,
@@ -231,6 +236,7 @@ def mount(
     verbose: int,
     debug: bool,
     metrics_port: int | None,
+    xattr: bool,
 ) -> None:
     """Mount the workspaces at MOUNTPOINT (default ~/kyfs), in the background.
 
@@ -248,9 +254,9 @@ def mount(
         from kyfs import service
 
         service.setup_logging(verbosity, foreground=True)
-        mounting.serve(target, mounting.parse_options(options), metrics_port)
+        mounting.serve(target, mounting.parse_options(options), metrics_port, xattr)
         return
-    pid = mounting.mount(target, options, verbosity, metrics_port)
+    pid = mounting.mount(target, options, verbosity, metrics_port, xattr)
     click.echo(f"kyfs mounted at {target} (daemon pid {pid}); unmount with: kyfs unmount {target}")
 
 

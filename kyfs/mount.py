@@ -168,12 +168,18 @@ def prepare_mountpoint(mountpoint: Path) -> None:
 
 
 def serve(
-    mountpoint: Path, options: dict[str, Any] | None = None, metrics_port: int | None = None
+    mountpoint: Path,
+    options: dict[str, Any] | None = None,
+    metrics_port: int | None = None,
+    xattrs: bool = True,
 ) -> None:
     """Mount and serve in this process until unmounted or signalled (SIGINT/SIGTERM).
 
     Under systemd, READY=1 is sent once the mount answers (kyfs.service). With
     ``metrics_port`` the metrics are also served at http://127.0.0.1:PORT/metrics.
+    Without ``xattrs`` the extended-attribute handlers are not registered: the kernel
+    then stops asking (ENOSYS), which saves the getxattr round trip that ``ls -l``
+    makes twice per file and every first write once (security.capability).
 
     Raises:
         MountError: (exit 5) libfuse could not mount (see the log for its message).
@@ -190,6 +196,9 @@ def serve(
     if metrics_port is not None:
         serve_http(metrics, metrics_port)
     operations = KyfsOperations(Workspaces(cache=True), metrics=metrics)
+    if not xattrs:  # mfusepy registers only the handlers that are not None
+        for name in ("getxattr", "setxattr", "listxattr", "removexattr"):
+            setattr(operations, name, None)
     record = paths.mount_record(mountpoint)
     paths.make_private_dir(record.parent)
     record.write_text(
@@ -219,6 +228,7 @@ def mount(
     options_text: str | None = None,
     verbosity: int = 0,
     metrics_port: int | None = None,
+    xattrs: bool = True,
 ) -> int:
     """Start a background daemon serving ``mountpoint``; return its pid once mounted.
 
@@ -236,6 +246,8 @@ def mount(
     command += ["-v"] * verbosity
     if metrics_port is not None:
         command += ["--metrics-port", str(metrics_port)]
+    if not xattrs:
+        command.append("--no-xattr")
     with open(log_file, "ab") as out:
         process = subprocess.Popen(
             command,

@@ -122,10 +122,12 @@ def require_mount() -> None:
         pytest.skip(reason)
 
 
-def start_mount(path: Path, home: Path, log: Path, options: str | None = None) -> Mount:
+def start_mount(
+    path: Path, home: Path, log: Path, options: str | None = None, flags: tuple[str, ...] = ()
+) -> Mount:
     """Start ``python -m kyfs mount --foreground`` on ``path`` and wait until it is mounted."""
     path.mkdir(exist_ok=True)
-    command = [sys.executable, "-m", "kyfs", "mount", "--foreground", str(path)]
+    command = [sys.executable, "-m", "kyfs", "mount", "--foreground", str(path), *flags]
     if options:
         command += ["-o", options]
     with log.open("ab") as out:
@@ -165,9 +167,14 @@ def mount_factory(tmp_path: Path, kyfs_home: Path) -> Iterator[Callable[..., Mou
     require_mount()
     started: list[Mount] = []
 
-    def factory(options: str | None = None, name: str = "mnt", at: Path | None = None) -> Mount:
+    def factory(
+        options: str | None = None,
+        name: str = "mnt",
+        at: Path | None = None,
+        flags: tuple[str, ...] = (),
+    ) -> Mount:
         mountpoint = at if at is not None else tmp_path / name
-        mount = start_mount(mountpoint, kyfs_home, tmp_path / f"{name}.log", options)
+        mount = start_mount(mountpoint, kyfs_home, tmp_path / f"{name}.log", options, flags)
         started.append(mount)
         return mount
 

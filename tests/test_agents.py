@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
@@ -167,6 +168,18 @@ def test_cache_workspace_and_ttl_xattrs_through_the_mount(mounted: Mount) -> Non
     assert "user.kyfs.ttl" not in os.listxattr(plain)
     with pytest.raises(OSError):
         os.setxattr(plain, "user.other", b"x")
+
+
+@pytest.mark.mount
+def test_no_xattr_mount_leaves_attributes_out(mount_factory: Any) -> None:
+    mount = mount_factory(flags=("--no-xattr",))
+    path = mount.path / "default" / "k"
+    path.write_text("v")
+    with pytest.raises(OSError) as info:
+        os.getxattr(path, "user.kyfs.created_at")
+    assert info.value.errno == errno.EOPNOTSUPP
+    text = (mount.path / ".kyfs" / "metrics").read_text()
+    assert "getxattr" not in text  # the kernel never asks: no round trips for it
 
 
 # --- history -------------------------------------------------------------------------------------
