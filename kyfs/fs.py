@@ -81,29 +81,49 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
-def _op(
-    method: Callable[Concatenate[KyfsOperations, P], R],
+def _boundary(
+    method: Callable[Concatenate[KyfsOperations, P], R], locked: bool
 ) -> Callable[Concatenate[KyfsOperations, P], R]:
-    """Run a FUSE operation under the workspaces lock; KyfsError becomes FuseOSError."""
+    """The one error boundary: times the operation for the metrics, holds the workspaces
+    lock when ``locked``, and turns KyfsError into FuseOSError(errno)."""
+    name = method.__name__
 
     def wrapper(self: KyfsOperations, /, *args: P.args, **kwargs: P.kwargs) -> R:
         started = time.perf_counter()
         failed: int | None = None
         try:
+            if not locked:
+                return method(self, *args, **kwargs)
             with self.workspaces.shared():
                 return method(self, *args, **kwargs)
         except KyfsError as exc:
             failed = exc.errno
-            log.debug("%s%r: %s (errno %d)", method.__name__, args, exc, exc.errno)
+            log.debug("%s%r: %s (errno %d)", name, args, exc, exc.errno)
             raise FuseOSError(exc.errno) from None
         except OSError as exc:  # FuseOSError included
             failed = exc.errno
             raise
         finally:
-            self.metrics.record(method.__name__, time.perf_counter() - started, failed)
+            self.metrics.record(name, time.perf_counter() - started, failed)
 
     functools.update_wrapper(wrapper, method)
     return wrapper
+
+
+def _op(
+    method: Callable[Concatenate[KyfsOperations, P], R],
+) -> Callable[Concatenate[KyfsOperations, P], R]:
+    """An operation that names a path: run under the shared workspaces lock, so that no
+    workspace is created, dropped or renamed meanwhile."""
+    return _boundary(method, locked=True)
+
+
+def _fh_op(
+    method: Callable[Concatenate[KyfsOperations, P], R],
+) -> Callable[Concatenate[KyfsOperations, P], R]:
+    """An operation on an open file handle: its Store is already held (and stays valid
+    across a rename of its workspace), so it needs no lock."""
+    return _boundary(method, locked=False)
 
 
 class KyfsOperations(Operations):  # type: ignore[misc]
@@ -556,7 +576,7 @@ class KyfsOperations(Operations):  # type: ignore[misc]
             raise IsADirectory(f"is a directory: {key}")
         return self._attach(store, entry, truncate=bool(flags & os.O_TRUNC))
 
-    @_op
+    @_fh_op
     def read(self, path: str, size: int, offset: int, fh: int) -> bytes:
         control = self._control.get(fh)
         data = (
@@ -567,7 +587,7 @@ class KyfsOperations(Operations):  # type: ignore[misc]
         self.metrics.add_bytes(read=len(data))
         return data
 
-    @_op
+    @_fh_op
     def write(self, path: str, data: bytes, offset: int, fh: int) -> int:
         written = self._handle(fh).write(offset, data)
         self.metrics.add_bytes(written=written)
@@ -592,18 +612,18 @@ class KyfsOperations(Operations):  # type: ignore[misc]
         opened.commit()
         return 0
 
-    @_op
+    @_fh_op
     def flush(self, path: str, fh: int) -> int:
         if fh not in self._control:
             self._handle(fh).commit()
         return 0
 
-    @_op
+    @_fh_op
     def fsync(self, path: str, datasync: int, fh: int) -> int:
         self._handle(fh).commit(sync=True)
         return 0
 
-    @_op
+    @_fh_op
     def release(self, path: str, fh: int) -> int:
         if self._control.pop(fh, None) is not None:
             return 0

@@ -15,6 +15,7 @@ from __future__ import annotations
 import errno as errno_names
 import threading
 import time
+from bisect import bisect_left
 from collections import defaultdict
 from typing import Any
 
@@ -42,13 +43,10 @@ class Metrics:
             if error is not None:
                 name = errno_names.errorcode.get(error, str(error))
                 self.errors[(operation, name)] += 1
-            counts = self._buckets.setdefault(operation, [0] * (len(BUCKETS) + 1))
-            for index, bound in enumerate(BUCKETS):
-                if seconds <= bound:
-                    counts[index] += 1
-                    break
-            else:
-                counts[-1] += 1
+            counts = self._buckets.get(operation)
+            if counts is None:
+                counts = self._buckets[operation] = [0] * (len(BUCKETS) + 1)
+            counts[bisect_left(BUCKETS, seconds)] += 1  # le: the first bound >= seconds
             self._sums[operation] += seconds
 
     def add_bytes(self, read: int = 0, written: int = 0) -> None:

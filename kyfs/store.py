@@ -148,6 +148,10 @@ _SQL_ARCHIVE = (
     " WHERE id = ?"
 )
 _ARCHIVE_COLUMNS = "id, key, is_dir, mode, size, created_ns, mtime_ns, ctime_ns, deleted_ns"
+_SQL_ONE_BLOCK = (
+    "SELECT e.size, length(b.data), CASE WHEN length(b.data) <= ? THEN b.data END"
+    " FROM entries e LEFT JOIN blocks b ON b.entry_id = e.id AND b.idx = ? WHERE e.id = ?"
+)
 _SQL_UPSERT_BLOCK = (
     "INSERT INTO blocks (entry_id, idx, data) VALUES (?, ?, ?)"
     " ON CONFLICT (entry_id, idx) DO UPDATE SET data = excluded.data"
@@ -452,6 +456,10 @@ class Store:
         stored size, or grown past it). Holes read as zeros. An unknown
         ``entry_id`` reads as empty (or zeros with ``valid``).
         """
+        if valid is None and size > 0 and offset // BLOCK_SIZE == (offset + size - 1) // BLOCK_SIZE:
+            fast = self._read_one_block(entry_id, offset, size)
+            if fast is not None:
+                return fast
         with self._snapshot() as conn:
             row = conn.execute(_SQL_SIZE_ANY, (entry_id, entry_id)).fetchone()
             stored = row[0] if row else 0
@@ -462,6 +470,28 @@ class Store:
             if end <= offset:
                 return b""
             return self._read_blocks(conn, entry_id, offset, end, stored_end)
+
+    def _read_one_block(self, entry_id: int, offset: int, size: int) -> bytes | None:
+        """A read inside one small block in a single statement (no explicit transaction):
+        the common cat of a small key. None when the general path is needed (a large
+        block read by BLOB I/O, or an entry that is only in the archive)."""
+        idx, within = divmod(offset, BLOCK_SIZE)
+        try:
+            row = self._conn.execute(_SQL_ONE_BLOCK, (INLINE_READ_MAX, idx, entry_id)).fetchone()
+        except sqlite3.Error as exc:
+            raise _convert(exc) from None
+        if row is None:
+            return None
+        stored, length, data = row
+        end = min(offset + size, stored)
+        if end <= offset:
+            return b""
+        if length is None:  # a hole
+            return bytes(end - offset)
+        if data is None:  # a large block: BLOB I/O in a snapshot
+            return None
+        piece = bytes(data[within : within + end - offset])
+        return piece + bytes(end - offset - len(piece))
 
     def _read_blocks(
         self, conn: sqlite3.Connection, entry_id: int, start: int, end: int, stored_end: int

@@ -85,6 +85,21 @@ def project_workspace(path: Path) -> str:
     return "project_" + hashlib.sha256(resolved.encode()).hexdigest()[:8]
 
 
+class _Shared:
+    """The context manager of _DirLock.shared(), without contextlib's per-use generator."""
+
+    __slots__ = ("_lock",)
+
+    def __init__(self, lock: _DirLock) -> None:
+        self._lock = lock
+
+    def __enter__(self) -> None:
+        self._lock._enter_shared()
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock._exit_shared()
+
+
 class _DirLock:
     """A re-entrant flock(2) on ``.lock``: shared inside exclusive is a no-op, and
     exclusive inside shared upgrades for its duration."""
@@ -94,6 +109,7 @@ class _DirLock:
         self._fd: int | None = None
         self._shared = 0
         self._exclusive = 0
+        self._shared_cm = _Shared(self)  # one object: no generator per use (FUSE hot path)
 
     def _file(self) -> int:
         if self._fd is None:
@@ -101,21 +117,17 @@ class _DirLock:
             self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         return self._fd
 
-    @contextmanager
-    def shared(self) -> Iterator[None]:
-        if self._shared or self._exclusive:
-            self._shared += 1
-            try:
-                yield
-            finally:
-                self._shared -= 1
-            return
-        fcntl.flock(self._file(), fcntl.LOCK_SH)
+    def shared(self) -> AbstractContextManager[None]:
+        return self._shared_cm
+
+    def _enter_shared(self) -> None:
+        if not (self._shared or self._exclusive):
+            fcntl.flock(self._file(), fcntl.LOCK_SH)
         self._shared += 1
-        try:
-            yield
-        finally:
-            self._shared -= 1
+
+    def _exit_shared(self) -> None:
+        self._shared -= 1
+        if not (self._shared or self._exclusive):
             fcntl.flock(self._file(), fcntl.LOCK_UN)
 
     @contextmanager
@@ -158,9 +170,15 @@ class Workspaces:
         self._cache_enabled = cache
         self._cache: dict[str, tuple[Store, tuple[int, int]]] = {}
         self._swept: dict[str, float] = {}
+        self._paths: dict[str, Path] = {}
 
     def _file(self, name: str) -> Path:
-        return self.directory / f"{check_workspace_name(name)}{paths.DB_SUFFIX}"
+        path = self._paths.get(name)
+        if path is None:  # validated once per name: this runs on every FUSE operation
+            path = self.directory / f"{check_workspace_name(name)}{paths.DB_SUFFIX}"
+            if len(self._paths) < 4096:
+                self._paths[name] = path
+        return path
 
     # --- coordination ------------------------------------------------------------------
     def shared(self) -> AbstractContextManager[None]:
@@ -352,7 +370,7 @@ class Workspaces:
     def _open_unlocked(self, name: str) -> Store:
         path = self._file(name)
         try:
-            stat = path.stat()
+            stat = os.stat(path)
         except FileNotFoundError:
             self._cache.pop(name, None)
             raise WorkspaceNotFound(f"workspace not found: {name}") from None
