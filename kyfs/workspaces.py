@@ -8,8 +8,9 @@ mount daemon and any number of CLI commands) by an advisory lock on the file
 
 * create, drop and rename hold it exclusively while they move files, so the
   three files of a workspace are never seen half renamed;
-* every use of a workspace (:meth:`Workspaces.shared`) holds it shared, so no
-  rename or drop happens in the middle of an operation.
+* every use of a workspace by name (:meth:`Workspaces.shared`) holds it shared,
+  so no rename or drop happens in the middle of an operation (the daemon skips
+  it for operations on an already open file, whose Store follows its file).
 
 Stores can be kept open between uses (``cache=True``, the daemon): before each
 use the file's identity (st_dev, st_ino) is compared with the one opened, so a
