@@ -25,10 +25,8 @@ import io
 import json
 import os
 import shutil
-import sqlite3
 import tarfile
 import tempfile
-import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,13 +58,17 @@ def _sha256(path: Path) -> str:
 
 
 def _count_keys(path: Path) -> int:
-    conn = sqlite3.connect(f"file:{urllib.parse.quote(str(path.absolute()))}?mode=ro", uri=True)
+    """Keys in the snapshot ``path``, read through the store (without migrating it)."""
     try:
-        return int(conn.execute("SELECT count(*) FROM entries WHERE is_dir = 0").fetchone()[0])
-    except sqlite3.Error as exc:
+        store = Store(path, migrate=False)
+    except StorageError as exc:
+        raise InvalidInput(f"{path.name}: not a kyfs workspace snapshot: {exc}") from None
+    try:
+        return store.count_keys()
+    except StorageError as exc:
         raise InvalidInput(f"{path.name}: not a kyfs workspace snapshot: {exc}") from None
     finally:
-        conn.close()
+        store.close()
 
 
 def create(
@@ -91,13 +93,14 @@ def create(
                         store.backup_to(snapshot)
                     finally:
                         store.close()
+                keys = _count_keys(snapshot)  # before the checksum: opening may touch it
                 files.append(
                     {
                         "path": f"workspaces/{name}.db",
                         "sha256": _sha256(snapshot),
                         "size": snapshot.stat().st_size,
                         "workspace": name,
-                        "keys": _count_keys(snapshot),
+                        "keys": keys,
                     }
                 )
                 if progress:

@@ -96,8 +96,7 @@ def _kycli_hint_once() -> None:
     """On a first run with KyCLI data and no workspace, say once how to import it."""
     if config.load().get("kycli_hint_shown"):
         return
-    home = Path.home()
-    if not ((home / "kydata.db").is_file() or (home / ".kycli" / "data").is_dir()):
+    if not (paths.kycli_legacy_file().is_file() or paths.kycli_data_dir().is_dir()):
         return  # the common case stays cheap: no import of the migration code
     from kyfs import migrate
 

@@ -272,10 +272,10 @@ def kycli_sources(path: Path | None = None) -> list[tuple[Path, str]]:
 
     found: list[tuple[Path, str]] = []
     if path is None:
-        legacy = Path.home() / "kydata.db"
+        legacy = paths.kycli_legacy_file()
         if legacy.is_file():
             found.append((legacy, "default"))
-        directory = Path.home() / ".kycli" / "data"
+        directory = paths.kycli_data_dir()
         if directory.is_dir():
             found += [(p, workspace_for(p.stem)) for p in sorted(directory.glob("*.db"))]
         return found

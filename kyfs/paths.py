@@ -136,6 +136,21 @@ def spill_dir() -> Path:
     return data_dir() / "spill"
 
 
+def kycli_legacy_file() -> Path:
+    """KyCLI's legacy single file, ``~/kydata.db`` (imported into ``default``)."""
+    return Path.home() / "kydata.db"
+
+
+def kycli_data_dir() -> Path:
+    """KyCLI's per-workspace files, ``~/.kycli/data/<workspace>.db``."""
+    return Path.home() / ".kycli" / "data"
+
+
+def purge_archive_file(stamp: str) -> Path:
+    """Where ``kyfs uninstall --purge`` archives the data first: ``~/kyfs-data-<UTC>.tar.gz``."""
+    return Path.home() / f"kyfs-data-{stamp}.tar.gz"
+
+
 def default_mountpoint() -> Path:
     """The mountpoint used when none is given: ``~/kyfs``."""
     return Path.home() / APP

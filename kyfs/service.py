@@ -173,7 +173,7 @@ def purge(keep: bool = True) -> Path | None:
     archive = None
     if keep:
         stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-        archive = Path.home() / f"kyfs-data-{stamp}.tar.gz"
+        archive = paths.purge_archive_file(stamp)
         with tarfile.open(archive, "w:gz") as tar:
             for place in places:
                 if place.exists():
