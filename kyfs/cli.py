@@ -616,6 +616,25 @@ def ttl(key: str, duration: str | None, workspace: str | None, clear: bool) -> N
         click.echo(f"{key}: expires {_iso(expires)} (in {left:.0f} s)")
 
 
+@cli.command()
+@workspace_option
+@click.option("--versions", type=click.IntRange(1, 1_000_000), help="Keep at least N versions.")
+@click.option("--days", type=click.FloatRange(0), help="Keep at least D days of versions.")
+def retention(workspace: str | None, versions: int | None, days: float | None) -> None:
+    """Show or set how much history a workspace keeps (whichever keeps more)."""
+    from kyfs.store import HISTORY_DAYS, HISTORY_VERSIONS
+
+    with open_store(workspace) as (name, store):
+        if versions is not None:
+            store.set_meta("history_versions", str(versions))
+        if days is not None:
+            store.set_meta("history_days", repr(days))
+        meta = store.meta()
+    kept_versions = meta.get("history_versions", HISTORY_VERSIONS)
+    kept_days = meta.get("history_days", HISTORY_DAYS)
+    click.echo(f"{name}: keeps at least {kept_versions} versions and {kept_days} days per key")
+
+
 @cli.group()
 def schema() -> None:
     """JSON Schema rules: writes of matching keys must validate."""

@@ -210,6 +210,18 @@ def test_history_records_every_change_and_restores() -> None:
     assert json.loads(run("history", "absent", "--json").output) == []
 
 
+def test_history_retention_keeps_what_it_promises() -> None:
+    run("use", "w", "--create")
+    assert "100 versions and 30 days" in run("retention").output
+    assert run("retention", "--versions", "3", "--days", "0").exit_code == 0
+    for i in range(40):  # enough writes for pruning (every 16 history rows) to run
+        run("set", "k", f"v{i}")
+    versions = json.loads(run("history", "k", "--json").output)
+    assert 3 <= len(versions) < 40  # pruned, but never below the promised 3
+    assert run("restore", "k", "--version", str(versions[-1]["version"])).exit_code == 0
+    assert run("get", "k").output == "v39"
+
+
 @pytest.mark.mount
 def test_versions_directory_through_the_mount(mounted: Mount) -> None:
     ws = mounted.path / "default"
