@@ -84,7 +84,8 @@ def test_errnos_through_the_mount(mounted: Mount) -> None:
 
 @pytest.fixture
 def public_dir() -> Iterator[Path]:
-    """A directory other users can traverse (pytest's tmp_path is private to root)."""
+    """A directory other users can traverse (pytest's tmp_path is private to root).
+    Request it before mount_factory, so that it is removed after the unmount."""
     path = Path(tempfile.mkdtemp(prefix="kyfs-test-"))
     path.chmod(0o755)
     yield path
@@ -92,7 +93,7 @@ def public_dir() -> Iterator[Path]:
 
 
 def test_permission_bits_are_enforced_for_other_users(
-    mount_factory: Callable[..., Mount], public_dir: Path
+    public_dir: Path, mount_factory: Callable[..., Mount]
 ) -> None:
     mount = mount_factory(options="allow_other", at=public_dir / "mnt")
     ws = mount.path / "default"
@@ -114,7 +115,7 @@ def test_permission_bits_are_enforced_for_other_users(
     assert not (ws / "new").exists()
 
 
-def test_private_by_default(mount_factory: Callable[..., Mount], public_dir: Path) -> None:
+def test_private_by_default(public_dir: Path, mount_factory: Callable[..., Mount]) -> None:
     mount = mount_factory(at=public_dir / "mnt")
     done = subprocess.run([*NOBODY, "ls", str(mount.path)], capture_output=True)
     assert done.returncode != 0 and b"Permission denied" in done.stderr
