@@ -44,6 +44,7 @@ class KyfsGroup(click.Group):
     """The root group: turns KyfsError from any command into KyfsCliError."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        """Run the command; a KyfsError leaves as one line and its exit code."""
         try:
             return super().invoke(ctx)
         except KyfsError as exc:

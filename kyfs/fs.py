@@ -314,6 +314,7 @@ class KyfsOperations(Operations):  # type: ignore[misc]
     # --- extended attributes ----------------------------------------------------------
     @_op
     def listxattr(self, path: str) -> list[str]:
+        """The key's ``user.kyfs.*`` attribute names (none for a directory). ENOENT."""
         store, key = self._resolve(path)
         if store.stat(key).is_dir:
             return []
@@ -324,6 +325,9 @@ class KyfsOperations(Operations):  # type: ignore[misc]
 
     @_op
     def getxattr(self, path: str, name: str, position: int = 0) -> bytes:
+        """A ``user.kyfs.*`` attribute as bytes: seconds to live, or a UTC time in ISO 8601.
+
+        ENODATA for any other name or an unset TTL; ENOENT."""
         if not name.startswith("user.kyfs."):
             raise FuseOSError(ENODATA)
         store, key = self._resolve(path)
@@ -343,6 +347,8 @@ class KyfsOperations(Operations):  # type: ignore[misc]
 
     @_op
     def setxattr(self, path: str, name: str, value: bytes, options: int, position: int = 0) -> int:
+        """Set ``user.kyfs.ttl`` ("10m", "600"; empty clears). ENOTSUP for other names;
+        EINVAL for a bad duration; ENOENT."""
         if name != XATTR_TTL:
             raise FuseOSError(errno.ENOTSUP)
         store, key = self._resolve(path)
@@ -352,6 +358,7 @@ class KyfsOperations(Operations):  # type: ignore[misc]
 
     @_op
     def removexattr(self, path: str, name: str) -> int:
+        """Clear ``user.kyfs.ttl``. ENODATA for other names; ENOENT."""
         if name != XATTR_TTL:
             raise FuseOSError(ENODATA)
         store, key = self._resolve(path)
@@ -360,6 +367,7 @@ class KyfsOperations(Operations):  # type: ignore[misc]
 
     @_op
     def readlink(self, path: str) -> str:
+        """The target of a ``/.search/<query>/<link>`` symlink. EINVAL elsewhere; ENOENT."""
         workspace, key = self._split(path)
         query, _, name = key.partition("/")
         if workspace != SEARCH_DIR or not name:
@@ -391,6 +399,9 @@ class KyfsOperations(Operations):  # type: ignore[misc]
     # --- metadata ------------------------------------------------------------------------
     @_op
     def getattr(self, path: str | None, fh: int | None = None) -> dict[str, Any]:
+        """The stat dict of ``path`` (st_size includes buffered writes; times in ns, UTC);
+        with ``path`` None, of open file ``fh`` (unlinked while open). ENOENT,
+        ENAMETOOLONG."""
         if path is None:  # fstat of a file unlinked while open (hard_remove)
             opened = self._handle(fh if fh is not None else -1)
             assert opened.entry is not None
@@ -412,6 +423,7 @@ class KyfsOperations(Operations):  # type: ignore[misc]
 
     @_op
     def readdir(self, path: str, fh: int) -> list[Any]:
+        """``.``, ``..`` and a directory's entries, each with its st_mode. ENOENT, ENOTDIR."""
         workspace, key = self._split(path)
         listing: list[Any] = [".", ".."]
         if workspace is None:
@@ -435,6 +447,7 @@ class KyfsOperations(Operations):  # type: ignore[misc]
 
     @_op
     def statfs(self, path: str) -> dict[str, int]:
+        """The data directory's disk (statvfs(3)); f_files is the number of keys."""
         disk = os.statvfs(self.workspaces.directory)
         keys = sum(self.workspaces.open(name).count_keys() for name in self.workspaces.names())
         return {
@@ -451,6 +464,7 @@ class KyfsOperations(Operations):  # type: ignore[misc]
 
     @_op
     def chmod(self, path: str, mode: int) -> int:
+        """Store permission bits ``mode & 0o7777``; ctime is now. ENOENT."""
         store, key = self._resolve(path)
         store.chmod(key, mode)
         return 0
@@ -458,6 +472,7 @@ class KyfsOperations(Operations):  # type: ignore[misc]
     @_op
     def chown(self, path: str, uid: int, gid: int) -> int:
         # Every entry belongs to the daemon's user; only a no-op chown is allowed.
+        """Entries belong to the mounting user: a no-op chown, else EPERM. ENOENT."""
         if uid not in (-1, 0xFFFFFFFF, self._uid) or gid not in (-1, 0xFFFFFFFF, self._gid):
             raise NotPermitted("kyfs entries belong to the mounting user")
         store, key = self._resolve(path)
@@ -466,6 +481,7 @@ class KyfsOperations(Operations):  # type: ignore[misc]
 
     @_op
     def utimens(self, path: str, times: tuple[int, int] | None = None) -> int:
+        """Store (atime, mtime) in ns; UTIME_NOW and UTIME_OMIT as utimensat(2). ENOENT."""
         store, key = self._resolve(path)
         now = time.time_ns()
         if times is None:
@@ -478,6 +494,8 @@ class KyfsOperations(Operations):  # type: ignore[misc]
     # --- directories and names -----------------------------------------------------------
     @_op
     def mkdir(self, path: str, mode: int) -> int:
+        """At the root: create a workspace (EINVAL bad name, EEXIST); below: a directory
+        (EEXIST, ENOTDIR). EROFS in the hidden trees."""
         workspace, key = self._split(path)
         if workspace in HIDDEN:
             raise ReadOnly(f"{workspace} is read-only")
@@ -490,6 +508,8 @@ class KyfsOperations(Operations):  # type: ignore[misc]
 
     @_op
     def rmdir(self, path: str) -> int:
+        """At the root: drop an empty workspace to the trash; below: remove an empty
+        directory. ENOTEMPTY, ENOENT, ENOTDIR, EPERM for ``shared``."""
         workspace, key = self._split(path)
         if workspace in HIDDEN:
             raise ReadOnly(f"{workspace} is read-only")
@@ -502,12 +522,16 @@ class KyfsOperations(Operations):  # type: ignore[misc]
 
     @_op
     def unlink(self, path: str) -> int:
+        """Delete a key (it waits in the archive). ENOENT, EISDIR."""
         store, key = self._resolve(path)
         store.delete(key)
         return 0
 
     @_op
     def rename(self, old: str, new: str, flags: int = 0) -> int:
+        """rename(2): workspaces at the root, keys and directories within one workspace
+        (one transaction). EXDEV across workspaces, EEXIST with RENAME_NOREPLACE,
+        EINVAL for RENAME_EXCHANGE or a move into itself, EISDIR, ENOTDIR, ENOTEMPTY."""
         if flags & RENAME_EXCHANGE:
             raise InvalidInput("RENAME_EXCHANGE is not supported")
         old_ws, old_key = self._split(old)
@@ -537,19 +561,24 @@ class KyfsOperations(Operations):  # type: ignore[misc]
 
     @_op
     def link(self, target: str, source: str) -> int:
+        """No hard links: EPERM."""
         raise NotPermitted("kyfs has no hard links")
 
     @_op
     def symlink(self, target: str, source: str) -> int:
+        """No symbolic links: EPERM."""
         raise NotPermitted("kyfs has no symbolic links")
 
     @_op
     def mknod(self, path: str, mode: int, dev: int) -> int:
+        """Only regular files and directories: EPERM."""
         raise NotPermitted("kyfs stores regular files and directories only")
 
     # --- files ---------------------------------------------------------------------------
     @_op
     def create(self, path: str, mode: int, flags: int = 0) -> int:
+        """Create key ``path`` (visible at once, empty) and open it; returns a handle.
+        EPERM at the root, EEXIST with O_EXCL, ENAMETOOLONG, EILSEQ, ENOTDIR."""
         if not self._split(path)[1]:
             raise NotPermitted("the root holds only workspaces (directories), not files")
         store, key = self._resolve(path, lookup=False)
@@ -558,6 +587,8 @@ class KyfsOperations(Operations):  # type: ignore[misc]
 
     @_op
     def open(self, path: str, flags: int) -> int:
+        """Open a key (O_TRUNC empties its buffer) or the metrics or a version file
+        (read-only: EROFS for writing); returns a handle. ENOENT, EISDIR."""
         workspace, key = self._split(path)
         virtual = None
         if (workspace, key) == (CONTROL_DIR, METRICS_FILE):
@@ -578,6 +609,8 @@ class KyfsOperations(Operations):  # type: ignore[misc]
 
     @_fh_op
     def read(self, path: str, size: int, offset: int, fh: int) -> bytes:
+        """Up to ``size`` bytes at ``offset`` through handle ``fh``, buffered writes
+        included. EBADF."""
         control = self._control.get(fh)
         data = (
             control[offset : offset + size]
@@ -589,12 +622,16 @@ class KyfsOperations(Operations):  # type: ignore[misc]
 
     @_fh_op
     def write(self, path: str, data: bytes, offset: int, fh: int) -> int:
+        """Buffer ``data`` at ``offset`` (committed at flush, fsync, release); returns its
+        length. EFBIG past the size limit, ENOSPC when the spill file cannot grow, EBADF."""
         written = self._handle(fh).write(offset, data)
         self.metrics.add_bytes(written=written)
         return written
 
     @_op
     def truncate(self, path: str | None, length: int, fh: int | None = None) -> int:
+        """Cut or grow (with zeros) a key, through handle ``fh`` when given (ftruncate).
+        ENOENT, EISDIR, EFBIG."""
         opened: OpenFile | None
         if fh is not None:  # ftruncate(2); the path is None once the file is unlinked
             opened = self._handle(fh)
@@ -614,17 +651,22 @@ class KyfsOperations(Operations):  # type: ignore[misc]
 
     @_fh_op
     def flush(self, path: str, fh: int) -> int:
+        """Commit handle ``fh``'s buffered writes (what close(2) returns). ENOSPC, EIO,
+        EINVAL (a schema rule refused the value)."""
         if fh not in self._control:
             self._handle(fh).commit()
         return 0
 
     @_fh_op
     def fsync(self, path: str, datasync: int, fh: int) -> int:
+        """Commit, then make every committed transaction durable (a checkpoint). As flush."""
         self._handle(fh).commit(sync=True)
         return 0
 
     @_fh_op
     def release(self, path: str, fh: int) -> int:
+        """The last close of a handle: commit what is left; free the buffer when it was
+        the entry's last handle."""
         if self._control.pop(fh, None) is not None:
             return 0
         opened = self._handles.pop(fh, None)
