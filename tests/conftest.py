@@ -94,7 +94,7 @@ def _wait_for_mount(mount: Mount) -> None:
 
 
 def _cleanup(mount: Mount) -> None:
-    if os.path.ismount(mount.path) or _stale(mount.path):
+    if os.path.ismount(mount.path) or is_stale(mount.path):
         done = subprocess.run(["fusermount3", "-u", str(mount.path)], capture_output=True)
         if done.returncode != 0:
             subprocess.run(["fusermount3", "-uz", str(mount.path)], capture_output=True)
@@ -105,12 +105,28 @@ def _cleanup(mount: Mount) -> None:
         mount.process.wait()
 
 
-def _stale(path: Path) -> bool:
+def is_stale(path: Path) -> bool:
+    """True when stat of ``path`` fails, as on a mountpoint whose daemon died (ENOTCONN)."""
     try:
         os.stat(path)
     except OSError:
         return True
     return False
+
+
+def stored_values(workspace: str) -> dict[str, bytes]:
+    """Every key and value of ``workspace`` in the current KYFS_HOME, read in-process."""
+    from kyfs.workspaces import Workspaces
+
+    workspaces = Workspaces()
+    try:
+        store = workspaces.open(workspace)
+        try:
+            return {key: store.get(key) for key in store.keys()}
+        finally:
+            store.close()
+    finally:
+        workspaces.close()
 
 
 def require_mount() -> None:

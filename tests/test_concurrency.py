@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from kyfs.workspaces import Workspaces
-from tests.conftest import Mount
+from tests.conftest import Mount, stored_values
 
 # The CLI's own code path (open the workspace, set, close) in a loop: thousands of
 # writes without thousands of interpreter start-ups.
@@ -35,18 +35,6 @@ for i in range(count):
     with open(os.path.join(root, prefix, f"{i:05d}"), "wb") as f:
         f.write(f"{prefix}-{i}".encode())
 """
-
-
-def _values(workspace: str) -> dict[str, bytes]:
-    workspaces = Workspaces()
-    try:
-        store = workspaces.open(workspace)
-        try:
-            return {key: store.get(key) for key in store.keys()}
-        finally:
-            store.close()
-    finally:
-        workspaces.close()
 
 
 @pytest.mark.mount
@@ -75,7 +63,7 @@ def test_cli_and_mount_write_one_workspace_at_once(mounted: Mount) -> None:
         _, err = proc.communicate(timeout=600)
         assert proc.returncode == 0, err.decode()
         assert b"locked" not in err
-    values = _values("default")
+    values = stored_values("default")
     for n in range(2):
         for i in range(2000):
             assert values[f"cli{n}/{i:05d}"] == f"cli{n}-{i}".encode()
@@ -140,5 +128,5 @@ def test_two_workspaces_do_not_wait_on_each_other(tmp_path: Path) -> None:
     assert waiting is not None
     _, err = waiting.communicate(timeout=60)
     assert waiting.returncode == 0, err
-    assert _values("alpha")["k"] == b"a"
-    assert _values("beta")["k"] == b"b"
+    assert stored_values("alpha")["k"] == b"a"
+    assert stored_values("beta")["k"] == b"b"

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Mount, require_mount
+from tests.conftest import Mount, is_stale, require_mount
 
 pytestmark = pytest.mark.mount
 
@@ -201,16 +201,8 @@ def mountpoint(tmp_path: Path, kyfs_home: Path) -> Iterator[Path]:
     require_mount()
     path = tmp_path / "kyfs"
     yield path
-    if os.path.ismount(path) or _is_stale(path):
+    if os.path.ismount(path) or is_stale(path):
         subprocess.run(["fusermount3", "-uz", str(path)], capture_output=True)
-
-
-def _is_stale(path: Path) -> bool:
-    try:
-        os.stat(path)
-    except OSError:
-        return True
-    return False
 
 
 def kyfs(*args: str) -> subprocess.CompletedProcess[str]:
@@ -266,7 +258,7 @@ def test_stale_mountpoint_is_recovered(mountpoint: Path) -> None:
     pid = _daemon_pid(mountpoint)
     os.kill(pid, signal.SIGKILL)
     for _ in range(100):
-        if _is_stale(mountpoint):
+        if is_stale(mountpoint):
             break
         time.sleep(0.05)
     with pytest.raises(OSError) as info:

@@ -20,6 +20,7 @@ from click.testing import CliRunner, Result
 from kyfs import paths
 from kyfs.cli import cli
 from kyfs.workspaces import Workspaces
+from tests.conftest import stored_values as values
 
 NOW = "2099-01-01 00:00:00.000000"  # far future: not expired
 PAST = "2001-02-03 04:05:06.789000"
@@ -31,18 +32,6 @@ def run(*args: str, input: str | bytes | None = None, env: dict[str, str] | None
 
 def sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def values(name: str) -> dict[str, bytes]:
-    w = Workspaces()
-    try:
-        s = w.open(name)
-        try:
-            return {k: s.get(k) for k in s.keys()}
-        finally:
-            s.close()
-    finally:
-        w.close()
 
 
 # --- KyCLI file builders (the formats of balakrishna-maduru/kycli) -------------------------
