@@ -64,7 +64,7 @@ bench-quick: system-deps venv
 # docs/cli.md and systemd/kyfs.service are generated from the code; tests check they are current.
 docs: venv
 	$(BIN)/python -c "from kyfs.cli import cli_reference; print(cli_reference(), end='')" > docs/cli.md
-	$(BIN)/python -c "from kyfs.service import render_unit; print(render_unit('/usr/local/bin/kyfs', '%h/kyfs'), end='')" > systemd/kyfs.service
+	$(BIN)/python -c "from kyfs.platform.service import render_unit; print(render_unit('/usr/local/bin/kyfs', '%h/kyfs'), end='')" > systemd/kyfs.service
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -126,7 +126,7 @@ def cold_start(scratch: Path, rounds: int) -> dict[str, float]:
 
 WRITER = r"""
 import sys, time
-from kyfs.workspaces import Workspaces
+from kyfs.engine.sqlite.engine import Workspaces
 workspace, prefix, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
 w = Workspaces()
 s = w.open(workspace)

@@ -31,7 +31,7 @@ def _words(rng: random.Random, count: int) -> list[str]:
 
 def build(scratch: Path, keys: int, rng: random.Random) -> tuple[Path, Path, list[str]]:
     """Create the workspaces (in KYFS_HOME=scratch/kyfs-home) and a native copy."""
-    from kyfs.workspaces import Workspaces
+    from kyfs.engine.sqlite.engine import Workspaces
 
     vocabulary = _words(rng, 20_000)
     cumulative = list(itertools.accumulate(1 / (rank + 1) for rank in range(len(vocabulary))))

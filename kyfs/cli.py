@@ -1,7 +1,7 @@
-"""The ``kyfs`` command line (click): thin commands over kyfs.workspaces, kyfs.store, kyfs.mount.
+"""The ``kyfs`` command line (click): thin commands over the engine and the daemon.
 
 Each command opens what it needs, calls one library function and prints the
-result. A kyfs.errors.KyfsError becomes one line ``Error: <message>`` on stderr
+result. A kyfs.core.errors.KyfsError becomes one line ``Error: <message>`` on stderr
 and the error's exit code (docs/exit-codes.md); no user error prints a
 traceback. No SQL and no FUSE calls here; the FUSE binding is imported only by
 ``kyfs mount``.
@@ -24,10 +24,11 @@ from typing import Any, TypeVar
 import click
 from click.shell_completion import CompletionItem
 
-from kyfs import __version__, config, paths
-from kyfs.errors import InvalidInput, KyfsError, NotFound, StorageError, WorkspaceNotFound
-from kyfs.store import Store
-from kyfs.workspaces import Workspaces
+from kyfs import __version__
+from kyfs.core.errors import InvalidInput, KyfsError, NotFound, StorageError, WorkspaceNotFound
+from kyfs.engine.sqlite.engine import Workspaces
+from kyfs.engine.sqlite.workspace import Store
+from kyfs.platform import config, paths
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -99,7 +100,7 @@ def _kycli_hint_once() -> None:
         return
     if not (paths.kycli_legacy_file().is_file() or paths.kycli_data_dir().is_dir()):
         return  # the common case stays cheap: no import of the migration code
-    from kyfs import migrate
+    from kyfs.transfer import migrate
 
     with workspaces_session() as workspaces:
         names = [n for n in workspaces.names() if n != config.SHARED_WORKSPACE]
@@ -243,7 +244,7 @@ def mount(
     Creates the `default` workspace when there is none besides `shared`. A stale mountpoint
     (daemon gone) is recovered first.
     """
-    from kyfs import mount as mounting
+    from kyfs.fuse import daemon as mounting
 
     target = (mountpoint or paths.default_mountpoint()).expanduser().absolute()
     with workspaces_session() as workspaces:
@@ -251,7 +252,7 @@ def mount(
             workspaces.create(config.DEFAULT_WORKSPACE)
     verbosity = 2 if debug else verbose
     if foreground:
-        from kyfs import service
+        from kyfs.platform import service
 
         service.setup_logging(verbosity, foreground=True)
         mounting.serve(target, mounting.parse_options(options), metrics_port, xattr)
@@ -265,7 +266,7 @@ def mount(
 @click.option("--lazy", "-z", is_flag=True, help="Detach now even if files are open (umount -l).")
 def unmount(mountpoint: Path | None, lazy: bool) -> None:
     """Unmount MOUNTPOINT (default ~/kyfs) and wait for the daemon to exit."""
-    from kyfs import mount as mounting
+    from kyfs.fuse import daemon as mounting
 
     target = (mountpoint or paths.default_mountpoint()).expanduser().absolute()
     mounting.unmount(target, lazy=lazy)
@@ -277,7 +278,7 @@ def unmount(mountpoint: Path | None, lazy: bool) -> None:
 @json_option
 def status(mountpoint: Path | None, as_json: bool) -> None:
     """Is kyfs mounted at MOUNTPOINT (default ~/kyfs)? Daemon, data, active workspace."""
-    from kyfs import mount as mounting
+    from kyfs.fuse import daemon as mounting
 
     info = mounting.status((mountpoint or paths.default_mountpoint()).expanduser())
     if as_json:
@@ -301,8 +302,8 @@ def status(mountpoint: Path | None, as_json: bool) -> None:
 @json_option
 def stats(mountpoint: Path | None, as_json: bool) -> None:
     """The mount's operation counts, errors, bytes and latencies (from .kyfs/metrics)."""
-    from kyfs import metrics as metrics_mod
-    from kyfs.errors import MountError
+    from kyfs.core.errors import MountError
+    from kyfs.platform import metrics as metrics_mod
 
     target = (mountpoint or paths.default_mountpoint()).expanduser().absolute()
     try:
@@ -332,7 +333,7 @@ def service() -> None:
 @click.option("--mountpoint", type=click.Path(path_type=Path), help="Default ~/kyfs.")
 def service_install(mountpoint: Path | None) -> None:
     """Write the kyfs user unit with this installation's paths."""
-    from kyfs import service as services
+    from kyfs.platform import service as services
 
     target = services.install(mountpoint)
     click.echo(f"wrote {target}")
@@ -344,7 +345,7 @@ def service_install(mountpoint: Path | None) -> None:
 @service.command(name="uninstall")
 def service_uninstall() -> None:
     """Remove the kyfs user unit (stop it first: systemctl --user disable --now kyfs)."""
-    from kyfs import service as services
+    from kyfs.platform import service as services
 
     removed = services.uninstall()
     click.echo(f"removed {removed}" if removed else "no kyfs unit was installed")
@@ -356,7 +357,7 @@ def service_uninstall() -> None:
 @click.option("--no-keep", is_flag=True, help="With --purge --yes: no archive of the data first.")
 def uninstall(purge: bool, yes: bool, no_keep: bool) -> None:
     """Remove the systemd unit; with --purge also the data (archived first)."""
-    from kyfs import service as services
+    from kyfs.platform import service as services
 
     removed = services.uninstall()
     click.echo(f"removed {removed}" if removed else "no kyfs unit was installed")
@@ -414,7 +415,7 @@ def use(name: str | None, create: bool, project: str | None) -> None:
 @click.argument("path", required=False, default=".", type=click.Path(path_type=Path))
 def project(path: Path) -> None:
     """Print the name of the project workspace of PATH (default: the current directory)."""
-    from kyfs.workspaces import project_workspace
+    from kyfs.engine.sqlite.engine import project_workspace
 
     click.echo(project_workspace(path))
 
@@ -450,7 +451,7 @@ def list_workspaces(as_json: bool) -> None:
 @click.option("--ttl", metavar="DURATION", help="A cache workspace: every key written expires.")
 def create(name: str, ttl: str | None) -> None:
     """Create the empty workspace NAME (a cache workspace with --ttl 1h)."""
-    from kyfs.names import parse_duration
+    from kyfs.core.names import parse_duration
 
     seconds = parse_duration(ttl) if ttl else None
     with workspaces_session() as workspaces:
@@ -498,7 +499,7 @@ def rename(old: str, new: str) -> None:
 @click.option("--ttl", metavar="DURATION", help="Expire the key after DURATION (10m, 2h, 7d).")
 def set_(key: str, value: str | None, workspace: str | None, ttl: str | None) -> None:
     """Store VALUE at KEY; the value is read from stdin when omitted or `-` (binary-safe)."""
-    from kyfs.names import parse_duration
+    from kyfs.core.names import parse_duration
 
     seconds = parse_duration(ttl) if ttl else None
     with open_store(workspace) as (_, store):
@@ -580,7 +581,7 @@ def restore(
     """Bring back a deleted KEY from the archive, or an older version of KEY."""
     with open_store(workspace) as (name, store):
         if version is not None or at is not None:
-            from kyfs.sources import parse_time
+            from kyfs.transfer.sources import parse_time
 
             when = parse_time(at) if at is not None else None
             if at is not None and when is None:
@@ -600,7 +601,7 @@ def restore(
 @click.option("--clear", is_flag=True, help="Remove the TTL: the key never expires.")
 def ttl(key: str, duration: str | None, workspace: str | None, clear: bool) -> None:
     """Show KEY's time to live, set it to DURATION (10m, 2h), or --clear it."""
-    from kyfs.names import parse_duration
+    from kyfs.core.names import parse_duration
 
     with open_store(workspace) as (_, store):
         if clear:
@@ -623,7 +624,7 @@ def ttl(key: str, duration: str | None, workspace: str | None, clear: bool) -> N
 @click.option("--days", type=click.FloatRange(0), help="Keep at least D days of versions.")
 def retention(workspace: str | None, versions: int | None, days: float | None) -> None:
     """Show or set how much history a workspace keeps (whichever keeps more)."""
-    from kyfs.store import HISTORY_DAYS, HISTORY_VERSIONS
+    from kyfs.engine.sqlite.workspace import HISTORY_DAYS, HISTORY_VERSIONS
 
     with open_store(workspace) as (name, store):
         if versions is not None:
@@ -888,7 +889,7 @@ def search(
     Without -w or --all, the active workspace is searched.
     """
     from kyfs import search as searching
-    from kyfs.store import MARK_END, MARK_START
+    from kyfs.engine.sqlite.workspace import MARK_END, MARK_START
 
     with workspaces_session() as workspaces:
         if search_all:
@@ -1008,7 +1009,7 @@ def migrate_kycli(
     path: Path | None, master_key_env: str | None, merge: str | None, yes: bool, quiet: bool
 ) -> None:
     """Import KyCLI data (~/kydata.db into `default`, ~/.kycli/data/NAME.db into NAME)."""
-    from kyfs import migrate as migrating
+    from kyfs.transfer import migrate as migrating
 
     sources = migrating.kycli_sources(path)
     if not sources:
@@ -1029,7 +1030,7 @@ def migrate_kycli(
 
 
 def _read_source(source: Path, master_key_env: str | None) -> Any:
-    from kyfs.sources import read_single_file
+    from kyfs.transfer.sources import read_single_file
 
     return read_single_file(source, _master_key(master_key_env))
 
@@ -1043,7 +1044,7 @@ def migrate_analyze(
     source: Path, report: Path | None, master_key_env: str | None, as_json: bool
 ) -> None:
     """Show what migrating SOURCE would do: keys, bytes, conflicts, invalid names."""
-    from kyfs import migrate as migrating
+    from kyfs.transfer import migrate as migrating
 
     _show_plan(
         migrating.analyze(_read_source(source, master_key_env), str(source)), as_json, report
@@ -1072,7 +1073,7 @@ def migrate_run(
     as_json: bool,
 ) -> None:
     """Migrate SOURCE into kyfs, workspaces in parallel."""
-    from kyfs import migrate as migrating
+    from kyfs.transfer import migrate as migrating
 
     data = _read_source(source, master_key_env)
     names = {r.workspace for r in data.live} | {r.workspace for r, _ in data.archived}
@@ -1090,7 +1091,7 @@ def migrate_run(
 @json_option
 def migrate_validate(source: Path, master_key_env: str | None, as_json: bool) -> None:
     """Check that every key of SOURCE is in kyfs with an equal SHA-256; exit 4 if not."""
-    from kyfs import migrate as migrating
+    from kyfs.transfer import migrate as migrating
 
     result = migrating.validate(_read_source(source, master_key_env))
     if as_json:
@@ -1114,7 +1115,7 @@ def migrate_validate(source: Path, master_key_env: str | None, as_json: bool) ->
 @click.option("--master-key-env", metavar="VAR", help="Environment variable with the master key.")
 def migrate_cleanup(source: Path, confirm: bool, master_key_env: str | None) -> None:
     """After a passing validate, move SOURCE into kyfs's trash (never deleted)."""
-    from kyfs import migrate as migrating
+    from kyfs.transfer import migrate as migrating
 
     if not confirm:
         raise InvalidInput("cleanup moves the source away: add --confirm")
@@ -1136,7 +1137,7 @@ def backup() -> None:
 @json_option
 def backup_create(output: Path | None, names: tuple[str, ...], quiet: bool, as_json: bool) -> None:
     """Write a .tar.gz of consistent workspace snapshots, the config and a manifest."""
-    from kyfs import backup as backups
+    from kyfs.transfer import backup as backups
 
     target = output or backups.default_backup_name()
     with workspaces_session() as workspaces:
@@ -1158,7 +1159,7 @@ def backup_verify(file: Path) -> None:
     import shutil
     import tempfile
 
-    from kyfs import backup as backups
+    from kyfs.transfer import backup as backups
 
     scratch = Path(tempfile.mkdtemp(dir=paths.make_private_dir(paths.spill_dir())))
     try:
@@ -1176,7 +1177,7 @@ def backup_verify(file: Path) -> None:
 @click.option("--force", is_flag=True, help="Replace existing workspaces (they go to the trash).")
 def backup_restore(file: Path, name: str | None, as_name: str | None, force: bool) -> None:
     """Restore workspaces from FILE, after verifying it."""
-    from kyfs import backup as backups
+    from kyfs.transfer import backup as backups
 
     restored = backups.restore(file, name, as_name, force)
     click.echo("restored: " + ", ".join(restored))
@@ -1188,7 +1189,7 @@ def backup_restore(file: Path, name: str | None, as_name: str | None, force: boo
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="File or directory.")
 def export_cmd(workspace: str | None, fmt: str, output: Path | None) -> None:
     """Export every key of a workspace as JSON Lines, JSON or a directory tree."""
-    from kyfs import backup as backups
+    from kyfs.transfer import backup as backups
 
     with open_store(workspace) as (name, store):
         count = backups.export(store, name, fmt, output)
@@ -1204,7 +1205,7 @@ def export_cmd(workspace: str | None, fmt: str, output: Path | None) -> None:
 )
 def import_cmd(path: Path, workspace: str | None, merge: str | None) -> None:
     """Import an export (.jsonl, .json or a directory) into a workspace, in one transaction."""
-    from kyfs import backup as backups
+    from kyfs.transfer import backup as backups
 
     with open_store(workspace) as (name, store):
         count = backups.import_path(store, path, conflict=merge or "error")

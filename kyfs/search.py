@@ -1,12 +1,12 @@
 """Full-text search over one or many workspaces, ranked by one bm25 across all of them.
 
-Each workspace has its own FTS5 index (kyfs.store.Store.search). FTS5's bm25
+Each workspace has its own FTS5 index (kyfs.engine.sqlite.workspace.Store.search). FTS5's bm25
 uses the statistics of its own index, so scores from two workspaces are not
 comparable. kyfs therefore asks each workspace for its best candidates and its
 statistics (number of keys, total length, keys per query term), and scores every
 candidate again with Okapi BM25 (k1 = 1.2, b = 0.75, Lucene's IDF) over the
 union of the searched workspaces, as if they were one index. Term frequencies
-come from kyfs.tokens, which tokenizes as FTS5's unicode61 does.
+come from kyfs.core.tokens, which tokenizes as FTS5's unicode61 does.
 
 With several workspaces the searches run concurrently: a thread pool
 (concurrent.futures), one thread and one SQLite connection per workspace. A
@@ -25,10 +25,10 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 
-from kyfs.errors import InvalidQuery, KyfsError
-from kyfs.store import Match, Store
-from kyfs.tokens import tokenize
-from kyfs.workspaces import Workspaces
+from kyfs.core.errors import InvalidQuery, KyfsError
+from kyfs.core.tokens import tokenize
+from kyfs.engine.sqlite.engine import Workspaces
+from kyfs.engine.sqlite.workspace import Match, Store
 
 K1 = 1.2
 B = 0.75
@@ -40,7 +40,7 @@ _OPERATORS = re.compile(r"\b(?:AND|OR|NOT|NEAR)\b")
 @dataclass(frozen=True, slots=True)
 class Hit:
     """One result: ``score`` is BM25 over every searched workspace (higher is better);
-    ``snippet`` marks matches with kyfs.store.MARK_START / MARK_END."""
+    ``snippet`` marks matches with kyfs.engine.sqlite.workspace.MARK_START / MARK_END."""
 
     workspace: str
     key: str

@@ -116,7 +116,7 @@ def is_stale(path: Path) -> bool:
 
 def stored_values(workspace: str) -> dict[str, bytes]:
     """Every key and value of ``workspace`` in the current KYFS_HOME, read in-process."""
-    from kyfs.workspaces import Workspaces
+    from kyfs.engine.sqlite.engine import Workspaces
 
     workspaces = Workspaces()
     try:

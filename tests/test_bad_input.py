@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from kyfs import store as store_mod
 from kyfs.cli import cli
+from kyfs.engine.sqlite import workspace as store_mod
 from tests.conftest import Mount
 
 BAD_WORKSPACES = [

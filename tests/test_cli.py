@@ -8,8 +8,8 @@ import json
 import pytest
 from click.testing import CliRunner, Result
 
-from kyfs import config
 from kyfs.cli import cli
+from kyfs.platform import config
 
 
 def run(*args: str, input: bytes | str | None = None, env: dict[str, str] | None = None) -> Result:

@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from kyfs.workspaces import Workspaces
+from kyfs.engine.sqlite.engine import Workspaces
 from tests.conftest import Mount, stored_values
 
 # The CLI's own code path (open the workspace, set, close) in a loop: thousands of
 # writes without thousands of interpreter start-ups.
 CLI_WRITER = r"""
 import sys
-from kyfs.workspaces import Workspaces
+from kyfs.engine.sqlite.engine import Workspaces
 workspace, prefix, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
 for i in range(count):
     w = Workspaces()

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from kyfs import paths
-from kyfs.mount import read_record
+from kyfs.fuse.daemon import read_record
+from kyfs.platform import paths
 from tests.conftest import require_mount
 
 pytestmark = pytest.mark.mount

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from kyfs import metrics, paths, service
 from kyfs.cli import cli
-from kyfs.mount import read_record
+from kyfs.fuse.daemon import read_record
+from kyfs.platform import metrics, paths, service
 from tests.conftest import Mount, require_mount
 
 ROOT = Path(__file__).resolve().parent.parent

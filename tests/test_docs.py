@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from kyfs.cli import cli
-from kyfs.errors import all_error_classes
+from kyfs.core.errors import all_error_classes
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-fs = pytest.importorskip("kyfs.fs", reason="libfuse3 is not installed", exc_type=OSError)
-from kyfs.fuse_binding import FuseOSError  # noqa: E402
-from kyfs.workspaces import Workspaces  # noqa: E402
+fs = pytest.importorskip("kyfs.fuse.adapter", reason="libfuse3 is not installed", exc_type=OSError)
+from kyfs.engine.sqlite.engine import Workspaces  # noqa: E402
+from kyfs.fuse.binding import FuseOSError  # noqa: E402
 
 
 @pytest.fixture

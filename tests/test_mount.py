@@ -212,7 +212,7 @@ def kyfs(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def _daemon_pid(mountpoint: Path) -> int:
-    from kyfs.mount import read_record
+    from kyfs.fuse.daemon import read_record
 
     record = read_record(mountpoint)
     assert record is not None

@@ -6,8 +6,8 @@ import errno
 
 import pytest
 
-from kyfs import names
-from kyfs.errors import IllegalByteSequence, InvalidName, NameTooLong
+from kyfs.core import names
+from kyfs.core.errors import IllegalByteSequence, InvalidName, NameTooLong
 
 
 @pytest.mark.parametrize("name", ["a", "project_alpha", "A1.b-c_d", "9" * 64])

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from kyfs import openfile
-from kyfs.openfile import OpenFile
-from kyfs.store import BLOCK_SIZE, Store
+from kyfs.engine.sqlite.workspace import BLOCK_SIZE, Store
+from kyfs.vfs import openfile
+from kyfs.vfs.openfile import OpenFile
 
 
 @pytest.fixture

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from pyfakefs.fake_filesystem import FakeFilesystem
 
-from kyfs import config, paths
-from kyfs.errors import InvalidInput
+from kyfs.core.errors import InvalidInput
+from kyfs.platform import config, paths
 
 
 def test_kyfs_home_puts_everything_under_one_directory(tmp_path: Path) -> None:

@@ -222,7 +222,7 @@ def test_directory_rename_is_atomic_for_other_readers(mounted: Mount) -> None:
         (ws / "left" / f"k{i:03d}").write_bytes(b"v")
     reader = (
         "import sys\n"
-        "from kyfs.workspaces import Workspaces\n"
+        "from kyfs.engine.sqlite.engine import Workspaces\n"
         "w = Workspaces()\n"
         "seen = set()\n"
         "for _ in range(300):\n"
@@ -264,7 +264,7 @@ def test_truncate_grow_shrink_and_sparse(mounted: Mount) -> None:
 
 
 def test_fsync_and_close_commit(mounted: Mount) -> None:
-    from kyfs.workspaces import Workspaces
+    from kyfs.engine.sqlite.engine import Workspaces
 
     def stored() -> bytes:  # read the database in this process: no fork, so no extra close
         workspaces = Workspaces()

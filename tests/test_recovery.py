@@ -12,11 +12,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from kyfs import config, migrations, paths
 from kyfs.cli import cli
-from kyfs.errors import AlreadyExists, KeyNotFound, WorkspaceExists, WorkspaceNotFound
-from kyfs.store import BLOCK_SIZE, Store
-from kyfs.workspaces import Workspaces
+from kyfs.core.errors import AlreadyExists, KeyNotFound, WorkspaceExists, WorkspaceNotFound
+from kyfs.engine.sqlite import schema as migrations
+from kyfs.engine.sqlite.engine import Workspaces
+from kyfs.engine.sqlite.workspace import BLOCK_SIZE, Store
+from kyfs.platform import config, paths
 from tests.conftest import Mount
 
 

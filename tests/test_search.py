@@ -12,12 +12,14 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from kyfs import migrations, paths, search
+from kyfs import search
 from kyfs.cli import cli
-from kyfs.errors import InvalidQuery
-from kyfs.store import MARK_END, MARK_START, Store
-from kyfs.tokens import INDEX_VALUE_MAX, tokenize
-from kyfs.workspaces import Workspaces
+from kyfs.core.errors import InvalidQuery
+from kyfs.core.tokens import INDEX_VALUE_MAX, tokenize
+from kyfs.engine.sqlite import schema as migrations
+from kyfs.engine.sqlite.engine import Workspaces
+from kyfs.engine.sqlite.workspace import MARK_END, MARK_START, Store
+from kyfs.platform import paths
 from tests.conftest import Mount
 
 

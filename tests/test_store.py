@@ -11,9 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from kyfs import migrations
-from kyfs import store as store_mod
-from kyfs.errors import (
+from kyfs.core.errors import (
     AlreadyExists,
     InvalidInput,
     IsADirectory,
@@ -23,7 +21,9 @@ from kyfs.errors import (
     StorageError,
     ValueTooLarge,
 )
-from kyfs.store import BLOCK_SIZE, Store
+from kyfs.engine.sqlite import schema as migrations
+from kyfs.engine.sqlite import workspace as store_mod
+from kyfs.engine.sqlite.workspace import BLOCK_SIZE, Store
 
 
 @pytest.fixture

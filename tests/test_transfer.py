@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from kyfs import paths
 from kyfs.cli import cli
-from kyfs.workspaces import Workspaces
+from kyfs.engine.sqlite.engine import Workspaces
+from kyfs.platform import paths
 from tests.conftest import stored_values as values
 
 NOW = "2099-01-01 00:00:00.000000"  # far future: not expired

@@ -7,9 +7,9 @@ import stat
 
 import pytest
 
-from kyfs import config, paths
-from kyfs.errors import InvalidName, NotEmpty, WorkspaceExists, WorkspaceNotFound
-from kyfs.workspaces import Workspaces
+from kyfs.core.errors import InvalidName, NotEmpty, WorkspaceExists, WorkspaceNotFound
+from kyfs.engine.sqlite.engine import Workspaces
+from kyfs.platform import config, paths
 
 
 @pytest.fixture

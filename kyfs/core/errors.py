@@ -2,7 +2,7 @@
 
 Every error kyfs raises on purpose is a :class:`KyfsError`. Each class carries
 
-* ``errno``: what the FUSE adapter (``kyfs.fs``) answers the kernel with, as
+* ``errno``: what the FUSE adapter (``kyfs.fuse.adapter``) answers the kernel with, as
   ``FuseOSError(errno)``; the numbers are POSIX's (``errno.h``);
 * ``exit_code``: what the CLI (``kyfs.cli``) exits with after printing the
   message on one line to stderr. The codes are listed in docs/exit-codes.md,
@@ -96,7 +96,7 @@ class SchemaViolation(InvalidInput):
 
 
 class ValueTooLarge(InvalidInput):
-    """A value would grow past the size limit, kyfs.store.MAX_VALUE_SIZE (EFBIG, exit 2)."""
+    """A value would grow past the size limit MAX_VALUE_SIZE (EFBIG, exit 2)."""
 
     errno = _errno.EFBIG
 

@@ -32,11 +32,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kyfs import paths
-from kyfs.errors import InvalidInput, StorageError, WorkspaceExists, WorkspaceNotFound
-from kyfs.names import check_workspace_name
-from kyfs.store import ImportItem, Store
-from kyfs.workspaces import Workspaces
+from kyfs.core.errors import InvalidInput, StorageError, WorkspaceExists, WorkspaceNotFound
+from kyfs.core.names import check_workspace_name
+from kyfs.engine.sqlite.engine import Workspaces
+from kyfs.engine.sqlite.workspace import ImportItem, Store
+from kyfs.platform import paths
 
 FORMAT = "kyfs-backup"
 VERSION = 1
@@ -362,7 +362,7 @@ def import_path(store: Store, path: Path, conflict: str = "error") -> int:
 
     Raises:
         InvalidInput: (exit 2). AlreadyExists: (exit 3) a key exists (``conflict``
-            as kyfs.store.Store.import_entries).
+            as kyfs.engine.sqlite.workspace.Store.import_entries).
     """
     try:
         return store.import_entries(list(read_export(path)), conflict=conflict)

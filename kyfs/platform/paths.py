@@ -68,7 +68,7 @@ def workspaces_dir() -> Path:
 
 def workspace_file(name: str) -> Path:
     """The SQLite file of workspace ``name``; the name must already be validated
-    (kyfs.names.check_workspace_name), since this joins it into a path."""
+    (kyfs.core.names.check_workspace_name), since this joins it into a path."""
     return workspaces_dir() / f"{name}{DB_SUFFIX}"
 
 
@@ -110,13 +110,13 @@ def config_dir() -> Path:
 
 
 def config_file() -> Path:
-    """The TOML file of settings shared by every user (kyfs.config)."""
+    """The TOML file of settings shared by every user (kyfs.platform.config)."""
     return config_dir() / "config.toml"
 
 
 def user_state_file(user: str) -> Path:
     """Per-user state (active workspace, active cursor): ``<config dir>/users/<user>.toml``;
-    ``user`` must already be validated (kyfs.names.check_workspace_name's rule)."""
+    ``user`` must already be validated (kyfs.core.names.check_workspace_name's rule)."""
     return config_dir() / "users" / f"{user}.toml"
 
 

@@ -1,6 +1,6 @@
 """The set of workspaces in one data directory: list, create, drop, rename, open.
 
-A workspace is the SQLite file ``<name>.db`` in kyfs.paths.workspaces_dir()
+A workspace is the SQLite file ``<name>.db`` in kyfs.platform.paths.workspaces_dir()
 (with its ``-wal`` and ``-shm`` companions). Changes to the set (create, drop,
 rename) and every use of a workspace are coordinated between processes (the
 mount daemon and any number of CLI commands) by an advisory lock on the file
@@ -32,8 +32,7 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import NamedTuple
 
-from kyfs import config, paths
-from kyfs.errors import (
+from kyfs.core.errors import (
     AlreadyExists,
     NotEmpty,
     NotPermitted,
@@ -41,8 +40,9 @@ from kyfs.errors import (
     WorkspaceExists,
     WorkspaceNotFound,
 )
-from kyfs.names import check_workspace_name
-from kyfs.store import Store
+from kyfs.core.names import check_workspace_name
+from kyfs.engine.sqlite.workspace import Store
+from kyfs.platform import config, paths
 
 
 class WorkspaceInfo(NamedTuple):
@@ -158,7 +158,7 @@ class Workspaces:
     """The workspaces of one data directory.
 
     Args:
-        directory: where the ``.db`` files live; kyfs.paths.workspaces_dir() when None.
+        directory: where the ``.db`` files live; kyfs.platform.paths.workspaces_dir() when None.
             Created with mode 0700 when missing.
         cache: keep Stores open between uses, checked against the file's identity
             before each use (for the long-running daemon).
@@ -267,7 +267,7 @@ class Workspaces:
     def rename(self, old: str, new: str) -> None:
         """Rename workspace ``old`` to ``new`` (its ``-wal`` and ``-shm`` files too).
 
-        When ``old`` is the active workspace (kyfs.config), ``new`` becomes it.
+        When ``old`` is the active workspace (kyfs.platform.config), ``new`` becomes it.
 
         Raises:
             InvalidName: (exit 2). WorkspaceNotFound: (ENOENT, exit 1).
@@ -427,8 +427,8 @@ class Workspaces:
             cached[0].close()
 
     def check(self, name: str, repair: bool = False) -> tuple[list[str], list[str]]:
-        """Check workspace ``name`` (kyfs.store.Store.check); with ``repair`` repair
-        first. Returns (problems left, repairs done).
+        """Check workspace ``name`` (Store.check); with ``repair`` repair first.
+        Returns (problems left, repairs done).
 
         Raises:
             WorkspaceNotFound: (ENOENT, exit 1).

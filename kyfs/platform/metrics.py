@@ -169,7 +169,7 @@ def serve_http(metrics: Metrics, port: int) -> None:
     Raises:
         InvalidInput: (exit 2) prometheus_client is not installed (pip install 'kyfs[metrics]').
     """
-    from kyfs.errors import InvalidInput
+    from kyfs.core.errors import InvalidInput
 
     try:
         from prometheus_client import CollectorRegistry, start_http_server

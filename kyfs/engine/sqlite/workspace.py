@@ -1,8 +1,8 @@
 """One workspace = one SQLite file: keys, directories and their values.
 
-The interface kyfs.fs and kyfs.cli rely on is :class:`Store`; a second storage
+The interface kyfs.fuse.adapter and kyfs.cli rely on is :class:`Store`; a second storage
 engine (PostgreSQL, later) implements the same methods. Keys are ``/``-separated
-text (kyfs.names); values are bytes, stored in blocks of BLOCK_SIZE bytes so
+text (kyfs.core.names); values are bytes, stored in blocks of BLOCK_SIZE bytes so
 that no single BLOB reaches SQLite's 10^9-byte SQLITE_MAX_LENGTH and a read at
 an offset touches only the blocks it needs (through SQLite's incremental BLOB
 I/O, ``Connection.blobopen``).
@@ -36,8 +36,8 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, BinaryIO, NamedTuple
 
-from kyfs import migrations, names
-from kyfs.errors import (
+from kyfs.core import names
+from kyfs.core.errors import (
     AlreadyExists,
     InvalidInput,
     InvalidQuery,
@@ -50,7 +50,8 @@ from kyfs.errors import (
     StorageError,
     ValueTooLarge,
 )
-from kyfs.tokens import tokenize
+from kyfs.core.tokens import tokenize
+from kyfs.engine.sqlite import schema as migrations
 
 BLOCK_SIZE = 256 * 1024  # bytes per stored block of a value
 HISTORY_VALUE_MAX = 16 * 1024**2  # bytes: a longer value's versions are recorded without it
@@ -436,7 +437,7 @@ class Store:
 
     def file_size(self) -> int:
         """Bytes on disk: the database file plus its WAL."""
-        from kyfs.paths import sidecar_files
+        from kyfs.platform.paths import sidecar_files
 
         total = 0
         for part in (self.path, *sidecar_files(self.path)[:1]):

@@ -1,6 +1,6 @@
 """Small state in TOML files: shared settings, per-user state, and cursors.
 
-* ``config.toml`` (kyfs.paths.config_file()), shared: ``archive_retention_days``
+* ``config.toml`` (kyfs.platform.paths.config_file()), shared: ``archive_retention_days``
   (number, default 15: how long a deleted key's last value is kept for ``kyfs
   restore``), ``kycli_hint_shown``.
 * ``users/<user>.toml``, one per user (``--user``, ``KYFS_USER``, default the
@@ -23,8 +23,8 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from kyfs import paths
-from kyfs.errors import InvalidInput
+from kyfs.core.errors import InvalidInput
+from kyfs.platform import paths
 
 DEFAULT_WORKSPACE = "default"
 SHARED_WORKSPACE = "shared"
@@ -78,7 +78,7 @@ def current_user() -> str:
     """
     import getpass
 
-    from kyfs.names import check_workspace_name
+    from kyfs.core.names import check_workspace_name
 
     return check_workspace_name(os.environ.get(ENV_USER) or getpass.getuser())
 
@@ -142,8 +142,8 @@ def get_cursor(name: str) -> dict[str, Any]:
     Raises:
         NotFound: (exit 1) no such cursor.
     """
-    from kyfs.errors import NotFound
-    from kyfs.names import check_workspace_name
+    from kyfs.core.errors import NotFound
+    from kyfs.core.names import check_workspace_name
 
     file = paths.cursor_file(current_user(), check_workspace_name(name))
     data = load(file)
@@ -154,7 +154,7 @@ def get_cursor(name: str) -> dict[str, Any]:
 
 def set_cursor(name: str, path: Path, workspace: str | None = None) -> None:
     """Create or change the current user's cursor ``name``."""
-    from kyfs.names import check_workspace_name
+    from kyfs.core.names import check_workspace_name
 
     data: dict[str, Any] = {"path": str(path.expanduser().absolute())}
     if workspace:
@@ -192,7 +192,7 @@ def set_active_cursor(name: str | None) -> None:
 
 
 def apply_cursor() -> str | None:
-    """Point kyfs.paths at the active cursor's data directory (``KYFS_DATA``, inherited by
+    """Point kyfs.platform.paths at the active cursor's data directory (``KYFS_DATA``, inherited by
     the daemon a ``kyfs mount`` starts); return the cursor's name."""
     name = active_cursor()
     if name is not None:

@@ -9,7 +9,7 @@ processes using the database (the CLI) see them when close returns.
 
 Memory stays bounded whatever the file size: at most MEMORY_BLOCKS changed
 blocks are held in memory; older ones spill to an anonymous temporary file in
-kyfs.paths.spill_dir() (same disk as the data). Unchanged blocks are never
+kyfs.platform.paths.spill_dir() (same disk as the data). Unchanged blocks are never
 loaded whole: reads of them go to the store at the offset asked for.
 
 Thread-safety: none; the FUSE adapter serialises calls (it is single-threaded).
@@ -24,14 +24,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Protocol
 
-from kyfs.paths import make_private_dir
-from kyfs.store import Entry, check_size
+from kyfs.engine.sqlite.workspace import Entry, check_size
+from kyfs.platform.paths import make_private_dir
 
 MEMORY_BLOCKS = 16  # changed blocks kept in memory per open file (16 x 256 KiB = 4 MiB)
 
 
 class BlockStore(Protocol):
-    """What an OpenFile needs from a store (kyfs.store.Store provides it)."""
+    """What an OpenFile needs from a store (kyfs.engine.sqlite.workspace.Store provides it)."""
 
     block_size: int
 
@@ -136,7 +136,7 @@ class OpenFile:
         """Write ``data`` at ``offset`` (past the end leaves a hole of zeros); returns len(data).
 
         Raises:
-            ValueTooLarge: (EFBIG) the value would pass kyfs.store.MAX_VALUE_SIZE.
+            ValueTooLarge: (EFBIG) the value would pass kyfs.engine.sqlite.workspace.MAX_VALUE_SIZE.
         """
         end = offset + len(data)
         check_size(end)
@@ -198,7 +198,7 @@ class OpenFile:
         """Cut to, or grow with zeros to, ``size`` bytes.
 
         Raises:
-            ValueTooLarge: (EFBIG) over kyfs.store.MAX_VALUE_SIZE.
+            ValueTooLarge: (EFBIG) over kyfs.engine.sqlite.workspace.MAX_VALUE_SIZE.
         """
         check_size(size)
         self._begin()

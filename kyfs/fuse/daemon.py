@@ -2,7 +2,7 @@
 
 * :func:`serve` runs the FUSE loop in this process until unmounted (``--foreground``).
 * :func:`mount` starts ``python -m kyfs mount --foreground`` as a background
-  daemon (its own session, output to kyfs.paths.mount_log()), waits until the
+  daemon (its own session, output to kyfs.platform.paths.mount_log()), waits until the
   mountpoint is mounted, and fails fast with the daemon's last log lines if it
   died first.
 * :func:`unmount` tries ``fusermount3 -u``, ``fusermount -u``, then ``umount``
@@ -11,7 +11,7 @@
   is not connected") is unmounted before mounting again.
 
 The daemon writes a JSON record (pid, mountpoint, data directory, start time
-in UTC seconds) to kyfs.paths.mount_record() while it runs.
+in UTC seconds) to kyfs.platform.paths.mount_record() while it runs.
 
 Not thread-safe; call from the main thread.
 """
@@ -30,8 +30,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from kyfs import __version__, config, paths
-from kyfs.errors import MountError
+from kyfs import __version__
+from kyfs.core.errors import MountError
+from kyfs.platform import config, paths
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +176,7 @@ def serve(
 ) -> None:
     """Mount and serve in this process until unmounted or signalled (SIGINT/SIGTERM).
 
-    Under systemd, READY=1 is sent once the mount answers (kyfs.service). With
+    Under systemd, READY=1 is sent once the mount answers (kyfs.platform.service). With
     ``metrics_port`` the metrics are also served at http://127.0.0.1:PORT/metrics.
     Without ``xattrs`` the extended-attribute handlers are not registered: the kernel
     then stops asking (ENOSYS), which saves the getxattr round trip that ``ls -l``
@@ -185,10 +186,10 @@ def serve(
         MountError: (exit 5) libfuse could not mount (see the log for its message).
         InvalidInput: (exit 2) ``metrics_port`` without prometheus_client.
     """
-    from kyfs import service
-    from kyfs.fs import KyfsOperations
-    from kyfs.metrics import Metrics, serve_http
-    from kyfs.workspaces import Workspaces
+    from kyfs.engine.sqlite.engine import Workspaces
+    from kyfs.fuse.adapter import KyfsOperations
+    from kyfs.platform import service
+    from kyfs.platform.metrics import Metrics, serve_http
 
     mountpoint = mountpoint.absolute()
     prepare_mountpoint(mountpoint)
@@ -280,7 +281,7 @@ def _tail(path: Path, lines: int = 10) -> str:
 
 
 def _fuse_class() -> type:
-    from kyfs.fuse_binding import FUSE, fuse_major_version
+    from kyfs.fuse.binding import FUSE, fuse_major_version
 
     class KyfsFUSE(FUSE):  # type: ignore[misc]
         """mfusepy's FUSE, passing on what mfusepy 3.1 drops: rename(2)'s flags
@@ -310,7 +311,7 @@ def _fuse_class() -> type:
 def status(mountpoint: Path) -> dict[str, Any]:
     """What ``kyfs status`` reports about ``mountpoint``: mounted, stale, daemon pid and
     uptime (seconds), data directory, active workspace, user, workspace count, version."""
-    from kyfs.workspaces import Workspaces
+    from kyfs.engine.sqlite.engine import Workspaces
 
     mountpoint = mountpoint.absolute()
     record = read_record(mountpoint) or {}

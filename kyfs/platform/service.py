@@ -10,7 +10,7 @@
   leading ``@`` is the abstract namespace). It is a dozen lines, so kyfs does not
   depend on systemd-python, which needs libsystemd headers and a C compiler.
 * :func:`setup_logging`: under systemd (``INVOCATION_ID`` set) to stderr, which
-  the journal records; otherwise to a rotating file (kyfs.paths.log_file()),
+  the journal records; otherwise to a rotating file (kyfs.platform.paths.log_file()),
   and to stderr as well in the foreground.
 
 Thread-safety: ``announce_when_mounted`` runs in its own thread; the rest is
@@ -29,7 +29,7 @@ import threading
 import time
 from pathlib import Path
 
-from kyfs import paths
+from kyfs.platform import paths
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +158,7 @@ def purge(keep: bool = True) -> Path | None:
     import json
     import tarfile
 
-    from kyfs.errors import MountError
+    from kyfs.core.errors import MountError
 
     records = paths.state_dir() / "mounts"
     for record in records.glob("*.json") if records.is_dir() else []:

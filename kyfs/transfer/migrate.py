@@ -21,11 +21,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kyfs import paths
-from kyfs.errors import InvalidInput, KeyNotFound, KyfsError, WorkspaceExists
-from kyfs.sources import Record, SourceData, iter_workspaces, read_kycli
-from kyfs.store import HistoryEntry, ImportItem
-from kyfs.workspaces import Workspaces
+from kyfs.core.errors import InvalidInput, KeyNotFound, KyfsError, WorkspaceExists
+from kyfs.engine.sqlite.engine import Workspaces
+from kyfs.engine.sqlite.workspace import HistoryEntry, ImportItem
+from kyfs.platform import paths
+from kyfs.transfer.sources import Record, SourceData, iter_workspaces, read_kycli
 
 MERGE_RULES = ("keep", "replace")  # keep: stored values win; replace: source wins (archived)
 
@@ -268,7 +268,7 @@ def kycli_sources(path: Path | None = None) -> list[tuple[Path, str]]:
     and ``~/.kycli/data/<name>.db`` into ``<name>`` (or just ``path``: a file, which
     goes to ``default`` when it is named kydata.db and to its stem otherwise, or a
     directory of ``.db`` files)."""
-    from kyfs.sources import workspace_for
+    from kyfs.transfer.sources import workspace_for
 
     found: list[tuple[Path, str]] = []
     if path is None:

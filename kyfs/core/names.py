@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 
-from kyfs.errors import IllegalByteSequence, InvalidName, NameTooLong
+from kyfs.core.errors import IllegalByteSequence, InvalidName, NameTooLong
 
 WORKSPACE_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 NAME_MAX = 255  # bytes, Linux limits.h
@@ -110,7 +110,7 @@ def parse_duration(text: str) -> float:
     Raises:
         InvalidInput: (exit 2) anything else, or zero.
     """
-    from kyfs.errors import InvalidInput
+    from kyfs.core.errors import InvalidInput
 
     match = _DURATION.fullmatch(text.strip())
     if not match or float(match.group(1)) <= 0:

@@ -13,9 +13,10 @@ Layout of the mount::
     /<ws>/.versions/<key>/<id>-<UTC time>   read-only: the versions of <key>; hidden
                           from readdir of the workspace, so cp -r, grep -r, diff -r never see it
 
-Every operation resolves the path to (workspace, key), calls kyfs.workspaces or
-kyfs.store, and turns a kyfs.errors.KyfsError into ``FuseOSError(errno)`` at this
-one boundary (:func:`_op`). Writes go to a shared kyfs.openfile.OpenFile per
+Every operation resolves the path to (workspace, key), calls the engine, and turns a
+kyfs.core.errors.KyfsError into ``FuseOSError(errno)`` at this one boundary (:func:`_op`).
+Writes go to a shared
+kyfs.vfs.openfile.OpenFile per
 open entry and are committed at flush, fsync and release (close-to-open
 consistency).
 
@@ -41,8 +42,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
-from kyfs import names, paths, search
-from kyfs.errors import (
+from kyfs import search
+from kyfs.core import names
+from kyfs.core.errors import (
     CrossWorkspace,
     InvalidInput,
     InvalidName,
@@ -52,11 +54,12 @@ from kyfs.errors import (
     NotPermitted,
     ReadOnly,
 )
-from kyfs.fuse_binding import FuseOSError, Operations
-from kyfs.metrics import Metrics
-from kyfs.openfile import OpenFile
-from kyfs.store import ROOT, Entry, HistoryEntry, Store
-from kyfs.workspaces import Workspaces
+from kyfs.engine.sqlite.engine import Workspaces
+from kyfs.engine.sqlite.workspace import ROOT, Entry, HistoryEntry, Store
+from kyfs.fuse.binding import FuseOSError, Operations
+from kyfs.platform import paths
+from kyfs.platform.metrics import Metrics
+from kyfs.vfs.openfile import OpenFile
 
 log = logging.getLogger(__name__)
 ENODATA = getattr(errno, "ENOATTR", errno.ENODATA)  # "no such attribute" (getxattr(2))
@@ -127,11 +130,11 @@ def _fh_op(
 
 
 class KyfsOperations(Operations):  # type: ignore[misc]
-    """mfusepy operations over a kyfs.workspaces.Workspaces.
+    """mfusepy operations over a kyfs.engine.sqlite.engine.Workspaces.
 
     Args:
         workspaces: the data directory's workspaces; a caching instance for the daemon.
-        spill_dir: where open files spill large writes; kyfs.paths.spill_dir() when None.
+        spill_dir: where open files spill large writes; kyfs.platform.paths.spill_dir() when None.
     """
 
     use_ns = True  # times are integer nanoseconds (mfusepy)

@@ -1,7 +1,7 @@
 """Readers of other tools' files: KyCLI (plain SQLite and ``KYCLI\\x01`` dumps), KyCLI-style
 scoped single files, and ProntoDB. Each yields kyfs-shaped records; nothing here writes.
 
-This is the one module besides kyfs.store and kyfs.migrations that runs SQL: it
+This is the one module outside the SQLite engine (kyfs.engine.sqlite) that runs SQL: it
 reads foreign schemas, never kyfs's own. Source files are opened read-only
 (``mode=ro``) and never modified. KyCLI's FTS table is never read: KyCLI wrote
 with INSERT OR REPLACE, so it is often stale or "malformed".
@@ -34,8 +34,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kyfs.errors import InvalidInput, KyfsError, MasterKeyRequired
-from kyfs.names import check_key, check_workspace_name
+from kyfs.core.errors import InvalidInput, KyfsError, MasterKeyRequired
+from kyfs.core.names import check_key, check_workspace_name
 
 KYCLI_MAGIC = b"KYCLI\x01"
 SQLITE_MAGIC = b"SQLite format 3\x00"

@@ -19,8 +19,8 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable
 
-from kyfs import tokens
-from kyfs.errors import StorageError
+from kyfs.core import tokens
+from kyfs.core.errors import StorageError
 
 
 def m001_entries_and_blocks(conn: sqlite3.Connection) -> None:
@@ -29,7 +29,7 @@ def m001_entries_and_blocks(conn: sqlite3.Connection) -> None:
     Entry ids are AUTOINCREMENT, so an id is never reused: the blocks of a
     deleted entry keep its id while it waits in the archive (m002).
 
-    Values live in blocks (kyfs.store.BLOCK_SIZE bytes each, the last one
+    Values live in blocks (kyfs.engine.sqlite.workspace.BLOCK_SIZE bytes each, the last one
     shorter) because one SQLite BLOB stops at SQLITE_MAX_LENGTH (10^9 bytes by
     default), below the 1 GiB that kyfs promises. A missing block inside the
     value's size reads as zeros (a sparse hole).
@@ -105,7 +105,7 @@ def m002_archive(conn: sqlite3.Connection) -> None:
 
 def m003_search(conn: sqlite3.Connection) -> None:
     """Full-text search: ``search_text`` holds what is indexed of each key (its key, and
-    its value when that is text of at most kyfs.tokens.INDEX_VALUE_MAX bytes); the FTS5
+    its value when that is text of at most kyfs.core.tokens.INDEX_VALUE_MAX bytes); the FTS5
     table ``search_index`` is external-content over it, kept in sync by triggers
     (sqlite.org/fts5.html#external_content_tables); ``search_vocab`` exposes the
     index's per-term document counts. Keys stored before this migration are indexed.
