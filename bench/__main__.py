@@ -126,9 +126,9 @@ def cold_start(scratch: Path, rounds: int) -> dict[str, float]:
 
 WRITER = r"""
 import sys, time
-from kyfs.engine.sqlite.engine import Workspaces
+from kyfs.engine.sqlite.engine import SqliteEngine
 workspace, prefix, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
-w = Workspaces()
+w = SqliteEngine()
 s = w.open(workspace)
 for i in range(count):
     s.set(f"{prefix}/{i}", b"v" * 64)

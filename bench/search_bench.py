@@ -31,14 +31,14 @@ def _words(rng: random.Random, count: int) -> list[str]:
 
 def build(scratch: Path, keys: int, rng: random.Random) -> tuple[Path, Path, list[str]]:
     """Create the workspaces (in KYFS_HOME=scratch/kyfs-home) and a native copy."""
-    from kyfs.engine.sqlite.engine import Workspaces
+    from kyfs.engine.sqlite.engine import SqliteEngine
 
     vocabulary = _words(rng, 20_000)
     cumulative = list(itertools.accumulate(1 / (rank + 1) for rank in range(len(vocabulary))))
     home = scratch / "kyfs-home"
     native = scratch / "search-native"
     os.environ["KYFS_HOME"] = str(home)
-    workspaces = Workspaces()
+    workspaces = SqliteEngine()
     per = keys // WORKSPACES
     for w in range(WORKSPACES):
         name = f"ws{w:02d}"

@@ -26,8 +26,8 @@ from click.shell_completion import CompletionItem
 
 from kyfs import __version__
 from kyfs.core.errors import InvalidInput, KyfsError, NotFound, StorageError, WorkspaceNotFound
-from kyfs.engine.sqlite.engine import Workspaces
-from kyfs.engine.sqlite.workspace import Store
+from kyfs.engine import SqliteEngine, open_engine
+from kyfs.engine.base import Workspace
 from kyfs.platform import config, paths
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -170,14 +170,14 @@ def resolve_workspace(name: str | None) -> str:
 
 
 @contextmanager
-def open_store(name: str | None) -> Iterator[tuple[str, Store]]:
+def open_store(name: str | None) -> Iterator[tuple[str, Workspace]]:
     """Open the workspace a command acts on, under the shared workspaces lock.
 
     Raises:
         WorkspaceNotFound: (exit 1) with a hint to create it.
     """
     workspace = resolve_workspace(name)
-    workspaces = Workspaces()
+    workspaces = open_engine()
     try:
         with workspaces.shared():
             try:
@@ -196,9 +196,9 @@ def open_store(name: str | None) -> Iterator[tuple[str, Store]]:
 
 
 @contextmanager
-def workspaces_session() -> Iterator[Workspaces]:
-    """A Workspaces for one command, closed afterwards."""
-    workspaces = Workspaces()
+def workspaces_session() -> Iterator[SqliteEngine]:
+    """A SqliteEngine for one command, closed afterwards."""
+    workspaces = open_engine()
     try:
         yield workspaces
     finally:
@@ -425,7 +425,7 @@ def project(path: Path) -> None:
 def list_workspaces(as_json: bool) -> None:
     """List every workspace: the active one marked *, its keys and size in bytes."""
     active = resolve_workspace(None)
-    workspaces = Workspaces()
+    workspaces = open_engine()
     try:
         infos = [workspaces.info(name) for name in workspaces.names()]
     finally:
@@ -483,7 +483,7 @@ def drop(name: str, yes: bool) -> None:
 @click.argument("new")
 def rename(old: str, new: str) -> None:
     """Rename the workspace OLD to NEW (the active workspace follows)."""
-    workspaces = Workspaces()
+    workspaces = open_engine()
     try:
         workspaces.rename(old, new)
     finally:
@@ -624,7 +624,7 @@ def ttl(key: str, duration: str | None, workspace: str | None, clear: bool) -> N
 @click.option("--days", type=click.FloatRange(0), help="Keep at least D days of versions.")
 def retention(workspace: str | None, versions: int | None, days: float | None) -> None:
     """Show or set how much history a workspace keeps (whichever keeps more)."""
-    from kyfs.engine.sqlite.workspace import HISTORY_DAYS, HISTORY_VERSIONS
+    from kyfs.engine.sqlite.history import HISTORY_DAYS, HISTORY_VERSIONS
 
     with open_store(workspace) as (name, store):
         if versions is not None:
@@ -889,7 +889,7 @@ def search(
     Without -w or --all, the active workspace is searched.
     """
     from kyfs import search as searching
-    from kyfs.engine.sqlite.workspace import MARK_END, MARK_START
+    from kyfs.core.nodes import MARK_END, MARK_START
 
     with workspaces_session() as workspaces:
         if search_all:

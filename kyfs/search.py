@@ -26,9 +26,10 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 
 from kyfs.core.errors import InvalidQuery, KyfsError
+from kyfs.core.nodes import Match
 from kyfs.core.tokens import tokenize
-from kyfs.engine.sqlite.engine import Workspaces
-from kyfs.engine.sqlite.workspace import Match, Store
+from kyfs.engine import open_engine
+from kyfs.engine.base import Workspace
 
 K1 = 1.2
 B = 0.75
@@ -95,9 +96,9 @@ class _Answer:
 
 
 @contextmanager
-def open_workspace(name: str) -> Iterator[Store]:
+def open_workspace(name: str) -> Iterator[Workspace]:
     """Open workspace ``name`` on its own connection, under the shared workspaces lock."""
-    workspaces = Workspaces()
+    workspaces = open_engine()
     try:
         with workspaces.shared():
             store = workspaces.open(name)
@@ -110,7 +111,7 @@ def open_workspace(name: str) -> Iterator[Store]:
 
 
 def _ask(
-    use: Callable[[str], AbstractContextManager[Store]],
+    use: Callable[[str], AbstractContextManager[Workspace]],
     name: str,
     match: str,
     terms: list[str],
@@ -128,14 +129,14 @@ def search(
     *,
     raw: bool = False,
     limit: int = 20,
-    use: Callable[[str], AbstractContextManager[Store]] = open_workspace,
+    use: Callable[[str], AbstractContextManager[Workspace]] = open_workspace,
     parallel: bool = True,
 ) -> Results:
     """Search workspaces ``names`` for ``text``; return the best ``limit`` hits overall.
 
     Args:
         raw: ``text`` is FTS5 syntax (see build_query).
-        use: opens a workspace's Store for the duration of a ``with`` block.
+        use: opens a workspace's Workspace for the duration of a ``with`` block.
         parallel: search the workspaces concurrently (one thread each, at most 8).
 
     Raises:

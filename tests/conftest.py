@@ -116,9 +116,9 @@ def is_stale(path: Path) -> bool:
 
 def stored_values(workspace: str) -> dict[str, bytes]:
     """Every key and value of ``workspace`` in the current KYFS_HOME, read in-process."""
-    from kyfs.engine.sqlite.engine import Workspaces
+    from kyfs.engine.sqlite.engine import SqliteEngine
 
-    workspaces = Workspaces()
+    workspaces = SqliteEngine()
     try:
         store = workspaces.open(workspace)
         try:

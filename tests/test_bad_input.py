@@ -17,7 +17,7 @@ import pytest
 from click.testing import CliRunner
 
 from kyfs.cli import cli
-from kyfs.engine.sqlite import workspace as store_mod
+from kyfs.core import nodes as nodes_mod
 from tests.conftest import Mount
 
 BAD_WORKSPACES = [
@@ -43,7 +43,7 @@ BAD_KEYS = [
     b"a/../b",
     b"trailing/",
     b"n" * 256,
-    b"/".join([b"x" * 200] * 21),  # over 4096 bytes
+    b"/".join([b"x" * 200] * 330),  # over 64 KiB (kyfs.core.names.KEY_MAX)
     b"bad\xff",
     b"",
 ]
@@ -133,7 +133,7 @@ def test_odd_but_valid_keys_are_stored_faithfully(populated: Path) -> None:
 def test_value_over_the_limit_is_efbig_and_changes_nothing(
     populated: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(store_mod, "MAX_VALUE_SIZE", 1000)
+    monkeypatch.setattr(nodes_mod, "MAX_VALUE_SIZE", 1000)
     result = CliRunner().invoke(cli, ["set", "existing"], input=b"x" * 1001)
     assert result.exit_code == 2
     assert "over the limit" in result.output

@@ -9,17 +9,17 @@ from pathlib import Path
 
 import pytest
 
-from kyfs.engine.sqlite.engine import Workspaces
+from kyfs.engine.sqlite.engine import SqliteEngine
 from tests.conftest import Mount, stored_values
 
 # The CLI's own code path (open the workspace, set, close) in a loop: thousands of
 # writes without thousands of interpreter start-ups.
 CLI_WRITER = r"""
 import sys
-from kyfs.engine.sqlite.engine import Workspaces
+from kyfs.engine.sqlite.engine import SqliteEngine
 workspace, prefix, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
 for i in range(count):
-    w = Workspaces()
+    w = SqliteEngine()
     with w.shared():
         s = w.open(workspace)
         s.set(f"{prefix}/{i:05d}", f"{prefix}-{i}".encode())
@@ -78,8 +78,7 @@ HOLD_LOCK = r"""
 import sqlite3, sys
 conn = sqlite3.connect(sys.argv[1], isolation_level=None)
 conn.execute("BEGIN IMMEDIATE")
-conn.execute("INSERT INTO entries (key, parent, is_dir, mode, size, created_ns, mtime_ns,"
-             " ctime_ns, atime_ns) VALUES ('held', '', 0, 420, 0, 0, 0, 0, 0)")
+conn.execute("INSERT INTO meta (name, value) VALUES ('held', 'by another process')")
 print("locked", flush=True)
 sys.stdin.readline()
 conn.execute("COMMIT")
@@ -101,7 +100,7 @@ def test_two_workspaces_do_not_wait_on_each_other(tmp_path: Path) -> None:
         created = kyfs("create", name)
         created.communicate(timeout=60)
         assert created.returncode == 0
-    workspaces = Workspaces()
+    workspaces = SqliteEngine()
     alpha_file = workspaces.directory / "alpha.db"
     workspaces.close()
     holder = subprocess.Popen(

@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 
 fs = pytest.importorskip("kyfs.fuse.adapter", reason="libfuse3 is not installed", exc_type=OSError)
-from kyfs.engine.sqlite.engine import Workspaces  # noqa: E402
+from kyfs.engine.sqlite.engine import SqliteEngine  # noqa: E402
 from kyfs.fuse.binding import FuseOSError  # noqa: E402
 
 
 @pytest.fixture
 def ops(tmp_path: Path) -> Iterator[fs.KyfsOperations]:
-    operations = fs.KyfsOperations(Workspaces(cache=True), tmp_path / "spill")
+    operations = fs.KyfsOperations(SqliteEngine(cache=True), tmp_path / "spill")
     operations.mkdir("/ws", 0o755)
     yield operations
     operations.destroy("/")
@@ -47,8 +47,9 @@ def _read_file(ops: fs.KyfsOperations, path: str) -> bytes:
 def test_root_lists_workspaces_as_directories(ops: fs.KyfsOperations) -> None:
     ops.mkdir("/other", 0o755)
     listing = ops.readdir("/", 0)
-    entries = {item[0]: item[1] for item in listing if isinstance(item, tuple)}
+    entries = {item[0]: item[1] for item in listing if item[0] not in (".", "..")}
     assert set(entries) == {"ws", "other"}
+    assert all(item[1]["st_ino"] != 0 for item in listing)  # glibc skips d_ino 0
     assert all(stat.S_ISDIR(e["st_mode"]) for e in entries.values())
     assert stat.S_ISDIR(ops.getattr("/")["st_mode"])
 
@@ -58,8 +59,9 @@ def test_file_round_trip_and_stat(ops: fs.KyfsOperations) -> None:
     attrs = ops.getattr("/ws/user.name")
     assert stat.S_ISREG(attrs["st_mode"]) and attrs["st_size"] == 6
     assert _read_file(ops, "/ws/user.name") == b"Alice\n"
-    listing = ops.readdir("/ws", 0)
-    assert ("user.name", {"st_mode": stat.S_IFREG | 0o644}, 0) in listing
+    listing = {item[0]: item[1] for item in ops.readdir("/ws", 0)}
+    assert listing["user.name"] == {"st_mode": stat.S_IFREG | 0o644, "st_ino": attrs["st_ino"]}
+    assert attrs["st_uid"] == os.getuid() and attrs["st_nlink"] == 1
 
 
 def test_size_of_open_dirty_file_is_exact(ops: fs.KyfsOperations) -> None:
@@ -100,7 +102,10 @@ def test_errnos(ops: fs.KyfsOperations) -> None:
     assert _errno(ops.rename, "/ws/d/f", "/ws/g", fs.RENAME_EXCHANGE) == errno.EINVAL
     _write_file(ops, "/ws/g", b"y")
     assert _errno(ops.rename, "/ws/d/f", "/ws/g", fs.RENAME_NOREPLACE) == errno.EEXIST
-    assert _errno(ops.chown, "/ws/g", 12345, -1) == errno.EPERM
+    assert _errno(ops.link, "/other/h", "/ws/g") == errno.EXDEV
+    assert _errno(ops.link, "/ws/h", "/ws/d") == errno.EPERM  # a directory
+    assert _errno(ops.readlink, "/ws/g") == errno.EINVAL
+    assert _errno(ops.mknod, "/ws/fifo", stat.S_IFIFO | 0o644, 0) == errno.EPERM
     assert _errno(ops.read, "/ws/g", 10, 0, 999) == errno.EBADF
 
 
@@ -146,9 +151,10 @@ def test_unlinked_while_open_does_not_come_back(ops: fs.KyfsOperations) -> None:
     assert names == [".", ".."]
 
 
-def test_statfs_counts_keys(ops: fs.KyfsOperations) -> None:
+def test_statfs_counts_nodes(ops: fs.KyfsOperations) -> None:
     _write_file(ops, "/ws/a", b"1")
     _write_file(ops, "/ws/b/c", b"2")
     result = ops.statfs("/")
-    assert result["f_files"] == 2
+    # IUsed (df -i) = f_files - f_ffree: the mount's root, the workspace's top, a, b, b/c
+    assert result["f_files"] - result["f_ffree"] == 5
     assert result["f_blocks"] > 0 and result["f_namemax"] == 255

@@ -42,9 +42,13 @@ def test_component_over_255_bytes_is_name_too_long() -> None:
     assert info.value.errno == errno.ENAMETOOLONG
 
 
-def test_key_over_path_max_is_name_too_long() -> None:
+def test_key_over_key_max_is_name_too_long() -> None:
+    deep = "/".join(["x" * 200] * 21)  # 4,220 bytes: over PATH_MAX, reachable by relative paths
+    assert names.check_key(deep) == deep
     with pytest.raises(NameTooLong):
-        names.check_key("/".join(["x" * 200] * 21))
+        names.check_key("/".join(["x" * 200] * 330))  # over 64 KiB
+    with pytest.raises(NameTooLong):
+        names.check_key("/".join(["é" * 100] * 330))  # 66,330 bytes in 33,329 characters
 
 
 def test_undecodable_bytes_are_illegal_sequences() -> None:

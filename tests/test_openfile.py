@@ -7,24 +7,25 @@ from pathlib import Path
 
 import pytest
 
-from kyfs.engine.sqlite.workspace import BLOCK_SIZE, Store
+from kyfs.engine.sqlite.values import BLOCK_SIZE
+from kyfs.engine.sqlite.workspace import SqliteWorkspace
 from kyfs.vfs import openfile
 from kyfs.vfs.openfile import OpenFile
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Store:
-    s = Store(tmp_path / "w.db", create=True)
+def store(tmp_path: Path) -> SqliteWorkspace:
+    s = SqliteWorkspace(tmp_path / "w.db", create=True)
     yield s
     s.close()
 
 
-def _open(store: Store, key: str, tmp_path: Path) -> OpenFile:
+def _open(store: SqliteWorkspace, key: str, tmp_path: Path) -> OpenFile:
     entry = store.create(key)
     return OpenFile(store, entry.id, entry.size, tmp_path / "spill")
 
 
-def test_writes_are_buffered_until_commit(store: Store, tmp_path: Path) -> None:
+def test_writes_are_buffered_until_commit(store: SqliteWorkspace, tmp_path: Path) -> None:
     f = _open(store, "k", tmp_path)
     f.write(0, b"hello ")
     f.write(6, b"world")
@@ -35,7 +36,7 @@ def test_writes_are_buffered_until_commit(store: Store, tmp_path: Path) -> None:
     assert not f.dirty
 
 
-def test_partial_overwrite_keeps_stored_bytes(store: Store, tmp_path: Path) -> None:
+def test_partial_overwrite_keeps_stored_bytes(store: SqliteWorkspace, tmp_path: Path) -> None:
     value = os.urandom(2 * BLOCK_SIZE + 50)
     store.set("k", value)
     entry = store.stat("k")
@@ -47,7 +48,7 @@ def test_partial_overwrite_keeps_stored_bytes(store: Store, tmp_path: Path) -> N
     assert store.get("k") == expected
 
 
-def test_sparse_write_reads_zeros(store: Store, tmp_path: Path) -> None:
+def test_sparse_write_reads_zeros(store: SqliteWorkspace, tmp_path: Path) -> None:
     f = _open(store, "k", tmp_path)
     f.write(3 * BLOCK_SIZE + 1, b"Z")
     assert f.size == 3 * BLOCK_SIZE + 2
@@ -56,7 +57,7 @@ def test_sparse_write_reads_zeros(store: Store, tmp_path: Path) -> None:
     assert store.get("k") == bytes(3 * BLOCK_SIZE + 1) + b"Z"
 
 
-def test_truncate_then_extend_never_shows_old_bytes(store: Store, tmp_path: Path) -> None:
+def test_truncate_then_extend_never_shows_old_bytes(store: SqliteWorkspace, tmp_path: Path) -> None:
     store.set("k", b"S" * (BLOCK_SIZE * 2))
     entry = store.stat("k")
     f = OpenFile(store, entry.id, entry.size, tmp_path)
@@ -68,7 +69,7 @@ def test_truncate_then_extend_never_shows_old_bytes(store: Store, tmp_path: Path
     assert store.get("k") == expected
 
 
-def test_truncate_shrinks_buffered_block(store: Store, tmp_path: Path) -> None:
+def test_truncate_shrinks_buffered_block(store: SqliteWorkspace, tmp_path: Path) -> None:
     f = _open(store, "k", tmp_path)
     f.write(0, b"abcdef")
     f.truncate(2)
@@ -79,7 +80,7 @@ def test_truncate_shrinks_buffered_block(store: Store, tmp_path: Path) -> None:
 
 
 def test_large_writes_spill_and_stay_exact(
-    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    store: SqliteWorkspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(openfile, "MEMORY_BLOCKS", 2)
     f = _open(store, "big", tmp_path)
@@ -96,7 +97,7 @@ def test_large_writes_spill_and_stay_exact(
     f.close()
 
 
-def test_clean_reads_see_changes_made_elsewhere(store: Store, tmp_path: Path) -> None:
+def test_clean_reads_see_changes_made_elsewhere(store: SqliteWorkspace, tmp_path: Path) -> None:
     store.set("k", b"old")
     entry = store.stat("k")
     f = OpenFile(store, entry.id, entry.size, tmp_path)
@@ -107,7 +108,7 @@ def test_clean_reads_see_changes_made_elsewhere(store: Store, tmp_path: Path) ->
     assert store.get("k") == b"Changed by the CLI"
 
 
-def test_commit_after_delete_is_dropped(store: Store, tmp_path: Path) -> None:
+def test_commit_after_delete_is_dropped(store: SqliteWorkspace, tmp_path: Path) -> None:
     f = _open(store, "k", tmp_path)
     f.write(0, b"data")
     store.delete("k")

@@ -49,8 +49,9 @@ def test_errnos_through_the_mount(mounted: Mount) -> None:
         "EINVAL workspace name": err(lambda: (root / "bad name").mkdir()),
         "EXDEV": err(lambda: os.rename(ws / "dir" / "file", root / "other" / "file")),
         "EPERM root file": err(lambda: os.open(root / "file", WRITE, 0o644)),
-        "EPERM link": err(lambda: os.link(ws / "dir" / "file", ws / "hard")),
-        "EPERM symlink": err(lambda: os.symlink("dir/file", ws / "soft")),
+        "EPERM link of a directory": err(lambda: os.link(ws / "dir", ws / "hard")),
+        "EXDEV link": err(lambda: os.link(ws / "dir" / "file", root / "other" / "hard")),
+        "EEXIST symlink": err(lambda: os.symlink("dir/file", ws / "dir")),
         "EPERM mknod": err(lambda: os.mkfifo(ws / "fifo")),
         "EILSEQ": err(lambda: os.open(os.fsencode(ws) + b"/bad\xff", WRITE, 0o644)),
         "EFBIG": err(lambda: os.truncate(ws / "dir" / "file", 17 * 1024**3)),
@@ -69,8 +70,9 @@ def test_errnos_through_the_mount(mounted: Mount) -> None:
         "EINVAL workspace name": errno.EINVAL,
         "EXDEV": errno.EXDEV,
         "EPERM root file": errno.EPERM,
-        "EPERM link": errno.EPERM,
-        "EPERM symlink": errno.EPERM,
+        "EPERM link of a directory": errno.EPERM,
+        "EXDEV link": errno.EXDEV,
+        "EEXIST symlink": errno.EEXIST,
         "EPERM mknod": errno.EPERM,
         "EILSEQ": errno.EILSEQ,
         "EFBIG": errno.EFBIG,
@@ -222,8 +224,8 @@ def test_directory_rename_is_atomic_for_other_readers(mounted: Mount) -> None:
         (ws / "left" / f"k{i:03d}").write_bytes(b"v")
     reader = (
         "import sys\n"
-        "from kyfs.engine.sqlite.engine import Workspaces\n"
-        "w = Workspaces()\n"
+        "from kyfs.engine.sqlite.engine import SqliteEngine\n"
+        "w = SqliteEngine()\n"
         "seen = set()\n"
         "for _ in range(300):\n"
         "    with w.shared():\n"
@@ -264,10 +266,10 @@ def test_truncate_grow_shrink_and_sparse(mounted: Mount) -> None:
 
 
 def test_fsync_and_close_commit(mounted: Mount) -> None:
-    from kyfs.engine.sqlite.engine import Workspaces
+    from kyfs.engine.sqlite.engine import SqliteEngine
 
     def stored() -> bytes:  # read the database in this process: no fork, so no extra close
-        workspaces = Workspaces()
+        workspaces = SqliteEngine()
         try:
             store = workspaces.open("default")
             try:

@@ -15,27 +15,28 @@ from click.testing import CliRunner
 from kyfs.cli import cli
 from kyfs.core.errors import AlreadyExists, KeyNotFound, WorkspaceExists, WorkspaceNotFound
 from kyfs.engine.sqlite import schema as migrations
-from kyfs.engine.sqlite.engine import Workspaces
-from kyfs.engine.sqlite.workspace import BLOCK_SIZE, Store
+from kyfs.engine.sqlite.engine import SqliteEngine
+from kyfs.engine.sqlite.values import BLOCK_SIZE
+from kyfs.engine.sqlite.workspace import SqliteWorkspace
 from kyfs.platform import config, paths
 from tests.conftest import Mount
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    s = Store(tmp_path / "w.db", create=True)
+def store(tmp_path: Path) -> Iterator[SqliteWorkspace]:
+    s = SqliteWorkspace(tmp_path / "w.db", create=True)
     yield s
     s.close()
 
 
 @pytest.fixture
-def workspaces() -> Iterator[Workspaces]:
-    w = Workspaces()
+def workspaces() -> Iterator[SqliteEngine]:
+    w = SqliteEngine()
     yield w
     w.close()
 
 
-def _fill(workspaces: Workspaces, name: str, items: dict[str, bytes]) -> None:
+def _fill(workspaces: SqliteEngine, name: str, items: dict[str, bytes]) -> None:
     store = workspaces.open(name)
     try:
         for key, value in items.items():
@@ -45,7 +46,7 @@ def _fill(workspaces: Workspaces, name: str, items: dict[str, bytes]) -> None:
 
 
 # --- the archive --------------------------------------------------------------------------
-def test_deleted_key_waits_in_the_archive_and_comes_back(store: Store) -> None:
+def test_deleted_key_waits_in_the_archive_and_comes_back(store: SqliteWorkspace) -> None:
     value = os.urandom(BLOCK_SIZE + 99)
     store.set("a/secret", value)
     store.delete("a/secret")
@@ -60,7 +61,7 @@ def test_deleted_key_waits_in_the_archive_and_comes_back(store: Store) -> None:
         store.restore("a/secret")
 
 
-def test_restore_refuses_to_overwrite_unless_forced(store: Store) -> None:
+def test_restore_refuses_to_overwrite_unless_forced(store: SqliteWorkspace) -> None:
     store.set("k", b"old")
     store.delete("k")
     store.set("k", b"new")
@@ -72,7 +73,7 @@ def test_restore_refuses_to_overwrite_unless_forced(store: Store) -> None:
     assert store.get("k") == b"new"
 
 
-def test_rename_over_a_key_archives_the_replaced_value(store: Store) -> None:
+def test_rename_over_a_key_archives_the_replaced_value(store: SqliteWorkspace) -> None:
     store.set("draft", b"draft")
     store.set("final", b"precious")
     store.rename("draft", "final")
@@ -83,7 +84,7 @@ def test_rename_over_a_key_archives_the_replaced_value(store: Store) -> None:
     assert store.get("final") == b"draft"
 
 
-def test_archive_is_purged_after_retention(store: Store) -> None:
+def test_archive_is_purged_after_retention(store: SqliteWorkspace) -> None:
     store.set("k", b"v" * 10)
     store.delete("k")
     import time
@@ -94,7 +95,7 @@ def test_archive_is_purged_after_retention(store: Store) -> None:
     assert store.check() == []  # no orphan blocks left behind
 
 
-def test_retention_comes_from_config(workspaces: Workspaces) -> None:
+def test_retention_comes_from_config(workspaces: SqliteEngine) -> None:
     workspaces.create("w")
     _fill(workspaces, "w", {"k": b"v"})
     s = workspaces.open("w")
@@ -110,7 +111,7 @@ def test_retention_comes_from_config(workspaces: Workspaces) -> None:
 
 
 # --- the trash ----------------------------------------------------------------------------
-def test_drop_goes_to_trash_and_comes_back(workspaces: Workspaces) -> None:
+def test_drop_goes_to_trash_and_comes_back(workspaces: SqliteEngine) -> None:
     workspaces.create("alpha")
     _fill(workspaces, "alpha", {"k": b"v", "d/x": b"y"})
     trashed = workspaces.drop("alpha")
@@ -128,7 +129,7 @@ def test_drop_goes_to_trash_and_comes_back(workspaces: Workspaces) -> None:
         workspaces.restore_trash("alpha")
 
 
-def test_restore_under_another_name_and_conflicts(workspaces: Workspaces) -> None:
+def test_restore_under_another_name_and_conflicts(workspaces: SqliteEngine) -> None:
     workspaces.create("alpha")
     workspaces.drop("alpha")
     workspaces.create("alpha")
@@ -139,7 +140,7 @@ def test_restore_under_another_name_and_conflicts(workspaces: Workspaces) -> Non
 
 
 def test_restore_after_rm_r_brings_back_what_the_teardown_deleted(
-    workspaces: Workspaces,
+    workspaces: SqliteEngine,
 ) -> None:
     workspaces.create("proj")
     _fill(workspaces, "proj", {"gone-before": b"deleted on purpose"})
@@ -165,7 +166,7 @@ def test_restore_after_rm_r_brings_back_what_the_teardown_deleted(
     s.close()
 
 
-def test_empty_trash(workspaces: Workspaces) -> None:
+def test_empty_trash(workspaces: SqliteEngine) -> None:
     workspaces.create("a")
     workspaces.drop("a")
     assert workspaces.empty_trash(older_than_s=3600) == []
@@ -175,23 +176,26 @@ def test_empty_trash(workspaces: Workspaces) -> None:
 
 
 # --- fsck ---------------------------------------------------------------------------------
-def test_fsck_passes_a_sound_workspace(workspaces: Workspaces) -> None:
+def test_fsck_passes_a_sound_workspace(workspaces: SqliteEngine) -> None:
     workspaces.create("w")
     _fill(workspaces, "w", {"k": os.urandom(3 * BLOCK_SIZE)})
     assert workspaces.check("w") == ([], [])
 
 
-def test_fsck_finds_and_repairs_logical_damage(workspaces: Workspaces) -> None:
+def test_fsck_finds_and_repairs_logical_damage(workspaces: SqliteEngine) -> None:
     workspaces.create("w")
     _fill(workspaces, "w", {"a/b": b"v", "big": os.urandom(2 * BLOCK_SIZE)})
     conn = sqlite3.connect(paths.workspace_file("w"))
-    conn.execute("INSERT INTO blocks (entry_id, idx, data) VALUES (9999, 0, x'00')")
-    conn.execute("UPDATE entries SET size = 10 WHERE key = 'big'")
+    conn.execute("INSERT INTO blocks (node_id, idx, data) VALUES (9999, 0, x'00')")
+    conn.execute(
+        "UPDATE nodes SET size = 10 WHERE id = (SELECT node FROM entries WHERE key = 'big')"
+    )
     conn.execute("DELETE FROM entries WHERE key = 'a'")
     conn.commit()
     conn.close()
     problems, _ = workspaces.check("w")
-    assert any("belong to no entry" in p for p in problems)
+    assert any("belong to no node" in p for p in problems)
+    assert any("nodes with no name" in p for p in problems)  # the node of 'a' lost its name
     assert any("past the size" in p for p in problems)
     assert any("parent directory is missing" in p for p in problems)
     problems, done = workspaces.check("w", repair=True)
@@ -201,7 +205,7 @@ def test_fsck_finds_and_repairs_logical_damage(workspaces: Workspaces) -> None:
     s.close()
 
 
-def test_fsck_notices_a_corrupted_copy(workspaces: Workspaces) -> None:
+def test_fsck_notices_a_corrupted_copy(workspaces: SqliteEngine) -> None:
     workspaces.create("w")
     _fill(workspaces, "w", {f"k{i:04d}": os.urandom(2000) for i in range(300)})
     s = workspaces.open("w")
@@ -216,7 +220,7 @@ def test_fsck_notices_a_corrupted_copy(workspaces: Workspaces) -> None:
     assert problems
 
 
-def test_fsck_notices_a_wrong_schema_version(workspaces: Workspaces) -> None:
+def test_fsck_notices_a_wrong_schema_version(workspaces: SqliteEngine) -> None:
     workspaces.create("w")
     conn = sqlite3.connect(paths.workspace_file("w"))
     conn.execute("PRAGMA user_version = 1")

@@ -15,22 +15,23 @@ from click.testing import CliRunner
 from kyfs import search
 from kyfs.cli import cli
 from kyfs.core.errors import InvalidQuery
+from kyfs.core.nodes import MARK_END, MARK_START
 from kyfs.core.tokens import INDEX_VALUE_MAX, tokenize
 from kyfs.engine.sqlite import schema as migrations
-from kyfs.engine.sqlite.engine import Workspaces
-from kyfs.engine.sqlite.workspace import MARK_END, MARK_START, Store
+from kyfs.engine.sqlite.engine import SqliteEngine
+from kyfs.engine.sqlite.workspace import SqliteWorkspace
 from kyfs.platform import paths
 from tests.conftest import Mount
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    s = Store(tmp_path / "w.db", create=True)
+def store(tmp_path: Path) -> Iterator[SqliteWorkspace]:
+    s = SqliteWorkspace(tmp_path / "w.db", create=True)
     yield s
     s.close()
 
 
-def keys_of(store: Store, text: str, raw: bool = False) -> list[str]:
+def keys_of(store: SqliteWorkspace, text: str, raw: bool = False) -> list[str]:
     return [m.key for m in store.search(search.build_query(text, raw), 50)]
 
 
@@ -47,7 +48,7 @@ def test_tokenize_matches_unicode61() -> None:
     ]
 
 
-def test_keys_and_text_values_are_indexed_binary_by_key_only(store: Store) -> None:
+def test_keys_and_text_values_are_indexed_binary_by_key_only(store: SqliteWorkspace) -> None:
     store.set("auth/jwt", b"the signing key of the token")
     store.set("notes", "café au lait".encode())
     store.set("blob/token", b"token\x00\xff\xfe")
@@ -58,7 +59,7 @@ def test_keys_and_text_values_are_indexed_binary_by_key_only(store: Store) -> No
     assert sorted(keys_of(store, "token")) == ["auth/jwt", "blob/token"]  # binary: key only
 
 
-def test_index_follows_overwrites_renames_and_deletes(store: Store) -> None:
+def test_index_follows_overwrites_renames_and_deletes(store: SqliteWorkspace) -> None:
     store.set("k", b"old words here")
     store.set("k", b"new words")
     assert keys_of(store, "old") == []  # overwritten: the old text is gone from the index
@@ -87,7 +88,7 @@ def test_quoting_and_phrases() -> None:
     assert search.build_query("x OR y", raw=True) == "x OR y"
 
 
-def test_quoted_words_are_anded_and_phrases_kept(store: Store) -> None:
+def test_quoted_words_are_anded_and_phrases_kept(store: SqliteWorkspace) -> None:
     store.set("a", b"api token rotation")
     store.set("b", b"token for the api")
     store.set("c", b"api only")
@@ -99,7 +100,7 @@ def test_quoted_words_are_anded_and_phrases_kept(store: Store) -> None:
         store.search("AND (", 5)
 
 
-def _workspace(workspaces: Workspaces, name: str, items: dict[str, str]) -> None:
+def _workspace(workspaces: SqliteEngine, name: str, items: dict[str, str]) -> None:
     workspaces.create(name)
     s = workspaces.open(name)
     for key, value in items.items():
@@ -108,7 +109,7 @@ def _workspace(workspaces: Workspaces, name: str, items: dict[str, str]) -> None
 
 
 def test_ranking_is_comparable_across_workspaces() -> None:
-    w = Workspaces()
+    w = SqliteEngine()
     try:
         # "rare" is rare overall but common in "crowded": FTS5's per-workspace bm25
         # would rank crowded's hit low; over the union it ranks by term frequency.
@@ -128,7 +129,7 @@ def test_ranking_is_comparable_across_workspaces() -> None:
 
 
 def test_one_broken_workspace_does_not_stop_the_others() -> None:
-    w = Workspaces()
+    w = SqliteEngine()
     try:
         for name in ("a1", "a2", "a3"):
             _workspace(w, name, {"k": f"shared word {name}"})
@@ -195,7 +196,7 @@ def test_migration_indexes_a_workspace_made_before_search(tmp_path: Path) -> Non
         "INSERT INTO blocks (entry_id, idx, data) VALUES (1, 0, CAST('hello world' AS BLOB))"
     )
     conn.close()
-    s = Store(path)
+    s = SqliteWorkspace(path)
     try:
         assert keys_of(s, "hello") == ["legacy/note"]
         assert s.check() == []
@@ -204,13 +205,14 @@ def test_migration_indexes_a_workspace_made_before_search(tmp_path: Path) -> Non
 
 
 def test_fsck_notices_and_rebuilds_a_damaged_index() -> None:
-    w = Workspaces()
+    w = SqliteEngine()
     try:
         _workspace(w, "w", {"a": "alpha words", "b": "beta words"})
         conn = sqlite3.connect(paths.workspace_file("w"))
         conn.execute("DELETE FROM search_text WHERE key = 'a'")  # the triggers keep FTS in sync
+        rowid = conn.execute("SELECT id FROM search_text WHERE key = 'b'").fetchone()[0]
         conn.execute("INSERT INTO search_index (search_index, rowid, key, value) "
-                     "VALUES ('delete', 2, 'b', 'beta words')")  # fmt: skip
+                     "VALUES ('delete', ?, 'b', 'beta words')", (rowid,))  # fmt: skip
         conn.commit()
         conn.close()
         problems, _ = w.check("w")

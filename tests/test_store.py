@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from kyfs.core import nodes as nodes_mod
 from kyfs.core.errors import (
     AlreadyExists,
     InvalidInput,
@@ -22,18 +23,18 @@ from kyfs.core.errors import (
     ValueTooLarge,
 )
 from kyfs.engine.sqlite import schema as migrations
-from kyfs.engine.sqlite import workspace as store_mod
-from kyfs.engine.sqlite.workspace import BLOCK_SIZE, Store
+from kyfs.engine.sqlite.values import BLOCK_SIZE
+from kyfs.engine.sqlite.workspace import SqliteWorkspace
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Store:
-    s = Store(tmp_path / "w.db", create=True)
+def store(tmp_path: Path) -> SqliteWorkspace:
+    s = SqliteWorkspace(tmp_path / "w.db", create=True)
     yield s
     s.close()
 
 
-def test_file_is_wal_private_and_versioned(store: Store) -> None:
+def test_file_is_wal_private_and_versioned(store: SqliteWorkspace) -> None:
     assert stat.S_IMODE(os.stat(store.path).st_mode) == 0o600
     conn = sqlite3.connect(store.path)
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -47,30 +48,30 @@ def test_newer_schema_is_refused(tmp_path: Path) -> None:
     conn.execute(f"PRAGMA user_version = {migrations.SCHEMA_VERSION + 1}")
     conn.close()
     with pytest.raises(StorageError, match="newer"):
-        Store(path)
+        SqliteWorkspace(path)
 
 
 def test_not_a_database_is_a_storage_error(tmp_path: Path) -> None:
     path = tmp_path / "junk.db"
     path.write_bytes(b"this is not sqlite" * 100)
     with pytest.raises(StorageError):
-        Store(path)
+        SqliteWorkspace(path)
 
 
 def test_missing_file_is_not_created(tmp_path: Path) -> None:
     with pytest.raises(StorageError):
-        Store(tmp_path / "gone.db")
+        SqliteWorkspace(tmp_path / "gone.db")
     assert not (tmp_path / "gone.db").exists()
 
 
-def test_set_get_binary_round_trip(store: Store) -> None:
+def test_set_get_binary_round_trip(store: SqliteWorkspace) -> None:
     value = bytes(range(256)) * 3
     store.set("bin", value)
     assert store.get("bin") == value
     assert store.stat("bin").size == len(value)
 
 
-def test_multi_block_value_and_reads_at_offsets(store: Store) -> None:
+def test_multi_block_value_and_reads_at_offsets(store: SqliteWorkspace) -> None:
     value = os.urandom(3 * BLOCK_SIZE + 17)
     store.set("big", value)
     entry = store.stat("big")
@@ -85,7 +86,7 @@ def test_multi_block_value_and_reads_at_offsets(store: Store) -> None:
     assert store.read(entry.id, len(value) + 10, 5) == b""
 
 
-def test_set_from_stream_with_short_reads(store: Store) -> None:
+def test_set_from_stream_with_short_reads(store: SqliteWorkspace) -> None:
     class Trickle(io.RawIOBase):
         def __init__(self, data: bytes) -> None:
             self.data = data
@@ -103,7 +104,7 @@ def test_set_from_stream_with_short_reads(store: Store) -> None:
     assert store.get("s") == value
 
 
-def test_overwrite_replaces_and_keeps_mode(store: Store) -> None:
+def test_overwrite_replaces_and_keeps_mode(store: SqliteWorkspace) -> None:
     store.set("k", b"first value that is long")
     store.chmod("k", 0o600)
     store.set("k", b"short")
@@ -111,13 +112,13 @@ def test_overwrite_replaces_and_keeps_mode(store: Store) -> None:
     assert store.stat("k").mode == 0o600
 
 
-def test_missing_key(store: Store) -> None:
+def test_missing_key(store: SqliteWorkspace) -> None:
     with pytest.raises(KeyNotFound) as info:
         store.get("nope")
     assert info.value.exit_code == 1
 
 
-def test_parents_are_stored_directories(store: Store) -> None:
+def test_parents_are_stored_directories(store: SqliteWorkspace) -> None:
     store.set("a/b/c", b"x")
     assert store.stat("a").is_dir and store.stat("a/b").is_dir
     assert [e.name for e in store.children("")] == ["a"]
@@ -127,7 +128,7 @@ def test_parents_are_stored_directories(store: Store) -> None:
     assert store.keys() == []
 
 
-def test_key_and_directory_conflicts(store: Store) -> None:
+def test_key_and_directory_conflicts(store: SqliteWorkspace) -> None:
     store.set("a/b", b"x")
     with pytest.raises(IsADirectory):
         store.set("a", b"y")
@@ -143,7 +144,7 @@ def test_key_and_directory_conflicts(store: Store) -> None:
         store.create("a/b", exclusive=True)
 
 
-def test_keys_by_prefix(store: Store) -> None:
+def test_keys_by_prefix(store: SqliteWorkspace) -> None:
     for key in ["user.name", "user.email", "token", "users/x"]:
         store.set(key, b"v")
     assert store.keys("user") == ["user.email", "user.name", "users/x"]
@@ -151,7 +152,7 @@ def test_keys_by_prefix(store: Store) -> None:
     assert store.count_keys() == 4
 
 
-def test_rename_replaces_target_atomically(store: Store) -> None:
+def test_rename_replaces_target_atomically(store: SqliteWorkspace) -> None:
     store.set("a", b"new")
     store.set("b", b"old")
     store.rename("a", "b")
@@ -160,7 +161,7 @@ def test_rename_replaces_target_atomically(store: Store) -> None:
         store.stat("a")
 
 
-def test_rename_directory_moves_every_key(store: Store) -> None:
+def test_rename_directory_moves_every_key(store: SqliteWorkspace) -> None:
     for key in ["d/x", "d/sub/y", "d/sub/deeper/z", "dz", "d0"]:
         store.set(key, key.encode())
     entry_id = store.stat("d/sub/y").id
@@ -173,7 +174,7 @@ def test_rename_directory_moves_every_key(store: Store) -> None:
         store.stat("d")
 
 
-def test_rename_errors(store: Store) -> None:
+def test_rename_errors(store: SqliteWorkspace) -> None:
     store.set("d/x", b"1")
     store.set("k", b"2")
     store.mkdir("full")
@@ -191,7 +192,7 @@ def test_rename_errors(store: Store) -> None:
     assert store.get("d/x") == b"1"
 
 
-def test_commit_truncates_extends_and_leaves_holes(store: Store) -> None:
+def test_commit_truncates_extends_and_leaves_holes(store: SqliteWorkspace) -> None:
     store.set("f", b"A" * (BLOCK_SIZE + 10))
     entry = store.stat("f")
     # Truncated to 5 while open, then one byte written at 2 blocks + 1.
@@ -200,14 +201,14 @@ def test_commit_truncates_extends_and_leaves_holes(store: Store) -> None:
     assert data == b"A" * 5 + bytes(2 * BLOCK_SIZE - 5 + 1) + b"B"
 
 
-def test_commit_to_deleted_entry_is_dropped(store: Store) -> None:
+def test_commit_to_deleted_entry_is_dropped(store: SqliteWorkspace) -> None:
     entry = store.create("gone")
     store.delete("gone")
     assert store.commit(entry.id, size=3, valid=0, blocks=[(0, b"abc")]) is False
     assert store.keys() == []
 
 
-def test_truncate_grows_with_zeros_and_shrinks(store: Store) -> None:
+def test_truncate_grows_with_zeros_and_shrinks(store: SqliteWorkspace) -> None:
     store.set("t", b"hello")
     store.truncate("t", 8)
     assert store.get("t") == b"hello\0\0\0"
@@ -215,8 +216,8 @@ def test_truncate_grows_with_zeros_and_shrinks(store: Store) -> None:
     assert store.get("t") == b"he"
 
 
-def test_value_size_limit(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(store_mod, "MAX_VALUE_SIZE", 10)
+def test_value_size_limit(store: SqliteWorkspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(nodes_mod, "MAX_VALUE_SIZE", 10)
     store.set("ok", b"x" * 10)
     with pytest.raises(ValueTooLarge) as info:
         store.set("ok", b"x" * 11)
@@ -224,7 +225,7 @@ def test_value_size_limit(store: Store, monkeypatch: pytest.MonkeyPatch) -> None
     assert store.get("ok") == b"x" * 10  # the refused write changed nothing
 
 
-def test_times_and_modes(store: Store) -> None:
+def test_times_and_modes(store: SqliteWorkspace) -> None:
     entry = store.set("t", b"1")
     store.utimens("t", 1_000_000_000, 2_000_000_000)
     after = store.stat("t")
@@ -238,11 +239,11 @@ def test_times_and_modes(store: Store) -> None:
 
 def test_two_connections_write_concurrently(tmp_path: Path) -> None:
     path = tmp_path / "shared.db"
-    Store(path, create=True).close()
+    SqliteWorkspace(path, create=True).close()
     errors: list[BaseException] = []
 
     def writer(prefix: str) -> None:
-        s = Store(path)
+        s = SqliteWorkspace(path)
         try:
             for i in range(200):
                 s.set(f"{prefix}/{i}", f"{prefix}{i}".encode())
@@ -257,7 +258,7 @@ def test_two_connections_write_concurrently(tmp_path: Path) -> None:
     for t in threads:
         t.join()
     assert errors == []
-    s = Store(path)
+    s = SqliteWorkspace(path)
     assert s.count_keys() == 600
     assert s.get("b/199") == b"b199"
     s.close()

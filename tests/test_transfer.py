@@ -18,7 +18,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from kyfs.cli import cli
-from kyfs.engine.sqlite.engine import Workspaces
+from kyfs.engine.sqlite.engine import SqliteEngine
 from kyfs.platform import paths
 from tests.conftest import stored_values as values
 
@@ -230,7 +230,7 @@ def test_scoped_file_analyze_run_validate_cleanup(tmp_path: Path) -> None:
     assert run("migrate", "validate", str(source)).exit_code == 4  # nothing migrated yet
     assert run("migrate", "cleanup", str(source), "--confirm").exit_code == 2
     dry = run("migrate", "run", str(source), "--dry-run")
-    assert dry.exit_code == 0 and Workspaces().names() == []
+    assert dry.exit_code == 0 and SqliteEngine().names() == []
     done = run("migrate", "run", str(source), "--concurrency", "2", "--quiet")
     assert done.exit_code == 0, done.output
     assert values("alpha") == {"k1": b"v1", "k2": b"v2"}
@@ -279,7 +279,7 @@ def busy_workspace() -> Iterator[threading.Event]:
     stop = threading.Event()
 
     def writer() -> None:
-        w = Workspaces()
+        w = SqliteEngine()
         s = w.open("live")
         i = 0
         while not stop.is_set():
@@ -340,7 +340,7 @@ def test_verify_catches_a_changed_archive(tmp_path: Path) -> None:
     result = run("backup", "verify", str(bad))
     assert result.exit_code == 2 and "checksum" in result.output
     restored = run("backup", "restore", str(bad), "--as", "x")
-    assert restored.exit_code == 2 and not Workspaces().exists("x")
+    assert restored.exit_code == 2 and not SqliteEngine().exists("x")
 
 
 # --- export / import ---------------------------------------------------------------------------

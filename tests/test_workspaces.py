@@ -8,18 +8,18 @@ import stat
 import pytest
 
 from kyfs.core.errors import InvalidName, NotEmpty, WorkspaceExists, WorkspaceNotFound
-from kyfs.engine.sqlite.engine import Workspaces
+from kyfs.engine.sqlite.engine import SqliteEngine
 from kyfs.platform import config, paths
 
 
 @pytest.fixture
-def workspaces() -> Workspaces:
-    w = Workspaces()
+def workspaces() -> SqliteEngine:
+    w = SqliteEngine()
     yield w
     w.close()
 
 
-def test_create_list_info(workspaces: Workspaces) -> None:
+def test_create_list_info(workspaces: SqliteEngine) -> None:
     workspaces.create("alpha")
     workspaces.create("beta")
     assert workspaces.names() == ["alpha", "beta"]
@@ -33,7 +33,7 @@ def test_create_list_info(workspaces: Workspaces) -> None:
     assert info.size > 0
 
 
-def test_create_twice_and_bad_names(workspaces: Workspaces) -> None:
+def test_create_twice_and_bad_names(workspaces: SqliteEngine) -> None:
     workspaces.create("alpha")
     with pytest.raises(WorkspaceExists):
         workspaces.create("alpha")
@@ -43,7 +43,7 @@ def test_create_twice_and_bad_names(workspaces: Workspaces) -> None:
     assert workspaces.names() == ["alpha"]
 
 
-def test_drop_removes_all_files(workspaces: Workspaces) -> None:
+def test_drop_removes_all_files(workspaces: SqliteEngine) -> None:
     workspaces.create("alpha")
     store = workspaces.open("alpha")
     store.set("k", b"v")
@@ -55,7 +55,7 @@ def test_drop_removes_all_files(workspaces: Workspaces) -> None:
         workspaces.drop("alpha")
 
 
-def test_drop_only_if_empty(workspaces: Workspaces) -> None:
+def test_drop_only_if_empty(workspaces: SqliteEngine) -> None:
     workspaces.create("alpha")
     store = workspaces.open("alpha")
     store.set("k", b"v")
@@ -65,7 +65,7 @@ def test_drop_only_if_empty(workspaces: Workspaces) -> None:
     assert workspaces.exists("alpha")
 
 
-def test_rename_keeps_data_and_active_follows(workspaces: Workspaces) -> None:
+def test_rename_keeps_data_and_active_follows(workspaces: SqliteEngine) -> None:
     workspaces.create("alpha")
     config.set_active_workspace("alpha")
     store = workspaces.open("alpha")
@@ -84,8 +84,8 @@ def test_rename_keeps_data_and_active_follows(workspaces: Workspaces) -> None:
         workspaces.rename("nope", "other")
 
 
-def test_cached_store_notices_changes_by_another_process(workspaces: Workspaces) -> None:
-    daemon = Workspaces(cache=True)
+def test_cached_store_notices_changes_by_another_process(workspaces: SqliteEngine) -> None:
+    daemon = SqliteEngine(cache=True)
     try:
         workspaces.create("alpha")
         first = daemon.open("alpha")
@@ -103,7 +103,7 @@ def test_cached_store_notices_changes_by_another_process(workspaces: Workspaces)
 
 
 def test_daemon_rename_keeps_cached_store_usable() -> None:
-    daemon = Workspaces(cache=True)
+    daemon = SqliteEngine(cache=True)
     try:
         daemon.create("alpha")
         store = daemon.open("alpha")

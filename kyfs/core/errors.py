@@ -68,9 +68,9 @@ class InvalidName(InvalidInput):
 
 
 class NameTooLong(InvalidName):
-    """A key component is over 255 bytes, or a key over 4096 bytes (ENAMETOOLONG, exit 2).
+    """A key component is over 255 bytes, or a key over 64 KiB (ENAMETOOLONG, exit 2).
 
-    255 is NAME_MAX and 4096 PATH_MAX on Linux (``limits.h``).
+    255 is NAME_MAX on Linux (``limits.h``); a whole key stops at 64 KiB (kyfs.core.names).
     """
 
     errno = _errno.ENAMETOOLONG
@@ -133,6 +133,12 @@ class IsADirectory(Conflict):
     """A key was expected, a directory was found (EISDIR, exit 3)."""
 
     errno = _errno.EISDIR
+
+
+class TooManyLinks(Conflict):
+    """A node would pass the most names it may have (EMLINK, exit 3)."""
+
+    errno = _errno.EMLINK
 
 
 class NotADirectory(Conflict):

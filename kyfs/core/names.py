@@ -5,8 +5,11 @@
 * A key is a ``/``-separated path of components. Each component is 1-255 bytes
   of UTF-8 (NAME_MAX on Linux), contains no NUL, and is neither ``.`` nor
   ``..`` (POSIX gives those a meaning of their own). The whole key is at most
-  4096 bytes (PATH_MAX). ``a/b/c`` is shown by the mount as file ``c`` in
-  directory ``b`` in directory ``a``.
+  KEY_MAX = 65,536 bytes. Linux's PATH_MAX (4096 bytes) bounds one path given to a
+  system call, not the depth of a tree: a process reaches deeper names through
+  relative paths (chdir, openat), and tmpfs has no limit. 64 KiB leaves room for that
+  and still bounds what one key costs. ``a/b/c`` is shown by the mount as file ``c``
+  in directory ``b`` in directory ``a``.
 
 Pure functions, safe from any thread.
 """
@@ -19,7 +22,7 @@ from kyfs.core.errors import IllegalByteSequence, InvalidName, NameTooLong
 
 WORKSPACE_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 NAME_MAX = 255  # bytes, Linux limits.h
-PATH_MAX = 4096  # bytes, Linux limits.h
+KEY_MAX = 64 * 1024  # bytes of UTF-8 in a whole key (see the module docstring)
 SEP = "/"
 
 
@@ -61,7 +64,7 @@ def check_component(name: str) -> str:
 
 
 def check_key(key: str) -> str:
-    """Return ``key`` when every component is valid and the whole is at most 4096 bytes.
+    """Return ``key`` when every component is valid and the whole is at most KEY_MAX bytes.
 
     Raises:
         InvalidName, NameTooLong, IllegalByteSequence: as check_component; an empty
@@ -73,8 +76,8 @@ def check_key(key: str) -> str:
         if part == "":
             raise InvalidName(f"invalid key {key!r}: no empty components (leading, trailing or //)")
         check_component(part)
-    if len(_utf8(key, "key")) > PATH_MAX:
-        raise NameTooLong(f"key is over {PATH_MAX} bytes")
+    if len(key) > KEY_MAX // 4 and len(_utf8(key, "key")) > KEY_MAX:
+        raise NameTooLong(f"key is over {KEY_MAX} bytes")
     return key
 
 

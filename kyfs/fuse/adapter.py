@@ -3,30 +3,26 @@
 Layout of the mount::
 
     /                     one directory per workspace (mkdir creates, rmdir drops, mv renames)
-    /<workspace>/         the workspace's top directory
-    /<workspace>/a/b/c    key "a/b/c"
-    /.search/<query>/     read-only: matches across workspaces, best first, as symlinks
-                          NN-<workspace>-<key with / as _> -> ../../<workspace>/<key>;
-                          /.search is not listed by readdir of /, so grep -r and find
-                          never walk it
-    /.kyfs/metrics        read-only: the daemon's metrics (Prometheus text); hidden too
-    /<ws>/.versions/<key>/<id>-<UTC time>   read-only: the versions of <key>; hidden
-                          from readdir of the workspace, so cp -r, grep -r, diff -r never see it
+    /<workspace>/         the workspace's top directory (a node: owner, mode, times)
+    /<workspace>/a/b/c    key "a/b/c": a file, directory or symbolic link
+    /.search/<query>/     read-only matches across workspaces (kyfs.vfs.search_tree)
+    /.kyfs/metrics        read-only daemon metrics (kyfs.vfs.control_tree)
+    /<ws>/.versions/...   read-only history of each key (kyfs.vfs.versions_tree)
 
-Every operation resolves the path to (workspace, key), calls the engine, and turns a
-kyfs.core.errors.KyfsError into ``FuseOSError(errno)`` at this one boundary (:func:`_op`).
-Writes go to a shared
-kyfs.vfs.openfile.OpenFile per
-open entry and are committed at flush, fsync and release (close-to-open
-consistency).
+The hidden trees are not listed by readdir, so ``cp -r``, ``grep -r`` and ``find``
+never walk them. Every operation resolves the path to (workspace, key) or to a virtual
+tree, calls the engine (kyfs.engine.base.Workspace) or the tree, and turns a
+kyfs.core.errors.KyfsError into ``FuseOSError(errno)`` at this one boundary
+(:func:`_boundary`). Writes go to a kyfs.vfs.openfile.OpenFile shared by every handle
+on a node, committed at flush, fsync and release (close-to-open consistency).
 
-Threading model: single-threaded (the mount passes ``nothreads``). One thread
-serves every request; nothing here is locked. Measured on this machine kind, a
-multi-threaded Python loopback was ~3.6x slower than a single-threaded one for
-four parallel readers (the GIL; figure from the bench issue), and kyfs's
-single-threaded daemon serves four parallel cold cats at 0.94x the
-single-threaded loopback (make bench, workload 5). Threads would also need a
-pool of SQLite connections and locks around open files; see docs/design.md.
+Owners and permissions: a new node belongs to the process that asked (libfuse's
+fuse_get_context); permission checks, the sticky bit and clearing setuid/setgid are the
+kernel's (the mount uses ``default_permissions``). st_ino is the node's own number
+(``use_ino``), so hard links share it and it survives renames and remounts.
+
+Threading model: single-threaded (the mount passes ``nothreads``). One thread serves
+every request; nothing here is locked. See docs/design.md for the measured figures.
 """
 
 from __future__ import annotations
@@ -35,31 +31,35 @@ import errno
 import functools
 import logging
 import os
-import stat as st
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
-from kyfs import search
 from kyfs.core import names
 from kyfs.core.errors import (
+    AlreadyExists,
     CrossWorkspace,
     InvalidInput,
     InvalidName,
     IsADirectory,
+    KeyNotFound,
     KyfsError,
     NameTooLong,
     NotPermitted,
     ReadOnly,
 )
-from kyfs.engine.sqlite.engine import Workspaces
-from kyfs.engine.sqlite.workspace import ROOT, Entry, HistoryEntry, Store
-from kyfs.fuse.binding import FuseOSError, Operations
+from kyfs.core.nodes import DIR, Entry, Owner
+from kyfs.engine import SqliteEngine
+from kyfs.engine.base import Workspace
+from kyfs.fuse.binding import FuseOSError, Operations, fuse_get_context
 from kyfs.platform import paths
 from kyfs.platform.metrics import Metrics
+from kyfs.vfs.control_tree import CONTROL_DIR, ControlTree
 from kyfs.vfs.openfile import OpenFile
+from kyfs.vfs.search_tree import SEARCH_DIR, SearchTree
+from kyfs.vfs.tree import ROOT_INO, UNKNOWN_INO, Listing, VirtualTree, dots, virtual_ino
+from kyfs.vfs.versions_tree import VERSIONS_DIR, VersionsTree
 
 log = logging.getLogger(__name__)
 ENODATA = getattr(errno, "ENOATTR", errno.ENODATA)  # "no such attribute" (getxattr(2))
@@ -68,15 +68,9 @@ UTIME_NOW = (1 << 30) - 1  # tv_nsec values of utimensat(2), passed through by l
 UTIME_OMIT = (1 << 30) - 2
 RENAME_NOREPLACE = 1  # renameat2(2) flags
 RENAME_EXCHANGE = 2
+NO_ID = 0xFFFFFFFF  # a uid or gid of -1 in chown(2): leave it as it is
 MAX_WRITE = 1024 * 1024  # bytes per FUSE write request (fuse_conn_info.max_write)
-SEARCH_DIR = ".search"  # /.search/<query>/ lists matches as symlinks; hidden from readdir of /
-SEARCH_LIMIT = 100  # matches listed per query directory
-SEARCH_TTL = 2.0  # seconds a query's listing is kept, so readdir, lookups and readlink agree
-CONTROL_DIR = ".kyfs"  # /.kyfs/metrics: the daemon's metrics; hidden from readdir of /
-METRICS_FILE = "metrics"
-METRICS_TTL = 1.0  # seconds one rendering is served, so stat and read agree on its size
 HIDDEN = (SEARCH_DIR, CONTROL_DIR)
-VERSIONS_DIR = ".versions"  # /<workspace>/.versions/<key>/<id>-<UTC time>: read-only history
 XATTR_TTL = "user.kyfs.ttl"  # seconds to live; settable ("10m", "600", "" clears)
 XATTR_TIMES = ("user.kyfs.expires_at", "user.kyfs.created_at", "user.kyfs.updated_at")
 
@@ -124,34 +118,39 @@ def _op(
 def _fh_op(
     method: Callable[Concatenate[KyfsOperations, P], R],
 ) -> Callable[Concatenate[KyfsOperations, P], R]:
-    """An operation on an open file handle: its Store is already held (and stays valid
+    """An operation on an open file handle: its workspace is already held (and stays valid
     across a rename of its workspace), so it needs no lock."""
     return _boundary(method, locked=False)
 
 
 class KyfsOperations(Operations):  # type: ignore[misc]
-    """mfusepy operations over a kyfs.engine.sqlite.engine.Workspaces.
+    """mfusepy operations over an engine (kyfs.engine.base.Engine).
 
     Args:
-        workspaces: the data directory's workspaces; a caching instance for the daemon.
-        spill_dir: where open files spill large writes; kyfs.platform.paths.spill_dir() when None.
+        workspaces: the data directory's engine; a caching instance for the daemon.
+        spill_dir: where open files spill large writes; kyfs.platform.paths.spill_dir()
+            when None.
+        metrics: where operations are counted.
     """
 
     use_ns = True  # times are integer nanoseconds (mfusepy)
 
     def __init__(
-        self, workspaces: Workspaces, spill_dir: Path | None = None, metrics: Metrics | None = None
+        self,
+        workspaces: SqliteEngine,
+        spill_dir: Path | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.workspaces = workspaces
         self.metrics = metrics or Metrics()
-        self._metrics_text: tuple[float, bytes] = (0.0, b"")
-        self._control: dict[int, bytes] = {}  # open handles of /.kyfs/metrics
         self.spill_dir = spill_dir or paths.spill_dir()
         self._handles: dict[int, OpenFile] = {}
-        self._open: dict[tuple[Store, int], OpenFile] = {}
+        self._open: dict[tuple[Workspace, int], OpenFile] = {}
+        self._virtual: dict[int, bytes] = {}  # open handles of virtual files
         self._next_fh = 1
         self._uid, self._gid = os.getuid(), os.getgid()
-        self._searches: dict[str, tuple[float, dict[str, str]]] = {}
+        self.search_tree = SearchTree(workspaces.names, workspaces.open)
+        self.control_tree = ControlTree(self.metrics)
 
     def init_with_config(self, conn: Any, config: Any) -> None:
         """libfuse's init: ask for 1 MiB writes (libfuse then negotiates FUSE_MAX_PAGES
@@ -159,26 +158,37 @@ class KyfsOperations(Operations):  # type: ignore[misc]
         if conn is not None:
             conn.max_write = MAX_WRITE
 
-    # --- helpers -----------------------------------------------------------------------
+    # --- routing ---------------------------------------------------------------------
     @staticmethod
     def _split(path: str) -> tuple[str | None, str]:
         """``/`` -> (None, ""); ``/ws`` -> ("ws", ""); ``/ws/a/b`` -> ("ws", "a/b")."""
         workspace, _, key = path.lstrip("/").partition("/")
         return (workspace or None), key
 
-    def _resolve(self, path: str, lookup: bool = True) -> tuple[Store, str]:
-        """The store and key of a path inside a workspace.
+    def _tree(self, path: str) -> tuple[VirtualTree, str] | None:
+        """The virtual tree that serves ``path`` and the path inside it, or None."""
+        workspace, key = self._split(path)
+        if workspace == SEARCH_DIR:
+            return self.search_tree, key
+        if workspace == CONTROL_DIR:
+            return self.control_tree, key
+        if workspace is not None and (key == VERSIONS_DIR or key.startswith(VERSIONS_DIR + "/")):
+            tree = VersionsTree(workspace, self.workspaces.open(workspace))
+            return tree, key[len(VERSIONS_DIR) + 1 :]
+        return None
 
-        For lookups (``lookup``) an invalid name is simply not there (ENOENT),
-        except one that is too long (ENAMETOOLONG), as on ext4.
+    def _resolve(self, path: str, lookup: bool = True) -> tuple[Workspace, str]:
+        """The workspace and key of a path inside a workspace.
+
+        For lookups (``lookup``) an invalid name is simply not there (ENOENT), except one
+        that is too long (ENAMETOOLONG), as on ext4. EROFS in the hidden trees, EPERM at
+        the mount's root.
         """
         workspace, key = self._split(path)
         if workspace is None:
             raise NotPermitted("the root holds only workspaces")
-        if workspace in HIDDEN:
-            raise ReadOnly(f"{workspace} is read-only")
-        if key == VERSIONS_DIR or key.startswith(VERSIONS_DIR + "/"):
-            raise ReadOnly("the .versions directory is read-only")
+        if workspace in HIDDEN or key == VERSIONS_DIR or key.startswith(VERSIONS_DIR + "/"):
+            raise ReadOnly(f"{path} is read-only")
         try:
             if key:
                 names.check_key(key)
@@ -187,20 +197,27 @@ class KyfsOperations(Operations):  # type: ignore[misc]
             raise
         except InvalidName as exc:
             if lookup:
-                raise FuseOSError(errno.ENOENT) from exc
+                raise KeyNotFound(f"no such key: {key}") from exc
             raise
 
-    def _attrs(self, entry: Entry, store: Store | None) -> dict[str, Any]:
+    @staticmethod
+    def _caller() -> Owner:
+        """The uid and gid of the process that made the current request: the owner of
+        what it creates, as on tmpfs."""
+        uid, gid, _ = fuse_get_context()
+        return Owner(uid, gid)
+
+    def _attrs(self, entry: Entry, store: Workspace) -> dict[str, Any]:
         size = entry.size
-        opened = self._open.get((store, entry.id)) if store is not None else None
+        opened = self._open.get((store, entry.id))
         if opened is not None and opened.dirty:
             size = opened.size
-        kind = st.S_IFDIR if entry.is_dir else st.S_IFREG
         return {
-            "st_mode": kind | entry.mode,
-            "st_nlink": 2 if entry.is_dir else 1,
-            "st_uid": self._uid,
-            "st_gid": self._gid,
+            "st_ino": store.inode(entry.id),
+            "st_mode": entry.kind | entry.mode,
+            "st_nlink": entry.nlink,
+            "st_uid": entry.uid,
+            "st_gid": entry.gid,
             "st_size": size,
             "st_blocks": (size + 511) // 512,
             "st_atime": entry.atime_ns,
@@ -209,129 +226,41 @@ class KyfsOperations(Operations):  # type: ignore[misc]
         }
 
     def _root_attrs(self) -> dict[str, Any]:
+        """The mount's root: the set of workspaces, owned by the daemon's user."""
         mtime = self.workspaces.directory.stat().st_mtime_ns
-        root = Entry(0, ROOT, True, 0o755, 0, mtime, mtime, mtime, mtime)
-        return self._attrs(root, None)
-
-    # --- the .search directory ----------------------------------------------------------
-    @contextmanager
-    def _use_cached(self, name: str) -> Iterator[Store]:
-        yield self.workspaces.open(name)
-
-    def _search(self, query: str) -> dict[str, str]:
-        """Link name -> target for the matches of ``query`` across every workspace."""
-        now = time.monotonic()
-        cached = self._searches.get(query)
-        if cached is not None and now - cached[0] < SEARCH_TTL:
-            return cached[1]
-        results = search.search(
-            self.workspaces.names(), query, limit=SEARCH_LIMIT, use=self._use_cached, parallel=False
-        )
-        width = max(2, len(str(len(results.hits))))
-        listing = {}
-        for rank, hit in enumerate(results.hits, 1):
-            name = f"{rank:0{width}d}-{hit.workspace}-{hit.key.replace('/', '_')}"
-            name = name.encode()[: names.NAME_MAX].decode(errors="ignore")
-            listing[name] = f"../../{hit.workspace}/{hit.key}"
-        self._searches = {q: v for q, v in self._searches.items() if now - v[0] < SEARCH_TTL}
-        self._searches[query] = (now, listing)
-        return listing
-
-    def _search_attrs(self, key: str) -> dict[str, Any]:
-        attrs = self._root_attrs()
-        attrs["st_mode"] = st.S_IFDIR | 0o555
-        query, _, name = key.partition("/")
-        if not name:
-            return attrs  # /.search or /.search/<any query>: a directory
-        target = self._search(query).get(name)
-        if target is None or "/" in name:
-            raise FuseOSError(errno.ENOENT)
-        attrs.update(st_mode=st.S_IFLNK | 0o777, st_nlink=1, st_size=len(target), st_blocks=0)
-        return attrs
-
-    # --- the .kyfs directory ------------------------------------------------------------
-    def _metrics_bytes(self) -> bytes:
-        now = time.monotonic()
-        if now - self._metrics_text[0] > METRICS_TTL:
-            self._metrics_text = (now, self.metrics.render().encode())
-        return self._metrics_text[1]
-
-    def _control_attrs(self, key: str) -> dict[str, Any]:
-        attrs = self._root_attrs()
-        attrs["st_mode"] = st.S_IFDIR | 0o555
-        if not key:
-            return attrs
-        if key != METRICS_FILE:
-            raise FuseOSError(errno.ENOENT)
-        size = len(self._metrics_bytes())
-        attrs.update(st_mode=st.S_IFREG | 0o444, st_nlink=1, st_size=size)
-        attrs.update(st_blocks=(size + 511) // 512, st_mtime=time.time_ns())
-        return attrs
-
-    # --- the .versions directory of a workspace --------------------------------------
-    @staticmethod
-    def _version_name(version: HistoryEntry) -> str:
-        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(version.time_ns / 1e9))
-        return f"{version.id}-{stamp}"
-
-    def _versions_of(self, store: Store, key: str) -> list[HistoryEntry]:
-        return [v for v in store.history(key) if v.action == "set" and v.value is not None]
-
-    def _versions_attrs(self, workspace: str, rest: str) -> dict[str, Any]:
-        store = self.workspaces.open(workspace)
-        attrs = self._root_attrs()
-        attrs["st_mode"] = st.S_IFDIR | 0o555
-        if not rest:
-            return attrs
-        head, _, last = rest.rpartition("/")
-        if head and self._versions_of(store, head):  # a version file of key ``head``
-            for version in self._versions_of(store, head):
-                if self._version_name(version) == last:
-                    size = len(version.value or b"")
-                    attrs.update(st_mode=st.S_IFREG | 0o444, st_nlink=1, st_size=size)
-                    attrs.update(st_blocks=(size + 511) // 512, st_mtime=version.time_ns)
-                    return attrs
-            raise FuseOSError(errno.ENOENT)
-        if self._versions_of(store, rest) or store.history_keys(rest + "/"):
-            return attrs  # a key with versions, or a directory above some
-        raise FuseOSError(errno.ENOENT)
-
-    def _versions_listing(self, workspace: str, rest: str) -> list[Any]:
-        store = self.workspaces.open(workspace)
-        versions = self._versions_of(store, rest) if rest else []
-        if versions:
-            file = {"st_mode": st.S_IFREG | 0o444}
-            return [(self._version_name(v), file, 0) for v in versions]
-        prefix = rest + "/" if rest else ""
-        below = {k[len(prefix) :].split("/", 1)[0] for k in store.history_keys(prefix)}
-        return [(name, {"st_mode": st.S_IFDIR | 0o555}, 0) for name in sorted(below) if name]
-
-    def _version_value(self, workspace: str, rest: str) -> bytes:
-        head, _, last = rest.rpartition("/")
-        store = self.workspaces.open(workspace)
-        for version in self._versions_of(store, head):
-            if self._version_name(version) == last:
-                return version.value or b""
-        raise FuseOSError(errno.ENOENT)
+        return {
+            "st_ino": ROOT_INO,
+            "st_mode": DIR | 0o755,
+            "st_nlink": 2 + len(self.workspaces.names()),
+            "st_uid": self._uid,
+            "st_gid": self._gid,
+            "st_size": 0,
+            "st_blocks": 0,
+            "st_atime": mtime,
+            "st_mtime": mtime,
+            "st_ctime": mtime,
+        }
 
     # --- extended attributes ----------------------------------------------------------
     @_op
     def listxattr(self, path: str) -> list[str]:
         """The key's ``user.kyfs.*`` attribute names (none for a directory). ENOENT."""
+        if self._tree(path) is not None:
+            return []
         store, key = self._resolve(path)
         if store.stat(key).is_dir:
             return []
-        names_ = list(XATTR_TIMES[1:])
+        found = list(XATTR_TIMES[1:])
         if store.expiry(key) is not None:
-            names_ = [XATTR_TTL, XATTR_TIMES[0], *names_]
-        return names_
+            found = [XATTR_TTL, XATTR_TIMES[0], *found]
+        return found
 
     @_op
     def getxattr(self, path: str, name: str, position: int = 0) -> bytes:
         """A ``user.kyfs.*`` attribute as bytes: seconds to live, or a UTC time in ISO 8601.
 
         ENODATA for any other name or an unset TTL; ENOENT."""
-        if not name.startswith("user.kyfs."):
+        if not name.startswith("user.kyfs.") or self._tree(path) is not None:
             raise FuseOSError(ENODATA)
         store, key = self._resolve(path)
         entry = store.stat(key)
@@ -343,10 +272,10 @@ class KyfsOperations(Operations):  # type: ignore[misc]
             XATTR_TIMES[1]: entry.created_ns,
             XATTR_TIMES[2]: entry.mtime_ns,
         }
-        if stamps.get(name) is None:
+        stamp = stamps.get(name)
+        if stamp is None:
             raise FuseOSError(ENODATA)
-        seconds = stamps[name] / 1e9  # type: ignore[operator]
-        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds)).encode()
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(stamp / 1e9)).encode()
 
     @_op
     def setxattr(self, path: str, name: str, value: bytes, options: int, position: int = 0) -> int:
@@ -368,37 +297,6 @@ class KyfsOperations(Operations):  # type: ignore[misc]
         store.set_ttl(key, None)
         return 0
 
-    @_op
-    def readlink(self, path: str) -> str:
-        """The target of a ``/.search/<query>/<link>`` symlink. EINVAL elsewhere; ENOENT."""
-        workspace, key = self._split(path)
-        query, _, name = key.partition("/")
-        if workspace != SEARCH_DIR or not name:
-            raise InvalidInput("not a symbolic link")
-        target = self._search(query).get(name)
-        if target is None:
-            raise FuseOSError(errno.ENOENT)
-        return target
-
-    def _handle(self, fh: int) -> OpenFile:
-        try:
-            return self._handles[fh]
-        except KeyError:
-            raise FuseOSError(errno.EBADF) from None
-
-    def _attach(self, store: Store, entry: Entry, truncate: bool) -> int:
-        opened = self._open.get((store, entry.id))
-        if opened is None:
-            opened = OpenFile(store, entry.id, entry.size, self.spill_dir)
-            self._open[(store, entry.id)] = opened
-        opened.entry = entry
-        opened.refs += 1
-        if truncate:
-            opened.truncate(0)
-        fh, self._next_fh = self._next_fh, self._next_fh + 1
-        self._handles[fh] = opened
-        return fh
-
     # --- metadata ------------------------------------------------------------------------
     @_op
     def getattr(self, path: str | None, fh: int | None = None) -> dict[str, Any]:
@@ -408,58 +306,62 @@ class KyfsOperations(Operations):  # type: ignore[misc]
         if path is None:  # fstat of a file unlinked while open (hard_remove)
             opened = self._handle(fh if fh is not None else -1)
             assert opened.entry is not None
-            attrs = self._attrs(opened.entry, None)
+            attrs = self._attrs(opened.entry, opened.store)  # type: ignore[arg-type]
             attrs["st_size"] = opened.current_size()
             attrs["st_blocks"] = (attrs["st_size"] + 511) // 512
             return attrs
-        workspace, key = self._split(path)
-        if workspace is None:
+        if path == "/":
             return self._root_attrs()
-        if workspace == SEARCH_DIR:
-            return self._search_attrs(key)
-        if workspace == CONTROL_DIR:
-            return self._control_attrs(key)
-        if key == VERSIONS_DIR or key.startswith(VERSIONS_DIR + "/"):
-            return self._versions_attrs(workspace, key[len(VERSIONS_DIR) + 1 :])
+        routed = self._tree(path)
+        if routed is not None:
+            return routed[0].getattr(routed[1])
         store, key = self._resolve(path)
         return self._attrs(store.stat(key), store)
 
     @_op
-    def readdir(self, path: str, fh: int) -> list[Any]:
-        """``.``, ``..`` and a directory's entries, each with its st_mode. ENOENT, ENOTDIR."""
+    def readdir(self, path: str, fh: int) -> Listing:
+        """``.``, ``..`` and a directory's entries, each with its st_mode and st_ino (never
+        0: glibc skips such entries). ENOENT, ENOTDIR."""
         workspace, key = self._split(path)
-        listing: list[Any] = [".", ".."]
         if workspace is None:
-            dir_mode = {"st_mode": st.S_IFDIR | 0o755}
-            listing += [(name, dir_mode, 0) for name in self.workspaces.names()]
-            return listing  # SEARCH_DIR is left out, as ZFS leaves out .zfs
-        if workspace == SEARCH_DIR:
-            if key and "/" not in key:
-                link = {"st_mode": st.S_IFLNK | 0o777}
-                listing += [(name, link, 0) for name in self._search(key)]
+            listing = dots(ROOT_INO, ROOT_INO)
+            for name in self.workspaces.names():  # SEARCH_DIR and CONTROL_DIR left out
+                listing.append((name, {"st_mode": DIR | 0o755, "st_ino": UNKNOWN_INO}, 0))
             return listing
-        if workspace == CONTROL_DIR:
-            return [*listing, (METRICS_FILE, {"st_mode": st.S_IFREG | 0o444}, 0)]
-        if key == VERSIONS_DIR or key.startswith(VERSIONS_DIR + "/"):
-            return listing + self._versions_listing(workspace, key[len(VERSIONS_DIR) + 1 :])
+        routed = self._tree(path)
+        if routed is not None:
+            return dots(virtual_ino(path)) + routed[0].readdir(routed[1])
         store, key = self._resolve(path)
+        listing = dots(store.inode(store.stat(key).id))
         for entry in store.children(key):
-            kind = st.S_IFDIR if entry.is_dir else st.S_IFREG
-            listing.append((entry.name, {"st_mode": kind | entry.mode}, 0))
+            attrs = {"st_mode": entry.kind | entry.mode, "st_ino": store.inode(entry.id)}
+            listing.append((entry.name, attrs, 0))
         return listing
 
     @_op
+    def readlink(self, path: str) -> str:
+        """The target of a symbolic link: a key's (as stored, any bytes), or a match's in
+        ``/.search``. EINVAL for anything else; ENOENT."""
+        routed = self._tree(path)
+        if routed is not None:
+            return routed[0].readlink(routed[1])
+        store, key = self._resolve(path)
+        return os.fsdecode(store.readlink(key))
+
+    @_op
     def statfs(self, path: str) -> dict[str, int]:
-        """The data directory's disk (statvfs(3)); f_files is the number of keys."""
+        """The data directory's disk (statvfs(3)). Inodes: f_files is the nodes in use
+        (every workspace's, the root included) plus the disk's free inodes, f_ffree those
+        free inodes, so ``df -i`` shows IUsed = the nodes, never negative."""
         disk = os.statvfs(self.workspaces.directory)
-        keys = sum(self.workspaces.open(name).count_keys() for name in self.workspaces.names())
+        used = 1 + sum(self.workspaces.open(name).count_nodes() for name in self.workspaces.names())
         return {
             "f_bsize": disk.f_bsize,
             "f_frsize": disk.f_frsize,
             "f_blocks": disk.f_blocks,
             "f_bfree": disk.f_bfree,
             "f_bavail": disk.f_bavail,
-            "f_files": keys,
+            "f_files": used + disk.f_ffree,
             "f_ffree": disk.f_ffree,
             "f_favail": disk.f_favail,
             "f_namemax": names.NAME_MAX,
@@ -467,25 +369,30 @@ class KyfsOperations(Operations):  # type: ignore[misc]
 
     @_op
     def chmod(self, path: str, mode: int) -> int:
-        """Store permission bits ``mode & 0o7777``; ctime is now. ENOENT."""
+        """Store permission bits ``mode & 0o7777``; ctime is now. Who may is the kernel's
+        check (default_permissions). EPERM at the mount's root; ENOENT."""
         store, key = self._resolve(path)
         store.chmod(key, mode)
         return 0
 
     @_op
     def chown(self, path: str, uid: int, gid: int) -> int:
-        # Every entry belongs to the daemon's user; only a no-op chown is allowed.
-        """Entries belong to the mounting user: a no-op chown, else EPERM. ENOENT."""
-        if uid not in (-1, 0xFFFFFFFF, self._uid) or gid not in (-1, 0xFFFFFFFF, self._gid):
-            raise NotPermitted("kyfs entries belong to the mounting user")
+        """Store owner and group; -1 keeps one (chown(2)); ctime is now. Who may is the
+        kernel's check (default_permissions: root any, the owner only to a group it is
+        in), and the kernel clears setuid/setgid first. EPERM at the root; ENOENT."""
         store, key = self._resolve(path)
-        store.stat(key)
+        store.chown(key, None if uid in (-1, NO_ID) else uid, None if gid in (-1, NO_ID) else gid)
         return 0
 
     @_op
     def utimens(self, path: str, times: tuple[int, int] | None = None) -> int:
-        """Store (atime, mtime) in ns; UTIME_NOW and UTIME_OMIT as utimensat(2). ENOENT."""
+        """Store (atime, mtime) in ns; UTIME_NOW and UTIME_OMIT as utimensat(2). Buffered
+        writes of an open file are committed first, so the times set here win (``cp -a``,
+        ``tar x``). ENOENT."""
         store, key = self._resolve(path)
+        opened = self._open.get((store, store.stat(key).id))
+        if opened is not None:
+            opened.commit()
         now = time.time_ns()
         if times is None:
             store.utimens(key, now, now)
@@ -497,16 +404,16 @@ class KyfsOperations(Operations):  # type: ignore[misc]
     # --- directories and names -----------------------------------------------------------
     @_op
     def mkdir(self, path: str, mode: int) -> int:
-        """At the root: create a workspace (EINVAL bad name, EEXIST); below: a directory
-        (EEXIST, ENOTDIR). EROFS in the hidden trees."""
+        """At the root: create a workspace owned by the caller (EINVAL bad name, EEXIST);
+        below: a directory (EEXIST, ENOTDIR). EROFS in the hidden trees."""
         workspace, key = self._split(path)
         if workspace in HIDDEN:
             raise ReadOnly(f"{workspace} is read-only")
         if workspace is not None and not key:
-            self.workspaces.create(workspace)
+            self.workspaces.create(workspace, owner=self._caller(), mode=mode)
             return 0
         store, key = self._resolve(path, lookup=False)
-        store.mkdir(key, mode)
+        store.mkdir(key, mode, owner=self._caller())
         return 0
 
     @_op
@@ -525,7 +432,8 @@ class KyfsOperations(Operations):  # type: ignore[misc]
 
     @_op
     def unlink(self, path: str) -> int:
-        """Delete a key (it waits in the archive). ENOENT, EISDIR."""
+        """Remove a name; a node that lost its last name waits in the archive. ENOENT,
+        EISDIR."""
         store, key = self._resolve(path)
         store.delete(key)
         return 0
@@ -545,64 +453,96 @@ class KyfsOperations(Operations):  # type: ignore[misc]
             raise ReadOnly("the hidden directories are read-only")
         if not old_key and not new_key:
             if flags & RENAME_NOREPLACE and self.workspaces.exists(new_ws):
-                raise FuseOSError(errno.EEXIST)
+                raise AlreadyExists(f"workspace exists: {new_ws}")
             self.workspaces.rename(old_ws, new_ws)
             return 0
         if old_ws != new_ws or not old_key or not new_key:
             raise CrossWorkspace("rename across workspaces: copy instead")
         store, old_key = self._resolve(old)
-        new_key = names.check_key(new_key)
+        _, new_key = self._resolve(new, lookup=False)
         if flags & RENAME_NOREPLACE:
             try:
                 store.stat(new_key)
-            except KyfsError:
+            except KeyNotFound:
                 pass
             else:
-                raise FuseOSError(errno.EEXIST)
+                raise AlreadyExists(f"exists: {new_key}")
         store.rename(old_key, new_key)
         return 0
 
     @_op
     def link(self, target: str, source: str) -> int:
-        """No hard links: EPERM."""
-        raise NotPermitted("kyfs has no hard links")
+        """link(2): a second name ``target`` for the node at ``source``, in one workspace.
+        EXDEV across workspaces, EPERM for a directory or at the root, EEXIST, EMLINK."""
+        new_ws, new_key = self._split(target)
+        old_ws, old_key = self._split(source)
+        if not new_key or not old_key:
+            raise NotPermitted("the root holds only workspaces")
+        if new_ws != old_ws:
+            raise CrossWorkspace("hard link across workspaces")
+        store, old_key = self._resolve(source)
+        _, new_key = self._resolve(target, lookup=False)
+        store.link(old_key, new_key)
+        return 0
 
     @_op
     def symlink(self, target: str, source: str) -> int:
-        """No symbolic links: EPERM."""
-        raise NotPermitted("kyfs has no symbolic links")
+        """symlink(2): the link ``target`` pointing at ``source`` (stored as given, never
+        resolved by kyfs), owned by the caller. EPERM at the root, EEXIST, ENAMETOOLONG."""
+        if not self._split(target)[1]:
+            raise NotPermitted("the root holds only workspaces")
+        store, key = self._resolve(target, lookup=False)
+        store.symlink(key, os.fsencode(source), owner=self._caller())
+        return 0
 
     @_op
     def mknod(self, path: str, mode: int, dev: int) -> int:
-        """Only regular files and directories: EPERM."""
-        raise NotPermitted("kyfs stores regular files and directories only")
+        """Only regular files, directories and symbolic links: EPERM (FIFOs, sockets and
+        device nodes are refused)."""
+        raise NotPermitted("kyfs stores regular files, directories and symbolic links only")
 
     # --- files ---------------------------------------------------------------------------
+    def _handle(self, fh: int) -> OpenFile:
+        try:
+            return self._handles[fh]
+        except KeyError:
+            raise FuseOSError(errno.EBADF) from None
+
+    def _attach(self, store: Workspace, entry: Entry, truncate: bool) -> int:
+        opened = self._open.get((store, entry.id))
+        if opened is None:
+            opened = OpenFile(store, entry.id, entry.size, self.spill_dir)
+            self._open[(store, entry.id)] = opened
+        opened.entry = entry
+        opened.refs += 1
+        if truncate:
+            opened.truncate(0)
+        fh, self._next_fh = self._next_fh, self._next_fh + 1
+        self._handles[fh] = opened
+        return fh
+
     @_op
     def create(self, path: str, mode: int, flags: int = 0) -> int:
-        """Create key ``path`` (visible at once, empty) and open it; returns a handle.
-        EPERM at the root, EEXIST with O_EXCL, ENAMETOOLONG, EILSEQ, ENOTDIR."""
+        """Create key ``path`` (visible at once, empty, owned by the caller) and open it;
+        returns a handle. EPERM at the root, EEXIST with O_EXCL, ENAMETOOLONG, EILSEQ,
+        ENOTDIR."""
         if not self._split(path)[1]:
             raise NotPermitted("the root holds only workspaces (directories), not files")
         store, key = self._resolve(path, lookup=False)
-        entry = store.create(key, mode, exclusive=bool(flags & os.O_EXCL))
+        entry = store.create(key, mode, exclusive=bool(flags & os.O_EXCL), owner=self._caller())
         return self._attach(store, entry, truncate=bool(flags & os.O_TRUNC))
 
     @_op
     def open(self, path: str, flags: int) -> int:
-        """Open a key (O_TRUNC empties its buffer) or the metrics or a version file
-        (read-only: EROFS for writing); returns a handle. ENOENT, EISDIR."""
-        workspace, key = self._split(path)
-        virtual = None
-        if (workspace, key) == (CONTROL_DIR, METRICS_FILE):
-            virtual = self._metrics_bytes()
-        elif workspace is not None and key.startswith(VERSIONS_DIR + "/"):
-            virtual = self._version_value(workspace, key[len(VERSIONS_DIR) + 1 :])
-        if virtual is not None:
+        """Open a key (O_TRUNC empties its buffer) or a virtual file (read-only: EROFS for
+        writing); returns a handle. ENOENT, EISDIR."""
+        routed = self._tree(path)
+        if routed is not None:
             if flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC):
                 raise ReadOnly("read-only")
+            content = routed[0].content(routed[1])
             fh, self._next_fh = self._next_fh, self._next_fh + 1
-            self._control[fh] = virtual
+            self._virtual[fh] = content
             return fh
         store, key = self._resolve(path)
         entry = store.stat(key)
@@ -614,10 +554,10 @@ class KyfsOperations(Operations):  # type: ignore[misc]
     def read(self, path: str, size: int, offset: int, fh: int) -> bytes:
         """Up to ``size`` bytes at ``offset`` through handle ``fh``, buffered writes
         included. EBADF."""
-        control = self._control.get(fh)
+        virtual = self._virtual.get(fh)
         data = (
-            control[offset : offset + size]
-            if control is not None
+            virtual[offset : offset + size]
+            if virtual is not None
             else self._handle(fh).read(offset, size)
         )
         self.metrics.add_bytes(read=len(data))
@@ -655,22 +595,23 @@ class KyfsOperations(Operations):  # type: ignore[misc]
     @_fh_op
     def flush(self, path: str, fh: int) -> int:
         """Commit handle ``fh``'s buffered writes (what close(2) returns). ENOSPC, EIO,
-        EINVAL (a schema rule refused the value)."""
-        if fh not in self._control:
+        EINVAL (a schema rule refused the value); after an error the changes are gone."""
+        if fh not in self._virtual:
             self._handle(fh).commit()
         return 0
 
     @_fh_op
     def fsync(self, path: str, datasync: int, fh: int) -> int:
         """Commit, then make every committed transaction durable (a checkpoint). As flush."""
-        self._handle(fh).commit(sync=True)
+        if fh not in self._virtual:
+            self._handle(fh).commit(sync=True)
         return 0
 
     @_fh_op
     def release(self, path: str, fh: int) -> int:
         """The last close of a handle: commit what is left; free the buffer when it was
-        the entry's last handle."""
-        if self._control.pop(fh, None) is not None:
+        the node's last handle."""
+        if self._virtual.pop(fh, None) is not None:
             return 0
         opened = self._handles.pop(fh, None)
         if opened is None:
@@ -685,7 +626,7 @@ class KyfsOperations(Operations):  # type: ignore[misc]
         return 0
 
     def destroy(self, path: str) -> None:
-        """At unmount: commit what open files still buffer, then close every store."""
+        """At unmount: commit what open files still buffer, then close every workspace."""
         for opened in list(self._open.values()):
             try:
                 opened.commit()

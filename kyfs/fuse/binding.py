@@ -21,4 +21,23 @@ FuseOSError = mfusepy.FuseOSError
 Operations = mfusepy.Operations
 fuse_major_version: int = mfusepy.fuse_version_major
 
-__all__ = ["FUSE", "FuseOSError", "Operations", "fuse_major_version", "mfusepy"]
+
+def fuse_get_context() -> tuple[int, int, int]:
+    """(uid, gid, pid) of the process whose request is being served (libfuse's
+    fuse_get_context); outside a request (the adapter called directly, in tests) this
+    process's own."""
+    try:
+        uid, gid, pid = mfusepy.fuse_get_context()
+    except ValueError:  # NULL context: not inside a FUSE request
+        return os.getuid(), os.getgid(), os.getpid()
+    return int(uid), int(gid), int(pid)
+
+
+__all__ = [
+    "FUSE",
+    "FuseOSError",
+    "Operations",
+    "fuse_get_context",
+    "fuse_major_version",
+    "mfusepy",
+]

@@ -23,6 +23,7 @@ import errno
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -49,6 +50,9 @@ BASE_OPTIONS: dict[str, Any] = {
     # show through the mount within that (libfuse's default, made explicit).
     "attr_timeout": 1.0,
     "entry_timeout": 1.0,
+    # st_ino is the node's own number (Workspace.inode), stable across remounts and
+    # renames and shared by hard links, instead of libfuse's per-path numbering.
+    "use_ino": True,
     # At open, libfuse compares the file's mtime and size with what the kernel has
     # cached and keeps the page cache when they did not change (a change by the CLI
     # changes mtime, so it is seen at the next open).
@@ -73,16 +77,53 @@ def parse_options(text: str | None) -> dict[str, Any]:
 
 def is_mounted(mountpoint: Path) -> bool:
     """True when something is mounted at ``mountpoint`` (stale mounts included)."""
-    return is_stale(mountpoint) or os.path.ismount(mountpoint)
+    return _listed_mount(mountpoint) or is_stale(mountpoint)
 
 
 def is_stale(mountpoint: Path) -> bool:
-    """True when ``mountpoint`` is a FUSE mount whose daemon is gone (ENOTCONN)."""
+    """True when ``mountpoint`` is a FUSE mount whose daemon is gone.
+
+    Right after a daemon dies the kernel still answers stat(2) from cached attributes
+    (for up to attr_timeout), so stat alone misses it. Two signs that do not wait: the
+    daemon recorded for this mountpoint (kyfs.platform.paths.mount_record) no longer
+    runs, or statvfs(2), which the kernel always asks the daemon, fails with ENOTCONN
+    ("Transport endpoint is not connected").
+    """
     try:
         os.stat(mountpoint)
     except OSError as exc:
         return exc.errno == errno.ENOTCONN
+    if not _listed_mount(mountpoint):
+        return False
+    record = read_record(mountpoint)
+    pid = record.get("pid") if record else None
+    if isinstance(pid, int) and not _pid_alive(pid):
+        return True
+    try:
+        os.statvfs(mountpoint)
+    except OSError as exc:
+        return exc.errno == errno.ENOTCONN
     return False
+
+
+def _listed_mount(mountpoint: Path) -> bool:
+    """True when ``mountpoint`` is a mount point in /proc/self/mountinfo (proc(5)); unlike
+    os.path.ismount this never asks the filesystem itself."""
+    target = str(mountpoint.absolute())
+    try:
+        text = Path("/proc/self/mountinfo").read_text()
+    except OSError:
+        return os.path.ismount(mountpoint)
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) > 4 and _unescape(fields[4]) == target:
+            return True
+    return False
+
+
+def _unescape(field: str) -> str:
+    """mountinfo writes space, tab, newline and backslash as octal escapes (\\040 ...)."""
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
 
 
 def _unmount_commands(mountpoint: Path, lazy: bool) -> list[list[str]]:
@@ -161,7 +202,7 @@ def prepare_mountpoint(mountpoint: Path) -> None:
     if is_stale(mountpoint):
         log.warning("recovering stale mount at %s", mountpoint)
         unmount(mountpoint, lazy=True)
-    if os.path.ismount(mountpoint):
+    if _listed_mount(mountpoint):
         raise MountError(f"already mounted: {mountpoint}")
     mountpoint.mkdir(parents=True, exist_ok=True)
     if not mountpoint.is_dir():
@@ -186,7 +227,7 @@ def serve(
         MountError: (exit 5) libfuse could not mount (see the log for its message).
         InvalidInput: (exit 2) ``metrics_port`` without prometheus_client.
     """
-    from kyfs.engine.sqlite.engine import Workspaces
+    from kyfs.engine import open_engine
     from kyfs.fuse.adapter import KyfsOperations
     from kyfs.platform import service
     from kyfs.platform.metrics import Metrics, serve_http
@@ -196,7 +237,7 @@ def serve(
     metrics = Metrics()
     if metrics_port is not None:
         serve_http(metrics, metrics_port)
-    operations = KyfsOperations(Workspaces(cache=True), metrics=metrics)
+    operations = KyfsOperations(open_engine(cache=True), metrics=metrics)
     if not xattrs:  # mfusepy registers only the handlers that are not None
         for name in ("getxattr", "setxattr", "listxattr", "removexattr"):
             setattr(operations, name, None)
@@ -311,7 +352,7 @@ def _fuse_class() -> type:
 def status(mountpoint: Path) -> dict[str, Any]:
     """What ``kyfs status`` reports about ``mountpoint``: mounted, stale, daemon pid and
     uptime (seconds), data directory, active workspace, user, workspace count, version."""
-    from kyfs.engine.sqlite.engine import Workspaces
+    from kyfs.engine import open_engine
 
     mountpoint = mountpoint.absolute()
     record = read_record(mountpoint) or {}
@@ -319,7 +360,7 @@ def status(mountpoint: Path) -> dict[str, Any]:
     alive = pid is not None and _pid_alive(pid)
     stale = is_stale(mountpoint)
     mounted = not stale and os.path.ismount(mountpoint)
-    workspaces = Workspaces()
+    workspaces = open_engine()
     try:
         count = len(workspaces.names())
     finally:

@@ -34,8 +34,10 @@ from typing import Any
 
 from kyfs.core.errors import InvalidInput, StorageError, WorkspaceExists, WorkspaceNotFound
 from kyfs.core.names import check_workspace_name
-from kyfs.engine.sqlite.engine import Workspaces
-from kyfs.engine.sqlite.workspace import ImportItem, Store
+from kyfs.core.nodes import ImportItem
+from kyfs.engine import open_engine
+from kyfs.engine.base import Workspace
+from kyfs.engine.sqlite.workspace import SqliteWorkspace
 from kyfs.platform import paths
 
 FORMAT = "kyfs-backup"
@@ -60,7 +62,7 @@ def _sha256(path: Path) -> str:
 def _count_keys(path: Path) -> int:
     """Keys in the snapshot ``path``, read through the store (without migrating it)."""
     try:
-        store = Store(path, migrate=False)
+        store = SqliteWorkspace(path, migrate=False)
     except StorageError as exc:
         raise InvalidInput(f"{path.name}: not a kyfs workspace snapshot: {exc}") from None
     try:
@@ -81,7 +83,7 @@ def create(
     Raises:
         WorkspaceNotFound: (exit 1) a named workspace does not exist.
     """
-    workspaces = Workspaces()
+    workspaces = open_engine()
     with tempfile.TemporaryDirectory(dir=paths.make_private_dir(paths.spill_dir())) as tmp:
         files: list[dict[str, Any]] = []
         try:
@@ -222,7 +224,7 @@ def restore(
                 raise WorkspaceNotFound(f"workspace {name} is not in {archive}")
         elif as_name is not None and len(wanted) != 1:
             raise InvalidInput("--as needs -w NAME when the backup holds several workspaces")
-        workspaces = Workspaces()
+        workspaces = open_engine()
         restored = []
         try:
             targets = [(f, as_name or f["workspace"]) for f in wanted]
@@ -242,7 +244,7 @@ def restore(
 
 
 # --- export and import ------------------------------------------------------------------
-def _entry_json(store: Store, key: str) -> dict[str, Any]:
+def _entry_json(store: Workspace, key: str) -> dict[str, Any]:
     entry = store.stat(key)
     value = store.get(key)
     data: dict[str, Any] = {"key": key}
@@ -255,7 +257,7 @@ def _entry_json(store: Store, key: str) -> dict[str, Any]:
     return data
 
 
-def export(store: Store, workspace: str, fmt: str, output: Path | None) -> int:
+def export(store: Workspace, workspace: str, fmt: str, output: Path | None) -> int:
     """Write every key of ``store`` as ``fmt`` (jsonl, json, dir) to ``output`` (stdout
     for jsonl/json when None); return the number of keys.
 
@@ -302,7 +304,7 @@ def _stdout_write(text: str) -> None:
     sys.stdout.write(text)
 
 
-def _all_dirs(store: Store) -> list[str]:
+def _all_dirs(store: Workspace) -> list[str]:
     found, pending = [], [""]
     while pending:
         directory = pending.pop()
@@ -357,7 +359,7 @@ def read_export(path: Path) -> Iterator[ImportItem]:
         raise InvalidInput(f"{path}: not a kyfs export: {exc}") from None
 
 
-def import_path(store: Store, path: Path, conflict: str = "error") -> int:
+def import_path(store: Workspace, path: Path, conflict: str = "error") -> int:
     """Import an export into ``store`` in one transaction; return the keys written.
 
     Raises:

@@ -7,7 +7,7 @@ equal), ``cleanup`` (only after a passing validate: the source moves to the
 trash, never deleted). Sources are never modified.
 
 Thread-safety: ``run`` writes each workspace from its own thread with its own
-Workspaces and Store; the functions share nothing else.
+SqliteEngine and Store; the functions share nothing else.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kyfs.core.errors import InvalidInput, KeyNotFound, KyfsError, WorkspaceExists
-from kyfs.engine.sqlite.engine import Workspaces
-from kyfs.engine.sqlite.workspace import HistoryEntry, ImportItem
+from kyfs.core.nodes import HistoryEntry, ImportItem
+from kyfs.engine import open_engine
 from kyfs.platform import paths
 from kyfs.transfer.sources import Record, SourceData, iter_workspaces, read_kycli
 
@@ -73,7 +73,7 @@ class Plan:
 
 
 def _existing_keys(name: str) -> set[str] | None:
-    workspaces = Workspaces()
+    workspaces = open_engine()
     try:
         if not workspaces.exists(name):
             return None
@@ -122,7 +122,7 @@ def _write_workspace(
     history: list[tuple[str, str, bytes | None, int]],
     merge: str | None,
 ) -> int:
-    workspaces = Workspaces()
+    workspaces = open_engine()
     try:
         if not workspaces.exists(name):
             workspaces.create(name)
@@ -213,7 +213,7 @@ class Validation:
 def validate(data: SourceData) -> Validation:
     """Check that every live key of ``data`` is in kyfs with an equal SHA-256."""
     result = Validation(keys=len(data.live))
-    workspaces = Workspaces()
+    workspaces = open_engine()
     try:
         for name, records in iter_workspaces(data.live):
             if not workspaces.exists(name):

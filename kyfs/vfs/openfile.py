@@ -24,7 +24,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Protocol
 
-from kyfs.engine.sqlite.workspace import Entry, check_size
+from kyfs.core.errors import KyfsError
+from kyfs.core.nodes import Entry, check_size
 from kyfs.platform.paths import make_private_dir
 
 MEMORY_BLOCKS = 16  # changed blocks kept in memory per open file (16 x 256 KiB = 4 MiB)
@@ -229,24 +230,38 @@ class OpenFile:
         written and the file becomes ``orphaned``: its handles keep reading and
         writing the buffer, and the value is dropped at the last close.
 
+        An error is final, as Linux drops dirty pages after a failed writeback: the
+        buffered changes are dropped, so the key stays as it was, then and at every
+        later flush or close (what ``close(2)`` or ``fsync(2)`` returned stays true).
+
         Raises:
-            StorageError / NoSpace: (EIO / ENOSPC) nothing was written; the buffer is kept.
+            StorageError / NoSpace / SchemaViolation: (EIO / ENOSPC / EINVAL) nothing was
+                written, and the buffered changes are gone.
         """
         if self.dirty and not self.orphaned:
-            if not self.store.commit(
-                self.entry_id, size=self.size, valid=self.valid, blocks=self._blocks()
-            ):
+            try:
+                committed = self.store.commit(
+                    self.entry_id, size=self.size, valid=self.valid, blocks=self._blocks()
+                )
+            except KyfsError:
+                self._drop()  # the error is final: nothing of these changes lands later
+                raise
+            if not committed:
                 self.orphaned = True
                 return
-            self._mem.clear()
-            self._spilled.clear()
-            if self._spill is not None:
-                self._spill.truncate(0)
-            self._next_slot = 0
+            self._drop()
             self.valid = self.size
-            self.dirty = False
         if sync:
             self.store.sync()
+
+    def _drop(self) -> None:
+        """Forget the buffered changes: the stored value is what readers see again."""
+        self._mem.clear()
+        self._spilled.clear()
+        if self._spill is not None:
+            self._spill.truncate(0)
+        self._next_slot = 0
+        self.dirty = False
 
     def close(self) -> None:
         """Free the spill file; buffered changes not committed are dropped."""

@@ -10,7 +10,7 @@ mount daemon and any number of CLI commands) by an advisory lock on the file
   three files of a workspace are never seen half renamed;
 * every use of a workspace by name (:meth:`Workspaces.shared`) holds it shared,
   so no rename or drop happens in the middle of an operation (the daemon skips
-  it for operations on an already open file, whose Store follows its file).
+  it for operations on an already open file, whose SqliteWorkspace follows its file).
 
 Stores can be kept open between uses (``cache=True``, the daemon): before each
 use the file's identity (st_dev, st_ino) is compared with the one opened, so a
@@ -41,21 +41,10 @@ from kyfs.core.errors import (
     WorkspaceNotFound,
 )
 from kyfs.core.names import check_workspace_name
-from kyfs.engine.sqlite.workspace import Store
+from kyfs.core.nodes import Owner
+from kyfs.engine.base import WorkspaceInfo
+from kyfs.engine.sqlite.workspace import SqliteWorkspace
 from kyfs.platform import config, paths
-
-
-class WorkspaceInfo(NamedTuple):
-    """A summary of one workspace: ``keys`` (count), ``size`` (bytes on disk), the
-    ``project`` directory of a project workspace, and a cache workspace's ``ttl_s``."""
-
-    name: str
-    keys: int
-    size: int
-    path: Path
-    project: str | None = None
-    ttl_s: float | None = None
-
 
 SWEEP_INTERVAL = 1.0  # seconds between expiry sweeps of a cached store
 
@@ -154,7 +143,7 @@ class _DirLock:
             self._fd = None
 
 
-class Workspaces:
+class SqliteEngine:
     """The workspaces of one data directory.
 
     Args:
@@ -169,7 +158,7 @@ class Workspaces:
         paths.make_private_dir(self.directory)
         self._lock = _DirLock(self.directory)
         self._cache_enabled = cache
-        self._cache: dict[str, tuple[Store, tuple[int, int]]] = {}
+        self._cache: dict[str, tuple[SqliteWorkspace, tuple[int, int]]] = {}
         self._swept: dict[str, float] = {}
         self._paths: dict[str, Path] = {}
 
@@ -200,8 +189,9 @@ class Workspaces:
         """True when workspace ``name`` exists. Raises InvalidName for a bad name."""
         return self._file(name).is_file()
 
-    def create(self, name: str) -> None:
-        """Create the empty workspace ``name`` (file mode 0600).
+    def create(self, name: str, owner: Owner | None = None, mode: int | None = None) -> None:
+        """Create the empty workspace ``name`` (file mode 0600); its top directory belongs
+        to ``owner`` (default: this process) with permission bits ``mode`` (default 0755).
 
         Raises:
             InvalidName: (EINVAL, exit 2). WorkspaceExists: (EEXIST, exit 3).
@@ -209,9 +199,16 @@ class Workspaces:
         path = self._file(name)
         with self._lock.exclusive():
             try:
-                Store(path, create=True).close()
+                workspace = SqliteWorkspace(path, create=True)
             except AlreadyExists:
                 raise WorkspaceExists(f"workspace exists: {name}") from None
+            try:
+                if owner is not None:
+                    workspace.chown("", owner.uid, owner.gid)
+                if mode is not None:
+                    workspace.chmod("", mode)
+            finally:
+                workspace.close()
 
     def drop(self, name: str, *, only_if_empty: bool = False) -> Path:
         """Move workspace ``name`` into the trash; return its trash file.
@@ -262,7 +259,7 @@ class Workspaces:
 
                 shutil.copyfile(source, target)
             target.chmod(0o600)
-            Store(target, retention_s=None).close()  # migrate now, under the lock
+            SqliteWorkspace(target, retention_s=None).close()  # migrate now, under the lock
 
     def rename(self, old: str, new: str) -> None:
         """Rename workspace ``old`` to ``new`` (its ``-wal`` and ``-shm`` files too).
@@ -357,8 +354,8 @@ class Workspaces:
         return deleted
 
     # --- using one -----------------------------------------------------------------------
-    def open(self, name: str) -> Store:
-        """The Store of workspace ``name``: cached and revalidated, or newly opened.
+    def open(self, name: str) -> SqliteWorkspace:
+        """The SqliteWorkspace of workspace ``name``: cached and revalidated, or newly opened.
 
         Without ``cache`` the caller closes it. Call under :meth:`shared`.
 
@@ -368,7 +365,7 @@ class Workspaces:
         """
         return self._open_unlocked(name)
 
-    def _open_unlocked(self, name: str) -> Store:
+    def _open_unlocked(self, name: str) -> SqliteWorkspace:
         path = self._file(name)
         try:
             stat = os.stat(path)
@@ -382,13 +379,13 @@ class Workspaces:
                 self._sweep(name, cached[0])
                 return cached[0]
             del self._cache[name]  # replaced behind our back; open files keep the old one
-        store = Store(path, retention_s=config.archive_retention_s())
+        store = SqliteWorkspace(path, retention_s=config.archive_retention_s())
         if self._cache_enabled:
             self._cache[name] = (store, identity)
         self._sweep(name, store)
         return store
 
-    def _sweep(self, name: str, store: Store) -> None:
+    def _sweep(self, name: str, store: SqliteWorkspace) -> None:
         """Archive expired keys: at every open, and at most once a second for a cached
         store (the kernel may keep a name for 1 s anyway)."""
         now = time.monotonic()
@@ -438,7 +435,7 @@ class Workspaces:
             raise WorkspaceNotFound(f"workspace not found: {name}")
         with self._lock.shared():
             try:
-                store = Store(path, migrate=repair)
+                store = SqliteWorkspace(path, migrate=repair)
             except StorageError as exc:
                 return [str(exc)], []
             try:
@@ -469,7 +466,7 @@ class Workspaces:
                     store.close()
 
     def close(self) -> None:
-        """Close every cached Store and the lock file."""
+        """Close every cached SqliteWorkspace and the lock file."""
         for store, _ in self._cache.values():
             store.close()
         self._cache.clear()

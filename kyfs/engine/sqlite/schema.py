@@ -9,18 +9,24 @@ each in its own ``BEGIN IMMEDIATE`` transaction together with the
 whose version is newer than this code knows is refused rather than guessed at.
 
 Times are integers: nanoseconds since the Unix epoch, UTC. Modes are permission
-bits only (``0o7777``); the type is ``is_dir``.
+bits only (``0o7777``); from m006 on the type is ``nodes.kind`` (S_IFREG, S_IFDIR,
+S_IFLNK). Migrations before m006 see the old layout (one ``entries`` row per key with
+its attributes) and keep their own code for it; they never call the live engine.
 
 Not thread-safe: call with a connection no other thread uses.
 """
 
 from __future__ import annotations
 
+import os
+import random
 import sqlite3
+import time
 from collections.abc import Callable
 
 from kyfs.core import tokens
 from kyfs.core.errors import StorageError
+from kyfs.core.nodes import DIR, DIR_MODE, REG
 
 
 def m001_entries_and_blocks(conn: sqlite3.Connection) -> None:
@@ -59,6 +65,13 @@ def m001_entries_and_blocks(conn: sqlite3.Connection) -> None:
         );
         """,
     )
+
+
+def _old_layout(conn: sqlite3.Connection) -> bool:
+    """True while ``entries`` still has the layout before m006 (one row per key with its
+    attributes). Migrations before m006 touch ``entries`` only then, so that running
+    them again on a newer file (``fsck --repair`` after a lost version) is harmless."""
+    return "is_dir" in {row[1] for row in conn.execute("PRAGMA table_info(entries)")}
 
 
 def _run_script(conn: sqlite3.Connection, script: str) -> None:
@@ -136,27 +149,28 @@ def m003_search(conn: sqlite3.Connection) -> None:
                 VALUES ('delete', old.id, old.key, old.value);
             INSERT INTO search_index (rowid, key, value) VALUES (new.id, new.key, new.value);
         END;
-        CREATE TRIGGER IF NOT EXISTS entries_search_ad AFTER DELETE ON entries
-        WHEN old.is_dir = 0 BEGIN
-            DELETE FROM search_text WHERE id = old.id;
-        END;
         """,
     )
+    if not _old_layout(conn):
+        return
+    conn.execute(
+        "CREATE TRIGGER IF NOT EXISTS entries_search_ad AFTER DELETE ON entries"
+        " WHEN old.is_dir = 0 BEGIN DELETE FROM search_text WHERE id = old.id; END"
+    )
     for (entry_id,) in conn.execute("SELECT id FROM entries WHERE is_dir = 0").fetchall():
-        index_entry(conn, entry_id)
+        _index_v5(conn, entry_id)
 
 
-def index_entry(
+def _index_v5(
     conn: sqlite3.Connection,
     entry_id: int,
     key: str | None = None,
     size: int | None = None,
     value: bytes | None = None,
 ) -> None:
-    """(Re)index key ``entry_id`` in ``search_text``: an upsert, so the update trigger
-    replaces its old tokens in the FTS index (never INSERT OR REPLACE, whose delete
-    would not fire the delete trigger). Callers that know the key, its size and its
-    whole value pass them, which saves reading them again."""
+    """Index key ``entry_id`` of the schema before m006 in ``search_text`` (m003's own
+    copy of the indexing, for files migrated from version 2; the live engine indexes
+    with kyfs.engine.sqlite.index)."""
     if key is None or size is None:
         row = conn.execute(
             "SELECT key, size, is_dir FROM entries WHERE id = ?", (entry_id,)
@@ -220,13 +234,118 @@ def m005_ttl_meta(conn: sqlite3.Connection) -> None:
         CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
         """,
     )
-    if "expires_ns" not in {row[1] for row in conn.execute("PRAGMA table_info(entries)")}:
-        conn.execute("ALTER TABLE entries ADD COLUMN expires_ns INTEGER")
     if "detail" not in {row[1] for row in conn.execute("PRAGMA table_info(history)")}:
         conn.execute("ALTER TABLE history ADD COLUMN detail TEXT")
+    if not _old_layout(conn):
+        return  # m006 moved expires_ns to nodes
+    if "expires_ns" not in {row[1] for row in conn.execute("PRAGMA table_info(entries)")}:
+        conn.execute("ALTER TABLE entries ADD COLUMN expires_ns INTEGER")
     conn.execute(
         "CREATE INDEX IF NOT EXISTS entries_expires ON entries (expires_ns)"
         " WHERE expires_ns IS NOT NULL"
+    )
+
+
+def m006_nodes(conn: sqlite3.Connection) -> None:
+    """Nodes apart from names: ``nodes`` (inodes: type, mode, owner, link count, size,
+    times, TTL, a symlink's target) and ``entries`` (names: key -> node), so a node can
+    have several names (hard links) and keeps its id (st_ino) across renames.
+
+    Node ids are the old entry ids, so values (``blocks.node_id``, renamed from
+    ``entry_id``), the archive and the search index keep pointing at the same rows and
+    no value is copied. The AUTOINCREMENT sequence continues past every id ever used
+    (archived ones included). Existing entries get the migrating process's uid and
+    gid (the owner of the file). The workspace's top directory becomes a node of its
+    own (``meta.root_node``), and ``meta.inode_tag`` a random 23-bit number that keeps
+    st_ino unique across the workspaces of one mount. A directory's nlink is 2 plus
+    its subdirectories. The archive gains the type, owner and target of what it holds.
+    """
+    if "node" in {row[1] for row in conn.execute("PRAGMA table_info(entries)")}:
+        return  # already done (fsck --repair runs migrations again)
+    uid, gid, now = os.getuid(), os.getgid(), time.time_ns()
+    _run_script(
+        conn,
+        """
+        CREATE TABLE IF NOT EXISTS nodes (
+            id          INTEGER PRIMARY KEY AUTOINCREMENT,
+            kind        INTEGER NOT NULL,
+            mode        INTEGER NOT NULL,
+            uid         INTEGER NOT NULL,
+            gid         INTEGER NOT NULL,
+            nlink       INTEGER NOT NULL,
+            size        INTEGER NOT NULL DEFAULT 0,
+            created_ns  INTEGER NOT NULL,
+            mtime_ns    INTEGER NOT NULL,
+            ctime_ns    INTEGER NOT NULL,
+            atime_ns    INTEGER NOT NULL,
+            expires_ns  INTEGER,
+            target      BLOB
+        );
+        CREATE INDEX IF NOT EXISTS nodes_expires ON nodes (expires_ns)
+            WHERE expires_ns IS NOT NULL;
+        """,
+    )
+    conn.execute(
+        "INSERT INTO nodes (id, kind, mode, uid, gid, nlink, size, created_ns, mtime_ns,"
+        " ctime_ns, atime_ns, expires_ns) SELECT id, CASE WHEN is_dir THEN ? ELSE ? END,"
+        " mode, ?, ?, 1, size, created_ns, mtime_ns, ctime_ns, atime_ns, expires_ns"
+        " FROM entries",
+        (DIR, REG, uid, gid),
+    )
+    used = conn.execute(
+        "SELECT max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'entries'), 0),"
+        " coalesce((SELECT max(id) FROM archive), 0), coalesce((SELECT max(id) FROM nodes), 0))"
+    ).fetchone()[0]
+    conn.execute("DELETE FROM sqlite_sequence WHERE name = 'nodes'")
+    conn.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('nodes', ?)", (used,))
+    root = conn.execute(
+        "INSERT INTO nodes (kind, mode, uid, gid, nlink, size, created_ns, mtime_ns, ctime_ns,"
+        " atime_ns) VALUES (?, ?, ?, ?, 2, 0, ?, ?, ?, ?)",
+        (DIR, DIR_MODE, uid, gid, now, now, now, now),
+    ).lastrowid
+    for name, value in (("root_node", root), ("inode_tag", random.randrange(1, 1 << 23))):
+        conn.execute(
+            "INSERT INTO meta (name, value) VALUES (?, ?)"
+            " ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+            (name, str(value)),
+        )
+    _run_script(
+        conn,
+        """
+        DROP TRIGGER IF EXISTS entries_search_ad;
+        DROP INDEX IF EXISTS entries_parent;
+        DROP INDEX IF EXISTS entries_expires;
+        ALTER TABLE entries RENAME TO entries_v5;
+        CREATE TABLE entries (
+            key     TEXT NOT NULL UNIQUE,
+            parent  TEXT NOT NULL,
+            node    INTEGER NOT NULL
+        );
+        INSERT INTO entries (key, parent, node) SELECT key, parent, id FROM entries_v5;
+        DROP TABLE entries_v5;
+        CREATE INDEX IF NOT EXISTS entries_parent ON entries (parent, key);
+        CREATE INDEX IF NOT EXISTS entries_node ON entries (node);
+        ALTER TABLE blocks RENAME COLUMN entry_id TO node_id;
+        ALTER TABLE archive ADD COLUMN kind INTEGER;
+        ALTER TABLE archive ADD COLUMN uid INTEGER;
+        ALTER TABLE archive ADD COLUMN gid INTEGER;
+        ALTER TABLE archive ADD COLUMN target BLOB;
+        """,
+    )
+    conn.execute(
+        "UPDATE archive SET kind = CASE WHEN is_dir THEN ? ELSE ? END, uid = ?, gid = ?",
+        (DIR, REG, uid, gid),
+    )
+    conn.execute(
+        "UPDATE nodes SET nlink = 2 + (SELECT count(*) FROM entries c JOIN nodes n"
+        " ON n.id = c.node WHERE n.kind = ? AND c.parent ="
+        " (SELECT e.key FROM entries e WHERE e.node = nodes.id)) WHERE kind = ? AND id != ?",
+        (DIR, DIR, root),
+    )
+    conn.execute(
+        "UPDATE nodes SET nlink = 2 + (SELECT count(*) FROM entries c JOIN nodes n"
+        " ON n.id = c.node WHERE n.kind = ? AND c.parent = '') WHERE id = ?",
+        (DIR, root),
     )
 
 
@@ -236,6 +355,7 @@ MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     m003_search,
     m004_history,
     m005_ttl_meta,
+    m006_nodes,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -1,0 +1,145 @@
+"""What a workspace holds, as plain values: nodes, the names (entries) that point at them,
+versions, archived entries and search matches. No I/O; safe from any thread.
+
+A *node* is an inode: a regular file (a key with a value), a directory or a symbolic
+link, with a type, permission bits, an owner (uid, gid), a link count and times. An
+*entry* is one name of a node: its key, the path inside the workspace. A regular file
+may have several names (hard links, link(2)); a directory and a symbolic link have one.
+Keys stay what users see: ``kyfs get a/b`` reads the node named ``a/b``.
+
+Times are integer nanoseconds since the Unix epoch, UTC. Sizes are bytes.
+"""
+
+from __future__ import annotations
+
+import stat as st
+from typing import NamedTuple
+
+from kyfs.core import names
+from kyfs.core.errors import InvalidInput, ValueTooLarge
+
+REG = st.S_IFREG  # node types, as in st_mode (stat(2))
+DIR = st.S_IFDIR
+LNK = st.S_IFLNK
+KIND_NAMES = {REG: "key", DIR: "directory", LNK: "symlink"}
+
+FILE_MODE = 0o644  # permission bits of a key made without a mode (kyfs set)
+DIR_MODE = 0o755
+LINK_MODE = 0o777  # symbolic links always have 0777 on Linux (symlink(7))
+MODE_MASK = 0o7777  # permission bits plus setuid, setgid and sticky
+MAX_VALUE_SIZE = 16 * 1024**3  # bytes; a larger value is refused with EFBIG
+ROOT = ""  # the key of the workspace's own top directory
+
+
+class Entry(NamedTuple):
+    """One name and the node it points at.
+
+    Attributes:
+        id: the node's id, stable for its life, across renames, links and remounts;
+            unique within the workspace (the mount derives st_ino from it).
+        key: the name: its full key within the workspace (``""`` for the top directory).
+        kind: REG, DIR or LNK (the S_IFMT bits of st_mode).
+        mode: permission bits (``0o7777`` mask), without the type.
+        size: value length in bytes (a symlink: its target's length; 0 for directories).
+        created_ns, mtime_ns, ctime_ns, atime_ns: ns since the epoch, UTC.
+        uid, gid: the owner, as numbers.
+        nlink: the number of names (a directory: 2 + its subdirectories, as POSIX).
+    """
+
+    id: int
+    key: str
+    kind: int
+    mode: int
+    size: int
+    created_ns: int
+    mtime_ns: int
+    ctime_ns: int
+    atime_ns: int
+    uid: int = 0
+    gid: int = 0
+    nlink: int = 1
+
+    @property
+    def is_dir(self) -> bool:
+        """A directory."""
+        return self.kind == DIR
+
+    @property
+    def is_symlink(self) -> bool:
+        """A symbolic link."""
+        return self.kind == LNK
+
+    @property
+    def name(self) -> str:
+        """The last component of the key."""
+        return self.key.rpartition(names.SEP)[2]
+
+
+class Owner(NamedTuple):
+    """Who creates a node: the caller's uid and gid (the FUSE request's, or the CLI's
+    process's)."""
+
+    uid: int
+    gid: int
+
+
+class ImportItem(NamedTuple):
+    """A key to import: its value (bytes), and optionally its mode and times (ns, UTC)."""
+
+    key: str
+    value: bytes
+    mode: int | None = None
+    created_ns: int | None = None
+    mtime_ns: int | None = None
+
+
+class HistoryEntry(NamedTuple):
+    """One recorded change of a key: ``action`` is "set" (with ``value``, None when it
+    was too large to keep), "delete", "rename", "link" or "symlink"; ``detail`` says more
+    (the other name of a rename or link, a link's target, "expired", "restored ...");
+    ``id`` is the stable version number."""
+
+    key: str
+    action: str
+    value: bytes | None
+    time_ns: int
+    detail: str | None = None
+    id: int | None = None
+
+
+class Match(NamedTuple):
+    """One full-text match in a workspace.
+
+    Attributes:
+        key: the matching key.
+        text: the value's indexed text (None when binary, too long, or not asked for).
+        length: the document's length in tokens (key and value), for scoring.
+        snippet: a short extract, matches between MARK_START and MARK_END.
+        bm25: SQLite FTS5's bm25 within this workspace (lower is better).
+    """
+
+    key: str
+    text: str | None
+    length: int
+    snippet: str
+    bm25: float
+
+
+MARK_START, MARK_END = "\x02", "\x03"  # around matches in snippets
+
+
+class Archived(NamedTuple):
+    """A deleted key or directory waiting in the archive: the entry as it was, and when
+    it was deleted (``deleted_ns``, nanoseconds since the epoch, UTC)."""
+
+    entry: Entry
+    deleted_ns: int
+
+
+def check_size(size: int) -> None:
+    """Raise ValueTooLarge (EFBIG, exit 2) when ``size`` bytes is over MAX_VALUE_SIZE, and
+    InvalidInput (EINVAL, exit 2) when it is negative."""
+    if size > MAX_VALUE_SIZE:
+        raise ValueTooLarge(f"value of {size} bytes is over the limit of {MAX_VALUE_SIZE} bytes")
+    if size < 0:
+        raise InvalidInput(f"negative size {size}")

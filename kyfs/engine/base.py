@@ -1,0 +1,341 @@
+"""The storage engine interface: what the application, the CLI and the mount may ask of
+any engine. kyfs.engine.sqlite implements it with one SQLite file per workspace; a
+PostgreSQL engine (one schema per workspace) implements the same, and the contract
+tests (tests/contract/) run against every engine.
+
+Units everywhere: sizes and offsets in bytes, times in integer nanoseconds since the
+Unix epoch (UTC), durations in seconds (float). Keys follow kyfs.core.names. Every
+error is a kyfs.core.errors.KyfsError carrying its errno and exit code; an engine
+never lets its driver's own exceptions out.
+
+Nothing here may mention files, flock, SQL or pragmas: those stay in the engine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Any, BinaryIO, NamedTuple, Protocol
+
+from kyfs.core.nodes import (
+    Archived,
+    Entry,
+    HistoryEntry,
+    ImportItem,
+    Match,
+    Owner,
+)
+
+
+class Workspace(Protocol):
+    """One workspace: a tree of nodes (files, directories, symlinks) under names (keys),
+    their values, history, archive, TTL, schema rules and search index.
+
+    A workspace is used by one thread at a time. Errors common to every method:
+    StorageError (EIO, exit 4) when the engine fails, NoSpace (ENOSPC, exit 4) when the
+    storage is full; a failed change leaves nothing half done.
+    """
+
+    block_size: int  # bytes per block of a value; open files buffer in blocks of this size
+
+    # --- nodes and names ---------------------------------------------------------------
+    def stat(self, key: str) -> Entry:
+        """The entry at ``key`` (``""``: the top directory). KeyNotFound (ENOENT)."""
+        ...
+
+    def stat_id(self, node_id: int) -> Entry | None:
+        """Node ``node_id`` under one of its names, or None when it is gone."""
+        ...
+
+    def inode(self, node_id: int) -> int:
+        """The st_ino of node ``node_id``: stable across remounts and renames, unique
+        across the workspaces of one mount."""
+        ...
+
+    def children(self, directory: str) -> list[Entry]:
+        """Entries directly in ``directory``, by key. KeyNotFound, NotADirectory."""
+        ...
+
+    def keys(self, prefix: str = "", glob: str | None = None) -> list[str]:
+        """Every name that is not a directory, by code point, filtered by prefix and glob."""
+        ...
+
+    def count_keys(self) -> int:
+        """How many names that are not directories."""
+        ...
+
+    def count_nodes(self) -> int:
+        """How many nodes (the inodes statfs counts)."""
+        ...
+
+    def create(
+        self, key: str, mode: int = ..., exclusive: bool = False, owner: Owner | None = None
+    ) -> Entry:
+        """An empty key (or the existing one). AlreadyExists with ``exclusive``,
+        IsADirectory, NotADirectory."""
+        ...
+
+    def mkdir(self, key: str, mode: int = ..., owner: Owner | None = None) -> Entry:
+        """A directory (and missing ones above). AlreadyExists, NotADirectory."""
+        ...
+
+    def symlink(self, key: str, target: bytes, owner: Owner | None = None) -> Entry:
+        """A symbolic link to ``target``. AlreadyExists, NameTooLong, InvalidInput."""
+        ...
+
+    def readlink(self, key: str) -> bytes:
+        """A symlink's target. KeyNotFound, InvalidInput (EINVAL: not a symlink)."""
+        ...
+
+    def link(self, existing: str, new: str) -> Entry:
+        """A second name for a node. AlreadyExists, NotPermitted (a directory),
+        TooManyLinks (EMLINK)."""
+        ...
+
+    def delete(self, key: str) -> None:
+        """Remove a name (unlink); a node that lost its last name goes to the archive.
+        KeyNotFound, IsADirectory."""
+        ...
+
+    def rmdir(self, key: str) -> None:
+        """Remove an empty directory. KeyNotFound, NotADirectory, NotEmpty."""
+        ...
+
+    def rename(self, old: str, new: str) -> None:
+        """rename(2) in one transaction. KeyNotFound, InvalidInput, IsADirectory,
+        NotADirectory, NotEmpty."""
+        ...
+
+    def chmod(self, key: str, mode: int) -> None:
+        """Permission bits (0o7777); ctime now. KeyNotFound."""
+        ...
+
+    def chown(self, key: str, uid: int | None, gid: int | None) -> None:
+        """Owner and group (None keeps); ctime now. KeyNotFound."""
+        ...
+
+    def utimens(self, key: str, atime_ns: int | None, mtime_ns: int | None) -> None:
+        """Access and modification times (None keeps); ctime now. KeyNotFound."""
+        ...
+
+    # --- values ---------------------------------------------------------------------
+    def read(self, node_id: int, offset: int, size: int, valid: int | None = None) -> bytes:
+        """Bytes of a value at an offset, from one committed version."""
+        ...
+
+    def iter_value(self, key: str) -> Iterator[bytes]:
+        """A whole value in pieces, of one committed version. KeyNotFound, IsADirectory."""
+        ...
+
+    def get(self, key: str) -> bytes:
+        """A whole value, of one committed version. KeyNotFound, IsADirectory."""
+        ...
+
+    def set(
+        self,
+        key: str,
+        value: bytes | BinaryIO,
+        mode: int | None = None,
+        ttl_s: float | None = None,
+        owner: Owner | None = None,
+    ) -> Entry:
+        """Create or replace a value in one transaction. ValueTooLarge (EFBIG),
+        SchemaViolation (EINVAL), IsADirectory, NotADirectory, InvalidName."""
+        ...
+
+    def commit(
+        self,
+        node_id: int,
+        *,
+        size: int,
+        valid: int,
+        blocks: Iterable[tuple[int, bytes]],
+        mtime_ns: int | None = None,
+    ) -> bool:
+        """Apply an open file's buffered blocks in one transaction; False when the node
+        is gone. ValueTooLarge, SchemaViolation, NoSpace."""
+        ...
+
+    def truncate(self, key: str, size: int) -> None:
+        """Cut or grow a value. KeyNotFound, IsADirectory, ValueTooLarge."""
+        ...
+
+    def sync(self) -> None:
+        """Make every committed change durable against power loss."""
+        ...
+
+    # --- TTL, history, archive ------------------------------------------------------------
+    def set_ttl(self, key: str, seconds: float | None) -> Entry:
+        """Expire ``key`` in ``seconds`` (None: never). KeyNotFound, IsADirectory."""
+        ...
+
+    def expiry(self, key: str) -> int | None:
+        """When ``key`` expires (ns, UTC), or None. KeyNotFound."""
+        ...
+
+    def sweep_expired(self, now_ns: int | None = None) -> int:
+        """Move every expired node to the archive; returns how many."""
+        ...
+
+    def history(self, key: str) -> list[HistoryEntry]:
+        """Every recorded change of ``key``, oldest first."""
+        ...
+
+    def version(self, version: int) -> HistoryEntry | None:
+        """One history row by its id."""
+        ...
+
+    def history_keys(self, prefix: str = "") -> list[str]:
+        """Keys with recorded history (live or not)."""
+        ...
+
+    def restore_version(
+        self, key: str, version: int | None = None, at_ns: int | None = None
+    ) -> Entry:
+        """Write back an old version as a new change. KeyNotFound."""
+        ...
+
+    def archived(self, key: str | None = None) -> list[Archived]:
+        """Archived entries, newest deletion first."""
+        ...
+
+    def restore(self, key: str, archive_id: int | None = None, force: bool = False) -> Entry:
+        """Bring an archived node back. KeyNotFound, AlreadyExists."""
+        ...
+
+    def restore_teardown(self) -> int:
+        """Undo the deletions that emptied the workspace; returns how many came back."""
+        ...
+
+    def purge_archive(self, before_ns: int) -> int:
+        """Delete for good what was archived before ``before_ns``; returns how many."""
+        ...
+
+    # --- imports, settings, rules -----------------------------------------------------------
+    def import_entries(self, items: Iterable[ImportItem], conflict: str = "error") -> int:
+        """Many keys in one transaction. AlreadyExists with ``conflict="error"``."""
+        ...
+
+    def import_archived(self, items: Iterable[tuple[ImportItem, int]]) -> int:
+        """(item, deleted_ns) pairs straight into the archive."""
+        ...
+
+    def import_history(self, items: Iterable[HistoryEntry]) -> int:
+        """Imported history rows."""
+        ...
+
+    def meta(self) -> dict[str, str]:
+        """The workspace's settings."""
+        ...
+
+    def set_meta(self, name: str, value: str | None) -> None:
+        """Set (None: remove) one setting."""
+        ...
+
+    def set_schema(self, glob: str, schema: dict[str, Any]) -> None:
+        """Attach a JSON Schema to a key glob. InvalidInput."""
+        ...
+
+    def schemas(self) -> list[dict[str, Any]]:
+        """The schema rules."""
+        ...
+
+    def clear_schema(self, glob: str | None = None) -> int:
+        """Remove rules; returns how many."""
+        ...
+
+    # --- search, checking, snapshots ------------------------------------------------------
+    def search(self, match: str, limit: int, with_text: bool = True) -> list[Match]:
+        """The best matches of an FTS5-syntax query. InvalidQuery (EINVAL, exit 2)."""
+        ...
+
+    def search_stats(self, terms: Iterable[str]) -> tuple[int, int, dict[str, int]]:
+        """(documents, total tokens, {term: documents}) for cross-workspace scoring."""
+        ...
+
+    def check(self) -> list[str]:
+        """Every problem found, as sentences ([] when sound)."""
+        ...
+
+    def repair(self) -> list[str]:
+        """Repair what can be; returns what was done."""
+        ...
+
+    def backup_to(self, target: Path) -> None:
+        """A consistent snapshot into a new file ``target``."""
+        ...
+
+    def file_size(self) -> int:
+        """Bytes the workspace takes in storage."""
+        ...
+
+    def checkpoint(self) -> bool:
+        """Fold pending changes into the main storage; True when it could."""
+        ...
+
+    def close(self) -> None:
+        """Release the workspace; it cannot be used afterwards."""
+        ...
+
+
+class WorkspaceInfo(NamedTuple):
+    """A summary of one workspace: ``keys`` (count), ``size`` (bytes in storage), where it
+    lives (``path``), the ``project`` directory of a project workspace, and a cache
+    workspace's ``ttl_s`` (seconds)."""
+
+    name: str
+    keys: int
+    size: int
+    path: Path
+    project: str | None = None
+    ttl_s: float | None = None
+
+
+class Engine(Protocol):
+    """The set of workspaces: list, create, drop, rename, open; the trash; checks.
+
+    Coordination between processes (a daemon and any number of CLI commands) is the
+    engine's: a workspace is never seen half created, half renamed or half dropped.
+    """
+
+    def shared(self) -> AbstractContextManager[None]:
+        """Hold off create/drop/rename while the caller uses workspaces by name."""
+        ...
+
+    def names(self) -> list[str]:
+        """Every workspace name, sorted."""
+        ...
+
+    def exists(self, name: str) -> bool:
+        """True when workspace ``name`` exists. InvalidName."""
+        ...
+
+    def create(self, name: str, owner: Owner | None = None, mode: int | None = None) -> None:
+        """An empty workspace whose top directory belongs to ``owner``. InvalidName,
+        WorkspaceExists (EEXIST, exit 3)."""
+        ...
+
+    def drop(self, name: str, *, only_if_empty: bool = False) -> Path:
+        """Move a workspace to the trash. WorkspaceNotFound, NotEmpty, NotPermitted."""
+        ...
+
+    def rename(self, old: str, new: str) -> None:
+        """Rename a workspace. WorkspaceNotFound, WorkspaceExists, NotPermitted."""
+        ...
+
+    def open(self, name: str) -> Workspace:
+        """Workspace ``name`` (call under :meth:`shared`). WorkspaceNotFound, StorageError."""
+        ...
+
+    def info(self, name: str) -> WorkspaceInfo:
+        """Key count and size. WorkspaceNotFound."""
+        ...
+
+    def check(self, name: str, repair: bool = False) -> tuple[list[str], list[str]]:
+        """(problems left, repairs done). WorkspaceNotFound."""
+        ...
+
+    def close(self) -> None:
+        """Release every open workspace."""
+        ...

@@ -1,0 +1,231 @@
+"""Searching one workspace file, and checking it (``kyfs fsck``).
+
+Thread-safety: as kyfs.engine.sqlite.connection.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterable
+
+from kyfs.core.errors import InvalidQuery
+from kyfs.core.nodes import DIR, MARK_END, MARK_START, REG, Match, Owner
+from kyfs.engine.sqlite import schema
+from kyfs.engine.sqlite.archive import ArchiveMixin
+from kyfs.engine.sqlite.connection import convert
+from kyfs.engine.sqlite.index import SEARCH, SEARCH_KEYS, index_node
+from kyfs.engine.sqlite.nodes import archive_node
+from kyfs.engine.sqlite.values import BLOCK_SIZE
+
+# kyfs's own consistency rules: each query selects the ids breaking one rule. {root} is
+# the top directory's node id.
+_CHECKS = [
+    (
+        "blocks that belong to no node",
+        "SELECT b.id FROM blocks b WHERE NOT EXISTS (SELECT 1 FROM nodes n WHERE n.id ="
+        " b.node_id) AND NOT EXISTS (SELECT 1 FROM archive a WHERE a.id = b.node_id)",
+    ),
+    (
+        "blocks past the size of their value",
+        f"SELECT b.id FROM blocks b JOIN nodes n ON n.id = b.node_id"
+        f" WHERE b.idx * {BLOCK_SIZE} >= n.size",
+    ),
+    (
+        "blocks longer than the block size",
+        f"SELECT id FROM blocks WHERE length(data) > {BLOCK_SIZE}",
+    ),
+    (
+        "entries whose parent directory is missing",
+        f"SELECT e.key FROM entries e WHERE e.parent != '' AND NOT EXISTS (SELECT 1 FROM"
+        f" entries d JOIN nodes n ON n.id = d.node WHERE d.key = e.parent AND n.kind = {DIR})",
+    ),
+    (
+        "entries of no node",
+        "SELECT e.key FROM entries e WHERE NOT EXISTS (SELECT 1 FROM nodes n WHERE n.id = e.node)",
+    ),
+    (
+        "nodes with no name",
+        "SELECT n.id FROM nodes n WHERE n.id != {root} AND NOT EXISTS"
+        " (SELECT 1 FROM entries e WHERE e.node = n.id)",
+    ),
+    (
+        "link counts that differ from the names",
+        f"SELECT n.id FROM nodes n WHERE n.kind != {DIR} AND n.nlink !="
+        f" (SELECT count(*) FROM entries e WHERE e.node = n.id)",
+    ),
+    (
+        "directory link counts that differ from 2 + subdirectories",
+        f"SELECT n.id FROM nodes n LEFT JOIN entries d ON d.node = n.id WHERE n.kind = {DIR}"
+        f" AND (d.key IS NOT NULL OR n.id = {{root}}) AND n.nlink != 2 + (SELECT count(*)"
+        f" FROM entries c JOIN nodes cn ON cn.id = c.node WHERE cn.kind = {DIR}"
+        f" AND c.parent = coalesce(d.key, ''))",
+    ),
+    (
+        "keys missing from the search index",
+        f"SELECT n.id FROM nodes n WHERE n.kind = {REG} AND EXISTS (SELECT 1 FROM entries e"
+        f" WHERE e.node = n.id) AND NOT EXISTS (SELECT 1 FROM search_text t WHERE t.id = n.id)",
+    ),
+    (
+        "search index rows of no key",
+        f"SELECT t.id FROM search_text t WHERE NOT EXISTS"
+        f" (SELECT 1 FROM nodes n WHERE n.id = t.id AND n.kind = {REG})",
+    ),
+    # FTS5 keeps one row per indexed document in its shadow table %_docsize; before
+    # SQLite 3.44 'integrity-check' does not compare the index with its content table.
+    (
+        "keys missing from the full-text index",
+        "SELECT t.id FROM search_text t WHERE NOT EXISTS"
+        " (SELECT 1 FROM search_index_docsize d WHERE d.id = t.id)",
+    ),
+    (
+        "full-text index rows of no key",
+        "SELECT d.id FROM search_index_docsize d WHERE NOT EXISTS"
+        " (SELECT 1 FROM search_text t WHERE t.id = d.id)",
+    ),
+]
+LOST_FOUND = "lost+found"  # fsck --repair archives nameless nodes under lost+found/<id>
+
+
+class SearchCheckMixin(ArchiveMixin):
+    """Full-text search of this workspace, and fsck."""
+
+    # --- search ---------------------------------------------------------------------
+    def search(self, match: str, limit: int, with_text: bool = True) -> list[Match]:
+        """The best ``limit`` keys for the FTS5 query ``match``, best first (by bm25); a
+        node with several names is listed under each.
+
+        Raises:
+            InvalidQuery: (EINVAL, exit 2) ``match`` is not valid FTS5 syntax
+                (sqlite.org/fts5.html#full_text_query_syntax).
+        """
+        try:
+            if with_text:
+                rows = self._conn.execute(SEARCH, (MARK_START, MARK_END, match, limit))
+            else:
+                rows = self._conn.execute(SEARCH_KEYS, (match, limit))
+            return [Match(*row) for row in rows.fetchall()]
+        except sqlite3.OperationalError as exc:
+            if "fts5" in str(exc) or "no such column" in str(exc) or "syntax" in str(exc):
+                raise InvalidQuery(f"invalid search query {match!r}: {exc}") from None
+            raise convert(exc) from None
+        except sqlite3.Error as exc:
+            raise convert(exc) from None
+
+    def search_stats(self, terms: Iterable[str]) -> tuple[int, int, dict[str, int]]:
+        """(indexed keys, their total length in tokens, {term: keys holding it}) for scoring."""
+        wanted = sorted(set(terms))
+        with self._snapshot() as conn:
+            count, total = conn.execute(
+                "SELECT count(*), total(key_tokens + value_tokens) FROM search_text"
+            ).fetchone()
+            docs: dict[str, int] = dict.fromkeys(wanted, 0)
+            if wanted:
+                marks = ",".join("?" * len(wanted))
+                for term, doc in conn.execute(
+                    f"SELECT term, doc FROM search_vocab WHERE term IN ({marks})", wanted
+                ):
+                    docs[term] = doc
+        return int(count), int(total), docs
+
+    # --- checking -----------------------------------------------------------------------
+    def _checks(self) -> list[tuple[str, str]]:
+        return [(label, sql.replace("{root}", str(self._root_id))) for label, sql in _CHECKS]
+
+    def check(self) -> list[str]:
+        """Every problem found in the file, as sentences; ``[]`` when it is sound.
+
+        Checks SQLite's ``PRAGMA integrity_check`` (pages, indexes, UNIQUE), the schema
+        version, and kyfs's own rules: blocks of no node, past a value's size or longer
+        than BLOCK_SIZE; names whose directory or node is missing; nodes with no name;
+        link counts (a file's names; a directory's 2 + subdirectories); keys missing
+        from (or left over in) the search index. A file at an older schema version is
+        reported as such and not checked further (``fsck --repair`` migrates it).
+        """
+        try:
+            problems = [
+                f"integrity: {row[0]}"
+                for row in self._conn.execute("PRAGMA integrity_check")
+                if row[0] != "ok"
+            ]
+            found = schema.version(self._conn)
+            if found != schema.SCHEMA_VERSION:
+                problems.append(f"schema version is {found}, expected {schema.SCHEMA_VERSION}")
+                return problems
+            for label, sql in self._checks():
+                count = self._conn.execute(f"SELECT count(*) FROM ({sql})").fetchone()[0]
+                if count:
+                    problems.append(f"{count} {label}")
+        except sqlite3.Error as exc:
+            problems = [f"cannot be read: {exc}"]
+        return problems
+
+    def repair(self) -> list[str]:
+        """Repair what can be repaired; return what was done, as sentences.
+
+        Migrates an old schema, rebuilds every index (REINDEX), deletes blocks that
+        nothing can read, recreates missing parent directories, drops names of no node,
+        archives nameless nodes under ``lost+found/<id>``, recounts links, re-reads
+        every key into the search index and rebuilds it (FTS5 'rebuild'). Damage that
+        ``integrity_check`` reports in the tables themselves cannot be repaired here:
+        restore the workspace from the trash or a backup.
+        """
+        done: list[str] = []
+        schema.apply(self._conn)
+        self._load_identity()
+        checks = dict(self._checks())
+        with self._atomic() as conn:
+            conn.execute("REINDEX")
+            done.append("rebuilt every index")
+            for label in ("blocks that belong to no node", "blocks past the size of their value"):
+                cur = conn.execute(f"DELETE FROM blocks WHERE id IN ({checks[label]})")
+                if cur.rowcount:
+                    done.append(f"deleted {cur.rowcount} {label}")
+            cur = conn.execute(f"DELETE FROM entries WHERE key IN ({checks['entries of no node']})")
+            if cur.rowcount:
+                done.append(f"dropped {cur.rowcount} entries of no node")
+            now = time.time_ns()
+            orphans = [
+                row[0] for row in conn.execute(checks["entries whose parent directory is missing"])
+            ]
+            for key in orphans:
+                self._ensure_parents(conn, key, now, Owner(0, 0))
+            if orphans:
+                done.append(f"recreated the parent directories of {len(orphans)} entries")
+            nameless = [row[0] for row in conn.execute(checks["nodes with no name"])]
+            for node_id in nameless:
+                archive_node(conn, node_id, f"{LOST_FOUND}/{node_id}", now)
+            if nameless:
+                done.append(f"archived {len(nameless)} nodes with no name under {LOST_FOUND}/")
+            relinked = conn.execute(
+                f"UPDATE nodes SET nlink = (SELECT count(*) FROM entries e WHERE e.node = nodes.id)"
+                f" WHERE id IN ({checks['link counts that differ from the names']})"
+            ).rowcount
+            for (node_id,) in conn.execute(
+                checks["directory link counts that differ from 2 + subdirectories"]
+            ).fetchall():
+                key = (
+                    ""
+                    if node_id == self._root_id
+                    else conn.execute(
+                        "SELECT key FROM entries WHERE node = ?", (node_id,)
+                    ).fetchone()[0]
+                )
+                conn.execute(
+                    "UPDATE nodes SET nlink = 2 + (SELECT count(*) FROM entries c JOIN nodes n"
+                    " ON n.id = c.node WHERE n.kind = ? AND c.parent = ?) WHERE id = ?",
+                    (DIR, key, node_id),
+                )
+                relinked += 1
+            if relinked:
+                done.append(f"recounted the links of {relinked} nodes")
+            conn.execute(
+                f"DELETE FROM search_text WHERE id IN ({checks['search index rows of no key']})"
+            )
+            for (node_id,) in conn.execute(
+                "SELECT id FROM nodes WHERE kind = ?", (REG,)
+            ).fetchall():
+                index_node(conn, node_id)
+            conn.execute("INSERT INTO search_index (search_index) VALUES ('rebuild')")
+            done.append("rebuilt the search index")
+        return done

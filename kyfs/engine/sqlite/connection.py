@@ -1,0 +1,141 @@
+"""Opening one workspace file and running transactions on it.
+
+Every change runs in one ``BEGIN IMMEDIATE`` transaction, so a second writer waits for
+the busy timeout instead of failing (a plain BEGIN that reads and then writes fails at
+once with "database is locked": ../shared/STYLE.md). Reads that touch several rows run
+in one read transaction (:meth:`Base._snapshot`), so they see one committed state.
+
+Durability: WAL (checked: ``PRAGMA journal_mode=WAL`` must answer ``wal``) with
+``synchronous=NORMAL``: a committed transaction survives the process being killed;
+``PRAGMA wal_checkpoint`` (called on fsync) also makes it survive power loss
+(sqlite.org/pragma.html#pragma_synchronous, sqlite.org/wal.html).
+
+Thread-safety: a connection is used by one thread at a time. It is opened with
+``check_same_thread=False`` so that the FUSE loop may use one made on another thread,
+but callers must not share it concurrently.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import urllib.parse
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from kyfs.core.errors import AlreadyExists, NoSpace, StorageError
+
+BUSY_TIMEOUT_MS = 10_000  # how long a writer waits for another one, milliseconds
+
+
+def convert(exc: sqlite3.Error) -> StorageError:
+    """The kyfs error for a SQLite error: NoSpace (ENOSPC) for SQLITE_FULL, else
+    StorageError (EIO, exit 4)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code == sqlite3.SQLITE_FULL:
+        return NoSpace(f"disk full: {exc}")
+    return StorageError(f"storage error: {exc}")
+
+
+def connect(path: Path, create: bool = False) -> sqlite3.Connection:
+    """Open workspace file ``path`` in WAL mode; with ``create`` make it first (mode 0600).
+
+    The URI uses ``mode=rw``: a name that went stale (renamed or dropped workspace)
+    never creates an empty file behind the rename.
+
+    Raises:
+        AlreadyExists: (EEXIST) ``create`` and the file exists.
+        StorageError: (EIO, exit 4) it cannot be opened or WAL mode was refused.
+    """
+    try:
+        if create:
+            os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
+        uri = f"file:{urllib.parse.quote(str(path.absolute()))}?mode=rw"
+        conn = sqlite3.connect(
+            uri,
+            uri=True,
+            isolation_level=None,
+            check_same_thread=False,
+            timeout=BUSY_TIMEOUT_MS / 1000,
+        )
+    except FileExistsError:
+        raise AlreadyExists(f"file exists: {path}") from None
+    except (OSError, sqlite3.Error) as exc:
+        raise StorageError(f"cannot open workspace file {path}: {exc}") from None
+    try:
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise StorageError(f"{path}: WAL mode refused (journal_mode={mode})")
+        conn.execute("PRAGMA synchronous = NORMAL")
+    except sqlite3.Error as exc:
+        conn.close()
+        raise StorageError(f"{path}: not a usable workspace file: {exc}") from None
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+class Base:
+    """The connection of one workspace and its transactions; the concern mixins of
+    kyfs.engine.sqlite.workspace.SqliteWorkspace build on it."""
+
+    path: Path
+    _conn: sqlite3.Connection
+
+    @contextmanager
+    def _atomic(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction (BEGIN IMMEDIATE); rolled back on any exception.
+
+        Raises:
+            StorageError / NoSpace: (EIO / ENOSPC) SQLite failed; nothing was written.
+        """
+        try:
+            self._conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise convert(exc) from None
+        try:
+            yield self._conn
+            self._conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._rollback()
+            raise convert(exc) from None
+        except BaseException:
+            self._rollback()
+            raise
+
+    @contextmanager
+    def _snapshot(self) -> Iterator[sqlite3.Connection]:
+        """One read transaction, so that several queries see the same committed state."""
+        try:
+            self._conn.execute("BEGIN")
+        except sqlite3.Error as exc:
+            raise convert(exc) from None
+        try:
+            yield self._conn
+        except sqlite3.Error as exc:
+            raise convert(exc) from None
+        finally:
+            if self._conn.in_transaction:
+                self._conn.execute("COMMIT")
+
+    def _rollback(self) -> None:
+        if self._conn.in_transaction:
+            self._conn.execute("ROLLBACK")
+
+    def _rows(self, sql: str, args: tuple[Any, ...] | list[Any] = ()) -> list[Any]:
+        """Every row of one statement (itself atomic, no explicit transaction)."""
+        try:
+            return self._conn.execute(sql, args).fetchall()
+        except sqlite3.Error as exc:
+            raise convert(exc) from None
+
+    def _row(self, sql: str, args: tuple[Any, ...] | list[Any] = ()) -> Any:
+        """The first row of one statement, or None."""
+        try:
+            return self._conn.execute(sql, args).fetchone()
+        except sqlite3.Error as exc:
+            raise convert(exc) from None

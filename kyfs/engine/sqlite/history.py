@@ -1,0 +1,121 @@
+"""History of a workspace file: one ``history`` row per change of a key, and settings.
+
+A row records ``(key, action, value, time_ns, detail)``: "set" with the value (up to
+HISTORY_VALUE_MAX bytes), "delete", "rename" (detail: the other name), "link" (detail:
+the other name) or "symlink" (detail: the target). Version numbers are the rows' ids,
+so they stay stable when old versions are pruned. History is kept by name: a write to
+a node with several names (hard links) is recorded under each of its names.
+
+Settings live in ``meta`` (name -> text): retention, cache TTL, schema rules, project.
+
+Thread-safety: as kyfs.engine.sqlite.connection.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable
+
+from kyfs.core.nodes import HistoryEntry
+from kyfs.engine.sqlite.connection import Base, convert
+
+HISTORY_VALUE_MAX = 16 * 1024**2  # bytes: a longer value's versions are recorded without it
+HISTORY_VERSIONS = 100  # versions kept per key at least (meta history_versions)
+HISTORY_DAYS = 30  # days of versions kept at least (meta history_days)
+PRUNE_EVERY = 16  # history rows between two prunings of the key just written
+_COLUMNS = "key, action, value, time_ns, detail, id"
+
+
+def read_meta(conn: sqlite3.Connection) -> dict[str, str]:
+    """The workspace's settings (``meta``), inside the caller's transaction."""
+    return dict(conn.execute("SELECT name, value FROM meta").fetchall())
+
+
+def record(
+    conn: sqlite3.Connection,
+    key: str,
+    action: str,
+    value: bytes | None,
+    detail: str | None,
+    now: int,
+    meta: dict[str, str] | None = None,
+) -> None:
+    """Append to the history of ``key`` inside the caller's transaction, and every
+    PRUNE_EVERY rows prune that key to the retention (meta history_versions, default
+    100, and history_days, default 30: whichever keeps more; the retention is a minimum,
+    so pruning late is safe)."""
+    cur = conn.execute(
+        "INSERT INTO history (key, action, value, time_ns, detail) VALUES (?, ?, ?, ?, ?)",
+        (key, action, value, now, detail),
+    )
+    if (cur.lastrowid or 0) % PRUNE_EVERY:
+        return
+    meta = read_meta(conn) if meta is None else meta
+    versions = int(meta.get("history_versions", HISTORY_VERSIONS))
+    cutoff = now - int(float(meta.get("history_days", HISTORY_DAYS)) * 86400e9)
+    conn.execute(
+        "DELETE FROM history WHERE key = ? AND time_ns < ? AND id NOT IN"
+        " (SELECT id FROM history WHERE key = ? ORDER BY id DESC LIMIT ?)",
+        (key, cutoff, key, versions),
+    )
+
+
+class HistoryMixin(Base):
+    """Reading history, importing it, and the workspace's settings."""
+
+    def history(self, key: str) -> list[HistoryEntry]:
+        """The recorded history of ``key``, oldest first.
+
+        Raises:
+            StorageError: (EIO, exit 4).
+        """
+        rows = self._rows(
+            f"SELECT {_COLUMNS} FROM history WHERE key = ? ORDER BY time_ns, id", (key,)
+        )
+        return [HistoryEntry(*row) for row in rows]
+
+    def version(self, version: int) -> HistoryEntry | None:
+        """History row ``version`` (its id), or None."""
+        row = self._row(f"SELECT {_COLUMNS} FROM history WHERE id = ?", (version,))
+        return HistoryEntry(*row) if row else None
+
+    def history_keys(self, prefix: str = "") -> list[str]:
+        """Every key with recorded history (live or not), starting with ``prefix``."""
+        rows = self._rows(
+            "SELECT DISTINCT key FROM history WHERE key >= ? AND key < ? ORDER BY key",
+            (prefix, prefix + "\U0010ffff"),
+        )
+        return [row[0] for row in rows]
+
+    def import_history(self, items: Iterable[HistoryEntry]) -> int:
+        """Append imported history rows (e.g. KyCLI's audit log), in one transaction;
+        returns how many."""
+        count = 0
+        with self._atomic() as conn:
+            for item in items:
+                conn.execute(
+                    "INSERT INTO history (key, action, value, time_ns) VALUES (?, ?, ?, ?)",
+                    (item.key, item.action, item.value, item.time_ns),
+                )
+                count += 1
+        return count
+
+    # --- settings --------------------------------------------------------------------
+    def meta(self) -> dict[str, str]:
+        """The workspace's settings (``meta``): project_path, ttl_s, schemas (JSON), ..."""
+        try:
+            return read_meta(self._conn)
+        except sqlite3.Error as exc:
+            raise convert(exc) from None
+
+    def set_meta(self, name: str, value: str | None) -> None:
+        """Set (or with None remove) the workspace setting ``name``."""
+        with self._atomic() as conn:
+            if value is None:
+                conn.execute("DELETE FROM meta WHERE name = ?", (name,))
+            else:
+                conn.execute(
+                    "INSERT INTO meta (name, value) VALUES (?, ?)"
+                    " ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                    (name, value),
+                )

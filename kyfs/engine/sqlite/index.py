@@ -1,0 +1,92 @@
+"""The full-text search index of one workspace file: what is indexed, and the queries.
+
+``search_text(id, key, value, key_tokens, value_tokens)`` holds one row per regular
+file node (``id`` is the node's id): its names (``key``: every name of the node, one
+per line, so a hard link is found under each of its names) and its value when that is
+UTF-8 text without NUL of at most kyfs.core.tokens.INDEX_VALUE_MAX bytes. The FTS5
+table ``search_index`` is external-content over it, kept in sync by triggers
+(sqlite.org/fts5.html#external_content_tables). Rows are written with
+``INSERT ... ON CONFLICT DO UPDATE``, never ``INSERT OR REPLACE``, whose implicit delete
+would not fire the delete trigger and would leave the index stale.
+
+Directories and symbolic links are not indexed. Every function runs inside the
+caller's transaction; none is thread-safe on its own.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+from kyfs.core import tokens
+from kyfs.core.nodes import REG
+
+SEARCH = (
+    "SELECT e.key, t.value, t.key_tokens + t.value_tokens,"
+    " snippet(search_index, -1, ?, ?, '…', 12), bm25(search_index)"
+    " FROM search_index JOIN search_text t ON t.id = search_index.rowid"
+    " JOIN entries e ON e.node = t.id"
+    " WHERE search_index MATCH ? ORDER BY rank, e.key LIMIT ?"
+)
+SEARCH_KEYS = (
+    "SELECT e.key, NULL, t.key_tokens + t.value_tokens, e.key, bm25(search_index)"
+    " FROM search_index JOIN search_text t ON t.id = search_index.rowid"
+    " JOIN entries e ON e.node = t.id"
+    " WHERE search_index MATCH ? ORDER BY rank, e.key LIMIT ?"
+)
+_UPSERT = (
+    "INSERT INTO search_text (id, key, value, key_tokens, value_tokens)"
+    " VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET key = excluded.key,"
+    " value = excluded.value, key_tokens = excluded.key_tokens,"
+    " value_tokens = excluded.value_tokens"
+)
+
+
+def names_of(conn: sqlite3.Connection, node_id: int) -> list[str]:
+    """Every name (key) of node ``node_id``, in code point order."""
+    rows = conn.execute("SELECT key FROM entries WHERE node = ? ORDER BY key", (node_id,))
+    return [row[0] for row in rows]
+
+
+def index_node(
+    conn: sqlite3.Connection, node_id: int, size: int | None = None, value: bytes | None = None
+) -> None:
+    """(Re)index node ``node_id`` under its names: an upsert, so the update trigger replaces
+    its old tokens in the FTS index. A node with no name left, or that is not a regular
+    file, leaves the index. Callers that know its size and whole value pass them,
+    which saves reading them again."""
+    row = conn.execute("SELECT kind, size FROM nodes WHERE id = ?", (node_id,)).fetchone()
+    keys = names_of(conn, node_id) if row is not None and row[0] == REG else []
+    if not keys:
+        conn.execute("DELETE FROM search_text WHERE id = ?", (node_id,))
+        return
+    size = row[1] if size is None else size
+    text = None
+    if size <= tokens.INDEX_VALUE_MAX:
+        if value is None:
+            parts = conn.execute(
+                "SELECT data FROM blocks WHERE node_id = ? ORDER BY idx", (node_id,)
+            ).fetchall()
+            value = b"".join(part[0] for part in parts)
+        if len(value) == size:  # no hole: a hole reads as NUL bytes, which is binary
+            text = tokens.indexable_text(value)
+    key = "\n".join(keys)
+    conn.execute(
+        _UPSERT,
+        (node_id, key, text, len(tokens.tokenize(key)), len(tokens.tokenize(text)) if text else 0),
+    )
+
+
+def reindex_names(conn: sqlite3.Connection, node_id: int) -> None:
+    """After a name of node ``node_id`` was added, removed or renamed: the index learns
+    its names (its value's tokens are kept); a node with no name left leaves it."""
+    keys = names_of(conn, node_id)
+    if not keys:
+        conn.execute("DELETE FROM search_text WHERE id = ?", (node_id,))
+        return
+    key = "\n".join(keys)
+    cur = conn.execute(
+        "UPDATE search_text SET key = ?, key_tokens = ? WHERE id = ?",
+        (key, len(tokens.tokenize(key)), node_id),
+    )
+    if cur.rowcount == 0:
+        index_node(conn, node_id)

@@ -1,0 +1,548 @@
+"""The namespace of a workspace file: names (``entries``) and the nodes they point at.
+
+``nodes`` holds one row per inode (type, mode, owner, link count, size, times, TTL, a
+symlink's target); ``entries`` one row per name: its key, its parent directory's key and
+its node. The workspace's top directory is a node with no name (``meta.root_node``).
+
+The rules follow Linux's tmpfs (POSIX where it speaks):
+
+* a new node belongs to the caller (uid, gid); in a directory with the setgid bit it
+  takes the directory's group, and a new subdirectory inherits the bit (as
+  inode_init_owner() in Linux's fs/inode.c);
+* creating, removing or renaming a name sets its directory's mtime and ctime; chmod,
+  chown, link, unlink and rename set the node's ctime;
+* a directory's nlink is 2 plus its subdirectories; a file's is its number of names;
+* when a node loses its last name it moves to the archive, value and all, under that
+  name (``kyfs restore`` brings it back); a name removed while others remain only
+  records a "delete" in that name's history;
+* rename(2) of one name onto another name of the same node does nothing.
+
+Permission checks are the kernel's (the mount uses ``default_permissions``); the CLI
+acts with the rights of the workspace file's owner.
+
+Thread-safety: as kyfs.engine.sqlite.connection.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import stat as st
+import time
+from typing import Any
+
+from kyfs.core import names
+from kyfs.core.errors import (
+    AlreadyExists,
+    InvalidInput,
+    IsADirectory,
+    KeyNotFound,
+    NameTooLong,
+    NotADirectory,
+    NotEmpty,
+    NotPermitted,
+    TooManyLinks,
+)
+from kyfs.core.nodes import (
+    DIR,
+    DIR_MODE,
+    FILE_MODE,
+    LINK_MODE,
+    LNK,
+    MODE_MASK,
+    REG,
+    ROOT,
+    Entry,
+    Owner,
+)
+from kyfs.engine.sqlite import schema
+from kyfs.engine.sqlite.connection import convert
+from kyfs.engine.sqlite.history import HistoryMixin, record
+from kyfs.engine.sqlite.index import index_node, reindex_names
+
+_NODE = (
+    "n.kind, n.mode, n.size, n.created_ns, n.mtime_ns, n.ctime_ns, n.atime_ns,"
+    " n.uid, n.gid, n.nlink"
+)
+SQL_STAT = (
+    f"SELECT e.node, e.key, {_NODE} FROM entries e JOIN nodes n ON n.id = e.node WHERE e.key = ?"
+)
+SQL_CHILDREN = (
+    f"SELECT e.node, e.key, {_NODE} FROM entries e JOIN nodes n ON n.id = e.node"
+    " WHERE e.parent = ? ORDER BY e.key"
+)
+SQL_NODE = f"SELECT n.id, '', {_NODE} FROM nodes n WHERE n.id = ?"
+SQL_HAS_CHILD = "SELECT 1 FROM entries WHERE parent = ? LIMIT 1"
+SQL_ARCHIVE = (
+    "INSERT INTO archive (id, key, is_dir, mode, size, created_ns, mtime_ns, ctime_ns,"
+    " deleted_ns, kind, uid, gid, target) SELECT id, ?, kind = ?, mode, size, created_ns,"
+    " mtime_ns, ctime_ns, ?, kind, uid, gid, target FROM nodes WHERE id = ?"
+)
+MAX_LINKS = 65_000  # names per node; link(2) past it is EMLINK (ext4 allows 65,000)
+
+
+def to_entry(row: Any) -> Entry:
+    """An Entry from a row of SQL_STAT, SQL_CHILDREN or SQL_NODE."""
+    return Entry(*row)
+
+
+def process_owner() -> Owner:
+    """The calling process's uid and gid: the owner of what the CLI creates."""
+    return Owner(os.getuid(), os.getgid())
+
+
+def archive_node(conn: sqlite3.Connection, node_id: int, key: str, now: int) -> None:
+    """Move node ``node_id`` to the archive under ``key``; its blocks stay, under its id,
+    and it leaves the search index."""
+    conn.execute(SQL_ARCHIVE, (key, DIR, now, node_id))
+    conn.execute("DELETE FROM nodes WHERE id = ?", (node_id,))
+    conn.execute("DELETE FROM search_text WHERE id = ?", (node_id,))
+
+
+class NamespaceMixin(HistoryMixin):
+    """Names and nodes: lookups, create, mkdir, symlink, link, unlink, rmdir, rename,
+    chmod, chown, utimens."""
+
+    _root_id: int
+    inode_tag: int
+
+    def _load_identity(self) -> None:
+        """Read the top directory's node id and the inode tag (meta, from m006 on)."""
+        if schema.version(self._conn) < 6:
+            return  # an old file opened without migrating (fsck): only check() works
+        meta = dict(
+            self._conn.execute(
+                "SELECT name, value FROM meta WHERE name IN ('root_node', 'inode_tag')"
+            ).fetchall()
+        )
+        self._root_id = int(meta["root_node"])
+        self.inode_tag = int(meta["inode_tag"])
+
+    # --- lookups ----------------------------------------------------------------------
+    def _lookup(self, conn: sqlite3.Connection, key: str) -> Entry | None:
+        if key == ROOT:
+            row = conn.execute(SQL_NODE, (self._root_id,)).fetchone()
+        else:
+            row = conn.execute(SQL_STAT, (key,)).fetchone()
+        return to_entry(row) if row else None
+
+    def stat(self, key: str) -> Entry:
+        """The entry stored at ``key`` (``""`` is the workspace's top directory).
+
+        Raises:
+            KeyNotFound: (ENOENT, exit 1) nothing is stored there.
+        """
+        try:
+            entry = self._lookup(self._conn, key)
+        except sqlite3.Error as exc:
+            raise convert(exc) from None
+        if entry is None:
+            raise KeyNotFound(f"key not found: {key}")
+        return entry
+
+    def stat_id(self, node_id: int) -> Entry | None:
+        """Node ``node_id`` under one of its names (``""`` when it has none, as the top
+        directory), or None when it no longer exists (or only in the archive)."""
+        row = self._row(SQL_NODE, (node_id,))
+        if row is None:
+            return None
+        first = self._row("SELECT min(key) FROM entries WHERE node = ?", (node_id,))
+        return to_entry(row)._replace(key=first[0] or ROOT)
+
+    def children(self, directory: str) -> list[Entry]:
+        """The entries directly inside ``directory``, sorted by key.
+
+        Raises:
+            KeyNotFound: (ENOENT) no such directory. NotADirectory: (ENOTDIR) it is not one.
+        """
+        if not self.stat(directory).is_dir:
+            raise NotADirectory(f"not a directory: {directory}")
+        return [to_entry(row) for row in self._rows(SQL_CHILDREN, (directory,))]
+
+    def keys(self, prefix: str = "", glob: str | None = None) -> list[str]:
+        """Every key that is not a directory (values and symlinks) that starts with
+        ``prefix`` and, when given, matches the glob ``glob`` (SQLite GLOB: ``*`` ``?``
+        ``[...]``, case-sensitive, ``*`` crosses ``/``), sorted by code point."""
+        sql = "SELECT e.key FROM entries e JOIN nodes n ON n.id = e.node WHERE n.kind != ?"
+        args: list[Any] = [DIR]
+        if prefix:
+            sql += " AND e.key >= ? AND e.key < ?"
+            args += [prefix, prefix + "\U0010ffff"]
+        if glob is not None:
+            sql += " AND e.key GLOB ?"
+            args.append(glob)
+        return [row[0] for row in self._rows(sql + " ORDER BY e.key", args)]
+
+    def count_keys(self) -> int:
+        """How many keys (names that are not directories) the workspace holds."""
+        row = self._row(
+            "SELECT count(*) FROM entries e JOIN nodes n ON n.id = e.node WHERE n.kind != ?",
+            (DIR,),
+        )
+        return int(row[0])
+
+    def count_nodes(self) -> int:
+        """How many nodes (inodes: files, directories, symlinks, the top directory)."""
+        return int(self._row("SELECT count(*) FROM nodes")[0])
+
+    def readlink(self, key: str) -> bytes:
+        """The target of symbolic link ``key``, as stored (bytes, not resolved).
+
+        Raises:
+            KeyNotFound: (ENOENT). InvalidInput: (EINVAL) not a symbolic link (readlink(2)).
+        """
+        row = self._row(
+            "SELECT n.kind, n.target FROM entries e JOIN nodes n ON n.id = e.node WHERE e.key = ?",
+            (key,),
+        )
+        if row is None:
+            raise KeyNotFound(f"key not found: {key}")
+        if row[0] != LNK:
+            raise InvalidInput(f"not a symbolic link: {key}")
+        return bytes(row[1])
+
+    # --- helpers inside a transaction ----------------------------------------------------
+    def _touch(self, conn: sqlite3.Connection, node_id: int, now: int) -> None:
+        """A directory's content changed: mtime and ctime become ``now``."""
+        conn.execute(
+            "UPDATE nodes SET mtime_ns = ?, ctime_ns = ? WHERE id = ?", (now, now, node_id)
+        )
+
+    def _nlink(self, conn: sqlite3.Connection, node_id: int, delta: int) -> None:
+        conn.execute("UPDATE nodes SET nlink = nlink + ? WHERE id = ?", (delta, node_id))
+
+    def _ensure_parents(self, conn: sqlite3.Connection, key: str, now: int, owner: Owner) -> Entry:
+        """Record every missing directory above ``key`` (owned by ``owner``); return the
+        directory that holds ``key``.
+
+        Raises:
+            NotADirectory: (ENOTDIR) a key stands where a directory above it should.
+        """
+        parent = self._lookup(conn, ROOT)
+        assert parent is not None
+        for directory in names.ancestors(key):
+            found = self._lookup(conn, directory)
+            if found is None:
+                node_id = self._new_node(conn, directory, DIR, DIR_MODE, owner, now, parent)
+                found = self._lookup(conn, directory)
+                assert found is not None and found.id == node_id
+            elif not found.is_dir:
+                raise NotADirectory(f"not a directory: {directory}")
+            parent = found
+        return parent
+
+    def _new_node(
+        self,
+        conn: sqlite3.Connection,
+        key: str,
+        kind: int,
+        mode: int,
+        owner: Owner,
+        now: int,
+        parent: Entry,
+        target: bytes | None = None,
+    ) -> int:
+        """Create a node of type ``kind`` named ``key`` in directory ``parent``; returns
+        its id. The setgid bit of ``parent`` gives the node its group (and a new
+        directory the bit), as on Linux."""
+        mode &= MODE_MASK
+        gid = owner.gid
+        if parent.mode & st.S_ISGID:
+            gid = parent.gid
+            if kind == DIR:
+                mode |= st.S_ISGID
+        size = len(target) if target is not None else 0
+        cur = conn.execute(
+            "INSERT INTO nodes (kind, mode, uid, gid, nlink, size, created_ns, mtime_ns,"
+            " ctime_ns, atime_ns, target) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (kind, mode, owner.uid, gid, 2 if kind == DIR else 1, size, now, now, now, now, target),
+        )
+        node_id = cur.lastrowid
+        assert node_id is not None
+        conn.execute(
+            "INSERT INTO entries (key, parent, node) VALUES (?, ?, ?)",
+            (key, names.parent_of(key), node_id),
+        )
+        if kind == DIR:
+            self._nlink(conn, parent.id, 1)
+        self._touch(conn, parent.id, now)
+        return node_id
+
+    def _make(
+        self,
+        conn: sqlite3.Connection,
+        key: str,
+        kind: int,
+        mode: int,
+        owner: Owner | None,
+        target: bytes | None = None,
+    ) -> int:
+        """Create ``key`` (missing directories above it too); returns the node's id."""
+        now = time.time_ns()
+        owner = owner or process_owner()
+        parent = self._ensure_parents(conn, key, now, owner)
+        return self._new_node(conn, key, kind, mode, owner, now, parent, target)
+
+    def _drop_name(self, conn: sqlite3.Connection, entry: Entry, now: int) -> bool:
+        """Remove the name ``entry.key``; its node goes to the archive when that was its
+        last name. Returns True when the node went."""
+        conn.execute("DELETE FROM entries WHERE key = ?", (entry.key,))
+        parent = self._lookup(conn, names.parent_of(entry.key))
+        if parent is not None:
+            if entry.is_dir:
+                self._nlink(conn, parent.id, -1)
+            self._touch(conn, parent.id, now)
+        if not entry.is_dir and entry.nlink > 1:
+            conn.execute(
+                "UPDATE nodes SET nlink = nlink - 1, ctime_ns = ? WHERE id = ?", (now, entry.id)
+            )
+            reindex_names(conn, entry.id)
+            return False
+        archive_node(conn, entry.id, entry.key, now)
+        return True
+
+    def _must(self, conn: sqlite3.Connection, key: str) -> Entry:
+        entry = self._lookup(conn, key)
+        if entry is None:
+            raise KeyNotFound(f"key not found: {key}")
+        return entry
+
+    # --- creating -------------------------------------------------------------------------
+    def create(
+        self, key: str, mode: int = FILE_MODE, exclusive: bool = False, owner: Owner | None = None
+    ) -> Entry:
+        """Make ``key`` exist as a key; an empty value owned by ``owner`` (default: this
+        process) when it is new. When it exists it is returned unchanged, unless
+        ``exclusive`` (O_EXCL). Missing directories above it are created.
+
+        Raises:
+            AlreadyExists: (EEXIST) ``exclusive`` and the key exists.
+            IsADirectory: (EISDIR) a directory has that key.
+            NotADirectory: (ENOTDIR) a key stands where a directory above it should.
+        """
+        names.check_key(key)
+        with self._atomic() as conn:
+            entry = self._lookup(conn, key)
+            if entry is not None:
+                if entry.is_dir:
+                    raise IsADirectory(f"is a directory: {key}")
+                if exclusive:
+                    raise AlreadyExists(f"key exists: {key}")
+                return entry
+            node_id = self._make(conn, key, REG, mode, owner)
+            index_node(conn, node_id, 0, b"")
+            return self._must(conn, key)
+
+    def mkdir(self, key: str, mode: int = DIR_MODE, owner: Owner | None = None) -> Entry:
+        """Create directory ``key`` (and any missing one above it), owned by ``owner``.
+
+        Raises:
+            AlreadyExists: (EEXIST) a key or directory is there. NotADirectory: (ENOTDIR).
+        """
+        names.check_key(key)
+        with self._atomic() as conn:
+            if self._lookup(conn, key) is not None:
+                raise AlreadyExists(f"exists: {key}")
+            self._make(conn, key, DIR, mode, owner)
+            return self._must(conn, key)
+
+    def symlink(self, key: str, target: bytes, owner: Owner | None = None) -> Entry:
+        """Create symbolic link ``key`` pointing at ``target`` (any bytes but NUL, at most
+        4095: Linux's PATH_MAX less the NUL; never resolved by kyfs), mode 0777.
+
+        Raises:
+            AlreadyExists: (EEXIST). NotADirectory: (ENOTDIR). NameTooLong: (ENAMETOOLONG)
+            a target over 4095 bytes. InvalidInput: (EINVAL) an empty target or one with NUL.
+        """
+        names.check_key(key)
+        if not target or b"\0" in target:
+            raise InvalidInput("a symbolic link's target is 1 to 4095 bytes without NUL")
+        if len(target) > 4095:
+            raise NameTooLong("a symbolic link's target is at most 4095 bytes")
+        now = time.time_ns()
+        with self._atomic() as conn:
+            if self._lookup(conn, key) is not None:
+                raise AlreadyExists(f"exists: {key}")
+            self._make(conn, key, LNK, LINK_MODE, owner, target)
+            record(conn, key, "symlink", None, os.fsdecode(target), now)
+            return self._must(conn, key)
+
+    def link(self, existing: str, new: str) -> Entry:
+        """Give the node named ``existing`` a second name ``new`` (link(2)): its nlink and
+        ctime change, and ``new``'s directory's mtime and ctime.
+
+        Raises:
+            KeyNotFound: (ENOENT) ``existing`` missing. AlreadyExists: (EEXIST) ``new``
+            exists. NotPermitted: (EPERM) ``existing`` is a directory (link(2) on Linux).
+            NotADirectory: (ENOTDIR). TooManyLinks: (EMLINK) past MAX_LINKS names.
+        """
+        names.check_key(new)
+        now = time.time_ns()
+        with self._atomic() as conn:
+            entry = self._must(conn, existing)
+            if entry.is_dir:
+                raise NotPermitted(f"cannot link a directory: {existing}")
+            if self._lookup(conn, new) is not None:
+                raise AlreadyExists(f"exists: {new}")
+            if entry.nlink >= MAX_LINKS:
+                raise TooManyLinks(f"{existing} has {entry.nlink} names already")
+            parent = self._ensure_parents(conn, new, now, Owner(entry.uid, entry.gid))
+            conn.execute(
+                "INSERT INTO entries (key, parent, node) VALUES (?, ?, ?)",
+                (new, names.parent_of(new), entry.id),
+            )
+            conn.execute(
+                "UPDATE nodes SET nlink = nlink + 1, ctime_ns = ? WHERE id = ?", (now, entry.id)
+            )
+            self._touch(conn, parent.id, now)
+            reindex_names(conn, entry.id)
+            record(conn, new, "link", None, f"from {existing}", now)
+            return self._must(conn, new)
+
+    # --- removing ---------------------------------------------------------------------------
+    def delete(self, key: str) -> None:
+        """Remove the name ``key`` (unlink(2)). When it was the node's last name the node and
+        its value wait in the archive (see ``restore``).
+
+        Raises:
+            KeyNotFound: (ENOENT, exit 1). IsADirectory: (EISDIR, exit 3) use rmdir.
+        """
+        now = time.time_ns()
+        with self._atomic() as conn:
+            entry = self._must(conn, key)
+            if entry.is_dir:
+                raise IsADirectory(f"is a directory: {key}")
+            self._drop_name(conn, entry, now)
+            record(conn, key, "delete", None, None, now)
+
+    def rmdir(self, key: str) -> None:
+        """Remove the empty directory ``key``.
+
+        Raises:
+            KeyNotFound (ENOENT), NotADirectory (ENOTDIR), NotEmpty (ENOTEMPTY).
+        """
+        with self._atomic() as conn:
+            entry = self._lookup(conn, key)
+            if entry is None:
+                raise KeyNotFound(f"no such directory: {key}")
+            if not entry.is_dir:
+                raise NotADirectory(f"not a directory: {key}")
+            if conn.execute(SQL_HAS_CHILD, (key,)).fetchone():
+                raise NotEmpty(f"directory not empty: {key}")
+            self._drop_name(conn, entry, time.time_ns())
+
+    def rename(self, old: str, new: str) -> None:
+        """Move ``old`` (a key, or a directory with all below it) to ``new``, in one
+        transaction, as rename(2): an existing key at ``new`` is replaced atomically (its
+        node goes to the archive when that was its last name), as is an empty directory
+        when ``old`` is a directory; two names of one node stay as they are.
+
+        Raises:
+            KeyNotFound: (ENOENT) ``old`` missing.
+            InvalidInput: (EINVAL) ``new`` lies inside ``old``.
+            IsADirectory: (EISDIR) ``old`` is a key and ``new`` a directory.
+            NotADirectory: (ENOTDIR) ``old`` is a directory and ``new`` a key.
+            NotEmpty: (ENOTEMPTY) ``new`` is a directory that holds entries.
+        """
+        names.check_key(new)
+        if old == new:
+            self.stat(old)
+            return
+        if names.is_within(new, old):
+            raise InvalidInput(f"cannot move {old!r} into itself ({new!r})")
+        now = time.time_ns()
+        with self._atomic() as conn:
+            source = self._must(conn, old)
+            target = self._lookup(conn, new)
+            if target is not None:
+                if target.id == source.id:
+                    return  # two names of one node: rename(2) does nothing
+                if target.is_dir and not source.is_dir:
+                    raise IsADirectory(f"is a directory: {new}")
+                if source.is_dir and not target.is_dir:
+                    raise NotADirectory(f"not a directory: {new}")
+                if target.is_dir and conn.execute(SQL_HAS_CHILD, (new,)).fetchone():
+                    raise NotEmpty(f"directory not empty: {new}")
+                self._drop_name(conn, target, now)  # the replaced value stays recoverable
+            old_parent = self._must(conn, names.parent_of(old))
+            new_parent = self._ensure_parents(conn, new, now, Owner(source.uid, source.gid))
+            conn.execute(
+                "UPDATE entries SET key = ?, parent = ? WHERE key = ?",
+                (new, names.parent_of(new), old),
+            )
+            if source.is_dir:
+                # Every name below: swap the prefix. substr() counts characters, as len() does.
+                cut = len(old) + 1
+                conn.execute(
+                    "UPDATE entries SET key = ? || substr(key, ?),"
+                    " parent = CASE WHEN parent = ? THEN ? ELSE ? || substr(parent, ?) END"
+                    " WHERE key >= ? AND key < ?",
+                    (new + "/", cut + 1, old, new, new + "/", cut + 1, old + "/", old + "0"),
+                )
+                if old_parent.id != new_parent.id:
+                    self._nlink(conn, old_parent.id, -1)
+                    self._nlink(conn, new_parent.id, 1)
+            self._touch(conn, old_parent.id, now)
+            self._touch(conn, new_parent.id, now)
+            conn.execute("UPDATE nodes SET ctime_ns = ? WHERE id = ?", (now, source.id))
+            moved = conn.execute(
+                "SELECT e.node, e.key FROM entries e JOIN nodes n ON n.id = e.node"
+                " WHERE n.kind != ? AND (e.key = ? OR (e.key >= ? AND e.key < ?))",
+                (DIR, new, new + "/", new + "0"),
+            ).fetchall()
+            for node_id, key in moved:
+                reindex_names(conn, node_id)
+                before = old + key[len(new) :]
+                record(conn, before, "rename", None, f"to {key}", now)
+                record(conn, key, "rename", None, f"from {before}", now)
+
+    # --- attributes -------------------------------------------------------------------------
+    def _set_attrs(self, key: str, assignments: str, args: tuple[Any, ...]) -> None:
+        clause = f"{assignments}, ctime_ns = ?" if assignments else "ctime_ns = ?"
+        with self._atomic() as conn:
+            entry = self._must(conn, key)
+            conn.execute(
+                f"UPDATE nodes SET {clause} WHERE id = ?", (*args, time.time_ns(), entry.id)
+            )
+
+    def chmod(self, key: str, mode: int) -> None:
+        """Store permission bits ``mode & 0o7777`` for ``key``; ctime is now. The kernel
+        checks who may (default_permissions), and clears setgid where POSIX says.
+
+        Raises:
+            KeyNotFound: (ENOENT).
+        """
+        self._set_attrs(key, "mode = ?", (mode & MODE_MASK,))
+
+    def chown(self, key: str, uid: int | None, gid: int | None) -> None:
+        """Give ``key`` owner ``uid`` and group ``gid`` (None keeps one, as -1 in
+        chown(2)); ctime is now. Who may is checked by the kernel (default_permissions);
+        the setuid and setgid bits are cleared by the kernel's own chmod that precedes.
+
+        Raises:
+            KeyNotFound: (ENOENT).
+        """
+        sets, args = [], []
+        if uid is not None:
+            sets.append("uid = ?")
+            args.append(uid)
+        if gid is not None:
+            sets.append("gid = ?")
+            args.append(gid)
+        self._set_attrs(key, ", ".join(sets), tuple(args))
+
+    def utimens(self, key: str, atime_ns: int | None, mtime_ns: int | None) -> None:
+        """Store access and modification times (ns, UTC); None leaves one as it is
+        (UTIME_OMIT). ctime becomes now.
+
+        Raises:
+            KeyNotFound: (ENOENT).
+        """
+        sets, args = [], []
+        if atime_ns is not None:
+            sets.append("atime_ns = ?")
+            args.append(atime_ns)
+        if mtime_ns is not None:
+            sets.append("mtime_ns = ?")
+            args.append(mtime_ns)
+        self._set_attrs(key, ", ".join(sets), tuple(args))

@@ -1,0 +1,522 @@
+"""Values of a workspace file: blocks, reads at offsets, writes, commits, TTL.
+
+A value is split into ``blocks`` rows of BLOCK_SIZE bytes (the last one shorter) keyed by
+(node_id, idx), because one SQLite BLOB stops at SQLITE_MAX_LENGTH (10^9 bytes in
+Debian's build), below what kyfs holds, and so that a read at an offset touches only
+the blocks it needs. A block over INLINE_READ_MAX bytes is read with incremental BLOB
+I/O (``Connection.blobopen``) at the offset, never whole. A missing block inside the
+size is a hole and reads as zeros.
+
+Every read of a value sees one committed version: a read at an offset runs in one
+statement or one read transaction, and :meth:`ValuesMixin.iter_value` (``kyfs get``,
+export) holds one read transaction from the size to the last block.
+
+Every value write runs :func:`after_write` in its transaction: TTL, schema rules (a
+value that fails rolls the write back), history (under each name of the node) and the
+search index.
+
+Thread-safety: as kyfs.engine.sqlite.connection.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator
+from typing import BinaryIO
+
+from kyfs.core import names
+from kyfs.core.errors import AlreadyExists, InvalidInput, IsADirectory, KeyNotFound
+from kyfs.core.nodes import FILE_MODE, LNK, REG, Entry, ImportItem, Owner, check_size
+from kyfs.engine.sqlite.connection import convert
+from kyfs.engine.sqlite.history import HISTORY_VALUE_MAX, read_meta, record
+from kyfs.engine.sqlite.index import index_node, names_of
+from kyfs.engine.sqlite.nodes import SQL_ARCHIVE, NamespaceMixin, process_owner
+from kyfs.engine.sqlite.rules import validate
+
+BLOCK_SIZE = 256 * 1024  # bytes per stored block of a value
+INLINE_READ_MAX = 64 * 1024  # blocks up to this size are read in the query, not by BLOB I/O
+
+_SQL_BLOCKS = (
+    "SELECT idx, id, length(data), CASE WHEN length(data) <= ? THEN data END"
+    " FROM blocks WHERE node_id = ? AND idx BETWEEN ? AND ? ORDER BY idx"
+)
+# An open file keeps reading a node unlinked under it: its value waits in the archive.
+_SQL_SIZE_ANY = (
+    "SELECT size FROM nodes WHERE id = ? UNION ALL SELECT size FROM archive WHERE id = ? LIMIT 1"
+)
+_SQL_ONE_BLOCK = (
+    "SELECT n.size, length(b.data), CASE WHEN length(b.data) <= ? THEN b.data END"
+    " FROM nodes n LEFT JOIN blocks b ON b.node_id = n.id AND b.idx = ? WHERE n.id = ?"
+)
+_SQL_UPSERT_BLOCK = (
+    "INSERT INTO blocks (node_id, idx, data) VALUES (?, ?, ?)"
+    " ON CONFLICT (node_id, idx) DO UPDATE SET data = excluded.data"
+)
+_SQL_DROP_BLOCKS_FROM = "DELETE FROM blocks WHERE node_id = ? AND idx >= ?"
+_SQL_CUT_BLOCK = "UPDATE blocks SET data = substr(data, 1, ?) WHERE node_id = ? AND idx = ?"
+_SQL_SET_SIZE = "UPDATE nodes SET size = ?, mtime_ns = ?, ctime_ns = ? WHERE id = ?"
+
+
+def read_blocks(
+    conn: sqlite3.Connection, node_id: int, start: int, end: int, stored_end: int
+) -> bytes:
+    """Bytes ``[start, end)`` of node ``node_id``'s value inside the caller's transaction;
+    bytes at or past ``stored_end`` and holes are zeros."""
+    out = bytearray(end - start)
+    take_end = min(end, stored_end)
+    if take_end <= start:
+        return bytes(out)
+    first, last = start // BLOCK_SIZE, (take_end - 1) // BLOCK_SIZE
+    for idx, rowid, length, inline in conn.execute(
+        _SQL_BLOCKS, (INLINE_READ_MAX, node_id, first, last)
+    ):
+        base = idx * BLOCK_SIZE
+        lo = max(start, base) - base
+        hi = min(take_end, base + length) - base
+        if hi <= lo:
+            continue
+        if inline is not None:
+            piece = inline[lo:hi]
+        else:
+            with conn.blobopen("blocks", "data", rowid, readonly=True) as blob:
+                blob.seek(lo)
+                piece = blob.read(hi - lo)
+        at = base + lo - start
+        out[at : at + len(piece)] = piece
+    return bytes(out)
+
+
+def after_write(
+    conn: sqlite3.Connection,
+    node_id: int,
+    *,
+    ttl_s: float | None = None,
+    replace_ttl: bool = False,
+    detail: str | None = None,
+    size: int | None = None,
+) -> None:
+    """What every value write does in its transaction: TTL, schema check, history,
+    search index. ``replace_ttl``: the TTL becomes ``ttl_s`` (kyfs set), else it is
+    kept (writes through the mount); a cache workspace's TTL always applies.
+
+    Raises:
+        SchemaViolation: (EINVAL, exit 2) the value breaks a schema rule; the caller's
+            transaction rolls back.
+    """
+    meta = read_meta(conn)
+    now = time.time_ns()
+    default_ttl = meta.get("ttl_s")
+    if default_ttl is not None and ttl_s is None:
+        ttl_s = float(default_ttl)
+    if ttl_s is not None or replace_ttl:
+        expires = None if ttl_s is None else now + int(ttl_s * 1e9)
+        conn.execute("UPDATE nodes SET expires_ns = ? WHERE id = ?", (expires, node_id))
+    keys = names_of(conn, node_id)
+    rules = json.loads(meta.get("schemas", "[]"))
+    checks = []
+    if rules:
+        from fnmatch import fnmatchcase
+
+        checks = [(k, r) for r in rules for k in keys if fnmatchcase(k, r["glob"])]
+    if size is None:
+        size = int(conn.execute("SELECT size FROM nodes WHERE id = ?", (node_id,)).fetchone()[0])
+    value = None
+    if checks or size <= HISTORY_VALUE_MAX:
+        value = read_blocks(conn, node_id, 0, size, size)
+    for key, rule in checks:
+        validate(key, rule, value or b"")
+    detail = detail if value is not None else "too large"
+    for key in keys:
+        record(conn, key, "set", value, detail, now, meta)
+    index_node(conn, node_id, size, value)
+
+
+class ValuesMixin(NamespaceMixin):
+    """Reading and writing values; TTL; imports; restoring a version."""
+
+    block_size = BLOCK_SIZE
+
+    # --- reading ----------------------------------------------------------------------
+    def read(self, node_id: int, offset: int, size: int, valid: int | None = None) -> bytes:
+        """Up to ``size`` bytes of the value of node ``node_id`` from byte ``offset``, all
+        from one committed version.
+
+        Only the blocks that hold the range are read. Without ``valid`` the result stops
+        at the stored size. With ``valid`` (bytes) the result is exactly ``size`` bytes
+        and every byte at or past ``min(valid, stored size)`` is zero (an open file
+        truncated below the stored size, or grown past it). Holes read as zeros. An
+        unknown ``node_id`` reads as empty (or zeros with ``valid``).
+        """
+        if valid is None and size > 0 and offset // BLOCK_SIZE == (offset + size - 1) // BLOCK_SIZE:
+            fast = self._read_one_block(node_id, offset, size)
+            if fast is not None:
+                return fast
+        with self._snapshot() as conn:
+            row = conn.execute(_SQL_SIZE_ANY, (node_id, node_id)).fetchone()
+            stored = row[0] if row else 0
+            if valid is None:
+                end, stored_end = min(offset + size, stored), stored
+            else:
+                end, stored_end = offset + size, min(stored, valid)
+            if end <= offset:
+                return b""
+            return read_blocks(conn, node_id, offset, end, stored_end)
+
+    def _read_one_block(self, node_id: int, offset: int, size: int) -> bytes | None:
+        """A read inside one small block in a single statement (no explicit transaction):
+        the common cat of a small key. None when the general path is needed (a large
+        block read by BLOB I/O, or a node that is only in the archive)."""
+        idx, within = divmod(offset, BLOCK_SIZE)
+        row = self._row(_SQL_ONE_BLOCK, (INLINE_READ_MAX, idx, node_id))
+        if row is None:
+            return None
+        stored, length, data = row
+        end = min(offset + size, stored)
+        if end <= offset:
+            return b""
+        if length is None:  # a hole
+            return bytes(end - offset)
+        if data is None:  # a large block: BLOB I/O in a snapshot
+            return None
+        piece = bytes(data[within : within + end - offset])
+        return piece + bytes(end - offset - len(piece))
+
+    def iter_value(self, key: str) -> Iterator[bytes]:
+        """The value of ``key`` as consecutive pieces of at most BLOCK_SIZE bytes, all of
+        one committed version (one read transaction from first to last piece; do not
+        use this workspace for anything else until the iteration ends). A symbolic
+        link's value is its target.
+
+        Raises:
+            KeyNotFound: (ENOENT, exit 1). IsADirectory: (EISDIR, exit 3).
+        """
+        with self._snapshot() as conn:
+            entry = self._lookup(conn, key)
+            if entry is None:
+                raise KeyNotFound(f"key not found: {key}")
+            if entry.is_dir:
+                raise IsADirectory(f"is a directory: {key}")
+            if entry.kind == LNK:
+                row = conn.execute("SELECT target FROM nodes WHERE id = ?", (entry.id,))
+                yield bytes(row.fetchone()[0])
+                return
+            for offset in range(0, entry.size, BLOCK_SIZE):
+                end = min(offset + BLOCK_SIZE, entry.size)
+                yield read_blocks(conn, entry.id, offset, end, entry.size)
+
+    def get(self, key: str) -> bytes:
+        """The whole value of ``key``, one committed version (iter_value for large ones).
+
+        Raises:
+            KeyNotFound: (ENOENT, exit 1). IsADirectory: (EISDIR, exit 3).
+        """
+        return b"".join(self.iter_value(key))
+
+    # --- writing ----------------------------------------------------------------------
+    def set(
+        self,
+        key: str,
+        value: bytes | BinaryIO,
+        mode: int | None = None,
+        ttl_s: float | None = None,
+        owner: Owner | None = None,
+    ) -> Entry:
+        """Store ``value`` at ``key``, creating or replacing it in one transaction.
+
+        ``value`` is bytes or a binary file object read to its end in BLOCK_SIZE pieces
+        (so stdin of any size streams in bounded memory). ``mode`` (permission bits)
+        defaults to 0644 for a new key and is kept for an existing one; a new key
+        belongs to ``owner`` (default: this process). The key expires ``ttl_s`` seconds
+        from now (None: a cache workspace's TTL, else never: a set without a TTL clears
+        the old one). A symbolic link at ``key`` is replaced by a regular key (the link
+        goes to the archive); every name of a hard-linked key sees the new value.
+
+        Raises:
+            InvalidName, NameTooLong, IllegalByteSequence: (exit 2) a bad key.
+            IsADirectory / NotADirectory: (exit 3) the path conflicts with a directory or key.
+            ValueTooLarge: (EFBIG, exit 2) over MAX_VALUE_SIZE; nothing is written.
+        """
+        names.check_key(key)
+        with self._atomic() as conn:
+            node_id = self._put(conn, key, value, mode, ttl_s=ttl_s, owner=owner)
+            return self._must(conn, key)._replace(id=node_id)
+
+    def _put(
+        self,
+        conn: sqlite3.Connection,
+        key: str,
+        value: bytes | BinaryIO,
+        mode: int | None,
+        created_ns: int | None = None,
+        mtime_ns: int | None = None,
+        ttl_s: float | None = None,
+        detail: str | None = None,
+        owner: Owner | None = None,
+    ) -> int:
+        """Create or replace ``key`` with ``value`` inside the caller's transaction; the
+        key's TTL becomes ``ttl_s`` (None: none, or the cache workspace's). Returns the
+        node id."""
+        now = time.time_ns()
+        entry = self._lookup(conn, key)
+        if entry is not None and entry.kind == LNK:
+            self._drop_name(conn, entry, now)
+            entry = None
+        if entry is not None:
+            if entry.is_dir:
+                raise IsADirectory(f"is a directory: {key}")
+            node_id = entry.id
+            if mode is not None:
+                conn.execute("UPDATE nodes SET mode = ? WHERE id = ?", (mode & 0o7777, node_id))
+            conn.execute("DELETE FROM blocks WHERE node_id = ?", (node_id,))
+        else:
+            node_id = self._make(conn, key, REG, FILE_MODE if mode is None else mode, owner)
+        size = 0
+        for idx, piece in enumerate(_pieces(value)):
+            size += len(piece)
+            check_size(size)
+            conn.execute(_SQL_UPSERT_BLOCK, (node_id, idx, piece))
+        mtime = now if mtime_ns is None else mtime_ns
+        conn.execute(_SQL_SET_SIZE, (size, mtime, now, node_id))
+        if created_ns is not None:
+            conn.execute("UPDATE nodes SET created_ns = ? WHERE id = ?", (created_ns, node_id))
+        after_write(conn, node_id, ttl_s=ttl_s, replace_ttl=True, detail=detail, size=size)
+        return node_id
+
+    def commit(
+        self,
+        node_id: int,
+        *,
+        size: int,
+        valid: int,
+        blocks: Iterable[tuple[int, bytes]],
+        mtime_ns: int | None = None,
+    ) -> bool:
+        """Apply an open file's buffered changes to node ``node_id`` in one transaction.
+
+        Args:
+            size: the value's new length in bytes.
+            valid: bytes of the stored value still meaningful; stored data at or past
+                it is dropped (the file was truncated to ``valid`` while open).
+            blocks: ``(index, data)`` pairs; block ``index`` covers bytes
+                ``[index * block_size, index * block_size + len(data))`` and replaces what
+                was stored there. ``data`` may be shorter than block_size only for
+                the last block of the value.
+            mtime_ns: the modification time to record; now when None.
+
+        Returns False when the node no longer exists (its last name was unlinked while
+        open); then nothing is written.
+
+        Raises:
+            ValueTooLarge: (EFBIG) ``size`` over MAX_VALUE_SIZE. NoSpace: (ENOSPC) disk full.
+            SchemaViolation: (EINVAL) a schema rule refused the value; nothing is written.
+        """
+        check_size(size)
+        now = time.time_ns()
+        with self._atomic() as conn:
+            found = conn.execute(
+                "SELECT 1 FROM nodes WHERE id = ? AND kind = ?", (node_id, REG)
+            ).fetchone()
+            if found is None:
+                return False
+            keep = min(valid, size)
+            cut_idx, cut_len = divmod(keep, BLOCK_SIZE)
+            if cut_len:
+                conn.execute(_SQL_CUT_BLOCK, (cut_len, node_id, cut_idx))
+                conn.execute(_SQL_DROP_BLOCKS_FROM, (node_id, cut_idx + 1))
+            else:
+                conn.execute(_SQL_DROP_BLOCKS_FROM, (node_id, cut_idx))
+            last_idx = (size - 1) // BLOCK_SIZE
+            for idx, data in blocks:
+                if idx > last_idx:
+                    continue
+                limit = size - idx * BLOCK_SIZE
+                conn.execute(_SQL_UPSERT_BLOCK, (node_id, idx, bytes(data[:limit])))
+            mtime = now if mtime_ns is None else mtime_ns
+            conn.execute(_SQL_SET_SIZE, (size, mtime, now, node_id))
+            after_write(conn, node_id, size=size)
+        return True
+
+    def truncate(self, key: str, size: int) -> None:
+        """Set the value of ``key`` to ``size`` bytes: cut, or grown with zeros (a hole).
+
+        Raises:
+            KeyNotFound (ENOENT), IsADirectory (EISDIR), ValueTooLarge (EFBIG),
+            InvalidInput (EINVAL) a symbolic link.
+        """
+        entry = self.stat(key)
+        if entry.is_dir:
+            raise IsADirectory(f"is a directory: {key}")
+        if entry.kind == LNK:
+            raise InvalidInput(f"a symbolic link has no value to truncate: {key}")
+        self.commit(entry.id, size=size, valid=min(size, entry.size), blocks=())
+
+    # --- TTL --------------------------------------------------------------------------
+    def set_ttl(self, key: str, seconds: float | None) -> Entry:
+        """Let ``key`` expire ``seconds`` from now (None: never). The TTL belongs to the
+        node: every name of a hard-linked key expires with it.
+
+        Raises:
+            KeyNotFound: (ENOENT, exit 1). IsADirectory: (EISDIR).
+        """
+        expires = None if seconds is None else time.time_ns() + int(seconds * 1e9)
+        with self._atomic() as conn:
+            entry = self._must(conn, key)
+            if entry.is_dir:
+                raise IsADirectory(f"is a directory: {key}")
+            conn.execute("UPDATE nodes SET expires_ns = ? WHERE id = ?", (expires, entry.id))
+            return entry
+
+    def expiry(self, key: str) -> int | None:
+        """When ``key`` expires (ns since the epoch, UTC), or None.
+
+        Raises:
+            KeyNotFound: (ENOENT, exit 1).
+        """
+        row = self._row(
+            "SELECT n.expires_ns FROM entries e JOIN nodes n ON n.id = e.node WHERE e.key = ?",
+            (key,),
+        )
+        if row is None:
+            raise KeyNotFound(f"key not found: {key}")
+        return None if row[0] is None else int(row[0])
+
+    def sweep_expired(self, now_ns: int | None = None) -> int:
+        """Remove every name of every node whose TTL has passed (the node goes to the
+        archive); returns how many nodes."""
+        now_ns = now_ns or time.time_ns()
+        rows = self._rows("SELECT id FROM nodes WHERE expires_ns <= ? AND kind = ?", (now_ns, REG))
+        if not rows:
+            return 0
+        with self._atomic() as conn:
+            for (node_id,) in rows:
+                still = conn.execute(
+                    "SELECT 1 FROM nodes WHERE id = ? AND expires_ns <= ?", (node_id, now_ns)
+                ).fetchone()
+                if not still:
+                    continue
+                for key in names_of(conn, node_id):
+                    entry = self._lookup(conn, key)
+                    assert entry is not None
+                    self._drop_name(conn, entry, now_ns)
+                    record(conn, key, "delete", None, "expired", now_ns)
+        return len(rows)
+
+    # --- bulk import -------------------------------------------------------------------
+    def import_entries(self, items: Iterable[ImportItem], conflict: str = "error") -> int:
+        """Write many keys in one transaction; return how many were written.
+
+        ``conflict`` says what happens when a key exists: ``"error"`` raises
+        AlreadyExists (nothing is written), ``"keep"`` leaves the stored value,
+        ``"replace"`` archives the stored value and writes the new one.
+
+        Raises:
+            AlreadyExists: (EEXIST, exit 3) with ``conflict="error"``.
+            InvalidName etc.: (exit 2) an item has an invalid key; nothing is written.
+        """
+        written = 0
+        with self._atomic() as conn:
+            for item in items:
+                names.check_key(item.key)
+                live = self._lookup(conn, item.key)
+                if live is not None and not live.is_dir:
+                    if conflict == "keep":
+                        continue
+                    if conflict != "replace":
+                        raise AlreadyExists(f"key exists: {item.key}")
+                    self._drop_name(conn, live, time.time_ns())
+                self._put(
+                    conn, item.key, item.value, item.mode, item.created_ns, item.mtime_ns,
+                    detail="imported",
+                )  # fmt: skip
+                written += 1
+        return written
+
+    def import_archived(self, items: Iterable[tuple[ImportItem, int]]) -> int:
+        """Put ``(item, deleted_ns)`` pairs straight into the archive, in one transaction;
+        returns how many."""
+        count = 0
+        owner = process_owner()
+        with self._atomic() as conn:
+            for item, deleted_ns in items:
+                created = item.created_ns or deleted_ns
+                mtime = item.mtime_ns or deleted_ns
+                node_id = conn.execute(
+                    "INSERT INTO nodes (kind, mode, uid, gid, nlink, size, created_ns,"
+                    " mtime_ns, ctime_ns, atime_ns) VALUES (?, ?, ?, ?, 0, ?, ?, ?, ?, ?)",
+                    (REG, (item.mode or FILE_MODE) & 0o7777, owner.uid, owner.gid,
+                     len(item.value), created, mtime, mtime, mtime),
+                ).lastrowid  # fmt: skip
+                for idx, piece in enumerate(_pieces(item.value)):
+                    conn.execute(_SQL_UPSERT_BLOCK, (node_id, idx, piece))
+                conn.execute(SQL_ARCHIVE, (item.key, 0, deleted_ns, node_id))
+                conn.execute(
+                    "UPDATE archive SET archived_ns = ? WHERE id = ?", (time.time_ns(), node_id)
+                )
+                conn.execute("DELETE FROM nodes WHERE id = ?", (node_id,))
+                count += 1
+        return count
+
+    # --- versions ----------------------------------------------------------------------
+    def restore_version(
+        self, key: str, version: int | None = None, at_ns: int | None = None
+    ) -> Entry:
+        """Write back the value ``key`` had at history version ``version`` (its id) or at
+        the time ``at_ns`` (the newest version not after it), as a new change.
+
+        Raises:
+            KeyNotFound: (ENOENT, exit 1) no such version holding a value.
+        """
+        sql = "SELECT id, value FROM history WHERE key = ? AND action = 'set' AND value IS NOT NULL"
+        if version is not None:
+            row = self._row(sql + " AND id = ?", (key, version))
+        else:
+            row = self._row(
+                sql + " AND time_ns <= ? ORDER BY time_ns DESC, id DESC LIMIT 1", (key, at_ns)
+            )
+        if row is None:
+            raise KeyNotFound(f"no stored version of {key} matches")
+        names.check_key(key)
+        with self._atomic() as conn:
+            live = self._lookup(conn, key)
+            if live is not None and live.is_dir:
+                raise IsADirectory(f"is a directory: {key}")
+            node_id = self._put(conn, key, bytes(row[1]), None, detail=f"restored version {row[0]}")
+            return self._must(conn, key)._replace(id=node_id)
+
+    def sync(self) -> None:
+        """Make every committed transaction durable on disk, also against power loss.
+
+        A PASSIVE checkpoint fsyncs the WAL, then the database (sqlite.org/wal.html).
+        """
+        try:
+            self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        except sqlite3.Error as exc:
+            raise convert(exc) from None
+
+
+def _pieces(value: bytes | BinaryIO) -> Iterator[bytes]:
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        data = bytes(value)
+        check_size(len(data))
+        for start in range(0, len(data), BLOCK_SIZE):
+            yield data[start : start + BLOCK_SIZE]
+        return
+    while True:
+        piece = _read_full(value, BLOCK_SIZE)
+        if not piece:
+            return
+        yield piece
+
+
+def _read_full(stream: BinaryIO, size: int) -> bytes:
+    """Read exactly ``size`` bytes unless the stream ends first (pipes return short reads)."""
+    parts, left = [], size
+    while left:
+        piece = stream.read(left)
+        if not piece:
+            break
+        parts.append(piece)
+        left -= len(piece)
+    return b"".join(parts)

@@ -1,0 +1,58 @@
+"""``/.kyfs``: the daemon's own files. Today one, ``/.kyfs/metrics``: the operation
+metrics in Prometheus's text format (kyfs.platform.metrics). Hidden from readdir of the
+mount's root, so ``find`` and ``grep -r`` never walk it.
+
+Thread-safety: used from the adapter's single thread.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from kyfs.core.errors import InvalidInput, KeyNotFound
+from kyfs.platform.metrics import Metrics
+from kyfs.vfs.tree import Listing, read_only_dir, read_only_file
+
+CONTROL_DIR = ".kyfs"
+METRICS_FILE = "metrics"
+METRICS_TTL = 1.0  # seconds one rendering is served, so stat and read agree on its size
+
+
+class ControlTree:
+    """The ``/.kyfs`` tree over the daemon's ``metrics``."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+        self._text: tuple[float, bytes] = (0.0, b"")
+
+    def _metrics(self) -> bytes:
+        now = time.monotonic()
+        if now - self._text[0] > METRICS_TTL:
+            self._text = (now, self.metrics.render().encode())
+        return self._text[1]
+
+    def getattr(self, rest: str) -> dict[str, Any]:
+        """The top directory, or the metrics file (its size as rendered now)."""
+        if not rest:
+            return read_only_dir(CONTROL_DIR)
+        if rest != METRICS_FILE:
+            raise KeyNotFound(f"no such file: {CONTROL_DIR}/{rest}")
+        return read_only_file(f"{CONTROL_DIR}/{rest}", len(self._metrics()))
+
+    def readdir(self, rest: str) -> Listing:
+        """The metrics file."""
+        if rest:
+            raise KeyNotFound(f"no such directory: {CONTROL_DIR}/{rest}")
+        return [(METRICS_FILE, self.getattr(METRICS_FILE), 0)]
+
+    def readlink(self, rest: str) -> str:
+        """No links here: EINVAL."""
+        raise InvalidInput("not a symbolic link")
+
+    def content(self, rest: str) -> bytes:
+        """The metrics text."""
+        self.getattr(rest)
+        if not rest:
+            raise KeyNotFound("a directory")
+        return self._metrics()

@@ -1,0 +1,82 @@
+"""What a read-only virtual tree of the mount offers (``/.search``, ``/.kyfs``,
+``<workspace>/.versions``), and the stat dicts they share. No FUSE here: stat dicts use
+os.stat_result's field names (st_mode, st_ino, ...), times in ns since the epoch, UTC.
+
+A virtual tree answers paths relative to its own top (``""`` is the top) and raises
+kyfs.core.errors.KyfsError (KeyNotFound for ENOENT, InvalidInput for EINVAL) like the
+engine does; the adapter turns them into errnos.
+
+Thread-safety: trees are used from the adapter's single thread.
+"""
+
+from __future__ import annotations
+
+import os
+import stat as st
+import time
+import zlib
+from typing import Any, Protocol
+
+ROOT_INO = 1  # the mount's root
+UNKNOWN_INO = 0xFFFFFFFF  # libfuse's FUSE_UNKNOWN_INO: "ask me", never 0 (glibc skips 0)
+Listing = list[tuple[str, dict[str, Any], int]]
+
+
+def virtual_ino(path: str) -> int:
+    """A stable st_ino for a virtual path: 2 + its CRC-32, below every workspace's range
+    (kyfs.engine.sqlite.workspace.INODE_TAG_SHIFT); collisions between two virtual paths
+    are harmless (they are read-only and never hard links)."""
+    return 2 + zlib.crc32(path.encode("utf-8", "surrogateescape"))
+
+
+def read_only_dir(path: str, mtime_ns: int | None = None) -> dict[str, Any]:
+    """The stat dict of a read-only virtual directory at ``path``, owned by the daemon."""
+    when = time.time_ns() if mtime_ns is None else mtime_ns
+    return {
+        "st_ino": virtual_ino(path),
+        "st_mode": st.S_IFDIR | 0o555,
+        "st_nlink": 2,
+        "st_uid": os.getuid(),
+        "st_gid": os.getgid(),
+        "st_size": 0,
+        "st_blocks": 0,
+        "st_atime": when,
+        "st_mtime": when,
+        "st_ctime": when,
+    }
+
+
+def read_only_file(path: str, size: int, mtime_ns: int | None = None) -> dict[str, Any]:
+    """The stat dict of a read-only virtual file of ``size`` bytes."""
+    attrs = read_only_dir(path, mtime_ns)
+    attrs.update(st_mode=st.S_IFREG | 0o444, st_nlink=1, st_size=size)
+    attrs["st_blocks"] = (size + 511) // 512
+    return attrs
+
+
+def dots(ino: int, parent_ino: int = UNKNOWN_INO) -> Listing:
+    """``.`` and ``..`` with their inode numbers, for the top of a readdir listing."""
+    return [
+        (".", {"st_mode": st.S_IFDIR, "st_ino": ino}, 0),
+        ("..", {"st_mode": st.S_IFDIR, "st_ino": parent_ino}, 0),
+    ]
+
+
+class VirtualTree(Protocol):
+    """A read-only tree mounted at a hidden name; ``rest`` is the path below its top."""
+
+    def getattr(self, rest: str) -> dict[str, Any]:
+        """The stat dict of ``rest``. KeyNotFound (ENOENT)."""
+        ...
+
+    def readdir(self, rest: str) -> Listing:
+        """The entries of directory ``rest`` (without ``.`` and ``..``). KeyNotFound."""
+        ...
+
+    def readlink(self, rest: str) -> str:
+        """A symlink's target. InvalidInput (EINVAL) for anything else; KeyNotFound."""
+        ...
+
+    def content(self, rest: str) -> bytes:
+        """The whole content of file ``rest`` (read at open). KeyNotFound."""
+        ...

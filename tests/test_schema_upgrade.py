@@ -1,0 +1,60 @@
+"""A workspace file written by kyfs 0.1.0 (schema version 5, before nodes) opens with this
+kyfs and reads back byte-exact: values, modes, times, directories, archive, history."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import stat
+from pathlib import Path
+
+from kyfs.engine.sqlite import schema
+from kyfs.engine.sqlite.workspace import SqliteWorkspace
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def test_a_version_5_workspace_reads_back_byte_exact(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    shutil.copyfile(FIXTURES / "v5-workspace.db", path)
+    expected = json.loads((FIXTURES / "v5-workspace.json").read_text())
+    import sqlite3
+
+    conn = sqlite3.connect(path)
+    assert schema.version(conn) == 5  # the fixture really is the old layout
+    conn.close()
+    ws = SqliteWorkspace(path)
+    try:
+        assert schema.version(ws._conn) == schema.SCHEMA_VERSION
+        assert ws.check() == []
+        assert ws.keys() == sorted(expected["keys"])
+        for key, facts in expected["keys"].items():
+            value = ws.get(key)
+            assert hashlib.sha256(value).hexdigest() == facts["sha256"], key
+            entry = ws.stat(key)
+            assert (entry.size, entry.mode, entry.mtime_ns, entry.created_ns) == (
+                facts["size"], facts["mode"], facts["mtime_ns"], facts["created_ns"],
+            ), key  # fmt: skip
+            assert entry.kind == stat.S_IFREG and entry.nlink == 1
+            assert (entry.uid, entry.gid) == (os.getuid(), os.getgid())
+        for directory in expected["directories"]:
+            assert ws.stat(directory).is_dir
+        assert ws.stat("config").nlink == 3  # 2 + its subdirectory app
+        assert ws.stat("").nlink == 2 + 5  # api, bin, config, empty, utf8
+        assert [a.entry.key for a in ws.archived()] == expected["archived"]
+        assert ws.restore("gone").key == "gone" and ws.get("gone") == b"deleted value"
+        sets = [h for h in ws.history("user.name") if h.action == "set"]
+        assert len(sets) == expected["history"]["user.name"]
+        assert ws.expiry("session") is not None
+        # ids (st_ino) of existing nodes are the old entry ids; new nodes never reuse one
+        old_ids = {ws.stat(k).id for k in expected["keys"]}
+        new = ws.set("new-key", b"x")
+        assert new.id > max(old_ids)
+        # and it goes on working: a hard link, a rename, search
+        ws.link("api/token", "api/token2")
+        assert ws.stat("api/token").nlink == 2
+        assert [m.key for m in ws.search('"s3cr3t"', 10)] == ["api/token", "api/token2"]
+    finally:
+        ws.close()
