@@ -17,14 +17,19 @@ help:
 	@echo "make test     install what is missing, run the whole test suite"
 	@echo "make check    lint + typecheck + test"
 
-# fusermount3 and libfuse3 come from Debian's fuse3 package.
+# fusermount3 and libfuse3 come from Debian's fuse3 package; the tests also drive the
+# mount with rsync, tar and git (Debian packages of the same names).
+SYSTEM_TOOLS := fusermount3:fuse3 rsync:rsync tar:tar git:git
 system-deps:
-	@if ! command -v fusermount3 >/dev/null 2>&1; then \
+	@missing=""; for pair in $(SYSTEM_TOOLS); do \
+	  command -v $${pair%%:*} >/dev/null 2>&1 || missing="$$missing $${pair##*:}"; \
+	done; \
+	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    echo "installing fuse3 with apt-get"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fuse3 >/dev/null; \
+	    echo "installing$$missing with apt-get"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	  else \
-	    echo "fusermount3 is missing: install the fuse3 package (sudo apt-get install fuse3)"; exit 1; \
+	    echo "missing:$$missing (sudo apt-get install$$missing)"; exit 1; \
 	  fi; \
 	fi
 

@@ -514,11 +514,17 @@ def set_(key: str, value: str | None, workspace: str | None, ttl: str | None) ->
 @workspace_option
 @json_option
 def get(key: str, workspace: str | None, as_json: bool) -> None:
-    """Print the value of KEY: its raw bytes (or a JSON object with --json)."""
+    """Print the value of KEY: its raw bytes (or a JSON object with --json).
+
+    A symbolic link's value is its target, as stored (not followed); --json says
+    "type": "symlink" (or "key"), and gives the owner and the number of names.
+    """
     with open_store(workspace) as (name, store):
         if as_json:
+            from kyfs.core.nodes import KIND_NAMES
+
+            data = store.get(key)  # one committed version
             entry = store.stat(key)
-            data = store.get(key)
             try:
                 value, encoding = data.decode("utf-8"), "utf-8"
             except UnicodeDecodeError:
@@ -531,8 +537,12 @@ def get(key: str, workspace: str | None, as_json: bool) -> None:
                     "key": key,
                     "value": value,
                     "encoding": encoding,
-                    "size": entry.size,
+                    "type": KIND_NAMES[entry.kind],
+                    "size": len(data),
                     "mode": f"{entry.mode:04o}",
+                    "uid": entry.uid,
+                    "gid": entry.gid,
+                    "nlink": entry.nlink,
                     "created": _iso(entry.created_ns),
                     "updated": _iso(entry.mtime_ns),
                 }

@@ -114,3 +114,32 @@ def test_commit_after_delete_is_dropped(store: SqliteWorkspace, tmp_path: Path) 
     store.delete("k")
     f.commit()
     assert store.keys() == []
+
+
+def test_a_failed_commit_is_final(store: SqliteWorkspace, tmp_path: Path) -> None:
+    """close(2) or fsync(2) that answered an error leaves the key as it was, then and at
+    every later flush (the buffered changes are dropped, as Linux drops dirty pages)."""
+    from kyfs.core.errors import StorageError
+
+    store.set("k", b"before")
+    entry = store.stat("k")
+    f = OpenFile(store, entry.id, entry.size, tmp_path / "spill")
+    real_commit = store.commit
+    calls = []
+
+    def locked_once(*args: object, **kwargs: object) -> bool:
+        calls.append(1)
+        if len(calls) == 1:
+            raise StorageError("database is locked")  # another process held the write lock
+        return real_commit(*args, **kwargs)  # type: ignore[arg-type]
+
+    store.commit = locked_once  # type: ignore[method-assign]
+    f.write(0, b"AFTER!!")
+    with pytest.raises(StorageError):
+        f.commit()  # what close() returns: EIO
+    assert not f.dirty and f.read(0, 100) == b"before"
+    f.commit()  # a later flush or the release: nothing of the failed write lands
+    assert store.get("k") == b"before"
+    f.write(0, b"x")  # the file goes on working
+    f.commit()
+    assert store.get("k") == b"xefore"

@@ -61,6 +61,10 @@ class Workspace(Protocol):
         """Every name that is not a directory, by code point, filtered by prefix and glob."""
         ...
 
+    def keys_of(self, node_id: int) -> list[str]:
+        """Every name of node ``node_id``, by code point."""
+        ...
+
     def count_keys(self) -> int:
         """How many names that are not directories."""
         ...

@@ -31,6 +31,7 @@ import errno
 import functools
 import logging
 import os
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -53,6 +54,7 @@ from kyfs.core.nodes import DIR, Entry, Owner
 from kyfs.engine import SqliteEngine
 from kyfs.engine.base import Workspace
 from kyfs.fuse.binding import FuseOSError, Operations, fuse_get_context
+from kyfs.fuse.invalidate import Invalidator
 from kyfs.platform import paths
 from kyfs.platform.metrics import Metrics
 from kyfs.vfs.control_tree import CONTROL_DIR, ControlTree
@@ -71,6 +73,9 @@ RENAME_EXCHANGE = 2
 NO_ID = 0xFFFFFFFF  # a uid or gid of -1 in chown(2): leave it as it is
 MAX_WRITE = 1024 * 1024  # bytes per FUSE write request (fuse_conn_info.max_write)
 HIDDEN = (SEARCH_DIR, CONTROL_DIR)
+# libfuse's high-level API (without hard_remove) renames a file unlinked while open to
+# this name and unlinks that name at the last close (fuse.c: hidden_name, hide_node).
+FUSE_HIDDEN = re.compile(r"\.fuse_hidden[0-9a-f]{16}")
 XATTR_TTL = "user.kyfs.ttl"  # seconds to live; settable ("10m", "600", "" clears)
 XATTR_TIMES = ("user.kyfs.expires_at", "user.kyfs.created_at", "user.kyfs.updated_at")
 
@@ -147,16 +152,35 @@ class KyfsOperations(Operations):  # type: ignore[misc]
         self._handles: dict[int, OpenFile] = {}
         self._open: dict[tuple[Workspace, int], OpenFile] = {}
         self._virtual: dict[int, bytes] = {}  # open handles of virtual files
+        self._hidden: dict[str, OpenFile] = {}  # .fuse_hidden path -> the unlinked open file
         self._next_fh = 1
         self._uid, self._gid = os.getuid(), os.getgid()
         self.search_tree = SearchTree(workspaces.names, workspaces.open)
         self.control_tree = ControlTree(self.metrics)
+        self.invalidator = Invalidator()
 
     def init_with_config(self, conn: Any, config: Any) -> None:
         """libfuse's init: ask for 1 MiB writes (libfuse then negotiates FUSE_MAX_PAGES
-        with the kernel), so a large file takes 8 times fewer write calls than at 128 KiB."""
+        with the kernel), so a large file takes 8 times fewer write calls than at 128 KiB;
+        start the cache invalidator."""
         if conn is not None:
             conn.max_write = MAX_WRITE
+        self.invalidator.start()
+
+    def _forget(self, workspace: str, keys: list[str]) -> None:
+        """Make the kernel forget what it caches of ``keys`` (other names of a changed
+        node: each name is a kernel inode of its own under libfuse's high-level API)."""
+        if keys:
+            self.invalidator.invalidate(f"/{workspace}/{key}" for key in keys)
+
+    def _commit(self, opened: OpenFile, sync: bool = False) -> None:
+        """Commit an open file; when its node has several names, the kernel forgets the
+        cached size and pages of each."""
+        was_dirty = opened.dirty
+        opened.commit(sync=sync)
+        entry = opened.entry
+        if was_dirty and entry is not None and entry.nlink > 1 and opened.workspace:
+            self._forget(opened.workspace, opened.store.keys_of(opened.entry_id))
 
     # --- routing ---------------------------------------------------------------------
     @staticmethod
@@ -303,20 +327,31 @@ class KyfsOperations(Operations):  # type: ignore[misc]
         """The stat dict of ``path`` (st_size includes buffered writes; times in ns, UTC);
         with ``path`` None, of open file ``fh`` (unlinked while open). ENOENT,
         ENAMETOOLONG."""
-        if path is None:  # fstat of a file unlinked while open (hard_remove)
-            opened = self._handle(fh if fh is not None else -1)
-            assert opened.entry is not None
-            attrs = self._attrs(opened.entry, opened.store)  # type: ignore[arg-type]
-            attrs["st_size"] = opened.current_size()
-            attrs["st_blocks"] = (attrs["st_size"] + 511) // 512
-            return attrs
+        if path is None:  # an unlinked open file, asked by handle
+            return self._unlinked_attrs(self._handle(fh if fh is not None else -1))
         if path == "/":
             return self._root_attrs()
+        hidden = self._hidden.get(path)
+        if hidden is not None:
+            return self._unlinked_attrs(hidden)
         routed = self._tree(path)
         if routed is not None:
             return routed[0].getattr(routed[1])
         store, key = self._resolve(path)
         return self._attrs(store.stat(key), store)
+
+    def _unlinked_attrs(self, opened: OpenFile) -> dict[str, Any]:
+        """fstat(2) of a file unlinked while open: its node as it is now (other names may
+        remain) or, when it has none left, as it was at open with nlink 0."""
+        store: Workspace = opened.store  # type: ignore[assignment]
+        entry = store.stat_id(opened.entry_id)
+        if entry is None:
+            assert opened.entry is not None
+            entry = opened.entry._replace(nlink=0)
+        attrs = self._attrs(entry, store)
+        attrs["st_size"] = opened.current_size()
+        attrs["st_blocks"] = (attrs["st_size"] + 511) // 512
+        return attrs
 
     @_op
     def readdir(self, path: str, fh: int) -> Listing:
@@ -392,7 +427,7 @@ class KyfsOperations(Operations):  # type: ignore[misc]
         store, key = self._resolve(path)
         opened = self._open.get((store, store.stat(key).id))
         if opened is not None:
-            opened.commit()
+            self._commit(opened)
         now = time.time_ns()
         if times is None:
             store.utimens(key, now, now)
@@ -434,8 +469,13 @@ class KyfsOperations(Operations):  # type: ignore[misc]
     def unlink(self, path: str) -> int:
         """Remove a name; a node that lost its last name waits in the archive. ENOENT,
         EISDIR."""
+        if self._hidden.pop(path, None) is not None:
+            return 0  # libfuse's last close of a file unlinked while open: already gone
         store, key = self._resolve(path)
+        entry = store.stat(key)
         store.delete(key)
+        if entry.nlink > 1 and not entry.is_dir:
+            self._forget(self._split(path)[0] or "", store.keys_of(entry.id))
         return 0
 
     @_op
@@ -459,6 +499,8 @@ class KyfsOperations(Operations):  # type: ignore[misc]
         if old_ws != new_ws or not old_key or not new_key:
             raise CrossWorkspace("rename across workspaces: copy instead")
         store, old_key = self._resolve(old)
+        if FUSE_HIDDEN.fullmatch(new_key.rpartition("/")[2]):
+            return self._hide(store, old_key, new)
         _, new_key = self._resolve(new, lookup=False)
         if flags & RENAME_NOREPLACE:
             try:
@@ -468,6 +510,18 @@ class KyfsOperations(Operations):  # type: ignore[misc]
             else:
                 raise AlreadyExists(f"exists: {new_key}")
         store.rename(old_key, new_key)
+        return 0
+
+    def _hide(self, store: Workspace, key: str, hidden: str) -> int:
+        """libfuse unlinks an open file by renaming it to a ``.fuse_hidden`` name: the key
+        is deleted now (as unlink) and the open file stays reachable by that path for
+        fstat until libfuse unlinks it at the last close. Such names are never stored."""
+        entry = store.stat(key)
+        opened = self._open.get((store, entry.id))
+        if opened is None or entry.is_dir:
+            raise InvalidInput(f"{hidden}: names like this are reserved for libfuse")
+        store.delete(key)
+        self._hidden[hidden] = opened
         return 0
 
     @_op
@@ -482,7 +536,8 @@ class KyfsOperations(Operations):  # type: ignore[misc]
             raise CrossWorkspace("hard link across workspaces")
         store, old_key = self._resolve(source)
         _, new_key = self._resolve(target, lookup=False)
-        store.link(old_key, new_key)
+        entry = store.link(old_key, new_key)
+        self._forget(new_ws or "", [k for k in store.keys_of(entry.id) if k != new_key])
         return 0
 
     @_op
@@ -508,11 +563,12 @@ class KyfsOperations(Operations):  # type: ignore[misc]
         except KeyError:
             raise FuseOSError(errno.EBADF) from None
 
-    def _attach(self, store: Workspace, entry: Entry, truncate: bool) -> int:
+    def _attach(self, path: str, store: Workspace, entry: Entry, truncate: bool) -> int:
         opened = self._open.get((store, entry.id))
         if opened is None:
             opened = OpenFile(store, entry.id, entry.size, self.spill_dir)
             self._open[(store, entry.id)] = opened
+        opened.workspace = self._split(path)[0] or ""
         opened.entry = entry
         opened.refs += 1
         if truncate:
@@ -530,7 +586,7 @@ class KyfsOperations(Operations):  # type: ignore[misc]
             raise NotPermitted("the root holds only workspaces (directories), not files")
         store, key = self._resolve(path, lookup=False)
         entry = store.create(key, mode, exclusive=bool(flags & os.O_EXCL), owner=self._caller())
-        return self._attach(store, entry, truncate=bool(flags & os.O_TRUNC))
+        return self._attach(path, store, entry, truncate=bool(flags & os.O_TRUNC))
 
     @_op
     def open(self, path: str, flags: int) -> int:
@@ -548,7 +604,7 @@ class KyfsOperations(Operations):  # type: ignore[misc]
         entry = store.stat(key)
         if entry.is_dir:
             raise IsADirectory(f"is a directory: {key}")
-        return self._attach(store, entry, truncate=bool(flags & os.O_TRUNC))
+        return self._attach(path, store, entry, truncate=bool(flags & os.O_TRUNC))
 
     @_fh_op
     def read(self, path: str, size: int, offset: int, fh: int) -> bytes:
@@ -589,7 +645,7 @@ class KyfsOperations(Operations):  # type: ignore[misc]
                 store.truncate(key, length)
                 return 0
         opened.truncate(length)  # an open file sees it at once; the store at commit
-        opened.commit()
+        self._commit(opened)
         return 0
 
     @_fh_op
@@ -597,14 +653,14 @@ class KyfsOperations(Operations):  # type: ignore[misc]
         """Commit handle ``fh``'s buffered writes (what close(2) returns). ENOSPC, EIO,
         EINVAL (a schema rule refused the value); after an error the changes are gone."""
         if fh not in self._virtual:
-            self._handle(fh).commit()
+            self._commit(self._handle(fh))
         return 0
 
     @_fh_op
     def fsync(self, path: str, datasync: int, fh: int) -> int:
         """Commit, then make every committed transaction durable (a checkpoint). As flush."""
         if fh not in self._virtual:
-            self._handle(fh).commit(sync=True)
+            self._commit(self._handle(fh), sync=True)
         return 0
 
     @_fh_op
@@ -618,7 +674,7 @@ class KyfsOperations(Operations):  # type: ignore[misc]
             return 0
         opened.refs -= 1
         try:
-            opened.commit()
+            self._commit(opened)
         finally:
             if opened.refs == 0:
                 opened.close()
@@ -635,4 +691,5 @@ class KyfsOperations(Operations):  # type: ignore[misc]
             opened.close()
         self._open.clear()
         self._handles.clear()
+        self.invalidator.stop()
         self.workspaces.close()

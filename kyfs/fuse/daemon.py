@@ -42,8 +42,9 @@ EXIT_TIMEOUT = 15.0  # seconds to wait for the daemon to exit after unmount
 BASE_OPTIONS: dict[str, Any] = {
     "fsname": "kyfs",
     "subtype": "kyfs",
-    # Unlink at once even while open: no .fuse_hidden* file can become a key.
-    "hard_remove": True,
+    # No hard_remove: libfuse renames a file unlinked while open to a .fuse_hidden name,
+    # which the adapter never stores (the key is deleted at once) but keeps answering
+    # for, so fstat(2) of such a file works (with hard_remove libfuse answers ESTALE).
     # The kernel checks permission bits (EACCES), as on a local filesystem.
     "default_permissions": True,
     # The kernel may cache attributes and names for 1 s: the CLI's changes

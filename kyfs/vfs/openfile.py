@@ -52,6 +52,8 @@ class BlockStore(Protocol):
 
     def stat_id(self, entry_id: int) -> Entry | None: ...
 
+    def keys_of(self, node_id: int) -> list[str]: ...
+
 
 class OpenFile:
     """Buffered state of one open value, shared by all handles on it.
@@ -76,6 +78,7 @@ class OpenFile:
         self.dirty = False
         self.orphaned = False  # the entry was deleted while open: keep everything here
         self.entry: Entry | None = None  # the entry as last opened, for fstat after unlink
+        self.workspace = ""  # the workspace it was opened in (the adapter's, for invalidation)
         self.refs = 0
         self._bs = store.block_size
         self._spill_dir = spill_dir

@@ -173,6 +173,11 @@ class NamespaceMixin(HistoryMixin):
             args.append(glob)
         return [row[0] for row in self._rows(sql + " ORDER BY e.key", args)]
 
+    def keys_of(self, node_id: int) -> list[str]:
+        """Every name of node ``node_id`` (several for a hard-linked file), by code point."""
+        rows = self._rows("SELECT key FROM entries WHERE node = ? ORDER BY key", (node_id,))
+        return [row[0] for row in rows]
+
     def count_keys(self) -> int:
         """How many keys (names that are not directories) the workspace holds."""
         row = self._row(
