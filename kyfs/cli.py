@@ -16,8 +16,7 @@ import contextlib
 import json
 import os
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -25,9 +24,15 @@ import click
 from click.shell_completion import CompletionItem
 
 from kyfs import __version__
+from kyfs.app import (
+    engine_session,
+    ensure_shared,
+    project_workspace,
+    resolve_workspace,
+    session,
+    use_project,
+)
 from kyfs.core.errors import InvalidInput, KyfsError, NotFound, StorageError, WorkspaceNotFound
-from kyfs.engine import SqliteEngine, open_engine
-from kyfs.engine.base import Workspace
 from kyfs.platform import config, paths
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -82,8 +87,8 @@ def cli(ctx: click.Context, user: str | None, cursor: str | None) -> None:
     if ctx.invoked_subcommand in ("completion", "migrate", None):
         return
     _kycli_hint_once()
-    with workspaces_session() as workspaces:
-        workspaces.ensure_shared()
+    with engine_session() as workspaces:
+        ensure_shared(workspaces)
 
 
 def _restore_environment(saved: dict[str, str | None]) -> None:
@@ -102,7 +107,7 @@ def _kycli_hint_once() -> None:
         return  # the common case stays cheap: no import of the migration code
     from kyfs.transfer import migrate
 
-    with workspaces_session() as workspaces:
+    with engine_session() as workspaces:
         names = [n for n in workspaces.names() if n != config.SHARED_WORKSPACE]
         needed = migrate.kycli_hint_needed(names)
     if needed:
@@ -127,7 +132,7 @@ def complete_workspaces(
 ) -> list[CompletionItem]:
     """Shell completion of workspace names (never fails: no names on any error)."""
     try:
-        with workspaces_session() as workspaces:
+        with engine_session() as workspaces:
             return [CompletionItem(n) for n in workspaces.names() if n.startswith(incomplete)]
     except Exception:  # completion must never print a traceback into the shell
         return []
@@ -138,7 +143,7 @@ def complete_keys(
 ) -> list[CompletionItem]:
     """Shell completion of the keys of the workspace the command would use."""
     try:
-        with open_store(ctx.params.get("workspace")) as (_, store):
+        with session(ctx.params.get("workspace")) as (_, store):
             return [CompletionItem(k) for k in store.keys(incomplete)[:200]]
     except Exception:  # completion must never print a traceback into the shell
         return []
@@ -160,49 +165,6 @@ def workspace_option(func: F) -> F:
 def json_option(func: F) -> F:
     """The ``--json`` flag."""
     return click.option("--json", "as_json", is_flag=True, help="Print JSON.")(func)
-
-
-def resolve_workspace(name: str | None) -> str:
-    """The workspace a command acts on (see the module docstring)."""
-    if name is not None:  # given explicitly, even empty: validated when opened
-        return name
-    return config.active_workspace() or config.DEFAULT_WORKSPACE
-
-
-@contextmanager
-def open_store(name: str | None) -> Iterator[tuple[str, Workspace]]:
-    """Open the workspace a command acts on, under the shared workspaces lock.
-
-    Raises:
-        WorkspaceNotFound: (exit 1) with a hint to create it.
-    """
-    workspace = resolve_workspace(name)
-    workspaces = open_engine()
-    try:
-        with workspaces.shared():
-            try:
-                store = workspaces.open(workspace)
-            except WorkspaceNotFound:
-                raise WorkspaceNotFound(
-                    f"workspace not found: {workspace} "
-                    f"(create it with: kyfs use {workspace} --create)"
-                ) from None
-            try:
-                yield workspace, store
-            finally:
-                store.close()
-    finally:
-        workspaces.close()
-
-
-@contextmanager
-def workspaces_session() -> Iterator[SqliteEngine]:
-    """A SqliteEngine for one command, closed afterwards."""
-    workspaces = open_engine()
-    try:
-        yield workspaces
-    finally:
-        workspaces.close()
 
 
 def _iso(ns: int) -> str:
@@ -247,7 +209,7 @@ def mount(
     from kyfs.fuse import daemon as mounting
 
     target = (mountpoint or paths.default_mountpoint()).expanduser().absolute()
-    with workspaces_session() as workspaces:
+    with engine_session() as workspaces:
         if not [n for n in workspaces.names() if n != config.SHARED_WORKSPACE]:
             workspaces.create(config.DEFAULT_WORKSPACE)
     verbosity = 2 if debug else verbose
@@ -397,9 +359,9 @@ def completion(shell: str) -> None:
 )
 def use(name: str | None, create: bool, project: str | None) -> None:
     """Make NAME (or a project's workspace, with --project) the active workspace."""
-    with workspaces_session() as workspaces:
+    with engine_session() as workspaces:
         if project is not None:
-            name = workspaces.use_project(Path(project))
+            name = use_project(workspaces, Path(project))
         elif name is None:
             raise InvalidInput("give a workspace NAME, or --project [PATH]")
         elif not workspaces.exists(name):
@@ -415,7 +377,6 @@ def use(name: str | None, create: bool, project: str | None) -> None:
 @click.argument("path", required=False, default=".", type=click.Path(path_type=Path))
 def project(path: Path) -> None:
     """Print the name of the project workspace of PATH (default: the current directory)."""
-    from kyfs.engine.sqlite.engine import project_workspace
 
     click.echo(project_workspace(path))
 
@@ -425,11 +386,8 @@ def project(path: Path) -> None:
 def list_workspaces(as_json: bool) -> None:
     """List every workspace: the active one marked *, its keys and size in bytes."""
     active = resolve_workspace(None)
-    workspaces = open_engine()
-    try:
+    with engine_session() as workspaces:
         infos = [workspaces.info(name) for name in workspaces.names()]
-    finally:
-        workspaces.close()
     if as_json:
         _echo_json(
             [
@@ -454,7 +412,7 @@ def create(name: str, ttl: str | None) -> None:
     from kyfs.core.names import parse_duration
 
     seconds = parse_duration(ttl) if ttl else None
-    with workspaces_session() as workspaces:
+    with engine_session() as workspaces:
         workspaces.create(name)
         if seconds is not None:
             with workspaces.shared():
@@ -469,7 +427,7 @@ def create(name: str, ttl: str | None) -> None:
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 def drop(name: str, yes: bool) -> None:
     """Drop the workspace NAME: it moves to the trash (`kyfs trash restore NAME` undoes it)."""
-    with workspaces_session() as workspaces:
+    with engine_session() as workspaces:
         if not workspaces.exists(name):
             raise WorkspaceNotFound(f"workspace not found: {name}")
         if not yes:
@@ -483,11 +441,8 @@ def drop(name: str, yes: bool) -> None:
 @click.argument("new")
 def rename(old: str, new: str) -> None:
     """Rename the workspace OLD to NEW (the active workspace follows)."""
-    workspaces = open_engine()
-    try:
+    with engine_session() as workspaces:
         workspaces.rename(old, new)
-    finally:
-        workspaces.close()
     click.echo(f"renamed workspace {old} to {new}")
 
 
@@ -502,7 +457,7 @@ def set_(key: str, value: str | None, workspace: str | None, ttl: str | None) ->
     from kyfs.core.names import parse_duration
 
     seconds = parse_duration(ttl) if ttl else None
-    with open_store(workspace) as (_, store):
+    with session(workspace) as (_, store):
         if value is None or value == "-":
             store.set(key, sys.stdin.buffer, ttl_s=seconds)
         else:
@@ -519,7 +474,7 @@ def get(key: str, workspace: str | None, as_json: bool) -> None:
     A symbolic link's value is its target, as stored (not followed); --json says
     "type": "symlink" (or "key"), and gives the owner and the number of names.
     """
-    with open_store(workspace) as (name, store):
+    with session(workspace) as (name, store):
         if as_json:
             from kyfs.core.nodes import KIND_NAMES
 
@@ -559,7 +514,7 @@ def get(key: str, workspace: str | None, as_json: bool) -> None:
 @workspace_option
 def delete(key: str, workspace: str | None) -> None:
     """Delete KEY."""
-    with open_store(workspace) as (_, store):
+    with session(workspace) as (_, store):
         store.delete(key)
 
 
@@ -570,7 +525,7 @@ def delete(key: str, workspace: str | None) -> None:
 @click.option("--glob", metavar="PATTERN", help="Only keys matching a glob, e.g. 'user.*'.")
 def keys(prefix: str, workspace: str | None, as_json: bool, glob: str | None) -> None:
     """List the keys (starting with PREFIX), one per line."""
-    with open_store(workspace) as (_, store):
+    with session(workspace) as (_, store):
         found = store.keys(prefix, glob=glob)
     if as_json:
         _echo_json(found)
@@ -589,7 +544,7 @@ def restore(
     key: str, workspace: str | None, force: bool, version: int | None, at: str | None
 ) -> None:
     """Bring back a deleted KEY from the archive, or an older version of KEY."""
-    with open_store(workspace) as (name, store):
+    with session(workspace) as (name, store):
         if version is not None or at is not None:
             from kyfs.transfer.sources import parse_time
 
@@ -613,7 +568,7 @@ def ttl(key: str, duration: str | None, workspace: str | None, clear: bool) -> N
     """Show KEY's time to live, set it to DURATION (10m, 2h), or --clear it."""
     from kyfs.core.names import parse_duration
 
-    with open_store(workspace) as (_, store):
+    with session(workspace) as (_, store):
         if clear:
             store.set_ttl(key, None)
         elif duration is not None:
@@ -636,7 +591,7 @@ def retention(workspace: str | None, versions: int | None, days: float | None) -
     """Show or set how much history a workspace keeps (whichever keeps more)."""
     from kyfs.engine.sqlite.history import HISTORY_DAYS, HISTORY_VERSIONS
 
-    with open_store(workspace) as (name, store):
+    with session(workspace) as (name, store):
         if versions is not None:
             store.set_meta("history_versions", str(versions))
         if days is not None:
@@ -662,7 +617,7 @@ def schema_set(workspace: str | None, glob: str, schema_file: Any) -> None:
         document = json.load(schema_file)
     except json.JSONDecodeError as exc:
         raise InvalidInput(f"{schema_file.name}: not JSON: {exc}") from None
-    with open_store(workspace) as (name, store):
+    with session(workspace) as (name, store):
         store.set_schema(glob, document)
     click.echo(f"keys {glob!r} in {name} must now match the schema")
 
@@ -672,7 +627,7 @@ def schema_set(workspace: str | None, glob: str, schema_file: Any) -> None:
 @json_option
 def schema_show(workspace: str | None, as_json: bool) -> None:
     """List the schema rules of a workspace."""
-    with open_store(workspace) as (_, store):
+    with session(workspace) as (_, store):
         rules = store.schemas()
     if as_json:
         _echo_json(rules)
@@ -686,7 +641,7 @@ def schema_show(workspace: str | None, as_json: bool) -> None:
 @click.option("--keys", "glob", metavar="GLOB", help="Only the rule of GLOB (default: all).")
 def schema_clear(workspace: str | None, glob: str | None) -> None:
     """Remove schema rules."""
-    with open_store(workspace) as (_, store):
+    with session(workspace) as (_, store):
         removed = store.clear_schema(glob)
     click.echo(f"removed {removed} schema rule(s)")
 
@@ -706,7 +661,7 @@ def exec_cmd(ctx: click.Context, workspace: str | None, command: tuple[str, ...]
 
     env = dict(os.environ)
     skipped = []
-    with open_store(workspace) as (_, store):
+    with session(workspace) as (_, store):
         for key in store.keys():
             if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
                 skipped.append(key)
@@ -781,7 +736,7 @@ def cursor_delete(name: str) -> None:
 @json_option
 def list_archive(prefix: str, workspace: str | None, as_json: bool) -> None:
     """List deleted keys waiting in the archive (newest first), starting with PREFIX."""
-    with open_store(workspace) as (_, store):
+    with session(workspace) as (_, store):
         items = [a for a in store.archived() if a.entry.key.startswith(prefix)]
     rows = [
         {
@@ -808,7 +763,7 @@ def trash(ctx: click.Context, as_json: bool) -> None:
     """List dropped workspaces (newest first); see `trash restore` and `trash empty`."""
     if ctx.invoked_subcommand is not None:
         return
-    with workspaces_session() as workspaces:
+    with engine_session() as workspaces:
         items = workspaces.trash()
     rows = [
         {"name": t.name, "dropped": t.dropped.isoformat().replace("+00:00", "Z"), "size": t.size}
@@ -826,7 +781,7 @@ def trash(ctx: click.Context, as_json: bool) -> None:
 @click.option("--as", "new_name", metavar="NEW", help="Restore under another name.")
 def trash_restore(name: str, new_name: str | None) -> None:
     """Bring back the newest dropped workspace NAME with every key it had."""
-    with workspaces_session() as workspaces:
+    with engine_session() as workspaces:
         restored_name, count = workspaces.restore_trash(name, new_name)
     extra = f", {count} deleted entries brought back" if count else ""
     click.echo(f"restored workspace {restored_name}{extra}")
@@ -840,7 +795,7 @@ def trash_empty(older_than: float | None, yes: bool) -> None:
     if not yes:
         which = f"dropped more than {older_than} days ago" if older_than is not None else "all"
         click.confirm(f"Delete trashed workspaces for good ({which})?", abort=True)
-    with workspaces_session() as workspaces:
+    with engine_session() as workspaces:
         deleted = workspaces.empty_trash(None if older_than is None else older_than * 86400)
     click.echo(f"deleted {len(deleted)} trashed workspaces for good")
 
@@ -852,7 +807,7 @@ def trash_empty(older_than: float | None, yes: bool) -> None:
 def fsck(names: tuple[str, ...], repair: bool, as_json: bool) -> None:
     """Check workspaces (all by default); exit 4 when a problem is left."""
     report: dict[str, dict[str, Any]] = {}
-    with workspaces_session() as workspaces:
+    with engine_session() as workspaces:
         for name in names or workspaces.names():
             problems, done = workspaces.check(name, repair=repair)
             report[name] = {"ok": not problems, "problems": problems, "repaired": done}
@@ -901,7 +856,7 @@ def search(
     from kyfs import search as searching
     from kyfs.core.nodes import MARK_END, MARK_START
 
-    with workspaces_session() as workspaces:
+    with engine_session() as workspaces:
         if search_all:
             targets = workspaces.names()
         else:
@@ -952,7 +907,7 @@ class _NoBar:
 @json_option
 def history(key: str, workspace: str | None, as_json: bool) -> None:
     """List the recorded versions of KEY, oldest first: version, time, action, size."""
-    with open_store(workspace) as (_, store):
+    with session(workspace) as (_, store):
         rows = store.history(key)
     items = [
         {
@@ -1150,7 +1105,7 @@ def backup_create(output: Path | None, names: tuple[str, ...], quiet: bool, as_j
     from kyfs.transfer import backup as backups
 
     target = output or backups.default_backup_name()
-    with workspaces_session() as workspaces:
+    with engine_session() as workspaces:
         count = len(names) or len(workspaces.names())
     with _progress(quiet or as_json, "backing up", count) as bar:
         manifest = backups.create(target, list(names) or None, progress=lambda _: bar.update(1))
@@ -1201,7 +1156,7 @@ def export_cmd(workspace: str | None, fmt: str, output: Path | None) -> None:
     """Export every key of a workspace as JSON Lines, JSON or a directory tree."""
     from kyfs.transfer import backup as backups
 
-    with open_store(workspace) as (name, store):
+    with session(workspace) as (name, store):
         count = backups.export(store, name, fmt, output)
     if output is not None:
         click.echo(f"exported {count} keys to {output}", err=True)
@@ -1217,7 +1172,7 @@ def import_cmd(path: Path, workspace: str | None, merge: str | None) -> None:
     """Import an export (.jsonl, .json or a directory) into a workspace, in one transaction."""
     from kyfs.transfer import backup as backups
 
-    with open_store(workspace) as (name, store):
+    with session(workspace) as (name, store):
         count = backups.import_path(store, path, conflict=merge or "error")
     click.echo(f"imported {count} keys into {name}")
 

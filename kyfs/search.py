@@ -25,10 +25,10 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 
+from kyfs.app import engine_session
 from kyfs.core.errors import InvalidQuery, KyfsError
 from kyfs.core.nodes import Match
 from kyfs.core.tokens import tokenize
-from kyfs.engine import open_engine
 from kyfs.engine.base import Workspace
 
 K1 = 1.2
@@ -98,16 +98,8 @@ class _Answer:
 @contextmanager
 def open_workspace(name: str) -> Iterator[Workspace]:
     """Open workspace ``name`` on its own connection, under the shared workspaces lock."""
-    workspaces = open_engine()
-    try:
-        with workspaces.shared():
-            store = workspaces.open(name)
-            try:
-                yield store
-            finally:
-                store.close()
-    finally:
-        workspaces.close()
+    with engine_session() as workspaces, workspaces.using(name) as store:
+        yield store
 
 
 def _ask(

@@ -328,6 +328,11 @@ class Engine(Protocol):
         """Rename a workspace. WorkspaceNotFound, WorkspaceExists, NotPermitted."""
         ...
 
+    def using(self, name: str) -> AbstractContextManager[Workspace]:
+        """Workspace ``name`` for a ``with`` block, held against create/drop/rename and
+        released at its end. WorkspaceNotFound, StorageError."""
+        ...
+
     def open(self, name: str) -> Workspace:
         """Workspace ``name`` (call under :meth:`shared`). WorkspaceNotFound, StorageError."""
         ...

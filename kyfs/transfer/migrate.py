@@ -77,12 +77,8 @@ def _existing_keys(name: str) -> set[str] | None:
     try:
         if not workspaces.exists(name):
             return None
-        with workspaces.shared():
-            store = workspaces.open(name)
-            try:
-                return set(store.keys())
-            finally:
-                store.close()
+        with workspaces.using(name) as store:
+            return set(store.keys())
     finally:
         workspaces.close()
 
@@ -126,15 +122,11 @@ def _write_workspace(
     try:
         if not workspaces.exists(name):
             workspaces.create(name)
-        with workspaces.shared():
-            store = workspaces.open(name)
-            try:
-                written = store.import_entries(map(_item, records), conflict=merge or "error")
-                store.import_archived((_item(r), when) for r, when in archived)
-                store.import_history(HistoryEntry(*row) for row in history)
-                return written
-            finally:
-                store.close()
+        with workspaces.using(name) as store:
+            written = store.import_entries(map(_item, records), conflict=merge or "error")
+            store.import_archived((_item(r), when) for r, when in archived)
+            store.import_history(HistoryEntry(*row) for row in history)
+            return written
     finally:
         workspaces.close()
 

@@ -22,12 +22,11 @@ Thread-safety: one thread at a time per Workspaces object.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import fcntl
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import NamedTuple
@@ -65,14 +64,6 @@ def _move_files(source: Path, target: Path) -> None:
     ):
         if src.exists():
             os.rename(src, dst)
-
-
-def project_workspace(path: Path) -> str:
-    """``project_<8 hex digits of SHA-256 of the absolute, resolved path>`` (contextd)."""
-    import hashlib
-
-    resolved = str(path.expanduser().resolve())
-    return "project_" + hashlib.sha256(resolved.encode()).hexdigest()[:8]
 
 
 class _Shared:
@@ -153,11 +144,18 @@ class SqliteEngine:
             before each use (for the long-running daemon).
     """
 
-    def __init__(self, directory: Path | None = None, *, cache: bool = False) -> None:
+    def __init__(
+        self,
+        directory: Path | None = None,
+        *,
+        cache: bool = False,
+        retention_s: Callable[[], float | None] = lambda: None,
+    ) -> None:
         self.directory = directory or paths.workspaces_dir()
         paths.make_private_dir(self.directory)
         self._lock = _DirLock(self.directory)
         self._cache_enabled = cache
+        self._retention_s = retention_s
         self._cache: dict[str, tuple[SqliteWorkspace, tuple[int, int]]] = {}
         self._swept: dict[str, float] = {}
         self._paths: dict[str, Path] = {}
@@ -354,6 +352,23 @@ class SqliteEngine:
         return deleted
 
     # --- using one -----------------------------------------------------------------------
+    @contextmanager
+    def using(self, name: str) -> Iterator[SqliteWorkspace]:
+        """Workspace ``name`` for one ``with`` block, under the shared lock; closed at the
+        end unless this engine caches workspaces (the daemon).
+
+        Raises:
+            InvalidName: (exit 2). WorkspaceNotFound: (ENOENT, exit 1).
+            StorageError: (EIO, exit 4) the file is not a usable workspace.
+        """
+        with self._lock.shared():
+            workspace = self._open_unlocked(name)
+            try:
+                yield workspace
+            finally:
+                if not self._cache_enabled:
+                    workspace.close()
+
     def open(self, name: str) -> SqliteWorkspace:
         """The SqliteWorkspace of workspace ``name``: cached and revalidated, or newly opened.
 
@@ -379,7 +394,7 @@ class SqliteEngine:
                 self._sweep(name, cached[0])
                 return cached[0]
             del self._cache[name]  # replaced behind our back; open files keep the old one
-        store = SqliteWorkspace(path, retention_s=config.archive_retention_s())
+        store = SqliteWorkspace(path, retention_s=self._retention_s())
         if self._cache_enabled:
             self._cache[name] = (store, identity)
         self._sweep(name, store)
@@ -393,30 +408,6 @@ class SqliteEngine:
             return
         self._swept[name] = now
         store.sweep_expired()
-
-    def ensure_shared(self) -> None:
-        """Create the ``shared`` workspace (knowledge across projects) if it is missing."""
-        if not self.exists(config.SHARED_WORKSPACE):
-            with contextlib.suppress(WorkspaceExists):
-                self.create(config.SHARED_WORKSPACE)
-
-    def use_project(self, path: Path) -> str:
-        """The project workspace of directory ``path``, created (with the path recorded in
-        its settings) when missing: ``project_`` + the first 8 hex digits of the SHA-256
-        of the absolute path."""
-        name = project_workspace(path)
-        if not self.exists(name):
-            with contextlib.suppress(WorkspaceExists):
-                self.create(name)
-        with self._lock.shared():
-            store = self._open_unlocked(name)
-            try:
-                if store.meta().get("project_path") is None:
-                    store.set_meta("project_path", str(path.expanduser().resolve()))
-            finally:
-                if not self._cache_enabled:
-                    store.close()
-        return name
 
     def _forget(self, name: str) -> None:
         cached = self._cache.pop(name, None)

@@ -1,0 +1,92 @@
+"""The application: what the CLI and the mount share above the storage engine.
+
+* which workspace a command acts on (:func:`resolve_workspace`: ``-w``/``KYFS_WORKSPACE``,
+  else the user's active workspace, else ``default``; a cursor or ``--user`` has already
+  chosen the data directory and the user through the environment);
+* one ``with`` block per use of an engine or a workspace (:func:`engine_session`,
+  :func:`session`), so no caller repeats "open the engine, take the lock, open the
+  workspace, close both";
+* policy built from the engine's primitives: the permanent ``shared`` workspace
+  (:func:`ensure_shared`), a workspace per project directory (:func:`use_project`),
+  and the archive retention the engine applies when it opens a workspace
+  (kyfs.platform.config, read in kyfs.engine.open_engine).
+
+Not thread-safe: each call opens what it uses and closes it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from collections.abc import Iterator
+from pathlib import Path
+
+from kyfs.core.errors import WorkspaceExists, WorkspaceNotFound
+from kyfs.engine import SqliteEngine, open_engine
+from kyfs.engine.base import Workspace
+from kyfs.platform import config
+
+
+def resolve_workspace(name: str | None) -> str:
+    """The workspace a command acts on: ``name`` when given (even empty: it is validated
+    when opened), else the active one (kyfs.platform.config), else ``default``."""
+    if name is not None:
+        return name
+    return config.active_workspace() or config.DEFAULT_WORKSPACE
+
+
+@contextlib.contextmanager
+def engine_session() -> Iterator[SqliteEngine]:
+    """The engine of the current data directory for one command, closed afterwards."""
+    engine = open_engine()
+    try:
+        yield engine
+    finally:
+        engine.close()
+
+
+@contextlib.contextmanager
+def session(name: str | None) -> Iterator[tuple[str, Workspace]]:
+    """The workspace a command acts on (:func:`resolve_workspace`), open under the shared
+    workspaces lock for the ``with`` block; yields (its name, the workspace).
+
+    Raises:
+        WorkspaceNotFound: (ENOENT, exit 1) with a hint to create it.
+        InvalidName: (exit 2). StorageError: (EIO, exit 4).
+    """
+    workspace = resolve_workspace(name)
+    with engine_session() as engine, contextlib.ExitStack() as stack:
+        try:
+            opened = stack.enter_context(engine.using(workspace))
+        except WorkspaceNotFound:
+            raise WorkspaceNotFound(
+                f"workspace not found: {workspace} (create it with: kyfs use {workspace} --create)"
+            ) from None
+        yield workspace, opened
+
+
+def ensure_shared(engine: SqliteEngine) -> None:
+    """Create the ``shared`` workspace (knowledge across projects, contextd's shared
+    database) if it is missing."""
+    if not engine.exists(config.SHARED_WORKSPACE):
+        with contextlib.suppress(WorkspaceExists):
+            engine.create(config.SHARED_WORKSPACE)
+
+
+def project_workspace(path: Path) -> str:
+    """``project_<8 hex digits of SHA-256 of the absolute, resolved path>`` (contextd)."""
+    resolved = str(path.expanduser().resolve())
+    return "project_" + hashlib.sha256(resolved.encode()).hexdigest()[:8]
+
+
+def use_project(engine: SqliteEngine, path: Path) -> str:
+    """The project workspace of directory ``path``, created (with the path recorded in its
+    settings as ``project_path``) when missing; returns its name."""
+    name = project_workspace(path)
+    if not engine.exists(name):
+        with contextlib.suppress(WorkspaceExists):
+            engine.create(name)
+    with engine.using(name) as workspace:
+        if workspace.meta().get("project_path") is None:
+            workspace.set_meta("project_path", str(path.expanduser().resolve()))
+    return name
