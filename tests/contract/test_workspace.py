@@ -1,0 +1,219 @@
+"""The contract of kyfs.engine.base.Workspace: what the mount and the CLI rely on, for any
+engine. Only the interface is used here: no SQL, no files."""
+
+from __future__ import annotations
+
+import os
+import stat
+import time
+
+import pytest
+
+from kyfs.core.errors import (
+    AlreadyExists,
+    InvalidInput,
+    IsADirectory,
+    KeyNotFound,
+    NotADirectory,
+    NotEmpty,
+    NotPermitted,
+    SchemaViolation,
+)
+from kyfs.core.nodes import DIR, LNK, REG, Owner
+from kyfs.engine.base import Engine, Workspace
+
+
+def test_values_round_trip_and_stat(ws: Workspace) -> None:
+    value = os.urandom(3 * ws.block_size + 17)
+    entry = ws.set("a/b/c", value)
+    assert ws.get("a/b/c") == value
+    assert entry.kind == REG and entry.size == len(value) and entry.nlink == 1
+    assert ws.stat("a").kind == DIR and ws.stat("a/b").is_dir
+    assert ws.read(entry.id, ws.block_size - 5, 10) == value[ws.block_size - 5 : ws.block_size + 5]
+    assert b"".join(ws.iter_value("a/b/c")) == value
+    assert ws.keys() == ["a/b/c"] and ws.keys(glob="a/*") == ["a/b/c"]
+
+
+def test_owners_are_the_callers(ws: Workspace) -> None:
+    entry = ws.create("f", 0o640, owner=Owner(1000, 1001))
+    assert (entry.uid, entry.gid, entry.mode) == (1000, 1001, 0o640)
+    ws.chown("f", 2000, None)
+    assert (ws.stat("f").uid, ws.stat("f").gid) == (2000, 1001)
+    assert (ws.set("g", b"x").uid, ws.stat("g").gid) == (os.getuid(), os.getgid())
+    ws.mkdir("sg", 0o2775, owner=Owner(0, 50))
+    inner = ws.create("sg/f", 0o644, owner=Owner(1000, 1000))
+    assert inner.gid == 50  # a setgid directory gives its group
+    sub = ws.mkdir("sg/sub", 0o755, owner=Owner(1000, 1000))
+    assert sub.gid == 50 and sub.mode & stat.S_ISGID  # and its bit to a subdirectory
+
+
+def test_hard_links(ws: Workspace) -> None:
+    ws.set("one", b"v1")
+    linked = ws.link("one", "two")
+    assert linked.id == ws.stat("one").id and ws.stat("one").nlink == 2
+    ws.set("two", b"v2")
+    assert ws.get("one") == b"v2"
+    assert ws.keys_of(linked.id) == ["one", "two"]
+    ws.delete("one")
+    assert ws.get("two") == b"v2" and ws.stat("two").nlink == 1
+    assert ws.archived() == []  # a name went, the node lives on
+    assert [h.action for h in ws.history("two")][-1] == "set"
+    ws.mkdir("d")
+    with pytest.raises(NotPermitted):
+        ws.link("d", "dirlink")
+    with pytest.raises(AlreadyExists):
+        ws.link("two", "two")
+    ws.delete("two")
+    assert [a.entry.key for a in ws.archived()] == ["two"]  # the last name: archived
+
+
+def test_symlinks(ws: Workspace) -> None:
+    entry = ws.symlink("ln", b"../some/where", owner=Owner(7, 8))
+    assert entry.kind == LNK and entry.size == len(b"../some/where") and entry.mode == 0o777
+    assert ws.readlink("ln") == b"../some/where"
+    assert ws.get("ln") == b"../some/where"
+    with pytest.raises(InvalidInput):
+        ws.readlink(ws.set("plain", b"x").key)
+    with pytest.raises(AlreadyExists):
+        ws.symlink("plain", b"x")
+    assert "ln" in ws.keys()
+    ws.set("ln", b"now a value")  # set replaces a link with a regular key
+    assert ws.stat("ln").kind == REG and ws.get("ln") == b"now a value"
+
+
+def test_directory_link_counts(ws: Workspace) -> None:
+    top = ws.stat("").nlink
+    ws.mkdir("d/e/f")
+    assert ws.stat("").nlink == top + 1
+    assert ws.stat("d").nlink == 3 and ws.stat("d/e").nlink == 3 and ws.stat("d/e/f").nlink == 2
+    ws.set("d/file", b"x")
+    assert ws.stat("d").nlink == 3  # files do not count
+    ws.rename("d/e", "e2")
+    assert ws.stat("d").nlink == 2 and ws.stat("").nlink == top + 2
+    ws.rmdir("e2/f")
+    assert ws.stat("e2").nlink == 2
+
+
+def test_times_follow_posix(ws: Workspace) -> None:
+    ws.mkdir("d")
+    old = 1_000_000_000 * 10**9
+    ws.utimens("d", old, old)
+    ws.set("d/f", b"x")
+    assert ws.stat("d").mtime_ns > old and ws.stat("d").ctime_ns > old  # create
+    for change in (
+        lambda: ws.delete("d/f"),
+        lambda: ws.mkdir("d/sub"),
+        lambda: ws.rmdir("d/sub"),
+        lambda: ws.symlink("d/ln", b"x"),
+    ):
+        ws.utimens("d", old, old)
+        change()
+        assert ws.stat("d").mtime_ns > old
+    ws.set("g", b"x")
+    for change in (
+        lambda: ws.chmod("g", 0o600),
+        lambda: ws.chown("g", 1, 1),
+        lambda: ws.link("g", "g2"),
+    ):
+        before = ws.stat("g").ctime_ns
+        time.sleep(0.002)
+        change()
+        assert ws.stat("g").ctime_ns > before
+    ws.utimens("g", 5, None)
+    assert ws.stat("g").atime_ns == 5
+    ws.get("g")
+    assert ws.stat("g").atime_ns == 5  # noatime: reads leave it
+
+
+def test_rename_follows_rename_2(ws: Workspace) -> None:
+    ws.set("a", b"A")
+    ws.set("b", b"B")
+    node = ws.stat("a").id
+    ws.rename("a", "b")
+    assert ws.get("b") == b"A" and ws.stat("b").id == node
+    with pytest.raises(KeyNotFound):
+        ws.stat("a")
+    ws.link("b", "c")
+    ws.rename("b", "c")  # two names of one node: nothing happens
+    assert ws.get("b") == ws.get("c") == b"A"
+    ws.mkdir("dir/sub")
+    with pytest.raises(InvalidInput):
+        ws.rename("dir", "dir/sub/x")
+    with pytest.raises(IsADirectory):
+        ws.rename("c", "dir")
+    with pytest.raises(NotADirectory):
+        ws.rename("dir", "c")
+    ws.mkdir("full/x")
+    with pytest.raises(NotEmpty):
+        ws.rename("dir", "full")
+    ws.rename("dir", "moved")
+    assert ws.stat("moved/sub").is_dir
+
+
+def test_archive_restore_and_teardown(ws: Workspace) -> None:
+    ws.set("k", b"value")
+    ws.delete("k")
+    with pytest.raises(KeyNotFound):
+        ws.get("k")
+    assert ws.restore("k").key == "k" and ws.get("k") == b"value"
+    ws.set("x/y", b"1")
+    ws.delete("x/y")
+    ws.rmdir("x")
+    ws.delete("k")
+    assert ws.restore_teardown() == 3 and ws.get("x/y") == b"1"
+
+
+def test_history_versions_and_restore(ws: Workspace) -> None:
+    for text in (b"v1", b"v2", b"v3"):
+        ws.set("h", text)
+    sets = [h for h in ws.history("h") if h.action == "set"]
+    assert [h.value for h in sets] == [b"v1", b"v2", b"v3"]
+    assert sets[0].id is not None
+    ws.restore_version("h", version=sets[0].id)
+    assert ws.get("h") == b"v1"
+
+
+def test_ttl(ws: Workspace) -> None:
+    ws.set("t", b"x", ttl_s=0.01)
+    ws.link("t", "t2")
+    assert ws.expiry("t") is not None
+    time.sleep(0.02)
+    assert ws.sweep_expired() == 1
+    assert ws.keys() == []  # every name of the node went
+
+
+def test_schema_rules_refuse_and_change_nothing(ws: Workspace) -> None:
+    ws.set_schema("users/*", {"type": "object", "required": ["name"]})
+    ws.set("users/a", b'{"name": "A"}')
+    with pytest.raises(SchemaViolation):
+        ws.set("users/a", b'{"age": 3}')
+    assert ws.get("users/a") == b'{"name": "A"}'
+
+
+def test_search_finds_every_name(ws: Workspace) -> None:
+    ws.set("notes/a", b"the jwt token lives here")
+    ws.link("notes/a", "notes/b")
+    assert [m.key for m in ws.search('"jwt"', 10)] == ["notes/a", "notes/b"]
+    ws.delete("notes/a")
+    assert [m.key for m in ws.search('"jwt"', 10)] == ["notes/b"]
+
+
+def test_commit_is_all_or_nothing(ws: Workspace) -> None:
+    entry = ws.create("f")
+    assert ws.commit(entry.id, size=5, valid=0, blocks=[(0, b"hello")])
+    assert ws.get("f") == b"hello"
+    ws.delete("f")
+    assert not ws.commit(entry.id, size=1, valid=0, blocks=[(0, b"x")])  # the node is gone
+
+
+def test_engine_lifecycle(engine: Engine) -> None:
+    engine.create("a", owner=Owner(1000, 1000), mode=0o700)
+    with engine.using("a") as top:
+        assert (top.stat("").uid, top.stat("").mode) == (1000, 0o700)
+        top.set("k", b"v")
+    engine.rename("a", "b")
+    assert engine.names() == ["b"]
+    assert engine.info("b").keys == 1
+    assert engine.check("b") == ([], [])
+    engine.drop("b")
+    assert engine.names() == []
