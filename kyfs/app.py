@@ -21,7 +21,7 @@ import hashlib
 from collections.abc import Iterator
 from pathlib import Path
 
-from kyfs.core.errors import WorkspaceExists, WorkspaceNotFound
+from kyfs.core.errors import NotPermitted, WorkspaceExists, WorkspaceNotFound
 from kyfs.engine import SqliteEngine, open_engine
 from kyfs.engine.base import Workspace
 from kyfs.platform import config
@@ -63,6 +63,32 @@ def session(name: str | None) -> Iterator[tuple[str, Workspace]]:
                 f"workspace not found: {workspace} (create it with: kyfs use {workspace} --create)"
             ) from None
         yield workspace, opened
+
+
+def drop_workspace(engine: SqliteEngine, name: str, *, only_if_empty: bool = False) -> Path:
+    """Move workspace ``name`` to the trash; the ``shared`` workspace always exists.
+
+    Raises:
+        NotPermitted: (EPERM, exit 6) ``shared``. WorkspaceNotFound: (ENOENT, exit 1).
+        NotEmpty: (ENOTEMPTY, exit 3) ``only_if_empty`` and it holds entries.
+    """
+    if name == config.SHARED_WORKSPACE:
+        raise NotPermitted("the shared workspace always exists: delete its keys instead")
+    return engine.drop(name, only_if_empty=only_if_empty)
+
+
+def rename_workspace(engine: SqliteEngine, old: str, new: str) -> None:
+    """Rename workspace ``old`` to ``new``; every user whose active workspace was ``old``
+    follows it. ``shared`` keeps its name.
+
+    Raises:
+        NotPermitted: (EPERM, exit 6) ``shared``. WorkspaceNotFound, WorkspaceExists.
+    """
+    if old == config.SHARED_WORKSPACE:
+        raise NotPermitted("the shared workspace always exists under that name")
+    engine.rename(old, new)
+    if old != new:
+        config.follow_rename(old, new)
 
 
 def ensure_shared(engine: SqliteEngine) -> None:

@@ -25,9 +25,11 @@ from click.shell_completion import CompletionItem
 
 from kyfs import __version__
 from kyfs.app import (
+    drop_workspace,
     engine_session,
     ensure_shared,
     project_workspace,
+    rename_workspace,
     resolve_workspace,
     session,
     use_project,
@@ -432,7 +434,7 @@ def drop(name: str, yes: bool) -> None:
             raise WorkspaceNotFound(f"workspace not found: {name}")
         if not yes:
             click.confirm(f"Drop workspace {name!r} and all its keys?", abort=True)
-        workspaces.drop(name)
+        drop_workspace(workspaces, name)
     click.echo(f"dropped workspace {name} (in the trash: kyfs trash restore {name})")
 
 
@@ -442,7 +444,7 @@ def drop(name: str, yes: bool) -> None:
 def rename(old: str, new: str) -> None:
     """Rename the workspace OLD to NEW (the active workspace follows)."""
     with engine_session() as workspaces:
-        workspaces.rename(old, new)
+        rename_workspace(workspaces, old, new)
     click.echo(f"renamed workspace {old} to {new}")
 
 

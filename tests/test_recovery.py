@@ -14,6 +14,7 @@ from click.testing import CliRunner
 
 from kyfs.cli import cli
 from kyfs.core.errors import AlreadyExists, KeyNotFound, WorkspaceExists, WorkspaceNotFound
+from kyfs.engine import open_engine
 from kyfs.engine.sqlite import schema as migrations
 from kyfs.engine.sqlite.engine import SqliteEngine
 from kyfs.engine.sqlite.values import BLOCK_SIZE
@@ -31,7 +32,7 @@ def store(tmp_path: Path) -> Iterator[SqliteWorkspace]:
 
 @pytest.fixture
 def workspaces() -> Iterator[SqliteEngine]:
-    w = SqliteEngine()
+    w = open_engine()  # as the CLI and the daemon get it: with the configured retention
     yield w
     w.close()
 

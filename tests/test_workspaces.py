@@ -7,6 +7,7 @@ import stat
 
 import pytest
 
+from kyfs.app import rename_workspace
 from kyfs.core.errors import InvalidName, NotEmpty, WorkspaceExists, WorkspaceNotFound
 from kyfs.engine.sqlite.engine import SqliteEngine
 from kyfs.platform import config, paths
@@ -71,7 +72,7 @@ def test_rename_keeps_data_and_active_follows(workspaces: SqliteEngine) -> None:
     store = workspaces.open("alpha")
     store.set("k", b"v")
     store.close()
-    workspaces.rename("alpha", "gamma")
+    rename_workspace(workspaces, "alpha", "gamma")  # the application's policy
     assert workspaces.names() == ["gamma"]
     assert config.active_workspace() == "gamma"
     store = workspaces.open("gamma")

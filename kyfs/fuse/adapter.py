@@ -37,6 +37,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
+from kyfs.app import drop_workspace, rename_workspace
 from kyfs.core import names
 from kyfs.core.errors import (
     AlreadyExists,
@@ -459,7 +460,7 @@ class KyfsOperations(Operations):  # type: ignore[misc]
         if workspace in HIDDEN:
             raise ReadOnly(f"{workspace} is read-only")
         if workspace is not None and not key:
-            self.workspaces.drop(workspace, only_if_empty=True)
+            drop_workspace(self.workspaces, workspace, only_if_empty=True)
             return 0
         store, key = self._resolve(path)
         store.rmdir(key)
@@ -494,7 +495,7 @@ class KyfsOperations(Operations):  # type: ignore[misc]
         if not old_key and not new_key:
             if flags & RENAME_NOREPLACE and self.workspaces.exists(new_ws):
                 raise AlreadyExists(f"workspace exists: {new_ws}")
-            self.workspaces.rename(old_ws, new_ws)
+            rename_workspace(self.workspaces, old_ws, new_ws)
             return 0
         if old_ws != new_ws or not old_key or not new_key:
             raise CrossWorkspace("rename across workspaces: copy instead")

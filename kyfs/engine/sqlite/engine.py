@@ -34,7 +34,6 @@ from typing import NamedTuple
 from kyfs.core.errors import (
     AlreadyExists,
     NotEmpty,
-    NotPermitted,
     StorageError,
     WorkspaceExists,
     WorkspaceNotFound,
@@ -43,7 +42,7 @@ from kyfs.core.names import check_workspace_name
 from kyfs.core.nodes import Owner
 from kyfs.engine.base import WorkspaceInfo
 from kyfs.engine.sqlite.workspace import SqliteWorkspace
-from kyfs.platform import config, paths
+from kyfs.platform import paths
 
 SWEEP_INTERVAL = 1.0  # seconds between expiry sweeps of a cached store
 
@@ -219,8 +218,6 @@ class SqliteEngine:
             NotEmpty: (ENOTEMPTY, exit 3) ``only_if_empty`` and it holds keys or directories.
         """
         path = self._file(name)
-        if name == config.SHARED_WORKSPACE:
-            raise NotPermitted("the shared workspace always exists: delete its keys instead")
         with self._lock.exclusive():
             if not path.is_file():
                 raise WorkspaceNotFound(f"workspace not found: {name}")
@@ -262,15 +259,11 @@ class SqliteEngine:
     def rename(self, old: str, new: str) -> None:
         """Rename workspace ``old`` to ``new`` (its ``-wal`` and ``-shm`` files too).
 
-        When ``old`` is the active workspace (kyfs.platform.config), ``new`` becomes it.
-
         Raises:
             InvalidName: (exit 2). WorkspaceNotFound: (ENOENT, exit 1).
             WorkspaceExists: (EEXIST, exit 3) ``new`` exists.
         """
         source, target = self._file(old), self._file(new)
-        if old == config.SHARED_WORKSPACE:
-            raise NotPermitted("the shared workspace always exists under that name")
         with self._lock.exclusive():
             if not source.is_file():
                 raise WorkspaceNotFound(f"workspace not found: {old}")
@@ -287,7 +280,6 @@ class SqliteEngine:
             if cached is not None:  # same inode under its new name: keep it open
                 cached[0].path = target
                 self._cache[new] = cached
-            config.follow_rename(old, new)  # every user's active workspace follows
 
     # --- the trash -------------------------------------------------------------------------
     def trash(self) -> list[TrashedWorkspace]:
