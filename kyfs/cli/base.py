@@ -1,0 +1,183 @@
+"""The root ``kyfs`` group and what every command module shares: the error boundary
+(a KyfsError leaves as one line and its exit code), the global options (``--user``,
+``--cursor``), ``-w/--workspace``, ``--json``, completion of names and keys.
+
+The workspace a data command uses: ``-w/--workspace``, else ``$KYFS_WORKSPACE``,
+else the active workspace (``kyfs use``), else ``default`` (kyfs.app.resolve_workspace).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+from click.shell_completion import CompletionItem
+
+from kyfs import __version__
+from kyfs.app import (
+    engine_session,
+    ensure_shared,
+    session,
+)
+from kyfs.core.errors import KyfsError
+from kyfs.platform import config, paths
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class KyfsCliError(click.ClickException):
+    """A KyfsError shown as click shows its errors, with the error's own exit code."""
+
+    def __init__(self, error: KyfsError) -> None:
+        super().__init__(str(error))
+        self.exit_code = error.exit_code  # type: ignore[misc]  # click reads it per instance
+
+
+class KyfsGroup(click.Group):
+    """The root group: turns KyfsError from any command into KyfsCliError."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        """Run the command; a KyfsError leaves as one line and its exit code."""
+        try:
+            return super().invoke(ctx)
+        except KyfsError as exc:
+            raise KyfsCliError(exc) from None
+
+
+@click.group(cls=KyfsGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="kyfs")
+@click.option(
+    "--user", envvar=config.ENV_USER, metavar="NAME", help="Whose state to use (default: login)."
+)
+@click.option(
+    "--cursor", envvar=config.ENV_CURSOR, metavar="NAME", help="Use cursor NAME's data directory."
+)
+@click.pass_context
+def cli(ctx: click.Context, user: str | None, cursor: str | None) -> None:
+    """kyfs: key-value workspaces that live as a filesystem.
+
+    Each workspace is one SQLite file; `kyfs mount` shows every workspace as a
+    directory and every key as a file.
+    """
+    if ctx.resilient_parsing:  # shell completion: no side effects
+        return
+    # In the environment for the command's duration, so that a daemon started by
+    # `kyfs mount` inherits them; put back afterwards (in-process callers, tests).
+    saved = {n: os.environ.get(n) for n in (config.ENV_USER, config.ENV_CURSOR, paths.ENV_DATA)}
+    ctx.call_on_close(lambda: _restore_environment(saved))
+    if user:
+        os.environ[config.ENV_USER] = user
+    if cursor:
+        os.environ[config.ENV_CURSOR] = cursor
+    config.current_user()  # a bad --user is a clear error before anything runs
+    config.apply_cursor()
+    if ctx.invoked_subcommand in ("completion", "migrate", None):
+        return
+    _kycli_hint_once()
+    with engine_session() as workspaces:
+        ensure_shared(workspaces)
+
+
+def _restore_environment(saved: dict[str, str | None]) -> None:
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
+def _kycli_hint_once() -> None:
+    """On a first run with KyCLI data and no workspace, say once how to import it."""
+    if config.load().get("kycli_hint_shown"):
+        return
+    if not (paths.kycli_legacy_file().is_file() or paths.kycli_data_dir().is_dir()):
+        return  # the common case stays cheap: no import of the migration code
+    from kyfs.transfer import migrate
+
+    with engine_session() as workspaces:
+        names = [n for n in workspaces.names() if n != config.SHARED_WORKSPACE]
+        needed = migrate.kycli_hint_needed(names)
+    if needed:
+        click.echo(
+            "kyfs: KyCLI data found (~/kydata.db or ~/.kycli/data); import it with: "
+            "kyfs migrate kycli",
+            err=True,
+        )
+        data = config.load()
+        data["kycli_hint_shown"] = True
+        config.save(data)
+
+
+def main() -> None:
+    """Entry point of the ``kyfs`` console script and ``python -m kyfs``."""
+    cli(prog_name="kyfs")
+
+
+# --- shared pieces ----------------------------------------------------------------------
+def complete_workspaces(
+    ctx: click.Context, param: click.Parameter, incomplete: str
+) -> list[CompletionItem]:
+    """Shell completion of workspace names (never fails: no names on any error)."""
+    try:
+        with engine_session() as workspaces:
+            return [CompletionItem(n) for n in workspaces.names() if n.startswith(incomplete)]
+    except Exception:  # completion must never print a traceback into the shell
+        return []
+
+
+def complete_keys(
+    ctx: click.Context, param: click.Parameter, incomplete: str
+) -> list[CompletionItem]:
+    """Shell completion of the keys of the workspace the command would use."""
+    try:
+        with session(ctx.params.get("workspace")) as (_, store):
+            return [CompletionItem(k) for k in store.keys(incomplete)[:200]]
+    except Exception:  # completion must never print a traceback into the shell
+        return []
+
+
+def workspace_option(func: F) -> F:
+    """The ``-w/--workspace NAME`` option (environment: KYFS_WORKSPACE)."""
+    return click.option(
+        "-w",
+        "--workspace",
+        "workspace",
+        envvar=config.ENV_WORKSPACE,
+        metavar="NAME",
+        help="Workspace to use instead of the active one (env KYFS_WORKSPACE).",
+        shell_complete=complete_workspaces,
+    )(func)
+
+
+def json_option(func: F) -> F:
+    """The ``--json`` flag."""
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON.")(func)
+
+
+def _iso(ns: int) -> str:
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(ns / 1e9, dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+def _echo_json(data: Any) -> None:
+    click.echo(json.dumps(data, ensure_ascii=False))
+
+
+def _progress(quiet: bool, label: str, length: int) -> Any:
+    """A progress bar on stderr, or a stand-in that shows nothing (``--quiet``/``--json``)."""
+    if quiet:
+        return contextlib.nullcontext(_NoBar())
+    return click.progressbar(length=length, label=label, file=sys.stderr)
+
+
+class _NoBar:
+    """A progress bar that shows nothing."""
+
+    def update(self, steps: int) -> None:
+        """Ignore progress."""

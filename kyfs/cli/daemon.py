@@ -1,0 +1,185 @@
+"""Commands that run or watch the daemon: mount, unmount, status, stats, service,
+uninstall, completion. The FUSE binding is imported only by ``kyfs mount``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from kyfs.app import (
+    engine_session,
+)
+from kyfs.cli.base import (
+    _echo_json,
+    cli,
+    json_option,
+)
+from kyfs.platform import config, paths
+
+
+# --- mounting ---------------------------------------------------------------------------
+@cli.command()
+@click.argument("mountpoint", required=False, type=click.Path(path_type=Path))
+@click.option("--foreground", "-f", is_flag=True, help="Serve in this process until unmounted.")
+@click.option("-o", "options", metavar="OPTIONS", help="Mount options, e.g. -o allow_other.")
+@click.option("-v", "--verbose", count=True, help="Log more: -v info, -vv debug.")
+@click.option("--debug", is_flag=True, help="Log every operation (same as -vv).")
+@click.option(
+    "--metrics-port", type=click.IntRange(1, 65535), help="Serve metrics on 127.0.0.1:PORT."
+)
+@click.option(
+    "--xattr/--no-xattr",
+    default=True,
+    help="Serve user.kyfs.* extended attributes (--no-xattr: faster ls -l and first writes).",
+)
+def mount(
+    mountpoint: Path | None,
+    foreground: bool,
+    options: str | None,
+    verbose: int,
+    debug: bool,
+    metrics_port: int | None,
+    xattr: bool,
+) -> None:
+    """Mount the workspaces at MOUNTPOINT (default ~/kyfs), in the background.
+
+    Creates the `default` workspace when there is none besides `shared`. A stale mountpoint
+    (daemon gone) is recovered first.
+    """
+    from kyfs.fuse import daemon as mounting
+
+    target = (mountpoint or paths.default_mountpoint()).expanduser().absolute()
+    with engine_session() as workspaces:
+        if not [n for n in workspaces.names() if n != config.SHARED_WORKSPACE]:
+            workspaces.create(config.DEFAULT_WORKSPACE)
+    verbosity = 2 if debug else verbose
+    if foreground:
+        from kyfs.platform import service
+
+        service.setup_logging(verbosity, foreground=True)
+        mounting.serve(target, mounting.parse_options(options), metrics_port, xattr)
+        return
+    pid = mounting.mount(target, options, verbosity, metrics_port, xattr)
+    click.echo(f"kyfs mounted at {target} (daemon pid {pid}); unmount with: kyfs unmount {target}")
+
+
+@cli.command()
+@click.argument("mountpoint", required=False, type=click.Path(path_type=Path))
+@click.option("--lazy", "-z", is_flag=True, help="Detach now even if files are open (umount -l).")
+def unmount(mountpoint: Path | None, lazy: bool) -> None:
+    """Unmount MOUNTPOINT (default ~/kyfs) and wait for the daemon to exit."""
+    from kyfs.fuse import daemon as mounting
+
+    target = (mountpoint or paths.default_mountpoint()).expanduser().absolute()
+    mounting.unmount(target, lazy=lazy)
+    click.echo(f"unmounted {target}")
+
+
+@cli.command()
+@click.argument("mountpoint", required=False, type=click.Path(path_type=Path))
+@json_option
+def status(mountpoint: Path | None, as_json: bool) -> None:
+    """Is kyfs mounted at MOUNTPOINT (default ~/kyfs)? Daemon, data, active workspace."""
+    from kyfs.fuse import daemon as mounting
+
+    info = mounting.status((mountpoint or paths.default_mountpoint()).expanduser())
+    if as_json:
+        _echo_json(info)
+        return
+    state = (
+        "stale (the daemon is gone; kyfs mount recovers it)"
+        if info["stale"]
+        else ("mounted" if info["mounted"] else "not mounted")
+    )
+    click.echo(f"{info['mountpoint']}: {state}")
+    if info["pid"]:
+        click.echo(f"daemon: pid {info['pid']}, up {info['uptime_s']} s")
+    click.echo(f"data: {info['data_dir']} ({info['workspaces']} workspaces)")
+    click.echo(f"active workspace: {info['active_workspace']} (user {info['user']})")
+    click.echo(f"version: {info['version']}")
+
+
+@cli.command()
+@click.argument("mountpoint", required=False, type=click.Path(path_type=Path))
+@json_option
+def stats(mountpoint: Path | None, as_json: bool) -> None:
+    """The mount's operation counts, errors, bytes and latencies (from .kyfs/metrics)."""
+    from kyfs.core.errors import MountError
+    from kyfs.platform import metrics as metrics_mod
+
+    target = (mountpoint or paths.default_mountpoint()).expanduser().absolute()
+    try:
+        text = (target / ".kyfs" / "metrics").read_text()
+    except OSError as exc:
+        raise MountError(f"no kyfs mount answers at {target}: {exc.strerror}") from None
+    data = metrics_mod.parse(text)
+    if as_json:
+        _echo_json(data)
+        return
+    click.echo(f"{'operation':<12}{'calls':>10}{'mean ms':>10}")
+    for op, count in sorted(data["operations"].items(), key=lambda kv: -kv[1]):
+        latency = data["latency_seconds"].get(op, {})
+        mean = 1000 * latency.get("sum", 0.0) / max(latency.get("count", 1), 1)
+        click.echo(f"{op:<12}{count:>10}{mean:>10.3f}")
+    for label, count in sorted(data["errors"].items()):
+        click.echo(f"error {label}: {count}")
+    click.echo(f"read {data['read_bytes']} bytes, written {data['written_bytes']} bytes")
+
+
+@cli.group()
+def service() -> None:
+    """The systemd user unit that keeps kyfs mounted."""
+
+
+@service.command(name="install")
+@click.option("--mountpoint", type=click.Path(path_type=Path), help="Default ~/kyfs.")
+def service_install(mountpoint: Path | None) -> None:
+    """Write the kyfs user unit with this installation's paths."""
+    from kyfs.platform import service as services
+
+    target = services.install(mountpoint)
+    click.echo(f"wrote {target}")
+    click.echo(
+        "enable it with: systemctl --user daemon-reload && systemctl --user enable --now kyfs"
+    )
+
+
+@service.command(name="uninstall")
+def service_uninstall() -> None:
+    """Remove the kyfs user unit (stop it first: systemctl --user disable --now kyfs)."""
+    from kyfs.platform import service as services
+
+    removed = services.uninstall()
+    click.echo(f"removed {removed}" if removed else "no kyfs unit was installed")
+
+
+@cli.command()
+@click.option("--purge", is_flag=True, help="Also remove every workspace and the config.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--no-keep", is_flag=True, help="With --purge --yes: no archive of the data first.")
+def uninstall(purge: bool, yes: bool, no_keep: bool) -> None:
+    """Remove the systemd unit; with --purge also the data (archived first)."""
+    from kyfs.platform import service as services
+
+    removed = services.uninstall()
+    click.echo(f"removed {removed}" if removed else "no kyfs unit was installed")
+    if not purge:
+        return
+    if not yes:
+        click.confirm(f"Remove every workspace in {paths.data_dir()} and the config?", abort=True)
+    archive = services.purge(keep=not (yes and no_keep))
+    if archive is not None:
+        click.echo(f"archived the data to {archive}")
+    click.echo("removed the data and the config")
+
+
+@cli.command()
+@click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
+def completion(shell: str) -> None:
+    """Print the shell completion script: eval "$(kyfs completion bash)"."""
+    from click.shell_completion import get_completion_class
+
+    complete_class = get_completion_class(shell)
+    assert complete_class is not None
+    click.echo(complete_class(cli, {}, "kyfs", "_KYFS_COMPLETE").source())

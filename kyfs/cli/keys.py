@@ -1,0 +1,286 @@
+"""Commands on keys: set, get, delete, keys, restore, ttl, retention, schema, exec,
+history."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any
+
+import click
+
+from kyfs.app import (
+    session,
+)
+from kyfs.cli.base import (
+    _echo_json,
+    _iso,
+    cli,
+    complete_keys,
+    json_option,
+    workspace_option,
+)
+from kyfs.core.errors import InvalidInput, NotFound
+
+
+# --- keys -------------------------------------------------------------------------------
+@cli.command(name="set")
+@click.argument("key", shell_complete=complete_keys)
+@click.argument("value", required=False)
+@workspace_option
+@click.option("--ttl", metavar="DURATION", help="Expire the key after DURATION (10m, 2h, 7d).")
+def set_(key: str, value: str | None, workspace: str | None, ttl: str | None) -> None:
+    """Store VALUE at KEY; the value is read from stdin when omitted or `-` (binary-safe)."""
+    from kyfs.core.names import parse_duration
+
+    seconds = parse_duration(ttl) if ttl else None
+    with session(workspace) as (_, store):
+        if value is None or value == "-":
+            store.set(key, sys.stdin.buffer, ttl_s=seconds)
+        else:
+            store.set(key, os.fsencode(value), ttl_s=seconds)  # argv bytes, even non-UTF-8
+
+
+@cli.command()
+@click.argument("key", shell_complete=complete_keys)
+@workspace_option
+@json_option
+def get(key: str, workspace: str | None, as_json: bool) -> None:
+    """Print the value of KEY: its raw bytes (or a JSON object with --json).
+
+    A symbolic link's value is its target, as stored (not followed); --json says
+    "type": "symlink" (or "key"), and gives the owner and the number of names.
+    """
+    with session(workspace) as (name, store):
+        if as_json:
+            from kyfs.core.nodes import KIND_NAMES
+
+            data = store.get(key)  # one committed version
+            entry = store.stat(key)
+            try:
+                value, encoding = data.decode("utf-8"), "utf-8"
+            except UnicodeDecodeError:
+                import base64
+
+                value, encoding = base64.b64encode(data).decode("ascii"), "base64"
+            _echo_json(
+                {
+                    "workspace": name,
+                    "key": key,
+                    "value": value,
+                    "encoding": encoding,
+                    "type": KIND_NAMES[entry.kind],
+                    "size": len(data),
+                    "mode": f"{entry.mode:04o}",
+                    "uid": entry.uid,
+                    "gid": entry.gid,
+                    "nlink": entry.nlink,
+                    "created": _iso(entry.created_ns),
+                    "updated": _iso(entry.mtime_ns),
+                }
+            )
+            return
+        out = sys.stdout.buffer
+        for piece in store.iter_value(key):
+            out.write(piece)
+        out.flush()
+
+
+@cli.command()
+@click.argument("key", shell_complete=complete_keys)
+@workspace_option
+def delete(key: str, workspace: str | None) -> None:
+    """Delete KEY."""
+    with session(workspace) as (_, store):
+        store.delete(key)
+
+
+@cli.command()
+@click.argument("prefix", required=False, default="")
+@workspace_option
+@json_option
+@click.option("--glob", metavar="PATTERN", help="Only keys matching a glob, e.g. 'user.*'.")
+def keys(prefix: str, workspace: str | None, as_json: bool, glob: str | None) -> None:
+    """List the keys (starting with PREFIX), one per line."""
+    with session(workspace) as (_, store):
+        found = store.keys(prefix, glob=glob)
+    if as_json:
+        _echo_json(found)
+        return
+    for key in found:
+        click.echo(key)
+
+
+@cli.command()
+@click.argument("key", shell_complete=complete_keys)
+@workspace_option
+@click.option("--force", is_flag=True, help="Replace a live key of that name (it is archived).")
+@click.option("--version", "version", type=int, help="Write back version N (kyfs history).")
+@click.option("--at", "at", metavar="TIME", help="Write back the value KEY had at TIME (UTC).")
+def restore(
+    key: str, workspace: str | None, force: bool, version: int | None, at: str | None
+) -> None:
+    """Bring back a deleted KEY from the archive, or an older version of KEY."""
+    with session(workspace) as (name, store):
+        if version is not None or at is not None:
+            from kyfs.transfer.sources import parse_time
+
+            when = parse_time(at) if at is not None else None
+            if at is not None and when is None:
+                raise InvalidInput(f"unreadable time {at!r}: use e.g. 2026-11-21T10:00:00Z")
+            if when is not None:
+                when += 999  # times are shown to the microsecond: include that whole microsecond
+            entry = store.restore_version(key, version, when)
+        else:
+            entry = store.restore(key, force=force)
+    click.echo(f"restored {key} ({entry.size} bytes) in {name}")
+
+
+@cli.command()
+@click.argument("key", shell_complete=complete_keys)
+@click.argument("duration", required=False)
+@workspace_option
+@click.option("--clear", is_flag=True, help="Remove the TTL: the key never expires.")
+def ttl(key: str, duration: str | None, workspace: str | None, clear: bool) -> None:
+    """Show KEY's time to live, set it to DURATION (10m, 2h), or --clear it."""
+    from kyfs.core.names import parse_duration
+
+    with session(workspace) as (_, store):
+        if clear:
+            store.set_ttl(key, None)
+        elif duration is not None:
+            store.set_ttl(key, parse_duration(duration))
+        expires = store.expiry(key)
+    if expires is None:
+        click.echo(f"{key}: no TTL")
+    else:
+        import time
+
+        left = max(0.0, (expires - time.time_ns()) / 1e9)
+        click.echo(f"{key}: expires {_iso(expires)} (in {left:.0f} s)")
+
+
+@cli.command()
+@workspace_option
+@click.option("--versions", type=click.IntRange(1, 1_000_000), help="Keep at least N versions.")
+@click.option("--days", type=click.FloatRange(0), help="Keep at least D days of versions.")
+def retention(workspace: str | None, versions: int | None, days: float | None) -> None:
+    """Show or set how much history a workspace keeps (whichever keeps more)."""
+    from kyfs.engine.sqlite.history import HISTORY_DAYS, HISTORY_VERSIONS
+
+    with session(workspace) as (name, store):
+        if versions is not None:
+            store.set_meta("history_versions", str(versions))
+        if days is not None:
+            store.set_meta("history_days", repr(days))
+        meta = store.meta()
+    kept_versions = meta.get("history_versions", HISTORY_VERSIONS)
+    kept_days = meta.get("history_days", HISTORY_DAYS)
+    click.echo(f"{name}: keeps at least {kept_versions} versions and {kept_days} days per key")
+
+
+@cli.group()
+def schema() -> None:
+    """JSON Schema rules: writes of matching keys must validate."""
+
+
+@schema.command(name="set")
+@workspace_option
+@click.option("--keys", "glob", required=True, metavar="GLOB", help="Keys the rule covers.")
+@click.argument("schema_file", type=click.File("rb"))
+def schema_set(workspace: str | None, glob: str, schema_file: Any) -> None:
+    """Attach the JSON Schema in SCHEMA_FILE to keys matching GLOB (e.g. 'users/*')."""
+    try:
+        document = json.load(schema_file)
+    except json.JSONDecodeError as exc:
+        raise InvalidInput(f"{schema_file.name}: not JSON: {exc}") from None
+    with session(workspace) as (name, store):
+        store.set_schema(glob, document)
+    click.echo(f"keys {glob!r} in {name} must now match the schema")
+
+
+@schema.command(name="show")
+@workspace_option
+@json_option
+def schema_show(workspace: str | None, as_json: bool) -> None:
+    """List the schema rules of a workspace."""
+    with session(workspace) as (_, store):
+        rules = store.schemas()
+    if as_json:
+        _echo_json(rules)
+        return
+    for rule in rules:
+        click.echo(f"{rule['glob']}: {json.dumps(rule['schema'])}")
+
+
+@schema.command(name="clear")
+@workspace_option
+@click.option("--keys", "glob", metavar="GLOB", help="Only the rule of GLOB (default: all).")
+def schema_clear(workspace: str | None, glob: str | None) -> None:
+    """Remove schema rules."""
+    with session(workspace) as (_, store):
+        removed = store.clear_schema(glob)
+    click.echo(f"removed {removed} schema rule(s)")
+
+
+@cli.command(name="exec", context_settings={"ignore_unknown_options": True})
+@workspace_option
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@click.pass_context
+def exec_cmd(ctx: click.Context, workspace: str | None, command: tuple[str, ...]) -> None:
+    """Run COMMAND with one environment variable per key (envdir's rule).
+
+    Keys that are valid variable names become variables whose value is the
+    key's first line; the others are skipped and named on stderr.
+    """
+    import re
+    import subprocess
+
+    env = dict(os.environ)
+    skipped = []
+    with session(workspace) as (_, store):
+        for key in store.keys():
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+                skipped.append(key)
+                continue
+            try:
+                env[key] = store.get(key).split(b"\n", 1)[0].decode("utf-8").rstrip("\r")
+            except UnicodeDecodeError:
+                skipped.append(key)
+    if skipped:
+        click.echo("kyfs exec: skipped keys that are not variable names or text: "
+                   + ", ".join(skipped), err=True)  # fmt: skip
+    try:
+        done = subprocess.run(list(command), env=env, check=False)
+    except FileNotFoundError:
+        raise NotFound(f"command not found: {command[0]}") from None
+    ctx.exit(done.returncode)
+
+
+# --- history ------------------------------------------------------------------------------
+@cli.command()
+@click.argument("key", shell_complete=complete_keys)
+@workspace_option
+@json_option
+def history(key: str, workspace: str | None, as_json: bool) -> None:
+    """List the recorded versions of KEY, oldest first: version, time, action, size."""
+    with session(workspace) as (_, store):
+        rows = store.history(key)
+    items = [
+        {
+            "version": h.id,
+            "time": _iso(h.time_ns),
+            "action": h.action,
+            "size": None if h.value is None else len(h.value),
+            "detail": h.detail,
+        }
+        for h in rows
+    ]
+    if as_json:
+        _echo_json(items)
+        return
+    for item in items:
+        size = "" if item["size"] is None else f"{item['size']} bytes"
+        detail = f"  ({item['detail']})" if item["detail"] else ""
+        click.echo(f"{item['version']:>6}  {item['time']}  {item['action']:<6}  {size}{detail}")

@@ -1,0 +1,82 @@
+"""``kyfs search``: ranked full-text search in one workspace or all of them."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from kyfs.app import (
+    engine_session,
+    resolve_workspace,
+)
+from kyfs.cli.base import (
+    KyfsCliError,
+    _echo_json,
+    cli,
+    json_option,
+)
+from kyfs.core.errors import StorageError
+from kyfs.platform import config
+
+
+@cli.command()
+@click.argument("query")
+@click.option(
+    "-w", "--workspace", "names", multiple=True, metavar="NAME", help="Search NAME (repeatable)."
+)
+@click.option("--all", "search_all", is_flag=True, help="Search every workspace.")
+@click.option("--limit", type=click.IntRange(1, 100_000), default=20, show_default=True)
+@json_option
+@click.option("--raw", is_flag=True, help="QUERY is FTS5 syntax (AND, OR, NOT, NEAR, prefix*).")
+@click.option("--keys-only", is_flag=True, help="Print WORKSPACE/KEY of each hit, nothing else.")
+@click.option(
+    "--color/--no-color", default=None, help="Highlight matches (default: on a terminal)."
+)
+def search(
+    query: str,
+    names: tuple[str, ...],
+    search_all: bool,
+    limit: int,
+    as_json: bool,
+    raw: bool,
+    keys_only: bool,
+    color: bool | None,
+) -> None:
+    """Full-text search of keys and values, best match first.
+
+    Words are ANDed and "a phrase" stays a phrase; --raw takes FTS5 syntax.
+    Without -w or --all, the active workspace is searched.
+    """
+    from kyfs import search as searching
+    from kyfs.core.nodes import MARK_END, MARK_START
+
+    with engine_session() as workspaces:
+        if search_all:
+            targets = workspaces.names()
+        else:
+            targets = list(names) or [resolve_workspace(os.environ.get(config.ENV_WORKSPACE))]
+    results = searching.search(targets, query, raw=raw, limit=limit)
+    for name, message in results.errors.items():
+        click.echo(f"kyfs: cannot search workspace {name}: {message}", err=True)
+    if color is None:
+        color = sys.stdout.isatty() and "NO_COLOR" not in os.environ
+    for hit in results.hits:
+        plain = hit.snippet.replace(MARK_START, "").replace(MARK_END, "")
+        if keys_only:
+            click.echo(f"{hit.workspace}/{hit.key}")
+        elif as_json:
+            _echo_json(
+                {"workspace": hit.workspace, "key": hit.key, "score": hit.score, "snippet": plain}
+            )
+        else:
+            shown = plain
+            if color:
+                shown = hit.snippet.replace(MARK_START, "\x1b[1;31m").replace(MARK_END, "\x1b[0m")
+            click.echo(f"{hit.workspace}/{hit.key}  ({hit.score:.3f})")
+            click.echo("    " + " ".join(shown.split()), color=color)
+    if results.errors:
+        raise KyfsCliError(
+            StorageError(f"{len(results.errors)} workspace(s) could not be searched")
+        )

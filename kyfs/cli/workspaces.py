@@ -1,0 +1,277 @@
+"""Commands on the set of workspaces: use, project, workspaces, create, drop, rename,
+cursors, the archive, the trash and fsck."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from kyfs.app import (
+    drop_workspace,
+    engine_session,
+    project_workspace,
+    rename_workspace,
+    resolve_workspace,
+    session,
+    use_project,
+)
+from kyfs.cli.base import (
+    KyfsCliError,
+    _echo_json,
+    _iso,
+    cli,
+    complete_workspaces,
+    json_option,
+    workspace_option,
+)
+from kyfs.core.errors import InvalidInput, StorageError, WorkspaceNotFound
+from kyfs.platform import config
+
+
+# --- workspaces -------------------------------------------------------------------------
+@cli.command()
+@click.argument("name", required=False, shell_complete=complete_workspaces)
+@click.option("--create", is_flag=True, help="Create the workspace if it does not exist.")
+@click.option(
+    "--project",
+    "project",
+    is_flag=False,
+    flag_value=".",
+    default=None,
+    metavar="[PATH]",
+    help="Use the project workspace of PATH (default: the current directory).",
+)
+def use(name: str | None, create: bool, project: str | None) -> None:
+    """Make NAME (or a project's workspace, with --project) the active workspace."""
+    with engine_session() as workspaces:
+        if project is not None:
+            name = use_project(workspaces, Path(project))
+        elif name is None:
+            raise InvalidInput("give a workspace NAME, or --project [PATH]")
+        elif not workspaces.exists(name):
+            if not create:
+                raise WorkspaceNotFound(f"workspace not found: {name} (add --create to create it)")
+            workspaces.create(name)
+            click.echo(f"created workspace {name}", err=True)
+    config.set_active_workspace(name)
+    click.echo(f"active workspace: {name}")
+
+
+@cli.command()
+@click.argument("path", required=False, default=".", type=click.Path(path_type=Path))
+def project(path: Path) -> None:
+    """Print the name of the project workspace of PATH (default: the current directory)."""
+
+    click.echo(project_workspace(path))
+
+
+@cli.command(name="workspaces")
+@json_option
+def list_workspaces(as_json: bool) -> None:
+    """List every workspace: the active one marked *, its keys and size in bytes."""
+    active = resolve_workspace(None)
+    with engine_session() as workspaces:
+        infos = [workspaces.info(name) for name in workspaces.names()]
+    if as_json:
+        _echo_json(
+            [
+                {"name": i.name, "active": i.name == active, "keys": i.keys, "size": i.size,
+                 "project": i.project, "ttl_s": i.ttl_s}
+                for i in infos
+            ]
+        )  # fmt: skip
+        return
+    for info in infos:
+        mark = "*" if info.name == active else " "
+        extra = f"  {info.project}" if info.project else ""
+        extra += f"  (cache, TTL {info.ttl_s:g} s)" if info.ttl_s else ""
+        click.echo(f"{mark} {info.name:<24} {info.keys:>8} keys {info.size:>12} bytes{extra}")
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--ttl", metavar="DURATION", help="A cache workspace: every key written expires.")
+def create(name: str, ttl: str | None) -> None:
+    """Create the empty workspace NAME (a cache workspace with --ttl 1h)."""
+    from kyfs.core.names import parse_duration
+
+    seconds = parse_duration(ttl) if ttl else None
+    with engine_session() as workspaces:
+        workspaces.create(name)
+        if seconds is not None:
+            with workspaces.shared():
+                store = workspaces.open(name)
+                store.set_meta("ttl_s", repr(seconds))
+                store.close()
+    click.echo(f"created workspace {name}")
+
+
+@cli.command()
+@click.argument("name", shell_complete=complete_workspaces)
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+def drop(name: str, yes: bool) -> None:
+    """Drop the workspace NAME: it moves to the trash (`kyfs trash restore NAME` undoes it)."""
+    with engine_session() as workspaces:
+        if not workspaces.exists(name):
+            raise WorkspaceNotFound(f"workspace not found: {name}")
+        if not yes:
+            click.confirm(f"Drop workspace {name!r} and all its keys?", abort=True)
+        drop_workspace(workspaces, name)
+    click.echo(f"dropped workspace {name} (in the trash: kyfs trash restore {name})")
+
+
+@cli.command()
+@click.argument("old", shell_complete=complete_workspaces)
+@click.argument("new")
+def rename(old: str, new: str) -> None:
+    """Rename the workspace OLD to NEW (the active workspace follows)."""
+    with engine_session() as workspaces:
+        rename_workspace(workspaces, old, new)
+    click.echo(f"renamed workspace {old} to {new}")
+
+
+# --- cursors -------------------------------------------------------------------------------
+@cli.group()
+def cursor() -> None:
+    """Named pointers to data directories, with a default workspace (per user)."""
+
+
+@cursor.command(name="set")
+@click.argument("name")
+@click.argument("path", type=click.Path(path_type=Path, file_okay=False))
+@click.option("-w", "--workspace", "workspace", metavar="W", help="The cursor's workspace.")
+def cursor_set(name: str, path: Path, workspace: str | None) -> None:
+    """Create or change cursor NAME pointing at the data directory PATH."""
+    config.set_cursor(name, path, workspace)
+    click.echo(f"cursor {name} -> {path.expanduser().absolute()}")
+
+
+@cursor.command(name="list")
+@json_option
+def cursor_list(as_json: bool) -> None:
+    """List your cursors (* marks the active one)."""
+    cursors = config.list_cursors()
+    active = config.active_cursor()
+    if as_json:
+        _echo_json([{"name": n, "active": n == active, **c} for n, c in cursors.items()])
+        return
+    for name, data in cursors.items():
+        mark = "*" if name == active else " "
+        click.echo(f"{mark} {name:<16} {data['path']}  {data.get('workspace', '')}")
+
+
+@cursor.command(name="active")
+@click.argument("name", required=False)
+@click.option("--none", "clear", is_flag=True, help="Use no cursor (the default data directory).")
+def cursor_active(name: str | None, clear: bool) -> None:
+    """Print the active cursor, or make NAME the active one."""
+    if clear:
+        config.set_active_cursor(None)
+    elif name is not None:
+        config.set_active_cursor(name)
+    click.echo(config.active_cursor() or "(none)")
+
+
+@cursor.command(name="delete")
+@click.argument("name")
+def cursor_delete(name: str) -> None:
+    """Delete cursor NAME (its data directory is left alone)."""
+    config.delete_cursor(name)
+    click.echo(f"deleted cursor {name}")
+
+
+@cli.command(name="archive")
+@click.argument("prefix", required=False, default="")
+@workspace_option
+@json_option
+def list_archive(prefix: str, workspace: str | None, as_json: bool) -> None:
+    """List deleted keys waiting in the archive (newest first), starting with PREFIX."""
+    with session(workspace) as (_, store):
+        items = [a for a in store.archived() if a.entry.key.startswith(prefix)]
+    rows = [
+        {
+            "key": a.entry.key,
+            "type": "directory" if a.entry.is_dir else "key",
+            "size": a.entry.size,
+            "deleted": _iso(a.deleted_ns),
+        }
+        for a in items
+    ]
+    if as_json:
+        _echo_json(rows)
+        return
+    for row in rows:
+        click.echo(
+            f"{row['deleted']}  {row['size']:>12}  {row['key']}{'/' * (row['type'] != 'key')}"
+        )
+
+
+@cli.group(invoke_without_command=True)
+@json_option
+@click.pass_context
+def trash(ctx: click.Context, as_json: bool) -> None:
+    """List dropped workspaces (newest first); see `trash restore` and `trash empty`."""
+    if ctx.invoked_subcommand is not None:
+        return
+    with engine_session() as workspaces:
+        items = workspaces.trash()
+    rows = [
+        {"name": t.name, "dropped": t.dropped.isoformat().replace("+00:00", "Z"), "size": t.size}
+        for t in items
+    ]
+    if as_json:
+        _echo_json(rows)
+        return
+    for row in rows:
+        click.echo(f"{row['dropped']}  {row['size']:>12} bytes  {row['name']}")
+
+
+@trash.command(name="restore")
+@click.argument("name")
+@click.option("--as", "new_name", metavar="NEW", help="Restore under another name.")
+def trash_restore(name: str, new_name: str | None) -> None:
+    """Bring back the newest dropped workspace NAME with every key it had."""
+    with engine_session() as workspaces:
+        restored_name, count = workspaces.restore_trash(name, new_name)
+    extra = f", {count} deleted entries brought back" if count else ""
+    click.echo(f"restored workspace {restored_name}{extra}")
+
+
+@trash.command(name="empty")
+@click.option("--older-than", type=float, metavar="DAYS", help="Only those dropped before.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+def trash_empty(older_than: float | None, yes: bool) -> None:
+    """Delete dropped workspaces for good."""
+    if not yes:
+        which = f"dropped more than {older_than} days ago" if older_than is not None else "all"
+        click.confirm(f"Delete trashed workspaces for good ({which})?", abort=True)
+    with engine_session() as workspaces:
+        deleted = workspaces.empty_trash(None if older_than is None else older_than * 86400)
+    click.echo(f"deleted {len(deleted)} trashed workspaces for good")
+
+
+@cli.command()
+@click.argument("names", nargs=-1, metavar="[NAME]...")
+@click.option("--repair", is_flag=True, help="Repair what can be repaired, then check again.")
+@json_option
+def fsck(names: tuple[str, ...], repair: bool, as_json: bool) -> None:
+    """Check workspaces (all by default); exit 4 when a problem is left."""
+    report: dict[str, dict[str, Any]] = {}
+    with engine_session() as workspaces:
+        for name in names or workspaces.names():
+            problems, done = workspaces.check(name, repair=repair)
+            report[name] = {"ok": not problems, "problems": problems, "repaired": done}
+    if as_json:
+        _echo_json(report)
+    else:
+        for name, result in report.items():
+            for action in result["repaired"]:
+                click.echo(f"{name}: repaired: {action}")
+            for problem in result["problems"]:
+                click.echo(f"{name}: {problem}")
+            if result["ok"]:
+                click.echo(f"{name}: ok")
+    if any(not r["ok"] for r in report.values()):
+        raise KyfsCliError(StorageError("problems found (see above); try kyfs fsck --repair"))
