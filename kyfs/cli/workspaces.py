@@ -26,7 +26,7 @@ from kyfs.cli.base import (
     json_option,
     workspace_option,
 )
-from kyfs.core.errors import InvalidInput, StorageError, WorkspaceNotFound
+from kyfs.core.errors import InvalidInput, KyfsError, StorageError, WorkspaceNotFound
 from kyfs.platform import config
 
 
@@ -70,10 +70,21 @@ def project(path: Path) -> None:
 @cli.command(name="workspaces")
 @json_option
 def list_workspaces(as_json: bool) -> None:
-    """List every workspace: the active one marked *, its keys and size in bytes."""
+    """List every workspace: the active one marked *, its keys and size in bytes.
+
+    A workspace file that cannot be read is reported on stderr and the rest are listed;
+    the exit code is then 4.
+    """
     active = resolve_workspace(None)
+    infos, failed = [], []
     with engine_session() as workspaces:
-        infos = [workspaces.info(name) for name in workspaces.names()]
+        for name in workspaces.names():
+            try:
+                infos.append(workspaces.info(name))
+            except KyfsError as exc:
+                failed.append(exc)
+                click.echo(f"kyfs: cannot read workspace {name}: {exc}", err=True)
+
     if as_json:
         _echo_json(
             [
@@ -82,12 +93,14 @@ def list_workspaces(as_json: bool) -> None:
                 for i in infos
             ]
         )  # fmt: skip
-        return
-    for info in infos:
-        mark = "*" if info.name == active else " "
-        extra = f"  {info.project}" if info.project else ""
-        extra += f"  (cache, TTL {info.ttl_s:g} s)" if info.ttl_s else ""
-        click.echo(f"{mark} {info.name:<24} {info.keys:>8} keys {info.size:>12} bytes{extra}")
+    else:
+        for info in infos:
+            mark = "*" if info.name == active else " "
+            extra = f"  {info.project}" if info.project else ""
+            extra += f"  (cache, TTL {info.ttl_s:g} s)" if info.ttl_s else ""
+            click.echo(f"{mark} {info.name:<24} {info.keys:>8} keys {info.size:>12} bytes{extra}")
+    if failed:
+        raise click.exceptions.Exit(StorageError.exit_code)
 
 
 @cli.command()

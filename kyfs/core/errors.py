@@ -101,6 +101,11 @@ class ValueTooLarge(InvalidInput):
     errno = _errno.EFBIG
 
 
+class UnsoundInput(InvalidInput):
+    """A file from outside (a backup, an adopted workspace) that breaks kyfs's rules: a
+    foreign schema, a key such as ``../x``, numbers out of range (EINVAL, exit 2)."""
+
+
 class CrossWorkspace(InvalidInput):
     """A rename between two workspaces; callers copy instead (EXDEV, exit 2)."""
 
@@ -164,6 +169,11 @@ class ReadOnly(NotPermitted):
 # --- storage (exit 4) ---------------------------------------------------------------------
 class StorageError(KyfsError):
     """SQLite or the disk failed; the transaction was rolled back (EIO, exit 4)."""
+
+
+class UntrustedFile(StorageError):
+    """A workspace file whose schema is not exactly kyfs's own (a view, an extra trigger,
+    a changed table): refused before any statement uses it (EIO, exit 4)."""
 
 
 class NoSpace(StorageError):

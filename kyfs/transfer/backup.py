@@ -32,8 +32,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kyfs.core.errors import InvalidInput, StorageError, WorkspaceExists, WorkspaceNotFound
-from kyfs.core.names import check_workspace_name
+from kyfs.core.errors import (
+    InvalidInput,
+    StorageError,
+    UnsoundInput,
+    WorkspaceExists,
+    WorkspaceNotFound,
+)
+from kyfs.core.names import check_key, check_workspace_name
 from kyfs.core.nodes import ImportItem
 from kyfs.engine import open_engine
 from kyfs.engine.base import Workspace
@@ -121,7 +127,9 @@ def create(
             "files": files,
         }
         partial = output.with_name(output.name + ".partial")
-        with tarfile.open(partial, "w:gz") as tar:
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # whatever the umask
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "wb") as raw, tarfile.open(fileobj=raw, mode="w:gz") as tar:
             data = json.dumps(manifest, indent=2).encode()
             info = tarfile.TarInfo("manifest.json")
             info.size, info.mode = len(data), 0o600
@@ -225,20 +233,29 @@ def restore(
         elif as_name is not None and len(wanted) != 1:
             raise InvalidInput("--as needs -w NAME when the backup holds several workspaces")
         workspaces = open_engine()
-        restored = []
+        restored: list[str] = []
+        staged: list[tuple[str, Path]] = []
         try:
             targets = [(f, as_name or f["workspace"]) for f in wanted]
+            for _, target in targets:
+                check_workspace_name(target)
             clashes = [t for _, t in targets if workspaces.exists(t)]
             if clashes and not force:
                 raise WorkspaceExists(
                     "these workspaces exist: " + ", ".join(clashes) + " (use --force or --as)"
                 )
+            # All or nothing: every file is copied and validated before any workspace moves.
             for item, target in targets:
+                staged.append((target, workspaces.stage(checked.directory / item["path"])))
+            for target, copy in staged:
                 if workspaces.exists(target):
-                    workspaces.drop(target)
-                workspaces.adopt(target, checked.directory / item["path"])
+                    workspaces.drop(target)  # to the trash: kyfs trash restore brings it back
+                workspaces.adopt(target, copy)
                 restored.append(target)
         finally:
+            for _, copy in staged:
+                for part in (copy, *paths.sidecar_files(copy)):
+                    part.unlink(missing_ok=True)
             workspaces.close()
     return restored
 
@@ -268,22 +285,34 @@ def export(store: Workspace, workspace: str, fmt: str, output: Path | None) -> i
     if fmt == "dir":
         if output is None:
             raise InvalidInput("--format dir needs -o DIRECTORY")
-        output.mkdir(parents=True, exist_ok=True)
+        output.mkdir(mode=0o700, parents=True, exist_ok=True)
+        top = output.resolve()
         for directory in _all_dirs(store):
-            (output / directory).mkdir(parents=True, exist_ok=True)
+            _inside(top, directory).mkdir(mode=0o700, parents=True, exist_ok=True)
         for key in keys:
-            target = output / key
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with target.open("wb") as stream:
+            target = _inside(top, key)
+            target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            entry = store.stat(key)
+            if entry.is_symlink:  # as cp -a: the link itself, never followed
+                os.symlink(store.readlink(key), target)
+                continue
+            # O_NOFOLLOW: a link already standing at the path is never written through.
+            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
+            try:
+                fd = os.open(target, flags, 0o600)
+            except OSError as exc:
+                raise UnsoundInput(
+                    f"cannot export {key[:80]!r} to {target}: {exc.strerror}"
+                ) from None
+            with os.fdopen(fd, "wb") as stream:
                 for piece in store.iter_value(key):
                     stream.write(piece)
-            entry = store.stat(key)
             os.utime(target, ns=(entry.atime_ns, entry.mtime_ns))
-            target.chmod(entry.mode)
+            target.chmod(entry.mode & 0o777)  # never setuid, setgid or sticky
         return len(keys)
     if fmt not in ("jsonl", "json"):
         raise InvalidInput(f"unknown export format {fmt!r}: use jsonl, json or dir")
-    out = output.open("w", encoding="utf-8") if output else None
+    out = _private_file(output) if output else None
     try:
         write = out.write if out else _stdout_write
         if fmt == "jsonl":
@@ -296,6 +325,29 @@ def export(store: Workspace, workspace: str, fmt: str, output: Path | None) -> i
         if out:
             out.close()
     return len(keys)
+
+
+def _inside(top: Path, key: str) -> Path:
+    """``top / key``, checked to stay inside ``top`` once every link is resolved.
+
+    Raises:
+        UnsoundInput: (EINVAL, exit 2) the key is not a valid key or leads outside.
+    """
+    try:
+        check_key(key)
+    except InvalidInput as exc:
+        raise UnsoundInput(f"refusing to export the key {key[:80]!r}: {exc}") from None
+    target = top / key
+    if not target.parent.resolve().is_relative_to(top):
+        raise UnsoundInput(f"refusing to export {key[:80]!r}: it leads outside {top}")
+    return target
+
+
+def _private_file(path: Path) -> Any:
+    """``path`` opened for writing text, created 0600 whatever the umask (private data)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    return os.fdopen(fd, "w", encoding="utf-8")
 
 
 def _stdout_write(text: str) -> None:
@@ -322,10 +374,24 @@ def _item(data: dict[str, Any]) -> ImportItem:
             value = base64.b64decode(data["value_base64"], validate=True)
         else:
             value = str(data["value"]).encode("utf-8")
-        mode = int(data["mode"], 8) if "mode" in data else None
-        return ImportItem(key, value, mode, data.get("created_ns"), data.get("mtime_ns"))
+        mode = int(data["mode"], 8) & 0o777 if "mode" in data else None  # no setuid & co
+        created, mtime = (_time_ns(data.get(k)) for k in ("created_ns", "mtime_ns"))
+        return ImportItem(key, value, mode, created, mtime)
     except (KeyError, ValueError, TypeError) as exc:
         raise InvalidInput(f"not a kyfs export record: {exc}") from None
+
+
+def _time_ns(value: Any) -> int | None:
+    """A time from an import: None, or integer ns since the epoch within 64 bits.
+
+    Raises:
+        ValueError: anything else ("yesterday", floats, out of range).
+    """
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2**63:
+        raise ValueError(f"a time must be integer nanoseconds since the epoch, not {value!r}")
+    return value
 
 
 def read_export(path: Path) -> Iterator[ImportItem]:
@@ -338,7 +404,7 @@ def read_export(path: Path) -> Iterator[ImportItem]:
         for file in sorted(p for p in path.rglob("*") if p.is_file() and not p.is_symlink()):
             stat = file.stat()
             yield ImportItem(
-                file.relative_to(path).as_posix(), file.read_bytes(), stat.st_mode & 0o7777,
+                file.relative_to(path).as_posix(), file.read_bytes(), stat.st_mode & 0o777,
                 None, stat.st_mtime_ns,
             )  # fmt: skip
         return

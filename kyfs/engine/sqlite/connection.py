@@ -66,6 +66,9 @@ def connect(path: Path, create: bool = False) -> sqlite3.Connection:
         raise StorageError(f"cannot open workspace file {path}: {exc}") from None
     try:
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        # Nothing in a file's schema is trusted until kyfs.engine.sqlite.trust.check_schema
+        # has proven it kyfs's own (SqliteWorkspace switches it on then).
+        conn.execute("PRAGMA trusted_schema = OFF")
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if str(mode).lower() != "wal":
             raise StorageError(f"{path}: WAL mode refused (journal_mode={mode})")

@@ -35,12 +35,14 @@ from kyfs.core.errors import (
     AlreadyExists,
     NotEmpty,
     StorageError,
+    UnsoundInput,
     WorkspaceExists,
     WorkspaceNotFound,
 )
 from kyfs.core.names import check_workspace_name
 from kyfs.core.nodes import Owner
 from kyfs.engine.base import WorkspaceInfo
+from kyfs.engine.sqlite import trust
 from kyfs.engine.sqlite.workspace import SqliteWorkspace
 from kyfs.platform import paths
 
@@ -236,9 +238,47 @@ class SqliteEngine:
             _move_files(path, target)
             return target
 
-    def adopt(self, name: str, source: Path) -> None:
-        """Make the SQLite file ``source`` the workspace ``name`` (moved, or copied when on
-        another disk); its schema is migrated when it is opened.
+    def stage(self, source: Path) -> Path:
+        """Copy the untrusted SQLite file ``source`` into a new private file of kyfs's own,
+        check its schema, migrate the copy and validate every row
+        (kyfs.engine.sqlite.trust); return the copy, ready for :meth:`adopt`. ``source``
+        is only read.
+
+        Raises:
+            UnsoundInput: (EINVAL, exit 2) the schema or the data is not kyfs's; the copy
+                is removed.
+        """
+        import shutil
+        import tempfile
+
+        staging = paths.make_private_dir(paths.spill_dir())
+        handle, name = tempfile.mkstemp(prefix="stage-", suffix=paths.DB_SUFFIX, dir=staging)
+        os.close(handle)
+        copy = Path(name)
+        try:
+            shutil.copyfile(source, copy)
+            copy.chmod(0o600)
+            try:
+                workspace = SqliteWorkspace(copy, retention_s=None)
+            except StorageError as exc:  # UntrustedFile, or not SQLite at all
+                raise UnsoundInput(f"{source.name}: {exc}") from None
+            try:
+                problems = trust.validate_data(workspace._conn)
+                workspace.checkpoint()
+            finally:
+                workspace.close()
+            if problems:
+                raise UnsoundInput(
+                    f"{source.name}: not a sound kyfs workspace: " + "; ".join(problems[:6])
+                )
+        except BaseException:
+            for part in (copy, *paths.sidecar_files(copy)):
+                part.unlink(missing_ok=True)
+            raise
+        return copy
+
+    def adopt(self, name: str, staged: Path) -> None:
+        """Make ``staged`` (a file :meth:`stage` returned) the workspace ``name``.
 
         Raises:
             WorkspaceExists: (EEXIST, exit 3).
@@ -247,14 +287,7 @@ class SqliteEngine:
         with self._lock.exclusive():
             if target.exists():
                 raise WorkspaceExists(f"workspace exists: {name}")
-            try:
-                os.rename(source, target)
-            except OSError:
-                import shutil
-
-                shutil.copyfile(source, target)
-            target.chmod(0o600)
-            SqliteWorkspace(target, retention_s=None).close()  # migrate now, under the lock
+            _move_files(staged, target)
 
     def rename(self, old: str, new: str) -> None:
         """Rename workspace ``old`` to ``new`` (its ``-wal`` and ``-shm`` files too).

@@ -22,7 +22,7 @@ from contextlib import suppress
 from pathlib import Path
 
 from kyfs.core.errors import StorageError
-from kyfs.engine.sqlite import schema
+from kyfs.engine.sqlite import schema, trust
 from kyfs.engine.sqlite.check import SearchCheckMixin
 from kyfs.engine.sqlite.connection import connect, convert
 from kyfs.engine.sqlite.rules import RulesMixin
@@ -60,6 +60,17 @@ class SqliteWorkspace(SearchCheckMixin, RulesMixin):
         self.inode_tag = 0
         self._conn = connect(path, create)
         try:
+            problems = trust.check_schema(self._conn)
+            actual = trust.structure_version(self._conn) if problems and migrate else None
+            if actual is not None:  # fsck --repair: kyfs's own schema, wrong version number
+                self._conn.execute(f"PRAGMA user_version = {actual}")
+                problems = []
+            if problems:
+                raise trust.UntrustedFile(
+                    f"{path}: not a kyfs workspace as kyfs writes it: " + "; ".join(problems[:4])
+                )
+            # Proven kyfs's own, object by object: its triggers may now feed FTS5.
+            self._conn.execute("PRAGMA trusted_schema = ON")
             if migrate:
                 schema.apply(self._conn)
             self._load_identity()

@@ -1,0 +1,216 @@
+"""The trust boundary of the SQLite engine: a workspace file is only used when its schema
+is exactly what kyfs's own migrations make, and untrusted files are validated whole,
+under a time limit, before kyfs adopts them.
+
+Why: a SQLite file carries code. A view, a trigger, a CHECK constraint, a generated
+column or an index expression in a file kyfs did not write (a restored backup, a
+migrated or dropped-in file) runs inside kyfs's own statements: a recursive view hangs
+the daemon and fills the disk with a sort file, an extra trigger deletes keys on the
+next write (issue 13). So:
+
+* every connection opens with ``PRAGMA trusted_schema=OFF`` (sqlite.org/pragma.html
+  #pragma_trusted_schema): no function with side effects and no virtual table runs
+  from the schema; only once :func:`check_schema` has proven the schema kyfs's own is
+  it switched on (kyfs's triggers feed its FTS5 index);
+* :func:`check_schema` compares every object of ``sqlite_schema`` (tables, indexes,
+  triggers, views) with the reference for the file's ``user_version`` — a fresh file
+  migrated to that version, its SQL compared after whitespace and case are normalised.
+  Anything extra, missing or different, and any view at all, is refused before a single
+  statement touches the data. It runs at every open;
+* :func:`validate_data` reads a whole untrusted file under a deadline
+  (``Connection.set_progress_handler``): SQLite's integrity check, every key by the
+  naming rules (no ``..``, no absolute path, no NUL, UTF-8), node types, modes, sizes
+  and times in range. Restores and adoptions call it on their own copy before the file
+  becomes a workspace; a file that fails is reported and left out, never half used.
+
+Thread-safety: the functions use only the connection they are given.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import cache
+
+from kyfs.core import names
+from kyfs.core.errors import InvalidName, UnsoundInput, UntrustedFile
+from kyfs.core.nodes import DIR, LNK, MAX_VALUE_SIZE, MODE_MASK, REG
+
+VALIDATE_SECONDS = 60.0  # seconds a whole untrusted file may take to validate
+PROGRESS_STEPS = 10_000  # SQLite virtual machine steps between two deadline checks
+MAX_TIME_NS = 2**63 - 1  # times are signed 64-bit nanoseconds (the year 2262)
+_ALLOWED_EXTRA = re.compile(r"sqlite_stat[1-4]")  # ANALYZE's tables: data, never code
+
+
+def _normalise(sql: str | None) -> str | None:
+    if sql is None:
+        return None
+    text = re.sub(r"\s+", " ", sql).strip().lower().replace("if not exists ", "")
+    return re.sub(r"\s*([(),;=])\s*", r"\1", text)
+
+
+@cache
+def reference(version: int) -> dict[tuple[str, str], str | None]:
+    """(type, name) -> normalised SQL of every schema object a file of ``version`` holds,
+    made by running kyfs's own migrations 1..version on an empty in-memory database."""
+    from kyfs.engine.sqlite import schema
+
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    try:
+        for number in range(version):
+            conn.execute("BEGIN")
+            schema.MIGRATIONS[number](conn)
+            conn.execute("COMMIT")
+        rows = conn.execute("SELECT type, name, sql FROM sqlite_schema").fetchall()
+    finally:
+        conn.close()
+    return {(kind, name): _normalise(sql) for kind, name, sql in rows}
+
+
+def check_schema(conn: sqlite3.Connection) -> list[str]:
+    """Every difference between this file's schema and kyfs's own for its user_version,
+    as sentences; ``[]`` when they match. A version newer than this kyfs is one problem.
+
+    Runs two small queries (``PRAGMA user_version``, ``sqlite_schema``); no object of the
+    file's schema is used.
+    """
+    from kyfs.engine.sqlite import schema
+
+    version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    if version > schema.SCHEMA_VERSION:
+        return [f"schema version {version} is newer than this kyfs knows ({schema.SCHEMA_VERSION})"]
+    found = _found(conn)
+    if version == 0:
+        return [] if not found else ["a SQLite file that is not a kyfs workspace"]
+    expected = reference(version)
+    if found != expected:
+        actual = structure_version(conn)
+        if actual is not None:  # kyfs's own schema under a wrong version number
+            return [f"schema version is {version}, but its schema is version {actual}"]
+    problems = []
+    code_first = sorted(
+        found.items(), key=lambda item: (item[0][0] not in ("view", "trigger"), item)
+    )
+    for (kind, name), sql in code_first:
+        if (kind, name) not in expected:
+            if not (kind == "table" and _ALLOWED_EXTRA.fullmatch(name)):
+                problems.append(f"an extra {kind} {name!r}")
+        elif expected[(kind, name)] != sql:
+            problems.append(f"the {kind} {name!r} differs from kyfs's own")
+    for kind, name in sorted(set(expected) - set(found)):
+        problems.append(f"the {kind} {name!r} is missing")
+    return problems
+
+
+def _found(conn: sqlite3.Connection) -> dict[tuple[str, str], str | None]:
+    return {
+        (kind, name): _normalise(sql)
+        for kind, name, sql in conn.execute("SELECT type, name, sql FROM sqlite_schema")
+        if not (kind == "table" and _ALLOWED_EXTRA.fullmatch(name))
+    }
+
+
+def structure_version(conn: sqlite3.Connection) -> int | None:
+    """The schema version whose objects this file holds exactly, or None: lets ``fsck
+    --repair`` mend a file whose ``user_version`` was lost or changed."""
+    from kyfs.engine.sqlite import schema
+
+    found = _found(conn)
+    for version in range(schema.SCHEMA_VERSION, 0, -1):
+        if reference(version) == found:
+            return version
+    return None
+
+
+@contextmanager
+def deadline(conn: sqlite3.Connection, seconds: float) -> Iterator[None]:
+    """Interrupt any statement on ``conn`` that runs past ``seconds`` from now (SQLite's
+    progress handler); the statement fails with "interrupted".
+
+    Raises:
+        UnsoundInput: (EINVAL, exit 2) the time ran out.
+    """
+    end = time.monotonic() + seconds
+    conn.set_progress_handler(lambda: int(time.monotonic() > end), PROGRESS_STEPS)
+    try:
+        yield
+    except sqlite3.OperationalError as exc:
+        if "interrupted" in str(exc):
+            raise UnsoundInput(f"checking the file took over {seconds:.0f} s") from None
+        raise
+    finally:
+        conn.set_progress_handler(None, 0)
+
+
+def _rows(conn: sqlite3.Connection, sql: str) -> Iterator[tuple[object, ...]]:
+    yield from conn.execute(sql)
+
+
+def validate_data(conn: sqlite3.Connection, seconds: float = VALIDATE_SECONDS) -> list[str]:
+    """Every way the data of a current-schema file (version 6) breaks kyfs's rules, as
+    sentences (at most a few of each kind); ``[]`` when it is sound. Reads the whole
+    file under a deadline of ``seconds``.
+
+    Raises:
+        UnsoundInput: (EINVAL, exit 2) the deadline passed.
+    """
+    problems: list[str] = []
+    with deadline(conn, seconds):
+        bad = [r[0] for r in conn.execute("PRAGMA integrity_check") if r[0] != "ok"]
+        problems += [f"integrity: {line}" for line in bad[:5]]
+        if bad:
+            return problems
+        for key, parent in _rows(conn, "SELECT key, parent FROM entries"):
+            if not isinstance(key, str) or not isinstance(parent, str):
+                problems.append(f"a key that is not text: {key!r}")
+            else:
+                try:
+                    names.check_key(key)
+                except InvalidName as exc:
+                    problems.append(f"a key that breaks the naming rules: {key[:80]!r} ({exc})")
+                else:
+                    if parent != names.parent_of(key):
+                        problems.append(f"the key {key[:80]!r} has the wrong parent {parent!r}")
+            if len(problems) > 20:
+                return problems
+        for key in conn.execute("SELECT key FROM archive"):
+            try:
+                names.check_key(str(key[0]))
+            except InvalidName:
+                problems.append(f"an archived key that breaks the naming rules: {key[0]!r}")
+                break
+        checks = [
+            ("node types other than file, directory or link", f"kind NOT IN ({REG}, {DIR}, {LNK})"),
+            ("modes out of range", f"mode < 0 OR mode > {MODE_MASK}"),
+            ("sizes out of range", f"size < 0 OR size > {MAX_VALUE_SIZE}"),
+            ("owners out of range", "uid < 0 OR uid > 4294967295 OR gid < 0 OR gid > 4294967295"),
+            (
+                "times out of range",
+                " OR ".join(
+                    f"typeof({c}) != 'integer' OR {c} < 0"
+                    for c in ("created_ns", "mtime_ns", "ctime_ns", "atime_ns")
+                ),
+            ),
+            ("link counts out of range", "nlink < 0 OR nlink > 65000"),
+            (
+                "expiry times out of range",
+                "expires_ns IS NOT NULL AND typeof(expires_ns) != 'integer'",
+            ),
+        ]
+        for label, where in checks:
+            count = conn.execute(f"SELECT count(*) FROM nodes WHERE {where}").fetchone()[0]
+            if count:
+                problems.append(f"{count} {label}")
+        history = conn.execute(
+            "SELECT count(*) FROM history"
+            " WHERE typeof(time_ns) != 'integer' OR typeof(key) != 'text'"
+        ).fetchone()[0]
+        if history:
+            problems.append(f"{history} history rows out of range")
+    return problems
+
+
+__all__ = ["UntrustedFile", "check_schema", "deadline", "reference", "validate_data"]

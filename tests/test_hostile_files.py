@@ -1,0 +1,256 @@
+"""Untrusted SQLite files never escape, hang or run as kyfs's own (issue 13, classes 1, 2,
+5, 6, 7): tampered backups, a dropped-in workspace file, exports. Each test checks the
+documented exit code, that nothing changed outside KYFS_HOME (or the target given), and
+that every workspace's content is unchanged after the refused operation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import stat
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+
+from kyfs.platform import paths
+from tests.conftest import stored_values
+
+
+def kyfs(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        [sys.executable, "-m", "kyfs", *args], capture_output=True, timeout=timeout, check=False
+    )
+
+
+def tree(top: Path) -> dict[str, bytes]:
+    """Every file below ``top`` with its content (links as their target)."""
+    found = {}
+    for path in sorted(top.rglob("*")):
+        if path.is_symlink():
+            found[str(path.relative_to(top))] = os.readlink(path).encode()
+        elif path.is_file():
+            found[str(path.relative_to(top))] = path.read_bytes()
+    return found
+
+
+@pytest.fixture
+def backup(tmp_path: Path, kyfs_home: Path) -> Path:
+    """A real backup of workspaces ``alpha`` (two keys) and ``shared``."""
+    assert kyfs("create", "alpha").returncode == 0
+    assert kyfs("set", "-w", "alpha", "k1", "one").returncode == 0
+    assert kyfs("set", "-w", "alpha", "dir/k2", "two").returncode == 0
+    archive = tmp_path / "good.tar.gz"
+    done = kyfs("backup", "create", "-o", str(archive), "--quiet")
+    assert done.returncode == 0, done.stderr
+    return archive
+
+
+def tamper(archive: Path, workspace: str, statements: list[str], out: Path) -> Path:
+    """A copy of ``archive`` whose ``workspace`` file ran ``statements``, with a manifest
+    that matches again (checksums, sizes, key counts): what an attacker can make."""
+    work = out.parent / (out.name + ".d")
+    work.mkdir()
+    with tarfile.open(archive, "r:gz") as tar:
+        tar.extractall(work, filter="data")
+    db = work / "workspaces" / f"{workspace}.db"
+    conn = sqlite3.connect(db, isolation_level=None)
+    for sql in statements:
+        conn.execute(sql)
+    try:
+        keys = conn.execute(
+            "SELECT count(*) FROM entries e JOIN nodes n ON n.id = e.node WHERE n.kind != 16384"
+        ).fetchone()[0]
+    except sqlite3.Error:
+        keys = None
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    manifest = json.loads((work / "manifest.json").read_text())
+    for item in manifest["files"]:
+        if item["path"] == f"workspaces/{workspace}.db":
+            item["sha256"] = hashlib.sha256(db.read_bytes()).hexdigest()
+            item["size"] = db.stat().st_size
+            if keys is not None:
+                item["keys"] = keys
+    (work / "manifest.json").write_text(json.dumps(manifest))
+    with tarfile.open(out, "w:gz") as tar:
+        tar.add(work / "manifest.json", arcname="manifest.json")
+        for item in manifest["files"]:
+            tar.add(work / item["path"], arcname=item["path"])
+    return out
+
+
+def refused_restore(archive: Path, home: Path, outside: Path) -> subprocess.CompletedProcess[bytes]:
+    """Restore ``archive`` with --force over the current data; assert nothing changed."""
+    before_values = {name: stored_values(name) for name in ("alpha", "shared")}
+    before_outside = tree(outside)
+    done = kyfs("backup", "restore", str(archive), "--force", timeout=30)
+    assert done.returncode == 2, done.stderr
+    assert b"Traceback" not in done.stderr
+    assert {name: stored_values(name) for name in ("alpha", "shared")} == before_values
+    assert tree(outside) == before_outside
+    return done
+
+
+def test_a_backup_with_escaping_keys_is_refused(
+    backup: Path, tmp_path: Path, kyfs_home: Path
+) -> None:
+    hostile = tamper(
+        backup,
+        "alpha",
+        [
+            "INSERT INTO entries (key, parent, node) SELECT '../../x', '../..', node"
+            " FROM entries WHERE key = 'k1'",
+            "INSERT INTO entries (key, parent, node) SELECT '/abs/path', '/abs', node"
+            " FROM entries WHERE key = 'k1'",
+        ],
+        tmp_path / "escape.tar.gz",
+    )
+    done = refused_restore(hostile, kyfs_home, tmp_path)
+    assert b"naming rules" in done.stderr
+
+
+def test_a_backup_whose_table_is_a_recursive_view_is_refused_at_once(
+    backup: Path, tmp_path: Path, kyfs_home: Path
+) -> None:
+    hostile = tamper(
+        backup,
+        "alpha",
+        [
+            "ALTER TABLE entries RENAME TO entries_real",
+            "CREATE VIEW entries AS WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL"
+            " SELECT n + 1 FROM r) SELECT printf('k%d', n) AS key, '' AS parent, 1 AS node"
+            " FROM r ORDER BY random()",
+        ],
+        tmp_path / "view.tar.gz",
+    )
+    started = time.monotonic()
+    done = refused_restore(hostile, kyfs_home, tmp_path)
+    assert time.monotonic() - started < 20
+    assert b"view" in done.stderr
+
+
+def test_a_backup_with_an_extra_trigger_is_refused(
+    backup: Path, tmp_path: Path, kyfs_home: Path
+) -> None:
+    hostile = tamper(
+        backup,
+        "alpha",
+        ["CREATE TRIGGER wipe AFTER INSERT ON history BEGIN DELETE FROM entries; END"],
+        tmp_path / "trigger.tar.gz",
+    )
+    done = refused_restore(hostile, kyfs_home, tmp_path)
+    assert b"trigger" in done.stderr
+
+
+def test_a_backup_from_a_newer_kyfs_is_refused_and_not_left_behind(
+    backup: Path, tmp_path: Path, kyfs_home: Path
+) -> None:
+    hostile = tamper(backup, "alpha", ["PRAGMA user_version = 99"], tmp_path / "newer.tar.gz")
+    assert kyfs("drop", "alpha", "--yes").returncode == 0
+    done = kyfs("backup", "restore", str(hostile), "-w", "alpha")
+    assert done.returncode == 2 and b"newer" in done.stderr
+    assert not paths.workspace_file("alpha").exists()  # nothing half restored
+
+
+def test_a_full_restore_replaces_shared_too(backup: Path, kyfs_home: Path) -> None:
+    assert kyfs("set", "-w", "alpha", "k1", "changed").returncode == 0
+    assert kyfs("set", "-w", "shared", "s", "later").returncode == 0
+    done = kyfs("backup", "restore", str(backup), "--force")
+    assert done.returncode == 0, done.stderr
+    assert stored_values("alpha") == {"k1": b"one", "dir/k2": b"two"}
+    assert stored_values("shared") == {}
+
+
+def test_a_dropped_in_file_with_a_trigger_never_runs_it(tmp_path: Path, kyfs_home: Path) -> None:
+    assert kyfs("create", "good").returncode == 0
+    assert kyfs("set", "-w", "good", "k", "v").returncode == 0
+    assert kyfs("create", "evil").returncode == 0
+    assert kyfs("set", "-w", "evil", "a", "1").returncode == 0
+    conn = sqlite3.connect(paths.workspace_file("evil"), isolation_level=None)
+    conn.execute("CREATE TRIGGER wipe AFTER INSERT ON history BEGIN DELETE FROM entries; END")
+    conn.close()
+    done = kyfs("set", "-w", "evil", "b", "2")
+    assert done.returncode == 4 and b"trigger" in done.stderr
+    conn = sqlite3.connect(paths.workspace_file("evil"))
+    assert conn.execute("SELECT key FROM entries WHERE key = 'a'").fetchone() == ("a",)
+    conn.close()
+    listing = kyfs("workspaces")  # the others are still listed; the bad one is reported
+    assert listing.returncode == 4
+    assert b"good" in listing.stdout and b"evil" in listing.stderr
+
+
+def test_fsck_flags_escaping_keys_and_repair_never_makes_dot_dot(kyfs_home: Path) -> None:
+    assert kyfs("create", "w").returncode == 0
+    assert kyfs("set", "-w", "w", "k", "v").returncode == 0
+    conn = sqlite3.connect(paths.workspace_file("w"), isolation_level=None)
+    conn.execute(
+        "INSERT INTO entries (key, parent, node) SELECT '../x', '..', node FROM entries"
+        " WHERE key = 'k'"
+    )
+    conn.close()
+    done = kyfs("fsck", "w")
+    assert done.returncode == 4 and b"naming rules" in done.stdout + done.stderr
+    done = kyfs("fsck", "w", "--repair")
+    assert done.returncode == 0, done.stdout + done.stderr
+    conn = sqlite3.connect(paths.workspace_file("w"))
+    keys = [row[0] for row in conn.execute("SELECT key FROM entries")]
+    conn.close()
+    assert keys == ["k"]
+
+
+def test_export_never_writes_outside_and_never_sets_special_bits(
+    tmp_path: Path, kyfs_home: Path
+) -> None:
+    assert kyfs("create", "w").returncode == 0
+    assert kyfs("set", "-w", "w", "a/file", "x").returncode == 0
+    conn = sqlite3.connect(paths.workspace_file("w"), isolation_level=None)
+    conn.execute("UPDATE nodes SET mode = 2559 WHERE kind = 32768")  # 04777
+    conn.close()
+    target = tmp_path / "out"
+    target.mkdir()
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    os.symlink(outside, target / "a")  # a link planted where a directory will go
+    done = kyfs("export", "-w", "w", "--format", "dir", "-o", str(target))
+    assert done.returncode == 2 and b"outside" in done.stderr
+    assert list(outside.iterdir()) == []
+    os.unlink(target / "a")
+    assert kyfs("export", "-w", "w", "--format", "dir", "-o", str(target)).returncode == 0
+    mode = stat.S_IMODE((target / "a" / "file").stat().st_mode)
+    assert mode == 0o777 & mode and not mode & 0o7000
+
+
+def test_backups_and_exports_are_private_whatever_the_umask(
+    tmp_path: Path, kyfs_home: Path
+) -> None:
+    assert kyfs("create", "default").returncode == 0
+    assert kyfs("set", "secret", "value").returncode == 0
+    old = os.umask(0)
+    try:
+        archive = tmp_path / "b.tar.gz"
+        assert kyfs("backup", "create", "-o", str(archive), "--quiet").returncode == 0
+        export = tmp_path / "e.jsonl"
+        assert kyfs("export", "-o", str(export)).returncode == 0
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(archive.stat().st_mode) == 0o600
+    assert stat.S_IMODE(export.stat().st_mode) == 0o600
+
+
+@pytest.mark.parametrize("created", ['"yesterday"', "1.5", "-1", "99999999999999999999", "true"])
+def test_imported_times_out_of_range_are_refused(
+    created: str, tmp_path: Path, kyfs_home: Path
+) -> None:
+    assert kyfs("create", "default").returncode == 0
+    source = tmp_path / "in.jsonl"
+    source.write_text(f'{{"key": "k", "value": "v", "created_ns": {created}}}\n')
+    done = kyfs("import", str(source))
+    assert done.returncode == 2 and b"Traceback" not in done.stderr
+    assert stored_values("default") == {}
