@@ -254,3 +254,115 @@ def test_imported_times_out_of_range_are_refused(
     done = kyfs("import", str(source))
     assert done.returncode == 2 and b"Traceback" not in done.stderr
     assert stored_values("default") == {}
+
+
+# --- numbers, bombs, reserved names, codes (classes 3, 4, 8, 9) ---------------------------
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("set", "k", "v", "--ttl", "999999999999d"),
+        ("set", "k", "v", "--ttl", "1e400"),
+        ("retention", "--days", "1000000"),
+        ("retention", "--versions", "0"),
+        ("create", "cache", "--ttl", "10000000000000000000000000"),
+        ("ttl", "k", "nan"),
+        ("set", ".versions/x", "v"),
+        ("set", "a/.search", "v"),
+        ("search", "--raw", '"'),
+        ("search", "--raw", "AND AND"),
+    ],
+)
+def test_numbers_and_names_out_of_range_are_refused_whole(
+    args: tuple[str, ...], kyfs_home: Path
+) -> None:
+    assert kyfs("create", "default").returncode == 0
+    assert kyfs("set", "k", "before").returncode == 0
+    done = kyfs(*args)
+    assert done.returncode == 2, done.stderr
+    assert b"Traceback" not in done.stderr and b"Error: " in done.stderr
+    assert stored_values("default") == {"k": b"before"}
+    assert kyfs("set", "k", "after").returncode == 0  # the workspace still takes writes
+    assert stored_values("default") == {"k": b"after"}
+
+
+def test_a_retention_past_its_range_in_a_file_never_breaks_writes(kyfs_home: Path) -> None:
+    """Settings written by another tool (or an older kyfs) are read as the defaults."""
+    assert kyfs("create", "w").returncode == 0
+    conn = sqlite3.connect(paths.workspace_file("w"), isolation_level=None)
+    conn.execute("INSERT INTO meta (name, value) VALUES ('history_days', '1e300')")
+    conn.execute("INSERT INTO meta (name, value) VALUES ('ttl_s', '1e300')")
+    conn.close()
+    for n in range(40):  # past the pruning interval
+        assert kyfs("set", "-w", "w", "k", str(n)).returncode == 0
+    assert stored_values("w") == {"k": b"39"}
+
+
+def test_a_gzip_bomb_in_a_backup_is_refused_before_it_is_written(
+    backup: Path, tmp_path: Path, kyfs_home: Path
+) -> None:
+    work = tmp_path / "bomb"
+    work.mkdir()
+    with tarfile.open(backup, "r:gz") as tar:
+        tar.extractall(work, filter="data")
+    big = work / "workspaces" / "alpha.db"
+    with big.open("wb") as handle:  # 256 MiB of zeros: a few hundred KiB of gzip
+        handle.truncate(256 * 1024**2)
+    bomb = tmp_path / "bomb.tar.gz"
+    with tarfile.open(bomb, "w:gz") as tar:  # the manifest still says the small size
+        tar.add(work / "manifest.json", arcname="manifest.json")
+        for path in sorted((work / "workspaces").iterdir()):
+            tar.add(path, arcname=f"workspaces/{path.name}")
+    spill = paths.spill_dir()
+    done = kyfs("backup", "verify", str(bomb))
+    assert done.returncode == 2 and b"size" in done.stderr
+    leftovers = sum(p.stat().st_size for p in spill.rglob("*") if p.is_file())
+    assert leftovers < 1024**2
+
+
+@pytest.mark.parametrize(
+    "manifest",
+    ["[]", '{"format": "kyfs-backup", "version": 1, "files": [1]}',
+     '{"format": "kyfs-backup", "version": 1, "files": [{"path": "../x", "sha256": "0",'
+     ' "size": 1}]}',
+     '{"format": "kyfs-backup", "version": 1, "files": "no"}'],
+)  # fmt: skip
+def test_malformed_manifests_are_one_line_errors(manifest: str, tmp_path: Path) -> None:
+    (tmp_path / "manifest.json").write_text(manifest)
+    archive = tmp_path / "m.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(tmp_path / "manifest.json", arcname="manifest.json")
+    done = kyfs("backup", "verify", str(archive))
+    assert done.returncode == 2, done.stderr
+    assert b"Traceback" not in done.stderr
+
+
+def test_a_kycli_value_that_inflates_past_its_limit_is_refused(
+    tmp_path: Path, kyfs_home: Path
+) -> None:
+    import base64
+    import zlib
+
+    from kyfs.core.errors import InvalidInput
+    from kyfs.transfer.sources import VALUE_MAX, decode_kycli_value
+
+    bomb = b"cmp:zlib:" + base64.b64encode(zlib.compress(bytes(VALUE_MAX + 1), 9))
+    with pytest.raises(InvalidInput):
+        decode_kycli_value(bomb.decode(), None)
+    fine = b"cmp:zlib:" + base64.b64encode(zlib.compress(b"hello"))
+    assert decode_kycli_value(fine.decode(), None) == b"hello"
+
+
+def test_a_kycli_file_whose_table_is_a_recursive_view_is_refused(
+    tmp_path: Path, kyfs_home: Path
+) -> None:
+    source = tmp_path / "kydata.db"
+    conn = sqlite3.connect(source)
+    conn.execute(
+        "CREATE VIEW kvstore AS WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1"
+        " FROM r) SELECT printf('k%d', n) AS key, 'v' AS value FROM r ORDER BY random()"
+    )
+    conn.close()
+    started = time.monotonic()
+    done = kyfs("migrate", "kycli", str(source), "--yes", "--quiet", timeout=60)
+    assert done.returncode == 2 and b"view" in done.stderr, done.stderr
+    assert time.monotonic() - started < 30

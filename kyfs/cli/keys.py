@@ -23,6 +23,8 @@ from kyfs.cli.base import (
 )
 from kyfs.core.errors import InvalidInput, NotFound
 
+JSON_VALUE_MAX = 64 * 1024**2  # bytes: a larger value is refused by get --json (use get > FILE)
+
 
 # --- keys -------------------------------------------------------------------------------
 @cli.command(name="set")
@@ -56,6 +58,11 @@ def get(key: str, workspace: str | None, as_json: bool) -> None:
         if as_json:
             from kyfs.core.nodes import KIND_NAMES
 
+            if store.stat(key).size > JSON_VALUE_MAX:
+                raise InvalidInput(
+                    f"{key} is over {JSON_VALUE_MAX} bytes, too large for --json:"
+                    f" use kyfs get {key} > FILE"
+                )
             data = store.get(key)  # one committed version
             entry = store.stat(key)
             try:
@@ -164,7 +171,9 @@ def ttl(key: str, duration: str | None, workspace: str | None, clear: bool) -> N
 @cli.command()
 @workspace_option
 @click.option("--versions", type=click.IntRange(1, 1_000_000), help="Keep at least N versions.")
-@click.option("--days", type=click.FloatRange(0), help="Keep at least D days of versions.")
+@click.option(
+    "--days", type=click.FloatRange(0, 36500), help="Keep at least D days of versions (<= 36500)."
+)
 def retention(workspace: str | None, versions: int | None, days: float | None) -> None:
     """Show or set how much history a workspace keeps (whichever keeps more)."""
     from kyfs.engine.sqlite.history import HISTORY_DAYS, HISTORY_VERSIONS

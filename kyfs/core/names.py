@@ -4,7 +4,8 @@
   (so it is a safe file name and never ``.``, ``..`` or a hidden file).
 * A key is a ``/``-separated path of components. Each component is 1-255 bytes
   of UTF-8 (NAME_MAX on Linux), contains no NUL, and is neither ``.`` nor
-  ``..`` (POSIX gives those a meaning of their own). The whole key is at most
+  ``..`` (POSIX gives those a meaning of their own), nor one of the names the mount
+  keeps for its hidden trees (``.search``, ``.kyfs``, ``.versions``). The whole key is at most
   KEY_MAX = 65,536 bytes. Linux's PATH_MAX (4096 bytes) bounds one path given to a
   system call, not the depth of a tree: a process reaches deeper names through
   relative paths (chdir, openat), and tmpfs has no limit. 64 KiB leaves room for that
@@ -22,6 +23,8 @@ from kyfs.core.errors import IllegalByteSequence, InvalidName, NameTooLong
 
 WORKSPACE_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 NAME_MAX = 255  # bytes, Linux limits.h
+# The mount's own hidden trees (/.search, /.kyfs, <workspace>/.versions): never a key's name.
+RESERVED = frozenset({".search", ".kyfs", ".versions"})
 KEY_MAX = 64 * 1024  # bytes of UTF-8 in a whole key (see the module docstring)
 SEP = "/"
 
@@ -52,12 +55,14 @@ def check_component(name: str) -> str:
     """Return ``name`` when it is a valid key component (one path segment).
 
     Raises:
-        InvalidName: (EINVAL) empty, ``.``, ``..``, or contains ``/`` or NUL.
+        InvalidName: (EINVAL) empty, ``.``, ``..``, a RESERVED name, or contains ``/`` or NUL.
         NameTooLong: (ENAMETOOLONG) over 255 bytes of UTF-8.
         IllegalByteSequence: (EILSEQ) not valid UTF-8.
     """
     if name in ("", ".", "..") or SEP in name or "\0" in name:
         raise InvalidName(f"invalid key component {name!r}")
+    if name in RESERVED:
+        raise InvalidName(f"{name!r} is reserved for the mount's hidden directories")
     if len(_utf8(name, "key component")) > NAME_MAX:
         raise NameTooLong(f"key component is over {NAME_MAX} bytes: {name[:40]!r}...")
     return name
@@ -103,19 +108,25 @@ def is_within(key: str, directory: str) -> bool:
     return key == directory or key.startswith(directory + SEP)
 
 
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd]?)")
+_DURATION = re.compile(r"(\d{1,12}(?:\.\d{1,9})?)([smhd]?)")
+MAX_DURATION_S = 100 * 365 * 86400  # seconds: the longest TTL or retention kyfs takes (100 years)
+MAX_RETENTION_DAYS = 100 * 365  # days of history or archive kept at most (100 years)
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def parse_duration(text: str) -> float:
-    """``"10m"`` -> 600.0 seconds: a number with an optional unit s, m, h or d.
+    """``"10m"`` -> 600.0 seconds: a number with an optional unit s, m, h or d, above zero
+    and at most MAX_DURATION_S (100 years).
 
     Raises:
-        InvalidInput: (exit 2) anything else, or zero.
+        InvalidInput: (exit 2) anything else, zero, or longer than 100 years.
     """
     from kyfs.core.errors import InvalidInput
 
     match = _DURATION.fullmatch(text.strip())
     if not match or float(match.group(1)) <= 0:
         raise InvalidInput(f"invalid duration {text!r}: use e.g. 30s, 10m, 2h, 7d")
-    return float(match.group(1)) * _UNITS[match.group(2)]
+    seconds = float(match.group(1)) * _UNITS[match.group(2)]
+    if seconds > MAX_DURATION_S:
+        raise InvalidInput(f"duration {text!r} is over the limit of 100 years")
+    return seconds

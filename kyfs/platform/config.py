@@ -207,6 +207,8 @@ def archive_retention_s() -> float:
         InvalidInput: (exit 2) the setting is not a non-negative number.
     """
     value = load().get("archive_retention_days", DEFAULT_ARCHIVE_RETENTION_DAYS)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        raise InvalidInput(f"archive_retention_days must be a number of days >= 0, not {value!r}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 36500:
+        raise InvalidInput(
+            f"archive_retention_days must be a number of days from 0 to 36500, not {value!r}"
+        )
     return float(value) * 86400

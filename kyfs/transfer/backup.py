@@ -24,6 +24,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import tarfile
 import tempfile
@@ -49,6 +50,9 @@ from kyfs.platform import paths
 FORMAT = "kyfs-backup"
 VERSION = 1
 CHUNK = 1024 * 1024  # bytes read at a time when hashing
+MANIFEST_MAX = 4 * 1024**2  # bytes a backup's manifest.json may have
+RECORD_MAX = 64 * 1024**2  # bytes of one JSON Lines record (an import reads one at a time)
+DOCUMENT_MAX = 256 * 1024**2  # bytes of a whole .json export read by import
 
 
 def default_backup_name() -> Path:
@@ -143,6 +147,50 @@ def create(
     return manifest
 
 
+def _check_manifest(manifest: Any, archive: Path) -> dict[str, Any]:
+    """The manifest, when it has the shape kyfs writes: format and version, and files with
+    a relative path under ``workspaces/`` (or ``config.toml``), a hex SHA-256, a size in
+    bytes, and for workspaces a valid name and a key count.
+
+    Raises:
+        InvalidInput: (exit 2) anything else.
+    """
+
+    def bad(why: str) -> InvalidInput:
+        return InvalidInput(f"{archive}: not a kyfs backup manifest: {why}")
+
+    if not isinstance(manifest, dict):
+        raise bad("not a JSON object")
+    if manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
+        raise InvalidInput(f"{archive}: unknown backup format")
+    files = manifest.get("files")
+    if not isinstance(files, list) or len(files) > 100_000:
+        raise bad("no list of files")
+    for item in files:
+        if not isinstance(item, dict):
+            raise bad("a file entry is not an object")
+        path, digest, size = item.get("path"), item.get("sha256"), item.get("size")
+        if not isinstance(path, str) or not (
+            path == "config.toml" or re.fullmatch(r"workspaces/[^/]+\.db", path)
+        ):
+            raise bad(f"unexpected path {path!r}")
+        if not isinstance(digest, str) or not re.fullmatch(r"[0-9a-f]{64}", digest):
+            raise bad(f"bad checksum for {path}")
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise bad(f"bad size for {path}")
+        if path != "config.toml":
+            name, keys = item.get("workspace"), item.get("keys")
+            if not isinstance(name, str) or path != f"workspaces/{name}.db":
+                raise bad(f"{path} names no workspace")
+            try:
+                check_workspace_name(name)
+            except InvalidInput as exc:
+                raise bad(str(exc)) from None
+            if not isinstance(keys, int) or isinstance(keys, bool) or keys < 0:
+                raise bad(f"bad key count for {path}")
+    return manifest
+
+
 @dataclass
 class Verified:
     """A verified backup: its manifest, and the directory its files were extracted to."""
@@ -177,15 +225,20 @@ def verify(archive: Path, into: Path | None = None) -> Verified:
                 raise InvalidInput(f"{archive}: not a kyfs backup (no manifest first)")
             extracted = tar.extractfile(first)
             assert extracted is not None
-            manifest = json.loads(extracted.read())
-            if manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
-                raise InvalidInput(f"{archive}: unknown backup format")
+            if first.size > MANIFEST_MAX:
+                raise InvalidInput(f"{archive}: the manifest is over {MANIFEST_MAX} bytes")
+            manifest = _check_manifest(json.loads(extracted.read()), archive)
             expected = {f["path"]: f for f in manifest["files"]}
+            free = shutil.disk_usage(into).free
+            if sum(f["size"] for f in expected.values()) > free:
+                raise InvalidInput(f"{archive}: its files need more than the {free} bytes free")
             seen = set()
             for member in members:
                 item = expected.get(member.name)
-                if item is None:
+                if item is None or member.name in seen:
                     raise InvalidInput(f"{archive}: {member.name} is not in the manifest")
+                if member.size != item["size"]:  # checked before a byte is written
+                    raise InvalidInput(f"{archive}: {member.name} is not the size it says")
                 target = into / member.name
                 target.parent.mkdir(parents=True, exist_ok=True)
                 source = tar.extractfile(member)
@@ -367,9 +420,13 @@ def _all_dirs(store: Workspace) -> list[str]:
     return found
 
 
-def _item(data: dict[str, Any]) -> ImportItem:
+def _item(data: Any) -> ImportItem:
     try:
+        if not isinstance(data, dict):
+            raise TypeError("a record is a JSON object")
         key = data["key"]
+        if not isinstance(key, str):
+            raise TypeError(f"a key is a string, not {key!r}")
         if "value_base64" in data:
             value = base64.b64decode(data["value_base64"], validate=True)
         else:
@@ -409,19 +466,27 @@ def read_export(path: Path) -> Iterator[ImportItem]:
             )  # fmt: skip
         return
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InvalidInput(f"cannot read {path}: {exc}") from None
-    try:
-        if path.suffix == ".json":
-            document = json.loads(text)
-            records = document["keys"] if isinstance(document, dict) else document
-            yield from map(_item, records)
-        else:
-            for line in text.splitlines():
+        with path.open("rb") as handle:
+            if path.suffix == ".json":
+                raw = handle.read(DOCUMENT_MAX + 1)
+                if len(raw) > DOCUMENT_MAX:
+                    raise InvalidInput(
+                        f"{path}: over {DOCUMENT_MAX} bytes: import it as JSON Lines instead"
+                    )
+                document = json.loads(raw.decode("utf-8"))
+                records = document["keys"] if isinstance(document, dict) else document
+                if not isinstance(records, list):
+                    raise TypeError("no list of keys")
+                yield from map(_item, records)
+                return
+            for number, line in enumerate(iter(lambda: handle.readline(RECORD_MAX + 1), b""), 1):
+                if len(line) > RECORD_MAX:
+                    raise InvalidInput(f"{path}: line {number} is over {RECORD_MAX} bytes")
                 if line.strip():
-                    yield _item(json.loads(line))
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+                    yield _item(json.loads(line.decode("utf-8")))
+    except OSError as exc:
+        raise InvalidInput(f"cannot read {path}: {exc.strerror}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as exc:
         raise InvalidInput(f"{path}: not a kyfs export: {exc}") from None
 
 

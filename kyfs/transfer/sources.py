@@ -26,17 +26,24 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
+import functools
 import sqlite3
 import time
 import urllib.parse
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ParamSpec, TypeVar
 
 from kyfs.core.errors import InvalidInput, KyfsError, MasterKeyRequired
 from kyfs.core.names import check_key, check_workspace_name
 
+P = ParamSpec("P")
+R = TypeVar("R")
+FOREIGN_SECONDS = 120.0  # seconds every statement on another tool's file may run, from open
+VALUE_MAX = 64 * 1024**2  # bytes a cmp:zlib: value may inflate to
+DUMP_MAX = 1024**3  # bytes a KYCLI\x01 dump may inflate to
 KYCLI_MAGIC = b"KYCLI\x01"
 SQLITE_MAGIC = b"SQLite format 3\x00"
 KYCLI_SALT = b"kycli_vault_salt"
@@ -175,10 +182,7 @@ def decode_kycli_value(value: object, master_key: str | None) -> bytes:
         if data.startswith(b"enc:"):
             data = _decrypt(_b64(data[4:]), master_key)
         elif data.startswith(b"cmp:zlib:"):
-            try:
-                data = zlib.decompress(_b64(data[9:]))
-            except zlib.error as exc:
-                raise InvalidInput(f"a cmp:zlib: value is damaged: {exc}") from None
+            data = _inflate(_b64(data[9:]), VALUE_MAX, "a cmp:zlib: value")
         else:
             break
     return data
@@ -192,13 +196,63 @@ def _b64(data: bytes) -> bytes:
 
 
 def _open_readonly(path: Path) -> sqlite3.Connection:
+    """Open another tool's SQLite file read-only as untrusted input: no function with side
+    effects from its schema (``trusted_schema=OFF``), no views at all (a view can be made
+    to never end: kyfs reads tables only), and every statement on it interrupted once
+    FOREIGN_SECONDS have passed since it was opened (a progress handler).
+
+    Raises:
+        InvalidInput: (exit 2) not SQLite, or it holds a view.
+    """
     uri = f"file:{urllib.parse.quote(str(path.absolute()))}?mode=ro"
     try:
         conn = sqlite3.connect(uri, uri=True)
-        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
-        return conn
+        conn.execute("PRAGMA trusted_schema = OFF")
+        views = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'view'")]
     except sqlite3.Error as exc:
         raise InvalidInput(f"{path}: not a readable SQLite file: {exc}") from None
+    if views:
+        conn.close()
+        raise InvalidInput(f"{path}: holds views ({', '.join(views[:3])}); kyfs reads tables only")
+    end = time.monotonic() + FOREIGN_SECONDS
+    conn.set_progress_handler(lambda: int(time.monotonic() > end), 10_000)
+    return conn
+
+
+def foreign_errors(func: Callable[P, R]) -> Callable[P, R]:
+    """Turn SQLite's errors while reading another tool's file (damage, an interrupted
+    statement) into InvalidInput (exit 2), never a traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return func(*args, **kwargs)
+        except sqlite3.OperationalError as exc:
+            if "interrupted" in str(exc):
+                raise InvalidInput(
+                    f"reading the source took over {FOREIGN_SECONDS:.0f} s: refused"
+                ) from None
+            raise InvalidInput(f"the source could not be read: {exc}") from None
+        except sqlite3.Error as exc:
+            raise InvalidInput(f"the source could not be read: {exc}") from None
+
+    return wrapper
+
+
+def _inflate(data: bytes, limit: int, what: str) -> bytes:
+    """zlib-decompress ``data`` to at most ``limit`` bytes, never more in memory.
+
+    Raises:
+        InvalidInput: (exit 2) damaged, or it would grow past ``limit`` (a zip bomb).
+    """
+    inflater = zlib.decompressobj()
+    try:
+        out = inflater.decompress(data, limit + 1)
+    except zlib.error as exc:
+        raise InvalidInput(f"{what} is damaged: {exc}") from None
+    if len(out) > limit or inflater.unconsumed_tail:
+        raise InvalidInput(f"{what} grows past the limit of {limit} bytes: refused")
+    return out
 
 
 def _load_dump(sql: str) -> sqlite3.Connection:
@@ -257,16 +311,20 @@ def open_kycli(path: Path, master_key: str | None) -> sqlite3.Connection:
         raise InvalidInput(f"{path}: neither SQLite nor a KYCLI\\x01 file")
     payload = path.read_bytes()[len(KYCLI_MAGIC) :]
     try:
-        compressed = zlib.decompress(payload)
-    except zlib.error:
-        compressed = zlib.decompress(_decrypt(payload, master_key))
-    return _load_dump(compressed.decode("utf-8"))
+        compressed = _inflate(payload, DUMP_MAX, "the KyCLI dump")
+    except InvalidInput:
+        compressed = _inflate(_decrypt(payload, master_key), DUMP_MAX, "the KyCLI dump")
+    try:
+        return _load_dump(compressed.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(f"{path}: the KyCLI dump is not UTF-8: {exc}") from None
 
 
 def _columns(conn: sqlite3.Connection, table: str) -> set[str]:
     return {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
 
 
+@foreign_errors
 def read_kycli(
     path: Path, workspace: str, master_key: str | None, now_ns: int | None = None
 ) -> SourceData:
@@ -321,6 +379,7 @@ def _record(workspace: str, key: object, value: bytes, data: SourceData) -> Reco
 
 
 # --- scoped single files ----------------------------------------------------------------
+@foreign_errors
 def detect(path: Path) -> str:
     """The kind of a single-file source: ``"scoped"`` (KyCLI-style ``kvstore`` with a
     ``scope`` column) or ``"prontodb"`` (``kv`` with ``project``, ``namespace``, ...).
@@ -340,6 +399,7 @@ def detect(path: Path) -> str:
     raise InvalidInput(f"{path}: not a scoped KyCLI file nor a ProntoDB file")
 
 
+@foreign_errors
 def read_single_file(path: Path, master_key: str | None = None) -> SourceData:
     """Read a scoped or ProntoDB file (see docs/usage.md for the mapping)."""
     kind = detect(path)

@@ -107,7 +107,11 @@ class SearchCheckMixin(ArchiveMixin):
                 rows = self._conn.execute(SEARCH_KEYS, (match, limit))
             return [Match(*row) for row in rows.fetchall()]
         except sqlite3.OperationalError as exc:
-            if "fts5" in str(exc) or "no such column" in str(exc) or "syntax" in str(exc):
+            # FTS5 reports a bad query as an OperationalError ("fts5: syntax error near",
+            # "unterminated string", "no such column", ...); storage trouble is told apart
+            # by its error code.
+            code = getattr(exc, "sqlite_errorcode", None)
+            if code == sqlite3.SQLITE_ERROR:
                 raise InvalidQuery(f"invalid search query {match!r}: {exc}") from None
             raise convert(exc) from None
         except sqlite3.Error as exc:

@@ -43,6 +43,7 @@ from kyfs.core.names import check_workspace_name
 from kyfs.core.nodes import Owner
 from kyfs.engine.base import WorkspaceInfo
 from kyfs.engine.sqlite import trust
+from kyfs.engine.sqlite.history import cache_ttl
 from kyfs.engine.sqlite.workspace import SqliteWorkspace
 from kyfs.platform import paths
 
@@ -472,10 +473,9 @@ class SqliteEngine:
             store = self._open_unlocked(name)
             try:
                 meta = store.meta()
-                ttl = meta.get("ttl_s")
                 return WorkspaceInfo(
                     name, store.count_keys(), store.file_size(), store.path,
-                    meta.get("project_path"), None if ttl is None else float(ttl),
+                    meta.get("project_path"), cache_ttl(meta),
                 )  # fmt: skip
             finally:
                 if not self._cache_enabled:

@@ -51,13 +51,46 @@ def record(
     if (cur.lastrowid or 0) % PRUNE_EVERY:
         return
     meta = read_meta(conn) if meta is None else meta
-    versions = int(meta.get("history_versions", HISTORY_VERSIONS))
-    cutoff = now - int(float(meta.get("history_days", HISTORY_DAYS)) * 86400e9)
+    versions, days = retention(meta)
+    cutoff = now - int(days * 86400e9)
     conn.execute(
         "DELETE FROM history WHERE key = ? AND time_ns < ? AND id NOT IN"
         " (SELECT id FROM history WHERE key = ? ORDER BY id DESC LIMIT ?)",
         (key, cutoff, key, versions),
     )
+
+
+def retention(meta: dict[str, str]) -> tuple[int, float]:
+    """(versions, days) of history kept per key, from the settings; a value out of range
+    or unreadable (a foreign or old file) counts as the default, so no write ever fails
+    on it (1 to 1,000,000 versions; 0 to MAX_RETENTION_DAYS days)."""
+    from kyfs.core.names import MAX_RETENTION_DAYS
+
+    try:
+        versions = int(meta.get("history_versions", HISTORY_VERSIONS))
+    except ValueError:
+        versions = HISTORY_VERSIONS
+    try:
+        days = float(meta.get("history_days", HISTORY_DAYS))
+    except ValueError:
+        days = HISTORY_DAYS
+    if not 1 <= versions <= 1_000_000:
+        versions = HISTORY_VERSIONS
+    if not 0 <= days <= MAX_RETENTION_DAYS:  # also NaN
+        days = HISTORY_DAYS
+    return versions, days
+
+
+def cache_ttl(meta: dict[str, str]) -> float | None:
+    """A cache workspace's TTL in seconds from the settings, or None (also for a value out
+    of range or unreadable)."""
+    from kyfs.core.names import MAX_DURATION_S
+
+    try:
+        seconds = float(meta["ttl_s"])
+    except (KeyError, ValueError):
+        return None
+    return seconds if 0 < seconds <= MAX_DURATION_S else None
 
 
 class HistoryMixin(Base):

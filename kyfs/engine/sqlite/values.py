@@ -30,7 +30,7 @@ from kyfs.core import names
 from kyfs.core.errors import AlreadyExists, InvalidInput, IsADirectory, KeyNotFound
 from kyfs.core.nodes import FILE_MODE, LNK, REG, Entry, ImportItem, Owner, check_size
 from kyfs.engine.sqlite.connection import convert
-from kyfs.engine.sqlite.history import HISTORY_VALUE_MAX, read_meta, record
+from kyfs.engine.sqlite.history import HISTORY_VALUE_MAX, cache_ttl, read_meta, record
 from kyfs.engine.sqlite.index import index_node, names_of
 from kyfs.engine.sqlite.nodes import SQL_ARCHIVE, NamespaceMixin, process_owner
 from kyfs.engine.sqlite.rules import validate
@@ -88,6 +88,20 @@ def read_blocks(
     return bytes(out)
 
 
+def expiry_ns(now_ns: int, seconds: float) -> int:
+    """When a TTL of ``seconds`` from ``now_ns`` ends (ns, UTC).
+
+    Raises:
+        InvalidInput: (EINVAL, exit 2) not a number of seconds above 0 and at most 100
+            years (kyfs.core.names.MAX_DURATION_S).
+    """
+    from kyfs.core.names import MAX_DURATION_S
+
+    if not 0 < seconds <= MAX_DURATION_S:  # also NaN
+        raise InvalidInput(f"a TTL is 0 to 100 years, not {seconds!r} seconds")
+    return now_ns + int(seconds * 1e9)
+
+
 def after_write(
     conn: sqlite3.Connection,
     node_id: int,
@@ -107,11 +121,11 @@ def after_write(
     """
     meta = read_meta(conn)
     now = time.time_ns()
-    default_ttl = meta.get("ttl_s")
+    default_ttl = cache_ttl(meta)
     if default_ttl is not None and ttl_s is None:
-        ttl_s = float(default_ttl)
+        ttl_s = default_ttl
     if ttl_s is not None or replace_ttl:
-        expires = None if ttl_s is None else now + int(ttl_s * 1e9)
+        expires = None if ttl_s is None else expiry_ns(now, ttl_s)
         conn.execute("UPDATE nodes SET expires_ns = ? WHERE id = ?", (expires, node_id))
     keys = names_of(conn, node_id)
     rules = json.loads(meta.get("schemas", "[]"))
@@ -360,7 +374,7 @@ class ValuesMixin(NamespaceMixin):
         Raises:
             KeyNotFound: (ENOENT, exit 1). IsADirectory: (EISDIR).
         """
-        expires = None if seconds is None else time.time_ns() + int(seconds * 1e9)
+        expires = None if seconds is None else expiry_ns(time.time_ns(), seconds)
         with self._atomic() as conn:
             entry = self._must(conn, key)
             if entry.is_dir:
