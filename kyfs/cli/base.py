@@ -24,7 +24,7 @@ from kyfs.app import (
     ensure_shared,
     session,
 )
-from kyfs.core.errors import KyfsError
+from kyfs.core.errors import IllegalByteSequence, KyfsError
 from kyfs.platform import config, paths
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -42,11 +42,16 @@ class KyfsGroup(click.Group):
     """The root group: turns KyfsError from any command into KyfsCliError."""
 
     def invoke(self, ctx: click.Context) -> Any:
-        """Run the command; a KyfsError leaves as one line and its exit code."""
+        """Run the command; a KyfsError leaves as one line and its exit code. A name or
+        key with bytes that are not UTF-8 (argv carries them as surrogates) is EILSEQ,
+        exit 2: keys and names are UTF-8 text (values are bytes and never reach here)."""
         try:
             return super().invoke(ctx)
         except KyfsError as exc:
             raise KyfsCliError(exc) from None
+        except UnicodeEncodeError as exc:
+            error = IllegalByteSequence(f"{exc.object[exc.start : exc.end]!r} is not valid UTF-8")
+            raise KyfsCliError(error) from None
 
 
 @click.group(cls=KyfsGroup, context_settings={"help_option_names": ["-h", "--help"]})
