@@ -24,9 +24,7 @@ EXAMPLES = int(os.environ.get("KYFS_PROPERTY_EXAMPLES", "150"))
 ROOT = Path(__file__).resolve().parent.parent
 EXIT_CODES = {
     int(code)
-    for code in re.findall(
-        r"^\| (\d+) \| ", (ROOT / "docs/exit-codes.md").read_text(), re.M
-    )
+    for code in re.findall(r"^\| (\d+) \| ", (ROOT / "docs/exit-codes.md").read_text(), re.M)
 }
 SETTINGS = settings(
     max_examples=EXAMPLES,
