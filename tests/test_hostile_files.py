@@ -366,3 +366,55 @@ def test_a_kycli_file_whose_table_is_a_recursive_view_is_refused(
     done = kyfs("migrate", "kycli", str(source), "--yes", "--quiet", timeout=60)
     assert done.returncode == 2 and b"view" in done.stderr, done.stderr
     assert time.monotonic() - started < 30
+
+
+def test_stray_files_in_the_workspaces_folder_are_reported_and_passed_over(
+    kyfs_home: Path,
+) -> None:
+    assert kyfs("create", "good").returncode == 0
+    folder = paths.workspaces_dir()
+    (folder / "junk.db").write_bytes(b"garbage" * 100)
+    (folder / "bad name.db").write_bytes(b"")
+    os.symlink("/etc/passwd", folder / "pw.db")
+    listing = kyfs("workspaces")
+    assert b"good" in listing.stdout and b"Traceback" not in listing.stderr
+    assert b"junk" in listing.stderr and b"pw.db" in listing.stderr
+    done = kyfs("fsck")
+    assert done.returncode == 4 and b"Traceback" not in done.stderr
+    assert b"good: ok" in done.stdout and b"pw.db" in done.stdout
+    assert Path("/etc/passwd").stat().st_size > 0  # the link's target was never touched
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["config-not-utf8", "config-retention-text", "home-is-a-file", "mount-on-a-file", "exec-big"],
+)
+def test_odd_environments_are_one_line_errors(
+    case: str, tmp_path: Path, kyfs_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert kyfs("create", "default").returncode == 0
+    args: tuple[str, ...] = ("keys",)
+    expected = {2}
+    if case == "config-not-utf8":
+        paths.config_file().write_bytes(b'x = "\xff"\n')
+    elif case == "config-retention-text":
+        paths.config_file().write_text('archive_retention_days = "lots"\n')
+    elif case == "home-is-a-file":
+        home = tmp_path / "plain-file"
+        home.write_text("")
+        monkeypatch.setenv("KYFS_HOME", str(home))
+        expected = {2, 4}
+    elif case == "mount-on-a-file":
+        target = tmp_path / "plain-file"
+        target.write_text("")
+        args, expected = ("mount", str(target)), {5}
+    else:
+        big = subprocess.run(
+            [sys.executable, "-m", "kyfs", "set", "BIG"], input=b"a" * 200_000, check=False
+        )
+        assert big.returncode == 0
+        assert kyfs("set", "OK", "fine").returncode == 0
+        args, expected = ("exec", "--", "sh", "-c", 'test "$OK" = fine && test -z "$BIG"'), {0}
+    done = kyfs(*args)
+    assert done.returncode in expected, done.stderr
+    assert b"Traceback" not in done.stderr

@@ -24,7 +24,7 @@ from kyfs.app import (
     ensure_shared,
     session,
 )
-from kyfs.core.errors import IllegalByteSequence, KyfsError
+from kyfs.core.errors import IllegalByteSequence, KyfsError, StorageError
 from kyfs.platform import config, paths
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -52,6 +52,9 @@ class KyfsGroup(click.Group):
         except UnicodeEncodeError as exc:
             error = IllegalByteSequence(f"{exc.object[exc.start : exc.end]!r} is not valid UTF-8")
             raise KyfsCliError(error) from None
+        except OSError as exc:  # the data directory itself: a file, read-only, full, ...
+            where = f": {exc.filename}" if exc.filename else ""
+            raise KyfsCliError(StorageError(f"{exc.strerror or exc}{where}")) from None
 
 
 @click.group(cls=KyfsGroup, context_settings={"help_option_names": ["-h", "--help"]})

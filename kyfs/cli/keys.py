@@ -23,6 +23,7 @@ from kyfs.cli.base import (
 )
 from kyfs.core.errors import InvalidInput, NotFound
 
+ENV_VALUE_MAX = 128 * 1024 - 1  # bytes of one environment string (Linux MAX_ARG_STRLEN)
 JSON_VALUE_MAX = 64 * 1024**2  # bytes: a larger value is refused by get --json (use get > FILE)
 
 
@@ -241,7 +242,8 @@ def exec_cmd(ctx: click.Context, workspace: str | None, command: tuple[str, ...]
     """Run COMMAND with one environment variable per key (envdir's rule).
 
     Keys that are valid variable names become variables whose value is the
-    key's first line; the others are skipped and named on stderr.
+    key's first line; the others (and values with NUL, or over 128 KiB, the most one
+    environment string may hold on Linux) are skipped and named on stderr.
     """
     import re
     import subprocess
@@ -253,10 +255,18 @@ def exec_cmd(ctx: click.Context, workspace: str | None, command: tuple[str, ...]
             if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
                 skipped.append(key)
                 continue
+            if store.stat(key).size > ENV_VALUE_MAX * 4:  # never read a huge value whole
+                skipped.append(key)
+                continue
             try:
-                env[key] = store.get(key).split(b"\n", 1)[0].decode("utf-8").rstrip("\r")
+                line = store.get(key).split(b"\n", 1)[0].decode("utf-8").rstrip("\r")
             except UnicodeDecodeError:
                 skipped.append(key)
+                continue
+            if "\0" in line or len(line.encode()) > ENV_VALUE_MAX:
+                skipped.append(key)
+                continue
+            env[key] = line
     if skipped:
         click.echo("kyfs exec: skipped keys that are not variable names or text: "
                    + ", ".join(skipped), err=True)  # fmt: skip
@@ -264,6 +274,8 @@ def exec_cmd(ctx: click.Context, workspace: str | None, command: tuple[str, ...]
         done = subprocess.run(list(command), env=env, check=False)
     except FileNotFoundError:
         raise NotFound(f"command not found: {command[0]}") from None
+    except (OSError, ValueError) as exc:  # E2BIG: the environment as a whole is too large
+        raise InvalidInput(f"cannot run {command[0]}: {exc}") from None
     ctx.exit(done.returncode)
 
 

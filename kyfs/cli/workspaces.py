@@ -78,6 +78,8 @@ def list_workspaces(as_json: bool) -> None:
     active = resolve_workspace(None)
     infos, failed = [], []
     with engine_session() as workspaces:
+        for stray in workspaces.strays():
+            click.echo(f"kyfs: {stray} is not a workspace (left alone)", err=True)
         for name in workspaces.names():
             try:
                 infos.append(workspaces.info(name))
@@ -274,8 +276,18 @@ def fsck(names: tuple[str, ...], repair: bool, as_json: bool) -> None:
     report: dict[str, dict[str, Any]] = {}
     with engine_session() as workspaces:
         for name in names or workspaces.names():
-            problems, done = workspaces.check(name, repair=repair)
+            try:
+                problems, done = workspaces.check(name, repair=repair)
+            except KyfsError as exc:  # a name that is no workspace: report it, go on
+                problems, done = [str(exc)], []
             report[name] = {"ok": not problems, "problems": problems, "repaired": done}
+        if not names:
+            for stray in workspaces.strays():
+                report[stray.name] = {
+                    "ok": False,
+                    "problems": ["not a workspace (a link, or a name that breaks the rules)"],
+                    "repaired": [],
+                }
     if as_json:
         _echo_json(report)
     else:

@@ -205,9 +205,12 @@ def prepare_mountpoint(mountpoint: Path) -> None:
         unmount(mountpoint, lazy=True)
     if _listed_mount(mountpoint):
         raise MountError(f"already mounted: {mountpoint}")
-    mountpoint.mkdir(parents=True, exist_ok=True)
-    if not mountpoint.is_dir():
+    if mountpoint.exists() and not mountpoint.is_dir():
         raise MountError(f"mountpoint is not a directory: {mountpoint}")
+    try:
+        mountpoint.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise MountError(f"cannot make the mountpoint {mountpoint}: {exc.strerror}") from None
 
 
 def serve(

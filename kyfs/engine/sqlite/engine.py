@@ -33,6 +33,7 @@ from typing import NamedTuple
 
 from kyfs.core.errors import (
     AlreadyExists,
+    InvalidName,
     NotEmpty,
     StorageError,
     UnsoundInput,
@@ -66,6 +67,14 @@ def _move_files(source: Path, target: Path) -> None:
     ):
         if src.exists():
             os.rename(src, dst)
+
+
+def _valid(name: str) -> bool:
+    try:
+        check_workspace_name(name)
+    except InvalidName:
+        return False
+    return True
 
 
 class _Shared:
@@ -177,12 +186,26 @@ class SqliteEngine:
 
     # --- the set -----------------------------------------------------------------------
     def names(self) -> list[str]:
-        """Every workspace name, sorted."""
+        """Every workspace name, sorted: the regular ``NAME.db`` files whose NAME keeps
+        the naming rules (see :meth:`strays` for the others)."""
         found = []
         for entry in os.scandir(self.directory):
             name = paths.workspace_name(Path(entry.name))
-            if name is not None and entry.is_file():
+            if name is not None and entry.is_file(follow_symlinks=False) and _valid(name):
                 found.append(name)
+        return sorted(found)
+
+    def strays(self) -> list[Path]:
+        """Files in the workspaces folder that look like workspaces but are not used as
+        any: a name that breaks the naming rules, or a link; listing and checking
+        commands report them and go on."""
+        found = []
+        for entry in os.scandir(self.directory):
+            name = paths.workspace_name(Path(entry.name))
+            if name is None:
+                continue
+            if not _valid(name) or not entry.is_file(follow_symlinks=False):
+                found.append(Path(entry.path))
         return sorted(found)
 
     def exists(self, name: str) -> bool:
