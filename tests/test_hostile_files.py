@@ -418,3 +418,20 @@ def test_odd_environments_are_one_line_errors(
     done = kyfs(*args)
     assert done.returncode in expected, done.stderr
     assert b"Traceback" not in done.stderr
+
+
+def test_kycli_keys_that_become_one_kyfs_key_are_both_kept_and_reported(
+    tmp_path: Path, kyfs_home: Path
+) -> None:
+    source = tmp_path / "kydata.db"
+    conn = sqlite3.connect(source)
+    conn.execute("CREATE TABLE kvstore (key TEXT PRIMARY KEY, value TEXT)")
+    conn.execute("INSERT INTO kvstore VALUES ('%2Fx', 'valid as it is'), ('/x', 'encoded')")
+    conn.commit()
+    conn.close()
+    plan = kyfs("migrate", "analyze", str(source), "--json")
+    done = kyfs("migrate", "kycli", str(source), "--yes", "--quiet")
+    assert done.returncode == 0, done.stderr
+    assert b"collides" in done.stdout + done.stderr or b"collides" in plan.stdout
+    values = stored_values("default")
+    assert values["%2Fx"] == b"valid as it is" and values["%2Fx~2"] == b"encoded"

@@ -368,7 +368,7 @@ def read_kycli(
                     )
     finally:
         conn.close()
-    return data
+    return _disambiguate(data)
 
 
 def _record(workspace: str, key: object, value: bytes, data: SourceData) -> Record:
@@ -376,6 +376,31 @@ def _record(workspace: str, key: object, value: bytes, data: SourceData) -> Reco
     if changed:
         data.notes.append(f"{workspace}: key {key!r} stored as {name!r} (not a valid kyfs key)")
     return Record(workspace, name, value, renamed_from=str(key) if changed else None)
+
+
+def _disambiguate(data: SourceData) -> SourceData:
+    """Two source keys that become one kyfs key (a percent-encoded key equal to a valid
+    one, two long keys cut at 255 bytes, two scopes that map to one workspace): the
+    first keeps the name, each other one gets ``~2``, ``~3``... and the pair is noted,
+    so analyze shows it and run imports both instead of failing on the clash."""
+    taken: set[tuple[str, str]] = set()
+    # Keys kept as they were claim their names before percent-encoded ones (a stable sort).
+    for record in sorted(data.live, key=lambda r: r.renamed_from is not None):
+        if (record.workspace, record.key) not in taken:
+            taken.add((record.workspace, record.key))
+            continue
+        number = 2
+        while (record.workspace, f"{record.key[:240]}~{number}") in taken:
+            number += 1
+        new = f"{record.key[:240]}~{number}"
+        data.notes.append(
+            f"{record.workspace}: key {record.renamed_from or record.key!r} collides with"
+            f" {record.key!r}; stored as {new!r}"
+        )
+        record.renamed_from = record.renamed_from or record.key
+        record.key = new
+        taken.add((record.workspace, new))
+    return data
 
 
 # --- scoped single files ----------------------------------------------------------------
@@ -428,7 +453,7 @@ def read_single_file(path: Path, master_key: str | None = None) -> SourceData:
                      parse_time(expires), now_ns)  # fmt: skip
     finally:
         conn.close()
-    return data
+    return _disambiguate(data)
 
 
 def _add(
