@@ -435,3 +435,45 @@ def test_kycli_keys_that_become_one_kyfs_key_are_both_kept_and_reported(
     assert b"collides" in done.stdout + done.stderr or b"collides" in plan.stdout
     values = stored_values("default")
     assert values["%2Fx"] == b"valid as it is" and values["%2Fx~2"] == b"encoded"
+
+
+# --- through the mount ----------------------------------------------------------------------
+@pytest.mark.mount
+def test_a_hostile_workspace_file_under_a_running_mount(
+    mount_factory: object, kyfs_home: Path
+) -> None:
+    import errno as errnos
+
+    from tests.conftest import Mount
+
+    assert kyfs("create", "good").returncode == 0
+    assert kyfs("set", "-w", "good", "k", "v").returncode == 0
+    assert kyfs("create", "evil").returncode == 0
+    assert kyfs("set", "-w", "evil", "a", "1").returncode == 0
+    conn = sqlite3.connect(paths.workspace_file("evil"), isolation_level=None)
+    conn.execute("CREATE TRIGGER wipe AFTER INSERT ON history BEGIN DELETE FROM entries; END")
+    conn.close()
+    mount = mount_factory()  # type: ignore[operator]
+    assert isinstance(mount, Mount)
+    with pytest.raises(OSError) as info:
+        os.listdir(mount.path / "evil")
+    assert info.value.errno == errnos.EIO
+    assert (mount.path / "good" / "k").read_bytes() == b"v"  # the others are served
+    ws = mount.path / "good"
+    (ws / "d").mkdir()
+    for path, call, wanted in [
+        (ws / "d", lambda p: os.setxattr(p, "user.kyfs.ttl", b"10m"), errnos.ENOTSUP),
+        (mount.path / ".kyfs" / "metrics", lambda p: os.getxattr(p, "user.kyfs.ttl"), 61),
+        (ws / ".versions" / "x", lambda p: os.mkdir(p), errnos.EROFS),
+        (ws / "d" / ".versions", lambda p: os.mkdir(p), errnos.EINVAL),
+        (ws / "d" / ".search", lambda p: os.mkdir(p), errnos.EINVAL),
+    ]:
+        with pytest.raises(OSError) as info:
+            call(path)
+        assert info.value.errno == wanted, (path, info.value)
+    conn = sqlite3.connect(paths.workspace_file("evil"))
+    assert conn.execute("SELECT count(*) FROM entries").fetchone()[0] > 0  # never ran
+    conn.close()
+    stop = subprocess.run(["fusermount3", "-u", str(mount.path)], capture_output=True)
+    assert stop.returncode == 0
+    mount.process.wait(timeout=15)

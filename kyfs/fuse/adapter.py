@@ -51,7 +51,7 @@ from kyfs.core.errors import (
     NotPermitted,
     ReadOnly,
 )
-from kyfs.core.nodes import DIR, Entry, Owner
+from kyfs.core.nodes import DIR, REG, Entry, Owner
 from kyfs.engine import SqliteEngine
 from kyfs.engine.base import Workspace
 from kyfs.fuse.binding import FuseOSError, Operations, fuse_get_context
@@ -304,21 +304,25 @@ class KyfsOperations(Operations):  # type: ignore[misc]
 
     @_op
     def setxattr(self, path: str, name: str, value: bytes, options: int, position: int = 0) -> int:
-        """Set ``user.kyfs.ttl`` ("10m", "600"; empty clears). ENOTSUP for other names;
-        EINVAL for a bad duration; ENOENT."""
+        """Set ``user.kyfs.ttl`` ("10m", "600"; empty clears). ENOTSUP for other names and
+        for a directory or link (only keys expire); EINVAL for a bad duration; ENOENT."""
         if name != XATTR_TTL:
             raise FuseOSError(errno.ENOTSUP)
         store, key = self._resolve(path)
+        if store.stat(key).kind != REG:
+            raise FuseOSError(errno.ENOTSUP)
         text = value.decode("utf-8", "replace").strip()
         store.set_ttl(key, names.parse_duration(text) if text else None)
         return 0
 
     @_op
     def removexattr(self, path: str, name: str) -> int:
-        """Clear ``user.kyfs.ttl``. ENODATA for other names; ENOENT."""
+        """Clear ``user.kyfs.ttl``. ENODATA for other names and for a directory; ENOENT."""
         if name != XATTR_TTL:
             raise FuseOSError(ENODATA)
         store, key = self._resolve(path)
+        if store.stat(key).kind != REG:
+            raise FuseOSError(ENODATA)
         store.set_ttl(key, None)
         return 0
 
