@@ -251,3 +251,15 @@ def test_search_directory_in_the_mount(mounted: Mount) -> None:
         (query / "new").write_text("x")
     assert info.value.errno == 30  # EROFS
     assert os.listdir(root / ".search" / "absent words") == []
+
+
+def test_counting_tokens_matches_the_tokenizer() -> None:
+    from kyfs.core.tokens import count_tokens
+
+    samples = [
+        "", "a", "user.name", "a_b__c  d-e", "x" * 300, "Café naïve ☃ façade",
+        "e\u0301cole ÉCOLE", "tab\tnew\nline\r\x0bvt", "ABC123def", "émoji 🙂 ok",
+        Path(__file__).read_text(),
+    ]  # fmt: skip
+    for text in samples:
+        assert count_tokens(text) == len(tokenize(text)), text[:30]

@@ -72,7 +72,7 @@ def index_node(
     key = "\n".join(keys)
     conn.execute(
         _UPSERT,
-        (node_id, key, text, len(tokens.tokenize(key)), len(tokens.tokenize(text)) if text else 0),
+        (node_id, key, text, tokens.count_tokens(key), tokens.count_tokens(text) if text else 0),
     )
 
 
@@ -86,7 +86,7 @@ def reindex_names(conn: sqlite3.Connection, node_id: int) -> None:
     key = "\n".join(keys)
     cur = conn.execute(
         "UPDATE search_text SET key = ?, key_tokens = ? WHERE id = ?",
-        (key, len(tokens.tokenize(key)), node_id),
+        (key, tokens.count_tokens(key), node_id),
     )
     if cur.rowcount == 0:
         index_node(conn, node_id)
