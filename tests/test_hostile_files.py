@@ -14,7 +14,6 @@ import stat
 import subprocess
 import sys
 import tarfile
-import time
 from pathlib import Path
 
 import pytest
@@ -130,9 +129,7 @@ def test_a_backup_whose_table_is_a_recursive_view_is_refused_at_once(
         ],
         tmp_path / "view.tar.gz",
     )
-    started = time.monotonic()
-    done = refused_restore(hostile, kyfs_home, tmp_path)
-    assert time.monotonic() - started < 20
+    done = refused_restore(hostile, kyfs_home, tmp_path)  # a hang fails on its timeout
     assert b"view" in done.stderr
 
 
@@ -362,10 +359,8 @@ def test_a_kycli_file_whose_table_is_a_recursive_view_is_refused(
         " FROM r) SELECT printf('k%d', n) AS key, 'v' AS value FROM r ORDER BY random()"
     )
     conn.close()
-    started = time.monotonic()
-    done = kyfs("migrate", "kycli", str(source), "--yes", "--quiet", timeout=60)
+    done = kyfs("migrate", "kycli", str(source), "--yes", "--quiet", timeout=60)  # no hang
     assert done.returncode == 2 and b"view" in done.stderr, done.stderr
-    assert time.monotonic() - started < 30
 
 
 def test_stray_files_in_the_workspaces_folder_are_reported_and_passed_over(
