@@ -116,3 +116,61 @@ def use_project(engine: SqliteEngine, path: Path) -> str:
         if workspace.meta().get("project_path") is None:
             workspace.set_meta("project_path", str(path.expanduser().resolve()))
     return name
+
+
+class BackgroundIndexer:
+    """Catches every workspace's search index up with its writes on a thread of its own,
+    so the FUSE loop never tokenizes (the daemon runs one; searches also drain what is
+    pending first, so none depends on it for correctness).
+
+    Every INTERVAL seconds it takes each workspace in turn and writes the index rows of
+    up to BATCH pending nodes per transaction until none is left. It uses its own engine
+    (its own SQLite connections and lock descriptor), so SQLite's locking, not Python's,
+    orders it against the daemon's writes; FTS5's tokenizing runs in C with the GIL
+    released, beside the FUSE thread.
+
+    Thread-safety: start and stop from one thread.
+    """
+
+    INTERVAL = 0.5  # seconds between two passes
+    BATCH = 256  # nodes indexed per transaction (bounds how long a writer may wait)
+
+    def __init__(self) -> None:
+        import threading
+
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Start the thread (a daemon thread: it never keeps the process alive)."""
+        import threading
+
+        self._thread = threading.Thread(target=self._run, name="kyfs-indexer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        import logging
+
+        from kyfs.core.errors import KyfsError
+
+        log = logging.getLogger(__name__)
+        engine = open_engine()
+        try:
+            while not self._stop.wait(self.INTERVAL):
+                for name in engine.names():
+                    try:
+                        while not self._stop.is_set():
+                            with engine.using(name) as workspace:
+                                if workspace.flush_index(self.BATCH) < self.BATCH:
+                                    break
+                    except KyfsError as exc:  # dropped meanwhile, untrusted, busy: next pass
+                        log.debug("indexing %s: %s", name, exc)
+        finally:
+            engine.close()
+
+    def stop(self) -> None:
+        """Stop the thread and wait for its current batch (at most a few seconds)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None

@@ -6,6 +6,7 @@ import json
 import os
 import sqlite3
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -208,6 +209,8 @@ def test_fsck_notices_and_rebuilds_a_damaged_index() -> None:
     w = SqliteEngine()
     try:
         _workspace(w, "w", {"a": "alpha words", "b": "beta words"})
+        with w.using("w") as indexed:
+            assert indexed.flush_index() == 2  # writes only marked them; this writes the rows
         conn = sqlite3.connect(paths.workspace_file("w"))
         conn.execute("DELETE FROM search_text WHERE key = 'a'")  # the triggers keep FTS in sync
         rowid = conn.execute("SELECT id FROM search_text WHERE key = 'b'").fetchone()[0]
@@ -263,3 +266,23 @@ def test_counting_tokens_matches_the_tokenizer() -> None:
     ]  # fmt: skip
     for text in samples:
         assert count_tokens(text) == len(tokenize(text)), text[:30]
+
+
+@pytest.mark.mount
+def test_the_daemon_indexes_in_the_background(mounted: Mount) -> None:
+    """Writes through the mount only mark their keys; the daemon's indexer thread writes
+    the index rows without any search asking (the queue empties by itself)."""
+    for n in range(50):
+        (mounted.path / "default" / f"f{n}").write_text(f"background words {n}")
+    db = sqlite3.connect(paths.workspace_file("default"))
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            pending = db.execute("SELECT count(*) FROM index_pending").fetchone()[0]
+            indexed = db.execute("SELECT count(*) FROM search_text").fetchone()[0]
+            if pending == 0 and indexed == 50:
+                break
+            time.sleep(0.1)
+        assert (pending, indexed) == (0, 50)
+    finally:
+        db.close()

@@ -250,6 +250,11 @@ class Workspace(Protocol):
         ...
 
     # --- search, checking, snapshots ------------------------------------------------------
+    def flush_index(self, limit: int | None = None) -> int:
+        """Catch the search index up with up to ``limit`` pending writes (all when None);
+        returns how many nodes. Searches do it first themselves."""
+        ...
+
     def search(self, match: str, limit: int, with_text: bool = True) -> list[Match]:
         """The best matches of an FTS5-syntax query. InvalidQuery (EINVAL, exit 2)."""
         ...

@@ -231,6 +231,7 @@ def serve(
         MountError: (exit 5) libfuse could not mount (see the log for its message).
         InvalidInput: (exit 2) ``metrics_port`` without prometheus_client.
     """
+    from kyfs.app import BackgroundIndexer
     from kyfs.engine import open_engine
     from kyfs.fuse.adapter import KyfsOperations
     from kyfs.platform import service
@@ -260,12 +261,15 @@ def serve(
     settings = {**BASE_OPTIONS, **(options or {})}
     service.announce_when_mounted(mountpoint)
     log.info("kyfs %s serving %s from %s", __version__, mountpoint, paths.data_dir())
+    indexer = BackgroundIndexer()
+    indexer.start()
     try:
         fuse_class = _fuse_class()
         fuse_class(operations, str(mountpoint), foreground=True, nothreads=True, **settings)
     except RuntimeError as exc:
         raise MountError(f"cannot mount {mountpoint}: libfuse error {exc}") from None
     finally:
+        indexer.stop()
         record.unlink(missing_ok=True)
 
 

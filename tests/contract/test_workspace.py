@@ -217,3 +217,12 @@ def test_engine_lifecycle(engine: Engine) -> None:
     assert engine.check("b") == ([], [])
     engine.drop("b")
     assert engine.names() == []
+
+
+def test_index_work_waits_but_searches_see_every_write(ws: Workspace) -> None:
+    ws.set("notes/new", b"pending words")
+    assert ws.check() == []  # a mark waiting in the queue is no damage
+    assert [m.key for m in ws.search('"pending"', 10)] == ["notes/new"]  # drained first
+    assert ws.flush_index() == 0
+    ws.delete("notes/new")
+    assert ws.search('"pending"', 10) == []

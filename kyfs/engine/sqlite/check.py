@@ -15,7 +15,7 @@ from kyfs.core.nodes import DIR, MARK_END, MARK_START, REG, Match, Owner
 from kyfs.engine.sqlite import schema
 from kyfs.engine.sqlite.archive import ArchiveMixin
 from kyfs.engine.sqlite.connection import convert
-from kyfs.engine.sqlite.index import SEARCH, SEARCH_KEYS, index_node
+from kyfs.engine.sqlite.index import SEARCH, SEARCH_KEYS, flush, index_node
 from kyfs.engine.sqlite.nodes import archive_node
 from kyfs.engine.sqlite.values import BLOCK_SIZE
 
@@ -65,12 +65,14 @@ _CHECKS = [
     (
         "keys missing from the search index",
         f"SELECT n.id FROM nodes n WHERE n.kind = {REG} AND EXISTS (SELECT 1 FROM entries e"
-        f" WHERE e.node = n.id) AND NOT EXISTS (SELECT 1 FROM search_text t WHERE t.id = n.id)",
+        f" WHERE e.node = n.id) AND NOT EXISTS (SELECT 1 FROM search_text t WHERE t.id = n.id)"
+        f" AND n.id NOT IN (SELECT node_id FROM index_pending)",
     ),
     (
         "search index rows of no key",
         f"SELECT t.id FROM search_text t WHERE NOT EXISTS"
-        f" (SELECT 1 FROM nodes n WHERE n.id = t.id AND n.kind = {REG})",
+        f" (SELECT 1 FROM nodes n WHERE n.id = t.id AND n.kind = {REG})"
+        f" AND t.id NOT IN (SELECT node_id FROM index_pending)",
     ),
     # FTS5 keeps one row per indexed document in its shadow table %_docsize; before
     # SQLite 3.44 'integrity-check' does not compare the index with its content table.
@@ -92,14 +94,25 @@ class SearchCheckMixin(ArchiveMixin):
     """Full-text search of this workspace, and fsck."""
 
     # --- search ---------------------------------------------------------------------
+    def flush_index(self, limit: int | None = None) -> int:
+        """Bring the search index up to date for up to ``limit`` pending nodes (all when
+        None), in one transaction; returns how many. Writes only mark their node
+        (kyfs.engine.sqlite.index.mark); searches and a background indexer call this."""
+        if not self._row("SELECT 1 FROM index_pending LIMIT 1"):
+            return 0  # the usual case takes no write lock
+        with self._atomic() as conn:
+            return flush(conn, limit)
+
     def search(self, match: str, limit: int, with_text: bool = True) -> list[Match]:
         """The best ``limit`` keys for the FTS5 query ``match``, best first (by bm25); a
-        node with several names is listed under each.
+        node with several names is listed under each. Pending index work is done first,
+        so every write committed before the search began is seen.
 
         Raises:
             InvalidQuery: (EINVAL, exit 2) ``match`` is not valid FTS5 syntax
                 (sqlite.org/fts5.html#full_text_query_syntax).
         """
+        self.flush_index()
         try:
             if with_text:
                 rows = self._conn.execute(SEARCH, (MARK_START, MARK_END, match, limit))
@@ -120,6 +133,7 @@ class SearchCheckMixin(ArchiveMixin):
     def search_stats(self, terms: Iterable[str]) -> tuple[int, int, dict[str, int]]:
         """(indexed keys, their total length in tokens, {term: keys holding it}) for scoring."""
         wanted = sorted(set(terms))
+        self.flush_index()
         with self._snapshot() as conn:
             count, total = conn.execute(
                 "SELECT count(*), total(key_tokens + value_tokens) FROM search_text"
@@ -245,6 +259,7 @@ class SearchCheckMixin(ArchiveMixin):
                 relinked += 1
             if relinked:
                 done.append(f"recounted the links of {relinked} nodes")
+            flush(conn)
             conn.execute(
                 f"DELETE FROM search_text WHERE id IN ({checks['search index rows of no key']})"
             )

@@ -41,6 +41,23 @@ _UPSERT = (
 )
 
 
+def mark(conn: sqlite3.Connection, node_id: int) -> None:
+    """Note, inside the caller's transaction, that node ``node_id``'s index row must be
+    rewritten (its value or names changed, or it went); :func:`flush` does it."""
+    conn.execute("INSERT OR IGNORE INTO index_pending (node_id) VALUES (?)", (node_id,))
+
+
+def flush(conn: sqlite3.Connection, limit: int | None = None) -> int:
+    """Write the index rows of up to ``limit`` pending nodes (all when None) inside the
+    caller's transaction; returns how many were done."""
+    sql = "SELECT node_id FROM index_pending ORDER BY node_id"
+    rows = conn.execute(sql + (" LIMIT ?" if limit else ""), (limit,) if limit else ()).fetchall()
+    for (node_id,) in rows:
+        index_node(conn, node_id)
+        conn.execute("DELETE FROM index_pending WHERE node_id = ?", (node_id,))
+    return len(rows)
+
+
 def names_of(conn: sqlite3.Connection, node_id: int) -> list[str]:
     """Every name (key) of node ``node_id``, in code point order."""
     rows = conn.execute("SELECT key FROM entries WHERE node = ? ORDER BY key", (node_id,))

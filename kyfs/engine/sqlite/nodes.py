@@ -58,7 +58,7 @@ from kyfs.core.nodes import (
 from kyfs.engine.sqlite import schema
 from kyfs.engine.sqlite.connection import convert
 from kyfs.engine.sqlite.history import HistoryMixin, record
-from kyfs.engine.sqlite.index import index_node, reindex_names
+from kyfs.engine.sqlite.index import mark
 
 _NODE = (
     "n.kind, n.mode, n.size, n.created_ns, n.mtime_ns, n.ctime_ns, n.atime_ns,"
@@ -93,10 +93,11 @@ def process_owner() -> Owner:
 
 def archive_node(conn: sqlite3.Connection, node_id: int, key: str, now: int) -> None:
     """Move node ``node_id`` to the archive under ``key``; its blocks stay, under its id,
-    and it leaves the search index."""
+    and it leaves the search index (at the next flush; a search never lists a node
+    without a name, so it is never found meanwhile)."""
     conn.execute(SQL_ARCHIVE, (key, DIR, now, node_id))
     conn.execute("DELETE FROM nodes WHERE id = ?", (node_id,))
-    conn.execute("DELETE FROM search_text WHERE id = ?", (node_id,))
+    mark(conn, node_id)  # its index row goes at the next flush
 
 
 class NamespaceMixin(HistoryMixin):
@@ -301,7 +302,7 @@ class NamespaceMixin(HistoryMixin):
             conn.execute(
                 "UPDATE nodes SET nlink = nlink - 1, ctime_ns = ? WHERE id = ?", (now, entry.id)
             )
-            reindex_names(conn, entry.id)
+            mark(conn, entry.id)
             return False
         archive_node(conn, entry.id, entry.key, now)
         return True
@@ -335,7 +336,7 @@ class NamespaceMixin(HistoryMixin):
                     raise AlreadyExists(f"key exists: {key}")
                 return entry
             node_id = self._make(conn, key, REG, mode, owner)
-            index_node(conn, node_id, 0, b"")
+            mark(conn, node_id)
             return self._must(conn, key)
 
     def mkdir(self, key: str, mode: int = DIR_MODE, owner: Owner | None = None) -> Entry:
@@ -400,7 +401,7 @@ class NamespaceMixin(HistoryMixin):
                 "UPDATE nodes SET nlink = nlink + 1, ctime_ns = ? WHERE id = ?", (now, entry.id)
             )
             self._touch(conn, parent.id, now)
-            reindex_names(conn, entry.id)
+            mark(conn, entry.id)
             record(conn, new, "link", None, f"from {existing}", now)
             return self._must(conn, new)
 
@@ -496,7 +497,7 @@ class NamespaceMixin(HistoryMixin):
                 (DIR, new, new + "/", new + "0"),
             ).fetchall()
             for node_id, key in moved:
-                reindex_names(conn, node_id)
+                mark(conn, node_id)
                 before = old + key[len(new) :]
                 record(conn, before, "rename", None, f"to {key}", now)
                 record(conn, key, "rename", None, f"from {before}", now)

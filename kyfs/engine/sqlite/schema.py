@@ -349,6 +349,19 @@ def m006_nodes(conn: sqlite3.Connection) -> None:
     )
 
 
+def m007_index_pending(conn: sqlite3.Connection) -> None:
+    """``index_pending``: nodes whose search index row waits to be written. A write only
+    marks its node here (one small insert); the search index catches up in batches
+    (kyfs.engine.sqlite.index.flush), and every search drains it first, so a search
+    still sees every write committed before it started."""
+    _run_script(
+        conn,
+        """
+        CREATE TABLE IF NOT EXISTS index_pending (node_id INTEGER PRIMARY KEY);
+        """,
+    )
+
+
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     m001_entries_and_blocks,
     m002_archive,
@@ -356,6 +369,7 @@ MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     m004_history,
     m005_ttl_meta,
     m006_nodes,
+    m007_index_pending,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

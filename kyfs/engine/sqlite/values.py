@@ -31,7 +31,7 @@ from kyfs.core.errors import AlreadyExists, InvalidInput, IsADirectory, KeyNotFo
 from kyfs.core.nodes import FILE_MODE, LNK, REG, Entry, ImportItem, Owner, check_size
 from kyfs.engine.sqlite.connection import convert
 from kyfs.engine.sqlite.history import HISTORY_VALUE_MAX, cache_ttl, read_meta, record
-from kyfs.engine.sqlite.index import index_node, names_of
+from kyfs.engine.sqlite.index import mark, names_of
 from kyfs.engine.sqlite.nodes import SQL_ARCHIVE, NamespaceMixin, process_owner
 from kyfs.engine.sqlite.rules import validate
 
@@ -111,9 +111,10 @@ def after_write(
     detail: str | None = None,
     size: int | None = None,
 ) -> None:
-    """What every value write does in its transaction: TTL, schema check, history,
-    search index. ``replace_ttl``: the TTL becomes ``ttl_s`` (kyfs set), else it is
-    kept (writes through the mount); a cache workspace's TTL always applies.
+    """What every value write does in its transaction: TTL, schema check, history, and a
+    mark for the search index (written at the next flush). ``replace_ttl``: the TTL
+    becomes ``ttl_s`` (kyfs set), else it is kept (writes through the mount); a cache
+    workspace's TTL always applies.
 
     Raises:
         SchemaViolation: (EINVAL, exit 2) the value breaks a schema rule; the caller's
@@ -144,7 +145,7 @@ def after_write(
     detail = detail if value is not None else "too large"
     for key in keys:
         record(conn, key, "set", value, detail, now, meta)
-    index_node(conn, node_id, size, value)
+    mark(conn, node_id)
 
 
 class ValuesMixin(NamespaceMixin):
