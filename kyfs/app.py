@@ -48,7 +48,8 @@ def engine_session() -> Iterator[SqliteEngine]:
 @contextlib.contextmanager
 def session(name: str | None) -> Iterator[tuple[str, Workspace]]:
     """The workspace a command acts on (:func:`resolve_workspace`), open under the shared
-    workspaces lock for the ``with`` block; yields (its name, the workspace).
+    workspaces lock for the ``with`` block; yields (its name, the workspace). ``default``
+    is created on first use (KyCLI's rule), unless it was dropped: it waits in the trash.
 
     Raises:
         WorkspaceNotFound: (ENOENT, exit 1) with a hint to create it.
@@ -59,9 +60,22 @@ def session(name: str | None) -> Iterator[tuple[str, Workspace]]:
         try:
             opened = stack.enter_context(engine.using(workspace))
         except WorkspaceNotFound:
-            raise WorkspaceNotFound(
-                f"workspace not found: {workspace} (create it with: kyfs use {workspace} --create)"
-            ) from None
+            dropped = any(t.name == workspace for t in engine.trash())
+            if workspace == config.DEFAULT_WORKSPACE and not dropped:
+                # The first command on a fresh data directory (kyfs set foo bar) just works.
+                with contextlib.suppress(WorkspaceExists):
+                    engine.create(workspace)
+                opened = stack.enter_context(engine.using(workspace))
+            elif dropped:
+                raise WorkspaceNotFound(
+                    f"workspace not found: {workspace} (it is in the trash:"
+                    f" kyfs trash restore {workspace})"
+                ) from None
+            else:
+                raise WorkspaceNotFound(
+                    f"workspace not found: {workspace} (create it with: kyfs use {workspace}"
+                    " --create)"
+                ) from None
         yield workspace, opened
 
 

@@ -57,7 +57,27 @@ class KyfsGroup(click.Group):
             raise KyfsCliError(StorageError(f"{exc.strerror or exc}{where}")) from None
 
 
-@click.group(cls=KyfsGroup, context_settings={"help_option_names": ["-h", "--help"]})
+TOUR = """kyfs: key-value workspaces that live as a filesystem.
+
+Keys:        kyfs set user.name Alice        kyfs get user.name
+             kyfs keys api/ --json           kyfs delete user.name
+Workspaces:  kyfs use project_alpha --create kyfs workspaces
+The mount:   kyfs mount                      echo Alice > ~/kyfs/default/user.name
+Search:      kyfs search "jwt token" --all   ls ~/kyfs/.search/"jwt token"/
+History:     kyfs history user.name          kyfs restore user.name --version 3
+Safety:      kyfs trash restore NAME         kyfs backup create
+From KyCLI:  kyfs migrate kycli              kys KEY VALUE / kyg KEY / kyl / kyd KEY
+
+Global options go before or after the command: kyfs -w NAME keys, kyfs keys -w NAME.
+Every command: kyfs --help; one command: kyfs COMMAND --help.
+"""
+
+
+@click.group(
+    cls=KyfsGroup,
+    invoke_without_command=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
 @click.version_option(__version__, prog_name="kyfs")
 @click.option(
     "--user", envvar=config.ENV_USER, metavar="NAME", help="Whose state to use (default: login)."
@@ -65,8 +85,15 @@ class KyfsGroup(click.Group):
 @click.option(
     "--cursor", envvar=config.ENV_CURSOR, metavar="NAME", help="Use cursor NAME's data directory."
 )
+@click.option(
+    "-w",
+    "--workspace",
+    "workspace",
+    metavar="NAME",
+    help="Workspace for the command (as -w after it; env KYFS_WORKSPACE).",
+)
 @click.pass_context
-def cli(ctx: click.Context, user: str | None, cursor: str | None) -> None:
+def cli(ctx: click.Context, user: str | None, cursor: str | None, workspace: str | None) -> None:
     """kyfs: key-value workspaces that live as a filesystem.
 
     Each workspace is one SQLite file; `kyfs mount` shows every workspace as a
@@ -74,17 +101,24 @@ def cli(ctx: click.Context, user: str | None, cursor: str | None) -> None:
     """
     if ctx.resilient_parsing:  # shell completion: no side effects
         return
+    if ctx.invoked_subcommand is None:
+        click.echo(TOUR, nl=False)
+        return
     # In the environment for the command's duration, so that a daemon started by
-    # `kyfs mount` inherits them; put back afterwards (in-process callers, tests).
-    saved = {n: os.environ.get(n) for n in (config.ENV_USER, config.ENV_CURSOR, paths.ENV_DATA)}
+    # `kyfs mount` inherits them, and a subcommand's own -w (KYFS_WORKSPACE) sees a
+    # global one; put back afterwards (in-process callers, tests).
+    names = (config.ENV_USER, config.ENV_CURSOR, paths.ENV_DATA, config.ENV_WORKSPACE)
+    saved = {n: os.environ.get(n) for n in names}
     ctx.call_on_close(lambda: _restore_environment(saved))
     if user:
         os.environ[config.ENV_USER] = user
     if cursor:
         os.environ[config.ENV_CURSOR] = cursor
+    if workspace is not None:
+        os.environ[config.ENV_WORKSPACE] = workspace
     config.current_user()  # a bad --user is a clear error before anything runs
     config.apply_cursor()
-    if ctx.invoked_subcommand in ("completion", "migrate", None):
+    if ctx.invoked_subcommand in ("completion", "migrate"):
         return
     _kycli_hint_once()
     with engine_session() as workspaces:

@@ -1,0 +1,66 @@
+"""A KyCLI user's first minutes (issue 14): the first command works on a fresh data
+directory, global options go before the command too, ``kyfs`` alone shows a short tour,
+and KyCLI's short commands (kys, kyg, kyl, kyd) keep working."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+
+
+def run(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+    command = [str(BIN / args[0]), *args[1:]] if args and args[0] in SHORT else [
+        sys.executable, "-m", "kyfs", *args
+    ]  # fmt: skip
+    return subprocess.run(command, input=stdin, capture_output=True, check=False, timeout=60)
+
+
+SHORT = {"kys", "kyg", "kyl", "kyd"}
+
+
+def test_the_first_command_on_a_fresh_home_works(kyfs_home: Path) -> None:
+    done = run("set", "foo", "bar")
+    assert done.returncode == 0, done.stderr
+    assert run("get", "foo").stdout == b"bar"
+    names = [w["name"] for w in json.loads(run("workspaces", "--json").stdout)]
+    assert names == ["default", "shared"]
+
+
+def test_a_dropped_default_is_not_brought_back(kyfs_home: Path) -> None:
+    assert run("set", "foo", "bar").returncode == 0
+    assert run("drop", "default", "--yes").returncode == 0
+    done = run("keys")
+    assert done.returncode == 1 and b"kyfs trash restore default" in done.stderr
+    names = [w["name"] for w in json.loads(run("workspaces", "--json").stdout)]
+    assert "default" not in names
+    assert run("create", "default").returncode == 0  # as any name, on purpose
+
+
+def test_global_options_go_before_the_command_too(kyfs_home: Path) -> None:
+    assert run("create", "wa").returncode == 0
+    assert run("-w", "wa", "set", "k", "v").returncode == 0
+    assert run("-w", "wa", "keys").stdout == b"k\n"
+    assert run("keys", "-w", "wa").stdout == b"k\n"
+    assert run("-w", "wa", "keys", "-w", "default").stdout == b""  # the nearer one wins
+
+
+def test_kyfs_alone_shows_a_short_tour(kyfs_home: Path) -> None:
+    done = run()
+    assert done.returncode == 0
+    assert b"kyfs set user.name Alice" in done.stdout and b"kys KEY VALUE" in done.stdout
+
+
+def test_kycli_short_commands(kyfs_home: Path) -> None:
+    assert run("kys", "user.name", "Alice").returncode == 0
+    assert run("kys", "api.token", stdin=b"s3cr3t").returncode == 0
+    assert run("kyg", "user.name").stdout == b"Alice"
+    assert run("kyl").stdout == b"api.token\nuser.name\n"
+    assert run("kyl", "user.*").stdout == b"user.name\n"
+    assert run("kyd", "user.name").returncode == 0
+    assert run("kyg", "user.name").returncode == 1  # not found, as kyfs get
+    assert run("kys", "-w", "shared", "k", "v").returncode == 0
+    assert run("kyg", "-w", "shared", "k").stdout == b"v"
