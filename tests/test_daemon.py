@@ -98,13 +98,16 @@ def test_status_of_running_stale_and_absent_mounts(tmp_path: Path, kyfs_home: Pa
     require_mount()
     mountpoint = tmp_path / "mnt"
 
+    codes = []
+
     def status() -> dict[str, object]:
         done = subprocess.run(
             [sys.executable, "-m", "kyfs", "status", str(mountpoint), "--json"],
             capture_output=True,
-            check=True,
         )
-        return json.loads(done.stdout)  # type: ignore[no-any-return]
+        info = json.loads(done.stdout)
+        codes.append((done.returncode, info["mounted"], info["stale"]))
+        return info  # type: ignore[no-any-return]
 
     try:
         assert status()["mounted"] is False
@@ -124,6 +127,10 @@ def test_status_of_running_stale_and_absent_mounts(tmp_path: Path, kyfs_home: Pa
             [sys.executable, "-m", "kyfs", "status", str(mountpoint)], capture_output=True
         ).stdout
         assert b"stale" in text
+        # LSB init-script status codes: 0 mounted, 1 stale, 3 not mounted
+        for code, mounted, is_stale in codes:
+            assert code == (0 if mounted else 1 if is_stale else 3)
+        assert {code for code, _, _ in codes} == {0, 1, 3}
     finally:
         subprocess.run(["fusermount3", "-uz", str(mountpoint)], capture_output=True)
 

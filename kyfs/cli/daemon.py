@@ -17,8 +17,15 @@ from kyfs.cli.base import (
 )
 from kyfs.platform import config, paths
 
-
 # --- mounting ---------------------------------------------------------------------------
+STATUS_MOUNTED, STATUS_STALE, STATUS_DOWN = 0, 1, 3  # LSB init-script status codes
+
+
+def _exit(code: int) -> None:
+    if code:
+        raise SystemExit(code)
+
+
 @cli.command()
 @click.argument("mountpoint", required=False, type=click.Path(path_type=Path))
 @click.option("--foreground", "-f", is_flag=True, help="Serve in this process until unmounted.")
@@ -80,10 +87,19 @@ def unmount(mountpoint: Path | None, lazy: bool) -> None:
 @click.argument("mountpoint", required=False, type=click.Path(path_type=Path))
 @json_option
 def status(mountpoint: Path | None, as_json: bool) -> None:
-    """Is kyfs mounted at MOUNTPOINT (default ~/kyfs)? Daemon, data, active workspace."""
+    """Is kyfs mounted at MOUNTPOINT (default ~/kyfs)? Daemon, data, active workspace.
+
+    Exit status as an LSB init script's status action (and systemctl is-active) gives
+    it, so scripts can test it: 0 mounted, 1 stale (the daemon died; kyfs mount
+    recovers it), 3 not mounted.
+
+    Example: kyfs status || kyfs mount
+    """
     from kyfs.fuse import daemon as mounting
 
     info = mounting.status((mountpoint or paths.default_mountpoint()).expanduser())
+    code = STATUS_STALE if info["stale"] else STATUS_MOUNTED if info["mounted"] else STATUS_DOWN
+    click.get_current_context().call_on_close(lambda: _exit(code))
     if as_json:
         _echo_json(info)
         return

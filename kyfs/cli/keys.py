@@ -21,8 +21,9 @@ from kyfs.cli.base import (
     json_option,
     workspace_option,
 )
-from kyfs.core.errors import InvalidInput, NotFound
+from kyfs.core.errors import InvalidInput
 
+COMMAND_NOT_FOUND = 127  # the exit status POSIX shells give a command they cannot find
 ENV_VALUE_MAX = 128 * 1024 - 1  # bytes of one environment string (Linux MAX_ARG_STRLEN)
 JSON_VALUE_MAX = 64 * 1024**2  # bytes: a larger value is refused by get --json (use get > FILE)
 
@@ -272,8 +273,9 @@ def exec_cmd(ctx: click.Context, workspace: str | None, command: tuple[str, ...]
                    + ", ".join(skipped), err=True)  # fmt: skip
     try:
         done = subprocess.run(list(command), env=env, check=False)
-    except FileNotFoundError:
-        raise NotFound(f"command not found: {command[0]}") from None
+    except FileNotFoundError:  # as a shell says it, and with the shell's exit status
+        click.echo(f"kyfs exec: {command[0]}: command not found", err=True)
+        ctx.exit(COMMAND_NOT_FOUND)
     except (OSError, ValueError) as exc:  # E2BIG: the environment as a whole is too large
         raise InvalidInput(f"cannot run {command[0]}: {exc}") from None
     ctx.exit(done.returncode)
