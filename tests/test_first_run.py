@@ -64,3 +64,15 @@ def test_kycli_short_commands(kyfs_home: Path) -> None:
     assert run("kyg", "user.name").returncode == 1  # not found, as kyfs get
     assert run("kys", "-w", "shared", "k", "v").returncode == 0
     assert run("kyg", "-w", "shared", "k").stdout == b"v"
+
+
+def test_history_shows_what_each_version_held(kyfs_home: Path) -> None:
+    assert run("set", "user.name", "Alice").returncode == 0
+    assert run("set", "user.name", "Alice Smith\nsecond line").returncode == 0
+    assert run("set", "user.name", stdin=b"\x00\x01\x02").returncode == 0
+    lines = run("history", "user.name").stdout.decode().splitlines()
+    assert lines[0].endswith("'Alice'") and lines[1].endswith("'Alice Smith'")
+    assert lines[2].endswith("<binary, 3 bytes>")
+    versions = json.loads(run("history", "user.name", "--json").stdout)
+    assert versions[1]["value"] == "Alice Smith\nsecond line"
+    assert versions[2]["value_base64"] == "AAEC"

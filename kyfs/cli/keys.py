@@ -287,23 +287,57 @@ def exec_cmd(ctx: click.Context, workspace: str | None, command: tuple[str, ...]
 @workspace_option
 @json_option
 def history(key: str, workspace: str | None, as_json: bool) -> None:
-    """List the recorded versions of KEY, oldest first: version, time, action, size."""
+    """List the recorded versions of KEY, oldest first: version, time, action, size, and a
+    one-line preview of the value (its first line of text, cut to the terminal's width;
+    <binary, N bytes> otherwise); --json gives each whole value (UTF-8, else base64).
+
+    Example: kyfs history user.name; then kyfs restore user.name --version 3
+    """
+    import base64
+    import shutil
+
     with session(workspace) as (_, store):
         rows = store.history(key)
-    items = [
-        {
+    items: list[dict[str, Any]] = []
+    for h in rows:
+        item: dict[str, Any] = {
             "version": h.id,
             "time": _iso(h.time_ns),
             "action": h.action,
             "size": None if h.value is None else len(h.value),
             "detail": h.detail,
         }
-        for h in rows
-    ]
+        if h.value is not None:
+            try:
+                if b"\0" in h.value:  # binary, as the search index judges it
+                    raise UnicodeDecodeError("utf-8", h.value, 0, 1, "NUL byte")
+                item["value"] = h.value.decode("utf-8")
+            except UnicodeDecodeError:
+                item["value_base64"] = base64.b64encode(h.value).decode("ascii")
+        items.append(item)
     if as_json:
         _echo_json(items)
         return
+    width = shutil.get_terminal_size((100, 24)).columns
     for item in items:
         size = "" if item["size"] is None else f"{item['size']} bytes"
         detail = f"  ({item['detail']})" if item["detail"] else ""
-        click.echo(f"{item['version']:>6}  {item['time']}  {item['action']:<6}  {size}{detail}")
+        line = f"{item['version']:>6}  {item['time']}  {item['action']:<6}  {size}{detail}"
+        preview = _preview(item)
+        if preview:
+            room = max(width - len(line) - 4, 12)
+            line += "  " + (preview if len(preview) <= room else preview[: room - 1] + "…")
+        click.echo(line)
+
+
+def _preview(item: dict[str, Any]) -> str:
+    """One line that shows what a version held: its first line of text (control
+    characters shown as ?), or ``<binary, N bytes>``."""
+    if "value_base64" in item:
+        return f"<binary, {item['size']} bytes>"
+    text = item.get("value")
+    if text is None:
+        return ""
+    first = text.split("\n", 1)[0]
+    shown = "".join(c if c.isprintable() else "?" for c in first[:500])
+    return repr(shown) if shown else "''"
