@@ -76,3 +76,30 @@ def test_history_shows_what_each_version_held(kyfs_home: Path) -> None:
     versions = json.loads(run("history", "user.name", "--json").stdout)
     assert versions[1]["value"] == "Alice Smith\nsecond line"
     assert versions[2]["value_base64"] == "AAEC"
+
+
+def test_json_on_set_delete_ttl_retention(kyfs_home: Path) -> None:
+    done = json.loads(run("set", "k", "value", "--ttl", "1h", "--json").stdout)
+    assert done["action"] == "set" and done["size"] == 5 and done["expires"]
+    assert json.loads(run("ttl", "k", "--json").stdout)["seconds_left"] > 3500
+    assert json.loads(run("retention", "--json").stdout) == {
+        "workspace": "default", "versions": 100, "days": 30.0,
+    }  # fmt: skip
+    assert json.loads(run("delete", "k", "--json").stdout) == {
+        "action": "delete", "workspace": "default", "key": "k",
+    }  # fmt: skip
+
+
+def test_the_active_workspace_in_colour_unless_no_color(
+    kyfs_home: Path, monkeypatch: object
+) -> None:
+    from click.testing import CliRunner
+
+    from kyfs.cli import cli
+
+    runner = CliRunner()
+    assert runner.invoke(cli, ["create", "default"]).exit_code == 0
+    coloured = runner.invoke(cli, ["workspaces"], color=True).output
+    assert "\x1b[" in coloured and "default" in coloured
+    plain = runner.invoke(cli, ["workspaces"], color=True, env={"NO_COLOR": "1"}).output
+    assert "\x1b[" not in plain

@@ -34,16 +34,28 @@ JSON_VALUE_MAX = 64 * 1024**2  # bytes: a larger value is refused by get --json 
 @click.argument("value", required=False)
 @workspace_option
 @click.option("--ttl", metavar="DURATION", help="Expire the key after DURATION (10m, 2h, 7d).")
-def set_(key: str, value: str | None, workspace: str | None, ttl: str | None) -> None:
-    """Store VALUE at KEY; the value is read from stdin when omitted or `-` (binary-safe)."""
+@json_option
+def set_(
+    key: str, value: str | None, workspace: str | None, ttl: str | None, as_json: bool
+) -> None:
+    """Store VALUE at KEY; the value is read from stdin when omitted or `-` (binary-safe).
+
+    Examples: kyfs set user.name Alice; cat notes.md | kyfs set notes --ttl 7d
+    """
     from kyfs.core.names import parse_duration
 
     seconds = parse_duration(ttl) if ttl else None
-    with session(workspace) as (_, store):
+    with session(workspace) as (name, store):
         if value is None or value == "-":
-            store.set(key, sys.stdin.buffer, ttl_s=seconds)
+            entry = store.set(key, sys.stdin.buffer, ttl_s=seconds)
         else:
-            store.set(key, os.fsencode(value), ttl_s=seconds)  # argv bytes, even non-UTF-8
+            entry = store.set(key, os.fsencode(value), ttl_s=seconds)  # argv bytes, even non-UTF-8
+        expires = store.expiry(key)
+    if as_json:
+        _echo_json(
+            {"action": "set", "workspace": name, "key": key, "size": entry.size,
+             "expires": None if expires is None else _iso(expires)}
+        )  # fmt: skip
 
 
 @cli.command()
@@ -99,10 +111,13 @@ def get(key: str, workspace: str | None, as_json: bool) -> None:
 @cli.command()
 @click.argument("key", shell_complete=complete_keys)
 @workspace_option
-def delete(key: str, workspace: str | None) -> None:
-    """Delete KEY."""
-    with session(workspace) as (_, store):
+@json_option
+def delete(key: str, workspace: str | None, as_json: bool) -> None:
+    """Delete KEY (it waits in the archive: kyfs restore KEY brings it back)."""
+    with session(workspace) as (name, store):
         store.delete(key)
+    if as_json:
+        _echo_json({"action": "delete", "workspace": name, "key": key})
 
 
 @cli.command()
@@ -151,21 +166,29 @@ def restore(
 @click.argument("duration", required=False)
 @workspace_option
 @click.option("--clear", is_flag=True, help="Remove the TTL: the key never expires.")
-def ttl(key: str, duration: str | None, workspace: str | None, clear: bool) -> None:
+@json_option
+def ttl(key: str, duration: str | None, workspace: str | None, clear: bool, as_json: bool) -> None:
     """Show KEY's time to live, set it to DURATION (10m, 2h), or --clear it."""
+    import time
+
     from kyfs.core.names import parse_duration
 
-    with session(workspace) as (_, store):
+    with session(workspace) as (name, store):
         if clear:
             store.set_ttl(key, None)
         elif duration is not None:
             store.set_ttl(key, parse_duration(duration))
         expires = store.expiry(key)
+    if as_json:
+        left = None if expires is None else max(0.0, (expires - time.time_ns()) / 1e9)
+        _echo_json(
+            {"workspace": name, "key": key, "expires": None if expires is None else _iso(expires),
+             "seconds_left": None if left is None else round(left, 3)}
+        )  # fmt: skip
+        return
     if expires is None:
         click.echo(f"{key}: no TTL")
     else:
-        import time
-
         left = max(0.0, (expires - time.time_ns()) / 1e9)
         click.echo(f"{key}: expires {_iso(expires)} (in {left:.0f} s)")
 
@@ -176,7 +199,10 @@ def ttl(key: str, duration: str | None, workspace: str | None, clear: bool) -> N
 @click.option(
     "--days", type=click.FloatRange(0, 36500), help="Keep at least D days of versions (<= 36500)."
 )
-def retention(workspace: str | None, versions: int | None, days: float | None) -> None:
+@json_option
+def retention(
+    workspace: str | None, versions: int | None, days: float | None, as_json: bool
+) -> None:
     """Show or set how much history a workspace keeps (whichever keeps more)."""
     from kyfs.engine.sqlite.history import HISTORY_DAYS, HISTORY_VERSIONS
 
@@ -188,6 +214,9 @@ def retention(workspace: str | None, versions: int | None, days: float | None) -
         meta = store.meta()
     kept_versions = meta.get("history_versions", HISTORY_VERSIONS)
     kept_days = meta.get("history_days", HISTORY_DAYS)
+    if as_json:
+        _echo_json({"workspace": name, "versions": int(kept_versions), "days": float(kept_days)})
+        return
     click.echo(f"{name}: keeps at least {kept_versions} versions and {kept_days} days per key")
 
 

@@ -3,6 +3,7 @@ cursors, the archive, the trash and fsck."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -96,11 +97,17 @@ def list_workspaces(as_json: bool) -> None:
             ]
         )  # fmt: skip
     else:
+        # On a terminal the active workspace is also green and bold; NO_COLOR (no-color.org)
+        # and pipes get plain text.
+        color = False if os.environ.get("NO_COLOR") else None
         for info in infos:
             mark = "*" if info.name == active else " "
             extra = f"  {info.project}" if info.project else ""
             extra += f"  (cache, TTL {info.ttl_s:g} s)" if info.ttl_s else ""
-            click.echo(f"{mark} {info.name:<24} {info.keys:>8} keys {info.size:>12} bytes{extra}")
+            line = f"{mark} {info.name:<24} {info.keys:>8} keys {info.size:>12} bytes{extra}"
+            if info.name == active:
+                line = click.style(line, fg="green", bold=True)
+            click.echo(line, color=color)
     if failed:
         raise click.exceptions.Exit(StorageError.exit_code)
 
