@@ -42,6 +42,8 @@ def test_service_install_fills_in_paths_and_systemd_accepts_it(
     command = service.kyfs_command()
     assert f"ExecStart={command} mount --foreground {tmp_path / 'm'}" in text
     assert Path(command.split()[0]).is_absolute()
+    # the service serves the data directory it was installed from (KYFS_HOME here)
+    assert f'Environment="KYFS_HOME={os.environ["KYFS_HOME"]}"' in text
     if shutil.which("systemd-analyze"):
         done = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True)
         assert done.returncode == 0, done.stderr.decode()

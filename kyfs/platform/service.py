@@ -46,7 +46,7 @@ Documentation=man:fusermount3(1)
 [Service]
 Type=notify
 NotifyAccess=main
-ExecStart={kyfs} mount --foreground {mountpoint}
+{environment}ExecStart={kyfs} mount --foreground {mountpoint}
 ExecStop={kyfs} unmount {mountpoint}
 Restart=on-failure
 RestartSec=2
@@ -67,17 +67,36 @@ def kyfs_command() -> str:
     return str(Path(found).absolute()) if found else f"{sys.executable} -m kyfs"
 
 
-def render_unit(kyfs: str, mountpoint: str) -> str:
-    """The unit text for the command ``kyfs`` and ``mountpoint`` (absolute, or %h-based)."""
-    return UNIT.format(kyfs=kyfs, mountpoint=mountpoint)
+# The data location a command runs with; the service is given the same (kyfs.platform.paths).
+LOCATION_VARIABLES = ("KYFS_HOME", "KYFS_DATA", "KYFS_USER")
+
+
+def _quoted(text: str) -> str:
+    """``text`` as one systemd unit value: double-quoted, backslash and quote escaped,
+    ``%`` doubled (systemd.unit(5): quoting; systemd.unit(5): specifiers)."""
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%")
+    return f'"{escaped}"'
+
+
+def render_unit(kyfs: str, mountpoint: str, environment: dict[str, str] | None = None) -> str:
+    """The unit text for the command ``kyfs`` and ``mountpoint`` (absolute, or %h-based),
+    with ``Environment=`` lines for ``environment`` (systemd.exec(5))."""
+    lines = "".join(
+        f"Environment={_quoted(f'{name}={value}')}\n"
+        for name, value in sorted((environment or {}).items())
+    )
+    return UNIT.format(kyfs=kyfs, mountpoint=mountpoint, environment=lines)
 
 
 def install(mountpoint: Path | None = None) -> Path:
-    """Write the user unit with this installation's paths; return where it was written."""
+    """Write the user unit with this installation's paths and this command's data
+    location (KYFS_HOME, a cursor's KYFS_DATA, KYFS_USER, when set), so the service
+    serves the data the user installed it for; return where it was written."""
     target = paths.systemd_user_unit()
     target.parent.mkdir(parents=True, exist_ok=True)
     where = str((mountpoint or paths.default_mountpoint()).expanduser().absolute())
-    target.write_text(render_unit(kyfs_command(), where))
+    environment = {n: os.environ[n] for n in LOCATION_VARIABLES if os.environ.get(n)}
+    target.write_text(render_unit(kyfs_command(), where, environment))
     return target
 
 
