@@ -103,3 +103,27 @@ def test_the_active_workspace_in_colour_unless_no_color(
     assert "\x1b[" in coloured and "default" in coloured
     plain = runner.invoke(cli, ["workspaces"], color=True, env={"NO_COLOR": "1"}).output
     assert "\x1b[" not in plain
+
+
+def test_kycli_future_expiry_times_are_kept(tmp_path: Path, kyfs_home: Path) -> None:
+    import sqlite3
+    import time
+
+    source = tmp_path / "kydata.db"
+    conn = sqlite3.connect(source)
+    conn.execute("CREATE TABLE kvstore (key TEXT PRIMARY KEY, value TEXT, expires_at DATETIME)")
+    soon = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(time.time() + 3600))
+    conn.executemany(
+        "INSERT INTO kvstore VALUES (?, ?, ?)",
+        [("later", "v", soon), ("never", "v", None), ("past", "v", "2001-01-01 00:00:00"),
+         ("absurd", "v", 1e300)],
+    )  # fmt: skip
+    conn.commit()
+    conn.close()
+    done = run("migrate", "kycli", str(source), "--yes", "--quiet")
+    assert done.returncode == 0, done.stderr
+    later = json.loads(run("ttl", "later", "--json").stdout)
+    assert 3500 < later["seconds_left"] <= 3600
+    assert json.loads(run("ttl", "never", "--json").stdout)["expires"] is None
+    assert json.loads(run("ttl", "absurd", "--json").stdout)["expires"] is None  # unreadable
+    assert run("get", "past").returncode == 1  # expired: in the archive

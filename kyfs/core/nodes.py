@@ -84,13 +84,15 @@ class Owner(NamedTuple):
 
 
 class ImportItem(NamedTuple):
-    """A key to import: its value (bytes), and optionally its mode and times (ns, UTC)."""
+    """A key to import: its value (bytes), and optionally its mode, times and expiry
+    (ns since the epoch, UTC; an expiry keeps the key's TTL)."""
 
     key: str
     value: bytes
     mode: int | None = None
     created_ns: int | None = None
     mtime_ns: int | None = None
+    expires_ns: int | None = None
 
 
 class HistoryEntry(NamedTuple):

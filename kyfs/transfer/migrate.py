@@ -108,7 +108,9 @@ def analyze(data: SourceData, source: str) -> Plan:
 
 
 def _item(record: Record) -> ImportItem:
-    return ImportItem(record.key, record.value, None, record.created_ns, record.mtime_ns)
+    return ImportItem(
+        record.key, record.value, None, record.created_ns, record.mtime_ns, record.expires_ns
+    )
 
 
 def _write_workspace(

@@ -72,6 +72,7 @@ class Record:
     created_ns: int | None = None
     mtime_ns: int | None = None
     renamed_from: str | None = None
+    expires_ns: int | None = None  # a TTL in the future, kept (ns since the epoch, UTC)
 
 
 @dataclass
@@ -114,8 +115,17 @@ def workspace_for(name: str) -> str:
 
 def parse_time(value: object) -> int | None:
     """A source time as ns since the epoch (UTC): numbers are epoch seconds; text is
-    ``%Y-%m-%d %H:%M:%S[.%f]`` (UTC, KyCLI) or ISO 8601. None when missing or unreadable."""
-    if value is None or value == "":
+    ``%Y-%m-%d %H:%M:%S[.%f]`` (UTC, KyCLI) or ISO 8601. None when missing, unreadable
+    or out of range (before 1970, past 2262: what signed 64-bit nanoseconds hold)."""
+    try:
+        found = _parse_time(value)
+    except (OverflowError, ValueError, OSError):  # inf, nan, years past 9999
+        return None
+    return found if found is not None and 0 <= found < 2**63 else None
+
+
+def _parse_time(value: object) -> int | None:
+    if value is None or value == "" or isinstance(value, bool):
         return None
     if isinstance(value, (int, float)):
         return int(value * 1_000_000_000)
@@ -349,6 +359,7 @@ def read_kycli(
             if expiry is not None and expiry < now_ns:
                 data.archived.append((record, expiry))
             else:
+                record.expires_ns = expiry
                 data.live.append(record)
         if "archive" in tables:
             for key, value, deleted in conn.execute("SELECT key, value, deleted_at FROM archive"):
@@ -476,6 +487,7 @@ def _add(
     if expires is not None and expires < now_ns:
         data.archived.append((record, expires))
     else:
+        record.expires_ns = expires
         data.live.append(record)
 
 

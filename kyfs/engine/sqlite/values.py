@@ -441,9 +441,12 @@ class ValuesMixin(NamespaceMixin):
                     if conflict != "replace":
                         raise AlreadyExists(f"key exists: {item.key}")
                     self._drop_name(conn, live, time.time_ns())
+                ttl = None
+                if item.expires_ns is not None:  # a TTL that runs on where it was
+                    ttl = max((item.expires_ns - time.time_ns()) / 1e9, 0.001)
                 self._put(
                     conn, item.key, item.value, item.mode, item.created_ns, item.mtime_ns,
-                    detail="imported",
+                    ttl_s=min(ttl, names.MAX_DURATION_S) if ttl is not None else None, detail="imported",
                 )  # fmt: skip
                 written += 1
         return written
