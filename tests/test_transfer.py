@@ -233,11 +233,14 @@ def test_scoped_file_analyze_run_validate_cleanup(tmp_path: Path) -> None:
     assert dry.exit_code == 0 and SqliteEngine().names() == []
     done = run("migrate", "run", str(source), "--concurrency", "2", "--quiet")
     assert done.exit_code == 0, done.output
+    assert done.output.startswith("migrated 3 keys into 2 workspaces")
     assert values("alpha") == {"k1": b"v1", "k2": b"v2"}
     assert values("beta_team") == {"k1": b"b1"}
     assert json.loads(run("archive", "--json", "-w", "alpha").output)[0]["key"] == "old"
     again = run("migrate", "run", str(source))
     assert again.exit_code == 3  # workspaces exist: refused without --merge
+    planned = run("migrate", "run", str(source), "--dry-run")  # ... but the plan shows them
+    assert planned.exit_code == 0 and "yes" in planned.output and "conflicts" in planned.output
     assert run("migrate", "run", str(source), "--merge", "keep").exit_code == 0
     check = run("migrate", "validate", str(source))
     assert check.exit_code == 0 and "3 keys migrated, checksums match" in check.output

@@ -145,7 +145,12 @@ def migrate_run(
             data, str(source), merge=merge, concurrency=concurrency, dry_run=dry_run,
             progress=lambda *_: bar.update(1),
         )  # fmt: skip
-    _show_plan(plan, as_json)
+    if dry_run or as_json:
+        _show_plan(plan, as_json)
+        return
+    click.echo(f"migrated {plan.keys} keys into {len(plan.workspaces)} workspaces")
+    for note in plan.notes:
+        click.echo(f"note: {note}")
 
 
 @migrate.command(name="validate")

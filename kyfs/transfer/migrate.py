@@ -146,7 +146,8 @@ def run(
     """Write ``data`` into kyfs, one thread per workspace (at most ``concurrency``).
 
     Refuses, before writing anything, to write into an existing workspace unless
-    ``merge`` is a rule of MERGE_RULES. ``progress(workspace, keys)`` is called as
+    ``merge`` is a rule of MERGE_RULES; a ``dry_run`` returns the plan, conflicts
+    shown, and refuses nothing. ``progress(workspace, keys)`` is called as
     each workspace finishes. ``history_workspace`` receives ``data.history``.
 
     Raises:
@@ -156,13 +157,13 @@ def run(
     if merge is not None and merge not in MERGE_RULES:
         raise InvalidInput(f"unknown merge rule {merge!r}: use one of {', '.join(MERGE_RULES)}")
     plan = analyze(data, source)
+    if dry_run:  # the plan, conflicts and all: nothing is written, so nothing is refused
+        return plan
     taken = [w.name for w in plan.workspaces if w.exists]
     if taken and merge is None:
         raise WorkspaceExists(
             "these workspaces exist already: " + ", ".join(taken) + " (use --merge keep|replace)"
         )
-    if dry_run:
-        return plan
     live = dict(iter_workspaces(data.live))
     archived: dict[str, list[tuple[Record, int]]] = {}
     for record, when in data.archived:

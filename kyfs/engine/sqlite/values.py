@@ -443,10 +443,11 @@ class ValuesMixin(NamespaceMixin):
                     self._drop_name(conn, live, time.time_ns())
                 ttl = None
                 if item.expires_ns is not None:  # a TTL that runs on where it was
-                    ttl = max((item.expires_ns - time.time_ns()) / 1e9, 0.001)
+                    left = (item.expires_ns - time.time_ns()) / 1e9
+                    ttl = min(max(left, 0.001), names.MAX_DURATION_S)
                 self._put(
                     conn, item.key, item.value, item.mode, item.created_ns, item.mtime_ns,
-                    ttl_s=min(ttl, names.MAX_DURATION_S) if ttl is not None else None, detail="imported",
+                    ttl_s=ttl, detail="imported",
                 )  # fmt: skip
                 written += 1
         return written
