@@ -127,3 +127,21 @@ def test_kycli_future_expiry_times_are_kept(tmp_path: Path, kyfs_home: Path) -> 
     assert json.loads(run("ttl", "never", "--json").stdout)["expires"] is None
     assert json.loads(run("ttl", "absurd", "--json").stdout)["expires"] is None  # unreadable
     assert run("get", "past").returncode == 1  # expired: in the archive
+
+
+def test_schema_rules_in_the_short_form_and_existing_keys(tmp_path: Path, kyfs_home: Path) -> None:
+    assert run("set", "users/ann", '{"name": "Ann", "age": 30}').returncode == 0
+    assert run("set", "users/bob", '{"age": "old"}').returncode == 0
+    rule = tmp_path / "rule.json"
+    rule.write_text('{"name": "str", "age": "int?"}')
+    checked = run("schema", "set", "--keys", "users/*", "--check", str(rule))
+    assert checked.returncode == 2 and b"users/bob" in checked.stderr
+    assert run("set", "users/eve", "{}").returncode == 0  # --check set nothing
+    done = run("schema", "set", "--keys", "users/*", str(rule))
+    assert done.returncode == 0 and b"users/bob" in done.stderr
+    assert run("set", "users/eve", '{"age": 3}').returncode == 2  # name is required
+    assert run("set", "users/eve", '{"name": "Eve"}').returncode == 0  # age is optional
+    assert run("set", "users/eve", '{"name": "Eve", "age": "x"}').returncode == 2
+    neither = tmp_path / "neither.json"
+    neither.write_text('{"name": "string"}')  # no JSON Schema keyword, no short type
+    assert run("schema", "set", "--keys", "x/*", str(neither)).returncode == 2

@@ -228,16 +228,36 @@ def schema() -> None:
 @schema.command(name="set")
 @workspace_option
 @click.option("--keys", "glob", required=True, metavar="GLOB", help="Keys the rule covers.")
+@click.option("--check", is_flag=True, help="Only report the stored keys that break it.")
 @click.argument("schema_file", type=click.File("rb"))
-def schema_set(workspace: str | None, glob: str, schema_file: Any) -> None:
-    """Attach the JSON Schema in SCHEMA_FILE to keys matching GLOB (e.g. 'users/*')."""
+def schema_set(workspace: str | None, glob: str, check: bool, schema_file: Any) -> None:
+    """Attach the rule in SCHEMA_FILE to keys matching GLOB (e.g. 'users/*'): a JSON
+    Schema, or the short form {"name": "str", "age": "int?"} (str, int, float, bool,
+    list, dict; ? for optional). Stored keys that break it are listed (exit 2 with
+    --check, which sets nothing).
+
+    Example: echo '{"name": "str", "age": "int?"}' | kyfs schema set --keys 'users/*' -
+    """
     try:
         document = json.load(schema_file)
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InvalidInput(f"{schema_file.name}: not JSON: {exc}") from None
     with session(workspace) as (name, store):
-        store.set_schema(glob, document)
-    click.echo(f"keys {glob!r} in {name} must now match the schema")
+        broken = store.violations(glob, document)
+        if not check:
+            store.set_schema(glob, document)
+    for line in broken:
+        click.echo(f"breaks the rule: {line}", err=True)
+    if check:
+        if broken:
+            raise InvalidInput(f"{len(broken)} stored keys break the rule")
+        click.echo(f"every stored key {glob!r} in {name} matches the rule")
+        return
+    click.echo(f"keys {glob!r} in {name} must now match the rule")
+    if broken:
+        click.echo(
+            f"{len(broken)} stored keys break it (listed above); their next write must fix them"
+        )
 
 
 @schema.command(name="show")

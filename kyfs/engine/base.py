@@ -245,6 +245,10 @@ class Workspace(Protocol):
         """The schema rules."""
         ...
 
+    def violations(self, glob: str, schema: dict[str, Any]) -> list[str]:
+        """Stored keys matching ``glob`` that break ``schema``, as sentences."""
+        ...
+
     def clear_schema(self, glob: str | None = None) -> int:
         """Remove rules; returns how many."""
         ...

@@ -12,6 +12,84 @@ from typing import Any
 from kyfs.core.errors import InvalidInput, SchemaViolation
 from kyfs.engine.sqlite.history import HistoryMixin
 
+SHORT_TYPES = {  # the short form's type names -> JSON Schema's
+    "str": "string",
+    "int": "integer",
+    "float": "number",
+    "bool": "boolean",
+    "list": "array",
+    "dict": "object",
+}
+# Keywords of JSON Schema (draft 2020-12 and earlier): a document with none of them
+# constrains nothing, so it is refused rather than taken as a rule that lets all through.
+SCHEMA_KEYWORDS = frozenset(
+    [
+        "$schema",
+        "$id",
+        "$ref",
+        "$defs",
+        "definitions",
+        "type",
+        "enum",
+        "const",
+        "properties",
+        "required",
+        "items",
+        "prefixItems",
+        "additionalProperties",
+        "patternProperties",
+        "propertyNames",
+        "minProperties",
+        "maxProperties",
+        "minItems",
+        "maxItems",
+        "uniqueItems",
+        "contains",
+        "minLength",
+        "maxLength",
+        "pattern",
+        "format",
+        "minimum",
+        "maximum",
+        "exclusiveMinimum",
+        "exclusiveMaximum",
+        "multipleOf",
+        "allOf",
+        "anyOf",
+        "oneOf",
+        "not",
+        "if",
+        "then",
+        "else",
+        "dependentRequired",
+        "dependentSchemas",
+    ]
+)
+
+
+def as_json_schema(document: Any) -> dict[str, Any]:
+    """The JSON Schema a rule document stands for: a JSON Schema as it is, or the short
+    form of the second design note, ``{"name": "str", "age": "int?"}`` (types str, int,
+    float, bool, list, dict; ``?`` makes a field optional), translated to an object
+    schema with those properties, the non-optional ones required.
+
+    Raises:
+        InvalidInput: (exit 2) neither a JSON Schema nor the short form.
+    """
+    if not isinstance(document, dict) or not document:
+        raise InvalidInput('a rule is a JSON object: a JSON Schema or {"field": "type"}')
+    values = list(document.values())
+    if all(isinstance(v, str) and v.rstrip("?") in SHORT_TYPES for v in values):
+        properties = {k: {"type": SHORT_TYPES[v.rstrip("?")]} for k, v in document.items()}
+        required = sorted(k for k, v in document.items() if not v.endswith("?"))
+        return {"type": "object", "properties": properties, "required": required}
+    if not SCHEMA_KEYWORDS & set(document):
+        raise InvalidInput(
+            "neither a JSON Schema (no keyword such as type or properties) nor the short"
+            ' form {"field": "str|int|float|bool|list|dict[?]"}'
+        )
+    return document
+
 
 def validate(key: str, rule: dict[str, Any], value: bytes) -> None:
     """Check ``value`` of ``key`` against a schema rule ``{"glob": ..., "schema": {...}}``.
@@ -38,14 +116,17 @@ class RulesMixin(HistoryMixin):
     """Setting, listing and clearing schema rules."""
 
     def set_schema(self, glob: str, schema: dict[str, Any]) -> None:
-        """Attach the JSON Schema ``schema`` to keys matching ``glob`` (replacing the one
-        that glob had). Later writes of such keys must be JSON valid against it.
+        """Attach the rule ``schema`` (a JSON Schema, or the short form of
+        :func:`as_json_schema`) to keys matching ``glob`` (replacing the one that glob
+        had). Later writes of such keys must be JSON valid against it.
 
         Raises:
-            InvalidInput: (exit 2) ``schema`` is not a valid JSON Schema.
+            InvalidInput: (exit 2) ``schema`` is neither a valid JSON Schema nor the short
+                form.
         """
         import jsonschema
 
+        schema = as_json_schema(schema)
         try:
             jsonschema.validators.validator_for(schema).check_schema(schema)
         except jsonschema.SchemaError as exc:

@@ -20,9 +20,10 @@ import sqlite3
 import time
 from contextlib import suppress
 from pathlib import Path
+from typing import Any
 
-from kyfs.core.errors import StorageError
-from kyfs.engine.sqlite import schema, trust
+from kyfs.core.errors import SchemaViolation, StorageError
+from kyfs.engine.sqlite import rules, schema, trust
 from kyfs.engine.sqlite.check import SearchCheckMixin
 from kyfs.engine.sqlite.connection import connect, convert
 from kyfs.engine.sqlite.rules import RulesMixin
@@ -82,6 +83,22 @@ class SqliteWorkspace(SearchCheckMixin, RulesMixin):
         except BaseException:
             self._conn.close()
             raise
+
+    def violations(self, glob: str, schema: dict[str, Any]) -> list[str]:
+        """The stored keys matching ``glob`` whose value breaks ``schema`` (either form),
+        each as the sentence the write would have failed with."""
+        from fnmatch import fnmatchcase
+
+        rule = {"glob": glob, "schema": rules.as_json_schema(schema)}
+        found = []
+        for key in self.keys():
+            if not fnmatchcase(key, glob):
+                continue
+            try:
+                rules.validate(key, rule, self.get(key))
+            except SchemaViolation as exc:
+                found.append(str(exc))
+        return found
 
     def inode(self, node_id: int) -> int:
         """The st_ino the mount shows for node ``node_id``: ``inode_tag << 40 | node_id``."""
