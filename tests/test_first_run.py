@@ -145,3 +145,15 @@ def test_schema_rules_in_the_short_form_and_existing_keys(tmp_path: Path, kyfs_h
     neither = tmp_path / "neither.json"
     neither.write_text('{"name": "string"}')  # no JSON Schema keyword, no short type
     assert run("schema", "set", "--keys", "x/*", str(neither)).returncode == 2
+
+
+def test_scan_lists_keys_with_values(kyfs_home: Path) -> None:
+    assert run("set", "config/a", "one\ntwo").returncode == 0
+    assert run("set", "config/bin", stdin=b"\x00\x01").returncode == 0
+    assert run("set", "other", "y").returncode == 0
+    assert run("scan", "config/").stdout == b"config/a\tone\nconfig/bin\t<binary, 2 bytes>\n"
+    rows = json.loads(run("scan", "config/", "--json").stdout)
+    assert rows == [
+        {"key": "config/a", "size": 7, "value": "one\ntwo"},
+        {"key": "config/bin", "size": 2, "value_base64": "AAE="},
+    ]

@@ -207,6 +207,19 @@ def _iso(ns: int) -> str:
     return dt.datetime.fromtimestamp(ns / 1e9, dt.UTC).isoformat().replace("+00:00", "Z")
 
 
+def _value_fields(value: bytes) -> dict[str, str]:
+    """A value for JSON output: ``{"value": text}`` when it is UTF-8 without NUL (text,
+    as the search index judges it), else ``{"value_base64": ...}``."""
+    import base64
+
+    if b"\0" not in value:
+        try:
+            return {"value": value.decode("utf-8")}
+        except UnicodeDecodeError:
+            pass
+    return {"value_base64": base64.b64encode(value).decode("ascii")}
+
+
 def _echo_json(data: Any) -> None:
     click.echo(json.dumps(data, ensure_ascii=False))
 

@@ -16,6 +16,7 @@ from kyfs.app import (
 from kyfs.cli.base import (
     _echo_json,
     _iso,
+    _value_fields,
     cli,
     complete_keys,
     json_option,
@@ -25,6 +26,7 @@ from kyfs.core.errors import InvalidInput
 
 COMMAND_NOT_FOUND = 127  # the exit status POSIX shells give a command they cannot find
 ENV_VALUE_MAX = 128 * 1024 - 1  # bytes of one environment string (Linux MAX_ARG_STRLEN)
+SCAN_VALUE_MAX = 1024**2  # bytes: a larger value is shown by its size only in kyfs scan
 JSON_VALUE_MAX = 64 * 1024**2  # bytes: a larger value is refused by get --json (use get > FILE)
 
 
@@ -134,6 +136,43 @@ def keys(prefix: str, workspace: str | None, as_json: bool, glob: str | None) ->
         return
     for key in found:
         click.echo(key)
+
+
+@cli.command()
+@click.argument("prefix", required=False, default="")
+@workspace_option
+@json_option
+@click.option("--limit", type=click.IntRange(1, 1_000_000), default=10_000, show_default=True)
+def scan(prefix: str, workspace: str | None, as_json: bool, limit: int) -> None:
+    """List the keys under PREFIX with their values (ProntoDB's scan): one
+    ``KEY<TAB>VALUE`` line each (the value's first line of text, or <binary, N bytes>),
+    or --json with whole values (UTF-8, else base64). Values over 1 MiB are shown by
+    size only.
+
+    Example: kyfs scan config/ --json
+    """
+
+    rows: list[dict[str, Any]] = []
+    with session(workspace) as (_, store):
+        for key in store.keys(prefix)[:limit]:
+            size = store.stat(key).size
+            row: dict[str, Any] = {"key": key, "size": size}
+            if size <= SCAN_VALUE_MAX:
+                row.update(_value_fields(store.get(key)))
+            rows.append(row)
+    if as_json:
+        _echo_json(rows)
+        return
+    for row in rows:
+        if "value" in row:
+            shown = row["value"].split("\n", 1)[0]
+        else:
+            shown = (
+                f"<binary, {row['size']} bytes>"
+                if "value_base64" in row
+                else (f"<{row['size']} bytes>")
+            )
+        click.echo(f"{row['key']}\t{shown}")
 
 
 @cli.command()
@@ -342,7 +381,6 @@ def history(key: str, workspace: str | None, as_json: bool) -> None:
 
     Example: kyfs history user.name; then kyfs restore user.name --version 3
     """
-    import base64
     import shutil
 
     with session(workspace) as (_, store):
@@ -357,12 +395,7 @@ def history(key: str, workspace: str | None, as_json: bool) -> None:
             "detail": h.detail,
         }
         if h.value is not None:
-            try:
-                if b"\0" in h.value:  # binary, as the search index judges it
-                    raise UnicodeDecodeError("utf-8", h.value, 0, 1, "NUL byte")
-                item["value"] = h.value.decode("utf-8")
-            except UnicodeDecodeError:
-                item["value_base64"] = base64.b64encode(h.value).decode("ascii")
+            item.update(_value_fields(h.value))
         items.append(item)
     if as_json:
         _echo_json(items)
