@@ -58,3 +58,36 @@ def test_a_version_5_workspace_reads_back_byte_exact(tmp_path: Path) -> None:
         assert [m.key for m in ws.search('"s3cr3t"', 10)] == ["api/token", "api/token2"]
     finally:
         ws.close()
+
+
+def test_a_backup_made_by_0_1_0_verifies_and_restores(tmp_path: Path, kyfs_home: Path) -> None:
+    import subprocess
+    import sys
+    import tarfile
+
+    expected = json.loads((FIXTURES / "v5-workspace.json").read_text())
+    work = tmp_path / "archive"
+    (work / "workspaces").mkdir(parents=True)
+    db = work / "workspaces" / "old.db"
+    shutil.copyfile(FIXTURES / "v5-workspace.db", db)
+    manifest = {
+        "format": "kyfs-backup", "version": 1, "created": "2026-01-01T00:00:00Z",
+        "files": [{"path": "workspaces/old.db", "workspace": "old",
+                   "sha256": hashlib.sha256(db.read_bytes()).hexdigest(),
+                   "size": db.stat().st_size, "keys": len(expected["keys"])}],
+    }  # fmt: skip
+    (work / "manifest.json").write_text(json.dumps(manifest))
+    archive = tmp_path / "old.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(work / "manifest.json", arcname="manifest.json")
+        tar.add(db, arcname="workspaces/old.db")
+
+    def kyfs(*args: str) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run([sys.executable, "-m", "kyfs", *args], capture_output=True)
+
+    assert kyfs("backup", "verify", str(archive)).returncode == 0
+    done = kyfs("backup", "restore", str(archive))
+    assert done.returncode == 0, done.stderr
+    for key, facts in expected["keys"].items():
+        value = kyfs("get", "-w", "old", key).stdout
+        assert hashlib.sha256(value).hexdigest() == facts["sha256"], key

@@ -70,9 +70,16 @@ def _sha256(path: Path) -> str:
 
 
 def _count_keys(path: Path) -> int:
-    """Keys in the snapshot ``path``, read through the store (without migrating it)."""
+    """Keys in the snapshot ``path`` (a copy of kyfs's own: a fresh snapshot, or a file
+    extracted from an archive after its checksum was checked), read through the engine.
+    A snapshot of an older schema (a backup made by an older kyfs) is migrated in
+    place first, so old backups verify and restore.
+
+    Raises:
+        InvalidInput: (exit 2) not a kyfs workspace snapshot (foreign schema included).
+    """
     try:
-        store = SqliteWorkspace(path, migrate=False)
+        store = SqliteWorkspace(path, retention_s=None)
     except StorageError as exc:
         raise InvalidInput(f"{path.name}: not a kyfs workspace snapshot: {exc}") from None
     try:
