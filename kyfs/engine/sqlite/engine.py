@@ -475,7 +475,7 @@ class SqliteEngine:
             raise WorkspaceNotFound(f"workspace not found: {name}")
         with self._lock.shared():
             try:
-                store = SqliteWorkspace(path, migrate=repair)
+                store = SqliteWorkspace(path, migrate=repair, mend_version=repair)
             except StorageError as exc:
                 return [str(exc)], []
             try:

@@ -41,6 +41,9 @@ class SqliteWorkspace(SearchCheckMixin, RulesMixin):
         retention_s: archived entries older than this many seconds are deleted for
             good when the workspace opens; None keeps them all.
         migrate: bring the schema up to date on open (off for fsck, which only looks).
+        mend_version: ``fsck --repair`` only: a file whose schema is exactly kyfs's own
+            for another version than its ``user_version`` says gets that version number
+            back (every other open refuses such a file).
 
     Raises:
         StorageError: (EIO, exit 4) the file cannot be opened, is not a SQLite
@@ -54,6 +57,7 @@ class SqliteWorkspace(SearchCheckMixin, RulesMixin):
         create: bool = False,
         retention_s: float | None = None,
         migrate: bool = True,
+        mend_version: bool = False,
     ) -> None:
         self.path = path
         self.block_size = BLOCK_SIZE
@@ -62,7 +66,7 @@ class SqliteWorkspace(SearchCheckMixin, RulesMixin):
         self._conn = connect(path, create)
         try:
             problems = trust.check_schema(self._conn)
-            actual = trust.structure_version(self._conn) if problems and migrate else None
+            actual = trust.structure_version(self._conn) if problems and mend_version else None
             if actual is not None:  # fsck --repair: kyfs's own schema, wrong version number
                 self._conn.execute(f"PRAGMA user_version = {actual}")
                 problems = []
