@@ -18,13 +18,17 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from kyfs.core.errors import NotPermitted, WorkspaceExists, WorkspaceNotFound
+from kyfs.core.errors import KyfsError, NotPermitted, WorkspaceExists, WorkspaceNotFound
 from kyfs.engine import SqliteEngine, open_engine
 from kyfs.engine.base import Workspace
 from kyfs.platform import config
+
+log = logging.getLogger(__name__)
 
 
 def resolve_workspace(name: str | None) -> str:
@@ -150,24 +154,15 @@ class BackgroundIndexer:
     BATCH = 256  # nodes indexed per transaction (bounds how long a writer may wait)
 
     def __init__(self) -> None:
-        import threading
-
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
         """Start the thread (a daemon thread: it never keeps the process alive)."""
-        import threading
-
         self._thread = threading.Thread(target=self._run, name="kyfs-indexer", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
-        import logging
-
-        from kyfs.core.errors import KyfsError
-
-        log = logging.getLogger(__name__)
         engine = open_engine()
         try:
             while not self._stop.wait(self.INTERVAL):

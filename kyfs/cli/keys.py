@@ -243,20 +243,16 @@ def retention(
     workspace: str | None, versions: int | None, days: float | None, as_json: bool
 ) -> None:
     """Show or set how much history a workspace keeps (whichever keeps more)."""
-    from kyfs.engine.sqlite.history import HISTORY_DAYS, HISTORY_VERSIONS
-
     with session(workspace) as (name, store):
         if versions is not None:
             store.set_meta("history_versions", str(versions))
         if days is not None:
             store.set_meta("history_days", repr(days))
-        meta = store.meta()
-    kept_versions = meta.get("history_versions", HISTORY_VERSIONS)
-    kept_days = meta.get("history_days", HISTORY_DAYS)
+        kept_versions, kept_days = store.retention()
     if as_json:
-        _echo_json({"workspace": name, "versions": int(kept_versions), "days": float(kept_days)})
+        _echo_json({"workspace": name, "versions": kept_versions, "days": kept_days})
         return
-    click.echo(f"{name}: keeps at least {kept_versions} versions and {kept_days} days per key")
+    click.echo(f"{name}: keeps at least {kept_versions} versions and {kept_days:g} days per key")
 
 
 @cli.group()

@@ -86,6 +86,15 @@ def check_key(key: str) -> str:
     return key
 
 
+def valid_key(key: str) -> bool:
+    """True when :func:`check_key` would accept ``key``."""
+    try:
+        check_key(key)
+    except InvalidName:  # NameTooLong and IllegalByteSequence too
+        return False
+    return True
+
+
 def parent_of(key: str) -> str:
     """The directory holding ``key``: ``"a/b"`` for ``"a/b/c"``, ``""`` for a top-level key."""
     head, _, _ = key.rpartition(SEP)

@@ -97,9 +97,9 @@ class Workspace(Protocol):
         TooManyLinks (EMLINK)."""
         ...
 
-    def delete(self, key: str) -> None:
-        """Remove a name (unlink); a node that lost its last name goes to the archive.
-        KeyNotFound, IsADirectory."""
+    def delete(self, key: str) -> Entry:
+        """Remove a name (unlink) and return the entry as it was; a node that lost its last
+        name goes to the archive. KeyNotFound, IsADirectory."""
         ...
 
     def rmdir(self, key: str) -> None:
@@ -227,6 +227,10 @@ class Workspace(Protocol):
 
     def import_history(self, items: Iterable[HistoryEntry]) -> int:
         """Imported history rows."""
+        ...
+
+    def retention(self) -> tuple[int, float]:
+        """(versions, days) of history kept per key at least."""
         ...
 
     def meta(self) -> dict[str, str]:

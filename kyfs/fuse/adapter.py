@@ -430,7 +430,7 @@ class KyfsOperations(Operations):  # type: ignore[misc]
         writes of an open file are committed first, so the times set here win (``cp -a``,
         ``tar x``). ENOENT."""
         store, key = self._resolve(path)
-        opened = self._open.get((store, store.stat(key).id))
+        opened = self._open.get((store, store.stat(key).id)) if self._open else None
         if opened is not None:
             self._commit(opened)
         now = time.time_ns()
@@ -477,9 +477,8 @@ class KyfsOperations(Operations):  # type: ignore[misc]
         if self._hidden.pop(path, None) is not None:
             return 0  # libfuse's last close of a file unlinked while open: already gone
         store, key = self._resolve(path)
-        entry = store.stat(key)
-        store.delete(key)
-        if entry.nlink > 1 and not entry.is_dir:
+        entry = store.delete(key)
+        if entry.nlink > 1:
             self._forget(self._split(path)[0] or "", store.keys_of(entry.id))
         return 0
 

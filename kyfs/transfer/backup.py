@@ -502,7 +502,7 @@ def import_path(store: Workspace, path: Path, conflict: str = "error") -> int:
 
     Raises:
         InvalidInput: (exit 2). AlreadyExists: (exit 3) a key exists (``conflict``
-            as kyfs.engine.sqlite.workspace.Store.import_entries).
+            as Workspace.import_entries).
     """
     try:
         return store.import_entries(list(read_export(path)), conflict=conflict)

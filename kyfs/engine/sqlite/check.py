@@ -10,13 +10,14 @@ import time
 from collections.abc import Iterable
 
 from kyfs.core import names
-from kyfs.core.errors import InvalidName, InvalidQuery
+from kyfs.core.errors import InvalidQuery
 from kyfs.core.nodes import DIR, MARK_END, MARK_START, REG, Match, Owner
 from kyfs.engine.sqlite import schema
 from kyfs.engine.sqlite.archive import ArchiveMixin
 from kyfs.engine.sqlite.connection import convert
 from kyfs.engine.sqlite.index import SEARCH, SEARCH_KEYS, flush, index_node
 from kyfs.engine.sqlite.nodes import archive_node
+from kyfs.engine.sqlite.trust import bad_keys
 from kyfs.engine.sqlite.values import BLOCK_SIZE
 
 # kyfs's own consistency rules: each query selects the ids breaking one rule. {root} is
@@ -151,17 +152,6 @@ class SearchCheckMixin(ArchiveMixin):
     def _checks(self) -> list[tuple[str, str]]:
         return [(label, sql.replace("{root}", str(self._root_id))) for label, sql in _CHECKS]
 
-    def _bad_keys(self) -> list[str]:
-        """Keys that break the naming rules (kyfs.core.names): only a file kyfs did not
-        write holds them (``../x``, ``/abs``, empty components)."""
-        bad = []
-        for (key,) in self._conn.execute("SELECT key FROM entries"):
-            try:
-                names.check_key(key)
-            except InvalidName:
-                bad.append(key)
-        return bad
-
     def check(self) -> list[str]:
         """Every problem found in the file, as sentences; ``[]`` when it is sound.
 
@@ -182,7 +172,7 @@ class SearchCheckMixin(ArchiveMixin):
             if found != schema.SCHEMA_VERSION:
                 problems.append(f"schema version is {found}, expected {schema.SCHEMA_VERSION}")
                 return problems
-            bad = self._bad_keys()
+            bad = [str(key) for key, _ in bad_keys(self._conn)]
             if bad:
                 shown = ", ".join(repr(k[:60]) for k in bad[:3])
                 problems.append(f"{len(bad)} keys that break the naming rules ({shown})")
@@ -218,12 +208,18 @@ class SearchCheckMixin(ArchiveMixin):
             cur = conn.execute(f"DELETE FROM entries WHERE key IN ({checks['entries of no node']})")
             if cur.rowcount:
                 done.append(f"dropped {cur.rowcount} entries of no node")
-            bad = self._bad_keys()  # dropped, never given parents: no '..' directory is made
+            bad = [key for key, _ in bad_keys(conn)]
             for key in bad:
-                conn.execute("DELETE FROM entries WHERE key = ?", (key,))
+                if isinstance(key, str) and names.valid_key(key):  # only its parent is wrong
+                    conn.execute(
+                        "UPDATE entries SET parent = ? WHERE key = ?", (names.parent_of(key), key)
+                    )
+                else:  # dropped, never given parents: no '..' directory is made
+                    conn.execute("DELETE FROM entries WHERE key = ?", (key,))
             if bad:
-                done.append(f"dropped {len(bad)} keys that break the naming rules (their"
-                            f" nodes wait in the archive under {LOST_FOUND}/)")  # fmt: skip
+                done.append(f"mended {len(bad)} keys that break the naming rules (a wrong"
+                            f" parent is set right; other names are dropped, their nodes wait"
+                            f" in the archive under {LOST_FOUND}/)")  # fmt: skip
             now = time.time_ns()
             orphans = [
                 row[0] for row in conn.execute(checks["entries whose parent directory is missing"])

@@ -120,6 +120,11 @@ class HistoryMixin(Base):
         )
         return [row[0] for row in rows]
 
+    def retention(self) -> tuple[int, float]:
+        """(versions, days) of history this workspace keeps per key at least (the
+        settings, or the defaults: 100 versions, 30 days)."""
+        return retention(self.meta())
+
     def import_history(self, items: Iterable[HistoryEntry]) -> int:
         """Append imported history rows (e.g. KyCLI's audit log), in one transaction;
         returns how many."""

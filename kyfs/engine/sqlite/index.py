@@ -64,26 +64,23 @@ def names_of(conn: sqlite3.Connection, node_id: int) -> list[str]:
     return [row[0] for row in rows]
 
 
-def index_node(
-    conn: sqlite3.Connection, node_id: int, size: int | None = None, value: bytes | None = None
-) -> None:
-    """(Re)index node ``node_id`` under its names: an upsert, so the update trigger replaces
-    its old tokens in the FTS index. A node with no name left, or that is not a regular
-    file, leaves the index. Callers that know its size and whole value pass them,
-    which saves reading them again."""
+def index_node(conn: sqlite3.Connection, node_id: int) -> None:
+    """(Re)index node ``node_id`` under its names, reading its value (at most
+    INDEX_VALUE_MAX bytes are indexed): an upsert, so the update trigger replaces its old
+    tokens in the FTS index. A node with no name left, or that is not a regular file,
+    leaves the index."""
     row = conn.execute("SELECT kind, size FROM nodes WHERE id = ?", (node_id,)).fetchone()
     keys = names_of(conn, node_id) if row is not None and row[0] == REG else []
     if not keys:
         conn.execute("DELETE FROM search_text WHERE id = ?", (node_id,))
         return
-    size = row[1] if size is None else size
+    size = row[1]
     text = None
     if size <= tokens.INDEX_VALUE_MAX:
-        if value is None:
-            parts = conn.execute(
-                "SELECT data FROM blocks WHERE node_id = ? ORDER BY idx", (node_id,)
-            ).fetchall()
-            value = b"".join(part[0] for part in parts)
+        parts = conn.execute(
+            "SELECT data FROM blocks WHERE node_id = ? ORDER BY idx", (node_id,)
+        ).fetchall()
+        value = b"".join(part[0] for part in parts)
         if len(value) == size:  # no hole: a hole reads as NUL bytes, which is binary
             text = tokens.indexable_text(value)
     key = "\n".join(keys)
@@ -91,19 +88,3 @@ def index_node(
         _UPSERT,
         (node_id, key, text, tokens.count_tokens(key), tokens.count_tokens(text) if text else 0),
     )
-
-
-def reindex_names(conn: sqlite3.Connection, node_id: int) -> None:
-    """After a name of node ``node_id`` was added, removed or renamed: the index learns
-    its names (its value's tokens are kept); a node with no name left leaves it."""
-    keys = names_of(conn, node_id)
-    if not keys:
-        conn.execute("DELETE FROM search_text WHERE id = ?", (node_id,))
-        return
-    key = "\n".join(keys)
-    cur = conn.execute(
-        "UPDATE search_text SET key = ?, key_tokens = ? WHERE id = ?",
-        (key, tokens.count_tokens(key), node_id),
-    )
-    if cur.rowcount == 0:
-        index_node(conn, node_id)

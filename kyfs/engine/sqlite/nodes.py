@@ -58,7 +58,7 @@ from kyfs.core.nodes import (
 from kyfs.engine.sqlite import schema
 from kyfs.engine.sqlite.connection import convert
 from kyfs.engine.sqlite.history import HistoryMixin, record
-from kyfs.engine.sqlite.index import mark
+from kyfs.engine.sqlite.index import mark, names_of
 
 _NODE = (
     "n.kind, n.mode, n.size, n.created_ns, n.mtime_ns, n.ctime_ns, n.atime_ns,"
@@ -175,9 +175,15 @@ class NamespaceMixin(HistoryMixin):
         return [row[0] for row in self._rows(sql + " ORDER BY e.key", args)]
 
     def keys_of(self, node_id: int) -> list[str]:
-        """Every name of node ``node_id`` (several for a hard-linked file), by code point."""
-        rows = self._rows("SELECT key FROM entries WHERE node = ? ORDER BY key", (node_id,))
-        return [row[0] for row in rows]
+        """Every name of node ``node_id`` (several for a hard-linked file), by code point.
+
+        Raises:
+            StorageError: (EIO, exit 4).
+        """
+        try:
+            return names_of(self._conn, node_id)
+        except sqlite3.Error as exc:
+            raise convert(exc) from None
 
     def count_keys(self) -> int:
         """How many keys (names that are not directories) the workspace holds."""
@@ -406,9 +412,10 @@ class NamespaceMixin(HistoryMixin):
             return self._must(conn, new)
 
     # --- removing ---------------------------------------------------------------------------
-    def delete(self, key: str) -> None:
-        """Remove the name ``key`` (unlink(2)). When it was the node's last name the node and
-        its value wait in the archive (see ``restore``).
+    def delete(self, key: str) -> Entry:
+        """Remove the name ``key`` (unlink(2)); returns the entry as it was (its ``nlink``
+        counts the name just removed). When it was the node's last name the node and its
+        value wait in the archive (see ``restore``).
 
         Raises:
             KeyNotFound: (ENOENT, exit 1). IsADirectory: (EISDIR, exit 3) use rmdir.
@@ -420,6 +427,7 @@ class NamespaceMixin(HistoryMixin):
                 raise IsADirectory(f"is a directory: {key}")
             self._drop_name(conn, entry, now)
             record(conn, key, "delete", None, None, now)
+            return entry
 
     def rmdir(self, key: str) -> None:
         """Remove the empty directory ``key``.
@@ -503,12 +511,16 @@ class NamespaceMixin(HistoryMixin):
                 record(conn, key, "rename", None, f"from {before}", now)
 
     # --- attributes -------------------------------------------------------------------------
-    def _set_attrs(self, key: str, assignments: str, args: tuple[Any, ...]) -> None:
-        clause = f"{assignments}, ctime_ns = ?" if assignments else "ctime_ns = ?"
+    def _set_attrs(self, key: str, **columns: int | None) -> None:
+        """Set the node columns given (a None value is left as it is) and ctime to now, in
+        one transaction. KeyNotFound (ENOENT)."""
+        given = {name: value for name, value in columns.items() if value is not None}
+        clause = "".join(f"{name} = ?, " for name in given) + "ctime_ns = ?"
         with self._atomic() as conn:
             entry = self._must(conn, key)
             conn.execute(
-                f"UPDATE nodes SET {clause} WHERE id = ?", (*args, time.time_ns(), entry.id)
+                f"UPDATE nodes SET {clause} WHERE id = ?",
+                (*given.values(), time.time_ns(), entry.id),
             )
 
     def chmod(self, key: str, mode: int) -> None:
@@ -518,7 +530,7 @@ class NamespaceMixin(HistoryMixin):
         Raises:
             KeyNotFound: (ENOENT).
         """
-        self._set_attrs(key, "mode = ?", (mode & MODE_MASK,))
+        self._set_attrs(key, mode=mode & MODE_MASK)
 
     def chown(self, key: str, uid: int | None, gid: int | None) -> None:
         """Give ``key`` owner ``uid`` and group ``gid`` (None keeps one, as -1 in
@@ -528,14 +540,7 @@ class NamespaceMixin(HistoryMixin):
         Raises:
             KeyNotFound: (ENOENT).
         """
-        sets, args = [], []
-        if uid is not None:
-            sets.append("uid = ?")
-            args.append(uid)
-        if gid is not None:
-            sets.append("gid = ?")
-            args.append(gid)
-        self._set_attrs(key, ", ".join(sets), tuple(args))
+        self._set_attrs(key, uid=uid, gid=gid)
 
     def utimens(self, key: str, atime_ns: int | None, mtime_ns: int | None) -> None:
         """Store access and modification times (ns, UTC); None leaves one as it is
@@ -544,11 +549,4 @@ class NamespaceMixin(HistoryMixin):
         Raises:
             KeyNotFound: (ENOENT).
         """
-        sets, args = [], []
-        if atime_ns is not None:
-            sets.append("atime_ns = ?")
-            args.append(atime_ns)
-        if mtime_ns is not None:
-            sets.append("mtime_ns = ?")
-            args.append(mtime_ns)
-        self._set_attrs(key, ", ".join(sets), tuple(args))
+        self._set_attrs(key, atime_ns=atime_ns, mtime_ns=mtime_ns)

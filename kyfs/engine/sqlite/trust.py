@@ -36,7 +36,7 @@ from contextlib import contextmanager
 from functools import cache
 
 from kyfs.core import names
-from kyfs.core.errors import InvalidName, UnsoundInput, UntrustedFile
+from kyfs.core.errors import InvalidName, UnsoundInput
 from kyfs.core.nodes import DIR, LNK, MAX_VALUE_SIZE, MODE_MASK, REG
 
 VALIDATE_SECONDS = 60.0  # seconds a whole untrusted file may take to validate
@@ -145,8 +145,22 @@ def deadline(conn: sqlite3.Connection, seconds: float) -> Iterator[None]:
         conn.set_progress_handler(None, 0)
 
 
-def _rows(conn: sqlite3.Connection, sql: str) -> Iterator[tuple[object, ...]]:
-    yield from conn.execute(sql)
+def bad_keys(conn: sqlite3.Connection, table: str = "entries") -> Iterator[tuple[object, str]]:
+    """(key, why) for every key of ``table`` (entries or archive) that is not text, breaks
+    the naming rules (kyfs.core.names) or, for entries, has the wrong parent: only a file
+    kyfs did not write holds them (``../x``, ``/abs``, empty components)."""
+    parent = "parent" if table == "entries" else "NULL"
+    for key, stored_parent in conn.execute(f"SELECT key, {parent} FROM {table}"):
+        if not isinstance(key, str):
+            yield key, "not text"
+            continue
+        try:
+            names.check_key(key)
+        except InvalidName as exc:
+            yield key, str(exc)
+            continue
+        if table == "entries" and stored_parent != names.parent_of(key):
+            yield key, f"its parent is recorded as {stored_parent!r}"
 
 
 def validate_data(conn: sqlite3.Connection, seconds: float = VALIDATE_SECONDS) -> list[str]:
@@ -163,25 +177,13 @@ def validate_data(conn: sqlite3.Connection, seconds: float = VALIDATE_SECONDS) -
         problems += [f"integrity: {line}" for line in bad[:5]]
         if bad:
             return problems
-        for key, parent in _rows(conn, "SELECT key, parent FROM entries"):
-            if not isinstance(key, str) or not isinstance(parent, str):
-                problems.append(f"a key that is not text: {key!r}")
-            else:
-                try:
-                    names.check_key(key)
-                except InvalidName as exc:
-                    problems.append(f"a key that breaks the naming rules: {key[:80]!r} ({exc})")
-                else:
-                    if parent != names.parent_of(key):
-                        problems.append(f"the key {key[:80]!r} has the wrong parent {parent!r}")
+        for key, why in bad_keys(conn):
+            problems.append(f"a key that breaks the naming rules: {str(key)[:80]!r} ({why})")
             if len(problems) > 20:
                 return problems
-        for key in conn.execute("SELECT key FROM archive"):
-            try:
-                names.check_key(str(key[0]))
-            except InvalidName:
-                problems.append(f"an archived key that breaks the naming rules: {key[0]!r}")
-                break
+        for key, _ in bad_keys(conn, "archive"):
+            problems.append(f"an archived key that breaks the naming rules: {str(key)[:80]!r}")
+            break
         checks = [
             ("node types other than file, directory or link", f"kind NOT IN ({REG}, {DIR}, {LNK})"),
             ("modes out of range", f"mode < 0 OR mode > {MODE_MASK}"),
@@ -211,6 +213,3 @@ def validate_data(conn: sqlite3.Connection, seconds: float = VALIDATE_SECONDS) -
         if history:
             problems.append(f"{history} history rows out of range")
     return problems
-
-
-__all__ = ["UntrustedFile", "check_schema", "deadline", "reference", "validate_data"]

@@ -22,7 +22,7 @@ from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
-from kyfs.core.errors import SchemaViolation, StorageError
+from kyfs.core.errors import SchemaViolation, StorageError, UntrustedFile
 from kyfs.engine.sqlite import rules, schema, trust
 from kyfs.engine.sqlite.check import SearchCheckMixin
 from kyfs.engine.sqlite.connection import connect, convert
@@ -71,7 +71,7 @@ class SqliteWorkspace(SearchCheckMixin, RulesMixin):
                 self._conn.execute(f"PRAGMA user_version = {actual}")
                 problems = []
             if problems:
-                raise trust.UntrustedFile(
+                raise UntrustedFile(
                     f"{path}: not a kyfs workspace as kyfs writes it: " + "; ".join(problems[:4])
                 )
             # Proven kyfs's own, object by object: its triggers may now feed FTS5.
