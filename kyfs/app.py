@@ -19,11 +19,19 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from kyfs.core.errors import KyfsError, NotPermitted, WorkspaceExists, WorkspaceNotFound
+from kyfs.core.errors import (
+    InvalidInput,
+    KyfsError,
+    NotPermitted,
+    WorkspaceExists,
+    WorkspaceNotFound,
+)
+from kyfs.core.names import WORKSPACE_NAME_RE
 from kyfs.engine import SqliteEngine, open_engine
 from kyfs.engine.base import Workspace
 from kyfs.platform import config
@@ -39,6 +47,25 @@ def resolve_workspace(name: str | None) -> str:
     return config.active_workspace() or config.DEFAULT_WORKSPACE
 
 
+ENV_DB_PATH = "KYFS_DB_PATH"  # one workspace file for one command (KyCLI's KYCLI_DB_PATH)
+
+
+def split_address(key: str, workspace: str | None) -> tuple[str, str | None]:
+    """A key argument in the address form ``KEY@WORKSPACE`` (skate's form), split at the
+    last ``@`` when no workspace was named otherwise (-w, KYFS_WORKSPACE, --db) and
+    the part after it is a valid workspace name; else ``(key, workspace)`` unchanged.
+
+    ``user.name@project_alpha`` is key ``user.name`` of ``project_alpha``. A key that
+    holds an ``@`` itself (an e-mail address) is written with ``-w NAME``.
+    """
+    if workspace is not None or os.environ.get(ENV_DB_PATH) or "@" not in key:
+        return key, workspace
+    head, _, tail = key.rpartition("@")
+    if head and WORKSPACE_NAME_RE.fullmatch(tail):
+        return head, tail
+    return key, workspace
+
+
 @contextlib.contextmanager
 def engine_session() -> Iterator[SqliteEngine]:
     """The engine of the current data directory for one command, closed afterwards."""
@@ -50,15 +77,28 @@ def engine_session() -> Iterator[SqliteEngine]:
 
 
 @contextlib.contextmanager
-def session(name: str | None) -> Iterator[tuple[str, Workspace]]:
+def session(name: str | None, *, addressed: bool = False) -> Iterator[tuple[str, Workspace]]:
     """The workspace a command acts on (:func:`resolve_workspace`), open under the shared
     workspaces lock for the ``with`` block; yields (its name, the workspace). ``default``
     is created on first use (KyCLI's rule), unless it was dropped: it waits in the trash.
+    With ``$KYFS_DB_PATH`` (``kyfs --db FILE``) it is that workspace file instead, named
+    by its stem; the file must be a kyfs workspace. ``addressed``: the name came from a
+    ``KEY@WORKSPACE`` argument (:func:`split_address`), said in the not-found hint.
 
     Raises:
-        WorkspaceNotFound: (ENOENT, exit 1) with a hint to create it.
-        InvalidName: (exit 2). StorageError: (EIO, exit 4).
+        WorkspaceNotFound: (ENOENT, exit 1) with a hint to create it, or the file of
+            --db is missing.
+        InvalidName: (exit 2). InvalidInput: (exit 2) both --db and -w.
+        StorageError: (EIO, exit 4); UntrustedFile (exit 4) --db names a file that
+            is not a kyfs workspace.
     """
+    db_path = os.environ.get(ENV_DB_PATH)
+    if db_path:
+        if name is not None:
+            raise InvalidInput("give either --db FILE (KYFS_DB_PATH) or -w NAME, not both")
+        with engine_session() as engine, engine.using_file(Path(db_path)) as opened:
+            yield Path(db_path).stem, opened
+        return
     workspace = resolve_workspace(name)
     with engine_session() as engine, contextlib.ExitStack() as stack:
         try:
@@ -74,6 +114,11 @@ def session(name: str | None) -> Iterator[tuple[str, Workspace]]:
                 raise WorkspaceNotFound(
                     f"workspace not found: {workspace} (it is in the trash:"
                     f" kyfs trash restore {workspace})"
+                ) from None
+            elif addressed:
+                raise WorkspaceNotFound(
+                    f"workspace not found: {workspace} (KEY@WORKSPACE names a workspace;"
+                    " for a key with '@' in it, add -w NAME)"
                 ) from None
             else:
                 raise WorkspaceNotFound(

@@ -157,3 +157,72 @@ def test_scan_lists_keys_with_values(kyfs_home: Path) -> None:
         {"key": "config/a", "size": 7, "value": "one\ntwo"},
         {"key": "config/bin", "size": 2, "value_base64": "AAE="},
     ]
+
+
+def test_the_address_form_names_workspace_and_key(kyfs_home: Path) -> None:
+    assert run("create", "project_alpha").returncode == 0
+    assert run("set", "user.name@project_alpha", "Alice").returncode == 0
+    assert run("-w", "project_alpha", "get", "user.name").stdout == b"Alice"
+    assert run("get", "user.name@project_alpha").stdout == b"Alice"
+    assert json.loads(run("get", "user.name@project_alpha", "--json").stdout)["key"] == "user.name"
+    assert run("keys").stdout == b""  # nothing went to the active workspace
+    # A key with an '@' of its own: the workspace it would name is missing, said clearly.
+    done = run("set", "alice@example.com", "x")
+    assert done.returncode == 1 and b"-w NAME" in done.stderr
+    assert run("-w", "default", "set", "alice@example.com", "x").returncode == 0
+    assert run("-w", "default", "get", "alice@example.com").stdout == b"x"
+    assert run("delete", "user.name@project_alpha").returncode == 0
+    assert run("-w", "project_alpha", "keys").stdout == b""
+
+
+def test_db_names_one_workspace_file(kyfs_home: Path, tmp_path: Path) -> None:
+    assert run("set", "k", "v").returncode == 0
+    file = tmp_path / "copy.db"
+    file.write_bytes((kyfs_home / "workspaces" / "default.db").read_bytes())
+    assert run("--db", str(file), "get", "k").stdout == b"v"
+    assert run("--db", str(file), "set", "k", "w").returncode == 0
+    env_run = subprocess.run(
+        [sys.executable, "-m", "kyfs", "get", "k"], capture_output=True, check=False,
+        env={**__import__("os").environ, "KYFS_DB_PATH": str(file)},
+    )  # fmt: skip
+    assert env_run.stdout == b"w"
+    assert run("get", "k").stdout == b"v"  # the data directory's own is untouched
+    other = tmp_path / "notes.txt"
+    other.write_text("not a workspace")
+    done = run("--db", str(other), "keys")
+    assert done.returncode == 4 and b"Traceback" not in done.stderr
+    assert other.read_text() == "not a workspace"
+    done = run("--db", str(tmp_path / "missing.db"), "keys")
+    assert done.returncode == 1 and b"missing.db" in done.stderr
+    assert run("--db", str(file), "-w", "default", "keys").returncode == 2
+
+
+def test_use_of_a_missing_workspace(kyfs_home: Path) -> None:
+    done = run("use", "beta")  # not a terminal: no question, the hint
+    assert done.returncode == 1 and b"kyfs use beta --create" in done.stderr
+    assert run("use", "beta", "--create").returncode == 0
+    assert run("drop", "beta", "--yes").returncode == 0
+    done = run("keys")  # the active workspace was dropped
+    assert done.returncode == 1 and b"kyfs trash restore beta" in done.stderr
+    done = run("use", "beta")
+    assert done.returncode == 1 and b"kyfs trash restore beta" in done.stderr
+
+
+def test_use_asks_on_a_terminal(kyfs_home: Path) -> None:
+    import pexpect
+
+    child = pexpect.spawn(sys.executable, ["-m", "kyfs", "use", "gamma"], timeout=30)
+    child.expect("Workspace 'gamma' does not exist. Create it\\?")
+    child.sendline("y")
+    child.expect("active workspace: gamma")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+    child = pexpect.spawn(sys.executable, ["-m", "kyfs", "use", "delta"], timeout=30)
+    child.expect("Create it\\?")
+    child.sendline("n")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 1
+    names = [w["name"] for w in json.loads(run("workspaces", "--json").stdout)]
+    assert "gamma" in names and "delta" not in names

@@ -13,6 +13,7 @@ import json
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -20,6 +21,7 @@ from click.shell_completion import CompletionItem
 
 from kyfs import __version__
 from kyfs.app import (
+    ENV_DB_PATH,
     engine_session,
     ensure_shared,
     session,
@@ -69,6 +71,8 @@ Safety:      kyfs trash restore NAME         kyfs backup create
 From KyCLI:  kyfs migrate kycli              kys KEY VALUE / kyg KEY / kyl / kyd KEY
 
 Global options go before or after the command: kyfs -w NAME keys, kyfs keys -w NAME.
+One workspace file for one command: kyfs --db FILE get KEY (or KYFS_DB_PATH=FILE).
+A key of another workspace: kyfs get KEY@WORKSPACE (skate's address form).
 Every command: kyfs --help; one command: kyfs COMMAND --help.
 """
 
@@ -92,8 +96,22 @@ Every command: kyfs --help; one command: kyfs COMMAND --help.
     metavar="NAME",
     help="Workspace for the command (as -w after it; env KYFS_WORKSPACE).",
 )
+@click.option(
+    "--db",
+    "db_path",
+    envvar=ENV_DB_PATH,
+    metavar="FILE",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Use the workspace file FILE for this command (env KYFS_DB_PATH).",
+)
 @click.pass_context
-def cli(ctx: click.Context, user: str | None, cursor: str | None, workspace: str | None) -> None:
+def cli(
+    ctx: click.Context,
+    user: str | None,
+    cursor: str | None,
+    workspace: str | None,
+    db_path: Path | None,
+) -> None:
     """kyfs: key-value workspaces that live as a filesystem.
 
     Each workspace is one SQLite file; `kyfs mount` shows every workspace as a
@@ -107,7 +125,7 @@ def cli(ctx: click.Context, user: str | None, cursor: str | None, workspace: str
     # In the environment for the command's duration, so that a daemon started by
     # `kyfs mount` inherits them, and a subcommand's own -w (KYFS_WORKSPACE) sees a
     # global one; put back afterwards (in-process callers, tests).
-    names = (config.ENV_USER, config.ENV_CURSOR, paths.ENV_DATA, config.ENV_WORKSPACE)
+    names = (config.ENV_USER, config.ENV_CURSOR, paths.ENV_DATA, config.ENV_WORKSPACE, ENV_DB_PATH)
     saved = {n: os.environ.get(n) for n in names}
     ctx.call_on_close(lambda: _restore_environment(saved))
     if user:
@@ -116,6 +134,8 @@ def cli(ctx: click.Context, user: str | None, cursor: str | None, workspace: str
         os.environ[config.ENV_CURSOR] = cursor
     if workspace is not None:
         os.environ[config.ENV_WORKSPACE] = workspace
+    if db_path is not None:
+        os.environ[ENV_DB_PATH] = str(db_path.absolute())
     config.current_user()  # a bad --user is a clear error before anything runs
     config.apply_cursor()
     if ctx.invoked_subcommand in ("completion", "migrate"):

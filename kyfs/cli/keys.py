@@ -12,6 +12,7 @@ import click
 
 from kyfs.app import (
     session,
+    split_address,
 )
 from kyfs.cli.base import (
     _echo_json,
@@ -42,12 +43,15 @@ def set_(
 ) -> None:
     """Store VALUE at KEY; the value is read from stdin when omitted or `-` (binary-safe).
 
-    Examples: kyfs set user.name Alice; cat notes.md | kyfs set notes --ttl 7d
+    KEY@WORKSPACE names a key of another workspace (when -w is not given).
+
+    Examples: kyfs set user.name Alice; cat notes.md | kyfs set notes@project_alpha --ttl 7d
     """
     from kyfs.core.names import parse_duration
 
     seconds = parse_duration(ttl) if ttl else None
-    with session(workspace) as (name, store):
+    key, where = split_address(key, workspace)
+    with session(where, addressed=where != workspace) as (name, store):
         if value is None or value == "-":
             entry = store.set(key, sys.stdin.buffer, ttl_s=seconds)
         else:
@@ -69,8 +73,11 @@ def get(key: str, workspace: str | None, as_json: bool) -> None:
 
     A symbolic link's value is its target, as stored (not followed); --json says
     "type": "symlink" (or "key"), and gives the owner and the number of names.
+
+    Examples: kyfs get user.name; kyfs get user.name@project_alpha --json
     """
-    with session(workspace) as (name, store):
+    key, where = split_address(key, workspace)
+    with session(where, addressed=where != workspace) as (name, store):
         if as_json:
             from kyfs.core.nodes import KIND_NAMES
 
@@ -115,8 +122,12 @@ def get(key: str, workspace: str | None, as_json: bool) -> None:
 @workspace_option
 @json_option
 def delete(key: str, workspace: str | None, as_json: bool) -> None:
-    """Delete KEY (it waits in the archive: kyfs restore KEY brings it back)."""
-    with session(workspace) as (name, store):
+    """Delete KEY (it waits in the archive: kyfs restore KEY brings it back).
+
+    Examples: kyfs delete user.name; kyfs delete user.name@project_alpha
+    """
+    key, where = split_address(key, workspace)
+    with session(where, addressed=where != workspace) as (name, store):
         store.delete(key)
     if as_json:
         _echo_json({"action": "delete", "workspace": name, "key": key})

@@ -4,6 +4,7 @@ cursors, the archive, the trash and fsck."""
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from kyfs.cli.base import (
     workspace_option,
 )
 from kyfs.core.errors import InvalidInput, KyfsError, StorageError, WorkspaceNotFound
+from kyfs.core.names import check_workspace_name
 from kyfs.platform import config
 
 
@@ -45,15 +47,30 @@ from kyfs.platform import config
     help="Use the project workspace of PATH (default: the current directory).",
 )
 def use(name: str | None, create: bool, project: str | None) -> None:
-    """Make NAME (or a project's workspace, with --project) the active workspace."""
+    """Make NAME (or a project's workspace, with --project) the active workspace.
+
+    A missing NAME is created with --create; on a terminal kyfs asks (KyCLI's `use`),
+    otherwise it exits 1 with the hint.
+
+    Examples: kyfs use project_alpha; kyfs use --project ~/src/app
+    """
     with engine_session() as workspaces:
         if project is not None:
             name = use_project(workspaces, Path(project))
         elif name is None:
             raise InvalidInput("give a workspace NAME, or --project [PATH]")
         elif not workspaces.exists(name):
+            check_workspace_name(name)
+            in_trash = any(t.name == name for t in workspaces.trash())
+            hint = f"kyfs trash restore {name}" if in_trash else f"kyfs use {name} --create"
+            if not create and not sys.stdin.isatty():
+                where = " (it is in the trash)" if in_trash else ""
+                raise WorkspaceNotFound(f"workspace not found: {name}{where}: {hint}")
             if not create:
-                raise WorkspaceNotFound(f"workspace not found: {name} (add --create to create it)")
+                question = f"Workspace {name!r} does not exist"
+                question += f" (one is in the trash: {hint})" if in_trash else ""
+                if not click.confirm(f"{question}. Create it?", default=True):
+                    raise WorkspaceNotFound(f"workspace not found: {name}: {hint}")
             workspaces.create(name)
             click.echo(f"created workspace {name}", err=True)
     config.set_active_workspace(name)

@@ -418,6 +418,26 @@ class SqliteEngine:
                 if not self._cache_enabled:
                     workspace.close()
 
+    @contextmanager
+    def using_file(self, path: Path) -> Iterator[SqliteWorkspace]:
+        """The workspace file ``path`` (anywhere, not only in the data directory) for one
+        ``with`` block: ``kyfs --db FILE``. It must be a kyfs workspace (its schema is
+        checked as for any untrusted file); an older kyfs version's file is upgraded.
+
+        Raises:
+            WorkspaceNotFound: (ENOENT, exit 1) no such file.
+            UntrustedFile: (EIO, exit 4) a SQLite file that is not a kyfs workspace.
+            StorageError: (EIO, exit 4) not a SQLite file, or unreadable.
+        """
+        if not path.is_file():
+            raise WorkspaceNotFound(f"no workspace file: {path}")
+        workspace = SqliteWorkspace(path, retention_s=self._retention_s())
+        try:
+            workspace.sweep_expired()
+            yield workspace
+        finally:
+            workspace.close()
+
     def open(self, name: str) -> SqliteWorkspace:
         """The SqliteWorkspace of workspace ``name``: cached and revalidated, or newly opened.
 
