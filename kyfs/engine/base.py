@@ -249,6 +249,10 @@ class Workspace(Protocol):
         """The schema rules."""
         ...
 
+    def empty_refused(self, key: str) -> str | None:
+        """Why a rule refuses an empty value at ``key``, or None."""
+        ...
+
     def violations(self, glob: str, schema: dict[str, Any]) -> list[str]:
         """Stored keys matching ``glob`` that break ``schema``, as sentences."""
         ...

@@ -27,6 +27,7 @@ every request; nothing here is locked. See docs/design.md for the measured figur
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import logging
@@ -50,6 +51,7 @@ from kyfs.core.errors import (
     NameTooLong,
     NotPermitted,
     ReadOnly,
+    SchemaViolation,
 )
 from kyfs.core.nodes import DIR, REG, Entry, Owner
 from kyfs.engine import SqliteEngine
@@ -179,6 +181,8 @@ class KyfsOperations(Operations):  # type: ignore[misc]
         cached size and pages of each."""
         was_dirty = opened.dirty
         opened.commit(sync=sync)
+        if was_dirty:
+            opened.refusal = None  # the value written was judged by the commit
         entry = opened.entry
         if was_dirty and entry is not None and entry.nlink > 1 and opened.workspace:
             self._forget(opened.workspace, opened.store.keys_of(opened.entry_id))
@@ -201,6 +205,25 @@ class KyfsOperations(Operations):  # type: ignore[misc]
             tree = VersionsTree(workspace, self.workspaces.open(workspace))
             return tree, key[len(VERSIONS_DIR) + 1 :]
         return None
+
+    def _judge_empty(self, opened: OpenFile, last: bool) -> None:
+        """At close: a key created here and never written holds the empty value; when a
+        schema rule refuses it, each close(2) fails EINVAL, as the close after a refused
+        write does, and at the last close (``last``: release) the key goes. It stays
+        until then, because a shell's ``echo VALUE > KEY`` creates the key, closes one
+        descriptor of it (after dup2) and only then writes. The kernel may keep the name
+        for its entry timeout (1 s) after that: a create of it then fails ENOENT."""
+        if opened.refusal is None or opened.dirty or opened.current_size() != 0:
+            return
+        if not last:
+            raise SchemaViolation(opened.refusal)
+        opened.refusal = None
+        keys = opened.store.keys_of(opened.entry_id)
+        for key in keys:
+            with contextlib.suppress(KyfsError):
+                opened.store.delete(key)
+        if opened.workspace:
+            self._forget(opened.workspace, keys)
 
     def _resolve(self, path: str, lookup: bool = True) -> tuple[Workspace, str]:
         """The workspace and key of a path inside a workspace.
@@ -589,8 +612,18 @@ class KyfsOperations(Operations):  # type: ignore[misc]
         if not self._split(path)[1]:
             raise NotPermitted("the root holds only workspaces (directories), not files")
         store, key = self._resolve(path, lookup=False)
-        entry = store.create(key, mode, exclusive=bool(flags & os.O_EXCL), owner=self._caller())
-        return self._attach(path, store, entry, truncate=bool(flags & os.O_TRUNC))
+        try:
+            entry = store.create(key, mode, exclusive=True, owner=self._caller())
+        except AlreadyExists:
+            if flags & os.O_EXCL:
+                raise
+            entry = store.create(key, mode, owner=self._caller())
+            return self._attach(path, store, entry, truncate=bool(flags & os.O_TRUNC))
+        fh = self._attach(path, store, entry, truncate=bool(flags & os.O_TRUNC))
+        # A new key holds an empty value until a write: a schema rule judges it at close
+        # if nothing was written (touch), as it judges any value.
+        self._handles[fh].refusal = store.empty_refused(key) if entry.size == 0 else None
+        return fh
 
     @_op
     def open(self, path: str, flags: int) -> int:
@@ -657,7 +690,9 @@ class KyfsOperations(Operations):  # type: ignore[misc]
         """Commit handle ``fh``'s buffered writes (what close(2) returns). ENOSPC, EIO,
         EINVAL (a schema rule refused the value); after an error the changes are gone."""
         if fh not in self._virtual:
-            self._commit(self._handle(fh))
+            opened = self._handle(fh)
+            self._commit(opened)
+            self._judge_empty(opened, last=False)
         return 0
 
     @_fh_op
@@ -679,6 +714,8 @@ class KyfsOperations(Operations):  # type: ignore[misc]
         opened.refs -= 1
         try:
             self._commit(opened)
+            if opened.refs == 0:
+                self._judge_empty(opened, last=True)
         finally:
             if opened.refs == 0:
                 opened.close()

@@ -79,6 +79,7 @@ class OpenFile:
         self.orphaned = False  # the entry was deleted while open: keep everything here
         self.entry: Entry | None = None  # the entry as last opened, for fstat after unlink
         self.workspace = ""  # the workspace it was opened in (the adapter's, for invalidation)
+        self.refusal: str | None = None  # a new key a rule refuses empty (set by create)
         self.refs = 0
         self._bs = store.block_size
         self._spill_dir = spill_dir

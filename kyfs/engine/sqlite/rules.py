@@ -139,6 +139,20 @@ class RulesMixin(HistoryMixin):
         """The schema rules: ``[{"glob": ..., "schema": {...}}]``."""
         return list(json.loads(self.meta().get("schemas", "[]")))
 
+    def empty_refused(self, key: str) -> str | None:
+        """Why an empty value at ``key`` breaks a schema rule (the sentence a write would
+        fail with), or None when no rule refuses it. The mount asks this of a key it has
+        just created (``touch``): the empty value stands unless a write follows."""
+        from fnmatch import fnmatchcase
+
+        for rule in self.schemas():
+            if fnmatchcase(key, rule["glob"]):
+                try:
+                    validate(key, rule, b"")
+                except SchemaViolation as exc:
+                    return str(exc)
+        return None
+
     def clear_schema(self, glob: str | None = None) -> int:
         """Remove the rule of ``glob`` (every rule when None); return how many went."""
         rules = self.schemas()
