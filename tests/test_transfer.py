@@ -250,6 +250,35 @@ def test_scoped_file_analyze_run_validate_cleanup(tmp_path: Path) -> None:
     assert len(list((paths.trash_dir() / "sources").iterdir())) == 1
 
 
+def test_a_scoped_file_brings_its_archive_and_audit_log(tmp_path: Path) -> None:
+    source = tmp_path / "scoped.db"
+    scoped_file(source)
+    conn = sqlite3.connect(source)
+    conn.execute("CREATE TABLE archive (id INTEGER PRIMARY KEY, scope TEXT, key TEXT,"
+                 " value TEXT, deleted_at DATETIME)")  # fmt: skip
+    conn.execute("CREATE TABLE audit_log (id INTEGER PRIMARY KEY, scope TEXT, key TEXT,"
+                 " value TEXT, timestamp DATETIME)")  # fmt: skip
+    conn.execute("INSERT INTO archive VALUES (1, 'beta team', 'gone', 'was here',"
+                 " '2024-01-02 03:04:05')")  # fmt: skip
+    conn.executemany("INSERT INTO audit_log VALUES (?, ?, ?, ?, ?)", [
+        (1, "alpha", "k1", "v0", "2024-01-01 00:00:00"),
+        (2, "alpha", "k1", "v1", "2024-01-02 00:00:00"),
+        (3, "beta team", "gone", None, "2024-01-02 03:04:05"),
+    ])  # fmt: skip
+    conn.commit()
+    conn.close()
+    assert run("migrate", "run", str(source), "--quiet").exit_code == 0
+    archived = json.loads(run("archive", "--json", "-w", "beta_team").output)
+    assert [a["key"] for a in archived] == ["gone"]
+    assert run("restore", "-w", "beta_team", "gone").exit_code == 0
+    assert values("beta_team")["gone"] == b"was here"
+    history = json.loads(run("history", "-w", "alpha", "k1", "--json").output)
+    imported = [h for h in history if h["time"].startswith("2024")]
+    assert [h.get("value") for h in imported] == ["v0", "v1"]
+    gone = json.loads(run("history", "-w", "beta_team", "gone", "--json").output)
+    assert any(h["action"] == "delete" and h["time"].startswith("2024-01-02") for h in gone)
+
+
 def test_validate_notices_a_changed_value(tmp_path: Path) -> None:
     source = tmp_path / "scoped.db"
     scoped_file(source)

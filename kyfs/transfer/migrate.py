@@ -25,7 +25,7 @@ from kyfs.core.errors import InvalidInput, KeyNotFound, KyfsError, WorkspaceExis
 from kyfs.core.nodes import HistoryEntry, ImportItem
 from kyfs.engine import open_engine
 from kyfs.platform import paths
-from kyfs.transfer.sources import Record, SourceData, iter_workspaces, read_kycli
+from kyfs.transfer.sources import HistoryRow, Record, SourceData, iter_workspaces, read_kycli
 
 MERGE_RULES = ("keep", "replace")  # keep: stored values win; replace: source wins (archived)
 
@@ -117,7 +117,7 @@ def _write_workspace(
     name: str,
     records: list[Record],
     archived: list[tuple[Record, int]],
-    history: list[tuple[str, str, bytes | None, int]],
+    history: list[HistoryRow],
     merge: str | None,
 ) -> int:
     workspaces = open_engine()
@@ -127,7 +127,9 @@ def _write_workspace(
         with workspaces.using(name) as store:
             written = store.import_entries(map(_item, records), conflict=merge or "error")
             store.import_archived((_item(r), when) for r, when in archived)
-            store.import_history(HistoryEntry(*row) for row in history)
+            store.import_history(
+                HistoryEntry(row.key, row.action, row.value, row.when) for row in history
+            )
             return written
     finally:
         workspaces.close()
@@ -141,14 +143,13 @@ def run(
     concurrency: int = 4,
     dry_run: bool = False,
     progress: Callable[[str, int], None] | None = None,
-    history_workspace: str | None = None,
 ) -> Plan:
     """Write ``data`` into kyfs, one thread per workspace (at most ``concurrency``).
 
     Refuses, before writing anything, to write into an existing workspace unless
     ``merge`` is a rule of MERGE_RULES; a ``dry_run`` returns the plan, conflicts
     shown, and refuses nothing. ``progress(workspace, keys)`` is called as
-    each workspace finishes. ``history_workspace`` receives ``data.history``.
+    each workspace finishes. History rows go to their own workspace.
 
     Raises:
         WorkspaceExists: (exit 3) a target workspace exists and ``merge`` is None.
@@ -169,10 +170,13 @@ def run(
     for record, when in data.archived:
         archived.setdefault(record.workspace, []).append((record, when))
 
+    histories: dict[str, list[HistoryRow]] = {}
+    for row in data.history:
+        histories.setdefault(row.workspace, []).append(row)
+
     def one(name: str) -> tuple[str, int]:
-        history = data.history if name == history_workspace else []
         return name, _write_workspace(name, live.get(name, []), archived.get(name, []),
-                                      history, merge)  # fmt: skip
+                                      histories.get(name, []), merge)  # fmt: skip
 
     with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
         for name, written in pool.map(one, [w.name for w in plan.workspaces]):
@@ -287,7 +291,7 @@ def read_kycli_sources(sources: list[tuple[Path, str]], master_key: str | None) 
         merged.live += data.live
         merged.archived += data.archived
         merged.notes += data.notes
-        merged.history += [(f"{workspace}\0{k}", a, v, t) for k, a, v, t in data.history]
+        merged.history += data.history
     return merged
 
 
@@ -307,19 +311,14 @@ def run_kycli(
     if not sources:
         raise InvalidInput("no KyCLI data found (~/kydata.db or ~/.kycli/data/*.db)")
     data = read_kycli_sources(sources, master_key)
-    histories: dict[str, list[tuple[str, str, bytes | None, int]]] = {}
-    for key, action, value, when in data.history:
-        workspace, _, name = key.partition("\0")
-        histories.setdefault(workspace, []).append((name, action, value, when))
     plan = None
     for workspace in sorted({w for _, w in sources}):
         part = SourceData(
             live=[r for r in data.live if r.workspace == workspace],
             archived=[(r, t) for r, t in data.archived if r.workspace == workspace],
-            history=histories.get(workspace, []),
+            history=[h for h in data.history if h.workspace == workspace],
         )
-        sub = run(part, str(workspace), merge=merge, concurrency=1, progress=progress,
-                  history_workspace=workspace)  # fmt: skip
+        sub = run(part, str(workspace), merge=merge, concurrency=1, progress=progress)
         if plan is None:
             plan = Plan(", ".join(str(p) for p, _ in sources), notes=list(data.notes))
         plan.workspaces += sub.workspaces

@@ -76,14 +76,26 @@ class Record:
 
 
 @dataclass
+class HistoryRow:
+    """One version from a source's audit log: ``value`` None for a delete; ``when`` in
+    ns since the epoch, UTC."""
+
+    workspace: str
+    key: str
+    action: str  # "set" or "delete"
+    value: bytes | None
+    when: int
+
+
+@dataclass
 class SourceData:
     """Everything read from one source: live keys, archived (deleted or expired) values
-    with their deletion time, history rows (key, value or None for a delete, time),
-    and notes on names that had to be changed."""
+    with their deletion time (ns, UTC), history rows, and notes on names that had to
+    be changed."""
 
     live: list[Record] = field(default_factory=list)
     archived: list[tuple[Record, int]] = field(default_factory=list)
-    history: list[tuple[str, str, bytes | None, int]] = field(default_factory=list)
+    history: list[HistoryRow] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
 
@@ -369,17 +381,29 @@ def read_kycli(
             for key, value, stamp in conn.execute(
                 "SELECT key, value, timestamp FROM audit_log ORDER BY id"
             ):
-                kyfs_name, _ = kyfs_key(str(key))
-                when = parse_time(stamp) or now_ns
-                if value is None:
-                    data.history.append((kyfs_name, "delete", None, when))
-                else:
-                    data.history.append(
-                        (kyfs_name, "set", decode_kycli_value(value, master_key), when)
-                    )
+                _history(data, workspace, key, value, stamp, master_key, now_ns)
     finally:
         conn.close()
     return _disambiguate(data)
+
+
+def _history(
+    data: SourceData,
+    workspace: str,
+    key: object,
+    value: object,
+    stamp: object,
+    master_key: str | None,
+    now_ns: int,
+) -> None:
+    """One KyCLI ``audit_log`` row as history (a NULL value is a delete)."""
+    name, _ = kyfs_key(str(key))
+    when = parse_time(stamp) or now_ns
+    if value is None:
+        data.history.append(HistoryRow(workspace, name, "delete", None, when))
+    else:
+        decoded = decode_kycli_value(value, master_key)
+        data.history.append(HistoryRow(workspace, name, "set", decoded, when))
 
 
 def _record(workspace: str, key: object, value: bytes, data: SourceData) -> Record:
@@ -450,6 +474,7 @@ def read_single_file(path: Path, master_key: str | None = None) -> SourceData:
             for scope, key, value, expires in rows:
                 _add(data, str(scope), str(key), decode_kycli_value(value, master_key),
                      None, None, parse_time(expires), now_ns)  # fmt: skip
+            _scoped_archive_and_audit(conn, data, master_key, now_ns)
         else:
             cols = _columns(conn, "kv")
             pick = [c if c in cols else "NULL" for c in
@@ -465,6 +490,44 @@ def read_single_file(path: Path, master_key: str | None = None) -> SourceData:
     finally:
         conn.close()
     return _disambiguate(data)
+
+
+def _scoped_archive_and_audit(
+    conn: sqlite3.Connection, data: SourceData, master_key: str | None, now_ns: int
+) -> None:
+    """A scoped file's ``archive(scope, key, value, deleted_at)`` and ``audit_log(scope,
+    key, value, timestamp)`` rows, as the KyCLI migration reads them: the archive stays
+    archived, the audit log becomes history, each in its scope's workspace. Tables
+    without a ``scope`` column belong to the file's only scope, or are skipped (noted)
+    when it has several."""
+    tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+    scopes = {r.workspace for r in data.live} | {r.workspace for r, _ in data.archived}
+    for table, stamp_column in (("archive", "deleted_at"), ("audit_log", "timestamp")):
+        if table not in tables:
+            continue
+        columns = _columns(conn, table)
+        if not {"key", "value", stamp_column} <= columns:
+            data.notes.append(f"table {table} lacks key, value or {stamp_column}: skipped")
+            continue
+        if "scope" in columns:
+            scope_sql = "scope"
+        elif len(scopes) == 1:
+            scope_sql = "NULL"
+        else:
+            data.notes.append(f"table {table} has no scope column and the file several scopes:"
+                              " skipped")  # fmt: skip
+            continue
+        order = " ORDER BY id" if "id" in columns else ""
+        query = f"SELECT {scope_sql}, key, value, {stamp_column} FROM {table}{order}"
+        for scope, key, value, stamp in conn.execute(query):
+            workspace = workspace_for(str(scope)) if scope is not None else next(iter(scopes))
+            if table == "archive":
+                if value is None:
+                    continue
+                record = _record(workspace, key, decode_kycli_value(value, master_key), data)
+                data.archived.append((record, parse_time(stamp) or now_ns))
+            else:
+                _history(data, workspace, key, value, stamp, master_key, now_ns)
 
 
 def _add(
