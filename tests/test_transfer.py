@@ -7,6 +7,7 @@ import base64
 import hashlib
 import json
 import os
+import shutil
 import sqlite3
 import tarfile
 import threading
@@ -402,3 +403,54 @@ def test_export_to_stdout_and_bad_import(tmp_path: Path) -> None:
     bad.write_text("{not json\n")
     result = run("import", str(bad))
     assert result.exit_code == 2 and "Traceback" not in result.output
+
+
+def test_a_full_backup_keeps_users_state_and_cursors(tmp_path: Path, kyfs_home: Path) -> None:
+    other = tmp_path / "elsewhere"
+    assert run("--user", "alice", "use", "notes", "--create").exit_code == 0
+    assert run("--user", "alice", "cursor", "set", "work", str(other)).exit_code == 0
+    assert run("--user", "bob", "use", "shared").exit_code == 0
+    archive = tmp_path / "full.tar.gz"
+    assert run("backup", "create", "-o", str(archive), "--quiet").exit_code == 0
+    listed = json.loads(run("backup", "verify", str(archive), "--json").output)
+    assert listed["ok"] and listed["workspaces"]["notes"] == 0
+    shutil.rmtree(kyfs_home)  # a new machine
+    done = run("backup", "restore", str(archive), "--json")
+    assert done.exit_code == 0, done.output
+    result = json.loads(done.output)
+    assert {"users/alice.toml", "users/bob.toml", "cursors/alice/work.toml"} <= set(result["state"])
+    assert "notes" in result["workspaces"]
+    status = json.loads(run("--user", "alice", "cursor", "list", "--json").output)
+    assert status[0]["name"] == "work" and status[0]["path"] == str(other)
+    for user, expected in (("alice", "notes"), ("bob", "shared")):
+        listed = json.loads(run("--user", user, "workspaces", "--json").output)
+        assert [w["name"] for w in listed if w["active"]] == [expected]
+    # A hostile state file (not TOML) is refused, nothing written.
+    bad = tmp_path / "bad.tar.gz"
+    _rewrite_member(archive, bad, "users/alice.toml", b"\x00not toml [")
+    shutil.rmtree(kyfs_home)
+    refused = run("backup", "restore", str(bad))
+    assert refused.exit_code == 2 and "not TOML" in refused.output
+    assert not (kyfs_home / "users" / "alice.toml").exists()
+
+
+def _rewrite_member(source: Path, target: Path, name: str, data: bytes) -> None:
+    """Copy backup ``source`` to ``target`` with member ``name`` replaced by ``data`` and
+    the manifest's checksum and size made to match (a consistent but hostile backup)."""
+    import io
+    import tarfile
+
+    with tarfile.open(source, "r:gz") as tar:
+        members = [(m, tar.extractfile(m).read()) for m in tar]  # type: ignore[union-attr]
+    manifest = json.loads(members[0][1])
+    for item in manifest["files"]:
+        if item["path"] == name:
+            item["sha256"], item["size"] = hashlib.sha256(data).hexdigest(), len(data)
+    with tarfile.open(target, "w:gz") as tar:
+        for member, content in members:
+            if member.name == "manifest.json":
+                content = json.dumps(manifest).encode()
+            elif member.name == name:
+                content = data
+            member.size = len(content)
+            tar.addfile(member, io.BytesIO(content))

@@ -192,10 +192,19 @@ def scan(prefix: str, workspace: str | None, as_json: bool, limit: int) -> None:
 @click.option("--force", is_flag=True, help="Replace a live key of that name (it is archived).")
 @click.option("--version", "version", type=int, help="Write back version N (kyfs history).")
 @click.option("--at", "at", metavar="TIME", help="Write back the value KEY had at TIME (UTC).")
+@json_option
 def restore(
-    key: str, workspace: str | None, force: bool, version: int | None, at: str | None
+    key: str,
+    workspace: str | None,
+    force: bool,
+    version: int | None,
+    at: str | None,
+    as_json: bool,
 ) -> None:
-    """Bring back a deleted KEY from the archive, or an older version of KEY."""
+    """Bring back a deleted KEY from the archive, or an older version of KEY.
+
+    Examples: kyfs restore user.name; kyfs restore user.name --version 3
+    """
     with session(workspace) as (name, store):
         if version is not None or at is not None:
             from kyfs.transfer.sources import parse_time
@@ -208,6 +217,10 @@ def restore(
             entry = store.restore_version(key, version, when)
         else:
             entry = store.restore(key, force=force)
+    if as_json:
+        _echo_json({"action": "restore", "workspace": name, "key": key, "size": entry.size,
+                    "version": version, "at": at})
+        return  # fmt: skip
     click.echo(f"restored {key} ({entry.size} bytes) in {name}")
 
 

@@ -222,8 +222,12 @@ def backup_create(output: Path | None, names: tuple[str, ...], quiet: bool, as_j
 
 @backup.command(name="verify")
 @click.argument("file", type=click.Path(path_type=Path, exists=True, dir_okay=False))
-def backup_verify(file: Path) -> None:
-    """Check FILE against its manifest (checksums, sizes, key counts)."""
+@json_option
+def backup_verify(file: Path, as_json: bool) -> None:
+    """Check FILE against its manifest (checksums, sizes, key counts); exit 2 if not.
+
+    Example: kyfs backup verify kyfs-backup-20261121T100000Z.tar.gz --json
+    """
     import shutil
     import tempfile
 
@@ -235,6 +239,10 @@ def backup_verify(file: Path) -> None:
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     files = checked.manifest["files"]
+    if as_json:
+        _echo_json({"action": "verify", "file": str(file), "ok": True, "files": len(files),
+                    "workspaces": {f["workspace"]: f["keys"] for f in files if "workspace" in f}})
+        return  # fmt: skip
     click.echo(f"{file}: ok, {len(files)} files match the manifest")
 
 
@@ -243,12 +251,24 @@ def backup_verify(file: Path) -> None:
 @click.option("-w", "--workspace", "name", metavar="NAME", help="Only workspace NAME.")
 @click.option("--as", "as_name", metavar="NEW", help="Restore under the name NEW.")
 @click.option("--force", is_flag=True, help="Replace existing workspaces (they go to the trash).")
-def backup_restore(file: Path, name: str | None, as_name: str | None, force: bool) -> None:
-    """Restore workspaces from FILE, after verifying it."""
+@json_option
+def backup_restore(
+    file: Path, name: str | None, as_name: str | None, force: bool, as_json: bool
+) -> None:
+    """Restore workspaces from FILE, after verifying it.
+
+    Examples: kyfs backup restore FILE; kyfs backup restore FILE -w notes --as notes_old
+    """
     from kyfs.transfer import backup as backups
 
     restored = backups.restore(file, name, as_name, force)
-    click.echo("restored: " + ", ".join(restored))
+    if as_json:
+        _echo_json({"action": "restore", "file": str(file), "workspaces": restored.workspaces,
+                    "state": restored.state})
+        return  # fmt: skip
+    click.echo("restored: " + ", ".join(restored.workspaces))
+    if restored.state:
+        click.echo("settings, state and cursors: " + ", ".join(restored.state))
 
 
 @cli.command(name="export")
@@ -271,10 +291,17 @@ def export_cmd(workspace: str | None, fmt: str, output: Path | None) -> None:
 @click.option(
     "--merge", type=click.Choice(["keep", "replace"]), help="When a key exists (default: refuse)."
 )
-def import_cmd(path: Path, workspace: str | None, merge: str | None) -> None:
-    """Import an export (.jsonl, .json or a directory) into a workspace, in one transaction."""
+@json_option
+def import_cmd(path: Path, workspace: str | None, merge: str | None, as_json: bool) -> None:
+    """Import an export (.jsonl, .json or a directory) into a workspace, in one transaction.
+
+    Examples: kyfs import notes.jsonl -w notes; kyfs import ./tree --merge replace
+    """
     from kyfs.transfer import backup as backups
 
     with session(workspace) as (name, store):
         count = backups.import_path(store, path, conflict=merge or "error")
+    if as_json:
+        _echo_json({"action": "import", "workspace": name, "source": str(path), "keys": count})
+        return
     click.echo(f"imported {count} keys into {name}")

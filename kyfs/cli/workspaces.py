@@ -79,10 +79,20 @@ def use(name: str | None, create: bool, project: str | None) -> None:
 
 @cli.command()
 @click.argument("path", required=False, default=".", type=click.Path(path_type=Path))
-def project(path: Path) -> None:
-    """Print the name of the project workspace of PATH (default: the current directory)."""
+@json_option
+def project(path: Path, as_json: bool) -> None:
+    """Print the name of the project workspace of PATH (default: the current directory).
 
-    click.echo(project_workspace(path))
+    Examples: kyfs project; kyfs project ~/src/app --json
+    """
+    name = project_workspace(path)
+    if as_json:
+        with engine_session() as workspaces:
+            exists = workspaces.exists(name)
+        _echo_json({"workspace": name, "path": str(path.expanduser().resolve()),
+                    "exists": exists})
+        return  # fmt: skip
+    click.echo(name)
 
 
 @cli.command(name="workspaces")
@@ -204,13 +214,23 @@ def cursor_list(as_json: bool) -> None:
 @cursor.command(name="active")
 @click.argument("name", required=False)
 @click.option("--none", "clear", is_flag=True, help="Use no cursor (the default data directory).")
-def cursor_active(name: str | None, clear: bool) -> None:
-    """Print the active cursor, or make NAME the active one."""
+@json_option
+def cursor_active(name: str | None, clear: bool, as_json: bool) -> None:
+    """Print the active cursor, or make NAME the active one.
+
+    Examples: kyfs cursor active; kyfs cursor active staging; kyfs cursor active --none
+    """
     if clear:
         config.set_active_cursor(None)
     elif name is not None:
         config.set_active_cursor(name)
-    click.echo(config.active_cursor() or "(none)")
+    active = config.active_cursor()
+    if as_json:
+        cursor = config.get_cursor(active) if active else None
+        _echo_json({"cursor": active, "path": cursor["path"] if cursor else None,
+                    "workspace": cursor.get("workspace") if cursor else None})
+        return  # fmt: skip
+    click.echo(active or "(none)")
 
 
 @cursor.command(name="delete")

@@ -6,10 +6,14 @@ Backup archive layout (tarfile, gzip)::
                                "files": [{"path", "sha256", "size", "workspace", "keys"}]}
     workspaces/<name>.db      a consistent snapshot (SQLite online backup API)
     config.toml               when there is one
+    users/<user>.toml         each user's state (active workspace and cursor): full backups
+    cursors/<user>/<name>.toml  each user's cursors: full backups
 
 The manifest is the first member. ``verify`` checks every listed file's SHA-256
 and size, that nothing is missing or extra, and each snapshot's key count.
-``restore`` verifies before touching anything.
+``restore`` verifies before touching anything. A full restore (no ``-w``) also puts
+back the settings, users' state and cursors that are missing here (``--force``: all of
+them), each checked to be TOML of at most STATE_MAX bytes (ProntoDB backs these up too).
 
 Export formats: ``jsonl`` (one object per key), ``json`` (one document), and
 ``dir`` (a directory tree of files, the mount's layout). Binary values are
@@ -46,6 +50,7 @@ from kyfs.engine import open_engine
 from kyfs.engine.base import Workspace
 from kyfs.engine.sqlite.workspace import SqliteWorkspace
 from kyfs.platform import paths
+from kyfs.platform.config import SHARED_WORKSPACE
 
 FORMAT = "kyfs-backup"
 VERSION = 1
@@ -53,6 +58,21 @@ CHUNK = 1024 * 1024  # bytes read at a time when hashing
 MANIFEST_MAX = 4 * 1024**2  # bytes a backup's manifest.json may have
 RECORD_MAX = 64 * 1024**2  # bytes of one JSON Lines record (an import reads one at a time)
 DOCUMENT_MAX = 256 * 1024**2  # bytes of a whole .json export read by import
+STATE_MAX = 1024**2  # bytes of one settings, user state or cursor file in a backup
+_NAME = r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"  # kyfs.core.names.WORKSPACE_NAME_RE
+STATE_PATH = re.compile(rf"config\.toml|users/{_NAME}\.toml|cursors/{_NAME}/{_NAME}\.toml")
+
+
+def _state_files() -> list[tuple[str, Path]]:
+    """(path in the archive, file here) of the settings, every user's state and cursors."""
+    top = paths.config_dir()
+    found = [("config.toml", paths.config_file())]
+    found += [(f"users/{f.name}", f) for f in sorted((top / "users").glob("*.toml"))]
+    found += [
+        (f"cursors/{f.parent.name}/{f.name}", f)
+        for f in sorted((top / "cursors").glob("*/*.toml"))
+    ]
+    return [(rel, f) for rel, f in found if f.is_file() and STATE_PATH.fullmatch(rel)]
 
 
 def default_backup_name() -> Path:
@@ -126,11 +146,9 @@ def create(
                     progress(name)
         finally:
             workspaces.close()
-        config = paths.config_file()
-        if config.is_file():
-            files.append(
-                {"path": "config.toml", "sha256": _sha256(config), "size": config.stat().st_size}
-            )
+        state = dict(_state_files() if names is None else _state_files()[:1])
+        for rel, file in state.items():
+            files.append({"path": rel, "sha256": _sha256(file), "size": file.stat().st_size})
         manifest = {
             "format": FORMAT,
             "version": VERSION,
@@ -146,9 +164,7 @@ def create(
             info.size, info.mode = len(data), 0o600
             tar.addfile(info, io.BytesIO(data))
             for item in files:
-                source = (
-                    config if item["path"] == "config.toml" else Path(tmp) / Path(item["path"]).name
-                )
+                source = state.get(item["path"]) or Path(tmp) / Path(item["path"]).name
                 tar.add(source, arcname=str(item["path"]), recursive=False)
         os.replace(partial, output)
     return manifest
@@ -156,8 +172,9 @@ def create(
 
 def _check_manifest(manifest: Any, archive: Path) -> dict[str, Any]:
     """The manifest, when it has the shape kyfs writes: format and version, and files with
-    a relative path under ``workspaces/`` (or ``config.toml``), a hex SHA-256, a size in
-    bytes, and for workspaces a valid name and a key count.
+    a relative path under ``workspaces/`` (or a settings, user state or cursor file,
+    STATE_PATH), a hex SHA-256, a size in bytes, and for workspaces a valid name and a
+    key count.
 
     Raises:
         InvalidInput: (exit 2) anything else.
@@ -178,14 +195,17 @@ def _check_manifest(manifest: Any, archive: Path) -> dict[str, Any]:
             raise bad("a file entry is not an object")
         path, digest, size = item.get("path"), item.get("sha256"), item.get("size")
         if not isinstance(path, str) or not (
-            path == "config.toml" or re.fullmatch(r"workspaces/[^/]+\.db", path)
+            STATE_PATH.fullmatch(path) or re.fullmatch(r"workspaces/[^/]+\.db", path)
         ):
             raise bad(f"unexpected path {path!r}")
         if not isinstance(digest, str) or not re.fullmatch(r"[0-9a-f]{64}", digest):
             raise bad(f"bad checksum for {path}")
         if not isinstance(size, int) or isinstance(size, bool) or size < 0:
             raise bad(f"bad size for {path}")
-        if path != "config.toml":
+        if STATE_PATH.fullmatch(path):
+            if size > STATE_MAX:
+                raise bad(f"{path} is over {STATE_MAX} bytes")
+        else:
             name, keys = item.get("workspace"), item.get("keys")
             if not isinstance(name, str) or path != f"workspaces/{name}.db":
                 raise bad(f"{path} names no workspace")
@@ -269,11 +289,52 @@ def verify(archive: Path, into: Path | None = None) -> Verified:
     return Verified(manifest, into)
 
 
+@dataclass
+class Restored:
+    """What a restore put back: workspace names, and settings/state/cursor files (their
+    paths in the archive)."""
+
+    workspaces: list[str]
+    state: list[str]
+
+
+def _restore_state(directory: Path, manifest: dict[str, Any], force: bool) -> list[str]:
+    """Put back the settings, user state and cursor files of a full backup: those missing
+    here, or all with ``force``. Each must parse as TOML (tomllib); one that does not is
+    refused before any is written.
+
+    Raises:
+        InvalidInput: (exit 2) a file is not TOML.
+    """
+    import tomllib
+
+    wanted = []
+    for item in manifest["files"]:
+        if not STATE_PATH.fullmatch(item["path"]):
+            continue
+        source = directory / item["path"]
+        try:
+            tomllib.loads(source.read_text("utf-8"))
+        except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+            raise InvalidInput(f"{item['path']} in the backup is not TOML: {exc}") from None
+        target = paths.config_dir() / item["path"]
+        if force or not target.exists():
+            wanted.append((item["path"], source, target))
+    for rel, source, target in wanted:
+        paths.make_private_dir(target.parent)
+        partial = target.with_name(target.name + ".partial")
+        with _private_file(partial) as out:
+            out.write(source.read_text("utf-8"))
+        os.replace(partial, target)
+    return [rel for rel, _, _ in wanted]
+
+
 def restore(
     archive: Path, name: str | None = None, as_name: str | None = None, force: bool = False
-) -> list[str]:
+) -> Restored:
     """Restore workspaces from ``archive`` (all, or only ``name``, optionally as
-    ``as_name``); return the names restored. The archive is verified first.
+    ``as_name``); a full restore also puts back settings, users' state and cursors
+    (:func:`_restore_state`). The archive is verified first.
 
     Raises:
         InvalidInput: (exit 2) the archive does not verify; nothing was touched.
@@ -299,7 +360,10 @@ def restore(
             targets = [(f, as_name or f["workspace"]) for f in wanted]
             for _, target in targets:
                 check_workspace_name(target)
-            clashes = [t for _, t in targets if workspaces.exists(t)]
+            # The shared workspace every command makes is no clash while it is empty, so a
+            # full restore on a new machine needs no --force.
+            clashes = [t for _, t in targets if workspaces.exists(t) and not (
+                t == SHARED_WORKSPACE and workspaces.info(t).keys == 0)]  # fmt: skip
             if clashes and not force:
                 raise WorkspaceExists(
                     "these workspaces exist: " + ", ".join(clashes) + " (use --force or --as)"
@@ -312,12 +376,14 @@ def restore(
                     workspaces.drop(target)  # to the trash: kyfs trash restore brings it back
                 workspaces.adopt(target, copy)
                 restored.append(target)
+            state = [] if name is not None else _restore_state(checked.directory,
+                                                                checked.manifest, force)
         finally:
             for _, copy in staged:
                 for part in (copy, *paths.sidecar_files(copy)):
                     part.unlink(missing_ok=True)
             workspaces.close()
-    return restored
+    return Restored(restored, state)
 
 
 # --- export and import ------------------------------------------------------------------
