@@ -96,6 +96,39 @@ def test_ready_is_sent_once_mounted(tmp_path: Path, kyfs_home: Path) -> None:
 
 
 @pytest.mark.mount
+def test_status_stats_unmount_find_the_daemons_of_this_data(tmp_path: Path, kyfs_home: Path) -> None:
+    require_mount()
+    first, second = tmp_path / "one", tmp_path / "two"
+
+    def kyfs(*args: str) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run([sys.executable, "-m", "kyfs", *args], capture_output=True)
+
+    try:
+        assert kyfs("status").returncode == 3  # nothing runs: ~/kyfs, not mounted
+        assert kyfs("mount", str(first)).returncode == 0
+        assert kyfs("mount", str(second)).returncode == 0
+        done = kyfs("status", "--json")
+        assert done.returncode == 0
+        assert sorted(i["mountpoint"] for i in json.loads(done.stdout)) == [str(first), str(second)]
+        assert b"mounted" in kyfs("status").stdout
+        (first / "default" / "k").write_text("v")
+        stats = json.loads(kyfs("stats", "--json").stdout)
+        assert stats["operations"]  # the first mount's counters
+        # another data directory sees none of them
+        other = subprocess.run([sys.executable, "-m", "kyfs", "status", "--json"],
+                               capture_output=True, env={**os.environ,
+                               "KYFS_HOME": str(tmp_path / "other")})  # fmt: skip
+        assert other.returncode == 3 and json.loads(other.stdout)["mounted"] is False
+        done = kyfs("unmount")
+        assert done.returncode == 0, done.stderr
+        assert not os.path.ismount(first) and not os.path.ismount(second)
+        assert kyfs("status").returncode == 3
+    finally:
+        for mountpoint in (first, second):
+            subprocess.run(["fusermount3", "-uz", str(mountpoint)], capture_output=True)
+
+
+@pytest.mark.mount
 def test_status_of_running_stale_and_absent_mounts(tmp_path: Path, kyfs_home: Path) -> None:
     require_mount()
     mountpoint = tmp_path / "mnt"

@@ -75,34 +75,59 @@ def mount(
 @click.argument("mountpoint", required=False, type=click.Path(path_type=Path))
 @click.option("--lazy", "-z", is_flag=True, help="Detach now even if files are open (umount -l).")
 def unmount(mountpoint: Path | None, lazy: bool) -> None:
-    """Unmount MOUNTPOINT (default ~/kyfs) and wait for the daemon to exit."""
+    """Unmount MOUNTPOINT and wait for the daemon to exit; without MOUNTPOINT, every
+    mount a daemon of this data directory serves (kyfs records them), or ~/kyfs.
+
+    Examples: kyfs unmount; kyfs unmount /mnt/kv --lazy
+    """
     from kyfs.fuse import daemon as mounting
 
-    target = (mountpoint or paths.default_mountpoint()).expanduser().absolute()
-    mounting.unmount(target, lazy=lazy)
-    click.echo(f"unmounted {target}")
+    for target in _targets(mountpoint):
+        mounting.unmount(target, lazy=lazy)
+        click.echo(f"unmounted {target}")
+
+
+def _targets(mountpoint: Path | None) -> list[Path]:
+    """MOUNTPOINT; without it the mounts of this data directory's daemons, else ~/kyfs."""
+    from kyfs.fuse import daemon as mounting
+
+    if mountpoint is not None:
+        return [mountpoint.expanduser().absolute()]
+    return mounting.running_mounts() or [paths.default_mountpoint().expanduser().absolute()]
 
 
 @cli.command()
 @click.argument("mountpoint", required=False, type=click.Path(path_type=Path))
 @json_option
 def status(mountpoint: Path | None, as_json: bool) -> None:
-    """Is kyfs mounted at MOUNTPOINT (default ~/kyfs)? Daemon, data, active workspace.
+    """Is kyfs mounted at MOUNTPOINT? Daemon, data, active workspace. Without
+    MOUNTPOINT: every mount a daemon of this data directory serves, else ~/kyfs.
 
     Exit status as an LSB init script's status action (and systemctl is-active) gives
     it, so scripts can test it: 0 mounted, 1 stale (the daemon died; kyfs mount
-    recovers it), 3 not mounted.
+    recovers it), 3 not mounted. With several mounts: 1 when one is stale.
 
-    Example: kyfs status || kyfs mount
+    Examples: kyfs status || kyfs mount; kyfs status /mnt/kv --json
     """
     from kyfs.fuse import daemon as mounting
 
-    info = mounting.status((mountpoint or paths.default_mountpoint()).expanduser())
-    code = STATUS_STALE if info["stale"] else STATUS_MOUNTED if info["mounted"] else STATUS_DOWN
+    infos = [mounting.status(target) for target in _targets(mountpoint)]
+    codes = [
+        STATUS_STALE if i["stale"] else STATUS_MOUNTED if i["mounted"] else STATUS_DOWN
+        for i in infos
+    ]
+    code = STATUS_STALE if STATUS_STALE in codes else min(codes)
     click.get_current_context().call_on_close(lambda: _exit(code))
-    if as_json:
-        _echo_json(info)
+    if as_json:  # one mount: its object; several: a list of them
+        _echo_json(infos[0] if len(infos) == 1 else infos)
         return
+    for number, info in enumerate(infos):
+        if number:
+            click.echo()
+        _show_status(info)
+
+
+def _show_status(info: dict[str, object]) -> None:
     state = (
         "stale (the daemon is gone; kyfs mount recovers it)"
         if info["stale"]
@@ -120,11 +145,15 @@ def status(mountpoint: Path | None, as_json: bool) -> None:
 @click.argument("mountpoint", required=False, type=click.Path(path_type=Path))
 @json_option
 def stats(mountpoint: Path | None, as_json: bool) -> None:
-    """The mount's operation counts, errors, bytes and latencies (from .kyfs/metrics)."""
+    """The mount's operation counts, errors, bytes and latencies (from .kyfs/metrics);
+    without MOUNTPOINT, the first mount of this data directory's daemons, else ~/kyfs.
+
+    Examples: kyfs stats; kyfs stats /mnt/kv --json
+    """
     from kyfs.core.errors import MountError
     from kyfs.platform import metrics as metrics_mod
 
-    target = (mountpoint or paths.default_mountpoint()).expanduser().absolute()
+    target = _targets(mountpoint)[0]
     try:
         text = (target / ".kyfs" / "metrics").read_text()
     except OSError as exc:

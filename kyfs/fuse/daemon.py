@@ -147,6 +147,29 @@ def read_record(mountpoint: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
+def running_mounts() -> list[Path]:
+    """The mountpoints that daemons of this data directory serve (or served and died
+    on: stale), from their records (kyfs.platform.paths.mount_record), the default
+    mountpoint first."""
+    found = []
+    here = str(paths.data_dir())
+    for file in sorted((paths.state_dir() / "mounts").glob("*.json")):
+        try:
+            record = json.loads(file.read_text())
+        except (OSError, ValueError):
+            continue
+        if not isinstance(record, dict) or record.get("data_dir") != here:
+            continue
+        mountpoint = Path(str(record.get("mountpoint", "")))
+        pid = record.get("pid")
+        if not mountpoint.is_absolute() or paths.mount_record(mountpoint) != file:
+            continue  # not a record kyfs wrote for that mountpoint
+        if (isinstance(pid, int) and _pid_alive(pid)) or is_mounted(mountpoint):
+            found.append(mountpoint)
+    default = paths.default_mountpoint().expanduser().absolute()
+    return sorted(found, key=lambda m: (m != default, str(m)))
+
+
 def _pid_alive(pid: int) -> bool:
     """True when process ``pid`` runs (a zombie, exited but not reaped, does not)."""
     try:
