@@ -319,3 +319,10 @@ def test_exec_exports_keys_as_environment() -> None:
     assert result.stdout == "https://example.invalid\n"
     assert "not-a-name" in result.stderr and "dir/KEY" in result.stderr
     assert kyfs("exec", "--", "no-such-command-here").returncode == 127  # as a shell says
+    # The workspace as a word before --, as -w; the active one (w) is not used then.
+    run("create", "other")
+    run("set", "-w", "other", "ONLY_IN_OTHER", "yes")
+    code = "import os; print(os.environ.get('ONLY_IN_OTHER'), os.environ.get('API_URL'))"
+    assert kyfs("exec", "other", "--", sys.executable, "-c", code).stdout == "yes None\n"
+    assert kyfs("exec", "-w", "other", "--", sys.executable, "-c", code).stdout == "yes None\n"
+    assert kyfs("exec", "missing_ws", "--", "true").returncode == 1

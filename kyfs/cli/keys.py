@@ -343,12 +343,30 @@ def schema_clear(workspace: str | None, glob: str | None) -> None:
     click.echo(f"removed {removed} schema rule(s)")
 
 
-@cli.command(name="exec", context_settings={"ignore_unknown_options": True})
+class _ExecCommand(click.Command):
+    """``kyfs exec [-w NAME | NAME] -- CMD ...``: a word just before ``--`` names the
+    workspace (``kyfs exec project_alpha -- env``), as -w does."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        """Turn ``NAME --`` into ``-w NAME --`` before click parses."""
+        if "--" in args:
+            end = args.index("--")
+            before = args[:end]
+            if before and not before[-1].startswith("-") and (
+                len(before) < 2 or before[-2] not in ("-w", "--workspace")
+            ):
+                args = [*before[:-1], "-w", before[-1], *args[end:]]
+        return super().parse_args(ctx, args)
+
+
+@cli.command(name="exec", cls=_ExecCommand, context_settings={"ignore_unknown_options": True})
 @workspace_option
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 @click.pass_context
 def exec_cmd(ctx: click.Context, workspace: str | None, command: tuple[str, ...]) -> None:
     """Run COMMAND with one environment variable per key (envdir's rule).
+
+    Examples: kyfs exec -- ./deploy.sh; kyfs exec project_alpha -- env
 
     Keys that are valid variable names become variables whose value is the
     key's first line; the others (and values with NUL, or over 128 KiB, the most one
