@@ -226,3 +226,53 @@ def test_use_asks_on_a_terminal(kyfs_home: Path) -> None:
     assert child.exitstatus == 1
     names = [w["name"] for w in json.loads(run("workspaces", "--json").stdout)]
     assert "gamma" in names and "delta" not in names
+
+
+def _kycli_file(path: Path) -> None:
+    import sqlite3
+
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE kvstore (key TEXT PRIMARY KEY, value TEXT)")
+    conn.execute("INSERT INTO kvstore VALUES ('user.name', 'Alice')")
+    conn.commit()
+    conn.close()
+
+
+def test_first_run_offers_the_kycli_migration(tmp_path: Path, kyfs_home: Path) -> None:
+    import os
+
+    import pexpect
+
+    home = tmp_path / "user-home"
+    home.mkdir()
+    _kycli_file(home / "kydata.db")
+    env = {**os.environ, "HOME": str(home)}
+    child = pexpect.spawn(sys.executable, ["-m", "kyfs", "get", "user.name"], env=env,
+                          timeout=30)  # fmt: skip
+    child.expect("Import your KyCLI data into kyfs now\\?")
+    child.sendline("y")
+    child.expect("imported 1 keys into 1 workspaces")
+    child.expect("Alice")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+    # asked once: the next run on a terminal goes straight to the command
+    child = pexpect.spawn(sys.executable, ["-m", "kyfs", "keys"], env=env, timeout=30)
+    child.expect(pexpect.EOF)
+    child.close()
+    assert b"Import" not in (child.before or b"") and b"user.name" in (child.before or b"")
+
+
+def test_first_run_without_a_terminal_only_hints(tmp_path: Path, kyfs_home: Path) -> None:
+    import os
+
+    home = tmp_path / "user-home"
+    home.mkdir()
+    _kycli_file(home / "kydata.db")
+    env = {**os.environ, "HOME": str(home)}
+    done = subprocess.run([sys.executable, "-m", "kyfs", "keys"], capture_output=True, env=env,
+                          stdin=subprocess.DEVNULL, check=False)  # fmt: skip
+    assert done.returncode == 0 and b"kyfs migrate kycli" in done.stderr
+    again = subprocess.run([sys.executable, "-m", "kyfs", "keys"], capture_output=True, env=env,
+                           stdin=subprocess.DEVNULL, check=False)  # fmt: skip
+    assert b"kycli" not in again.stderr  # once

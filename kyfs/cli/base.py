@@ -154,7 +154,10 @@ def _restore_environment(saved: dict[str, str | None]) -> None:
 
 
 def _kycli_hint_once() -> None:
-    """On a first run with KyCLI data and no workspace, say once how to import it."""
+    """On a first run (no workspace yet) with KyCLI data (~/kydata.db, ~/.kycli/data):
+    on a terminal, offer to import it now (the first design document moves it in on
+    first run); otherwise say once how to import it. Asked or said once per data
+    directory either way."""
     if config.load().get("kycli_hint_shown"):
         return
     if not (paths.kycli_legacy_file().is_file() or paths.kycli_data_dir().is_dir()):
@@ -164,15 +167,30 @@ def _kycli_hint_once() -> None:
     with engine_session() as workspaces:
         names = [n for n in workspaces.names() if n != config.SHARED_WORKSPACE]
         needed = migrate.kycli_hint_needed(names)
-    if needed:
+    if not needed:
+        return
+    data = config.load()
+    data["kycli_hint_shown"] = True
+    config.save(data)
+    if not (sys.stdin.isatty() and sys.stderr.isatty()):
         click.echo(
             "kyfs: KyCLI data found (~/kydata.db or ~/.kycli/data); import it with: "
             "kyfs migrate kycli",
             err=True,
         )
-        data = config.load()
-        data["kycli_hint_shown"] = True
-        config.save(data)
+        return
+    sources = migrate.kycli_sources()
+    for source, name in sources:
+        click.echo(f"KyCLI data: {source} -> workspace {name}", err=True)
+    if not click.confirm("Import your KyCLI data into kyfs now?", default=True, err=True):
+        click.echo("kyfs: later, with: kyfs migrate kycli", err=True)
+        return
+    try:
+        plan = migrate.run_kycli(sources, None)
+    except KyfsError as exc:  # encrypted without the key, unreadable: the command goes on
+        click.echo(f"kyfs: not imported: {exc} (kyfs migrate kycli --help)", err=True)
+        return
+    click.echo(f"imported {plan.keys} keys into {len(plan.workspaces)} workspaces", err=True)
 
 
 def main() -> None:
