@@ -96,7 +96,9 @@ def test_ready_is_sent_once_mounted(tmp_path: Path, kyfs_home: Path) -> None:
 
 
 @pytest.mark.mount
-def test_status_stats_unmount_find_the_daemons_of_this_data(tmp_path: Path, kyfs_home: Path) -> None:
+def test_status_stats_unmount_find_the_daemons_of_this_data(
+    tmp_path: Path, kyfs_home: Path
+) -> None:
     require_mount()
     first, second = tmp_path / "one", tmp_path / "two"
 

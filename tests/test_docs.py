@@ -54,3 +54,36 @@ def test_cli_reference_is_current() -> None:
     from kyfs.cli import cli_reference
 
     assert (DOCS / "cli.md").read_text() == cli_reference()
+
+
+def test_every_command_gives_examples_that_parse() -> None:
+    """Each command's help has an Examples line, and each example is a command line
+    whose options and arguments that command accepts (parsed, not run)."""
+    import shlex
+
+    def leaves(command: click.Command, path: list[str]):  # type: ignore[no-untyped-def]
+        yield path, command
+        if isinstance(command, click.Group):
+            for name, sub in command.commands.items():
+                yield from leaves(sub, [*path, name])
+
+    for path, command in leaves(cli, []):
+        if not path:
+            continue
+        found = re.search(r"Examples?: (.*?)(?:\n\n|$)", command.help or "", re.S)
+        assert found, f"kyfs {' '.join(path)}: no Examples in its help"
+        for example in found.group(1).replace("\n", " ").split(";"):
+            words = shlex.split(example.split("then:")[0])
+            cuts = [i for i, w in enumerate(words) if w in ("|", ">", ">>", "||", "&&")]
+            words = words[: cuts[0]] if cuts else words
+            if not words or words[0] != "kyfs":
+                continue  # a shell part: cat FILE | kyfs set ...
+            words = words[1:]
+            while words and words[0] in ("--cursor", "--user", "-w", "--db"):
+                words = words[2:]  # global options
+            target: click.Command = cli
+            while isinstance(target, click.Group) and words and words[0] in target.commands:
+                target, words = target.commands[words[0]], words[1:]
+            if isinstance(target, click.Group):
+                continue  # a group's example naming a subcommand with options only
+            target.make_context(target.name or "", list(words))  # raises on a bad option

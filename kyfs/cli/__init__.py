@@ -7,6 +7,7 @@ engine and the daemon, one module per topic:
     keys.py        set, get, delete, keys, restore, ttl, retention, schema, exec, history
     search.py      search
     transfer.py    migrate, backup, export, import
+    shell.py       shell (the interactive prompt, prompt_toolkit)
 
 Each command opens what it needs, calls one library function and prints the result. A
 kyfs.core.errors.KyfsError becomes one line ``Error: <message>`` on stderr and the
@@ -18,7 +19,14 @@ from __future__ import annotations
 
 import click
 
-from kyfs.cli import daemon, keys, search, transfer, workspaces  # noqa: F401  (registers commands)
+from kyfs.cli import (  # noqa: F401  (registers commands)
+    daemon,
+    keys,
+    search,
+    shell,
+    transfer,
+    workspaces,
+)
 from kyfs.cli.base import cli, main
 
 __all__ = ["cli", "cli_reference", "main"]

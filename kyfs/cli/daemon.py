@@ -53,6 +53,8 @@ def mount(
 
     Creates the `default` workspace when there is none besides `shared`. A stale mountpoint
     (daemon gone) is recovered first.
+
+    Examples: kyfs mount; kyfs mount /mnt/kv -o allow_other --metrics-port 9464
     """
     from kyfs.fuse import daemon as mounting
 
@@ -174,13 +176,19 @@ def stats(mountpoint: Path | None, as_json: bool) -> None:
 
 @cli.group()
 def service() -> None:
-    """The systemd user unit that keeps kyfs mounted."""
+    """The systemd user unit that keeps kyfs mounted.
+
+    Examples: kyfs service install; kyfs service uninstall
+    """
 
 
 @service.command(name="install")
 @click.option("--mountpoint", type=click.Path(path_type=Path), help="Default ~/kyfs.")
 def service_install(mountpoint: Path | None) -> None:
-    """Write the kyfs user unit with this installation's paths."""
+    """Write the kyfs user unit with this installation's paths.
+
+    Examples: kyfs service install; kyfs --cursor work service install --mountpoint ~/kv-work
+    """
     from kyfs.platform import service as services
 
     target = services.install(mountpoint)
@@ -192,7 +200,10 @@ def service_install(mountpoint: Path | None) -> None:
 
 @service.command(name="uninstall")
 def service_uninstall() -> None:
-    """Remove the kyfs user unit (stop it first: systemctl --user disable --now kyfs)."""
+    """Remove the kyfs user unit (stop it first: systemctl --user disable --now kyfs).
+
+    Examples: kyfs service uninstall
+    """
     from kyfs.platform import service as services
 
     removed = services.uninstall()
@@ -204,7 +215,10 @@ def service_uninstall() -> None:
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--no-keep", is_flag=True, help="With --purge --yes: no archive of the data first.")
 def uninstall(purge: bool, yes: bool, no_keep: bool) -> None:
-    """Remove the systemd unit; with --purge also the data (archived first)."""
+    """Remove the systemd unit; with --purge also the data (archived first).
+
+    Examples: kyfs uninstall; kyfs uninstall --purge --yes
+    """
     from kyfs.platform import service as services
 
     removed = services.uninstall()
@@ -222,7 +236,10 @@ def uninstall(purge: bool, yes: bool, no_keep: bool) -> None:
 @cli.command()
 @click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
 def completion(shell: str) -> None:
-    """Print the shell completion script: eval "$(kyfs completion bash)"."""
+    """Print the shell completion script: eval "$(kyfs completion bash)".
+
+    Examples: kyfs completion bash >> ~/.bashrc; kyfs completion zsh
+    """
     from click.shell_completion import get_completion_class
 
     complete_class = get_completion_class(shell)

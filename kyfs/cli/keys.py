@@ -139,7 +139,10 @@ def delete(key: str, workspace: str | None, as_json: bool) -> None:
 @json_option
 @click.option("--glob", metavar="PATTERN", help="Only keys matching a glob, e.g. 'user.*'.")
 def keys(prefix: str, workspace: str | None, as_json: bool, glob: str | None) -> None:
-    """List the keys (starting with PREFIX), one per line."""
+    """List the keys (starting with PREFIX), one per line.
+
+    Examples: kyfs keys; kyfs keys api/ --glob '*.json' --json
+    """
     with session(workspace) as (_, store):
         found = store.keys(prefix, glob=glob)
     if as_json:
@@ -218,8 +221,16 @@ def restore(
         else:
             entry = store.restore(key, force=force)
     if as_json:
-        _echo_json({"action": "restore", "workspace": name, "key": key, "size": entry.size,
-                    "version": version, "at": at})
+        _echo_json(
+            {
+                "action": "restore",
+                "workspace": name,
+                "key": key,
+                "size": entry.size,
+                "version": version,
+                "at": at,
+            }
+        )
         return  # fmt: skip
     click.echo(f"restored {key} ({entry.size} bytes) in {name}")
 
@@ -231,7 +242,10 @@ def restore(
 @click.option("--clear", is_flag=True, help="Remove the TTL: the key never expires.")
 @json_option
 def ttl(key: str, duration: str | None, workspace: str | None, clear: bool, as_json: bool) -> None:
-    """Show KEY's time to live, set it to DURATION (10m, 2h), or --clear it."""
+    """Show KEY's time to live, set it to DURATION (10m, 2h), or --clear it.
+
+    Examples: kyfs ttl session.token 2h; kyfs ttl session.token --clear
+    """
     import time
 
     from kyfs.core.names import parse_duration
@@ -266,7 +280,10 @@ def ttl(key: str, duration: str | None, workspace: str | None, clear: bool, as_j
 def retention(
     workspace: str | None, versions: int | None, days: float | None, as_json: bool
 ) -> None:
-    """Show or set how much history a workspace keeps (whichever keeps more)."""
+    """Show or set how much history a workspace keeps (whichever keeps more).
+
+    Examples: kyfs retention; kyfs retention --versions 20
+    """
     with session(workspace) as (name, store):
         if versions is not None:
             store.set_meta("history_versions", str(versions))
@@ -281,7 +298,10 @@ def retention(
 
 @cli.group()
 def schema() -> None:
-    """JSON Schema rules: writes of matching keys must validate."""
+    """JSON Schema rules: writes of matching keys must validate.
+
+    Examples: kyfs schema set --keys 'users/*' rule.json; kyfs schema show
+    """
 
 
 @schema.command(name="set")
@@ -323,7 +343,10 @@ def schema_set(workspace: str | None, glob: str, check: bool, schema_file: Any) 
 @workspace_option
 @json_option
 def schema_show(workspace: str | None, as_json: bool) -> None:
-    """List the schema rules of a workspace."""
+    """List the schema rules of a workspace.
+
+    Examples: kyfs schema show; kyfs schema show -w crm --json
+    """
     with session(workspace) as (_, store):
         rules = store.schemas()
     if as_json:
@@ -337,7 +360,10 @@ def schema_show(workspace: str | None, as_json: bool) -> None:
 @workspace_option
 @click.option("--keys", "glob", metavar="GLOB", help="Only the rule of GLOB (default: all).")
 def schema_clear(workspace: str | None, glob: str | None) -> None:
-    """Remove schema rules."""
+    """Remove schema rules.
+
+    Examples: kyfs schema clear --keys 'users/*'; kyfs schema clear
+    """
     with session(workspace) as (_, store):
         removed = store.clear_schema(glob)
     click.echo(f"removed {removed} schema rule(s)")
@@ -352,8 +378,10 @@ class _ExecCommand(click.Command):
         if "--" in args:
             end = args.index("--")
             before = args[:end]
-            if before and not before[-1].startswith("-") and (
-                len(before) < 2 or before[-2] not in ("-w", "--workspace")
+            if (
+                before
+                and not before[-1].startswith("-")
+                and (len(before) < 2 or before[-2] not in ("-w", "--workspace"))
             ):
                 args = [*before[:-1], "-w", before[-1], *args[end:]]
         return super().parse_args(ctx, args)

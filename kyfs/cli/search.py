@@ -48,6 +48,8 @@ def search(
 
     Words are ANDed and "a phrase" stays a phrase; --raw takes FTS5 syntax.
     Without -w or --all, the active workspace is searched.
+
+    Examples: kyfs search "jwt token"; kyfs search "auth*" --all --raw --json
     """
     from kyfs import search as searching
     from kyfs.core.nodes import MARK_END, MARK_START

@@ -59,7 +59,10 @@ def _show_plan(plan: Any, as_json: bool, report: Path | None = None) -> None:
 
 @cli.group()
 def migrate() -> None:
-    """Bring data in from KyCLI, KyCLI-style scoped files and ProntoDB."""
+    """Bring data in from KyCLI, KyCLI-style scoped files and ProntoDB.
+
+    Examples: kyfs migrate kycli; kyfs migrate run pronto.db --dry-run
+    """
 
 
 @migrate.command(name="kycli")
@@ -71,7 +74,10 @@ def migrate() -> None:
 def migrate_kycli(
     path: Path | None, master_key_env: str | None, merge: str | None, yes: bool, quiet: bool
 ) -> None:
-    """Import KyCLI data (~/kydata.db into `default`, ~/.kycli/data/NAME.db into NAME)."""
+    """Import KyCLI data (~/kydata.db into `default`, ~/.kycli/data/NAME.db into NAME).
+
+    Examples: kyfs migrate kycli; kyfs migrate kycli ~/old/kydata.db --merge keep
+    """
     from kyfs.transfer import migrate as migrating
 
     sources = migrating.kycli_sources(path)
@@ -106,7 +112,10 @@ def _read_source(source: Path, master_key_env: str | None) -> Any:
 def migrate_analyze(
     source: Path, report: Path | None, master_key_env: str | None, as_json: bool
 ) -> None:
-    """Show what migrating SOURCE would do: keys, bytes, conflicts, invalid names."""
+    """Show what migrating SOURCE would do: keys, bytes, conflicts, invalid names.
+
+    Examples: kyfs migrate analyze pronto.db; kyfs migrate analyze scoped.db --json
+    """
     from kyfs.transfer import migrate as migrating
 
     _show_plan(
@@ -135,7 +144,10 @@ def migrate_run(
     quiet: bool,
     as_json: bool,
 ) -> None:
-    """Migrate SOURCE into kyfs, workspaces in parallel."""
+    """Migrate SOURCE into kyfs, workspaces in parallel.
+
+    Examples: kyfs migrate run pronto.db --dry-run; kyfs migrate run scoped.db --merge keep
+    """
     from kyfs.transfer import migrate as migrating
 
     data = _read_source(source, master_key_env)
@@ -158,7 +170,10 @@ def migrate_run(
 @click.option("--master-key-env", metavar="VAR", help="Environment variable with the master key.")
 @json_option
 def migrate_validate(source: Path, master_key_env: str | None, as_json: bool) -> None:
-    """Check that every key of SOURCE is in kyfs with an equal SHA-256; exit 4 if not."""
+    """Check that every key of SOURCE is in kyfs with an equal SHA-256; exit 4 if not.
+
+    Examples: kyfs migrate validate pronto.db; kyfs migrate validate scoped.db --json
+    """
     from kyfs.transfer import migrate as migrating
 
     result = migrating.validate(_read_source(source, master_key_env))
@@ -182,7 +197,10 @@ def migrate_validate(source: Path, master_key_env: str | None, as_json: bool) ->
 @click.option("--confirm", is_flag=True, help="Required: move SOURCE to the trash.")
 @click.option("--master-key-env", metavar="VAR", help="Environment variable with the master key.")
 def migrate_cleanup(source: Path, confirm: bool, master_key_env: str | None) -> None:
-    """After a passing validate, move SOURCE into kyfs's trash (never deleted)."""
+    """After a passing validate, move SOURCE into kyfs's trash (never deleted).
+
+    Examples: kyfs migrate cleanup pronto.db --confirm
+    """
     from kyfs.transfer import migrate as migrating
 
     if not confirm:
@@ -195,7 +213,10 @@ def migrate_cleanup(source: Path, confirm: bool, master_key_env: str | None) -> 
 # --- backup, export, import -----------------------------------------------------------------
 @cli.group()
 def backup() -> None:
-    """Backups of workspaces: create, verify, restore."""
+    """Backups of workspaces: create, verify, restore.
+
+    Examples: kyfs backup create; kyfs backup restore FILE -w notes --as notes_old
+    """
 
 
 @backup.command(name="create")
@@ -204,7 +225,10 @@ def backup() -> None:
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @json_option
 def backup_create(output: Path | None, names: tuple[str, ...], quiet: bool, as_json: bool) -> None:
-    """Write a .tar.gz of consistent workspace snapshots, the config and a manifest."""
+    """Write a .tar.gz of consistent workspace snapshots, the config and a manifest.
+
+    Examples: kyfs backup create; kyfs backup create -o notes.tar.gz -w notes --json
+    """
     from kyfs.transfer import backup as backups
 
     target = output or backups.default_backup_name()
@@ -240,8 +264,15 @@ def backup_verify(file: Path, as_json: bool) -> None:
         shutil.rmtree(scratch, ignore_errors=True)
     files = checked.manifest["files"]
     if as_json:
-        _echo_json({"action": "verify", "file": str(file), "ok": True, "files": len(files),
-                    "workspaces": {f["workspace"]: f["keys"] for f in files if "workspace" in f}})
+        _echo_json(
+            {
+                "action": "verify",
+                "file": str(file),
+                "ok": True,
+                "files": len(files),
+                "workspaces": {f["workspace"]: f["keys"] for f in files if "workspace" in f},
+            }
+        )
         return  # fmt: skip
     click.echo(f"{file}: ok, {len(files)} files match the manifest")
 
@@ -263,8 +294,14 @@ def backup_restore(
 
     restored = backups.restore(file, name, as_name, force)
     if as_json:
-        _echo_json({"action": "restore", "file": str(file), "workspaces": restored.workspaces,
-                    "state": restored.state})
+        _echo_json(
+            {
+                "action": "restore",
+                "file": str(file),
+                "workspaces": restored.workspaces,
+                "state": restored.state,
+            }
+        )
         return  # fmt: skip
     click.echo("restored: " + ", ".join(restored.workspaces))
     if restored.state:
@@ -276,7 +313,10 @@ def backup_restore(
 @click.option("--format", "fmt", type=click.Choice(["jsonl", "json", "dir"]), default="jsonl")
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="File or directory.")
 def export_cmd(workspace: str | None, fmt: str, output: Path | None) -> None:
-    """Export every key of a workspace as JSON Lines, JSON or a directory tree."""
+    """Export every key of a workspace as JSON Lines, JSON or a directory tree.
+
+    Examples: kyfs export > notes.jsonl; kyfs export -w notes --format dir -o ./notes
+    """
     from kyfs.transfer import backup as backups
 
     with session(workspace) as (name, store):

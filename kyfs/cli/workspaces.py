@@ -89,8 +89,7 @@ def project(path: Path, as_json: bool) -> None:
     if as_json:
         with engine_session() as workspaces:
             exists = workspaces.exists(name)
-        _echo_json({"workspace": name, "path": str(path.expanduser().resolve()),
-                    "exists": exists})
+        _echo_json({"workspace": name, "path": str(path.expanduser().resolve()), "exists": exists})
         return  # fmt: skip
     click.echo(name)
 
@@ -102,6 +101,8 @@ def list_workspaces(as_json: bool) -> None:
 
     A workspace file that cannot be read is reported on stderr and the rest are listed;
     the exit code is then 4.
+
+    Examples: kyfs workspaces; kyfs workspaces --json
     """
     active = resolve_workspace(None)
     infos, failed = [], []
@@ -143,7 +144,10 @@ def list_workspaces(as_json: bool) -> None:
 @click.argument("name")
 @click.option("--ttl", metavar="DURATION", help="A cache workspace: every key written expires.")
 def create(name: str, ttl: str | None) -> None:
-    """Create the empty workspace NAME (a cache workspace with --ttl 1h)."""
+    """Create the empty workspace NAME (a cache workspace with --ttl 1h).
+
+    Examples: kyfs create project_beta; kyfs create cache --ttl 1h
+    """
     from kyfs.core.names import parse_duration
 
     seconds = parse_duration(ttl) if ttl else None
@@ -161,7 +165,10 @@ def create(name: str, ttl: str | None) -> None:
 @click.argument("name", shell_complete=complete_workspaces)
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 def drop(name: str, yes: bool) -> None:
-    """Drop the workspace NAME: it moves to the trash (`kyfs trash restore NAME` undoes it)."""
+    """Drop the workspace NAME: it moves to the trash (`kyfs trash restore NAME` undoes it).
+
+    Examples: kyfs drop project_beta; kyfs drop scratch --yes
+    """
     with engine_session() as workspaces:
         if not workspaces.exists(name):
             raise WorkspaceNotFound(f"workspace not found: {name}")
@@ -175,7 +182,10 @@ def drop(name: str, yes: bool) -> None:
 @click.argument("old", shell_complete=complete_workspaces)
 @click.argument("new")
 def rename(old: str, new: str) -> None:
-    """Rename the workspace OLD to NEW (the active workspace follows)."""
+    """Rename the workspace OLD to NEW (the active workspace follows).
+
+    Examples: kyfs rename project_beta project_gamma
+    """
     with engine_session() as workspaces:
         rename_workspace(workspaces, old, new)
     click.echo(f"renamed workspace {old} to {new}")
@@ -184,7 +194,10 @@ def rename(old: str, new: str) -> None:
 # --- cursors -------------------------------------------------------------------------------
 @cli.group()
 def cursor() -> None:
-    """Named pointers to data directories, with a default workspace (per user)."""
+    """Named pointers to data directories, with a default workspace (per user).
+
+    Examples: kyfs cursor set work ~/kv-work -w notes; kyfs --cursor work keys
+    """
 
 
 @cursor.command(name="set")
@@ -192,7 +205,10 @@ def cursor() -> None:
 @click.argument("path", type=click.Path(path_type=Path, file_okay=False))
 @click.option("-w", "--workspace", "workspace", metavar="W", help="The cursor's workspace.")
 def cursor_set(name: str, path: Path, workspace: str | None) -> None:
-    """Create or change cursor NAME pointing at the data directory PATH."""
+    """Create or change cursor NAME pointing at the data directory PATH.
+
+    Examples: kyfs cursor set work ~/kv-work; kyfs cursor set team /srv/kyfs -w shared
+    """
     config.set_cursor(name, path, workspace)
     click.echo(f"cursor {name} -> {path.expanduser().absolute()}")
 
@@ -200,7 +216,10 @@ def cursor_set(name: str, path: Path, workspace: str | None) -> None:
 @cursor.command(name="list")
 @json_option
 def cursor_list(as_json: bool) -> None:
-    """List your cursors (* marks the active one)."""
+    """List your cursors (* marks the active one).
+
+    Examples: kyfs cursor list; kyfs cursor list --json
+    """
     cursors = config.list_cursors()
     active = config.active_cursor()
     if as_json:
@@ -227,8 +246,13 @@ def cursor_active(name: str | None, clear: bool, as_json: bool) -> None:
     active = config.active_cursor()
     if as_json:
         cursor = config.get_cursor(active) if active else None
-        _echo_json({"cursor": active, "path": cursor["path"] if cursor else None,
-                    "workspace": cursor.get("workspace") if cursor else None})
+        _echo_json(
+            {
+                "cursor": active,
+                "path": cursor["path"] if cursor else None,
+                "workspace": cursor.get("workspace") if cursor else None,
+            }
+        )
         return  # fmt: skip
     click.echo(active or "(none)")
 
@@ -236,7 +260,10 @@ def cursor_active(name: str | None, clear: bool, as_json: bool) -> None:
 @cursor.command(name="delete")
 @click.argument("name")
 def cursor_delete(name: str) -> None:
-    """Delete cursor NAME (its data directory is left alone)."""
+    """Delete cursor NAME (its data directory is left alone).
+
+    Examples: kyfs cursor delete work
+    """
     config.delete_cursor(name)
     click.echo(f"deleted cursor {name}")
 
@@ -246,7 +273,10 @@ def cursor_delete(name: str) -> None:
 @workspace_option
 @json_option
 def list_archive(prefix: str, workspace: str | None, as_json: bool) -> None:
-    """List deleted keys waiting in the archive (newest first), starting with PREFIX."""
+    """List deleted keys waiting in the archive (newest first), starting with PREFIX.
+
+    Examples: kyfs archive; kyfs archive api/ -w notes --json
+    """
     with session(workspace) as (_, store):
         items = [a for a in store.archived() if a.entry.key.startswith(prefix)]
     rows = [
@@ -271,7 +301,10 @@ def list_archive(prefix: str, workspace: str | None, as_json: bool) -> None:
 @json_option
 @click.pass_context
 def trash(ctx: click.Context, as_json: bool) -> None:
-    """List dropped workspaces (newest first); see `trash restore` and `trash empty`."""
+    """List dropped workspaces (newest first); see `trash restore` and `trash empty`.
+
+    Examples: kyfs trash; kyfs trash restore project_beta
+    """
     if ctx.invoked_subcommand is not None:
         return
     with engine_session() as workspaces:
@@ -291,7 +324,10 @@ def trash(ctx: click.Context, as_json: bool) -> None:
 @click.argument("name")
 @click.option("--as", "new_name", metavar="NEW", help="Restore under another name.")
 def trash_restore(name: str, new_name: str | None) -> None:
-    """Bring back the newest dropped workspace NAME with every key it had."""
+    """Bring back the newest dropped workspace NAME with every key it had.
+
+    Examples: kyfs trash restore project_beta; kyfs trash restore notes --as notes_old
+    """
     with engine_session() as workspaces:
         restored_name, count = workspaces.restore_trash(name, new_name)
     extra = f", {count} deleted entries brought back" if count else ""
@@ -302,7 +338,10 @@ def trash_restore(name: str, new_name: str | None) -> None:
 @click.option("--older-than", type=float, metavar="DAYS", help="Only those dropped before.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 def trash_empty(older_than: float | None, yes: bool) -> None:
-    """Delete dropped workspaces for good."""
+    """Delete dropped workspaces for good.
+
+    Examples: kyfs trash empty --older-than 30; kyfs trash empty --yes
+    """
     if not yes:
         which = f"dropped more than {older_than} days ago" if older_than is not None else "all"
         click.confirm(f"Delete trashed workspaces for good ({which})?", abort=True)
@@ -316,7 +355,10 @@ def trash_empty(older_than: float | None, yes: bool) -> None:
 @click.option("--repair", is_flag=True, help="Repair what can be repaired, then check again.")
 @json_option
 def fsck(names: tuple[str, ...], repair: bool, as_json: bool) -> None:
-    """Check workspaces (all by default); exit 4 when a problem is left."""
+    """Check workspaces (all by default); exit 4 when a problem is left.
+
+    Examples: kyfs fsck; kyfs fsck notes --repair --json
+    """
     report: dict[str, dict[str, Any]] = {}
     with engine_session() as workspaces:
         for name in names or workspaces.names():

@@ -69,8 +69,7 @@ def _state_files() -> list[tuple[str, Path]]:
     found = [("config.toml", paths.config_file())]
     found += [(f"users/{f.name}", f) for f in sorted((top / "users").glob("*.toml"))]
     found += [
-        (f"cursors/{f.parent.name}/{f.name}", f)
-        for f in sorted((top / "cursors").glob("*/*.toml"))
+        (f"cursors/{f.parent.name}/{f.name}", f) for f in sorted((top / "cursors").glob("*/*.toml"))
     ]
     return [(rel, f) for rel, f in found if f.is_file() and STATE_PATH.fullmatch(rel)]
 
@@ -320,7 +319,7 @@ def _restore_state(directory: Path, manifest: dict[str, Any], force: bool) -> li
         target = paths.config_dir() / item["path"]
         if force or not target.exists():
             wanted.append((item["path"], source, target))
-    for rel, source, target in wanted:
+    for _, source, target in wanted:
         paths.make_private_dir(target.parent)
         partial = target.with_name(target.name + ".partial")
         with _private_file(partial) as out:
@@ -376,8 +375,11 @@ def restore(
                     workspaces.drop(target)  # to the trash: kyfs trash restore brings it back
                 workspaces.adopt(target, copy)
                 restored.append(target)
-            state = [] if name is not None else _restore_state(checked.directory,
-                                                                checked.manifest, force)
+            state = (
+                []
+                if name is not None
+                else _restore_state(checked.directory, checked.manifest, force)
+            )
         finally:
             for _, copy in staged:
                 for part in (copy, *paths.sidecar_files(copy)):

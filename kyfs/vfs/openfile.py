@@ -54,6 +54,8 @@ class BlockStore(Protocol):
 
     def keys_of(self, node_id: int) -> list[str]: ...
 
+    def delete(self, key: str) -> Entry: ...
+
 
 class OpenFile:
     """Buffered state of one open value, shared by all handles on it.
