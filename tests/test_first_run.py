@@ -276,3 +276,28 @@ def test_first_run_without_a_terminal_only_hints(tmp_path: Path, kyfs_home: Path
     again = subprocess.run([sys.executable, "-m", "kyfs", "keys"], capture_output=True, env=env,
                            stdin=subprocess.DEVNULL, check=False)  # fmt: skip
     assert b"kycli" not in again.stderr  # once
+
+
+def test_the_migration_after_a_first_command_is_not_refused(
+    tmp_path: Path, kyfs_home: Path
+) -> None:
+    """A KyCLI user's first command makes an empty default; the migration they then run
+    writes into it instead of refusing (found walking through the first five minutes)."""
+    import os
+
+    home = tmp_path / "user-home"
+    home.mkdir()
+    _kycli_file(home / "kydata.db")
+    env = {**os.environ, "HOME": str(home)}
+
+    def kyfs(*args: str) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run([sys.executable, "-m", "kyfs", *args], capture_output=True,
+                              env=env, stdin=subprocess.DEVNULL, check=False)  # fmt: skip
+
+    assert kyfs("keys").returncode == 0  # default now exists, empty
+    done = kyfs("migrate", "kycli", "--yes", "--quiet")
+    assert done.returncode == 0, done.stderr
+    assert kyfs("get", "user.name").stdout == b"Alice"
+    assert kyfs("set", "mine", "x").returncode == 0
+    again = kyfs("migrate", "kycli", "--yes", "--quiet")  # now default holds keys: refused
+    assert again.returncode == 3 and b"--merge" in again.stderr

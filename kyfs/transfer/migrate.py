@@ -40,6 +40,7 @@ class WorkspacePlan:
     archived: int
     exists: bool
     conflicts: int  # keys the workspace already holds
+    existing_keys: int = 0  # keys in the existing workspace (0: nothing to clash with)
 
 
 @dataclass
@@ -102,6 +103,7 @@ def analyze(data: SourceData, source: str) -> Plan:
                 archived=archived.get(name, 0),
                 exists=existing is not None,
                 conflicts=len({r.key for r in records} & (existing or set())),
+                existing_keys=len(existing or ()),
             )
         )
     return plan
@@ -152,7 +154,9 @@ def run(
     each workspace finishes. History rows go to their own workspace.
 
     Raises:
-        WorkspaceExists: (exit 3) a target workspace exists and ``merge`` is None.
+        WorkspaceExists: (exit 3) a target workspace holds keys and ``merge`` is None
+            (an empty one, such as the ``default`` the first command made, is written
+            into).
         InvalidInput: (exit 2) an unknown merge rule.
     """
     if merge is not None and merge not in MERGE_RULES:
@@ -160,7 +164,8 @@ def run(
     plan = analyze(data, source)
     if dry_run:  # the plan, conflicts and all: nothing is written, so nothing is refused
         return plan
-    taken = [w.name for w in plan.workspaces if w.exists]
+    # An existing workspace without keys (the default the first command made) is no clash.
+    taken = [w.name for w in plan.workspaces if w.exists and w.existing_keys]
     if taken and merge is None:
         raise WorkspaceExists(
             "these workspaces exist already: " + ", ".join(taken) + " (use --merge keep|replace)"
