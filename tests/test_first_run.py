@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 BIN = Path(sys.executable).parent
 
 
@@ -228,25 +230,26 @@ def test_use_asks_on_a_terminal(kyfs_home: Path) -> None:
     assert "gamma" in names and "delta" not in names
 
 
-def _kycli_file(path: Path) -> None:
+@pytest.fixture
+def kycli_env(tmp_path: Path) -> dict[str, str]:
+    """The environment of a KyCLI user: a HOME whose ~/kydata.db holds user.name=Alice."""
+    import os
     import sqlite3
 
-    conn = sqlite3.connect(path)
+    home = tmp_path / "user-home"
+    home.mkdir()
+    conn = sqlite3.connect(home / "kydata.db")
     conn.execute("CREATE TABLE kvstore (key TEXT PRIMARY KEY, value TEXT)")
     conn.execute("INSERT INTO kvstore VALUES ('user.name', 'Alice')")
     conn.commit()
     conn.close()
+    return {**os.environ, "HOME": str(home)}
 
 
-def test_first_run_offers_the_kycli_migration(tmp_path: Path, kyfs_home: Path) -> None:
-    import os
-
+def test_first_run_offers_the_kycli_migration(kycli_env: dict[str, str], kyfs_home: Path) -> None:
     import pexpect
 
-    home = tmp_path / "user-home"
-    home.mkdir()
-    _kycli_file(home / "kydata.db")
-    env = {**os.environ, "HOME": str(home)}
+    env = kycli_env
     child = pexpect.spawn(sys.executable, ["-m", "kyfs", "get", "user.name"], env=env,
                           timeout=30)  # fmt: skip
     child.expect("Import your KyCLI data into kyfs now\\?")
@@ -263,13 +266,10 @@ def test_first_run_offers_the_kycli_migration(tmp_path: Path, kyfs_home: Path) -
     assert b"Import" not in (child.before or b"") and b"user.name" in (child.before or b"")
 
 
-def test_first_run_without_a_terminal_only_hints(tmp_path: Path, kyfs_home: Path) -> None:
-    import os
-
-    home = tmp_path / "user-home"
-    home.mkdir()
-    _kycli_file(home / "kydata.db")
-    env = {**os.environ, "HOME": str(home)}
+def test_first_run_without_a_terminal_only_hints(
+    kycli_env: dict[str, str], kyfs_home: Path
+) -> None:
+    env = kycli_env
     done = subprocess.run([sys.executable, "-m", "kyfs", "keys"], capture_output=True, env=env,
                           stdin=subprocess.DEVNULL, check=False)  # fmt: skip
     assert done.returncode == 0 and b"kyfs migrate kycli" in done.stderr
@@ -279,16 +279,11 @@ def test_first_run_without_a_terminal_only_hints(tmp_path: Path, kyfs_home: Path
 
 
 def test_the_migration_after_a_first_command_is_not_refused(
-    tmp_path: Path, kyfs_home: Path
+    kycli_env: dict[str, str], kyfs_home: Path
 ) -> None:
     """A KyCLI user's first command makes an empty default; the migration they then run
     writes into it instead of refusing (found walking through the first five minutes)."""
-    import os
-
-    home = tmp_path / "user-home"
-    home.mkdir()
-    _kycli_file(home / "kydata.db")
-    env = {**os.environ, "HOME": str(home)}
+    env = kycli_env
 
     def kyfs(*args: str) -> subprocess.CompletedProcess[bytes]:
         return subprocess.run([sys.executable, "-m", "kyfs", *args], capture_output=True,

@@ -414,6 +414,11 @@ def test_a_full_backup_keeps_users_state_and_cursors(tmp_path: Path, kyfs_home: 
     assert run("backup", "create", "-o", str(archive), "--quiet").exit_code == 0
     listed = json.loads(run("backup", "verify", str(archive), "--json").output)
     assert listed["ok"] and listed["workspaces"]["notes"] == 0
+    partial = tmp_path / "notes.tar.gz"  # a backup of some workspaces keeps no user's state
+    assert run("backup", "create", "-o", str(partial), "-w", "notes", "--quiet").exit_code == 0
+    with tarfile.open(partial) as tar:
+        names = tar.getnames()
+    assert not [n for n in names if n.startswith(("users/", "cursors/"))], names
     shutil.rmtree(kyfs_home)  # a new machine
     done = run("backup", "restore", str(archive), "--json")
     assert done.exit_code == 0, done.output

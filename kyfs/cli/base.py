@@ -30,6 +30,7 @@ from kyfs.core.errors import IllegalByteSequence, KyfsError, StorageError
 from kyfs.platform import config, paths
 
 F = TypeVar("F", bound=Callable[..., Any])
+COMPLETION_MAX = 200  # keys offered at once by completion
 
 
 class KyfsCliError(click.ClickException):
@@ -199,26 +200,38 @@ def main() -> None:
 
 
 # --- shared pieces ----------------------------------------------------------------------
+def workspace_names(prefix: str = "") -> list[str]:
+    """The workspace names starting with ``prefix``, for completion: [] on any error
+    (completion must never print a traceback into a shell or break a prompt)."""
+    try:
+        with engine_session() as workspaces:
+            return [n for n in workspaces.names() if n.startswith(prefix)]
+    except Exception:
+        return []
+
+
+def key_names(workspace: str | None, prefix: str = "") -> list[str]:
+    """Up to COMPLETION_MAX keys starting with ``prefix`` of the workspace a command
+    would use, for completion: [] on any error (as :func:`workspace_names`)."""
+    try:
+        with session(workspace) as (_, store):
+            return store.keys(prefix)[:COMPLETION_MAX]
+    except Exception:
+        return []
+
+
 def complete_workspaces(
     ctx: click.Context, param: click.Parameter, incomplete: str
 ) -> list[CompletionItem]:
     """Shell completion of workspace names (never fails: no names on any error)."""
-    try:
-        with engine_session() as workspaces:
-            return [CompletionItem(n) for n in workspaces.names() if n.startswith(incomplete)]
-    except Exception:  # completion must never print a traceback into the shell
-        return []
+    return [CompletionItem(n) for n in workspace_names(incomplete)]
 
 
 def complete_keys(
     ctx: click.Context, param: click.Parameter, incomplete: str
 ) -> list[CompletionItem]:
     """Shell completion of the keys of the workspace the command would use."""
-    try:
-        with session(ctx.params.get("workspace")) as (_, store):
-            return [CompletionItem(k) for k in store.keys(incomplete)[:200]]
-    except Exception:  # completion must never print a traceback into the shell
-        return []
+    return [CompletionItem(k) for k in key_names(ctx.params.get("workspace"), incomplete)]
 
 
 def workspace_option(func: F) -> F:

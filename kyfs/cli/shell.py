@@ -16,8 +16,8 @@ from typing import Any
 
 import click
 
-from kyfs.app import engine_session, resolve_workspace, session
-from kyfs.cli.base import cli
+from kyfs.app import resolve_workspace
+from kyfs.cli.base import cli, key_names, workspace_names
 from kyfs.platform import paths
 
 EXIT_WORDS = ("exit", "quit")
@@ -25,27 +25,10 @@ EXIT_WORDS = ("exit", "quit")
 WORKSPACE_OPTIONS = ("-w", "--workspace")
 # Commands whose first argument is a workspace name (completion).
 WORKSPACE_COMMANDS = ("use", "drop", "rename", "fsck", "exec")
-KEY_LIMIT = 200  # keys offered at once by completion
 
 
 def _words() -> list[str]:
     return sorted(cli.commands) + list(EXIT_WORDS)
-
-
-def _workspace_names() -> list[str]:
-    try:
-        with engine_session() as workspaces:
-            return workspaces.names()
-    except Exception:  # completion never breaks the prompt
-        return []
-
-
-def _keys(prefix: str) -> list[str]:
-    try:
-        with session(None) as (_, store):
-            return store.keys(prefix)[:KEY_LIMIT]
-    except Exception:  # completion never breaks the prompt
-        return []
 
 
 def candidates(line: str) -> tuple[list[str], str]:
@@ -64,11 +47,11 @@ def candidates(line: str) -> tuple[list[str], str]:
     if not before:
         return [w for w in _words() if w.startswith(current)], current
     if before[-1] in WORKSPACE_OPTIONS or (len(before) == 1 and before[0] in WORKSPACE_COMMANDS):
-        return [n for n in _workspace_names() if n.startswith(current)], current
+        return workspace_names(current), current
     command = cli.commands.get(before[0])
     if isinstance(command, click.Group) and len(before) == 1:
         return [c for c in sorted(command.commands) if c.startswith(current)], current
-    return _keys(current), current
+    return key_names(None, current), current
 
 
 def bottom_bar() -> str:
@@ -136,7 +119,8 @@ def shell() -> None:
     from prompt_toolkit import PromptSession
     from prompt_toolkit.history import FileHistory
 
-    history = paths.make_private_dir(paths.state_dir()) / "shell_history"
+    history = paths.shell_history_file()
+    paths.make_private_dir(history.parent)
     prompt: PromptSession[str] = PromptSession(
         history=FileHistory(str(history)),
         completer=_completer(),

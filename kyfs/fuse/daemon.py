@@ -153,7 +153,7 @@ def running_mounts() -> list[Path]:
     mountpoint first."""
     found = []
     here = str(paths.data_dir())
-    for file in sorted((paths.state_dir() / "mounts").glob("*.json")):
+    for file in paths.mount_records():
         try:
             record = json.loads(file.read_text())
         except (OSError, ValueError):

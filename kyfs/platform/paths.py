@@ -125,6 +125,21 @@ def cursor_file(user: str, name: str) -> Path:
     return config_dir() / "cursors" / user / f"{name}.toml"
 
 
+def config_files() -> list[tuple[str, Path]]:
+    """Every settings file that exists: ``config.toml``, each user's state and each
+    user's cursors, as (path relative to the config dir, file), in name order."""
+    top = config_dir()
+    found = [config_file(), *sorted((top / "users").glob("*.toml"))]
+    found += sorted((top / "cursors").glob("*/*.toml"))
+    return [(f.relative_to(top).as_posix(), f) for f in found if f.is_file()]
+
+
+def config_member(relative: str) -> Path:
+    """The file of ``relative`` (a path :func:`config_files` gives) in the config dir;
+    the caller has checked its shape."""
+    return config_dir() / relative
+
+
 def state_dir() -> Path:
     """Runtime records of running mounts and their logs: ``user_state_dir("kyfs")``."""
     home = _home()
@@ -176,6 +191,16 @@ def mount_record(mountpoint: Path) -> Path:
 
     digest = hashlib.sha256(str(mountpoint.absolute()).encode()).hexdigest()[:16]
     return state_dir() / "mounts" / f"{digest}.json"
+
+
+def mount_records() -> list[Path]:
+    """Every daemon record (see :func:`mount_record`) in the state directory."""
+    return sorted((state_dir() / "mounts").glob("*.json"))
+
+
+def shell_history_file() -> Path:
+    """The history of ``kyfs shell``: ``<state dir>/shell_history``."""
+    return state_dir() / "shell_history"
 
 
 def mount_log(mountpoint: Path) -> Path:

@@ -44,7 +44,7 @@ from kyfs.core.errors import (
     WorkspaceExists,
     WorkspaceNotFound,
 )
-from kyfs.core.names import check_key, check_workspace_name
+from kyfs.core.names import WORKSPACE_NAME_RE, check_key, check_workspace_name
 from kyfs.core.nodes import ImportItem
 from kyfs.engine import open_engine
 from kyfs.engine.base import Workspace
@@ -59,19 +59,13 @@ MANIFEST_MAX = 4 * 1024**2  # bytes a backup's manifest.json may have
 RECORD_MAX = 64 * 1024**2  # bytes of one JSON Lines record (an import reads one at a time)
 DOCUMENT_MAX = 256 * 1024**2  # bytes of a whole .json export read by import
 STATE_MAX = 1024**2  # bytes of one settings, user state or cursor file in a backup
-_NAME = r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"  # kyfs.core.names.WORKSPACE_NAME_RE
+_NAME = WORKSPACE_NAME_RE.pattern  # users and cursors are named by the workspace rule
 STATE_PATH = re.compile(rf"config\.toml|users/{_NAME}\.toml|cursors/{_NAME}/{_NAME}\.toml")
 
 
 def _state_files() -> list[tuple[str, Path]]:
     """(path in the archive, file here) of the settings, every user's state and cursors."""
-    top = paths.config_dir()
-    found = [("config.toml", paths.config_file())]
-    found += [(f"users/{f.name}", f) for f in sorted((top / "users").glob("*.toml"))]
-    found += [
-        (f"cursors/{f.parent.name}/{f.name}", f) for f in sorted((top / "cursors").glob("*/*.toml"))
-    ]
-    return [(rel, f) for rel, f in found if f.is_file() and STATE_PATH.fullmatch(rel)]
+    return [(rel, f) for rel, f in paths.config_files() if STATE_PATH.fullmatch(rel)]
 
 
 def default_backup_name() -> Path:
@@ -145,7 +139,8 @@ def create(
                     progress(name)
         finally:
             workspaces.close()
-        state = dict(_state_files() if names is None else _state_files()[:1])
+        # A full backup keeps every settings file; one of some workspaces, config.toml.
+        state = {r: f for r, f in _state_files() if names is None or r == "config.toml"}
         for rel, file in state.items():
             files.append({"path": rel, "sha256": _sha256(file), "size": file.stat().st_size})
         manifest = {
@@ -316,7 +311,7 @@ def _restore_state(directory: Path, manifest: dict[str, Any], force: bool) -> li
             tomllib.loads(source.read_text("utf-8"))
         except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
             raise InvalidInput(f"{item['path']} in the backup is not TOML: {exc}") from None
-        target = paths.config_dir() / item["path"]
+        target = paths.config_member(item["path"])
         if force or not target.exists():
             wanted.append((item["path"], source, target))
     for _, source, target in wanted:
