@@ -354,6 +354,11 @@ class Engine(Protocol):
         """Workspace ``name`` (call under :meth:`shared`). WorkspaceNotFound, StorageError."""
         ...
 
+    def using_file(self, path: Path) -> AbstractContextManager[Workspace]:
+        """The workspace file ``path`` outside the data directory (``kyfs --db``) for a
+        ``with`` block. WorkspaceNotFound (no file), UntrustedFile, StorageError."""
+        ...
+
     def info(self, name: str) -> WorkspaceInfo:
         """Key count and size. WorkspaceNotFound."""
         ...

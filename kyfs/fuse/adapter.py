@@ -182,7 +182,7 @@ class KyfsOperations(Operations):  # type: ignore[misc]
         was_dirty = opened.dirty
         opened.commit(sync=sync)
         if was_dirty:
-            opened.refusal = None  # the value written was judged by the commit
+            opened.created_empty = False  # the value written was judged by the commit
         entry = opened.entry
         if was_dirty and entry is not None and entry.nlink > 1 and opened.workspace:
             self._forget(opened.workspace, opened.store.keys_of(opened.entry_id))
@@ -213,12 +213,16 @@ class KyfsOperations(Operations):  # type: ignore[misc]
         until then, because a shell's ``echo VALUE > KEY`` creates the key, closes one
         descriptor of it (after dup2) and only then writes. The kernel may keep the name
         for its entry timeout (1 s) after that: a create of it then fails ENOENT."""
-        if opened.refusal is None or opened.dirty or opened.current_size() != 0:
+        if not opened.created_empty or opened.dirty or opened.current_size() != 0:
+            return  # the usual case costs one attribute test: no SQL on close
+        keys = opened.store.keys_of(opened.entry_id)
+        refusal = next(filter(None, map(opened.store.empty_refused, keys)), None)
+        if refusal is None:
+            opened.created_empty = False  # no rule refuses it: not asked again
             return
         if not last:
-            raise SchemaViolation(opened.refusal)
-        opened.refusal = None
-        keys = opened.store.keys_of(opened.entry_id)
+            raise SchemaViolation(refusal)
+        opened.created_empty = False
         for key in keys:
             with contextlib.suppress(KyfsError):
                 opened.store.delete(key)
@@ -620,9 +624,9 @@ class KyfsOperations(Operations):  # type: ignore[misc]
             entry = store.create(key, mode, owner=self._caller())
             return self._attach(path, store, entry, truncate=bool(flags & os.O_TRUNC))
         fh = self._attach(path, store, entry, truncate=bool(flags & os.O_TRUNC))
-        # A new key holds an empty value until a write: a schema rule judges it at close
-        # if nothing was written (touch), as it judges any value.
-        self._handles[fh].refusal = store.empty_refused(key) if entry.size == 0 else None
+        # A new key holds an empty value until a write: schema rules judge it at close
+        # if nothing was written (touch), as they judge any value (_judge_empty).
+        self._handles[fh].created_empty = True
         return fh
 
     @_op

@@ -56,6 +56,8 @@ class BlockStore(Protocol):
 
     def delete(self, key: str) -> Entry: ...
 
+    def empty_refused(self, key: str) -> str | None: ...
+
 
 class OpenFile:
     """Buffered state of one open value, shared by all handles on it.
@@ -81,7 +83,7 @@ class OpenFile:
         self.orphaned = False  # the entry was deleted while open: keep everything here
         self.entry: Entry | None = None  # the entry as last opened, for fstat after unlink
         self.workspace = ""  # the workspace it was opened in (the adapter's, for invalidation)
-        self.refusal: str | None = None  # a new key a rule refuses empty (set by create)
+        self.created_empty = False  # created by this open and not written since (rules)
         self.refs = 0
         self._bs = store.block_size
         self._spill_dir = spill_dir
