@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -129,3 +130,76 @@ def test_two_workspaces_do_not_wait_on_each_other(tmp_path: Path) -> None:
     assert waiting.returncode == 0, err
     assert stored_values("alpha")["k"] == b"a"
     assert stored_values("beta")["k"] == b"b"
+
+
+# Writes one key through the mount, then prints when its close(2) returned (the
+# system-wide monotonic clock, comparable across processes).
+MOUNT_WRITE_ONE = r"""
+import sys, time
+with open(sys.argv[1], "w") as f:
+    f.write(sys.argv[2])
+print(time.monotonic(), flush=True)
+"""
+
+
+@pytest.mark.mount
+def test_a_locked_workspace_does_not_stall_the_mount(mounted: Mount) -> None:
+    """Another process holds alpha's write lock: a write to alpha through the mount waits
+    for it, and meanwhile reads and writes of beta through the same mount are served
+    (before the alpha write's close returns, which a single-threaded daemon cannot do)."""
+    for name in ("alpha", "beta"):
+        (mounted.path / name).mkdir()
+    (mounted.path / "beta" / "existing").write_text("before")
+    workspaces = SqliteEngine()
+    alpha_file = workspaces.directory / "alpha.db"
+    workspaces.close()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(alpha_file)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    writer = None
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == b"locked\n"
+        writer = subprocess.Popen(
+            [sys.executable, "-c", MOUNT_WRITE_ONE, str(mounted.path / "alpha" / "k"), "a"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        _wait_in_fuse_request(writer)  # its create now waits on alpha's lock
+        read = subprocess.run(["cat", str(mounted.path / "beta" / "existing")],
+                              capture_output=True, timeout=60, check=True)  # fmt: skip
+        subprocess.run(["sh", "-c", f"echo new > {mounted.path}/beta/new"], timeout=60,
+                       check=True)  # fmt: skip
+        listed = os.listdir(mounted.path / "beta")
+        beta_done = time.monotonic()
+        assert writer.poll() is None, "the write to alpha did not wait for the lock"
+    finally:
+        assert holder.stdin is not None
+        holder.stdin.write(b"\n")
+        holder.stdin.close()
+        holder.wait(timeout=60)
+        assert holder.stdout is not None
+        holder.stdout.close()
+    assert writer is not None
+    out, err = writer.communicate(timeout=60)
+    assert writer.returncode == 0, err
+    assert beta_done < float(out), "beta was served only after alpha's write returned"
+    assert read.stdout == b"before"
+    assert sorted(listed) == ["existing", "new"]
+    assert stored_values("alpha")["k"] == b"a"
+    assert stored_values("beta")["new"] == b"new\n"
+
+
+def _wait_in_fuse_request(process: subprocess.Popen[bytes]) -> None:
+    """Wait until ``process`` sleeps in the kernel waiting for a FUSE answer
+    (/proc/PID/wchan: request_wait_answer), or for 2 s where the kernel hides wchan."""
+    wchan = Path(f"/proc/{process.pid}/wchan")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()
+        where = wchan.read_text()
+        if "fuse" in where or "request_wait_answer" in where:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"the writer never waited on the mount (wchan {where!r})")

@@ -32,12 +32,18 @@ class Workspace(Protocol):
     """One workspace: a tree of nodes (files, directories, symlinks) under names (keys),
     their values, history, archive, TTL, schema rules and search index.
 
-    A workspace is used by one thread at a time. Errors common to every method:
+    A workspace is used by one thread at a time: callers that share one between threads
+    (the daemon) hold its ``lock`` around each use. Errors common to every method:
     StorageError (EIO, exit 4) when the engine fails, NoSpace (ENOSPC, exit 4) when the
     storage is full; a failed change leaves nothing half done.
     """
 
     block_size: int  # bytes per block of a value; open files buffer in blocks of this size
+
+    @property
+    def lock(self) -> AbstractContextManager[Any]:
+        """A re-entrant lock, held by whoever shares the workspace between threads."""
+        ...
 
     # --- nodes and names ---------------------------------------------------------------
     def stat(self, key: str) -> Entry:

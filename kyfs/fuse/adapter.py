@@ -21,8 +21,12 @@ fuse_get_context); permission checks, the sticky bit and clearing setuid/setgid 
 kernel's (the mount uses ``default_permissions``). st_ino is the node's own number
 (``use_ino``), so hard links share it and it survives renames and remounts.
 
-Threading model: single-threaded (the mount passes ``nothreads``). One thread serves
-every request; nothing here is locked. See docs/design.md for the measured figures.
+Threading model: libfuse's multi-threaded loop serves requests on several threads at
+once. Each workspace is used by one thread at a time (its ``lock``, taken at the error
+boundary), so a workspace that waits on another process's lock holds up only requests to
+itself. Lock order: the workspaces lock (shared), then one workspace's lock. The tables
+of open files are dicts whose single operations are atomic in CPython; an entry keyed by
+a workspace changes only under that workspace's lock. See docs/design.md.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
+import itertools
 import logging
 import os
 import re
@@ -87,20 +92,30 @@ R = TypeVar("R")
 
 
 def _boundary(
-    method: Callable[Concatenate[KyfsOperations, P], R], locked: bool
+    method: Callable[Concatenate[KyfsOperations, P], R], kind: str
 ) -> Callable[Concatenate[KyfsOperations, P], R]:
-    """The one error boundary: times the operation for the metrics, holds the workspaces
-    lock when ``locked``, and turns KyfsError into FuseOSError(errno)."""
+    """The one error boundary: times the operation for the metrics, takes the locks its
+    ``kind`` needs, and turns KyfsError into FuseOSError(errno).
+
+    Kinds: ``path`` (the workspaces lock shared, then the lock of the path's workspace),
+    ``root`` (the workspaces lock shared only: the method may change the set of
+    workspaces, and takes a workspace's lock itself) and ``handle`` (the lock of the open
+    file's workspace; no workspaces lock: that workspace is already held and stays valid
+    across a rename)."""
     name = method.__name__
 
     def wrapper(self: KyfsOperations, /, *args: P.args, **kwargs: P.kwargs) -> R:
         started = time.perf_counter()
         failed: int | None = None
         try:
-            if not locked:
-                return method(self, *args, **kwargs)
+            if kind == "handle":
+                with self._handle_lock(args[-1]):  # type: ignore[arg-type]
+                    return method(self, *args, **kwargs)
             with self.workspaces.shared():
-                return method(self, *args, **kwargs)
+                if kind == "root":
+                    return method(self, *args, **kwargs)
+                with self._path_lock(args):
+                    return method(self, *args, **kwargs)
         except KyfsError as exc:
             failed = exc.errno
             log.debug("%s%r: %s (errno %d)", name, args, exc, exc.errno)
@@ -119,16 +134,25 @@ def _op(
     method: Callable[Concatenate[KyfsOperations, P], R],
 ) -> Callable[Concatenate[KyfsOperations, P], R]:
     """An operation that names a path: run under the shared workspaces lock, so that no
-    workspace is created, dropped or renamed meanwhile."""
-    return _boundary(method, locked=True)
+    workspace is created, dropped or renamed meanwhile, and under its workspace's lock."""
+    return _boundary(method, "path")
+
+
+def _root_op(
+    method: Callable[Concatenate[KyfsOperations, P], R],
+) -> Callable[Concatenate[KyfsOperations, P], R]:
+    """An operation that may create, drop or rename a workspace (mkdir, rmdir, rename): the
+    shared workspaces lock only, which it upgrades; below the root it takes its
+    workspace's lock itself. Holding a workspace's lock while waiting for the exclusive
+    workspaces lock could deadlock with a thread that holds the shared one."""
+    return _boundary(method, "root")
 
 
 def _fh_op(
     method: Callable[Concatenate[KyfsOperations, P], R],
 ) -> Callable[Concatenate[KyfsOperations, P], R]:
-    """An operation on an open file handle: its workspace is already held (and stays valid
-    across a rename of its workspace), so it needs no lock."""
-    return _boundary(method, locked=False)
+    """An operation on an open file handle (the last argument): its workspace's lock."""
+    return _boundary(method, "handle")
 
 
 class KyfsOperations(Operations):  # type: ignore[misc]
@@ -156,11 +180,33 @@ class KyfsOperations(Operations):  # type: ignore[misc]
         self._open: dict[tuple[Workspace, int], OpenFile] = {}
         self._virtual: dict[int, bytes] = {}  # open handles of virtual files
         self._hidden: dict[str, OpenFile] = {}  # .fuse_hidden path -> the unlinked open file
-        self._next_fh = 1
+        self._next_fh = itertools.count(1)  # next() is atomic in CPython: no lock
         self._uid, self._gid = os.getuid(), os.getgid()
         self.search_tree = SearchTree(workspaces.names, workspaces.open)
         self.control_tree = ControlTree(self.metrics)
         self.invalidator = Invalidator()
+
+    def _handle_lock(self, fh: int) -> contextlib.AbstractContextManager[Any]:
+        """The lock of open file ``fh``'s workspace; none for a virtual file or a handle
+        that is not open (the operation then answers EBADF)."""
+        opened = self._handles.get(fh)
+        return opened.store.lock if opened is not None else contextlib.nullcontext()
+
+    def _path_lock(self, args: tuple[Any, ...]) -> contextlib.AbstractContextManager[Any]:
+        """The lock of the workspace the operation's path (its first argument) names; of
+        the handle's workspace when the path is None (fstat, ftruncate of an unlinked
+        file); none at the root, in the hidden trees, or for a workspace that does not
+        open (the operation itself then raises)."""
+        path = args[0] if args else None
+        if path is None:
+            return self._handle_lock(args[-1]) if len(args) > 1 else contextlib.nullcontext()
+        workspace = self._split(path)[0]
+        if workspace is None or workspace in HIDDEN:
+            return contextlib.nullcontext()
+        try:
+            return self.workspaces.open(workspace).lock
+        except KyfsError:
+            return contextlib.nullcontext()
 
     def init_with_config(self, conn: Any, config: Any) -> None:
         """libfuse's init: ask for 1 MiB writes (libfuse then negotiates FUSE_MAX_PAGES
@@ -421,7 +467,11 @@ class KyfsOperations(Operations):  # type: ignore[misc]
         (every workspace's, the root included) plus the disk's free inodes, f_ffree those
         free inodes, so ``df -i`` shows IUsed = the nodes, never negative."""
         disk = os.statvfs(self.workspaces.directory)
-        used = 1 + sum(self.workspaces.open(name).count_nodes() for name in self.workspaces.names())
+        used = 1
+        for name in self.workspaces.names():
+            store = self.workspaces.open(name)
+            with store.lock:  # one at a time: never two workspace locks at once
+                used += store.count_nodes()
         return {
             "f_bsize": disk.f_bsize,
             "f_frsize": disk.f_frsize,
@@ -469,7 +519,7 @@ class KyfsOperations(Operations):  # type: ignore[misc]
         return 0
 
     # --- directories and names -----------------------------------------------------------
-    @_op
+    @_root_op
     def mkdir(self, path: str, mode: int) -> int:
         """At the root: create a workspace owned by the caller (EINVAL bad name, EEXIST);
         below: a directory (EEXIST, ENOTDIR). EROFS in the hidden trees."""
@@ -480,10 +530,11 @@ class KyfsOperations(Operations):  # type: ignore[misc]
             self.workspaces.create(workspace, owner=self._caller(), mode=mode)
             return 0
         store, key = self._resolve(path, lookup=False)
-        store.mkdir(key, mode, owner=self._caller())
+        with store.lock:
+            store.mkdir(key, mode, owner=self._caller())
         return 0
 
-    @_op
+    @_root_op
     def rmdir(self, path: str) -> int:
         """At the root: drop an empty workspace to the trash; below: remove an empty
         directory. ENOTEMPTY, ENOENT, ENOTDIR, EPERM for ``shared``."""
@@ -494,7 +545,8 @@ class KyfsOperations(Operations):  # type: ignore[misc]
             drop_workspace(self.workspaces, workspace, only_if_empty=True)
             return 0
         store, key = self._resolve(path)
-        store.rmdir(key)
+        with store.lock:
+            store.rmdir(key)
         return 0
 
     @_op
@@ -509,7 +561,7 @@ class KyfsOperations(Operations):  # type: ignore[misc]
             self._forget(self._split(path)[0] or "", store.keys_of(entry.id))
         return 0
 
-    @_op
+    @_root_op
     def rename(self, old: str, new: str, flags: int = 0) -> int:
         """rename(2): workspaces at the root, keys and directories within one workspace
         (one transaction). EXDEV across workspaces, EEXIST with RENAME_NOREPLACE,
@@ -530,17 +582,18 @@ class KyfsOperations(Operations):  # type: ignore[misc]
         if old_ws != new_ws or not old_key or not new_key:
             raise CrossWorkspace("rename across workspaces: copy instead")
         store, old_key = self._resolve(old)
-        if FUSE_HIDDEN.fullmatch(new_key.rpartition("/")[2]):
-            return self._hide(store, old_key, new)
-        _, new_key = self._resolve(new, lookup=False)
-        if flags & RENAME_NOREPLACE:
-            try:
-                store.stat(new_key)
-            except KeyNotFound:
-                pass
-            else:
-                raise AlreadyExists(f"exists: {new_key}")
-        store.rename(old_key, new_key)
+        with store.lock:
+            if FUSE_HIDDEN.fullmatch(new_key.rpartition("/")[2]):
+                return self._hide(store, old_key, new)
+            _, new_key = self._resolve(new, lookup=False)
+            if flags & RENAME_NOREPLACE:
+                try:
+                    store.stat(new_key)
+                except KeyNotFound:
+                    pass
+                else:
+                    raise AlreadyExists(f"exists: {new_key}")
+            store.rename(old_key, new_key)
         return 0
 
     def _hide(self, store: Workspace, key: str, hidden: str) -> int:
@@ -604,7 +657,7 @@ class KyfsOperations(Operations):  # type: ignore[misc]
         opened.refs += 1
         if truncate:
             opened.truncate(0)
-        fh, self._next_fh = self._next_fh, self._next_fh + 1
+        fh = next(self._next_fh)
         self._handles[fh] = opened
         return fh
 
@@ -638,7 +691,7 @@ class KyfsOperations(Operations):  # type: ignore[misc]
             if flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC):
                 raise ReadOnly("read-only")
             content = routed[0].content(routed[1])
-            fh, self._next_fh = self._next_fh, self._next_fh + 1
+            fh = next(self._next_fh)
             self._virtual[fh] = content
             return fh
         store, key = self._resolve(path)

@@ -244,7 +244,10 @@ def serve(
 ) -> None:
     """Mount and serve in this process until unmounted or signalled (SIGINT/SIGTERM).
 
-    Under systemd, READY=1 is sent once the mount answers (kyfs.platform.service). With
+    Requests are served on libfuse's threads (its multi-threaded loop), so a workspace
+    waiting on another process's lock holds up only its own requests; ``nothreads`` in
+    ``options`` serves one at a time. Under systemd, READY=1 is sent once the mount
+    answers (kyfs.platform.service). With
     ``metrics_port`` the metrics are also served at http://127.0.0.1:PORT/metrics.
     Without ``xattrs`` the extended-attribute handlers are not registered: the kernel
     then stops asking (ENOSYS), which saves the getxattr round trip that ``ls -l``
@@ -282,13 +285,16 @@ def serve(
         )
     )
     settings = {**BASE_OPTIONS, **(options or {})}
+    # libfuse's multi-threaded loop unless -o nothreads (one request at a time, as the
+    # first version served; kept to measure the difference, see bench/real_trees.py).
+    nothreads = bool(settings.pop("nothreads", False))
     service.announce_when_mounted(mountpoint)
     log.info("kyfs %s serving %s from %s", __version__, mountpoint, paths.data_dir())
     indexer = BackgroundIndexer()
     indexer.start()
     try:
         fuse_class = _fuse_class()
-        fuse_class(operations, str(mountpoint), foreground=True, nothreads=True, **settings)
+        fuse_class(operations, str(mountpoint), foreground=True, nothreads=nothreads, **settings)
     except RuntimeError as exc:
         raise MountError(f"cannot mount {mountpoint}: libfuse error {exc}") from None
     finally:

@@ -8,7 +8,7 @@ through one name of a hard-linked node the kernel still holds the other names' o
 times and link count for up to attr_timeout.
 
 Calls go through one worker thread: libfuse warns that a notification sent from inside
-a request for a related inode can deadlock the kernel against the single-threaded loop.
+a request for a related inode can deadlock the kernel against the request it serves.
 The adapter waits briefly (WAIT seconds) for the worker, so in the usual case the cache
 is gone when the request returns, and never blocks longer.
 

@@ -2,7 +2,7 @@
 metrics in Prometheus's text format (kyfs.platform.metrics). Hidden from readdir of the
 mount's root, so ``find`` and ``grep -r`` never walk it.
 
-Thread-safety: used from the adapter's single thread.
+Thread-safety: any of the daemon's threads may read; the cached rendering is replaced whole.
 """
 
 from __future__ import annotations

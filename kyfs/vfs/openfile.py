@@ -12,7 +12,7 @@ blocks are held in memory; older ones spill to an anonymous temporary file in
 kyfs.platform.paths.spill_dir() (same disk as the data). Unchanged blocks are never
 loaded whole: reads of them go to the store at the offset asked for.
 
-Thread-safety: none; the FUSE adapter serialises calls (it is single-threaded).
+Thread-safety: none of its own; the FUSE adapter calls it under its workspace's lock.
 """
 
 from __future__ import annotations
@@ -21,8 +21,9 @@ import os
 import tempfile
 from collections import OrderedDict
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import IO, Protocol
+from typing import IO, Any, Protocol
 
 from kyfs.core.errors import KyfsError
 from kyfs.core.nodes import Entry, check_size
@@ -35,6 +36,11 @@ class BlockStore(Protocol):
     """What an OpenFile needs from a store (kyfs.engine.sqlite.workspace.Store provides it)."""
 
     block_size: int
+
+    @property
+    def lock(self) -> AbstractContextManager[Any]:
+        """The workspace's re-entrant lock (held by the adapter around every call)."""
+        ...
 
     def read(self, entry_id: int, offset: int, size: int, valid: int | None = None) -> bytes: ...
 

@@ -6,7 +6,8 @@ and pointing at ``../../<workspace>/<key>``. Hidden from readdir of the mount's 
 A query's listing is kept SEARCH_TTL seconds, so that readdir, lookups and readlink of
 one ``ls -l`` agree.
 
-Thread-safety: used from the adapter's single thread.
+Thread-safety: any of the daemon's threads may ask; each workspace is searched under its
+``lock``, and the listing cache is a dict (single operations, atomic in CPython).
 """
 
 from __future__ import annotations
@@ -45,7 +46,9 @@ class SearchTree:
 
     @contextmanager
     def _use(self, name: str) -> Iterator[Workspace]:
-        yield self._open(name)
+        workspace = self._open(name)
+        with workspace.lock:  # the daemon's other threads use the same connection
+            yield workspace
 
     def links(self, query: str) -> dict[str, str]:
         """Link name -> target for the matches of ``query`` across every workspace.

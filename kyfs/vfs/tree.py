@@ -6,7 +6,7 @@ A virtual tree answers paths relative to its own top (``""`` is the top) and rai
 kyfs.core.errors.KyfsError (KeyNotFound for ENOENT, InvalidInput for EINVAL) like the
 engine does; the adapter turns them into errnos.
 
-Thread-safety: trees are used from the adapter's single thread.
+Thread-safety: see each tree; the adapter serves requests on several threads.
 """
 
 from __future__ import annotations

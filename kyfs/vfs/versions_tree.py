@@ -3,7 +3,7 @@
 ``grep -r`` and ``diff -r`` never see it. Directories above keys with history are listed
 too, so ``ls .versions/conf`` works.
 
-Thread-safety: used from the adapter's single thread.
+Thread-safety: a tree is made per request under its workspace's lock (kyfs.fuse.adapter).
 """
 
 from __future__ import annotations

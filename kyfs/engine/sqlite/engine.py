@@ -17,7 +17,10 @@ use the file's identity (st_dev, st_ino) is compared with the one opened, so a
 workspace renamed or dropped by another process is noticed at the next
 operation and never written through a stale name.
 
-Thread-safety: one thread at a time per Workspaces object.
+Thread-safety: the daemon's threads share one engine. The directory lock is a
+readers-writer lock between threads too; the cache of open workspaces has a mutex; each
+cached SqliteWorkspace is used under its own ``lock`` (expiry sweeps here, every
+operation in kyfs.fuse.adapter). The CLI uses an engine from one thread.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from __future__ import annotations
 import datetime as dt
 import fcntl
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -93,14 +97,27 @@ class _Shared:
 
 
 class _DirLock:
-    """A re-entrant flock(2) on ``.lock``: shared inside exclusive is a no-op, and
-    exclusive inside shared upgrades for its duration."""
+    """A re-entrant readers-writer lock over flock(2) on ``.lock``, for the processes of a
+    data directory and for the threads of this one.
+
+    Between processes it is the flock: LOCK_SH while any thread holds it shared, LOCK_EX
+    while one holds it exclusively. Between threads: shared holds run together; exclusive
+    waits until no other thread holds it (shared or exclusive) and keeps new shared holds
+    of other threads out. Shared inside exclusive is a no-op. Exclusive inside shared
+    gives up the thread's shared holds while it waits and takes them back after, as
+    flock(2)'s own conversion does (not atomic), so two threads upgrading at once take
+    turns instead of deadlocking. Threads never hold a workspace's lock while they wait
+    here (kyfs.fuse.adapter takes the directory lock first).
+    """
 
     def __init__(self, directory: Path) -> None:
         self._path = directory / ".lock"
         self._fd: int | None = None
-        self._shared = 0
-        self._exclusive = 0
+        self._cond = threading.Condition(threading.Lock())
+        self._shared = 0  # shared holds of every thread
+        self._owner: int | None = None  # the thread holding it exclusively
+        self._exclusive = 0  # its depth
+        self._mine = threading.local()  # .shared: this thread's shared holds
         self._shared_cm = _Shared(self)  # one object: no generator per use (FUSE hot path)
 
     def _file(self) -> int:
@@ -113,31 +130,51 @@ class _DirLock:
         return self._shared_cm
 
     def _enter_shared(self) -> None:
-        if not (self._shared or self._exclusive):
-            fcntl.flock(self._file(), fcntl.LOCK_SH)
-        self._shared += 1
+        me = threading.get_ident()
+        with self._cond:
+            while self._owner is not None and self._owner != me:
+                self._cond.wait()
+            if not (self._shared or self._exclusive):
+                fcntl.flock(self._file(), fcntl.LOCK_SH)
+            self._shared += 1
+        self._mine.shared = getattr(self._mine, "shared", 0) + 1
 
     def _exit_shared(self) -> None:
-        self._shared -= 1
-        if not (self._shared or self._exclusive):
-            fcntl.flock(self._file(), fcntl.LOCK_UN)
+        self._mine.shared -= 1
+        with self._cond:
+            self._shared -= 1
+            if not (self._shared or self._exclusive):
+                fcntl.flock(self._file(), fcntl.LOCK_UN)
+                self._cond.notify_all()
 
     @contextmanager
     def exclusive(self) -> Iterator[None]:
-        if self._exclusive:
+        me = threading.get_ident()
+        if self._owner == me:
             self._exclusive += 1
             try:
                 yield
             finally:
                 self._exclusive -= 1
             return
-        fcntl.flock(self._file(), fcntl.LOCK_EX)
-        self._exclusive += 1
+        mine = getattr(self._mine, "shared", 0)
+        with self._cond:
+            self._shared -= mine  # given up while waiting (flock's conversion is not atomic)
+            if mine and not self._shared:
+                fcntl.flock(self._file(), fcntl.LOCK_UN)
+                self._cond.notify_all()
+            while self._owner is not None or self._shared:
+                self._cond.wait()
+            fcntl.flock(self._file(), fcntl.LOCK_EX)
+            self._owner, self._exclusive = me, 1
         try:
             yield
         finally:
-            self._exclusive -= 1
-            fcntl.flock(self._file(), fcntl.LOCK_SH if self._shared else fcntl.LOCK_UN)
+            with self._cond:
+                self._shared += mine
+                self._owner, self._exclusive = None, 0
+                fcntl.flock(self._file(), fcntl.LOCK_SH if self._shared else fcntl.LOCK_UN)
+                self._cond.notify_all()
 
     def close(self) -> None:
         if self._fd is not None:
@@ -168,6 +205,7 @@ class SqliteEngine:
         self._cache_enabled = cache
         self._retention_s = retention_s
         self._cache: dict[str, tuple[SqliteWorkspace, tuple[int, int]]] = {}
+        self._mutex = threading.Lock()  # guards _cache between the daemon's threads
         self._swept: dict[str, float] = {}
         self._paths: dict[str, Path] = {}
 
@@ -249,9 +287,10 @@ class SqliteEngine:
                 raise WorkspaceNotFound(f"workspace not found: {name}")
             store = self._open_unlocked(name)
             try:
-                if only_if_empty and store.children(""):
-                    raise NotEmpty(f"workspace not empty: {name}")
-                store.checkpoint()  # fold the WAL in, so the trash holds one file
+                with store.lock:
+                    if only_if_empty and store.children(""):
+                        raise NotEmpty(f"workspace not empty: {name}")
+                    store.checkpoint()  # fold the WAL in, so the trash holds one file
             finally:
                 if not self._cache_enabled:
                     store.close()
@@ -329,14 +368,17 @@ class SqliteEngine:
             if target.exists():
                 raise WorkspaceExists(f"workspace exists: {new}")
             store = self._open_unlocked(old)
-            store.checkpoint()  # empty the WAL first; a reader may keep it, which is fine
-            cached = self._cache.pop(old, None)
+            with store.lock:
+                store.checkpoint()  # empty the WAL first; a reader may keep it, which is fine
+            with self._mutex:
+                cached = self._cache.pop(old, None)
             if cached is None:
                 store.close()
             _move_files(source, target)
             if cached is not None:  # same inode under its new name: keep it open
                 cached[0].path = target
-                self._cache[new] = cached
+                with self._mutex:
+                    self._cache[new] = cached
 
     # --- the trash -------------------------------------------------------------------------
     def trash(self) -> list[TrashedWorkspace]:
@@ -454,18 +496,26 @@ class SqliteEngine:
         try:
             stat = os.stat(path)
         except FileNotFoundError:
-            self._cache.pop(name, None)
+            with self._mutex:
+                self._cache.pop(name, None)
             raise WorkspaceNotFound(f"workspace not found: {name}") from None
         identity = (stat.st_dev, stat.st_ino)
-        cached = self._cache.get(name)
+        with self._mutex:
+            cached = self._cache.get(name)
+            if cached is not None and cached[1] != identity:
+                del self._cache[name]  # replaced behind our back; open files keep the old one
+                cached = None
         if cached is not None:
-            if cached[1] == identity:
-                self._sweep(name, cached[0])
-                return cached[0]
-            del self._cache[name]  # replaced behind our back; open files keep the old one
+            self._sweep(name, cached[0])
+            return cached[0]
         store = SqliteWorkspace(path, retention_s=self._retention_s())
         if self._cache_enabled:
-            self._cache[name] = (store, identity)
+            with self._mutex:
+                raced = self._cache.get(name)
+                if raced is not None and raced[1] == identity:  # another thread opened it
+                    store.close()
+                    return raced[0]
+                self._cache[name] = (store, identity)
         self._sweep(name, store)
         return store
 
@@ -476,12 +526,15 @@ class SqliteEngine:
         if self._cache_enabled and now - self._swept.get(name, 0.0) < SWEEP_INTERVAL:
             return
         self._swept[name] = now
-        store.sweep_expired()
+        with store.lock:
+            store.sweep_expired()
 
     def _forget(self, name: str) -> None:
-        cached = self._cache.pop(name, None)
+        with self._mutex:
+            cached = self._cache.pop(name, None)
         if cached is not None:
-            cached[0].close()
+            with cached[0].lock:
+                cached[0].close()
 
     def check(self, name: str, repair: bool = False) -> tuple[list[str], list[str]]:
         """Check workspace ``name`` (Store.check); with ``repair`` repair first.

@@ -11,12 +11,14 @@ kyfs.engine.base.Workspace, composed of one mixin per concern:
     schema.py      the schema and its migrations (PRAGMA user_version)
     index.py       the full-text index (FTS5)
 
-Thread-safety: a workspace is used by one thread at a time (see connection.py).
+Thread-safety: a workspace is used by one thread at a time (see connection.py); the
+daemon's threads take turns through its ``lock`` (an RLock).
 """
 
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
 from contextlib import suppress
 from pathlib import Path
@@ -61,6 +63,7 @@ class SqliteWorkspace(SearchCheckMixin, RulesMixin):
     ) -> None:
         self.path = path
         self.block_size = BLOCK_SIZE
+        self.lock = threading.RLock()  # held by the daemon's threads around each use
         self._root_id = 0
         self.inode_tag = 0
         self._conn = connect(path, create)
