@@ -203,3 +203,25 @@ def _wait_in_fuse_request(process: subprocess.Popen[bytes]) -> None:
             return
         time.sleep(0.02)
     raise AssertionError(f"the writer never waited on the mount (wchan {where!r})")
+
+
+STATFS_LOOP = r"""
+import os, sys
+for _ in range(300):
+    os.statvfs(sys.argv[1])
+"""
+
+
+@pytest.mark.mount
+def test_statfs_from_every_workspace_at_once(mounted: Mount) -> None:
+    """statfs visits every workspace; four of them at once, each asked from inside a
+    different workspace, must all finish (a thread holding its own workspace while it
+    waits for the others' would deadlock against the next)."""
+    for n in range(4):
+        (mounted.path / f"w{n}").mkdir()
+    procs = [
+        subprocess.Popen([sys.executable, "-c", STATFS_LOOP, str(mounted.path / f"w{n}")])
+        for n in range(4)
+    ]
+    for proc in procs:
+        assert proc.wait(timeout=120) == 0

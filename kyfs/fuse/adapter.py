@@ -141,10 +141,11 @@ def _op(
 def _root_op(
     method: Callable[Concatenate[KyfsOperations, P], R],
 ) -> Callable[Concatenate[KyfsOperations, P], R]:
-    """An operation that may create, drop or rename a workspace (mkdir, rmdir, rename): the
-    shared workspaces lock only, which it upgrades; below the root it takes its
-    workspace's lock itself. Holding a workspace's lock while waiting for the exclusive
-    workspaces lock could deadlock with a thread that holds the shared one."""
+    """An operation that may create, drop or rename a workspace (mkdir, rmdir, rename) or
+    that visits every workspace (statfs): the shared workspaces lock only; it takes a
+    workspace's lock itself, one at a time. Holding one workspace's lock while waiting
+    for another's, or for the exclusive workspaces lock, could deadlock with a thread
+    doing the same from another workspace."""
     return _boundary(method, "root")
 
 
@@ -461,7 +462,7 @@ class KyfsOperations(Operations):  # type: ignore[misc]
         store, key = self._resolve(path)
         return os.fsdecode(store.readlink(key))
 
-    @_op
+    @_root_op  # takes every workspace's lock in turn: never while holding one
     def statfs(self, path: str) -> dict[str, int]:
         """The data directory's disk (statvfs(3)). Inodes: f_files is the nodes in use
         (every workspace's, the root included) plus the disk's free inodes, f_ffree those
