@@ -1,7 +1,10 @@
 """``make bench`` / ``python -m bench [--quick]``: kyfs beside a native directory and a bare
 Python FUSE loopback, in one run, as medians and ratios.
 
-Workloads (N keys of 64 bytes in 100 directories; N = 10,000, or 2,000 with --quick):
+Workloads 12 to 15 (bench/real_trees.py) run on real trees: the stdlib's pure-Python
+packages (tar x, cp -r, grep -r, find, rm -rf), a git clone of this repository, the
+locked-workspace stall and four readers on four workspaces. Then, on N keys of 64 bytes
+in 100 directories (N = 10,000, or 2,000 with --quick):
 
  1. create via the shell (echo > file)      7. cp -r of an N-file tree in, then diff -r
  2. cold cat of all                          8. a 1 GiB file written and read with dd,
@@ -29,7 +32,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import search_bench
+from bench import real_trees, search_bench
 from bench.harness import TARGETS, Target, drop_caches, load_average, median_time, sh, workdir
 
 VALUE = "x" * 63  # 64 bytes with echo's newline
@@ -164,6 +167,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="smaller and fewer rounds (< 2 min)")
     parser.add_argument("--no-search", action="store_true", help="skip workload 11")
+    parser.add_argument("--only-trees", action="store_true", help="workloads 12 to 15 only")
     args = parser.parse_args()
     keys, rounds, mib = (2000, 2, 64) if args.quick else (10_000, 5, 1024)
     started = time.time()
@@ -178,15 +182,18 @@ def main() -> None:
         "caches_dropped": drop_caches(),
     }
     with workdir() as scratch:
-        make_tree(scratch / "cp-source", keys)
-        sh(f"dd if=/dev/urandom of={scratch / 'dd-source.bin'} bs=1M count={mib} status=none")
-        for make_target in TARGETS:
-            with make_target(scratch) as target:
-                for key, value in run_target(target, scratch, keys, rounds, mib).items():
-                    results[f"{key}.{target.name}"] = value
-        results.update(cold_start(scratch, rounds))
-        results.update(two_writers(scratch, 500 if args.quick else 2000))
-    if not args.no_search:
+        results.update(real_trees.run_all(scratch, args.quick, rounds if args.quick else 3))
+    if not args.only_trees:
+        with workdir() as scratch:
+            make_tree(scratch / "cp-source", keys)
+            sh(f"dd if=/dev/urandom of={scratch / 'dd-source.bin'} bs=1M count={mib} status=none")
+            for make_target in TARGETS:
+                with make_target(scratch) as target:
+                    for key, value in run_target(target, scratch, keys, rounds, mib).items():
+                        results[f"{key}.{target.name}"] = value
+            results.update(cold_start(scratch, rounds))
+            results.update(two_writers(scratch, 500 if args.quick else 2000))
+    if not (args.no_search or args.only_trees):
         with workdir() as scratch:
             results.update(search_bench.run(scratch, args.quick))
     results["load_after"] = load_average()
@@ -209,6 +216,10 @@ def report(results: dict[str, Any]) -> None:
     )
     head = f"{'workload':<32}{'native':>10}{'loopback':>10}{'kyfs':>10}{'kyfs/base':>11}  target"
     print(head)
+    real_trees.report(results)
+    if "create.kyfs" not in results:  # --only-trees
+        print(f"total bench time: {results['seconds']:.0f} s")
+        return
     for label, key, baseline, better, target in TARGETS_TABLE:
         values = [results[f"{key}.{t}"] for t in ("native", "loopback", "kyfs")]
         ratio = results[f"{key}.kyfs"] / results[f"{key}.{baseline}"]
@@ -220,8 +231,8 @@ def report(results: dict[str, Any]) -> None:
             verdict = f"{sign} {target}x {baseline}: {'met' if met else 'MISSED'}"
         cells = "".join(f"{v:>10.3f}" for v in values)
         print(f"{label:<32}{cells}{ratio:>10.2f}x  {verdict}")
-    rss = results.get("peak_rss_mib.kyfs")
-    loop_rss = results.get("peak_rss_mib.loopback")
+    rss = results["peak_rss_mib.kyfs"]
+    loop_rss = results["peak_rss_mib.loopback"]
     print(f"{'8. daemon peak RSS (MiB)':<32}{'':>10}{loop_rss:>10.1f}{rss:>10.1f}"
           f"{'':>11}  <= 100 MiB: {'met' if rss <= 100 else 'MISSED'}")  # fmt: skip
     floor, get = results["import_floor_s"], results["kyfs_script_get_s"]

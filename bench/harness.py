@@ -134,8 +134,11 @@ def loopback(workdir: Path) -> Iterator[Target]:
 
 
 @contextmanager
-def kyfs_mount(workdir: Path, home: Path | None = None) -> Iterator[Target]:
-    """A real kyfs daemon with its own KYFS_HOME; yields the `default` workspace."""
+def kyfs_mount(
+    workdir: Path, home: Path | None = None, options: list[str] | None = None
+) -> Iterator[Target]:
+    """A real kyfs daemon with its own KYFS_HOME (``options``: more ``kyfs mount``
+    arguments); yields the `default` workspace."""
     home = home or workdir / "kyfs-home"
     mountpoint = workdir / "kyfs-mnt"
     mountpoint.mkdir(exist_ok=True)
@@ -143,7 +146,10 @@ def kyfs_mount(workdir: Path, home: Path | None = None) -> Iterator[Target]:
     log = workdir / "kyfs-daemon.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "kyfs", "mount", "--foreground", str(mountpoint)],
+            [
+                *(sys.executable, "-m", "kyfs", "mount", "--foreground", str(mountpoint)),
+                *(options or []),
+            ],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,

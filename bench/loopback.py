@@ -88,8 +88,12 @@ class Loopback(mfusepy.Operations):  # type: ignore[misc]
         os.chmod(self._path(path), mode)
         return 0
 
+    def chown(self, path: str, uid: int, gid: int) -> int:
+        os.lchown(self._path(path), uid, gid)  # tar x as root restores owners
+        return 0
+
     def utimens(self, path: str, times: tuple[int, int] | None = None) -> int:
-        os.utime(self._path(path), ns=times)
+        os.utime(self._path(path), ns=times) if times else os.utime(self._path(path))
         return 0
 
     def statfs(self, path: str) -> dict[str, int]:

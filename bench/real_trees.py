@@ -1,0 +1,222 @@
+"""Real trees nobody here wrote, on the three targets (issue 12's workloads):
+
+12. the installed Python standard library's pure-Python packages (every package directory
+    with an ``__init__.py``, its ``.py`` files; --quick leaves out the tests): ``tar x``,
+    ``cp -r`` of it, cold and warm ``grep -r``, cold ``find`` + ``du``, ``rm -rf``;
+13. ``git clone --no-local`` of this project's own repository (real history, packed
+    objects) and a cold ``git status`` in the clone;
+14. the stall: another process holds one workspace's write lock while a write to it
+    waits in the daemon; the latency of reads from another workspace of the same mount,
+    against the same reads without the lock;
+15. four readers on four workspaces at once: kyfs's threaded daemon against the same
+    daemon serving one request at a time (``-o nothreads``).
+
+Each returns {name: seconds}; nothing here asserts anything.
+"""
+
+from __future__ import annotations
+
+import statistics
+import subprocess
+import sys
+import sysconfig
+import tarfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.harness import Target, drop_caches, kyfs_mount, median_time, sh
+
+QUICK_LEFT_OUT = ("test", "idlelib")  # --quick leaves out the test packages
+REPOSITORY = Path(__file__).resolve().parent.parent  # this project's own git repository
+
+
+def stdlib_tar(scratch: Path, quick: bool) -> tuple[Path, int, int]:
+    """A tar of the standard library's pure-Python packages (every directory with an
+    ``__init__.py``, its ``.py`` files, ``__pycache__`` left out); returns (tar, files,
+    bytes). With ``quick`` the test packages (``test``, ``idlelib``'s and every ``tests``)
+    are left out: about a fifth of the files."""
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    out = scratch / "stdlib.tar"
+    files = size = 0
+    with tarfile.open(out, "w") as tar:
+        for package in sorted(stdlib.iterdir()):
+            if not (package / "__init__.py").is_file():
+                continue
+            if quick and package.name in QUICK_LEFT_OUT:
+                continue
+            for path in sorted(package.rglob("*.py")):
+                parts = path.relative_to(stdlib).parts
+                if "__pycache__" in parts or (quick and ("tests" in parts or "test" in parts)):
+                    continue
+                tar.add(path, arcname=str(path.relative_to(stdlib)), recursive=False)
+                files += 1
+                size += path.stat().st_size
+    return out, files, size
+
+
+def tree_workloads(target: Target, scratch: Path, tar: Path, rounds: int) -> dict[str, Any]:
+    """Workload 12 and 13 on one target: {workload: median seconds}."""
+    out: dict[str, Any] = {}
+    base = target.root / "trees"
+    base.mkdir()
+
+    def cold(_: int) -> None:
+        drop_caches()
+
+    out["tree_tar_x"] = median_time(
+        lambda n: sh(f"mkdir {base}/t{n} && tar xf {tar} -C {base}/t{n}"), rounds
+    )
+    tree = base / "t0"
+    out["tree_cold_grep"] = median_time(
+        lambda _: subprocess.run(["grep", "-rl", "zq-not-there-qz", str(tree)], check=False,
+                                 stdout=subprocess.DEVNULL), rounds, cold)  # fmt: skip
+    out["tree_warm_grep"] = median_time(
+        lambda _: subprocess.run(["grep", "-rl", "zq-not-there-qz", str(tree)], check=False,
+                                 stdout=subprocess.DEVNULL), rounds)  # fmt: skip
+    out["tree_cold_find"] = median_time(
+        lambda _: sh(f"find {tree} -name '*.py' | wc -l && du -s {tree}"), rounds, cold
+    )
+    source = scratch / "stdlib-tree"
+    out["tree_cp_r"] = median_time(lambda n: sh(f"cp -r {source} {base}/c{n}"), rounds)
+    out["tree_rm_rf"] = median_time(lambda n: sh(f"rm -rf {base}/t{n}"), rounds)
+    out["git_clone"] = median_time(
+        lambda n: sh(f"git clone -q --no-local {REPOSITORY} {base}/g{n}"), rounds
+    )
+    clone = base / "g0"
+    out["git_status"] = median_time(lambda _: sh("git status --porcelain", cwd=clone), rounds, cold)
+    return out
+
+
+HOLD_LOCK = r"""
+import sqlite3, sys
+conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+conn.execute("BEGIN IMMEDIATE")
+print("locked", flush=True)
+sys.stdin.readline()
+conn.execute("ROLLBACK")
+"""
+
+
+def _read_latencies(files: list[Path]) -> list[float]:
+    """Seconds to open and read each file, one after the other."""
+    latencies = []
+    for path in files:
+        started = time.perf_counter()
+        path.read_bytes()
+        latencies.append(time.perf_counter() - started)
+    return latencies
+
+
+def stall(scratch: Path, reads: int) -> dict[str, float]:
+    """Workload 14: reads of workspace beta while alpha is locked by another process and
+    a write to alpha waits in the daemon; {p50 and max latency in s, with and without}."""
+    home = scratch / "stall-home"
+    with kyfs_mount(scratch, home) as target:
+        root = target.root.parent
+        for name in ("alpha", "beta"):
+            (root / name).mkdir()
+        for i in range(2 * reads):
+            (root / "beta" / f"k{i}").write_bytes(b"v" * 64)
+        drop_caches()
+        before = _read_latencies([root / "beta" / f"k{i}" for i in range(reads)])
+        alpha_file = next(home.rglob("alpha.db"))
+        holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(alpha_file)],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE)  # fmt: skip
+        assert holder.stdout is not None and holder.stdin is not None
+        holder.stdout.readline()
+        writer = subprocess.Popen(["sh", "-c", f"echo x > {root}/alpha/waiting"],
+                                  stderr=subprocess.DEVNULL)  # fmt: skip
+        time.sleep(0.3)  # the write is now inside the daemon, waiting on alpha's lock
+        during = _read_latencies([root / "beta" / f"k{i}" for i in range(reads, 2 * reads)])
+        holder.stdin.write(b"\n")
+        holder.stdin.close()
+        holder.wait()
+        writer.wait()
+    return {
+        "stall_read_p50_s": statistics.median(before),
+        "stall_read_max_s": max(before),
+        "stall_locked_read_p50_s": statistics.median(during),
+        "stall_locked_read_max_s": max(during),
+        "stall_writer_waited": float(writer.returncode == 0),
+    }
+
+
+def parallel_workspaces(scratch: Path, files: int, rounds: int) -> dict[str, float]:
+    """Workload 15: four `cat` processes on four workspaces at once, cold, on the threaded
+    daemon and on the same data served with -o nothreads; {median s}."""
+    home = scratch / "parallel-home"
+    source = scratch / "stdlib-tree"
+    results = {}
+    for label, options in (("threads", []), ("nothreads", ["-o", "nothreads"])):
+        with kyfs_mount(scratch, home, options) as target:
+            root = target.root.parent
+            if label == "threads":
+                for n in range(4):
+                    (root / f"w{n}").mkdir()
+                    sh(f"cp -r {source} {root}/w{n}/tree")
+            cats = " & ".join(
+                f"find {root}/w{n}/tree -type f | head -n {files} | xargs cat > /dev/null"
+                for n in range(4)
+            )
+
+            def read_all(_: int, cats: str = cats) -> None:
+                sh(f"{cats}; wait")
+
+            results[f"parallel_workspaces_{label}_s"] = median_time(
+                read_all, rounds, lambda _: drop_caches()
+            )
+    return results
+
+
+def run_all(scratch: Path, quick: bool, rounds: int) -> dict[str, Any]:
+    """Workloads 12 to 15 on every target; {"<workload>.<target>": value, ...}."""
+    from bench.harness import TARGETS
+
+    tar, files, size = stdlib_tar(scratch, quick)
+    source = scratch / "stdlib-tree"
+    source.mkdir()
+    sh(f"tar xf {tar} -C {source}")
+    results: dict[str, Any] = {"tree_files": files, "tree_bytes": size}
+    for make_target in TARGETS:
+        with make_target(scratch) as target:
+            for key, value in tree_workloads(target, scratch, tar, rounds).items():
+                results[f"{key}.{target.name}"] = value
+    results.update(stall(scratch, 50 if quick else 200))
+    results.update(parallel_workspaces(scratch, 300 if quick else 1000, rounds))
+    return results
+
+
+def report(results: dict[str, Any]) -> None:
+    """Print workloads 12 to 15: medians and the ratio against the loopback."""
+    print(f"real trees: the stdlib's pure-Python packages, {results['tree_files']} files, "
+          f"{results['tree_bytes'] / 1e6:.1f} MB; git clone of this repository")  # fmt: skip
+    labels = (
+        ("12. tar x (s)", "tree_tar_x"),
+        ("12. cp -r (s)", "tree_cp_r"),
+        ("12. cold grep -rl (s)", "tree_cold_grep"),
+        ("12. warm grep -rl (s)", "tree_warm_grep"),
+        ("12. cold find + du (s)", "tree_cold_find"),
+        ("12. rm -rf (s)", "tree_rm_rf"),
+        ("13. git clone (s)", "git_clone"),
+        ("13. cold git status (s)", "git_status"),
+    )
+    for label, key in labels:
+        values = [results[f"{key}.{t}"] for t in ("native", "loopback", "kyfs")]
+        ratio = values[2] / values[1]
+        verdict = "met" if ratio <= 1.0 else "MISSED"
+        cells = "".join(f"{v:>10.3f}" for v in values)
+        print(f"{label:<32}{cells}{ratio:>10.2f}x  <= 1.0x loopback: {verdict}")
+    added = results["stall_locked_read_max_s"] - results["stall_read_p50_s"]
+    print(f"14. stall: beta reads while alpha is locked: p50 "
+          f"{results['stall_locked_read_p50_s'] * 1000:.1f} ms, max "
+          f"{results['stall_locked_read_max_s'] * 1000:.1f} ms (unlocked p50 "
+          f"{results['stall_read_p50_s'] * 1000:.1f} ms, max "
+          f"{results['stall_read_max_s'] * 1000:.1f} ms); worst delay added "
+          f"{added * 1000:.1f} ms (target < 50 ms: {'met' if added < 0.05 else 'MISSED'}); "
+          f"alpha's write waited: {bool(results['stall_writer_waited'])}")  # fmt: skip
+    threads = results["parallel_workspaces_threads_s"]
+    single = results["parallel_workspaces_nothreads_s"]
+    print(f"15. four readers on four workspaces, cold: threaded {threads:.3f} s vs one at a "
+          f"time {single:.3f} s = {threads / single:.2f}x (target <= 1.0x: "
+          f"{'met' if threads <= single else 'MISSED'})")  # fmt: skip
