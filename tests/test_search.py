@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kyfs import search
 from kyfs.cli import cli
@@ -286,3 +288,21 @@ def test_the_daemon_indexes_in_the_background(mounted: Mount) -> None:
         assert (pending, indexed) == (0, 50)
     finally:
         db.close()
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.text(
+        alphabet=st.one_of(
+            st.sampled_from("aZ09 _-.\t\n\x0b\x0c/"),
+            st.characters(codec="utf-8"),
+            st.sampled_from("éÉ\u0301ß—“”…½①ﬁ☃🙂\u00a0\u2028"),
+        )
+    )
+)
+def test_counting_tokens_matches_the_tokenizer_on_any_text(text: str) -> None:
+    """Mixed text: only the runs holding a non-ASCII character take the full path; the
+    count must be the tokenizer's whatever the mix (separators, marks, ligatures)."""
+    from kyfs.core.tokens import count_tokens
+
+    assert count_tokens(text) == len(tokenize(text))

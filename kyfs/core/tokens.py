@@ -17,6 +17,12 @@ INDEX_VALUE_MAX = 1024 * 1024  # bytes: longer values are indexed by key only
 _WORD = re.compile(r"[^\W_]+")
 # bytes.translate table: ASCII letters and digits kept, every other byte a space.
 _ASCII_SEPARATORS = bytes(c if c < 128 and chr(c).isalnum() else 32 for c in range(256))
+# The same for UTF-8, keeping every non-ASCII byte; and a whole run of non-space bytes
+# that holds at least one of them (tried only where a run starts).
+_ASCII_SEPARATORS_UTF8 = bytes(c if c >= 128 or chr(c).isalnum() else 32 for c in range(256))
+_NON_ASCII_RUN = re.compile(
+    rb"(?<![^ ])[^ \x80-\xff]*+[\x80-\xff][^ ]*+"
+)  # linear: no backtracking
 
 
 class _DropCombining(dict[int, int | None]):
@@ -42,11 +48,18 @@ def tokenize(text: str) -> list[str]:
 def count_tokens(text: str) -> int:
     """``len(tokenize(text))``, faster: ASCII text (most keys, code and configuration)
     needs neither case folding nor NFKD, and its tokens are the runs of ASCII letters
-    and digits, counted at C speed (every other byte becomes a space, then split);
-    other text takes the full path."""
+    and digits, counted at C speed (every other byte becomes a space, then split).
+    In other text only the runs holding a non-ASCII character take the full path: an
+    ASCII separator separates whatever surrounds it, and folding never turns an ASCII
+    letter or digit into a separator, so the runs between ASCII separators tokenize
+    apart (UTF-8 never puts an ASCII byte inside a multi-byte character)."""
     if text.isascii():
         return len(text.encode("ascii").translate(_ASCII_SEPARATORS).split())
-    return len(tokenize(text))
+    spaced = text.encode("utf-8").translate(_ASCII_SEPARATORS_UTF8)
+    mixed = _NON_ASCII_RUN.findall(spaced)
+    return (
+        len(spaced.split()) - len(mixed) + sum(len(tokenize(run.decode("utf-8"))) for run in mixed)
+    )
 
 
 def indexable_text(value: bytes) -> str | None:
