@@ -27,6 +27,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -294,6 +295,7 @@ def serve(
     indexer.start()  # before the pinning below: its FTS5 work may use another CPU
     if not nothreads:
         pin_to_one_cpu()
+        limit_malloc_arenas()
     try:
         fuse_class = _fuse_class()
         fuse_class(operations, str(mountpoint), foreground=True, nothreads=nothreads, **settings)
@@ -323,6 +325,22 @@ def pin_to_one_cpu() -> int | None:
     except OSError:
         return None
     return cpu
+
+
+def limit_malloc_arenas(arenas: int = 2) -> bool:
+    """Cap glibc's malloc arenas (mallopt(3) M_ARENA_MAX) before libfuse starts its
+    threads: by default each thread that allocates gets an arena of its own and keeps
+    what it freed, so the threaded daemon's peak RSS over three 1 GiB writes and reads
+    rose to 84 MiB, against 67 MiB with two arenas. Returns False where there is no
+    glibc mallopt."""
+    import ctypes
+
+    m_arena_max = -8  # glibc's malloc.h
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    return bool(mallopt(m_arena_max, arenas))
 
 
 def mount(
@@ -381,13 +399,33 @@ def _tail(path: Path, lines: int = 10) -> str:
         return ""
 
 
+# ctypes runs a callback on a thread Python did not start (libfuse's request threads)
+# under PyGILState_Ensure/Release, which creates a Python thread state for the call and
+# destroys it after. Holding one more PyGILState_Ensure per thread keeps the state (and
+# its threading.local data) from one callback to the next: four `cat` processes on four
+# workspaces took 1.49x the single-threaded loop's time without it, 1.05x with it
+# (150,000 -> 37,000 context switches). libfuse 3.12+ keeps its threads (at most 10 by
+# default), so this keeps at most that many states.
+_KEPT = threading.local()
+
+
 def _fuse_class() -> type:
+    import ctypes
+
     from kyfs.fuse.binding import FUSE, fuse_major_version
 
     class KyfsFUSE(FUSE):  # type: ignore[misc]
         """mfusepy's FUSE, passing on what mfusepy 3.1 drops: rename(2)'s flags
         (kyfs must refuse RENAME_NOREPLACE onto an existing name) and the file handle
         of ftruncate(2) (the path is None once an open file is unlinked)."""
+
+        def _wrapper(self, func: Any, *args: Any, **kwargs: Any) -> Any:
+            """Every callback: the first one on each of libfuse's threads keeps that
+            thread's Python thread state for good (see _KEPT)."""
+            if not getattr(_KEPT, "yes", False):
+                ctypes.pythonapi.PyGILState_Ensure()  # never released: the state stays
+                _KEPT.yes = True
+            return super()._wrapper(func, *args, **kwargs)
 
         if fuse_major_version == 3:
 
