@@ -248,8 +248,8 @@ def serve(
     Requests are served on libfuse's threads (its multi-threaded loop), so a workspace
     waiting on another process's lock holds up only its own requests; ``nothreads`` in
     ``options`` serves one at a time. Under systemd, READY=1 is sent once the mount
-    answers (kyfs.platform.service). With
-    ``metrics_port`` the metrics are also served at http://127.0.0.1:PORT/metrics.
+    answers (kyfs.platform.service). With ``metrics_port`` the metrics are also served
+    at http://127.0.0.1:PORT/metrics.
     Without ``xattrs`` the extended-attribute handlers are not registered: the kernel
     then stops asking (ENOSYS), which saves the getxattr round trip that ``ls -l``
     makes twice per file and every first write once (security.capability).
@@ -315,7 +315,7 @@ def pin_to_one_cpu() -> int | None:
     call hands the GIL on. Across CPUs each hand-over is a cross-CPU wake-up: measured on
     2 CPUs, four `cat` processes on four workspaces made the threaded daemon spend 4.3 s
     of CPU (150,000 context switches) where the single-threaded loop spent 1.1 s; pinned
-    to one CPU, 1.4 s. Daemons of several mounts spread over the CPUs by their pid."""
+    to one CPU, 1.5 s. Daemons of several mounts spread over the CPUs by their pid."""
     try:
         cpus = sorted(os.sched_getaffinity(0))
         if len(cpus) < 2:
@@ -417,7 +417,8 @@ def _fuse_class() -> type:
     class KyfsFUSE(FUSE):  # type: ignore[misc]
         """mfusepy's FUSE, passing on what mfusepy 3.1 drops: rename(2)'s flags
         (kyfs must refuse RENAME_NOREPLACE onto an existing name) and the file handle
-        of ftruncate(2) (the path is None once an open file is unlinked)."""
+        of ftruncate(2) (the path is None once an open file is unlinked); and keeping
+        a Python thread state on each of libfuse's threads (_KEPT)."""
 
         def _wrapper(self, func: Any, *args: Any, **kwargs: Any) -> Any:
             """Every callback: the first one on each of libfuse's threads keeps that
