@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Mount
+from tests.conftest import Mount, stored_values
 
 pytestmark = pytest.mark.mount
 
@@ -306,3 +306,29 @@ def test_one_gib_file_in_bounded_memory(mounted: Mount, tmp_path: Path) -> None:
     peak = mounted.peak_rss_kib()
     print(f"\ndaemon peak RSS with a 1 GiB file copied in and read back: {peak / 1024:.1f} MiB")
     assert peak < 100 * 1024
+
+
+@pytest.mark.mount
+def test_times_set_on_a_file_being_written(mounted: Mount) -> None:
+    """futimens(2) on a file with unwritten data (tar x, cp -a): the data and the times
+    land together (one transaction), and a write after it moves mtime again, as on tmpfs."""
+    path = mounted.path / "default" / "extracted"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, b"data")
+        os.utime(fd, ns=(1_000_000_000_123, 2_000_000_000_456))
+    finally:
+        os.close(fd)
+    st = os.stat(path)
+    assert (st.st_atime_ns, st.st_mtime_ns) == (1_000_000_000_123, 2_000_000_000_456)
+    assert path.read_bytes() == b"data"
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+    try:
+        os.utime(fd, ns=(3_000_000_000_000, 4_000_000_000_000))
+        os.write(fd, b" more")
+    finally:
+        os.close(fd)
+    st = os.stat(path)
+    assert st.st_atime_ns == 3_000_000_000_000
+    assert st.st_mtime_ns > 4_000_000_000_000  # the write came after the times
+    assert stored_values("default")["extracted"] == b"data more"

@@ -162,9 +162,11 @@ class Workspace(Protocol):
         valid: int,
         blocks: Iterable[tuple[int, bytes]],
         mtime_ns: int | None = None,
+        atime_ns: int | None = None,
     ) -> bool:
-        """Apply an open file's buffered blocks in one transaction; False when the node
-        is gone. ValueTooLarge, SchemaViolation, NoSpace."""
+        """Apply an open file's buffered blocks in one transaction (times in ns, UTC:
+        mtime now when None, atime kept when None); False when the node is gone.
+        ValueTooLarge, SchemaViolation, NoSpace."""
         ...
 
     def truncate(self, key: str, size: int) -> None:

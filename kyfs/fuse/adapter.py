@@ -223,16 +223,23 @@ class KyfsOperations(Operations):  # type: ignore[misc]
         if keys:
             self.invalidator.invalidate(f"/{workspace}/{key}" for key in keys)
 
-    def _commit(self, opened: OpenFile, sync: bool = False) -> None:
-        """Commit an open file; when its node has several names, the kernel forgets the
-        cached size and pages of each."""
+    def _commit(
+        self,
+        opened: OpenFile,
+        sync: bool = False,
+        times: tuple[int | None, int | None] | None = None,
+    ) -> bool:
+        """Commit an open file (with ``times``: and set its atime and mtime, ns); when its
+        node has several names, the kernel forgets the cached size and pages of each.
+        Returns True when it wrote changes."""
         was_dirty = opened.dirty
-        opened.commit(sync=sync)
+        wrote = opened.commit(sync=sync, times=times)
         if was_dirty:
             opened.created_empty = False  # the value written was judged by the commit
         entry = opened.entry
         if was_dirty and entry is not None and entry.nlink > 1 and opened.workspace:
             self._forget(opened.workspace, opened.store.keys_of(opened.entry_id))
+        return wrote
 
     # --- routing ---------------------------------------------------------------------
     @staticmethod
@@ -505,17 +512,19 @@ class KyfsOperations(Operations):  # type: ignore[misc]
     @_op
     def utimens(self, path: str, times: tuple[int, int] | None = None) -> int:
         """Store (atime, mtime) in ns; UTIME_NOW and UTIME_OMIT as utimensat(2). Buffered
-        writes of an open file are committed first, so the times set here win (``cp -a``,
-        ``tar x``). ENOENT."""
+        writes of an open file are committed in the same transaction, so the times set
+        here win (``cp -a``, ``tar x``: one transaction instead of two). ENOENT."""
         store, key = self._resolve(path)
-        opened = self._open.get((store, store.stat(key).id)) if self._open else None
-        if opened is not None:
-            self._commit(opened)
         now = time.time_ns()
-        if times is None:
-            store.utimens(key, now, now)
+        atime: int | None = now
+        mtime: int | None = now
+        if times is not None:
+            atime, mtime = (
+                None if t == UTIME_OMIT else now if t == UTIME_NOW else t for t in times
+            )
+        opened = self._open.get((store, store.stat(key).id)) if self._open else None
+        if opened is not None and self._commit(opened, times=(atime, mtime)):
             return 0
-        atime, mtime = (None if t == UTIME_OMIT else now if t == UTIME_NOW else t for t in times)
         store.utimens(key, atime, mtime)
         return 0
 

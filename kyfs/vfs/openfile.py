@@ -52,6 +52,7 @@ class BlockStore(Protocol):
         valid: int,
         blocks: Iterator[tuple[int, bytes]],
         mtime_ns: int | None = None,
+        atime_ns: int | None = None,
     ) -> bool: ...
 
     def sync(self) -> None: ...
@@ -236,8 +237,13 @@ class OpenFile:
             assert block is not None
             yield idx, bytes(block)
 
-    def commit(self, sync: bool = False) -> None:
+    def commit(
+        self, sync: bool = False, times: tuple[int | None, int | None] | None = None
+    ) -> bool:
         """Write the buffered changes in one transaction; with ``sync`` make them durable.
+        With ``times`` (atime, mtime in ns; None keeps the atime, and the mtime of the
+        write) the same transaction sets them (utimensat(2) on a file being written: tar
+        x, cp -a). Returns True when it wrote changes.
 
         After it returns the buffers are empty and the store holds the value.
         If the entry was deleted meanwhile (unlinked while open) nothing is
@@ -252,21 +258,26 @@ class OpenFile:
             StorageError / NoSpace / SchemaViolation: (EIO / ENOSPC / EINVAL) nothing was
                 written, and the buffered changes are gone.
         """
+        wrote = False
         if self.dirty and not self.orphaned:
+            atime, mtime = times or (None, None)
             try:
                 committed = self.store.commit(
-                    self.entry_id, size=self.size, valid=self.valid, blocks=self._blocks()
-                )
+                    self.entry_id, size=self.size, valid=self.valid, blocks=self._blocks(),
+                    mtime_ns=mtime, atime_ns=atime,
+                )  # fmt: skip
             except KyfsError:
                 self._drop()  # the error is final: nothing of these changes lands later
                 raise
             if not committed:
                 self.orphaned = True
-                return
+                return False
             self._drop()
             self.valid = self.size
+            wrote = True
         if sync:
             self.store.sync()
+        return wrote
 
     def _drop(self) -> None:
         """Forget the buffered changes: the stored value is what readers see again."""

@@ -307,6 +307,7 @@ class ValuesMixin(NamespaceMixin):
         valid: int,
         blocks: Iterable[tuple[int, bytes]],
         mtime_ns: int | None = None,
+        atime_ns: int | None = None,
     ) -> bool:
         """Apply an open file's buffered changes to node ``node_id`` in one transaction.
 
@@ -319,6 +320,7 @@ class ValuesMixin(NamespaceMixin):
                 was stored there. ``data`` may be shorter than block_size only for
                 the last block of the value.
             mtime_ns: the modification time to record; now when None.
+            atime_ns: the access time to record; kept when None.
 
         Returns False when the node no longer exists (its last name was unlinked while
         open); then nothing is written.
@@ -350,6 +352,8 @@ class ValuesMixin(NamespaceMixin):
                 conn.execute(_SQL_UPSERT_BLOCK, (node_id, idx, bytes(data[:limit])))
             mtime = now if mtime_ns is None else mtime_ns
             conn.execute(_SQL_SET_SIZE, (size, mtime, now, node_id))
+            if atime_ns is not None:
+                conn.execute("UPDATE nodes SET atime_ns = ? WHERE id = ?", (atime_ns, node_id))
             after_write(conn, node_id, size=size)
         return True
 
