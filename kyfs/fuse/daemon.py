@@ -404,7 +404,7 @@ def _tail(path: Path, lines: int = 10) -> str:
 # destroys it after. Holding one more PyGILState_Ensure per thread keeps the state (and
 # its threading.local data) from one callback to the next: four `cat` processes on four
 # workspaces took 1.49x the single-threaded loop's time without it, 1.05x with it
-# (150,000 -> 37,000 context switches). libfuse 3.12+ keeps its threads (at most 10 by
+# (55,000 -> 37,000 context switches, pinned). libfuse 3.12+ keeps its threads (at most 10 by
 # default), so this keeps at most that many states.
 _KEPT = threading.local()
 
