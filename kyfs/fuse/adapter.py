@@ -38,6 +38,7 @@ import itertools
 import logging
 import os
 import re
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -115,7 +116,10 @@ def _boundary(
                 if kind == "root":
                     return method(self, *args, **kwargs)
                 with self._path_lock(args):
-                    return method(self, *args, **kwargs)
+                    try:
+                        return method(self, *args, **kwargs)
+                    finally:
+                        self._current.store = None
         except KyfsError as exc:
             failed = exc.errno
             log.debug("%s%r: %s (errno %d)", name, args, exc, exc.errno)
@@ -182,6 +186,7 @@ class KyfsOperations(Operations):  # type: ignore[misc]
         self._virtual: dict[int, bytes] = {}  # open handles of virtual files
         self._hidden: dict[str, OpenFile] = {}  # .fuse_hidden path -> the unlinked open file
         self._next_fh = itertools.count(1)  # next() is atomic in CPython: no lock
+        self._current = threading.local()  # .store: (name, workspace) of this request's lock
         self._uid, self._gid = os.getuid(), os.getgid()
         self.search_tree = SearchTree(workspaces.names, workspaces.open)
         self.control_tree = ControlTree(self.metrics)
@@ -205,9 +210,23 @@ class KyfsOperations(Operations):  # type: ignore[misc]
         if workspace is None or workspace in HIDDEN:
             return contextlib.nullcontext()
         try:
-            return self.workspaces.open(workspace).lock
+            store = self.workspaces.open(workspace)
         except KyfsError:
             return contextlib.nullcontext()
+        self._current.store = (workspace, store)  # _workspace reuses it (no second open)
+        return store.lock
+
+    def _workspace(self, name: str) -> Workspace:
+        """Workspace ``name``: the one whose lock this request holds (:meth:`_path_lock`),
+        else opened (engine.open: a stat of its file).
+
+        Raises:
+            WorkspaceNotFound: (ENOENT). InvalidName: (EINVAL). StorageError: (EIO).
+        """
+        held = getattr(self._current, "store", None)
+        if held is not None and held[0] == name:
+            return held[1]  # type: ignore[no-any-return]
+        return self.workspaces.open(name)
 
     def init_with_config(self, conn: Any, config: Any) -> None:
         """libfuse's init: ask for 1 MiB writes (libfuse then negotiates FUSE_MAX_PAGES
@@ -256,7 +275,7 @@ class KyfsOperations(Operations):  # type: ignore[misc]
         if workspace == CONTROL_DIR:
             return self.control_tree, key
         if workspace is not None and (key == VERSIONS_DIR or key.startswith(VERSIONS_DIR + "/")):
-            tree = VersionsTree(workspace, self.workspaces.open(workspace))
+            tree = VersionsTree(workspace, self._workspace(workspace))
             return tree, key[len(VERSIONS_DIR) + 1 :]
         return None
 
@@ -298,7 +317,7 @@ class KyfsOperations(Operations):  # type: ignore[misc]
         try:
             if key:
                 names.check_key(key)
-            return self.workspaces.open(workspace), key
+            return self._workspace(workspace), key
         except NameTooLong:
             raise
         except InvalidName as exc:

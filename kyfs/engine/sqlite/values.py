@@ -56,7 +56,10 @@ _SQL_UPSERT_BLOCK = (
 )
 _SQL_DROP_BLOCKS_FROM = "DELETE FROM blocks WHERE node_id = ? AND idx >= ?"
 _SQL_CUT_BLOCK = "UPDATE blocks SET data = substr(data, 1, ?) WHERE node_id = ? AND idx = ?"
-_SQL_SET_SIZE = "UPDATE nodes SET size = ?, mtime_ns = ?, ctime_ns = ? WHERE id = ?"
+_SQL_SET_SIZE = (  # an atime of NULL keeps the stored one
+    "UPDATE nodes SET size = ?, mtime_ns = ?, ctime_ns = ?, atime_ns = coalesce(?, atime_ns)"
+    " WHERE id = ?"
+)
 
 
 def read_blocks(
@@ -293,7 +296,7 @@ class ValuesMixin(NamespaceMixin):
             check_size(size)
             conn.execute(_SQL_UPSERT_BLOCK, (node_id, idx, piece))
         mtime = now if mtime_ns is None else mtime_ns
-        conn.execute(_SQL_SET_SIZE, (size, mtime, now, node_id))
+        conn.execute(_SQL_SET_SIZE, (size, mtime, now, None, node_id))
         if created_ns is not None:
             conn.execute("UPDATE nodes SET created_ns = ? WHERE id = ?", (created_ns, node_id))
         after_write(conn, node_id, ttl_s=ttl_s, replace_ttl=True, detail=detail, size=size)
@@ -351,9 +354,7 @@ class ValuesMixin(NamespaceMixin):
                 limit = size - idx * BLOCK_SIZE
                 conn.execute(_SQL_UPSERT_BLOCK, (node_id, idx, bytes(data[:limit])))
             mtime = now if mtime_ns is None else mtime_ns
-            conn.execute(_SQL_SET_SIZE, (size, mtime, now, node_id))
-            if atime_ns is not None:
-                conn.execute("UPDATE nodes SET atime_ns = ? WHERE id = ?", (atime_ns, node_id))
+            conn.execute(_SQL_SET_SIZE, (size, mtime, now, atime_ns, node_id))
             after_write(conn, node_id, size=size)
         return True
 
