@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -86,6 +88,26 @@ conn.execute("COMMIT")
 """
 
 
+@contextlib.contextmanager
+def _write_locked(workspace: str) -> Iterator[None]:
+    """Another process holds ``workspace``'s SQLite write lock for the ``with`` block."""
+    engine = SqliteEngine()
+    path = engine.directory / f"{workspace}.db"
+    engine.close()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    assert holder.stdin is not None and holder.stdout is not None
+    try:
+        assert holder.stdout.readline() == b"locked\n"
+        yield
+    finally:
+        holder.stdin.write(b"\n")
+        holder.stdin.close()
+        holder.wait(timeout=60)
+        holder.stdout.close()
+
+
 def test_two_workspaces_do_not_wait_on_each_other(tmp_path: Path) -> None:
     env = dict(os.environ)
 
@@ -101,31 +123,13 @@ def test_two_workspaces_do_not_wait_on_each_other(tmp_path: Path) -> None:
         created = kyfs("create", name)
         created.communicate(timeout=60)
         assert created.returncode == 0
-    workspaces = SqliteEngine()
-    alpha_file = workspaces.directory / "alpha.db"
-    workspaces.close()
-    holder = subprocess.Popen(
-        [sys.executable, "-c", HOLD_LOCK, str(alpha_file)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-    )
-    waiting = None
-    try:
-        assert holder.stdout is not None and holder.stdout.readline() == b"locked\n"
+    with _write_locked("alpha"):
         waiting = kyfs("set", "-w", "alpha", "k", "a")  # must wait for the holder
         # While alpha's write lock is held, beta takes writes.
         beta = kyfs("set", "-w", "beta", "k", "b")
         beta.communicate(timeout=60)
         assert beta.returncode == 0
         assert waiting.poll() is None, "the write to alpha did not wait for the lock"
-    finally:
-        assert holder.stdin is not None
-        holder.stdin.write(b"\n")
-        holder.stdin.close()
-        holder.wait(timeout=60)
-        assert holder.stdout is not None
-        holder.stdout.close()
-    assert waiting is not None
     _, err = waiting.communicate(timeout=60)
     assert waiting.returncode == 0, err
     assert stored_values("alpha")["k"] == b"a"
@@ -150,17 +154,7 @@ def test_a_locked_workspace_does_not_stall_the_mount(mounted: Mount) -> None:
     for name in ("alpha", "beta"):
         (mounted.path / name).mkdir()
     (mounted.path / "beta" / "existing").write_text("before")
-    workspaces = SqliteEngine()
-    alpha_file = workspaces.directory / "alpha.db"
-    workspaces.close()
-    holder = subprocess.Popen(
-        [sys.executable, "-c", HOLD_LOCK, str(alpha_file)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-    )
-    writer = None
-    try:
-        assert holder.stdout is not None and holder.stdout.readline() == b"locked\n"
+    with _write_locked("alpha"):
         writer = subprocess.Popen(
             [sys.executable, "-c", MOUNT_WRITE_ONE, str(mounted.path / "alpha" / "k"), "a"],
             stdout=subprocess.PIPE,
@@ -174,14 +168,6 @@ def test_a_locked_workspace_does_not_stall_the_mount(mounted: Mount) -> None:
         listed = os.listdir(mounted.path / "beta")
         beta_done = time.monotonic()
         assert writer.poll() is None, "the write to alpha did not wait for the lock"
-    finally:
-        assert holder.stdin is not None
-        holder.stdin.write(b"\n")
-        holder.stdin.close()
-        holder.wait(timeout=60)
-        assert holder.stdout is not None
-        holder.stdout.close()
-    assert writer is not None
     out, err = writer.communicate(timeout=60)
     assert writer.returncode == 0, err
     assert beta_done < float(out), "beta was served only after alpha's write returned"

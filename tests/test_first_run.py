@@ -24,6 +24,24 @@ def run(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[b
 SHORT = {"kys", "kyg", "kyl", "kyd"}
 
 
+def on_terminal(
+    *args: str, dialogue: tuple[tuple[str, str | None], ...] = (), env: dict[str, str] | None = None
+) -> tuple[int, bytes]:
+    """Run ``kyfs ARGS`` on a pseudo-terminal (pexpect), waiting for each (pattern, reply)
+    of ``dialogue`` in turn and typing the reply (None: only wait); returns (exit status,
+    what it printed after the last pattern)."""
+    import pexpect
+
+    child = pexpect.spawn(sys.executable, ["-m", "kyfs", *args], env=env, timeout=30)
+    for pattern, reply in dialogue:
+        child.expect(pattern)
+        if reply is not None:
+            child.sendline(reply)
+    child.expect(pexpect.EOF)
+    child.close()
+    return child.exitstatus, child.before or b""
+
+
 def test_the_first_command_on_a_fresh_home_works(kyfs_home: Path) -> None:
     done = run("set", "foo", "bar")
     assert done.returncode == 0, done.stderr
@@ -211,21 +229,10 @@ def test_use_of_a_missing_workspace(kyfs_home: Path) -> None:
 
 
 def test_use_asks_on_a_terminal(kyfs_home: Path) -> None:
-    import pexpect
-
-    child = pexpect.spawn(sys.executable, ["-m", "kyfs", "use", "gamma"], timeout=30)
-    child.expect("Workspace 'gamma' does not exist. Create it\\?")
-    child.sendline("y")
-    child.expect("active workspace: gamma")
-    child.expect(pexpect.EOF)
-    child.close()
-    assert child.exitstatus == 0
-    child = pexpect.spawn(sys.executable, ["-m", "kyfs", "use", "delta"], timeout=30)
-    child.expect("Create it\\?")
-    child.sendline("n")
-    child.expect(pexpect.EOF)
-    child.close()
-    assert child.exitstatus == 1
+    asked = ("Workspace 'gamma' does not exist. Create it\\?", "y")
+    done = ("active workspace: gamma", None)
+    assert on_terminal("use", "gamma", dialogue=(asked, done))[0] == 0
+    assert on_terminal("use", "delta", dialogue=(("Create it\\?", "n"),))[0] == 1
     names = [w["name"] for w in json.loads(run("workspaces", "--json").stdout)]
     assert "gamma" in names and "delta" not in names
 
@@ -247,23 +254,15 @@ def kycli_env(tmp_path: Path) -> dict[str, str]:
 
 
 def test_first_run_offers_the_kycli_migration(kycli_env: dict[str, str], kyfs_home: Path) -> None:
-    import pexpect
-
-    env = kycli_env
-    child = pexpect.spawn(sys.executable, ["-m", "kyfs", "get", "user.name"], env=env,
-                          timeout=30)  # fmt: skip
-    child.expect("Import your KyCLI data into kyfs now\\?")
-    child.sendline("y")
-    child.expect("imported 1 keys into 1 workspaces")
-    child.expect("Alice")
-    child.expect(pexpect.EOF)
-    child.close()
-    assert child.exitstatus == 0
+    dialogue = (
+        ("Import your KyCLI data into kyfs now\\?", "y"),
+        ("imported 1 keys into 1 workspaces", None),
+        ("Alice", None),
+    )
+    assert on_terminal("get", "user.name", dialogue=dialogue, env=kycli_env)[0] == 0
     # asked once: the next run on a terminal goes straight to the command
-    child = pexpect.spawn(sys.executable, ["-m", "kyfs", "keys"], env=env, timeout=30)
-    child.expect(pexpect.EOF)
-    child.close()
-    assert b"Import" not in (child.before or b"") and b"user.name" in (child.before or b"")
+    _, printed = on_terminal("keys", env=kycli_env)
+    assert b"Import" not in printed and b"user.name" in printed
 
 
 def test_first_run_without_a_terminal_only_hints(
