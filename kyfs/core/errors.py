@@ -55,6 +55,15 @@ class WorkspaceNotFound(NotFound):
     """No workspace has that name (ENOENT, exit 1)."""
 
 
+class StaleName(NotFound):
+    """The kernel still holds a name that is gone behind the mount (a key deleted by the
+    CLI or another daemon, or expired) and asked to open it (ESTALE, exit 1). On ESTALE
+    Linux's VFS walks the path again with LOOKUP_REVAL, which asks the daemon instead of
+    its cache (fs/namei.c, retry_estale), so the caller sees ENOENT, or O_CREAT creates."""
+
+    errno = _errno.ESTALE
+
+
 # --- bad input (exit 2) --------------------------------------------------------------
 class InvalidInput(KyfsError):
     """The input breaks a documented rule; nothing was written (EINVAL, exit 2)."""

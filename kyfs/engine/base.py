@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
+from types import TracebackType
 from typing import Any, BinaryIO, NamedTuple, Protocol
 
 from kyfs.core.nodes import (
@@ -26,6 +27,24 @@ from kyfs.core.nodes import (
     Match,
     Owner,
 )
+
+
+class Lock(Protocol):
+    """A re-entrant lock (threading.RLock's interface)."""
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        """Take the lock; False when ``blocking`` is False and another thread holds it."""
+        ...
+
+    def release(self) -> None:
+        """Give the lock back."""
+        ...
+
+    def __enter__(self) -> bool: ...
+
+    def __exit__(
+        self, t: type[BaseException] | None, v: BaseException | None, tb: TracebackType | None
+    ) -> None: ...
 
 
 class Workspace(Protocol):
@@ -41,7 +60,7 @@ class Workspace(Protocol):
     block_size: int  # bytes per block of a value; open files buffer in blocks of this size
 
     @property
-    def lock(self) -> AbstractContextManager[Any]:
+    def lock(self) -> Lock:
         """A re-entrant lock, held by whoever shares the workspace between threads."""
         ...
 
@@ -200,6 +219,11 @@ class Workspace(Protocol):
 
     def history_keys(self, prefix: str = "") -> list[str]:
         """Keys with recorded history (live or not)."""
+        ...
+
+    def changes(self, cursor: int | None) -> tuple[int, list[str]]:
+        """(new cursor, names changed since ``cursor`` by other connections or by
+        expiry); ``cursor`` None starts watching. For the mount's cache invalidation."""
         ...
 
     def restore_version(
@@ -373,6 +397,10 @@ class Engine(Protocol):
 
     def check(self, name: str, repair: bool = False) -> tuple[list[str], list[str]]:
         """(problems left, repairs done). WorkspaceNotFound."""
+        ...
+
+    def cached(self) -> list[str]:
+        """Names of the workspaces this engine keeps open (the daemon's cache), sorted."""
         ...
 
     def close(self) -> None:

@@ -58,12 +58,13 @@ from kyfs.core.errors import (
     NotPermitted,
     ReadOnly,
     SchemaViolation,
+    StaleName,
 )
 from kyfs.core.nodes import DIR, REG, Entry, Owner
 from kyfs.engine import SqliteEngine
 from kyfs.engine.base import Workspace
 from kyfs.fuse.binding import FuseOSError, Operations, fuse_get_context
-from kyfs.fuse.invalidate import Invalidator
+from kyfs.fuse.invalidate import ChangeWatcher, Invalidator
 from kyfs.platform import paths
 from kyfs.platform.metrics import Metrics
 from kyfs.vfs.control_tree import CONTROL_DIR, ControlTree
@@ -191,6 +192,7 @@ class KyfsOperations(Operations):  # type: ignore[misc]
         self.search_tree = SearchTree(workspaces.names, workspaces.open)
         self.control_tree = ControlTree(self.metrics)
         self.invalidator = Invalidator()
+        self.watcher = ChangeWatcher(workspaces, self.invalidator)
 
     def _handle_lock(self, fh: int) -> contextlib.AbstractContextManager[Any]:
         """The lock of open file ``fh``'s workspace; none for a virtual file or a handle
@@ -231,16 +233,26 @@ class KyfsOperations(Operations):  # type: ignore[misc]
     def init_with_config(self, conn: Any, config: Any) -> None:
         """libfuse's init: ask for 1 MiB writes (libfuse then negotiates FUSE_MAX_PAGES
         with the kernel), so a large file takes 8 times fewer write calls than at 128 KiB;
-        start the cache invalidator."""
+        start the cache invalidator and the watcher of changes behind the mount."""
         if conn is not None:
             conn.max_write = MAX_WRITE
         self.invalidator.start()
+        if self.invalidator.running:
+            self.watcher.start()
 
     def _forget(self, workspace: str, keys: list[str]) -> None:
         """Make the kernel forget what it caches of ``keys`` (other names of a changed
         node: each name is a kernel inode of its own under libfuse's high-level API)."""
         if keys:
             self.invalidator.invalidate(f"/{workspace}/{key}" for key in keys)
+
+    def _forget_other_names(self, path: str, store: Workspace, key: str) -> None:
+        """After a change of ``key``'s node (mode, owner, times): when the node has other
+        names (hard links), the kernel forgets what it caches of them."""
+        entry = store.stat(key)
+        if entry.nlink > 1:
+            others = [k for k in store.keys_of(entry.id) if k != key]
+            self._forget(self._split(path)[0] or "", others)
 
     def _commit(
         self,
@@ -284,8 +296,9 @@ class KyfsOperations(Operations):  # type: ignore[misc]
         schema rule refuses it, each close(2) fails EINVAL, as the close after a refused
         write does, and at the last close (``last``: release) the key goes. It stays
         until then, because a shell's ``echo VALUE > KEY`` creates the key, closes one
-        descriptor of it (after dup2) and only then writes. The kernel may keep the name
-        for its entry timeout (1 s) after that: a create of it then fails ENOENT."""
+        descriptor of it (after dup2) and only then writes. The kernel may still hold the
+        name after that: the next getattr of it answers ESTALE (Invalidator.held), so
+        the kernel looks it up again and a create of it works."""
         if not opened.created_empty or opened.dirty or opened.current_size() != 0:
             return  # the usual case costs one attribute test: no SQL on close
         keys = opened.store.keys_of(opened.entry_id)
@@ -443,7 +456,12 @@ class KyfsOperations(Operations):  # type: ignore[misc]
         if routed is not None:
             return routed[0].getattr(routed[1])
         store, key = self._resolve(path)
-        return self._attrs(store.stat(key), store)
+        try:
+            return self._attrs(store.stat(key), store)
+        except KeyNotFound:
+            if self.invalidator.held(path):  # see Invalidator.held: ESTALE, once
+                raise StaleName(f"gone behind the mount: {key}") from None
+            raise
 
     def _unlinked_attrs(self, opened: OpenFile) -> dict[str, Any]:
         """fstat(2) of a file unlinked while open: its node as it is now (other names may
@@ -517,6 +535,7 @@ class KyfsOperations(Operations):  # type: ignore[misc]
         check (default_permissions). EPERM at the mount's root; ENOENT."""
         store, key = self._resolve(path)
         store.chmod(key, mode)
+        self._forget_other_names(path, store, key)
         return 0
 
     @_op
@@ -526,6 +545,7 @@ class KyfsOperations(Operations):  # type: ignore[misc]
         in), and the kernel clears setuid/setgid first. EPERM at the root; ENOENT."""
         store, key = self._resolve(path)
         store.chown(key, None if uid in (-1, NO_ID) else uid, None if gid in (-1, NO_ID) else gid)
+        self._forget_other_names(path, store, key)
         return 0
 
     @_op
@@ -541,10 +561,12 @@ class KyfsOperations(Operations):  # type: ignore[misc]
             atime, mtime = (
                 None if t == UTIME_OMIT else now if t == UTIME_NOW else t for t in times
             )
-        opened = self._open.get((store, store.stat(key).id)) if self._open else None
-        if opened is not None and self._commit(opened, times=(atime, mtime)):
-            return 0
-        store.utimens(key, atime, mtime)
+        entry = store.stat(key)
+        opened = self._open.get((store, entry.id)) if self._open else None
+        if opened is None or not self._commit(opened, times=(atime, mtime)):
+            store.utimens(key, atime, mtime)
+        if entry.nlink > 1:
+            self._forget_other_names(path, store, key)
         return 0
 
     # --- directories and names -----------------------------------------------------------
@@ -724,10 +746,17 @@ class KyfsOperations(Operations):  # type: ignore[misc]
             self._virtual[fh] = content
             return fh
         store, key = self._resolve(path)
-        entry = store.stat(key)
+        try:
+            entry = store.stat(key)
+        except KeyNotFound:  # the kernel sends OPEN only for a name it holds: a stale one
+            raise StaleName(f"gone behind the mount: {key}") from None
         if entry.is_dir:
             raise IsADirectory(f"is a directory: {key}")
         return self._attach(path, store, entry, truncate=bool(flags & os.O_TRUNC))
+
+    def is_virtual(self, fh: int) -> bool:
+        """True when handle ``fh`` is open on a virtual file (.kyfs, .search, .versions)."""
+        return fh in self._virtual
 
     @_fh_op
     def read(self, path: str, size: int, offset: int, fh: int) -> bytes:
@@ -810,6 +839,7 @@ class KyfsOperations(Operations):  # type: ignore[misc]
 
     def destroy(self, path: str) -> None:
         """At unmount: commit what open files still buffer, then close every workspace."""
+        self.watcher.stop()
         for opened in list(self._open.values()):
             try:
                 opened.commit()

@@ -34,6 +34,7 @@ from typing import Any
 
 from kyfs import __version__
 from kyfs.core.errors import MountError
+from kyfs.fuse.invalidate import ATTR_TIMEOUT
 from kyfs.platform import config, paths
 
 log = logging.getLogger(__name__)
@@ -48,10 +49,12 @@ BASE_OPTIONS: dict[str, Any] = {
     # for, so fstat(2) of such a file works (with hard_remove libfuse answers ESTALE).
     # The kernel checks permission bits (EACCES), as on a local filesystem.
     "default_permissions": True,
-    # The kernel may cache attributes and names for 1 s: the CLI's changes
-    # show through the mount within that (libfuse's default, made explicit).
-    "attr_timeout": 1.0,
-    "entry_timeout": 1.0,
+    # The kernel may keep names and attributes for 30 s (a warm `cat` of a tree then
+    # costs open, flush and release per file; lookups and getattrs are answered from its
+    # caches). Changes made behind the mount (CLI, another daemon, TTL expiry) are
+    # invalidated within about 0.25 s by kyfs.fuse.invalidate.ChangeWatcher.
+    "attr_timeout": ATTR_TIMEOUT,
+    "entry_timeout": ATTR_TIMEOUT,
     # st_ino is the node's own number (Workspace.inode), stable across remounts and
     # renames and shared by hard links, instead of libfuse's per-path numbering.
     "use_ino": True,
@@ -427,6 +430,16 @@ def _fuse_class() -> type:
                 ctypes.pythonapi.PyGILState_Ensure()  # never released: the state stays
                 _KEPT.yes = True
             return super()._wrapper(func, *args, **kwargs)
+
+        def open(self, path: bytes, fip: Any) -> int:
+            """open(2): a virtual file (.kyfs, .search, .versions) is opened with
+            direct_io, so every read asks the daemon: its content may change while the
+            kernel still holds its size (keys use the page cache, kept valid by
+            invalidation)."""
+            result = int(super().open(path, fip) or 0)
+            if self.operations.is_virtual(fip.contents.fh):
+                fip.contents.direct_io = 1
+            return result
 
         if fuse_major_version == 3:
 

@@ -12,28 +12,48 @@ a request for a related inode can deadlock the kernel against the request it ser
 The adapter waits briefly (WAIT seconds) for the worker, so in the usual case the cache
 is gone when the request returns, and never blocks longer.
 
-Thread-safety: ``invalidate`` may be called from any thread.
+The kernel keeps names and attributes for entry_timeout and attr_timeout (kyfs.fuse.daemon)
+and pages while a file's mtime and size stay the same. Changes made behind the mount (a
+CLI command, another daemon on the same data, TTL expiry) are found by
+:class:`ChangeWatcher`, which asks every open workspace for the names changed by others
+every INTERVAL seconds and invalidates them, so they show through the mount within about
+that time whatever the timeouts.
+
+Thread-safety: ``invalidate`` may be called from any thread; a ChangeWatcher runs on a
+thread of its own.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import os
 import queue
 import threading
+import time
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from kyfs.core.errors import KyfsError
+
+if TYPE_CHECKING:
+    from kyfs.engine.base import Engine, Workspace
 
 log = logging.getLogger(__name__)
 WAIT = 0.05  # seconds a request waits for its invalidations
+# Seconds the kernel keeps names and attributes (the mount's entry_timeout and
+# attr_timeout, kyfs.fuse.daemon.BASE_OPTIONS): how long an invalidated name is held.
+ATTR_TIMEOUT = 30.0
 
 
 class Invalidator:
     """Invalidates mount paths (``/<workspace>/<key>``) in the kernel's caches; does
     nothing until :meth:`start` is called from inside a FUSE request (libfuse's init)."""
 
-    def __init__(self) -> None:
+    def __init__(self, hold_s: float = ATTR_TIMEOUT) -> None:
+        self._hold_s = hold_s
+        self._recent: dict[str, float] = {}  # path -> time.monotonic() of invalidation
         self._queue: queue.SimpleQueue[tuple[bytes, threading.Event] | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._call: Any = None  # the ctypes function, once found
@@ -56,6 +76,11 @@ class Invalidator:
         self._thread = threading.Thread(target=self._run, name="kyfs-invalidate", daemon=True)
         self._thread.start()
 
+    @property
+    def running(self) -> bool:
+        """True once started with libfuse's fuse_invalidate_path at hand."""
+        return self._thread is not None
+
     def _run(self) -> None:
         assert self._call is not None
         while True:
@@ -74,11 +99,26 @@ class Invalidator:
         if self._thread is None:
             return
         last = None
+        now = time.monotonic()
         for path in paths:
+            self._recent.pop(path, None)
+            self._recent[path] = now  # the dict stays ordered by time
             last = threading.Event()
             self._queue.put((os.fsencode(path), last))
+        with contextlib.suppress(RuntimeError, StopIteration):  # another thread prunes too
+            while self._recent and next(iter(self._recent.values())) < now - self._hold_s:
+                self._recent.pop(next(iter(self._recent)), None)
         if last is not None:
             last.wait(wait)
+
+    def held(self, path: str) -> bool:
+        """True, once, when ``path`` was invalidated within the last ``hold_s`` seconds
+        (the mount's attr_timeout) and has not been asked about since: the kernel may
+        still hold the name (fuse_invalidate_path drops attributes and pages, not the
+        name). A getattr that finds such a name gone answers ESTALE instead of ENOENT:
+        Linux's VFS then walks the path again asking the daemon (LOOKUP_REVAL), so an
+        open(O_CREAT) of the name creates it instead of failing ENOENT."""
+        return self._recent.pop(path, None) is not None
 
     def stop(self) -> None:
         """End the worker (at unmount)."""
@@ -86,3 +126,112 @@ class Invalidator:
             self._queue.put(None)
             self._thread.join(timeout=1.0)
             self._thread = None
+
+
+class ChangeWatcher:
+    """Invalidates, in the kernel's caches, the names that change behind the mount.
+
+    Every INTERVAL seconds, for each workspace the daemon's engine keeps open, it asks
+    the workspace for the names changed since the last look by any other connection or
+    by TTL expiry (Workspace.changes) and invalidates them and their directories. A
+    workspace that disappeared from the data directory (dropped or renamed by the CLI)
+    or whose file was replaced (restore) has all its names invalidated. A workspace whose
+    lock a request holds is looked at on a later round: the watcher never waits for one.
+
+    Args:
+        engine: the daemon's engine (``cache=True``), shared with the request threads:
+            a workspace tells its own connection's changes apart, so it must be the
+            same object the requests use.
+        invalidator: where paths go (started by libfuse's init).
+    """
+
+    INTERVAL = 0.25  # seconds between two rounds
+
+    def __init__(self, engine: Engine, invalidator: Invalidator) -> None:
+        self._engine = engine
+        self._invalidator = invalidator
+        self._watched: dict[str, tuple[Workspace, int]] = {}  # name -> (workspace, cursor)
+        self._names: set[str] | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Start the thread (a daemon thread: it never keeps the process alive)."""
+        self._thread = threading.Thread(target=self._run, name="kyfs-watch", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.INTERVAL):
+            try:
+                self._invalidator.invalidate(self.poll(), wait=0)
+            except Exception:  # a round that fails must not end the watching
+                log.exception("watching for changes behind the mount")
+
+    def poll(self) -> list[str]:
+        """One round: the mount paths (``/<workspace>/<key>``, ``/<workspace>``, ``/``)
+        whose kernel caches must go."""
+        paths: list[str] = []
+        names = set(self._engine.names())
+        if self._names is not None and names != self._names:
+            paths.append("/")
+            for name in sorted(self._names ^ names):
+                paths.append(f"/{name}")
+        self._names = names
+        for name in [name for name in self._watched if name not in names]:
+            gone, _ = self._watched.pop(name)
+            paths += self._every_path(name, gone)
+        with self._engine.shared():
+            for name in self._engine.cached():
+                try:
+                    paths += self._look(name)
+                except KyfsError as exc:  # dropped meanwhile, unreadable: next round
+                    log.debug("watching %s: %s", name, exc)
+        return paths
+
+    def _look(self, name: str) -> list[str]:
+        """The paths changed in workspace ``name`` since the last round."""
+        store = self._engine.open(name)  # notices a replaced file; sweeps expired keys
+        if not store.lock.acquire(blocking=False):
+            return []
+        try:
+            before = self._watched.get(name)
+            if before is not None and before[0] is store:
+                cursor, keys = store.changes(before[1])
+                paths = _with_parents(name, keys)
+            else:
+                cursor, _ = store.changes(None)
+                paths = []
+                if before is not None:  # the file was replaced: everything may differ
+                    paths = self._every_path(name, before[0]) + self._every_path(name, store)
+        finally:
+            store.lock.release()
+        self._watched[name] = (store, cursor)
+        return paths
+
+    @staticmethod
+    def _every_path(name: str, store: Workspace) -> list[str]:
+        """Every path of ``store`` (already closed: only the workspace's own)."""
+        try:
+            with store.lock:
+                keys = store.keys()
+        except KyfsError:
+            keys = []
+        return [f"/{name}", *_with_parents(name, keys)]
+
+    def stop(self) -> None:
+        """Stop the thread and wait for its round (at unmount)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+
+def _with_parents(workspace: str, keys: Iterable[str]) -> list[str]:
+    """``/<workspace>/<key>`` of each key, then of each directory above it, once each."""
+    paths = dict.fromkeys(f"/{workspace}/{key}" for key in keys)
+    for path in list(paths):
+        parent = path.rpartition("/")[0]
+        while parent.count("/") >= 1 and parent not in paths:
+            paths[parent] = None
+            parent = parent.rpartition("/")[0]
+    return list(paths)

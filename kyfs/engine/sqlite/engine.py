@@ -519,15 +519,30 @@ class SqliteEngine:
         self._sweep(name, store)
         return store
 
+    def cached(self) -> list[str]:
+        """Names of the workspaces this engine keeps open (``cache=True``: the daemon),
+        sorted; empty without a cache."""
+        with self._mutex:
+            return sorted(self._cache)
+
     def _sweep(self, name: str, store: SqliteWorkspace) -> None:
         """Archive expired keys: at every open, and at most once a second for a cached
-        store (the kernel may keep a name for 1 s anyway)."""
+        store. A cached store whose lock another thread holds is swept at a later open
+        (by the daemon's watcher at the latest, kyfs.fuse.invalidate.ChangeWatcher), so
+        an open never waits for another thread's operation here."""
         now = time.monotonic()
-        if self._cache_enabled and now - self._swept.get(name, 0.0) < SWEEP_INTERVAL:
-            return
-        self._swept[name] = now
-        with store.lock:
+        if self._cache_enabled:
+            if now - self._swept.get(name, 0.0) < SWEEP_INTERVAL:
+                return
+            if not store.lock.acquire(blocking=False):
+                return
+        else:
+            store.lock.acquire()
+        try:
+            self._swept[name] = now
             store.sweep_expired()
+        finally:
+            store.lock.release()
 
     def _forget(self, name: str) -> None:
         with self._mutex:

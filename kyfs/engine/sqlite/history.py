@@ -24,6 +24,17 @@ HISTORY_VERSIONS = 100  # versions kept per key at least (meta history_versions)
 HISTORY_DAYS = 30  # days of versions kept at least (meta history_days)
 PRUNE_EVERY = 16  # history rows between two prunings of the key just written
 _COLUMNS = "key, action, value, time_ns, detail, id"
+# Changes: the ids of the history rows this connection wrote (kept until read by
+# HistoryMixin.changes); TEMP objects live in this connection only, never in the file.
+_SQL_WATCH = (
+    "CREATE TEMP TABLE IF NOT EXISTS own_history (id INTEGER PRIMARY KEY)",
+    "CREATE TEMP TRIGGER IF NOT EXISTS own_history_ai AFTER INSERT ON main.history"
+    " BEGIN INSERT OR IGNORE INTO own_history (id) VALUES (new.id); END",
+)
+_SQL_CHANGES = (
+    "SELECT h.id, h.key, h.detail, o.id IS NOT NULL FROM history h"
+    " LEFT JOIN temp.own_history o ON o.id = h.id WHERE h.id > ? ORDER BY h.id"
+)
 
 
 def read_meta(conn: sqlite3.Connection) -> dict[str, str]:
@@ -119,6 +130,40 @@ class HistoryMixin(Base):
             (prefix, prefix + "\U0010ffff"),
         )
         return [row[0] for row in rows]
+
+    def changes(self, cursor: int | None) -> tuple[int, list[str]]:
+        """Names changed since ``cursor`` by any other connection to this file (another
+        process, a CLI command, another daemon) or by TTL expiry on this one, and the new
+        cursor; ``cursor`` None starts watching: the current cursor and no names.
+
+        A change is what history records (set, delete, rename, link, symlink, expiry);
+        for a rename or link both names. This connection's own rows are told apart by a
+        TEMP trigger (a TEMP trigger fires for its own connection's statements only:
+        sqlite.org/lang_createtrigger.html#temptriggers), so the daemon, whose own changes
+        the kernel already knows, is told only of the others. Cost: one range scan of the
+        rows added since ``cursor``.
+
+        Raises:
+            StorageError: (EIO, exit 4).
+        """
+        if cursor is None:
+            for statement in _SQL_WATCH:
+                self._rows(statement)
+            row = self._row("SELECT coalesce(max(id), 0) FROM history")
+            return int(row[0]), []
+        rows = self._rows(_SQL_CHANGES, (cursor,))
+        if not rows:
+            return cursor, []
+        self._rows("DELETE FROM temp.own_history WHERE id <= ?", (rows[-1][0],))
+        names: list[str] = []
+        for _, key, detail, own in rows:
+            if own and detail != "expired":
+                continue
+            names.append(key)
+            other = (detail or "").partition(" ")
+            if other[0] in ("to", "from") and other[2]:
+                names.append(other[2])  # rename's and link's other name
+        return int(rows[-1][0]), names
 
     def retention(self) -> tuple[int, float]:
         """(versions, days) of history this workspace keeps per key at least (the
