@@ -1,9 +1,10 @@
 """``make bench`` / ``python -m bench [--quick]``: kyfs beside a native directory and a bare
 Python FUSE loopback, in one run, as medians and ratios.
 
-Workloads 12 to 15 (bench/real_trees.py) run on real trees: the stdlib's pure-Python
+Workloads 12 to 16 (bench/real_trees.py) run on real trees: the stdlib's pure-Python
 packages (tar x, cp -r, grep -r, find, rm -rf), a git clone of this repository, the
-locked-workspace stall and four readers on four workspaces. Then, on N keys of 64 bytes
+locked-workspace stall, four readers on four workspaces, how soon a CLI change shows
+through the mount. Then, on N keys of 64 bytes
 in 100 directories (N = 10,000, or 2,000 with --quick):
 
  1. create via the shell (echo > file)      7. cp -r of an N-file tree in, then diff -r
@@ -167,7 +168,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="smaller and fewer rounds (< 2 min)")
     parser.add_argument("--no-search", action="store_true", help="skip workload 11")
-    parser.add_argument("--only-trees", action="store_true", help="workloads 12 to 15 only")
+    parser.add_argument("--only-trees", action="store_true", help="workloads 12 to 16 only")
     args = parser.parse_args()
     keys, rounds, mib = (2000, 2, 64) if args.quick else (10_000, 5, 1024)
     started = time.time()

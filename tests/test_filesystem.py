@@ -158,6 +158,15 @@ def test_hard_links_share_one_node(mounted: Mount) -> None:
     os.link(ws / "two", ws / "three")
     found = mounted.kyfs("search", "second", "--keys-only").stdout.decode().split()
     assert found == ["default/three", "default/two"]
+    # What one name changes shows at once under the others, although the kernel caches
+    # each name's attributes apart (30 s): mode, and a rename onto a linked name.
+    before = os.stat(ws / "three")
+    os.chmod(ws / "two", 0o600)
+    assert os.stat(ws / "three").st_mode & 0o777 == 0o600
+    (ws / "other").write_text("x")
+    os.rename(ws / "other", ws / "two")  # "three" loses its second name
+    after = os.stat(ws / "three")
+    assert after.st_nlink == 1 and after.st_ctime_ns > before.st_ctime_ns
 
 
 def test_inode_numbers_stay_across_rename_and_remount(

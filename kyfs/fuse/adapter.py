@@ -249,10 +249,19 @@ class KyfsOperations(Operations):  # type: ignore[misc]
     def _forget_other_names(self, path: str, store: Workspace, key: str) -> None:
         """After a change of ``key``'s node (mode, owner, times): when the node has other
         names (hard links), the kernel forgets what it caches of them."""
-        entry = store.stat(key)
-        if entry.nlink > 1:
-            others = [k for k in store.keys_of(entry.id) if k != key]
-            self._forget(self._split(path)[0] or "", others)
+        self._forget(self._split(path)[0] or "", self._linked_names(store, key))
+
+    @staticmethod
+    def _linked_names(store: Workspace, key: str) -> list[str]:
+        """The other names of the file at ``key`` (hard links); none when it has one name,
+        is a directory or does not exist."""
+        try:
+            entry = store.stat(key)
+        except KeyNotFound:
+            return []
+        if entry.nlink < 2 or entry.is_dir:
+            return []
+        return [k for k in store.keys_of(entry.id) if k != key]
 
     def _commit(
         self,
@@ -313,7 +322,8 @@ class KyfsOperations(Operations):  # type: ignore[misc]
             with contextlib.suppress(KyfsError):
                 opened.store.delete(key)
         if opened.workspace:
-            self._forget(opened.workspace, keys)
+            paths = [f"/{opened.workspace}/{key}" for key in keys]
+            self.invalidator.invalidate(paths, hold=True)  # gone behind the kernel's back
 
     def _resolve(self, path: str, lookup: bool = True) -> tuple[Workspace, str]:
         """The workspace and key of a path inside a workspace.
@@ -589,6 +599,7 @@ class KyfsOperations(Operations):  # type: ignore[misc]
     def rmdir(self, path: str) -> int:
         """At the root: drop an empty workspace to the trash; below: remove an empty
         directory. ENOTEMPTY, ENOENT, ENOTDIR, EPERM for ``shared``."""
+        self.invalidator.released(path)
         workspace, key = self._split(path)
         if workspace in HIDDEN:
             raise ReadOnly(f"{workspace} is read-only")
@@ -606,6 +617,7 @@ class KyfsOperations(Operations):  # type: ignore[misc]
         EISDIR."""
         if self._hidden.pop(path, None) is not None:
             return 0  # libfuse's last close of a file unlinked while open: already gone
+        self.invalidator.released(path)
         store, key = self._resolve(path)
         entry = store.delete(key)
         if entry.nlink > 1:
@@ -619,6 +631,7 @@ class KyfsOperations(Operations):  # type: ignore[misc]
         EINVAL for RENAME_EXCHANGE or a move into itself, EISDIR, ENOTDIR, ENOTEMPTY."""
         if flags & RENAME_EXCHANGE:
             raise InvalidInput("RENAME_EXCHANGE is not supported")
+        self.invalidator.released(old)
         old_ws, old_key = self._split(old)
         new_ws, new_key = self._split(new)
         if old_ws is None or new_ws is None:
@@ -644,7 +657,9 @@ class KyfsOperations(Operations):  # type: ignore[misc]
                     pass
                 else:
                     raise AlreadyExists(f"exists: {new_key}")
+            replaced = self._linked_names(store, new_key)  # lose a link, their ctime moves
             store.rename(old_key, new_key)
+            self._forget(new_ws, replaced + self._linked_names(store, new_key))
         return 0
 
     def _hide(self, store: Workspace, key: str, hidden: str) -> int:

@@ -93,16 +93,18 @@ class Invalidator:
                 log.debug("fuse_invalidate_path(%r) = %d", path, result)
             done.set()
 
-    def invalidate(self, paths: Iterable[str], wait: float = WAIT) -> None:
+    def invalidate(self, paths: Iterable[str], wait: float = WAIT, hold: bool = False) -> None:
         """Drop the kernel's cached attributes and pages of ``paths``; waits up to ``wait``
-        seconds for it to be done."""
+        seconds for it to be done. ``hold``: the paths changed behind the kernel's back and
+        may be gone while it still holds their names (see :meth:`held`)."""
         if self._thread is None:
             return
         last = None
         now = time.monotonic()
         for path in paths:
-            self._recent.pop(path, None)
-            self._recent[path] = now  # the dict stays ordered by time
+            if hold:
+                self._recent.pop(path, None)
+                self._recent[path] = now  # the dict stays ordered by time
             last = threading.Event()
             self._queue.put((os.fsencode(path), last))
         with contextlib.suppress(RuntimeError, StopIteration):  # another thread prunes too
@@ -112,13 +114,20 @@ class Invalidator:
             last.wait(wait)
 
     def held(self, path: str) -> bool:
-        """True, once, when ``path`` was invalidated within the last ``hold_s`` seconds
-        (the mount's attr_timeout) and has not been asked about since: the kernel may
-        still hold the name (fuse_invalidate_path drops attributes and pages, not the
-        name). A getattr that finds such a name gone answers ESTALE instead of ENOENT:
-        Linux's VFS then walks the path again asking the daemon (LOOKUP_REVAL), so an
-        open(O_CREAT) of the name creates it instead of failing ENOENT."""
+        """True, once, when ``path`` was invalidated with ``hold`` within the last
+        ``hold_s`` seconds (the mount's attr_timeout) and neither asked about nor removed
+        through the mount since: the kernel may still hold the name (fuse_invalidate_path
+        drops attributes and pages, not the name). A getattr that finds such a name gone
+        answers ESTALE instead of ENOENT: Linux's VFS then walks the path again asking
+        the daemon (LOOKUP_REVAL), so an open(O_CREAT) of the name creates it instead of
+        failing ENOENT. (A LOOKUP that fails ESTALE while the kernel holds the name makes
+        it drop the name and look up again; that is why it must be held: a name removed
+        through the mount is :meth:`released`.)"""
         return self._recent.pop(path, None) is not None
+
+    def released(self, path: str) -> None:
+        """``path`` was removed or renamed through the mount: the kernel knows it is gone."""
+        self._recent.pop(path, None)
 
     def stop(self) -> None:
         """End the worker (at unmount)."""
@@ -163,7 +172,7 @@ class ChangeWatcher:
     def _run(self) -> None:
         while not self._stop.wait(self.INTERVAL):
             try:
-                self._invalidator.invalidate(self.poll(), wait=0)
+                self._invalidator.invalidate(self.poll(), wait=0, hold=True)
             except Exception:  # a round that fails must not end the watching
                 log.exception("watching for changes behind the mount")
 
