@@ -12,7 +12,7 @@
     daemon serving one request at a time (``-o nothreads``);
 16. a change behind the mount: a key the kernel caches (read and stat through the mount)
     is changed by ``kyfs set``; the time from the command's exit until a read through
-    the mount returns the new value.
+    the mount shows the new value (its size by stat(2), its bytes by a read).
 
 Each returns {name: seconds}; nothing here asserts anything.
 """
@@ -174,7 +174,7 @@ def parallel_workspaces(scratch: Path, files: int, rounds: int) -> dict[str, flo
 
 def visibility(scratch: Path, changes: int) -> dict[str, float]:
     """Workload 16: seconds from the exit of a `kyfs set` of a key the mount's kernel
-    caches until a read through the mount returns the new value; {p50, max}."""
+    caches until stat(2) and a read through the mount show the new value; {p50, max}."""
     with kyfs_mount(scratch, scratch / "visible-home") as target:
         key = target.root / "watched"
         key.write_bytes(b"v0")
@@ -182,11 +182,11 @@ def visibility(scratch: Path, changes: int) -> dict[str, float]:
         for n in range(1, changes + 1):
             key.read_bytes()
             key.stat()  # now in the kernel's caches
-            value = f"v{n}".encode()
+            value = b"v" * (n + 1)  # a new size: stat(2) must show it too
             subprocess.run([sys.executable, "-m", "kyfs", "set", "-w", "default", "watched",
                             value.decode()], env=target.env, check=True)  # fmt: skip
             started = time.perf_counter()
-            while key.read_bytes() != value:
+            while key.stat().st_size != len(value) or key.read_bytes() != value:
                 if time.perf_counter() - started > 60:
                     raise RuntimeError("a change behind the mount did not show in 60 s")
                 time.sleep(0.005)
