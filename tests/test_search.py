@@ -306,3 +306,58 @@ def test_counting_tokens_matches_the_tokenizer_on_any_text(text: str) -> None:
     from kyfs.core.tokens import count_tokens
 
     assert count_tokens(text) == len(tokenize(text))
+
+
+def _pending(path: Path) -> int:
+    conn = sqlite3.connect(path)
+    try:
+        return int(conn.execute("SELECT count(*) FROM index_pending").fetchone()[0])
+    finally:
+        conn.close()
+
+
+def _wait_until(check, timeout: float = 10.0) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def test_the_background_indexer_yields_to_a_busy_mount_but_not_for_long() -> None:
+    """While requests keep coming (idle 0 s) the indexer waits, up to MAX_WAIT; when the
+    mount is quiet it indexes at once. Search never depends on it (it drains first)."""
+    from kyfs.app import BackgroundIndexer
+    from kyfs.platform import paths
+
+    engine = SqliteEngine()
+    engine.create("w")
+    with engine.using("w") as workspace:
+        workspace.set("note", b"written while the mount is busy")
+    engine.close()
+    path = paths.workspaces_dir() / "w.db"
+    assert _pending(path) == 1
+
+    busy = BackgroundIndexer(idle_s=lambda: 0.0)
+    busy.INTERVAL, busy.MAX_WAIT = 0.05, 1.5
+    busy.start()
+    try:
+        time.sleep(0.5)
+        assert _pending(path) == 1, "indexed while the mount was busy"
+        assert _wait_until(lambda: _pending(path) == 0), "waited past MAX_WAIT"
+    finally:
+        busy.stop()
+
+    engine = SqliteEngine()
+    with engine.using("w") as workspace:
+        workspace.set("later", b"written while the mount is quiet")
+    engine.close()
+    assert _pending(path) == 1
+    quiet = BackgroundIndexer(idle_s=lambda: 60.0)
+    quiet.INTERVAL = 0.05
+    quiet.start()
+    try:
+        assert _wait_until(lambda: _pending(path) == 0, timeout=5.0)
+    finally:
+        quiet.stop()

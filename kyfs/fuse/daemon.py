@@ -294,7 +294,7 @@ def serve(
     nothreads = bool(settings.pop("nothreads", False))
     service.announce_when_mounted(mountpoint)
     log.info("kyfs %s serving %s from %s", __version__, mountpoint, paths.data_dir())
-    indexer = BackgroundIndexer()
+    indexer = BackgroundIndexer(idle_s=metrics.idle_s)  # yields while requests come
     indexer.start()  # before the pinning below: its FTS5 work may use another CPU
     if not nothreads:
         pin_to_one_cpu()

@@ -35,6 +35,7 @@ class Metrics:
         self.bytes_written = 0
         self._buckets: dict[str, list[int]] = {}
         self._sums: dict[str, float] = defaultdict(float)
+        self.last_call = time.monotonic()  # when the last operation ended (monotonic s)
 
     def record(self, operation: str, seconds: float, error: int | None = None) -> None:
         """Count one call of ``operation`` that took ``seconds`` and failed with ``error``."""
@@ -48,6 +49,11 @@ class Metrics:
                 counts = self._buckets[operation] = [0] * (len(BUCKETS) + 1)
             counts[bisect_left(BUCKETS, seconds)] += 1  # le: the first bound >= seconds
             self._sums[operation] += seconds
+            self.last_call = time.monotonic()
+
+    def idle_s(self) -> float:
+        """Seconds since the last operation ended (or since these metrics began)."""
+        return time.monotonic() - self.last_call
 
     def add_bytes(self, read: int = 0, written: int = 0) -> None:
         """Count bytes served by read and accepted by write."""
