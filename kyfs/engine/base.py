@@ -136,12 +136,13 @@ class Workspace(Protocol):
         NotADirectory, NotEmpty."""
         ...
 
-    def chmod(self, key: str, mode: int) -> None:
-        """Permission bits (0o7777); ctime now. KeyNotFound."""
+    def chmod(self, key: str, mode: int) -> Entry:
+        """Permission bits (0o7777); ctime now; the entry as it was before. KeyNotFound."""
         ...
 
-    def chown(self, key: str, uid: int | None, gid: int | None) -> None:
-        """Owner and group (None keeps); ctime now. KeyNotFound."""
+    def chown(self, key: str, uid: int | None, gid: int | None) -> Entry:
+        """Owner and group (None keeps); ctime now; the entry as it was before.
+        KeyNotFound."""
         ...
 
     def utimens(self, key: str, atime_ns: int | None, mtime_ns: int | None) -> None:

@@ -246,19 +246,16 @@ class KyfsOperations(Operations):  # type: ignore[misc]
         if keys:
             self.invalidator.invalidate(f"/{workspace}/{key}" for key in keys)
 
-    def _forget_other_names(self, path: str, store: Workspace, key: str) -> None:
-        """After a change of ``key``'s node (mode, owner, times): when the node has other
-        names (hard links), the kernel forgets what it caches of them."""
-        self._forget(self._split(path)[0] or "", self._linked_names(store, key))
-
     @staticmethod
-    def _linked_names(store: Workspace, key: str) -> list[str]:
-        """The other names of the file at ``key`` (hard links); none when it has one name,
-        is a directory or does not exist."""
-        try:
-            entry = store.stat(key)
-        except KeyNotFound:
-            return []
+    def _linked_names(store: Workspace, key: str, entry: Entry | None = None) -> list[str]:
+        """The other names of the file at ``key`` (hard links), whose cached attributes a
+        change through ``key`` makes stale; none when it has one name, is a directory or
+        does not exist. ``entry``: the file's entry when the caller has it (no stat)."""
+        if entry is None:
+            try:
+                entry = store.stat(key)
+            except KeyNotFound:
+                return []
         if entry.nlink < 2 or entry.is_dir:
             return []
         return [k for k in store.keys_of(entry.id) if k != key]
@@ -544,8 +541,8 @@ class KyfsOperations(Operations):  # type: ignore[misc]
         """Store permission bits ``mode & 0o7777``; ctime is now. Who may is the kernel's
         check (default_permissions). EPERM at the mount's root; ENOENT."""
         store, key = self._resolve(path)
-        store.chmod(key, mode)
-        self._forget_other_names(path, store, key)
+        entry = store.chmod(key, mode)
+        self._forget(self._split(path)[0] or "", self._linked_names(store, key, entry))
         return 0
 
     @_op
@@ -554,8 +551,10 @@ class KyfsOperations(Operations):  # type: ignore[misc]
         kernel's check (default_permissions: root any, the owner only to a group it is
         in), and the kernel clears setuid/setgid first. EPERM at the root; ENOENT."""
         store, key = self._resolve(path)
-        store.chown(key, None if uid in (-1, NO_ID) else uid, None if gid in (-1, NO_ID) else gid)
-        self._forget_other_names(path, store, key)
+        entry = store.chown(
+            key, None if uid in (-1, NO_ID) else uid, None if gid in (-1, NO_ID) else gid
+        )
+        self._forget(self._split(path)[0] or "", self._linked_names(store, key, entry))
         return 0
 
     @_op
@@ -575,8 +574,7 @@ class KyfsOperations(Operations):  # type: ignore[misc]
         opened = self._open.get((store, entry.id)) if self._open else None
         if opened is None or not self._commit(opened, times=(atime, mtime)):
             store.utimens(key, atime, mtime)
-        if entry.nlink > 1:
-            self._forget_other_names(path, store, key)
+        self._forget(self._split(path)[0] or "", self._linked_names(store, key, entry))
         return 0
 
     # --- directories and names -----------------------------------------------------------

@@ -25,7 +25,6 @@ thread of its own.
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import logging
 import os
@@ -54,6 +53,7 @@ class Invalidator:
     def __init__(self, hold_s: float = ATTR_TIMEOUT) -> None:
         self._hold_s = hold_s
         self._recent: dict[str, float] = {}  # path -> time.monotonic() of invalidation
+        self._recent_lock = threading.Lock()  # requests and the watcher share _recent
         self._queue: queue.SimpleQueue[tuple[bytes, threading.Event] | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._call: Any = None  # the ctypes function, once found
@@ -99,19 +99,28 @@ class Invalidator:
         may be gone while it still holds their names (see :meth:`held`)."""
         if self._thread is None:
             return
+        paths = list(paths)
+        if hold:
+            self._hold(paths)
         last = None
-        now = time.monotonic()
         for path in paths:
-            if hold:
-                self._recent.pop(path, None)
-                self._recent[path] = now  # the dict stays ordered by time
             last = threading.Event()
             self._queue.put((os.fsencode(path), last))
-        with contextlib.suppress(RuntimeError, StopIteration):  # another thread prunes too
-            while self._recent and next(iter(self._recent.values())) < now - self._hold_s:
-                self._recent.pop(next(iter(self._recent)), None)
         if last is not None:
             last.wait(wait)
+
+    def _hold(self, paths: list[str]) -> None:
+        """Remember ``paths`` as invalidated now; forget those held past ``hold_s``."""
+        now = time.monotonic()
+        with self._recent_lock:
+            for path in paths:
+                self._recent.pop(path, None)
+                self._recent[path] = now  # the dict stays ordered by time
+            while self._recent:
+                oldest, since = next(iter(self._recent.items()))
+                if since >= now - self._hold_s:
+                    break
+                del self._recent[oldest]
 
     def held(self, path: str) -> bool:
         """True, once, when ``path`` was invalidated with ``hold`` within the last
@@ -123,11 +132,13 @@ class Invalidator:
         failing ENOENT. (A LOOKUP that fails ESTALE while the kernel holds the name makes
         it drop the name and look up again; that is why it must be held: a name removed
         through the mount is :meth:`released`.)"""
-        return self._recent.pop(path, None) is not None
+        with self._recent_lock:
+            return self._recent.pop(path, None) is not None
 
     def released(self, path: str) -> None:
         """``path`` was removed or renamed through the mount: the kernel knows it is gone."""
-        self._recent.pop(path, None)
+        with self._recent_lock:
+            self._recent.pop(path, None)
 
     def stop(self) -> None:
         """End the worker (at unmount)."""
@@ -219,7 +230,8 @@ class ChangeWatcher:
 
     @staticmethod
     def _every_path(name: str, store: Workspace) -> list[str]:
-        """Every path of ``store`` (already closed: only the workspace's own)."""
+        """``/<name>`` and every path of ``store``'s keys; only ``/<name>`` when the store
+        can no longer be read (closed, or its file gone)."""
         try:
             with store.lock:
                 keys = store.keys()

@@ -36,3 +36,14 @@ def ws(engine: Engine) -> Iterator[Workspace]:
     engine.create("w")
     with engine.using("w") as workspace:
         yield workspace
+
+
+@pytest.fixture
+def peer(request: pytest.FixtureRequest, tmp_path: Path, engine: Engine) -> Iterator[Engine]:
+    """A second engine of the same kind on the same data as ``engine``: what another
+    process (a CLI command, another daemon) sees and does."""
+    made = ENGINES[request.node.callspec.params["engine"]](tmp_path)
+    try:
+        yield made
+    finally:
+        made.close()

@@ -226,3 +226,24 @@ def test_index_work_waits_but_searches_see_every_write(ws: Workspace) -> None:
     assert ws.flush_index() == 0
     ws.delete("notes/new")
     assert ws.search('"pending"', 10) == []
+
+
+def test_changes_name_what_others_and_expiry_changed(engine: Engine, peer: Engine) -> None:
+    """Workspace.changes (the mount's cache invalidation): names another connection set,
+    renamed or deleted, and names that expired, but not this connection's own writes."""
+    engine.create("w")
+    with engine.using("w") as ws:
+        cursor, names = ws.changes(None)
+        assert names == []
+        ws.set("own", b"1")
+        with peer.using("w") as other:
+            other.set("theirs", b"2")
+            other.set("moved", b"3")
+            other.rename("moved", "there")
+        ws.set("brief", b"x")
+        ws.set_ttl("brief", 0.001)
+        time.sleep(0.01)
+        ws.sweep_expired()
+        cursor, names = ws.changes(cursor)
+        assert set(names) == {"theirs", "moved", "there", "brief"}
+        assert ws.changes(cursor) == (cursor, [])

@@ -511,9 +511,9 @@ class NamespaceMixin(HistoryMixin):
                 record(conn, key, "rename", None, f"from {before}", now)
 
     # --- attributes -------------------------------------------------------------------------
-    def _set_attrs(self, key: str, **columns: int | None) -> None:
+    def _set_attrs(self, key: str, **columns: int | None) -> Entry:
         """Set the node columns given (a None value is left as it is) and ctime to now, in
-        one transaction. KeyNotFound (ENOENT)."""
+        one transaction; returns the entry as it was before. KeyNotFound (ENOENT)."""
         given = {name: value for name, value in columns.items() if value is not None}
         clause = "".join(f"{name} = ?, " for name in given) + "ctime_ns = ?"
         with self._atomic() as conn:
@@ -522,25 +522,28 @@ class NamespaceMixin(HistoryMixin):
                 f"UPDATE nodes SET {clause} WHERE id = ?",
                 (*given.values(), time.time_ns(), entry.id),
             )
+        return entry
 
-    def chmod(self, key: str, mode: int) -> None:
+    def chmod(self, key: str, mode: int) -> Entry:
         """Store permission bits ``mode & 0o7777`` for ``key``; ctime is now. The kernel
         checks who may (default_permissions), and clears setgid where POSIX says.
+        Returns the entry as it was before (its id and link count still hold).
 
         Raises:
             KeyNotFound: (ENOENT).
         """
-        self._set_attrs(key, mode=mode & MODE_MASK)
+        return self._set_attrs(key, mode=mode & MODE_MASK)
 
-    def chown(self, key: str, uid: int | None, gid: int | None) -> None:
+    def chown(self, key: str, uid: int | None, gid: int | None) -> Entry:
         """Give ``key`` owner ``uid`` and group ``gid`` (None keeps one, as -1 in
         chown(2)); ctime is now. Who may is checked by the kernel (default_permissions);
         the setuid and setgid bits are cleared by the kernel's own chmod that precedes.
+        Returns the entry as it was before (its id and link count still hold).
 
         Raises:
             KeyNotFound: (ENOENT).
         """
-        self._set_attrs(key, uid=uid, gid=gid)
+        return self._set_attrs(key, uid=uid, gid=gid)
 
     def utimens(self, key: str, atime_ns: int | None, mtime_ns: int | None) -> None:
         """Store access and modification times (ns, UTC); None leaves one as it is
