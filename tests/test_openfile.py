@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from kyfs.engine.sqlite.values import BLOCK_SIZE
+from kyfs.engine.sql.values import BLOCK_SIZE
 from kyfs.engine.sqlite.workspace import SqliteWorkspace
 from kyfs.vfs import openfile
 from kyfs.vfs.openfile import OpenFile

@@ -15,9 +15,9 @@ from click.testing import CliRunner
 from kyfs.cli import cli
 from kyfs.core.errors import AlreadyExists, KeyNotFound, WorkspaceExists, WorkspaceNotFound
 from kyfs.engine import open_engine
+from kyfs.engine.sql.values import BLOCK_SIZE
 from kyfs.engine.sqlite import schema as migrations
 from kyfs.engine.sqlite.engine import SqliteEngine
-from kyfs.engine.sqlite.values import BLOCK_SIZE
 from kyfs.engine.sqlite.workspace import SqliteWorkspace
 from kyfs.platform import config, paths
 from tests.conftest import Mount

@@ -22,8 +22,8 @@ from kyfs.core.errors import (
     StorageError,
     ValueTooLarge,
 )
+from kyfs.engine.sql.values import BLOCK_SIZE
 from kyfs.engine.sqlite import schema as migrations
-from kyfs.engine.sqlite.values import BLOCK_SIZE
 from kyfs.engine.sqlite.workspace import SqliteWorkspace
 
 

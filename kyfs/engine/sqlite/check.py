@@ -12,69 +12,17 @@ from collections.abc import Iterable
 from kyfs.core import names
 from kyfs.core.errors import InvalidQuery
 from kyfs.core.nodes import DIR, MARK_END, MARK_START, REG, Match, Owner
+from kyfs.engine.sql.archive import ArchiveMixin
+from kyfs.engine.sql.check import LOST_FOUND, STRUCTURE_CHECKS
+from kyfs.engine.sql.nodes import archive_node
 from kyfs.engine.sqlite import schema
-from kyfs.engine.sqlite.archive import ArchiveMixin
 from kyfs.engine.sqlite.connection import convert
 from kyfs.engine.sqlite.index import SEARCH, SEARCH_KEYS, flush, index_node
-from kyfs.engine.sqlite.nodes import archive_node
 from kyfs.engine.sqlite.trust import bad_keys
-from kyfs.engine.sqlite.values import BLOCK_SIZE
 
-# kyfs's own consistency rules: each query selects the ids breaking one rule. {root} is
-# the top directory's node id.
+# kyfs's own consistency rules (kyfs.engine.sql.check), and FTS5's.
 _CHECKS = [
-    (
-        "blocks that belong to no node",
-        "SELECT b.id FROM blocks b WHERE NOT EXISTS (SELECT 1 FROM nodes n WHERE n.id ="
-        " b.node_id) AND NOT EXISTS (SELECT 1 FROM archive a WHERE a.id = b.node_id)",
-    ),
-    (
-        "blocks past the size of their value",
-        f"SELECT b.id FROM blocks b JOIN nodes n ON n.id = b.node_id"
-        f" WHERE b.idx * {BLOCK_SIZE} >= n.size",
-    ),
-    (
-        "blocks longer than the block size",
-        f"SELECT id FROM blocks WHERE length(data) > {BLOCK_SIZE}",
-    ),
-    (
-        "entries whose parent directory is missing",
-        f"SELECT e.key FROM entries e WHERE e.parent != '' AND NOT EXISTS (SELECT 1 FROM"
-        f" entries d JOIN nodes n ON n.id = d.node WHERE d.key = e.parent AND n.kind = {DIR})",
-    ),
-    (
-        "entries of no node",
-        "SELECT e.key FROM entries e WHERE NOT EXISTS (SELECT 1 FROM nodes n WHERE n.id = e.node)",
-    ),
-    (
-        "nodes with no name",
-        "SELECT n.id FROM nodes n WHERE n.id != {root} AND NOT EXISTS"
-        " (SELECT 1 FROM entries e WHERE e.node = n.id)",
-    ),
-    (
-        "link counts that differ from the names",
-        f"SELECT n.id FROM nodes n WHERE n.kind != {DIR} AND n.nlink !="
-        f" (SELECT count(*) FROM entries e WHERE e.node = n.id)",
-    ),
-    (
-        "directory link counts that differ from 2 + subdirectories",
-        f"SELECT n.id FROM nodes n LEFT JOIN entries d ON d.node = n.id WHERE n.kind = {DIR}"
-        f" AND (d.key IS NOT NULL OR n.id = {{root}}) AND n.nlink != 2 + (SELECT count(*)"
-        f" FROM entries c JOIN nodes cn ON cn.id = c.node WHERE cn.kind = {DIR}"
-        f" AND c.parent = coalesce(d.key, ''))",
-    ),
-    (
-        "keys missing from the search index",
-        f"SELECT n.id FROM nodes n WHERE n.kind = {REG} AND EXISTS (SELECT 1 FROM entries e"
-        f" WHERE e.node = n.id) AND NOT EXISTS (SELECT 1 FROM search_text t WHERE t.id = n.id)"
-        f" AND n.id NOT IN (SELECT node_id FROM index_pending)",
-    ),
-    (
-        "search index rows of no key",
-        f"SELECT t.id FROM search_text t WHERE NOT EXISTS"
-        f" (SELECT 1 FROM nodes n WHERE n.id = t.id AND n.kind = {REG})"
-        f" AND t.id NOT IN (SELECT node_id FROM index_pending)",
-    ),
+    *STRUCTURE_CHECKS,
     # FTS5 keeps one row per indexed document in its shadow table %_docsize; before
     # SQLite 3.44 'integrity-check' does not compare the index with its content table.
     (
@@ -88,7 +36,6 @@ _CHECKS = [
         " (SELECT 1 FROM search_text t WHERE t.id = d.id)",
     ),
 ]
-LOST_FOUND = "lost+found"  # fsck --repair archives nameless nodes under lost+found/<id>
 
 
 class SearchCheckMixin(ArchiveMixin):

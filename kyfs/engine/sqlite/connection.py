@@ -20,10 +20,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import urllib.parse
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 from kyfs.core.errors import AlreadyExists, NoSpace, StorageError
 
@@ -80,65 +77,3 @@ def connect(path: Path, create: bool = False) -> sqlite3.Connection:
         conn.close()
         raise
     return conn
-
-
-class Base:
-    """The connection of one workspace and its transactions; the concern mixins of
-    kyfs.engine.sqlite.workspace.SqliteWorkspace build on it."""
-
-    path: Path
-    _conn: sqlite3.Connection
-
-    @contextmanager
-    def _atomic(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction (BEGIN IMMEDIATE); rolled back on any exception.
-
-        Raises:
-            StorageError / NoSpace: (EIO / ENOSPC) SQLite failed; nothing was written.
-        """
-        try:
-            self._conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            raise convert(exc) from None
-        try:
-            yield self._conn
-            self._conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            self._rollback()
-            raise convert(exc) from None
-        except BaseException:
-            self._rollback()
-            raise
-
-    @contextmanager
-    def _snapshot(self) -> Iterator[sqlite3.Connection]:
-        """One read transaction, so that several queries see the same committed state."""
-        try:
-            self._conn.execute("BEGIN")
-        except sqlite3.Error as exc:
-            raise convert(exc) from None
-        try:
-            yield self._conn
-        except sqlite3.Error as exc:
-            raise convert(exc) from None
-        finally:
-            if self._conn.in_transaction:
-                self._conn.execute("COMMIT")
-
-    def _rollback(self) -> None:
-        if self._conn.in_transaction:
-            self._conn.execute("ROLLBACK")
-
-    def _rows(self, sql: str, args: tuple[Any, ...] | list[Any] = ()) -> list[Any]:
-        """Every row of one statement (itself atomic, no explicit transaction)."""
-        try:
-            return self._conn.execute(sql, args).fetchall()
-        except sqlite3.Error as exc:
-            raise convert(exc) from None
-
-    def _row(self, sql: str, args: tuple[Any, ...] | list[Any] = ()) -> Any:
-        """The first row of one statement, or None."""
-        try:
-            return self._conn.execute(sql, args).fetchone()
-        except sqlite3.Error as exc:
-            raise convert(exc) from None

@@ -47,8 +47,8 @@ from kyfs.core.errors import (
 from kyfs.core.names import check_workspace_name
 from kyfs.core.nodes import Owner
 from kyfs.engine.base import WorkspaceInfo
+from kyfs.engine.sql.history import cache_ttl
 from kyfs.engine.sqlite import trust
-from kyfs.engine.sqlite.history import cache_ttl
 from kyfs.engine.sqlite.workspace import SqliteWorkspace
 from kyfs.platform import paths
 

@@ -19,6 +19,7 @@ import sqlite3
 
 from kyfs.core import tokens
 from kyfs.core.nodes import REG
+from kyfs.engine.sql.base import names_of
 
 SEARCH = (
     "SELECT e.key, t.value, t.key_tokens + t.value_tokens,"
@@ -41,12 +42,6 @@ _UPSERT = (
 )
 
 
-def mark(conn: sqlite3.Connection, node_id: int) -> None:
-    """Note, inside the caller's transaction, that node ``node_id``'s index row must be
-    rewritten (its value or names changed, or it went); :func:`flush` does it."""
-    conn.execute("INSERT OR IGNORE INTO index_pending (node_id) VALUES (?)", (node_id,))
-
-
 def flush(conn: sqlite3.Connection, limit: int | None = None) -> int:
     """Write the index rows of up to ``limit`` pending nodes (all when None) inside the
     caller's transaction; returns how many were done."""
@@ -56,12 +51,6 @@ def flush(conn: sqlite3.Connection, limit: int | None = None) -> int:
         index_node(conn, node_id)
         conn.execute("DELETE FROM index_pending WHERE node_id = ?", (node_id,))
     return len(rows)
-
-
-def names_of(conn: sqlite3.Connection, node_id: int) -> list[str]:
-    """Every name (key) of node ``node_id``, in code point order."""
-    rows = conn.execute("SELECT key FROM entries WHERE node = ? ORDER BY key", (node_id,))
-    return [row[0] for row in rows]
 
 
 def index_node(conn: sqlite3.Connection, node_id: int) -> None:

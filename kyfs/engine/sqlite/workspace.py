@@ -25,12 +25,24 @@ from pathlib import Path
 from typing import Any
 
 from kyfs.core.errors import SchemaViolation, StorageError, UntrustedFile
-from kyfs.engine.sqlite import rules, schema, trust
+from kyfs.engine.sql import rules
+from kyfs.engine.sql.rules import RulesMixin
+from kyfs.engine.sql.values import BLOCK_SIZE
+from kyfs.engine.sqlite import schema, trust
 from kyfs.engine.sqlite.check import SearchCheckMixin
 from kyfs.engine.sqlite.connection import connect, convert
-from kyfs.engine.sqlite.rules import RulesMixin
-from kyfs.engine.sqlite.values import BLOCK_SIZE
 
+# Changes: the ids of the history rows this connection wrote (kept until read by
+# changes()); TEMP objects live in this connection only, never in the file.
+_SQL_WATCH = (
+    "CREATE TEMP TABLE IF NOT EXISTS own_history (id INTEGER PRIMARY KEY)",
+    "CREATE TEMP TRIGGER IF NOT EXISTS own_history_ai AFTER INSERT ON main.history"
+    " BEGIN INSERT OR IGNORE INTO own_history (id) VALUES (new.id); END",
+)
+_SQL_CHANGES = (
+    "SELECT h.id, h.key, h.detail, o.id IS NOT NULL FROM history h"
+    " LEFT JOIN temp.own_history o ON o.id = h.id WHERE h.id > ? ORDER BY h.id"
+)
 INODE_TAG_SHIFT = 40  # st_ino = inode_tag << 40 | node id: unique across one mount's workspaces
 
 
@@ -52,6 +64,11 @@ class SqliteWorkspace(SearchCheckMixin, RulesMixin):
             database, or WAL mode could not be switched on.
         AlreadyExists: (EEXIST) ``create`` and the file exists.
     """
+
+    _errors = (sqlite3.Error,)
+    _BEGIN_WRITE = "BEGIN IMMEDIATE"  # a writer waits for another (busy_timeout)
+    _BEGIN_READ = "BEGIN"
+    _convert = staticmethod(convert)
 
     def __init__(
         self,
@@ -106,6 +123,37 @@ class SqliteWorkspace(SearchCheckMixin, RulesMixin):
             except SchemaViolation as exc:
                 found.append(str(exc))
         return found
+
+    def _load_identity(self) -> None:
+        """The top directory's node id and the inode tag (meta, from m006 on)."""
+        if schema.version(self._conn) < 6:
+            return  # an old file opened without migrating (fsck): only check() works
+        super()._load_identity()
+
+    def _watch(self) -> None:
+        """A TEMP trigger notes the ids of the history rows this connection writes (a TEMP
+        trigger fires for its own connection's statements only:
+        sqlite.org/lang_createtrigger.html#temptriggers)."""
+        for statement in _SQL_WATCH:
+            self._rows(statement)
+
+    def _change_rows(self, cursor: int) -> list[tuple[int, str, str | None, bool]]:
+        """History rows after ``cursor`` with whether this connection wrote them; the own
+        ids read are forgotten."""
+        rows = self._rows(_SQL_CHANGES, (cursor,))
+        if rows:
+            self._rows("DELETE FROM temp.own_history WHERE id <= ?", (rows[-1][0],))
+        return [(int(r[0]), r[1], r[2], bool(r[3])) for r in rows]
+
+    def sync(self) -> None:
+        """Make every committed transaction durable on disk, also against power loss.
+
+        A PASSIVE checkpoint fsyncs the WAL, then the database (sqlite.org/wal.html).
+        """
+        try:
+            self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        except sqlite3.Error as exc:
+            raise convert(exc) from None
 
     def inode(self, node_id: int) -> int:
         """The st_ino the mount shows for node ``node_id``: ``inode_tag << 40 | node_id``."""

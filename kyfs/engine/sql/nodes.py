@@ -20,13 +20,12 @@ The rules follow Linux's tmpfs (POSIX where it speaks):
 Permission checks are the kernel's (the mount uses ``default_permissions``); the CLI
 acts with the rights of the workspace file's owner.
 
-Thread-safety: as kyfs.engine.sqlite.connection.
+Thread-safety: as kyfs.engine.sql.base.
 """
 
 from __future__ import annotations
 
 import os
-import sqlite3
 import stat as st
 import time
 from typing import Any
@@ -55,10 +54,8 @@ from kyfs.core.nodes import (
     Entry,
     Owner,
 )
-from kyfs.engine.sqlite import schema
-from kyfs.engine.sqlite.connection import convert
-from kyfs.engine.sqlite.history import HistoryMixin, record
-from kyfs.engine.sqlite.index import mark, names_of
+from kyfs.engine.sql.base import Connection, mark, names_of
+from kyfs.engine.sql.history import HistoryMixin, record
 
 _NODE = (
     "n.kind, n.mode, n.size, n.created_ns, n.mtime_ns, n.ctime_ns, n.atime_ns,"
@@ -75,7 +72,8 @@ SQL_NODE = f"SELECT n.id, '', {_NODE} FROM nodes n WHERE n.id = ?"
 SQL_HAS_CHILD = "SELECT 1 FROM entries WHERE parent = ? LIMIT 1"
 SQL_ARCHIVE = (
     "INSERT INTO archive (id, key, is_dir, mode, size, created_ns, mtime_ns, ctime_ns,"
-    " deleted_ns, kind, uid, gid, target) SELECT id, ?, kind = ?, mode, size, created_ns,"
+    " deleted_ns, kind, uid, gid, target) SELECT id, ?, CASE WHEN kind = ? THEN 1 ELSE 0 END,"
+    " mode, size, created_ns,"
     " mtime_ns, ctime_ns, ?, kind, uid, gid, target FROM nodes WHERE id = ?"
 )
 MAX_LINKS = 65_000  # names per node; link(2) past it is EMLINK (ext4 allows 65,000)
@@ -91,7 +89,7 @@ def process_owner() -> Owner:
     return Owner(os.getuid(), os.getgid())
 
 
-def archive_node(conn: sqlite3.Connection, node_id: int, key: str, now: int) -> None:
+def archive_node(conn: Connection, node_id: int, key: str, now: int) -> None:
     """Move node ``node_id`` to the archive under ``key``; its blocks stay, under its id,
     and it leaves the search index (at the next flush; a search never lists a node
     without a name, so it is never found meanwhile)."""
@@ -108,9 +106,7 @@ class NamespaceMixin(HistoryMixin):
     inode_tag: int
 
     def _load_identity(self) -> None:
-        """Read the top directory's node id and the inode tag (meta, from m006 on)."""
-        if schema.version(self._conn) < 6:
-            return  # an old file opened without migrating (fsck): only check() works
+        """Read the top directory's node id and the inode tag (settings in meta)."""
         meta = dict(
             self._conn.execute(
                 "SELECT name, value FROM meta WHERE name IN ('root_node', 'inode_tag')"
@@ -120,7 +116,7 @@ class NamespaceMixin(HistoryMixin):
         self.inode_tag = int(meta["inode_tag"])
 
     # --- lookups ----------------------------------------------------------------------
-    def _lookup(self, conn: sqlite3.Connection, key: str) -> Entry | None:
+    def _lookup(self, conn: Connection, key: str) -> Entry | None:
         if key == ROOT:
             row = conn.execute(SQL_NODE, (self._root_id,)).fetchone()
         else:
@@ -135,8 +131,8 @@ class NamespaceMixin(HistoryMixin):
         """
         try:
             entry = self._lookup(self._conn, key)
-        except sqlite3.Error as exc:
-            raise convert(exc) from None
+        except self._errors as exc:
+            raise self._convert(exc) from None
         if entry is None:
             raise KeyNotFound(f"key not found: {key}")
         return entry
@@ -162,17 +158,23 @@ class NamespaceMixin(HistoryMixin):
 
     def keys(self, prefix: str = "", glob: str | None = None) -> list[str]:
         """Every key that is not a directory (values and symlinks) that starts with
-        ``prefix`` and, when given, matches the glob ``glob`` (SQLite GLOB: ``*`` ``?``
-        ``[...]``, case-sensitive, ``*`` crosses ``/``), sorted by code point."""
+        ``prefix`` and, when given, matches the glob ``glob`` (SQLite's GLOB: ``*`` ``?``
+        ``[...]`` ``[^...]``, case-sensitive, ``*`` crosses ``/``), sorted by code point."""
         sql = "SELECT e.key FROM entries e JOIN nodes n ON n.id = e.node WHERE n.kind != ?"
         args: list[Any] = [DIR]
         if prefix:
             sql += " AND e.key >= ? AND e.key < ?"
             args += [prefix, prefix + "\U0010ffff"]
         if glob is not None:
-            sql += " AND e.key GLOB ?"
-            args.append(glob)
+            clause, arg = self._glob_clause(glob)
+            sql += f" AND {clause}"
+            args.append(arg)
         return [row[0] for row in self._rows(sql + " ORDER BY e.key", args)]
+
+    def _glob_clause(self, glob: str) -> tuple[str, Any]:
+        """The condition on ``e.key`` that matches ``glob`` and its argument: SQLite's own
+        GLOB operator (sqlite.org/lang_expr.html#glob); an engine without it overrides."""
+        return "e.key GLOB ?", glob
 
     def keys_of(self, node_id: int) -> list[str]:
         """Every name of node ``node_id`` (several for a hard-linked file), by code point.
@@ -182,8 +184,8 @@ class NamespaceMixin(HistoryMixin):
         """
         try:
             return names_of(self._conn, node_id)
-        except sqlite3.Error as exc:
-            raise convert(exc) from None
+        except self._errors as exc:
+            raise self._convert(exc) from None
 
     def count_keys(self) -> int:
         """How many keys (names that are not directories) the workspace holds."""
@@ -214,16 +216,16 @@ class NamespaceMixin(HistoryMixin):
         return bytes(row[1])
 
     # --- helpers inside a transaction ----------------------------------------------------
-    def _touch(self, conn: sqlite3.Connection, node_id: int, now: int) -> None:
+    def _touch(self, conn: Connection, node_id: int, now: int) -> None:
         """A directory's content changed: mtime and ctime become ``now``."""
         conn.execute(
             "UPDATE nodes SET mtime_ns = ?, ctime_ns = ? WHERE id = ?", (now, now, node_id)
         )
 
-    def _nlink(self, conn: sqlite3.Connection, node_id: int, delta: int) -> None:
+    def _nlink(self, conn: Connection, node_id: int, delta: int) -> None:
         conn.execute("UPDATE nodes SET nlink = nlink + ? WHERE id = ?", (delta, node_id))
 
-    def _ensure_parents(self, conn: sqlite3.Connection, key: str, now: int, owner: Owner) -> Entry:
+    def _ensure_parents(self, conn: Connection, key: str, now: int, owner: Owner) -> Entry:
         """Record every missing directory above ``key`` (owned by ``owner``); return the
         directory that holds ``key``.
 
@@ -245,7 +247,7 @@ class NamespaceMixin(HistoryMixin):
 
     def _new_node(
         self,
-        conn: sqlite3.Connection,
+        conn: Connection,
         key: str,
         kind: int,
         mode: int,
@@ -266,11 +268,10 @@ class NamespaceMixin(HistoryMixin):
         size = len(target) if target is not None else 0
         cur = conn.execute(
             "INSERT INTO nodes (kind, mode, uid, gid, nlink, size, created_ns, mtime_ns,"
-            " ctime_ns, atime_ns, target) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " ctime_ns, atime_ns, target) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
             (kind, mode, owner.uid, gid, 2 if kind == DIR else 1, size, now, now, now, now, target),
         )
-        node_id = cur.lastrowid
-        assert node_id is not None
+        node_id = int(cur.fetchall()[0][0])
         conn.execute(
             "INSERT INTO entries (key, parent, node) VALUES (?, ?, ?)",
             (key, names.parent_of(key), node_id),
@@ -282,7 +283,7 @@ class NamespaceMixin(HistoryMixin):
 
     def _make(
         self,
-        conn: sqlite3.Connection,
+        conn: Connection,
         key: str,
         kind: int,
         mode: int,
@@ -295,7 +296,7 @@ class NamespaceMixin(HistoryMixin):
         parent = self._ensure_parents(conn, key, now, owner)
         return self._new_node(conn, key, kind, mode, owner, now, parent, target)
 
-    def _drop_name(self, conn: sqlite3.Connection, entry: Entry, now: int) -> bool:
+    def _drop_name(self, conn: Connection, entry: Entry, now: int) -> bool:
         """Remove the name ``entry.key``; its node goes to the archive when that was its
         last name. Returns True when the node went."""
         conn.execute("DELETE FROM entries WHERE key = ?", (entry.key,))
@@ -313,7 +314,7 @@ class NamespaceMixin(HistoryMixin):
         archive_node(conn, entry.id, entry.key, now)
         return True
 
-    def _must(self, conn: sqlite3.Connection, key: str) -> Entry:
+    def _must(self, conn: Connection, key: str) -> Entry:
         entry = self._lookup(conn, key)
         if entry is None:
             raise KeyNotFound(f"key not found: {key}")

@@ -15,13 +15,12 @@ Every value write runs :func:`after_write` in its transaction: TTL, schema rules
 value that fails rolls the write back), history (under each name of the node) and the
 search index.
 
-Thread-safety: as kyfs.engine.sqlite.connection.
+Thread-safety: as kyfs.engine.sql.base.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from collections.abc import Iterable, Iterator
 from typing import BinaryIO
@@ -29,11 +28,10 @@ from typing import BinaryIO
 from kyfs.core import names
 from kyfs.core.errors import AlreadyExists, InvalidInput, IsADirectory, KeyNotFound
 from kyfs.core.nodes import FILE_MODE, LNK, REG, Entry, ImportItem, Owner, check_size
-from kyfs.engine.sqlite.connection import convert
-from kyfs.engine.sqlite.history import HISTORY_VALUE_MAX, cache_ttl, read_meta, record
-from kyfs.engine.sqlite.index import mark, names_of
-from kyfs.engine.sqlite.nodes import SQL_ARCHIVE, NamespaceMixin, process_owner
-from kyfs.engine.sqlite.rules import validate
+from kyfs.engine.sql.base import Connection, mark, names_of
+from kyfs.engine.sql.history import HISTORY_VALUE_MAX, cache_ttl, read_meta, record
+from kyfs.engine.sql.nodes import SQL_ARCHIVE, NamespaceMixin, process_owner
+from kyfs.engine.sql.rules import validate
 
 BLOCK_SIZE = 256 * 1024  # bytes per stored block of a value
 INLINE_READ_MAX = 64 * 1024  # blocks up to this size are read in the query, not by BLOB I/O
@@ -62,9 +60,7 @@ _SQL_SET_SIZE = (  # an atime of NULL keeps the stored one
 )
 
 
-def read_blocks(
-    conn: sqlite3.Connection, node_id: int, start: int, end: int, stored_end: int
-) -> bytes:
+def read_blocks(conn: Connection, node_id: int, start: int, end: int, stored_end: int) -> bytes:
     """Bytes ``[start, end)`` of node ``node_id``'s value inside the caller's transaction;
     bytes at or past ``stored_end`` and holes are zeros."""
     out = bytearray(end - start)
@@ -106,7 +102,7 @@ def expiry_ns(now_ns: int, seconds: float) -> int:
 
 
 def after_write(
-    conn: sqlite3.Connection,
+    conn: Connection,
     node_id: int,
     *,
     ttl_s: float | None = None,
@@ -263,7 +259,7 @@ class ValuesMixin(NamespaceMixin):
 
     def _put(
         self,
-        conn: sqlite3.Connection,
+        conn: Connection,
         key: str,
         value: bytes | BinaryIO,
         mode: int | None,
@@ -468,10 +464,11 @@ class ValuesMixin(NamespaceMixin):
                 mtime = item.mtime_ns or deleted_ns
                 node_id = conn.execute(
                     "INSERT INTO nodes (kind, mode, uid, gid, nlink, size, created_ns,"
-                    " mtime_ns, ctime_ns, atime_ns) VALUES (?, ?, ?, ?, 0, ?, ?, ?, ?, ?)",
+                    " mtime_ns, ctime_ns, atime_ns) VALUES (?, ?, ?, ?, 0, ?, ?, ?, ?, ?)"
+                    " RETURNING id",
                     (REG, (item.mode or FILE_MODE) & 0o7777, owner.uid, owner.gid,
                      len(item.value), created, mtime, mtime, mtime),
-                ).lastrowid  # fmt: skip
+                ).fetchall()[0][0]  # fmt: skip
                 for idx, piece in enumerate(_pieces(item.value)):
                     conn.execute(_SQL_UPSERT_BLOCK, (node_id, idx, piece))
                 conn.execute(SQL_ARCHIVE, (item.key, 0, deleted_ns, node_id))
@@ -508,16 +505,6 @@ class ValuesMixin(NamespaceMixin):
                 raise IsADirectory(f"is a directory: {key}")
             node_id = self._put(conn, key, bytes(row[1]), None, detail=f"restored version {row[0]}")
             return self._must(conn, key)._replace(id=node_id)
-
-    def sync(self) -> None:
-        """Make every committed transaction durable on disk, also against power loss.
-
-        A PASSIVE checkpoint fsyncs the WAL, then the database (sqlite.org/wal.html).
-        """
-        try:
-            self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-        except sqlite3.Error as exc:
-            raise convert(exc) from None
 
 
 def _pieces(value: bytes | BinaryIO) -> Iterator[bytes]:

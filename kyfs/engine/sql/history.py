@@ -8,42 +8,30 @@ a node with several names (hard links) is recorded under each of its names.
 
 Settings live in ``meta`` (name -> text): retention, cache TTL, schema rules, project.
 
-Thread-safety: as kyfs.engine.sqlite.connection.
+Thread-safety: as kyfs.engine.sql.base.
 """
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterable
 
 from kyfs.core.nodes import HistoryEntry
-from kyfs.engine.sqlite.connection import Base, convert
+from kyfs.engine.sql.base import Base, Connection
 
 HISTORY_VALUE_MAX = 16 * 1024**2  # bytes: a longer value's versions are recorded without it
 HISTORY_VERSIONS = 100  # versions kept per key at least (meta history_versions)
 HISTORY_DAYS = 30  # days of versions kept at least (meta history_days)
 PRUNE_EVERY = 16  # history rows between two prunings of the key just written
 _COLUMNS = "key, action, value, time_ns, detail, id"
-# Changes: the ids of the history rows this connection wrote (kept until read by
-# HistoryMixin.changes); TEMP objects live in this connection only, never in the file.
-_SQL_WATCH = (
-    "CREATE TEMP TABLE IF NOT EXISTS own_history (id INTEGER PRIMARY KEY)",
-    "CREATE TEMP TRIGGER IF NOT EXISTS own_history_ai AFTER INSERT ON main.history"
-    " BEGIN INSERT OR IGNORE INTO own_history (id) VALUES (new.id); END",
-)
-_SQL_CHANGES = (
-    "SELECT h.id, h.key, h.detail, o.id IS NOT NULL FROM history h"
-    " LEFT JOIN temp.own_history o ON o.id = h.id WHERE h.id > ? ORDER BY h.id"
-)
 
 
-def read_meta(conn: sqlite3.Connection) -> dict[str, str]:
+def read_meta(conn: Connection) -> dict[str, str]:
     """The workspace's settings (``meta``), inside the caller's transaction."""
     return dict(conn.execute("SELECT name, value FROM meta").fetchall())
 
 
 def record(
-    conn: sqlite3.Connection,
+    conn: Connection,
     key: str,
     action: str,
     value: bytes | None,
@@ -56,10 +44,11 @@ def record(
     100, and history_days, default 30: whichever keeps more; the retention is a minimum,
     so pruning late is safe)."""
     cur = conn.execute(
-        "INSERT INTO history (key, action, value, time_ns, detail) VALUES (?, ?, ?, ?, ?)",
+        "INSERT INTO history (key, action, value, time_ns, detail) VALUES (?, ?, ?, ?, ?)"
+        " RETURNING id",
         (key, action, value, now, detail),
     )
-    if (cur.lastrowid or 0) % PRUNE_EVERY:
+    if cur.fetchall()[0][0] % PRUNE_EVERY:
         return
     meta = read_meta(conn) if meta is None else meta
     versions, days = retention(meta)
@@ -132,29 +121,26 @@ class HistoryMixin(Base):
         return [row[0] for row in rows]
 
     def changes(self, cursor: int | None) -> tuple[int, list[str]]:
-        """Names changed since ``cursor`` by any other connection to this file (another
-        process, a CLI command, another daemon) or by TTL expiry on this one, and the new
-        cursor; ``cursor`` None starts watching: the current cursor and no names.
+        """Names changed since ``cursor`` by any other connection to this workspace
+        (another process, a CLI command, another daemon) or by TTL expiry on this one, and
+        the new cursor; ``cursor`` None starts watching: the current cursor and no names.
 
         A change is what history records (set, delete, rename, link, symlink, expiry);
-        for a rename or link both names. This connection's own rows are told apart by a
-        TEMP trigger (a TEMP trigger fires for its own connection's statements only:
-        sqlite.org/lang_createtrigger.html#temptriggers), so the daemon, whose own changes
-        the kernel already knows, is told only of the others. Cost: one range scan of the
-        rows added since ``cursor``.
+        for a rename or link both names. The engine tells this connection's own rows apart
+        (:meth:`_change_rows`), so the daemon, whose own changes the kernel already knows,
+        is told only of the others. Cost: one range scan of the rows added since
+        ``cursor``.
 
         Raises:
             StorageError: (EIO, exit 4).
         """
         if cursor is None:
-            for statement in _SQL_WATCH:
-                self._rows(statement)
+            self._watch()
             row = self._row("SELECT coalesce(max(id), 0) FROM history")
             return int(row[0]), []
-        rows = self._rows(_SQL_CHANGES, (cursor,))
+        rows = self._change_rows(cursor)
         if not rows:
             return cursor, []
-        self._rows("DELETE FROM temp.own_history WHERE id <= ?", (rows[-1][0],))
         names: list[str] = []
         for _, key, detail, own in rows:
             if own and detail != "expired":
@@ -164,6 +150,16 @@ class HistoryMixin(Base):
             if other[0] in ("to", "from") and other[2]:
                 names.append(other[2])  # rename's and link's other name
         return int(rows[-1][0]), names
+
+    def _watch(self) -> None:
+        """Start telling this connection's own history rows apart (see
+        :meth:`_change_rows`)."""
+        raise NotImplementedError
+
+    def _change_rows(self, cursor: int) -> list[tuple[int, str, str | None, bool]]:
+        """History rows after id ``cursor``, oldest first: (id, key, detail, written by
+        this connection)."""
+        raise NotImplementedError
 
     def retention(self) -> tuple[int, float]:
         """(versions, days) of history this workspace keeps per key at least (the
@@ -188,8 +184,8 @@ class HistoryMixin(Base):
         """The workspace's settings (``meta``): project_path, ttl_s, schemas (JSON), ..."""
         try:
             return read_meta(self._conn)
-        except sqlite3.Error as exc:
-            raise convert(exc) from None
+        except self._errors as exc:
+            raise self._convert(exc) from None
 
     def set_meta(self, name: str, value: str | None) -> None:
         """Set (or with None remove) the workspace setting ``name``."""

@@ -6,23 +6,23 @@ An archived row keeps the node's id, type, mode, owner, times and a symlink's ta
 its value stays in ``blocks`` under that id, so archiving and restoring copy no data.
 A node restored comes back with one name, the one it was archived under.
 
-Thread-safety: as kyfs.engine.sqlite.connection.
+Thread-safety: as kyfs.engine.sql.base.
 """
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from typing import Any
 
 from kyfs.core import names
 from kyfs.core.errors import AlreadyExists, KeyNotFound, NotEmpty
 from kyfs.core.nodes import DIR, REG, Archived, Entry, Owner
-from kyfs.engine.sqlite.nodes import SQL_HAS_CHILD
-from kyfs.engine.sqlite.values import ValuesMixin, after_write
+from kyfs.engine.sql.base import Connection
+from kyfs.engine.sql.nodes import SQL_HAS_CHILD
+from kyfs.engine.sql.values import ValuesMixin, after_write
 
 _COLUMNS = (
-    "id, key, coalesce(kind, CASE WHEN is_dir THEN 16384 ELSE 32768 END), mode, size,"
+    "id, key, coalesce(kind, CASE WHEN is_dir != 0 THEN 16384 ELSE 32768 END), mode, size,"
     " created_ns, mtime_ns, ctime_ns, mtime_ns, coalesce(uid, 0), coalesce(gid, 0), 1,"
     " deleted_ns, target"
 )
@@ -74,7 +74,7 @@ class ArchiveMixin(ValuesMixin):
 
     def _restore_row(
         self,
-        conn: sqlite3.Connection,
+        conn: Connection,
         entry: Entry,
         target: bytes | None,
         force: bool,
@@ -125,7 +125,7 @@ class ArchiveMixin(ValuesMixin):
                 return 0
             last_change = conn.execute(
                 "SELECT max(t) FROM (SELECT max(ctime_ns) AS t FROM nodes WHERE kind != ?"
-                " UNION ALL SELECT max(ctime_ns) FROM archive WHERE is_dir = 0)",
+                " UNION ALL SELECT max(ctime_ns) FROM archive WHERE is_dir = 0) AS changed",
                 (DIR,),
             ).fetchone()[0]
             rows = conn.execute(

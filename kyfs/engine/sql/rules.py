@@ -1,7 +1,7 @@
 """Schema rules of a workspace: JSON Schema documents attached to key globs
 (``meta.schemas``), checked with jsonschema (json-schema.org) inside every value write.
 
-Thread-safety: as kyfs.engine.sqlite.connection.
+Thread-safety: as kyfs.engine.sql.base.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import json
 from typing import Any
 
 from kyfs.core.errors import InvalidInput, SchemaViolation
-from kyfs.engine.sqlite.history import HistoryMixin
+from kyfs.engine.sql.history import HistoryMixin
 
 SHORT_TYPES = {  # the short form's type names -> JSON Schema's
     "str": "string",

@@ -1,0 +1,160 @@
+"""The relational model both engines share: the connection a workspace runs its SQL on,
+its transactions, and the statements every concern mixin uses.
+
+kyfs.engine.sql holds what one workspace does in SQL that SQLite and PostgreSQL both
+speak: names and nodes (nodes.py), values in blocks (values.py), history (history.py),
+the archive (archive.py) and schema rules (rules.py). The SQL is written once, with
+``?`` placeholders, in the subset both understand (``INSERT ... ON CONFLICT``,
+``RETURNING``, ``substr``, ``coalesce``, ``CASE``). Each engine gives the mixins a
+:class:`Connection` and says how a transaction begins and how its driver's errors become
+kyfs errors; what only one engine has (SQLite's FTS5 and BLOB I/O, PostgreSQL's
+``tsvector`` and LISTEN/NOTIFY, files, schemas) stays in kyfs.engine.sqlite and
+kyfs.engine.postgres.
+
+Thread-safety: a workspace's connection is used by one thread at a time; the daemon's
+threads take turns through the workspace's ``lock``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from typing import Any, ClassVar, Protocol
+
+from kyfs.core.errors import KyfsError, StorageError
+
+
+class Cursor(Protocol):
+    """The part of a DB-API cursor (PEP 249) the mixins use."""
+
+    rowcount: int
+
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> list[Any]: ...
+
+    def __iter__(self) -> Iterator[Any]: ...
+
+
+class Blob(Protocol):
+    """A stored BLOB opened for reading (sqlite3.Blob's interface)."""
+
+    def seek(self, offset: int, origin: int = ..., /) -> None: ...
+
+    def read(self, length: int = ..., /) -> bytes: ...
+
+
+class Connection(Protocol):
+    """The part of a DB-API connection the mixins use: ``execute`` with ``?``
+    placeholders (sqlite3.Connection's own shortcut) and whether a transaction is open."""
+
+    @property
+    def in_transaction(self) -> bool: ...
+
+    def execute(self, sql: str, parameters: Sequence[Any] = ..., /) -> Any: ...
+
+    def blobopen(
+        self, table: str, column: str, row: int, /, *, readonly: bool = False
+    ) -> AbstractContextManager[Blob]:
+        """Incremental I/O on one stored BLOB (sqlite3.Connection.blobopen's interface)."""
+        ...
+
+
+def _no_conversion(exc: Any) -> KyfsError:
+    return StorageError(f"storage error: {exc}")
+
+
+class Base:
+    """A workspace's connection and its transactions; the engines' workspaces build on it.
+
+    An engine sets:
+        _conn: the Connection.
+        _errors: its driver's exception classes, which :meth:`_convert` turns into
+            StorageError (EIO, exit 4) or NoSpace (ENOSPC, exit 4).
+        _BEGIN_WRITE / _BEGIN_READ: the statements that open a write transaction (which
+            must wait for, not fail on, another writer: SQLite's BEGIN IMMEDIATE) and a
+            read transaction that sees one committed state.
+    """
+
+    _conn: Any
+    _errors: ClassVar[tuple[type[Exception], ...]] = ()
+    _BEGIN_WRITE: ClassVar[str] = "BEGIN"
+    _BEGIN_READ: ClassVar[str] = "BEGIN"
+    _convert: Callable[[Any], KyfsError] = staticmethod(_no_conversion)
+
+    @contextmanager
+    def _atomic(self) -> Iterator[Any]:
+        """One write transaction; rolled back on any exception.
+
+        Raises:
+            StorageError / NoSpace: (EIO / ENOSPC) the engine failed; nothing was written.
+        """
+        try:
+            self._begin_write()
+        except self._errors as exc:
+            self._rollback()
+            raise self._convert(exc) from None
+        except BaseException:
+            self._rollback()
+            raise
+        try:
+            yield self._conn
+            self._conn.execute("COMMIT")
+        except self._errors as exc:
+            self._rollback()
+            raise self._convert(exc) from None
+        except BaseException:
+            self._rollback()
+            raise
+
+    def _begin_write(self) -> None:
+        """Open a write transaction (``_BEGIN_WRITE``)."""
+        self._conn.execute(self._BEGIN_WRITE)
+
+    @contextmanager
+    def _snapshot(self) -> Iterator[Any]:
+        """One read transaction, so that several queries see the same committed state."""
+        try:
+            self._conn.execute(self._BEGIN_READ)
+        except self._errors as exc:
+            raise self._convert(exc) from None
+        try:
+            yield self._conn
+        except self._errors as exc:
+            raise self._convert(exc) from None
+        finally:
+            if self._conn.in_transaction:
+                self._conn.execute("COMMIT")
+
+    def _rollback(self) -> None:
+        if self._conn.in_transaction:
+            self._conn.execute("ROLLBACK")
+
+    def _rows(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
+        """Every row of one statement (itself atomic, no explicit transaction)."""
+        try:
+            return list(self._conn.execute(sql, args).fetchall())
+        except self._errors as exc:
+            raise self._convert(exc) from None
+
+    def _row(self, sql: str, args: Sequence[Any] = ()) -> Any:
+        """The first row of one statement, or None."""
+        try:
+            return self._conn.execute(sql, args).fetchone()
+        except self._errors as exc:
+            raise self._convert(exc) from None
+
+
+def mark(conn: Connection, node_id: int) -> None:
+    """Note, inside the caller's transaction, that node ``node_id``'s search index row
+    must be rewritten (its value or names changed, or it went); the engine's
+    ``flush_index`` does it."""
+    conn.execute(
+        "INSERT INTO index_pending (node_id) VALUES (?) ON CONFLICT DO NOTHING", (node_id,)
+    )
+
+
+def names_of(conn: Connection, node_id: int) -> list[str]:
+    """Every name (key) of node ``node_id``, in code point order."""
+    rows = conn.execute("SELECT key FROM entries WHERE node = ? ORDER BY key", (node_id,))
+    return [row[0] for row in rows]
