@@ -18,15 +18,23 @@ help:
 	@echo "make check    lint + typecheck + test"
 
 # fusermount3 and libfuse3 come from Debian's fuse3 package; the tests also drive the
-# mount with rsync, tar and git (Debian packages of the same names).
+# mount with rsync, tar and git (Debian packages of the same names), and start a throwaway
+# PostgreSQL server of their own (Debian's postgresql: initdb and pg_ctl, which live in
+# /usr/lib/postgresql/<version>/bin). Installing it makes no cluster and starts no server
+# (create_main_cluster = false): the tests make their own.
 SYSTEM_TOOLS := fusermount3:fuse3 rsync:rsync tar:tar git:git
 system-deps:
 	@missing=""; for pair in $(SYSTEM_TOOLS); do \
 	  command -v $${pair%%:*} >/dev/null 2>&1 || missing="$$missing $${pair##*:}"; \
 	done; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 \
+	  || missing="$$missing postgresql"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    echo "installing$$missing with apt-get"; \
+	    mkdir -p /etc/postgresql-common; \
+	    grep -qs '^create_main_cluster' /etc/postgresql-common/createcluster.conf \
+	      || echo 'create_main_cluster = false' >> /etc/postgresql-common/createcluster.conf; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	  else \
 	    echo "missing:$$missing (sudo apt-get install$$missing)"; exit 1; \

@@ -33,7 +33,7 @@ from kyfs.core.errors import (
     WorkspaceNotFound,
 )
 from kyfs.core.names import WORKSPACE_NAME_RE
-from kyfs.engine import SqliteEngine, open_engine
+from kyfs.engine import AnyEngine, open_engine
 from kyfs.engine.base import Workspace
 from kyfs.platform import config
 
@@ -68,13 +68,18 @@ def split_address(key: str, workspace: str | None) -> tuple[str, str | None]:
 
 
 @contextlib.contextmanager
-def engine_session() -> Iterator[SqliteEngine]:
+def engine_session() -> Iterator[AnyEngine]:
     """The engine of the current data directory for one command, closed afterwards."""
     engine = open_engine()
     try:
         yield engine
     finally:
         engine.close()
+
+
+def _using(engine: AnyEngine, name: str) -> contextlib.AbstractContextManager[Workspace]:
+    """``engine.using(name)``, typed as the Workspace interface whatever the engine."""
+    return engine.using(name)
 
 
 @contextlib.contextmanager
@@ -97,20 +102,21 @@ def session(name: str | None, *, addressed: bool = False) -> Iterator[tuple[str,
     if db_path:
         if name is not None:
             raise InvalidInput("give either --db FILE (KYFS_DB_PATH) or -w NAME, not both")
-        with engine_session() as engine, engine.using_file(Path(db_path)) as opened:
-            yield Path(db_path).stem, opened
+        with engine_session() as engine, engine.using_file(Path(db_path)) as from_file:
+            yield Path(db_path).stem, from_file
         return
     workspace = resolve_workspace(name)
     with engine_session() as engine, contextlib.ExitStack() as stack:
+        opened: Workspace
         try:
-            opened = stack.enter_context(engine.using(workspace))
+            opened = stack.enter_context(_using(engine, workspace))
         except WorkspaceNotFound:
             dropped = any(t.name == workspace for t in engine.trash())
             if workspace == config.DEFAULT_WORKSPACE and not dropped:
                 # The first command on a fresh data directory (kyfs set foo bar) just works.
                 with contextlib.suppress(WorkspaceExists):
                     engine.create(workspace)
-                opened = stack.enter_context(engine.using(workspace))
+                opened = stack.enter_context(_using(engine, workspace))
             elif dropped:
                 raise WorkspaceNotFound(
                     f"workspace not found: {workspace} (it is in the trash:"
@@ -129,7 +135,7 @@ def session(name: str | None, *, addressed: bool = False) -> Iterator[tuple[str,
         yield workspace, opened
 
 
-def drop_workspace(engine: SqliteEngine, name: str, *, only_if_empty: bool = False) -> Path:
+def drop_workspace(engine: AnyEngine, name: str, *, only_if_empty: bool = False) -> Path | str:
     """Move workspace ``name`` to the trash; the ``shared`` workspace always exists.
 
     Raises:
@@ -141,7 +147,7 @@ def drop_workspace(engine: SqliteEngine, name: str, *, only_if_empty: bool = Fal
     return engine.drop(name, only_if_empty=only_if_empty)
 
 
-def rename_workspace(engine: SqliteEngine, old: str, new: str) -> None:
+def rename_workspace(engine: AnyEngine, old: str, new: str) -> None:
     """Rename workspace ``old`` to ``new``; every user whose active workspace was ``old``
     follows it. ``shared`` keeps its name.
 
@@ -155,7 +161,7 @@ def rename_workspace(engine: SqliteEngine, old: str, new: str) -> None:
         config.follow_rename(old, new)
 
 
-def ensure_shared(engine: SqliteEngine) -> None:
+def ensure_shared(engine: AnyEngine) -> None:
     """Create the ``shared`` workspace (knowledge across projects, contextd's shared
     database) if it is missing."""
     if not engine.exists(config.SHARED_WORKSPACE):
@@ -169,7 +175,7 @@ def project_workspace(path: Path) -> str:
     return "project_" + hashlib.sha256(resolved.encode()).hexdigest()[:8]
 
 
-def use_project(engine: SqliteEngine, path: Path) -> str:
+def use_project(engine: AnyEngine, path: Path) -> str:
     """The project workspace of directory ``path``, created (with the path recorded in its
     settings as ``project_path``) when missing; returns its name."""
     name = project_workspace(path)

@@ -9,6 +9,12 @@ failed: ``fusermount3 -u``, then ``-uz``, then it kills the daemon.
 With ``KYFS_REQUIRE_MOUNT=1`` (set by .ci/run when /dev/fuse exists) a mount
 test that cannot run fails instead of being skipped, and the session fails if
 any test marked ``mount`` was skipped anyway.
+
+PostgreSQL: ``pg_cluster`` starts one throwaway server for the session
+(kyfs.engine.postgres.cluster: initdb into a temp dir, a Unix socket only) and
+stops it at the end, even on failure; ``pg_url`` gives each test an empty database
+of its own. Where PostgreSQL's server is not installed those tests are skipped, but
+with ``KYFS_REQUIRE_POSTGRES=1`` (set by .ci/run) they fail instead.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from pathlib import Path
 import pytest
 
 REQUIRE_MOUNT = os.environ.get("KYFS_REQUIRE_MOUNT") == "1"
+REQUIRE_POSTGRES = os.environ.get("KYFS_REQUIRE_POSTGRES") == "1"
 MOUNT_TIMEOUT = 15.0  # seconds
 
 
@@ -34,7 +41,15 @@ def kyfs_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home = tmp_path / "kyfs-home"
     home.mkdir()
     monkeypatch.setenv("KYFS_HOME", str(home))
-    for name in ("KYFS_WORKSPACE", "KYFS_DATA", "KYFS_USER", "KYFS_CURSOR", "NOTIFY_SOCKET"):
+    for name in (
+        "KYFS_WORKSPACE",
+        "KYFS_DATA",
+        "KYFS_USER",
+        "KYFS_CURSOR",
+        "KYFS_ENGINE",
+        "KYFS_DB_PATH",
+        "NOTIFY_SOCKET",
+    ):
         monkeypatch.delenv(name, raising=False)
     return home
 
@@ -201,6 +216,43 @@ def mount_factory(tmp_path: Path, kyfs_home: Path) -> Iterator[Callable[..., Mou
             _cleanup(mount)
     for mount in started:
         stop_mount(mount)
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[object]:
+    """One throwaway PostgreSQL server for the whole session (skipped, or with
+    KYFS_REQUIRE_POSTGRES=1 failed, where the server is not installed)."""
+    from kyfs.engine.postgres.cluster import Cluster, binaries
+
+    if binaries() is None:
+        reason = "PostgreSQL's server is not installed (Debian package postgresql)"
+        if REQUIRE_POSTGRES:
+            pytest.fail(f"PostgreSQL tests are required but cannot run: {reason}")
+        pytest.skip(reason)
+    cluster = Cluster().start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+_databases = iter(range(1, 1_000_000))
+
+
+@pytest.fixture
+def pg_url(pg_cluster: object) -> Iterator[str]:
+    """The URL of an empty database of this test's own on the session's server."""
+    import psycopg
+
+    base = pg_cluster.url  # type: ignore[attr-defined]
+    name = f"test_{next(_databases)}"
+    with psycopg.connect(base, autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+    try:
+        yield base.replace("/kyfs?", f"/{name}?")
+    finally:
+        with psycopg.connect(base, autocommit=True) as admin:
+            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 @pytest.fixture

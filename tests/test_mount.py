@@ -1,7 +1,9 @@
 """Real mounts driven by real programs: cat, echo, printf, cp -r, diff -r, grep -r, mv, rm -r, dd.
 
 Every test here mounts kyfs with the real daemon (see conftest.mounted) or the
-real ``kyfs mount`` command, and unmounts in teardown.
+real ``kyfs mount`` command, and unmounts in teardown. Every test runs on both engines:
+SQLite files, and a database of its own on the session's PostgreSQL server
+(``KYFS_ENGINE``, which the daemon and the CLI commands inherit).
 """
 
 from __future__ import annotations
@@ -21,6 +23,14 @@ import pytest
 from tests.conftest import Mount, is_stale, require_mount
 
 pytestmark = pytest.mark.mount
+
+
+@pytest.fixture(autouse=True, params=["sqlite", "postgresql"])
+def engine_kind(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each test once per engine: with PostgreSQL, KYFS_ENGINE names an empty database."""
+    if request.param == "postgresql":
+        monkeypatch.setenv("KYFS_ENGINE", request.getfixturevalue("pg_url"))
+    return str(request.param)
 
 
 def sh(command: str, cwd: Path | None = None) -> subprocess.CompletedProcess[bytes]:

@@ -98,6 +98,13 @@ Every command: kyfs --help; one command: kyfs COMMAND --help.
     help="Workspace for the command (as -w after it; env KYFS_WORKSPACE).",
 )
 @click.option(
+    "--engine",
+    "engine",
+    envvar=config.ENV_ENGINE,
+    metavar="URL",
+    help="Where workspaces live: sqlite (default) or a postgresql:// URL (env KYFS_ENGINE).",
+)
+@click.option(
     "--db",
     "db_path",
     envvar=ENV_DB_PATH,
@@ -111,6 +118,7 @@ def cli(
     user: str | None,
     cursor: str | None,
     workspace: str | None,
+    engine: str | None,
     db_path: Path | None,
 ) -> None:
     """kyfs: key-value workspaces that live as a filesystem.
@@ -126,7 +134,14 @@ def cli(
     # In the environment for the command's duration, so that a daemon started by
     # `kyfs mount` inherits them, and a subcommand's own -w (KYFS_WORKSPACE) sees a
     # global one; put back afterwards (in-process callers, tests).
-    names = (config.ENV_USER, config.ENV_CURSOR, paths.ENV_DATA, config.ENV_WORKSPACE, ENV_DB_PATH)
+    names = (
+        config.ENV_USER,
+        config.ENV_CURSOR,
+        paths.ENV_DATA,
+        config.ENV_WORKSPACE,
+        config.ENV_ENGINE,
+        ENV_DB_PATH,
+    )
     saved = {n: os.environ.get(n) for n in names}
     ctx.call_on_close(lambda: _restore_environment(saved))
     if user:
@@ -135,6 +150,8 @@ def cli(
         os.environ[config.ENV_CURSOR] = cursor
     if workspace is not None:
         os.environ[config.ENV_WORKSPACE] = workspace
+    if engine is not None:
+        os.environ[config.ENV_ENGINE] = engine
     if db_path is not None:
         os.environ[ENV_DB_PATH] = str(db_path.absolute())
     config.current_user()  # a bad --user is a clear error before anything runs

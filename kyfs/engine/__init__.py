@@ -1,22 +1,42 @@
-"""Storage engines behind one interface (kyfs.engine.base): today SQLite, one file per
-workspace (kyfs.engine.sqlite). Upper layers open the engine here and never import an
-engine's modules themselves."""
+"""Storage engines behind one interface (kyfs.engine.base): SQLite, one file per
+workspace (kyfs.engine.sqlite, the default), and PostgreSQL, one schema per workspace
+(kyfs.engine.postgres). Upper layers open the engine here and never import an engine's
+modules themselves."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeAlias
 
 from kyfs.engine.sqlite.engine import SqliteEngine
 
+if TYPE_CHECKING:
+    from kyfs.engine.postgres.engine import PgEngine
 
-def open_engine(directory: Path | None = None, *, cache: bool = False) -> SqliteEngine:
-    """The engine of the current data directory (kyfs.platform.paths.workspaces_dir(), or
-    ``directory``); ``cache`` keeps workspaces open between uses (the daemon). Archived
-    entries older than the configured retention (kyfs.platform.config) are purged when a
-    workspace opens."""
+    AnyEngine: TypeAlias = SqliteEngine | PgEngine
+else:
+    AnyEngine = SqliteEngine
+
+
+def open_engine(directory: Path | None = None, *, cache: bool = False) -> AnyEngine:
+    """The engine configured (kyfs.platform.config.engine_url: ``--engine``,
+    ``KYFS_ENGINE``, config.toml): a PostgreSQL database, or by default the SQLite files
+    of the data directory (kyfs.platform.paths.workspaces_dir(), or ``directory``).
+    ``cache`` keeps workspaces open between uses (the daemon). Archived entries older than
+    the configured retention are purged when a workspace opens.
+
+    Raises:
+        InvalidInput: (exit 2) the engine setting is not understood.
+        StorageError: (EIO, exit 4) the PostgreSQL server cannot be reached.
+    """
     from kyfs.platform import config
 
+    url = None if directory is not None else config.engine_url()
+    if url is not None:
+        from kyfs.engine.postgres.engine import PgEngine
+
+        return PgEngine(url, cache=cache, retention_s=config.archive_retention_s)
     return SqliteEngine(directory, cache=cache, retention_s=config.archive_retention_s)
 
 
-__all__ = ["SqliteEngine", "open_engine"]
+__all__ = ["AnyEngine", "SqliteEngine", "open_engine"]

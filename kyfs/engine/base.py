@@ -13,6 +13,7 @@ Nothing here may mention files, flock, SQL or pragmas: those stay in the engine.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -346,6 +347,16 @@ class WorkspaceInfo(NamedTuple):
     ttl_s: float | None = None
 
 
+class TrashedWorkspace(NamedTuple):
+    """A dropped workspace: its ``name``, when it was ``dropped`` (UTC), ``size`` in bytes,
+    and where it waits (``path``: a SQLite file in the trash, or a PostgreSQL schema)."""
+
+    name: str
+    dropped: dt.datetime
+    size: int
+    path: Path
+
+
 class Engine(Protocol):
     """The set of workspaces: list, create, drop, rename, open; the trash; checks.
 
@@ -370,8 +381,9 @@ class Engine(Protocol):
         WorkspaceExists (EEXIST, exit 3)."""
         ...
 
-    def drop(self, name: str, *, only_if_empty: bool = False) -> Path:
-        """Move a workspace to the trash. WorkspaceNotFound, NotEmpty, NotPermitted."""
+    def drop(self, name: str, *, only_if_empty: bool = False) -> Path | str:
+        """Move a workspace to the trash; returns where it waits. WorkspaceNotFound,
+        NotEmpty, NotPermitted."""
         ...
 
     def rename(self, old: str, new: str) -> None:

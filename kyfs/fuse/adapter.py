@@ -61,7 +61,7 @@ from kyfs.core.errors import (
     StaleName,
 )
 from kyfs.core.nodes import DIR, REG, Entry, Owner
-from kyfs.engine import SqliteEngine
+from kyfs.engine import AnyEngine
 from kyfs.engine.base import Workspace
 from kyfs.fuse.binding import FuseOSError, Operations, fuse_get_context
 from kyfs.fuse.invalidate import ChangeWatcher, Invalidator
@@ -175,7 +175,7 @@ class KyfsOperations(Operations):  # type: ignore[misc]
 
     def __init__(
         self,
-        workspaces: SqliteEngine,
+        workspaces: AnyEngine,
         spill_dir: Path | None = None,
         metrics: Metrics | None = None,
     ) -> None:

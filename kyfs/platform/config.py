@@ -2,7 +2,8 @@
 
 * ``config.toml`` (kyfs.platform.paths.config_file()), shared: ``archive_retention_days``
   (number, default 15: how long a deleted key's last value is kept for ``kyfs
-  restore``), ``kycli_hint_shown``.
+  restore``), ``engine`` (where workspaces live: ``"sqlite"``, the default, or a
+  PostgreSQL URL; ``--engine`` and ``KYFS_ENGINE`` win over it), ``kycli_hint_shown``.
 * ``users/<user>.toml``, one per user (``--user``, ``KYFS_USER``, default the
   login name): ``active_workspace`` and ``active_cursor``. Separate files, so two
   agents running ``kyfs use`` as two users never overwrite each other.
@@ -32,6 +33,7 @@ ENV_USER = "KYFS_USER"
 ENV_CURSOR = "KYFS_CURSOR"
 DEFAULT_ARCHIVE_RETENTION_DAYS = 15.0
 ENV_WORKSPACE = "KYFS_WORKSPACE"
+ENV_ENGINE = "KYFS_ENGINE"
 
 
 def load(path: Path | None = None) -> dict[str, Any]:
@@ -214,3 +216,28 @@ def archive_retention_s() -> float:
             f"archive_retention_days must be a number of days from 0 to 36500, not {value!r}"
         )
     return float(value) * 86400
+
+
+def engine_url() -> str | None:
+    """Where workspaces live: a PostgreSQL URL (``postgresql://...`` or ``postgres://...``)
+    or libpq connection string (``host=... dbname=...``), or None for the SQLite engine
+    (one file per workspace in the data directory). From ``--engine`` / ``KYFS_ENGINE``,
+    else ``engine`` in config.toml; ``sqlite`` or empty means SQLite.
+
+    Raises:
+        InvalidInput: (exit 2) neither ``sqlite`` nor a PostgreSQL URL. The message never
+            repeats the value, which may hold a password.
+    """
+    value = os.environ.get(ENV_ENGINE)
+    source = ENV_ENGINE
+    if not value:
+        value = load().get("engine")
+        source = "engine in config.toml"
+    if value is None or value == "" or value == "sqlite":
+        return None
+    if not isinstance(value, str):
+        raise InvalidInput(f"{source} must be a string: sqlite or a postgresql:// URL")
+    text = value.strip()
+    if text.startswith(("postgresql://", "postgres://")) or ("=" in text and "://" not in text):
+        return text
+    raise InvalidInput(f"{source} must be sqlite, a postgresql:// URL or a libpq connection string")

@@ -247,3 +247,23 @@ def test_changes_name_what_others_and_expiry_changed(engine: Engine, peer: Engin
         cursor, names = ws.changes(cursor)
         assert set(names) == {"theirs", "moved", "there", "brief"}
         assert ws.changes(cursor) == (cursor, [])
+
+
+@pytest.mark.parametrize(
+    "glob",
+    ["*", "a*", "*.txt", "a?c", "[ab]*", "[^a]*", "[]x]*", "d/*/f", "*[0-9]", "a.c", "x[", "A*"],
+)
+def test_keys_match_globs_as_sqlite_glob(ws: Workspace, glob: str) -> None:
+    """keys(glob=...) matches as SQLite's GLOB on every engine: case-sensitive, ``*``
+    crosses ``/``, ``[^...]`` negates, ``]`` first in a set is itself, ``.`` is itself."""
+    import sqlite3
+
+    stored = ["abc", "a.c", "axc", "b.txt", "]x", "d/e/f", "k9", "Abc", "x["]
+    for key in stored:
+        ws.set(key, b"v")
+    expected = sorted(
+        k
+        for k in stored
+        if sqlite3.connect(":memory:").execute("SELECT ? GLOB ?", (k, glob)).fetchone()[0]
+    )
+    assert ws.keys(glob=glob) == expected

@@ -33,7 +33,6 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import NamedTuple
 
 from kyfs.core.errors import (
     AlreadyExists,
@@ -46,22 +45,13 @@ from kyfs.core.errors import (
 )
 from kyfs.core.names import check_workspace_name
 from kyfs.core.nodes import Owner
-from kyfs.engine.base import WorkspaceInfo
+from kyfs.engine.base import TrashedWorkspace, WorkspaceInfo
 from kyfs.engine.sql.history import cache_ttl
 from kyfs.engine.sqlite import trust
 from kyfs.engine.sqlite.workspace import SqliteWorkspace
 from kyfs.platform import paths
 
 SWEEP_INTERVAL = 1.0  # seconds between expiry sweeps of a cached store
-
-
-class TrashedWorkspace(NamedTuple):
-    """A dropped workspace: its ``name``, when it was ``dropped`` (UTC), ``size`` in bytes."""
-
-    name: str
-    dropped: dt.datetime
-    size: int
-    path: Path
 
 
 def _move_files(source: Path, target: Path) -> None:

@@ -1,0 +1,418 @@
+"""The set of workspaces in one PostgreSQL database: list, create, drop, rename, open.
+
+The catalog ``kyfs.workspaces`` (kyfs.engine.postgres.schema) names each workspace's
+schema. Every change to the set is one transaction on the catalog under an advisory lock
+(``LOCK_CLASS``, 0), so two daemons or CLI commands never create, rename or drop at once,
+and, PostgreSQL's DDL being transactional, a workspace is never seen half made or half
+dropped. A rename changes the catalog only: a connection open on the workspace's schema
+goes on serving it under its new name, as an open SQLite file follows its rename. A drop
+moves the workspace to the trash (its row gets ``dropped_ns``; the schema stays until the
+trash is emptied).
+
+So the cross-process lock SQLite needs around every use by name is not needed here:
+:meth:`PgEngine.shared` holds nothing. A daemon's cached workspace is checked against the
+catalog when it is opened by name (one indexed query), so a workspace renamed or dropped
+by another machine is noticed at its next use.
+
+Thread-safety: as kyfs.engine.sqlite.engine: one engine shared by the daemon's threads,
+a mutex around the cache and the catalog connection, each workspace under its own lock.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from pathlib import Path
+
+from kyfs.core.errors import (
+    InvalidInput,
+    NotEmpty,
+    NotPermitted,
+    StorageError,
+    WorkspaceExists,
+    WorkspaceNotFound,
+)
+from kyfs.core.names import check_workspace_name
+from kyfs.core.nodes import DIR_MODE, Owner
+from kyfs.engine.base import TrashedWorkspace, WorkspaceInfo
+from kyfs.engine.postgres import schema
+from kyfs.engine.postgres.connection import PgConnection, connect, redact
+from kyfs.engine.postgres.workspace import LOCK_CLASS, PgWorkspace
+from kyfs.engine.sql.history import cache_ttl
+from kyfs.engine.sql.nodes import process_owner
+from kyfs.platform import paths
+
+SWEEP_INTERVAL = 1.0  # seconds between expiry sweeps of a cached workspace
+_LIVE = "SELECT id, schema_name FROM kyfs.workspaces WHERE name = ? AND dropped_ns IS NULL"
+
+
+class PgEngine:
+    """The workspaces of one PostgreSQL database.
+
+    Args:
+        url: a ``postgresql://`` URL or a libpq connection string; credentials only from
+            it or libpq's own sources (PGPASSWORD, PGSERVICE, ~/.pgpass).
+        cache: keep workspaces open between uses (the daemon).
+        retention_s: the archive retention in seconds (None: keep), read at each open.
+
+    Raises:
+        StorageError: (EIO, exit 4) the server cannot be reached.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        cache: bool = False,
+        retention_s: Callable[[], float | None] = lambda: None,
+    ) -> None:
+        self.url = url
+        self._cache_enabled = cache
+        self._retention_s = retention_s
+        self._cache: dict[str, PgWorkspace] = {}
+        self._mutex = threading.RLock()  # the cache and the catalog connection
+        self._swept: dict[str, float] = {}
+        # The local data directory: the mount's statfs and its root's mtime read it.
+        self.directory = paths.workspaces_dir()
+        paths.make_private_dir(self.directory)
+        self._catalog = PgConnection(connect(url))
+        self._ensure_catalog()
+
+    def __repr__(self) -> str:
+        return f"PgEngine({redact(self.url)})"
+
+    def describe(self) -> str:
+        """Where the workspaces live, without credentials."""
+        return redact(self.url)
+
+    # --- the catalog -----------------------------------------------------------------------
+    @contextmanager
+    def _changing(self) -> Iterator[PgConnection]:
+        """One catalog transaction under the catalog's advisory lock."""
+        with self._mutex:
+            self._catalog.execute("BEGIN")
+            try:
+                self._catalog.execute("SELECT pg_advisory_xact_lock(?, 0)", (LOCK_CLASS,))
+                yield self._catalog
+                self._catalog.execute("COMMIT")
+            except BaseException:
+                if self._catalog.in_transaction:
+                    self._catalog.execute("ROLLBACK")
+                raise
+
+    def _ensure_catalog(self) -> None:
+        if self._catalog.execute(
+            "SELECT 1 FROM pg_tables WHERE schemaname = ? AND tablename = 'workspaces'",
+            (schema.CATALOG,),
+        ).fetchone():
+            return
+        with self._changing() as conn:
+            for statement in schema.statements(schema.CATALOG_DDL):
+                conn.execute(statement)
+
+    def _live(self, name: str) -> tuple[int, str]:
+        check_workspace_name(name)
+        with self._mutex:
+            row = self._catalog.execute(_LIVE, (name,)).fetchone()
+        if row is None:
+            raise WorkspaceNotFound(f"workspace not found: {name}")
+        return int(row[0]), str(row[1])
+
+    # --- coordination ------------------------------------------------------------------------
+    def shared(self) -> AbstractContextManager[None]:
+        """Nothing to hold: every change to the set is one catalog transaction."""
+        return nullcontext()
+
+    # --- the set -------------------------------------------------------------------------
+    def names(self) -> list[str]:
+        """Every workspace name, sorted (by code point)."""
+        with self._mutex:
+            rows = self._catalog.execute(
+                "SELECT name FROM kyfs.workspaces WHERE dropped_ns IS NULL ORDER BY name"
+            ).fetchall()
+        return [row[0] for row in rows]
+
+    def strays(self) -> list[Path]:
+        """Nothing strays in a catalog (SQLite's engine lists odd files here)."""
+        return []
+
+    def exists(self, name: str) -> bool:
+        """True when workspace ``name`` exists. Raises InvalidName for a bad name."""
+        try:
+            self._live(name)
+        except WorkspaceNotFound:
+            return False
+        return True
+
+    def create(self, name: str, owner: Owner | None = None, mode: int | None = None) -> None:
+        """Create the empty workspace ``name``: a schema of its own, its tables and its top
+        directory (owned by ``owner``, default this process; bits ``mode``, default 0755).
+
+        Raises:
+            InvalidName: (EINVAL, exit 2). WorkspaceExists: (EEXIST, exit 3).
+        """
+        import secrets
+
+        check_workspace_name(name)
+        schema_name = f"kyfs_w_{secrets.token_hex(8)}"
+        with self._changing() as conn:
+            if conn.execute(_LIVE, (name,)).fetchone():
+                raise WorkspaceExists(f"workspace exists: {name}")
+            conn.execute(
+                "INSERT INTO kyfs.workspaces (name, schema_name, created_ns) VALUES (?, ?, ?)",
+                (name, schema_name, time.time_ns()),
+            )
+            conn.execute(f'CREATE SCHEMA "{schema_name}"')
+            conn.execute("SELECT set_config('search_path', ?, true)", (f'"{schema_name}"',))
+            schema.create_workspace(
+                conn, owner or process_owner(), DIR_MODE if mode is None else mode
+            )
+
+    def drop(self, name: str, *, only_if_empty: bool = False) -> str:
+        """Move workspace ``name`` into the trash; return its schema's name.
+
+        Raises:
+            WorkspaceNotFound: (ENOENT, exit 1).
+            NotEmpty: (ENOTEMPTY, exit 3) ``only_if_empty`` and it holds keys or directories.
+        """
+        check_workspace_name(name)
+        with self._changing() as conn:
+            row = conn.execute(_LIVE + " FOR UPDATE", (name,)).fetchone()
+            if row is None:
+                raise WorkspaceNotFound(f"workspace not found: {name}")
+            if (
+                only_if_empty
+                and conn.execute(f'SELECT 1 FROM "{row[1]}".entries LIMIT 1').fetchone()
+            ):
+                raise NotEmpty(f"workspace not empty: {name}")
+            conn.execute(
+                "UPDATE kyfs.workspaces SET dropped_ns = ? WHERE id = ?", (time.time_ns(), row[0])
+            )
+        self._forget(name)
+        return str(row[1])
+
+    def rename(self, old: str, new: str) -> None:
+        """Rename workspace ``old`` to ``new`` (the catalog only).
+
+        Raises:
+            InvalidName: (exit 2). WorkspaceNotFound: (ENOENT, exit 1).
+            WorkspaceExists: (EEXIST, exit 3) ``new`` exists.
+        """
+        check_workspace_name(old)
+        check_workspace_name(new)
+        with self._changing() as conn:
+            row = conn.execute(_LIVE, (old,)).fetchone()
+            if row is None:
+                raise WorkspaceNotFound(f"workspace not found: {old}")
+            if old == new:
+                return
+            if conn.execute(_LIVE, (new,)).fetchone():
+                raise WorkspaceExists(f"workspace exists: {new}")
+            conn.execute("UPDATE kyfs.workspaces SET name = ? WHERE id = ?", (new, row[0]))
+        with self._mutex:
+            cached = self._cache.pop(old, None)
+            if cached is not None:
+                self._cache[new] = cached
+
+    # --- the trash -------------------------------------------------------------------------
+    def trash(self) -> list[TrashedWorkspace]:
+        """Every dropped workspace still in the trash, newest first (``path``: its schema)."""
+        with self._mutex:
+            rows = self._catalog.execute(
+                "SELECT w.name, w.dropped_ns, w.schema_name, coalesce((SELECT"
+                " sum(pg_total_relation_size(c.oid)) FROM pg_class c JOIN pg_namespace n"
+                " ON n.oid = c.relnamespace WHERE n.nspname = w.schema_name"
+                " AND c.relkind = 'r'), 0) FROM kyfs.workspaces w"
+                " WHERE w.dropped_ns IS NOT NULL ORDER BY w.dropped_ns DESC, w.id DESC"
+            ).fetchall()
+        return [
+            TrashedWorkspace(
+                name, dt.datetime.fromtimestamp(dropped / 1e9, dt.UTC), int(size), Path(schema_name)
+            )
+            for name, dropped, schema_name, size in rows
+        ]
+
+    def restore_trash(self, name: str, new_name: str | None = None) -> tuple[str, int]:
+        """Bring back the newest dropped workspace ``name`` as ``new_name`` (default
+        ``name``), and the entries deleted while it was emptied (as SQLite's engine does);
+        returns (its name, how many entries came back).
+
+        Raises:
+            WorkspaceNotFound: (ENOENT, exit 1) none of that name in the trash.
+            WorkspaceExists: (EEXIST, exit 3) the target name is taken.
+        """
+        check_workspace_name(name)
+        target = new_name or name
+        check_workspace_name(target)
+        with self._changing() as conn:
+            row = conn.execute(
+                "SELECT id FROM kyfs.workspaces WHERE name = ? AND dropped_ns IS NOT NULL"
+                " ORDER BY dropped_ns DESC, id DESC LIMIT 1",
+                (name,),
+            ).fetchone()
+            if row is None:
+                raise WorkspaceNotFound(f"no workspace named {name} in the trash")
+            if conn.execute(_LIVE, (target,)).fetchone():
+                raise WorkspaceExists(
+                    f"workspace exists: {target} (restore under another name with --as)"
+                )
+            conn.execute(
+                "UPDATE kyfs.workspaces SET name = ?, dropped_ns = NULL WHERE id = ?",
+                (target, row[0]),
+            )
+        with self.using(target) as workspace, workspace.lock:
+            return target, workspace.restore_teardown()
+
+    def empty_trash(self, older_than_s: float | None = None) -> list[TrashedWorkspace]:
+        """Drop for good (DROP SCHEMA ... CASCADE) the workspaces dropped more than
+        ``older_than_s`` seconds ago (all when None); return what was deleted."""
+        now = dt.datetime.now(dt.UTC)
+        deleted = []
+        for item in self.trash():
+            if older_than_s is not None and (now - item.dropped).total_seconds() <= older_than_s:
+                continue
+            with self._changing() as conn:
+                conn.execute(
+                    "DELETE FROM kyfs.workspaces WHERE schema_name = ? AND dropped_ns IS NOT NULL",
+                    (str(item.path),),
+                )
+                conn.execute(f'DROP SCHEMA IF EXISTS "{item.path}" CASCADE')
+            deleted.append(item)
+        return deleted
+
+    def stage(self, source: Path) -> Path:
+        """Backups restore into SQLite files only, for now.
+
+        Raises:
+            NotPermitted: (EPERM, exit 1) always.
+        """
+        raise NotPermitted("restoring a backup into the PostgreSQL engine is not supported yet")
+
+    def adopt(self, name: str, staged: Path) -> None:
+        """See :meth:`stage`.
+
+        Raises:
+            NotPermitted: (EPERM, exit 1) always.
+        """
+        raise NotPermitted("restoring a backup into the PostgreSQL engine is not supported yet")
+
+    # --- using one -----------------------------------------------------------------------
+    @contextmanager
+    def using(self, name: str) -> Iterator[PgWorkspace]:
+        """Workspace ``name`` for one ``with`` block; closed at its end unless this engine
+        caches workspaces (the daemon).
+
+        Raises:
+            InvalidName: (exit 2). WorkspaceNotFound: (ENOENT, exit 1). StorageError.
+        """
+        workspace = self.open(name)
+        try:
+            yield workspace
+        finally:
+            if not self._cache_enabled:
+                workspace.close()
+
+    def using_file(self, path: Path) -> AbstractContextManager[PgWorkspace]:
+        """Workspace files are SQLite's.
+
+        Raises:
+            InvalidInput: (EINVAL, exit 2) always: ``--db`` needs the SQLite engine.
+        """
+        raise InvalidInput(f"{path}: --db opens a SQLite workspace file; use the sqlite engine")
+
+    def open(self, name: str) -> PgWorkspace:
+        """Workspace ``name``: cached and checked against the catalog, or newly opened.
+        Without ``cache`` the caller closes it.
+
+        Raises:
+            InvalidName: (exit 2). WorkspaceNotFound: (ENOENT, exit 1). StorageError.
+        """
+        lock_id, schema_name = self._live(name)
+        with self._mutex:
+            cached = self._cache.get(name)
+            if cached is not None and cached.schema != schema_name:
+                del self._cache[name]  # dropped and made anew, or renamed over
+                cached = None
+        if cached is not None:
+            self._sweep(name, cached)
+            return cached
+        workspace = PgWorkspace(self.url, schema_name, lock_id, self._retention_s())
+        if self._cache_enabled:
+            with self._mutex:
+                raced = self._cache.get(name)
+                if raced is not None and raced.schema == schema_name:
+                    workspace.close()
+                    return raced
+                self._cache[name] = workspace
+        self._sweep(name, workspace)
+        return workspace
+
+    def cached(self) -> list[str]:
+        """Names of the workspaces this engine keeps open (the daemon's), sorted."""
+        with self._mutex:
+            return sorted(self._cache)
+
+    def _sweep(self, name: str, workspace: PgWorkspace) -> None:
+        """Archive expired keys, as kyfs.engine.sqlite.engine.SqliteEngine._sweep does."""
+        now = time.monotonic()
+        if self._cache_enabled:
+            if now - self._swept.get(name, 0.0) < SWEEP_INTERVAL:
+                return
+            if not workspace.lock.acquire(blocking=False):
+                return
+        else:
+            workspace.lock.acquire()
+        try:
+            self._swept[name] = now
+            workspace.sweep_expired()
+        finally:
+            workspace.lock.release()
+
+    def _forget(self, name: str) -> None:
+        with self._mutex:
+            cached = self._cache.pop(name, None)
+        if cached is not None:
+            with cached.lock:
+                cached.close()
+
+    def check(self, name: str, repair: bool = False) -> tuple[list[str], list[str]]:
+        """Check workspace ``name``; with ``repair`` repair first. Returns (problems left,
+        repairs done).
+
+        Raises:
+            WorkspaceNotFound: (ENOENT, exit 1).
+        """
+        lock_id, schema_name = self._live(name)
+        try:
+            workspace = PgWorkspace(self.url, schema_name, lock_id)
+        except StorageError as exc:
+            return [str(exc)], []
+        try:
+            done = workspace.repair() if repair else []
+            return workspace.check(), done
+        finally:
+            workspace.close()
+
+    def info(self, name: str) -> WorkspaceInfo:
+        """Key count and bytes on the server of ``name``.
+
+        Raises:
+            WorkspaceNotFound: (ENOENT, exit 1).
+        """
+        with self.using(name) as workspace:
+            meta = workspace.meta()
+            return WorkspaceInfo(
+                name, workspace.count_keys(), workspace.file_size(),
+                Path(workspace.schema), meta.get("project_path"), cache_ttl(meta),
+            )  # fmt: skip
+
+    def close(self) -> None:
+        """Close every cached workspace and the catalog connection."""
+        with self._mutex:
+            for workspace in self._cache.values():
+                workspace.close()
+            self._cache.clear()
+            self._catalog.close()

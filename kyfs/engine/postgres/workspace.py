@@ -1,0 +1,260 @@
+"""One workspace = one PostgreSQL schema: the PostgreSQL implementation of
+kyfs.engine.base.Workspace.
+
+Names and nodes, values, history, archive, TTL and schema rules are kyfs.engine.sql's,
+run through kyfs.engine.postgres.connection.PgConnection; this module adds what is
+PostgreSQL's own: write transactions serialized per workspace by an advisory lock, the
+search index (kyfs.engine.postgres.search), telling this connection's history rows from
+others' (``history.origin``), the checks, and the workspace's size.
+
+Thread-safety: a workspace is used by one thread at a time; the daemon's threads take
+turns through its ``lock`` (an RLock), as with SQLite.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from kyfs.core.errors import NotPermitted, SchemaViolation, StorageError
+from kyfs.core.nodes import Match
+from kyfs.engine.postgres import search
+from kyfs.engine.postgres.connection import PgConnection, connect
+from kyfs.engine.sql import rules
+from kyfs.engine.sql.archive import ArchiveMixin
+from kyfs.engine.sql.check import STRUCTURE_CHECKS
+from kyfs.engine.sql.rules import RulesMixin
+from kyfs.engine.sql.values import BLOCK_SIZE
+
+INODE_TAG_SHIFT = 40  # st_ino = inode_tag << 40 | node id, as in SQLite workspaces
+LOCK_CLASS = 0x6B7966  # "kyf": the first key of kyfs's advisory locks (the second: an id)
+
+_SQL_CHANGES = (
+    "SELECT id, key, detail, origin = current_setting('kyfs.origin', true) FROM history"
+    " WHERE id > ? ORDER BY id"
+)
+_SQL_SIZE = (
+    "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c"
+    " JOIN pg_namespace n ON n.oid = c.relnamespace"
+    " WHERE n.nspname = current_schema() AND c.relkind = 'r'"
+)
+
+
+class PgWorkspace(ArchiveMixin, RulesMixin):
+    """One workspace's schema on a PostgreSQL server.
+
+    Args:
+        url: the libpq URL or connection string (credentials as libpq finds them).
+        schema: the workspace's schema (kyfs.engine.postgres.schema).
+        lock_id: the catalog id of the workspace: the second key of its advisory lock.
+        retention_s: archived entries older than this many seconds are deleted for good
+            when the workspace opens; None keeps them all.
+
+    Raises:
+        StorageError: (EIO, exit 4) the server cannot be reached or the schema is not a
+            kyfs workspace.
+    """
+
+    _BEGIN_READ = "BEGIN ISOLATION LEVEL REPEATABLE READ"
+
+    def __init__(
+        self, url: str, schema: str, lock_id: int, retention_s: float | None = None
+    ) -> None:
+        self.path = Path(schema)  # what messages name the workspace by
+        self.schema = schema
+        self.block_size = BLOCK_SIZE
+        self.lock = threading.RLock()  # held by the daemon's threads around each use
+        self._lock_id = lock_id
+        self._root_id = 0
+        self.inode_tag = 0
+        self._conn = PgConnection(connect(url, schema))
+        try:
+            self._load_identity()
+            if retention_s is not None:
+                self.purge_archive(time.time_ns() - int(retention_s * 1e9))
+        except KeyError:
+            self._conn.close()
+            raise StorageError(f"schema {schema} is not a kyfs workspace") from None
+        except BaseException:
+            self._conn.close()
+            raise
+
+    def _begin_write(self) -> None:
+        """BEGIN, then this workspace's advisory lock: its writers take turns."""
+        self._conn.execute("BEGIN")
+        self._conn.execute("SELECT pg_advisory_xact_lock(?, ?)", (LOCK_CLASS, self._lock_id))
+
+    def _glob_clause(self, glob: str) -> tuple[str, Any]:
+        """SQLite's GLOB as a POSIX regular expression (PostgreSQL has no GLOB)."""
+        return "e.key ~ ?", glob_regex(glob)
+
+    # --- changes (the mount's cache invalidation) -----------------------------------------
+    def _watch(self) -> None:
+        """Nothing to set up: ``history.origin`` holds the writer's ``kyfs.origin``, a
+        random token each connection sets when it connects."""
+
+    def _change_rows(self, cursor: int) -> list[tuple[int, str, str | None, bool]]:
+        """History rows after ``cursor`` with whether this connection wrote them."""
+        rows = self._rows(_SQL_CHANGES, (cursor,))
+        return [(int(r[0]), r[1], r[2], bool(r[3])) for r in rows]
+
+    # --- search ------------------------------------------------------------------------
+    def flush_index(self, limit: int | None = None) -> int:
+        """Bring the search index up to date for up to ``limit`` pending nodes (all when
+        None), in one transaction; returns how many."""
+        if not self._row("SELECT 1 FROM index_pending LIMIT 1"):
+            return 0
+        with self._atomic() as conn:
+            return search.flush(conn, limit)
+
+    def search(self, match: str, limit: int, with_text: bool = True) -> list[Match]:
+        """The best ``limit`` keys for the FTS5-syntax query ``match``, best first (by
+        ``ts_rank_cd``; ``Match.bm25`` is its negation, so lower is better as with FTS5);
+        pending index work is done first.
+
+        Raises:
+            InvalidQuery: (EINVAL, exit 2) bad syntax or what PostgreSQL cannot do
+                (kyfs.engine.postgres.search).
+        """
+        query = search.to_tsquery(match)
+        self.flush_index()
+        if with_text:
+            rows = self._rows(search.SEARCH, (query, limit))
+        else:
+            rows = self._rows(search.SEARCH_KEYS, (query, limit))
+        return [Match(r[0], r[1], int(r[2]), r[3], float(r[4])) for r in rows]
+
+    def search_stats(self, terms: Iterable[str]) -> tuple[int, int, dict[str, int]]:
+        """(indexed keys, their total length in tokens, {term: keys holding it})."""
+        wanted = sorted(set(terms))
+        self.flush_index()
+        with self._snapshot() as conn:
+            count, total = conn.execute(
+                "SELECT count(*), coalesce(sum(key_tokens + value_tokens), 0) FROM search_text"
+            ).fetchone()
+            docs = {
+                term: int(
+                    conn.execute(
+                        "SELECT count(*) FROM search_text WHERE document @@ CAST(? AS tsquery)",
+                        (f"'{term}'",),
+                    ).fetchone()[0]
+                )
+                for term in wanted
+            }
+        return int(count), int(total), docs
+
+    # --- checking ------------------------------------------------------------------------
+    def check(self) -> list[str]:
+        """Every problem found, as sentences (``[]`` when sound): kyfs's own rules
+        (kyfs.engine.sql.check); PostgreSQL keeps its own pages and indexes sound."""
+        problems = []
+        try:
+            for label, sql in STRUCTURE_CHECKS:
+                sql = sql.replace("{root}", str(self._root_id))
+                count = self._row(f"SELECT count(*) FROM ({sql}) AS broken")[0]
+                if count:
+                    problems.append(f"{count} {label}")
+        except StorageError as exc:
+            problems = [f"cannot be read: {exc}"]
+        return problems
+
+    def repair(self) -> list[str]:
+        """Rebuild the search index of every key (what can go stale without PostgreSQL
+        noticing); returns what was done. The structural rules are kept by transactions;
+        a workspace that breaks them is restored from a backup."""
+        with self._atomic() as conn:
+            search.flush(conn)
+            conn.execute("DELETE FROM search_text")
+            for (node_id,) in conn.execute("SELECT id FROM nodes").fetchall():
+                search.index_node(conn, node_id)
+        return ["rebuilt the search index"]
+
+    # --- the rest of the interface ---------------------------------------------------------
+    def violations(self, glob: str, schema: dict[str, Any]) -> list[str]:
+        """The stored keys matching ``glob`` whose value breaks ``schema``, as sentences."""
+        from fnmatch import fnmatchcase
+
+        rule = {"glob": glob, "schema": rules.as_json_schema(schema)}
+        found = []
+        for key in self.keys():
+            if not fnmatchcase(key, glob):
+                continue
+            try:
+                rules.validate(key, rule, self.get(key))
+            except SchemaViolation as exc:
+                found.append(str(exc))
+        return found
+
+    def inode(self, node_id: int) -> int:
+        """The st_ino the mount shows for node ``node_id``: ``inode_tag << 40 | node_id``."""
+        return (self.inode_tag << INODE_TAG_SHIFT) | node_id
+
+    def sync(self) -> None:
+        """Nothing to do: a committed transaction is durable on the server
+        (synchronous_commit, postgresql.org/docs/current/wal-async-commit.html)."""
+
+    def checkpoint(self) -> bool:
+        """Nothing to fold in (the server checkpoints itself); True."""
+        return True
+
+    def file_size(self) -> int:
+        """Bytes the workspace's tables and their indexes take on the server."""
+        return int(self._row(_SQL_SIZE)[0])
+
+    def backup_to(self, target: Path) -> None:
+        """Not yet on PostgreSQL.
+
+        Raises:
+            NotPermitted: (EPERM, exit 1) always, for now.
+        """
+        raise NotPermitted("backups of PostgreSQL workspaces are not supported yet")
+
+    def close(self) -> None:
+        """Close the connection; the workspace cannot be used afterwards."""
+        self._conn.close()
+
+
+def glob_regex(glob: str) -> str:
+    """A POSIX regular expression (PostgreSQL's ``~``) that matches what SQLite's GLOB
+    matches: ``*`` any run, ``?`` one character, ``[...]`` a set (``[^...]`` its
+    complement, ``]`` first stands for itself), anything else itself; case-sensitive."""
+    out, at = ["^"], 0
+    while at < len(glob):
+        char = glob[at]
+        if char == "*":
+            out.append(".*")
+        elif char == "?":
+            out.append(".")
+        elif char == "[":
+            end = at + 1
+            if end < len(glob) and glob[end] == "^":
+                end += 1
+            if end < len(glob) and glob[end] == "]":
+                end += 1
+            end = glob.find("]", end)
+            if end < 0:  # no closing bracket: SQLite's GLOB then matches nothing
+                return NEVER
+            body = glob[at + 1 : end]
+            negate = body.startswith("^")
+            if negate:
+                body = body[1:]
+            body = body.replace("\\", "\\\\").replace("[", "\\[")
+            if body.startswith("]"):
+                body = "\\]" + body[1:]
+            out.append(("[^" if negate else "[") + body + "]")
+            at = end
+        else:
+            out.append(_escape(char))
+        at += 1
+    out.append("$")
+    return "".join(out)
+
+
+NEVER = "^(?!)"  # a regular expression no key matches
+
+
+def _escape(char: str) -> str:
+    return "\\" + char if char in r".^$|()[]{}+*?\\" else char

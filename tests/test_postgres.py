@@ -1,0 +1,104 @@
+"""The PostgreSQL engine from outside: choosing it (--engine, KYFS_ENGINE, config.toml),
+credentials never shown, an unreachable server, FTS5 queries as tsquery, and search
+scores that are the same on both engines for the same data. The engine's contract is in
+tests/contract and its mount in tests/test_mount.py (both engines)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from kyfs.core.errors import InvalidInput, InvalidQuery
+from kyfs.engine.postgres.search import to_tsquery
+from kyfs.platform import config
+
+
+def kyfs(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "kyfs", *args],
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_engine_setting_precedence_and_refusal(
+    kyfs_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert config.engine_url() is None  # SQLite by default
+    (kyfs_home / "config.toml").write_text('engine = "postgresql://a@/x?host=/run/cfg"\n')
+    assert config.engine_url() == "postgresql://a@/x?host=/run/cfg"
+    monkeypatch.setenv("KYFS_ENGINE", "sqlite")
+    assert config.engine_url() is None  # the environment wins
+    monkeypatch.setenv("KYFS_ENGINE", "host=/run/pg dbname=kyfs")
+    assert config.engine_url() == "host=/run/pg dbname=kyfs"
+    monkeypatch.setenv("KYFS_ENGINE", "mysql://root:hunter2@db/x")
+    with pytest.raises(InvalidInput) as info:
+        config.engine_url()
+    assert "hunter2" not in str(info.value)
+
+
+def test_an_unreachable_server_is_exit_4_and_the_password_never_shows(tmp_path: Path) -> None:
+    url = f"postgresql://kyfs:s3cr3t-pw@/kyfs?host={tmp_path}/nowhere"
+    for args in (("--engine", url, "workspaces"), ("set", "k", "v")):
+        env = {} if args[0] == "--engine" else {"KYFS_ENGINE": url}
+        done = kyfs(*args, env=env)
+        assert done.returncode == 4, done.stderr
+        assert "s3cr3t-pw" not in done.stderr + done.stdout
+        assert "Traceback" not in done.stderr
+        assert "cannot connect" in done.stderr
+
+
+def test_the_cli_works_on_postgresql_and_scores_match_sqlite(pg_url: str) -> None:
+    notes = {
+        "auth/jwt": "the jwt token is rotated weekly; jwt secrets live in the vault",
+        "auth/session": "session token expiry is one hour",
+        "docs/readme": "how to rotate a token by hand",
+        "misc": "nothing about it here",
+    }
+    answers = {}
+    for engine in ("sqlite", pg_url):
+        env = {"KYFS_ENGINE": engine}
+        for key, value in notes.items():
+            assert kyfs("set", key, value, env=env).returncode == 0
+        done = kyfs("search", "token", "--json", env=env)
+        assert done.returncode == 0, done.stderr
+        answers[engine] = done.stdout
+    import json
+
+    def hits(lines: str) -> list[tuple[str, float]]:  # JSON Lines, one hit each
+        return [(h["key"], h["score"]) for h in map(json.loads, lines.splitlines())]
+
+    sqlite_hits, pg_hits = hits(answers["sqlite"]), hits(answers[pg_url])
+    assert sorted(k for k, _ in sqlite_hits) == ["auth/jwt", "auth/session", "docs/readme"]
+    assert pg_hits == sqlite_hits  # the same keys, the same BM25 scores
+    done = kyfs("search", "NEAR(a b)", "--raw", env={"KYFS_ENGINE": pg_url})
+    assert done.returncode == 2 and "not supported" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ('"jwt"', "'jwt'"),
+        ('"api token" "jwt"', "(('api' <-> 'token') & 'jwt')"),
+        ("jwt OR session NOT expiry", "('jwt' | ('session' & !'expiry'))"),
+        ("(a OR b) AND c", "(('a' | 'b') & 'c')"),
+        ("tok*", "'tok':*"),
+        ('"Café User.name"', "('cafe' <-> 'user' <-> 'name')"),
+        ('"a b"*', "('a' <-> 'b':*)"),
+    ],
+)
+def test_fts5_queries_become_tsquery(query: str, expected: str) -> None:
+    assert to_tsquery(query) == expected
+
+
+@pytest.mark.parametrize("query", ["NEAR(a b)", "key:jwt", "^start", "a + b", '"open', "(a", ""])
+def test_fts5_queries_postgresql_cannot_run_are_refused(query: str) -> None:
+    with pytest.raises(InvalidQuery):
+        to_tsquery(query)
