@@ -267,3 +267,21 @@ def test_keys_match_globs_as_sqlite_glob(ws: Workspace, glob: str) -> None:
         if sqlite3.connect(":memory:").execute("SELECT ? GLOB ?", (k, glob)).fetchone()[0]
     )
     assert ws.keys(glob=glob) == expected
+
+
+def test_names_up_to_path_max(ws: Workspace) -> None:
+    """A key of 4,095 bytes (Linux's PATH_MAX less the NUL) under 15 directories of 255
+    bytes: stored, listed, renamed and removed like any other."""
+    parts = [os.urandom(128).hex()[:255] for _ in range(15)]  # incompressible, as pjdfstest's
+    directory = "/".join(parts)
+    key = directory + "/" + os.urandom(128).hex()[: 4095 - len(directory) - 1]
+    assert len(key.encode()) == 4095
+    ws.set(key, b"deep")
+    assert ws.get(key) == b"deep" and ws.keys() == [key]
+    assert [e.key for e in ws.children(directory)] == [key]
+    moved = key[:-1] + ("y" if key[-1] != "y" else "x")
+    ws.rename(key, moved)
+    ws.link(moved, "short")
+    assert ws.keys_of(ws.stat("short").id) == [moved, "short"]
+    ws.delete(moved)
+    assert ws.history(moved)[-1].action == "delete"
