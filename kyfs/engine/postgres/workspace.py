@@ -19,11 +19,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from kyfs.core.errors import NotPermitted, SchemaViolation, StorageError
+from kyfs.core.errors import NotPermitted, StorageError
 from kyfs.core.nodes import Match
 from kyfs.engine.postgres import search
 from kyfs.engine.postgres.connection import PgConnection, connect
-from kyfs.engine.sql import rules
 from kyfs.engine.sql.archive import ArchiveMixin
 from kyfs.engine.sql.check import STRUCTURE_CHECKS
 from kyfs.engine.sql.rules import RulesMixin
@@ -173,21 +172,6 @@ class PgWorkspace(ArchiveMixin, RulesMixin):
         return ["rebuilt the search index"]
 
     # --- the rest of the interface ---------------------------------------------------------
-    def violations(self, glob: str, schema: dict[str, Any]) -> list[str]:
-        """The stored keys matching ``glob`` whose value breaks ``schema``, as sentences."""
-        from fnmatch import fnmatchcase
-
-        rule = {"glob": glob, "schema": rules.as_json_schema(schema)}
-        found = []
-        for key in self.keys():
-            if not fnmatchcase(key, glob):
-                continue
-            try:
-                rules.validate(key, rule, self.get(key))
-            except SchemaViolation as exc:
-                found.append(str(exc))
-        return found
-
     def inode(self, node_id: int) -> int:
         """The st_ino the mount shows for node ``node_id``: ``inode_tag << 40 | node_id``."""
         return (self.inode_tag << INODE_TAG_SHIFT) | node_id

@@ -23,15 +23,21 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterable, Iterator
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from kyfs.core import names
-from kyfs.core.errors import AlreadyExists, InvalidInput, IsADirectory, KeyNotFound
+from kyfs.core.errors import (
+    AlreadyExists,
+    InvalidInput,
+    IsADirectory,
+    KeyNotFound,
+    SchemaViolation,
+)
 from kyfs.core.nodes import FILE_MODE, LNK, REG, Entry, ImportItem, Owner, check_size
 from kyfs.engine.sql.base import Connection, mark, names_of
 from kyfs.engine.sql.history import HISTORY_VALUE_MAX, cache_ttl, read_meta, record
 from kyfs.engine.sql.nodes import SQL_ARCHIVE, NamespaceMixin, process_owner
-from kyfs.engine.sql.rules import validate
+from kyfs.engine.sql.rules import as_json_schema, validate
 
 BLOCK_SIZE = 256 * 1024  # bytes per stored block of a value
 INLINE_READ_MAX = 64 * 1024  # blocks up to this size are read in the query, not by BLOB I/O
@@ -478,6 +484,22 @@ class ValuesMixin(NamespaceMixin):
                 conn.execute("DELETE FROM nodes WHERE id = ?", (node_id,))
                 count += 1
         return count
+
+    def violations(self, glob: str, schema: dict[str, Any]) -> list[str]:
+        """The stored keys matching ``glob`` whose value breaks ``schema`` (either form),
+        each as the sentence the write would have failed with."""
+        from fnmatch import fnmatchcase
+
+        rule = {"glob": glob, "schema": as_json_schema(schema)}
+        found = []
+        for key in self.keys():
+            if not fnmatchcase(key, glob):
+                continue
+            try:
+                validate(key, rule, self.get(key))
+            except SchemaViolation as exc:
+                found.append(str(exc))
+        return found
 
     # --- versions ----------------------------------------------------------------------
     def restore_version(

@@ -22,10 +22,8 @@ import threading
 import time
 from contextlib import suppress
 from pathlib import Path
-from typing import Any
 
-from kyfs.core.errors import SchemaViolation, StorageError, UntrustedFile
-from kyfs.engine.sql import rules
+from kyfs.core.errors import StorageError, UntrustedFile
 from kyfs.engine.sql.rules import RulesMixin
 from kyfs.engine.sql.values import BLOCK_SIZE
 from kyfs.engine.sqlite import schema, trust
@@ -107,22 +105,6 @@ class SqliteWorkspace(SearchCheckMixin, RulesMixin):
         except BaseException:
             self._conn.close()
             raise
-
-    def violations(self, glob: str, schema: dict[str, Any]) -> list[str]:
-        """The stored keys matching ``glob`` whose value breaks ``schema`` (either form),
-        each as the sentence the write would have failed with."""
-        from fnmatch import fnmatchcase
-
-        rule = {"glob": glob, "schema": rules.as_json_schema(schema)}
-        found = []
-        for key in self.keys():
-            if not fnmatchcase(key, glob):
-                continue
-            try:
-                rules.validate(key, rule, self.get(key))
-            except SchemaViolation as exc:
-                found.append(str(exc))
-        return found
 
     def _load_identity(self) -> None:
         """The top directory's node id and the inode tag (meta, from m006 on)."""
