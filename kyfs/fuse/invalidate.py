@@ -44,6 +44,7 @@ WAIT = 0.05  # seconds a request waits for its invalidations
 # Seconds the kernel keeps names and attributes (the mount's entry_timeout and
 # attr_timeout, kyfs.fuse.daemon.BASE_OPTIONS): how long an invalidated name is held.
 ATTR_TIMEOUT = 30.0
+ROOT_ID = 1  # the mount root's node id (FUSE_ROOT_ID, fuse_lowlevel.h)
 
 
 class Invalidator:
@@ -54,10 +55,14 @@ class Invalidator:
         self._hold_s = hold_s
         self._recent: dict[str, float] = {}  # path -> time.monotonic() of invalidation
         self._recent_lock = threading.Lock()  # requests and the watcher share _recent
-        self._queue: queue.SimpleQueue[tuple[bytes, threading.Event] | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[tuple[bytes, bool, threading.Event] | None] = (
+            queue.SimpleQueue()
+        )
         self._thread: threading.Thread | None = None
         self._call: Any = None  # the ctypes function, once found
+        self._call_entry: Any = None  # fuse_lowlevel_notify_inval_entry, when at hand
         self._fuse: int | None = None
+        self._session: int | None = None
 
     def start(self) -> None:
         """Find the ``struct fuse`` of this mount (fuse_get_context) and start the worker.
@@ -73,6 +78,13 @@ class Invalidator:
         call.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
         call.restype = ctypes.c_int
         self._call, self._fuse = call, context.contents.fuse
+        session = getattr(lib, "fuse_get_session", None)
+        entry = getattr(lib, "fuse_lowlevel_notify_inval_entry", None)
+        if session is not None and entry is not None:
+            session.argtypes, session.restype = [ctypes.c_void_p], ctypes.c_void_p
+            entry.argtypes = [ctypes.c_void_p, ctypes.c_uint64, ctypes.c_char_p, ctypes.c_size_t]
+            entry.restype = ctypes.c_int
+            self._session, self._call_entry = session(self._fuse), entry
         self._thread = threading.Thread(target=self._run, name="kyfs-invalidate", daemon=True)
         self._thread.start()
 
@@ -87,10 +99,13 @@ class Invalidator:
             item = self._queue.get()
             if item is None:
                 return
-            path, done = item
-            result = self._call(self._fuse, path)
+            path, is_entry, done = item
+            if is_entry:  # a name in the mount's root (FUSE_ROOT_ID, 1 in libfuse)
+                result = self._call_entry(self._session, ROOT_ID, path, len(path))
+            else:
+                result = self._call(self._fuse, path)
             if result not in (0, -2):  # -ENOENT: the kernel holds nothing of it
-                log.debug("fuse_invalidate_path(%r) = %d", path, result)
+                log.debug("invalidating %r (entry: %s) = %d", path, is_entry, result)
             done.set()
 
     def invalidate(self, paths: Iterable[str], wait: float = WAIT, hold: bool = False) -> None:
@@ -105,9 +120,21 @@ class Invalidator:
         last = None
         for path in paths:
             last = threading.Event()
-            self._queue.put((os.fsencode(path), last))
+            self._queue.put((os.fsencode(path), False, last))
         if last is not None:
             last.wait(wait)
+
+    def forget_workspaces(self, names: Iterable[str]) -> None:
+        """Make the kernel drop the names ``names`` in the mount's root, with everything it
+        caches below them (fuse_lowlevel_notify_inval_entry: the dentry and its subtree),
+        as when a workspace is dropped or renamed behind the mount. fuse_invalidate_path
+        cannot do this: it drops attributes and pages, never names, and the kernel would
+        go on showing the keys of a dropped workspace for up to entry_timeout. Does not
+        wait."""
+        if self._thread is None or self._call_entry is None:
+            return
+        for name in names:
+            self._queue.put((os.fsencode(name), True, threading.Event()))
 
     def _hold(self, paths: list[str]) -> None:
         """Remember ``paths`` as invalidated now; forget those held past ``hold_s``."""
@@ -172,6 +199,7 @@ class ChangeWatcher:
         self._invalidator = invalidator
         self._watched: dict[str, tuple[Workspace, int]] = {}  # name -> (workspace, cursor)
         self._names: set[str] | None = None
+        self._vanished: list[str] = []  # workspaces the last round found gone
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -181,9 +209,19 @@ class ChangeWatcher:
         self._thread.start()
 
     def _run(self) -> None:
+        away = False  # the storage failed the last round (a database server restarting)
         while not self._stop.wait(self.INTERVAL):
             try:
-                self._invalidator.invalidate(self.poll(), wait=0, hold=True)
+                paths = self.poll()
+                self._invalidator.forget_workspaces(self._vanished)
+                self._invalidator.invalidate(paths, wait=0, hold=True)
+                if away:
+                    log.warning("watching for changes behind the mount again")
+                away = False
+            except KyfsError as exc:  # said once per outage, tried again every round
+                if not away:
+                    log.warning("cannot watch for changes behind the mount: %s", exc)
+                away = True
             except Exception:  # a round that fails must not end the watching
                 log.exception("watching for changes behind the mount")
 
@@ -192,6 +230,12 @@ class ChangeWatcher:
         whose kernel caches must go."""
         paths: list[str] = []
         names = set(self._engine.names())
+        # Gone since the last round, or opened by a request and gone before any round saw
+        # it (a workspace made and dropped by the CLI within one INTERVAL).
+        vanished = set(self._engine.cached()) - names
+        if self._names is not None:
+            vanished |= self._names - names
+        self._vanished = sorted(vanished)
         if self._names is not None and names != self._names:
             paths.append("/")
             for name in sorted(self._names ^ names):
