@@ -102,3 +102,32 @@ def test_fts5_queries_become_tsquery(query: str, expected: str) -> None:
 def test_fts5_queries_postgresql_cannot_run_are_refused(query: str) -> None:
     with pytest.raises(InvalidQuery):
         to_tsquery(query)
+
+
+@pytest.mark.mount
+def test_a_server_that_goes_away_is_eio_and_the_daemon_reconnects(
+    pg_cluster: object, pg_url: str, mount_factory: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While the server is away, the mount answers EIO and the CLI exits 4, at once (a
+    refused connection; a vanished TCP peer takes up to the connect timeout); when it is
+    back, the same daemon serves again without a remount, and nothing half written shows."""
+    monkeypatch.setenv("KYFS_ENGINE", pg_url)
+    mount = mount_factory()  # type: ignore[operator]
+    workspace = mount.path / "default"
+    (workspace / "kept").write_bytes(b"before")
+    pg_cluster.stop_server()  # type: ignore[attr-defined]
+    try:
+        with pytest.raises(OSError) as info:
+            (workspace / "never-read").read_bytes()  # a name the kernel never cached
+        assert info.value.errno == 5  # EIO
+        with pytest.raises(OSError) as info:
+            (workspace / "new").write_bytes(b"x")
+        assert info.value.errno == 5
+        done = mount.kyfs("get", "kept")
+        assert done.returncode == 4 and b"cannot connect" in done.stderr
+    finally:
+        pg_cluster.start_server()  # type: ignore[attr-defined]
+    (workspace / "after").write_bytes(b"back")  # the same daemon, connected again
+    assert (workspace / "after").read_bytes() == b"back"
+    assert sorted(os.listdir(workspace)) == ["after", "kept"]
+    assert mount.kyfs("get", "after").stdout == b"back"

@@ -76,22 +76,32 @@ class Cluster:
             os.chmod(self.dir, 0o1777)
             self._run("initdb", "-D", str(self.data), "-U", SUPERUSER, "-A", "trust",
                       "-E", "UTF8", "--locale=C.UTF-8", "--no-sync")  # fmt: skip
-            options = [
-                "-c listen_addresses=''",
-                f"-c unix_socket_directories='{self.socket_dir}'",
-                "-c max_connections=200",
-            ]
-            if not self._durable:
-                options += ["-c fsync=off", "-c full_page_writes=off"]
-            log = str(self.dir / "server.log")
-            self._run("pg_ctl", "-D", str(self.data), "-w", "-t", str(int(START_TIMEOUT_S)),
-                      "-l", log, "-o", " ".join(options), "start")  # fmt: skip
-            self._started = True
+            self.start_server()
             self._run("createdb", "-h", str(self.socket_dir), "-U", SUPERUSER, SUPERUSER)
         except BaseException:
             self.stop()
             raise
         return self
+
+    def stop_server(self) -> None:
+        """Stop the server (fast shutdown: clients are cut off) and keep its data, as a
+        server going away; :meth:`start_server` brings it back."""
+        self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
+        self._started = False
+
+    def start_server(self) -> None:
+        """Start the stopped server again on the same data and socket."""
+        options = [
+            "-c listen_addresses=''",
+            f"-c unix_socket_directories='{self.socket_dir}'",
+            "-c max_connections=200",
+        ]
+        if not self._durable:
+            options += ["-c fsync=off", "-c full_page_writes=off"]
+        log = str(self.dir / "server.log")
+        self._run("pg_ctl", "-D", str(self.data), "-w", "-t", str(int(START_TIMEOUT_S)),
+                  "-l", log, "-o", " ".join(options), "start")  # fmt: skip
+        self._started = True
 
     def stop(self) -> None:
         """Stop the server (fast shutdown) and remove its directory; safe to call twice."""

@@ -26,6 +26,7 @@ Thread-safety: a PgConnection is used by one thread at a time (the workspace's l
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import secrets
 from collections.abc import Iterator, Sequence
@@ -39,7 +40,18 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from kyfs.core.errors import KyfsError, NoSpace, StorageError
 
 CONNECT_TIMEOUT_S = 10  # seconds libpq waits for the server (connect_timeout)
+LOCK_TIMEOUT_S = 10  # seconds a statement waits for a lock (SQLite's busy timeout: 10 s)
 APPLICATION = "kyfs"  # application_name, as pg_stat_activity shows it
+_SAFE_AGAIN = ("BEGIN", "SELECT")  # statements that may run again after a lost connection
+_DEFAULTS = {  # libpq parameters kyfs sets unless the URL has its own
+    "connect_timeout": str(CONNECT_TIMEOUT_S),
+    "application_name": APPLICATION,
+    "keepalives": "1",
+    "keepalives_idle": "5",
+    "keepalives_interval": "2",
+    "keepalives_count": "3",
+    "tcp_user_timeout": str(CONNECT_TIMEOUT_S * 1000),
+}
 
 
 def redact(url: str) -> str:
@@ -63,25 +75,33 @@ def convert(exc: psycopg.Error) -> KyfsError:
     return StorageError(f"PostgreSQL: {text}")
 
 
-def connect(url: str, schema: str | None = None) -> psycopg.Connection[Any]:
+def connect(
+    url: str, schema: str | None = None, origin: str | None = None
+) -> psycopg.Connection[Any]:
     """A new autocommit connection to ``url``; with ``schema``, its ``search_path`` is that
-    schema only, so the workspace's tables are found by their plain names.
+    schema only, so the workspace's tables are found by their plain names. ``origin``
+    marks the history rows it writes (``kyfs.origin``; a new random one when None).
+
+    Timeouts, unless the URL sets its own: ``connect_timeout`` CONNECT_TIMEOUT_S; on TCP,
+    keepalives and ``tcp_user_timeout`` so that a server that vanishes is noticed within
+    about the same time; ``lock_timeout`` LOCK_TIMEOUT_S for a lock another daemon holds
+    (as SQLite's busy timeout).
 
     Raises:
         StorageError: (EIO, exit 4) the server cannot be reached or refuses.
     """
     try:
-        conninfo = make_conninfo(
-            url,
-            connect_timeout=str(CONNECT_TIMEOUT_S),
-            application_name=APPLICATION,
-        )
-        conn = psycopg.connect(conninfo, autocommit=True)
+        given = conninfo_to_dict(url)
+        extra = {k: v for k, v in _DEFAULTS.items() if k not in given}
+        conn = psycopg.connect(make_conninfo(url, **extra), autocommit=True)
     except psycopg.Error as exc:
         raise StorageError(f"cannot connect to {redact(url)}: {_first_line(exc)}") from None
     try:
         # Marks the history rows this connection writes (see PgWorkspace._change_rows).
-        conn.execute("SELECT set_config('kyfs.origin', %s, false)", (secrets.token_hex(8),))
+        conn.execute(
+            "SELECT set_config('kyfs.origin', %s, false), set_config('lock_timeout', %s, false)",
+            (origin or secrets.token_hex(8), f"{LOCK_TIMEOUT_S}s"),
+        )
         if schema is not None:
             conn.execute("SELECT set_config('search_path', %s, false)", (_quote(schema),))
     except psycopg.Error as exc:
@@ -124,26 +144,98 @@ class _Blob:
 
 
 class PgConnection:
-    """A psycopg connection as kyfs.engine.sql.base.Connection: ``?`` placeholders, kyfs
-    errors, ``in_transaction``, and ``blobopen`` for partial block reads."""
+    """A connection to one schema as kyfs.engine.sql.base.Connection: ``?`` placeholders,
+    kyfs errors, ``in_transaction``, and ``blobopen`` for partial block reads.
 
-    def __init__(self, conn: psycopg.Connection[Any]) -> None:
-        self.raw = conn
+    It reconnects by itself: when the server goes away, the statement under way fails
+    with StorageError (EIO, exit 4) and the next one connects again (failing the same way
+    while the server is still away, within the connect timeout). A transaction the loss
+    cut short is never continued on the new connection: every statement until its
+    ROLLBACK fails, so nothing is half written (the server rolled it back already). The
+    new connection keeps the same ``kyfs.origin``, so its history rows stay this
+    connection's own for ``changes``.
+
+    Args:
+        url: the libpq URL or connection string.
+        schema: the workspace's schema (None: the catalog connection).
+
+    Raises:
+        StorageError: (EIO, exit 4) the first connection failed.
+    """
+
+    def __init__(self, url: str, schema: str | None = None) -> None:
+        self._url, self._schema = url, schema
+        self._origin = secrets.token_hex(8)
+        self._raw: psycopg.Connection[Any] | None = connect(url, schema, self._origin)
+        self._cut_short = False  # the connection broke inside a transaction
+
+    @property
+    def raw(self) -> psycopg.Connection[Any]:
+        """The live psycopg connection, connecting again first when it was lost.
+
+        Raises:
+            StorageError: (EIO, exit 4) the server is still away.
+        """
+        if self._raw is None or self._raw.closed:
+            self._raw = connect(self._url, self._schema, self._origin)
+        return self._raw
 
     @property
     def in_transaction(self) -> bool:
-        """True inside BEGIN ... COMMIT (libpq's transaction status)."""
-        return self.raw.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
+        """True inside BEGIN ... COMMIT (libpq's transaction status), and after a
+        connection lost in a transaction until its ROLLBACK."""
+        if self._cut_short:
+            return True
+        if self._raw is None or self._raw.closed:
+            return False
+        return self._raw.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
 
     def execute(self, sql: str, parameters: Sequence[Any] = (), /) -> Any:
         """Run one statement; returns its psycopg cursor (fetchone, fetchall, rowcount).
 
         Raises:
-            StorageError / NoSpace: (EIO / ENOSPC, exit 4) the server failed.
+            StorageError / NoSpace: (EIO / ENOSPC, exit 4) the server failed or is away.
         """
+        if self._cut_short:
+            if sql in ("ROLLBACK", "COMMIT"):  # the transaction ends here: reconnect next
+                self._cut_short = False
+                if sql == "ROLLBACK":
+                    return None
+            raise StorageError("PostgreSQL: the connection was lost in this transaction")
+        conn = self.raw
+        idle = conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
         try:
-            return self.raw.execute(translate(sql), parameters or None)
+            return conn.execute(translate(sql), parameters or None)
         except psycopg.Error as exc:
+            if (conn.closed or conn.broken) and idle and sql.startswith(_SAFE_AGAIN):
+                # The server went away since this connection's last statement (a restart):
+                # a BEGIN or a read outside a transaction did nothing yet, so it runs once
+                # more on a new connection instead of failing the first use afterwards.
+                with contextlib.suppress(Exception):
+                    conn.close()
+                self._raw = None
+                return self._again(sql, parameters)
+            if conn.closed or conn.broken:
+                # Cut short: a statement inside BEGIN ... COMMIT, not the COMMIT itself
+                # (which ends the transaction whatever its outcome) nor the BEGIN (whose
+                # caller never goes on).
+                self._cut_short = not idle and sql != "COMMIT"
+                with contextlib.suppress(Exception):
+                    conn.close()
+                self._raw = None
+                raise StorageError(f"PostgreSQL: connection lost: {_first_line(exc)}") from None
+            raise convert(exc) from None
+
+    def _again(self, sql: str, parameters: Sequence[Any]) -> Any:
+        conn = self.raw  # StorageError when the server is still away
+        try:
+            return conn.execute(translate(sql), parameters or None)
+        except psycopg.Error as exc:
+            if conn.closed or conn.broken:
+                with contextlib.suppress(Exception):
+                    conn.close()
+                self._raw = None
+                raise StorageError(f"PostgreSQL: connection lost: {_first_line(exc)}") from None
             raise convert(exc) from None
 
     @contextmanager
@@ -155,4 +247,5 @@ class PgConnection:
 
     def close(self) -> None:
         """Close the connection."""
-        self.raw.close()
+        if self._raw is not None:
+            self._raw.close()

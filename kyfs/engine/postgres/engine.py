@@ -39,7 +39,7 @@ from kyfs.core.names import check_workspace_name
 from kyfs.core.nodes import DIR_MODE, Owner
 from kyfs.engine.base import TrashedWorkspace, WorkspaceInfo
 from kyfs.engine.postgres import schema
-from kyfs.engine.postgres.connection import PgConnection, connect, redact
+from kyfs.engine.postgres.connection import PgConnection, redact
 from kyfs.engine.postgres.workspace import LOCK_CLASS, PgWorkspace
 from kyfs.engine.sql.history import cache_ttl
 from kyfs.engine.sql.nodes import process_owner
@@ -78,7 +78,7 @@ class PgEngine:
         # The local data directory: the mount's statfs and its root's mtime read it.
         self.directory = paths.workspaces_dir()
         paths.make_private_dir(self.directory)
-        self._catalog = PgConnection(connect(url))
+        self._catalog = PgConnection(url)
         self._ensure_catalog()
 
     def __repr__(self) -> str:

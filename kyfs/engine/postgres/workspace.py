@@ -22,7 +22,7 @@ from typing import Any
 from kyfs.core.errors import NotPermitted, StorageError
 from kyfs.core.nodes import Match
 from kyfs.engine.postgres import search
-from kyfs.engine.postgres.connection import PgConnection, connect
+from kyfs.engine.postgres.connection import PgConnection
 from kyfs.engine.sql.archive import ArchiveMixin
 from kyfs.engine.sql.check import STRUCTURE_CHECKS
 from kyfs.engine.sql.rules import RulesMixin
@@ -69,7 +69,7 @@ class PgWorkspace(ArchiveMixin, RulesMixin):
         self._lock_id = lock_id
         self._root_id = 0
         self.inode_tag = 0
-        self._conn = PgConnection(connect(url, schema))
+        self._conn = PgConnection(url, schema)
         try:
             self._load_identity()
             if retention_s is not None:
