@@ -59,9 +59,10 @@ def _show_plan(plan: Any, as_json: bool, report: Path | None = None) -> None:
 
 @cli.group()
 def migrate() -> None:
-    """Bring data in from KyCLI, KyCLI-style scoped files and ProntoDB.
+    """Bring data in from KyCLI, KyCLI-style scoped files, ProntoDB, or another engine.
 
-    Examples: kyfs migrate kycli; kyfs migrate run pronto.db --dry-run
+    Examples: kyfs migrate kycli; kyfs migrate run pronto.db --dry-run;
+    kyfs migrate engine --from sqlite --to postgresql://kyfs@db/kyfs
     """
 
 
@@ -102,6 +103,46 @@ def _read_source(source: Path, master_key_env: str | None) -> Any:
     from kyfs.transfer.sources import read_single_file
 
     return read_single_file(source, _master_key(master_key_env))
+
+
+@migrate.command(name="engine")
+@click.option(
+    "--from", "source", required=True, metavar="URL", help="sqlite or a postgresql:// URL."
+)
+@click.option("--to", "target", required=True, metavar="URL", help="sqlite or a PostgreSQL URL.")
+@click.option("-w", "--workspace", "names", multiple=True, metavar="NAME", help="Only NAME.")
+@json_option
+def migrate_engine(source: str, target: str, names: tuple[str, ...], as_json: bool) -> None:
+    """Copy workspaces between engines, losslessly, and validate every copy (SHA-256 of
+    every value; names, owners, links, times, TTLs, history, archive, settings). `sqlite`
+    is this data directory's files. The source is only read; a workspace the target has
+    already is refused (exit 3); exit 4 if a copy does not validate (it goes to the
+    target's trash).
+
+    Examples: kyfs migrate engine --from sqlite --to postgresql://kyfs@db/kyfs;
+    kyfs migrate engine --from postgresql://kyfs@db/kyfs --to sqlite -w notes
+    """
+    from kyfs.transfer import migrate as migrating
+
+    copies = migrating.migrate_engine(source, target, names)
+    if as_json:
+        _echo_json(
+            [{"workspace": c.name, "ok": c.ok, "rows": c.rows, "problems": c.problems}
+             for c in copies]
+        )  # fmt: skip
+    else:
+        for copy in copies:
+            rows = copy.rows
+            state = "validated" if copy.ok else "NOT validated"
+            click.echo(
+                f"{copy.name}: {rows.get('nodes', 0)} nodes, {rows.get('blocks', 0)} blocks,"
+                f" {rows.get('history', 0)} history rows, {rows.get('archive', 0)} archived;"
+                f" {state}"
+            )
+            for problem in copy.problems:
+                click.echo(f"  {problem}")
+    if not all(c.ok for c in copies):
+        raise KyfsCliError(StorageError("validation failed"))
 
 
 @migrate.command(name="analyze")

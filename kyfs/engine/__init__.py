@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeAlias
 
+from kyfs.core.errors import InvalidInput
 from kyfs.engine.sqlite.engine import SqliteEngine
 
 if TYPE_CHECKING:
@@ -32,11 +33,30 @@ def open_engine(directory: Path | None = None, *, cache: bool = False) -> AnyEng
     from kyfs.platform import config
 
     url = None if directory is not None else config.engine_url()
-    if url is not None:
+    return open_engine_at(url, directory, cache=cache)
+
+
+def open_engine_at(
+    url: str | None, directory: Path | None = None, *, cache: bool = False
+) -> AnyEngine:
+    """The engine at ``url``: a PostgreSQL URL or connection string, or None (or
+    ``sqlite``) for the SQLite files of the data directory (or ``directory``).
+
+    Raises:
+        InvalidInput: (exit 2) ``url`` is neither. StorageError: (EIO, exit 4) the
+            server cannot be reached.
+    """
+    from kyfs.platform import config
+
+    if url is not None and url != "sqlite":
+        if not url.startswith(("postgresql://", "postgres://")) and (
+            "=" not in url or "://" in url
+        ):
+            raise InvalidInput("an engine is sqlite, a postgresql:// URL or a libpq string")
         from kyfs.engine.postgres.engine import PgEngine
 
         return PgEngine(url, cache=cache, retention_s=config.archive_retention_s)
     return SqliteEngine(directory, cache=cache, retention_s=config.archive_retention_s)
 
 
-__all__ = ["AnyEngine", "SqliteEngine", "open_engine"]
+__all__ = ["AnyEngine", "SqliteEngine", "open_engine", "open_engine_at"]

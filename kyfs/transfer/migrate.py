@@ -21,7 +21,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kyfs.core.errors import InvalidInput, KeyNotFound, KyfsError, WorkspaceExists
+from kyfs.core.errors import (
+    InvalidInput,
+    KeyNotFound,
+    KyfsError,
+    WorkspaceExists,
+    WorkspaceNotFound,
+)
 from kyfs.core.nodes import HistoryEntry, ImportItem
 from kyfs.engine import open_engine
 from kyfs.platform import paths
@@ -339,3 +345,66 @@ def kycli_hint_needed(workspace_names: list[str]) -> bool:
         return bool(kycli_sources())
     except (OSError, KyfsError):
         return False
+
+
+@dataclass
+class EngineCopy:
+    """One workspace copied between engines: rows per table, and what validation found
+    (``problems`` empty: every name, value, history row, archived entry and setting is
+    equal, values by SHA-256)."""
+
+    name: str
+    rows: dict[str, int]
+    problems: list[str]
+
+    @property
+    def ok(self) -> bool:
+        """True when the copy validated."""
+        return not self.problems
+
+
+def migrate_engine(
+    source_url: str | None, target_url: str | None, names: Iterable[str] = ()
+) -> list[EngineCopy]:
+    """Copy workspaces ``names`` (all when empty) from the engine at ``source_url`` to the
+    one at ``target_url`` (kyfs.engine.open_engine_at: a PostgreSQL URL, or None/"sqlite"
+    for this data directory's files), losslessly (kyfs.engine.sql.copy), then validate
+    each copy against its source. The source is only read. A copy that fails validation
+    is dropped into the target's trash, so a rerun starts clean.
+
+    Raises:
+        InvalidInput: (exit 2) the same engine on both sides.
+        WorkspaceNotFound: (exit 1) a name the source lacks.
+        WorkspaceExists: (exit 3) a name the target has already; nothing was copied.
+        StorageError: (exit 4) either engine failed.
+    """
+    from kyfs.engine import open_engine_at
+    from kyfs.engine.sql.copy import copy_workspace, differences, fingerprint
+
+    if (source_url or "sqlite") == (target_url or "sqlite"):
+        raise InvalidInput("--from and --to name the same engine")
+    source = open_engine_at(source_url)
+    try:
+        target = open_engine_at(target_url)
+        try:
+            wanted = list(names) or source.names()
+            for name in wanted:
+                if not source.exists(name):
+                    raise WorkspaceNotFound(f"workspace not found in --from: {name}")
+            taken = [name for name in wanted if target.exists(name)]
+            if taken:
+                raise WorkspaceExists(f"workspaces exist in --to: {', '.join(taken)}")
+            done = []
+            for name in wanted:
+                target.create(name)
+                with source.using(name) as src, target.using(name) as dst:
+                    rows = copy_workspace(src, dst)
+                    problems = differences(fingerprint(src), fingerprint(dst))
+                if problems:
+                    target.drop(name)
+                done.append(EngineCopy(name, rows, problems))
+            return done
+        finally:
+            target.close()
+    finally:
+        source.close()

@@ -86,6 +86,28 @@ class PgWorkspace(ArchiveMixin, RulesMixin):
         self._conn.execute("BEGIN")
         self._conn.execute("SELECT pg_advisory_xact_lock(?, ?)", (LOCK_CLASS, self._lock_id))
 
+    def _node_ids_used(self, conn: Any) -> int:
+        """The node id sequence's last value, or the highest id in use when higher."""
+        row = conn.execute(
+            "SELECT last_value FROM pg_sequences WHERE schemaname = current_schema()"
+            " AND sequencename = ?",
+            (_sequence_name(conn, "nodes"),),
+        ).fetchone()
+        return max(int(row[0] or 0) if row else 0, super()._node_ids_used(conn))
+
+    def _after_copy(self, conn: Any, node_ids_used: int) -> None:
+        """Move the identity sequences of nodes and history past what was copied."""
+        conn.execute(
+            "SELECT setval(pg_get_serial_sequence('nodes', 'id'), GREATEST(?,"
+            " (SELECT coalesce(max(id), 1) FROM nodes),"
+            " (SELECT coalesce(max(id), 1) FROM archive)))",
+            (max(node_ids_used, 1),),
+        )
+        conn.execute(
+            "SELECT setval(pg_get_serial_sequence('history', 'id'),"
+            " (SELECT coalesce(max(id), 1) FROM history))"
+        )
+
     def _glob_clause(self, glob: str) -> tuple[str, Any]:
         """SQLite's GLOB as a POSIX regular expression (PostgreSQL has no GLOB)."""
         return "e.key ~ ?", glob_regex(glob)
@@ -235,6 +257,12 @@ def glob_regex(glob: str) -> str:
         at += 1
     out.append("$")
     return "".join(out)
+
+
+def _sequence_name(conn: Any, table: str) -> str:
+    """The bare name of ``table``'s identity sequence."""
+    full = conn.execute("SELECT pg_get_serial_sequence(?, 'id')", (table,)).fetchone()[0]
+    return str(full).rpartition(".")[2].strip('"')
 
 
 NEVER = "^(?!)"  # a regular expression no key matches

@@ -126,6 +126,20 @@ class Base:
             if self._conn.in_transaction:
                 self._conn.execute("COMMIT")
 
+    def _node_ids_used(self, conn: Any) -> int:
+        """The highest node id ever given out (an id is never given twice, so a node in
+        the archive or purged from it keeps its own): for a copy to go on after it."""
+        row = conn.execute(
+            "SELECT max(m) FROM (SELECT max(id) AS m FROM nodes"
+            " UNION ALL SELECT max(id) FROM archive) AS used"
+        ).fetchone()
+        return int(row[0] or 0)
+
+    def _after_copy(self, conn: Any, node_ids_used: int) -> None:
+        """After rows were copied in with their ids (kyfs.engine.sql.copy), inside the
+        copy's transaction: make new ids start past ``node_ids_used`` and past every id
+        copied."""
+
     def _rollback(self) -> None:
         if self._conn.in_transaction:
             self._conn.execute("ROLLBACK")

@@ -22,6 +22,7 @@ import threading
 import time
 from contextlib import suppress
 from pathlib import Path
+from typing import Any
 
 from kyfs.core.errors import StorageError, UntrustedFile
 from kyfs.engine.sql.rules import RulesMixin
@@ -126,6 +127,19 @@ class SqliteWorkspace(SearchCheckMixin, RulesMixin):
         if rows:
             self._rows("DELETE FROM temp.own_history WHERE id <= ?", (rows[-1][0],))
         return [(int(r[0]), r[1], r[2], bool(r[3])) for r in rows]
+
+    def _node_ids_used(self, conn: Any) -> int:
+        """AUTOINCREMENT's own record (sqlite_sequence) of the highest node id given out,
+        purged ones included."""
+        row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'nodes'").fetchone()
+        return max(int(row[0]) if row else 0, super()._node_ids_used(conn))
+
+    def _after_copy(self, conn: Any, node_ids_used: int) -> None:
+        """Raise AUTOINCREMENT's record to ``node_ids_used`` (explicit ids already raised
+        it to the highest copied)."""
+        conn.execute(
+            "UPDATE sqlite_sequence SET seq = max(seq, ?) WHERE name = 'nodes'", (node_ids_used,)
+        )
 
     def sync(self) -> None:
         """Make every committed transaction durable on disk, also against power loss.

@@ -1,0 +1,146 @@
+"""Copying a workspace from one engine to another, row for row, and proving the copy.
+
+Both engines keep the same tables (kyfs.engine.sql), so a workspace moves losslessly at
+that level: nodes with their ids, types, modes, owners, link counts, times, TTLs and
+symlink targets; every name (hard links stay links); values block by block; the archive
+with its values; history with its version numbers; the settings (retention, schema
+rules, project path, cache TTL, the inode tag, so st_ino stays the same). The search
+index is not copied: the target rebuilds it from the values at its first search.
+
+:func:`fingerprint` reads a workspace through the Workspace interface only and gives
+what a copy must keep, with SHA-256 of every value (live, archived and in history);
+:func:`differences` compares two.
+
+Every function takes workspaces the caller holds (their locks when shared).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from kyfs.core.nodes import DIR, LNK, REG, HistoryEntry
+from kyfs.engine.base import Workspace
+from kyfs.engine.sql.nodes import NamespaceMixin
+
+# Columns both engines have, table by table, in the order a copy writes them.
+TABLES = {
+    "nodes": "id, kind, mode, uid, gid, nlink, size, created_ns, mtime_ns, ctime_ns,"
+    " atime_ns, expires_ns, target",
+    "entries": "key, parent, node",
+    "archive": "id, key, is_dir, mode, size, created_ns, mtime_ns, ctime_ns, deleted_ns,"
+    " archived_ns, kind, uid, gid, target",
+    "history": "id, key, action, value, time_ns, detail",
+}
+ENGINE_META = frozenset({"pg_schema_version"})  # settings that belong to one engine's layout
+READ_PIECE = 4 * 1024 * 1024  # bytes hashed at a time
+
+
+def copy_workspace(source: NamespaceMixin, target: NamespaceMixin) -> dict[str, int]:
+    """Replace everything in ``target`` (a workspace just made, of any engine) by the rows
+    of ``source``, in one transaction of the target's, from one snapshot of the
+    source's; returns how many rows of each table were copied.
+
+    Raises:
+        StorageError / NoSpace: (EIO / ENOSPC, exit 4) either engine failed; the target
+            is left as it was.
+    """
+    counts: dict[str, int] = {}
+    with source._snapshot() as src, target._atomic() as dst:
+        for table in ("blocks", "entries", "nodes", "archive", "history", "index_pending"):
+            dst.execute(f"DELETE FROM {table}")
+        dst.execute("DELETE FROM search_text")
+        for table, columns in TABLES.items():
+            marks = ", ".join("?" * len(columns.split(",")))
+            rows = src.execute(f"SELECT {columns} FROM {table} ORDER BY 1").fetchall()
+            for row in rows:
+                dst.execute(f"INSERT INTO {table} ({columns}) VALUES ({marks})", tuple(row))
+            counts[table] = len(rows)
+        places = src.execute("SELECT id, node_id, idx FROM blocks ORDER BY node_id, idx").fetchall()
+        for block_id, node_id, idx in places:
+            data = src.execute("SELECT data FROM blocks WHERE id = ?", (block_id,)).fetchone()[0]
+            dst.execute(
+                "INSERT INTO blocks (node_id, idx, data) VALUES (?, ?, ?)",
+                (node_id, idx, bytes(data)),
+            )
+        counts["blocks"] = len(places)
+        settings = src.execute("SELECT name, value FROM meta").fetchall()
+        for name, value in settings:
+            if name in ENGINE_META:
+                continue
+            dst.execute(
+                "INSERT INTO meta (name, value) VALUES (?, ?)"
+                " ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                (name, value),
+            )
+        counts["meta"] = len(settings)
+        dst.execute(
+            "INSERT INTO index_pending (node_id) SELECT id FROM nodes WHERE kind = ?"
+            " ON CONFLICT DO NOTHING",
+            (REG,),
+        )
+        target._after_copy(dst, source._node_ids_used(src))
+    target._load_identity()
+    return counts
+
+
+def _digest(workspace: Workspace, node_id: int, size: int) -> str:
+    hashed = hashlib.sha256()
+    for offset in range(0, size, READ_PIECE):
+        hashed.update(workspace.read(node_id, offset, min(READ_PIECE, size - offset)))
+    return hashed.hexdigest()
+
+
+def _row_digest(row: HistoryEntry) -> list[Any]:
+    value = None if row.value is None else hashlib.sha256(row.value).hexdigest()
+    return [row.id, row.action, row.time_ns, row.detail, value]
+
+
+def fingerprint(workspace: Workspace) -> dict[str, Any]:
+    """What a lossless copy keeps, read through the Workspace interface: every name with
+    its node (id, type, mode, owner, links, size, times, TTL, a symlink's target, the
+    SHA-256 of a value), every history row (with the SHA-256 of its value), every archived
+    entry (with the SHA-256 of its value) and the settings but the engine's own."""
+    names: dict[str, Any] = {}
+    pending = [""]
+    while pending:
+        directory = pending.pop()
+        for entry in workspace.children(directory):
+            item: dict[str, Any] = {"node": [*list(entry)[2:], entry.id]}
+            if entry.kind == DIR:
+                pending.append(entry.key)
+            elif entry.kind == LNK:
+                item["target"] = workspace.readlink(entry.key).hex()
+            else:
+                item["sha256"] = _digest(workspace, entry.id, entry.size)
+                item["expires_ns"] = workspace.expiry(entry.key)
+            names[entry.key] = item
+    history = {
+        key: [_row_digest(h) for h in workspace.history(key)] for key in workspace.history_keys()
+    }
+    archived = [
+        [*list(a.entry), a.deleted_ns]
+        + ([_digest(workspace, a.entry.id, a.entry.size)] if a.entry.kind == REG else [])
+        for a in workspace.archived()
+    ]
+    meta = {k: v for k, v in workspace.meta().items() if k not in ENGINE_META}
+    top = list(workspace.stat(""))[2:]
+    return {"top": top, "names": names, "history": history, "archived": archived, "meta": meta}
+
+
+def differences(source: dict[str, Any], target: dict[str, Any], limit: int = 20) -> list[str]:
+    """Where two fingerprints differ, as sentences (at most ``limit``; [] when equal)."""
+    found: list[str] = []
+    if source["top"] != target["top"]:
+        found.append("the top directory's attributes differ")
+    for key in sorted(set(source["names"]) | set(target["names"])):
+        if key not in target["names"]:
+            found.append(f"missing: {key}")
+        elif key not in source["names"]:
+            found.append(f"extra: {key}")
+        elif source["names"][key] != target["names"][key]:
+            found.append(f"different: {key}")
+    for part in ("history", "archived", "meta"):
+        if source[part] != target[part]:
+            found.append(f"the {part} differs")
+    return found[:limit]
