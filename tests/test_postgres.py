@@ -223,3 +223,35 @@ def test_a_copy_that_differs_is_found(pg_url: str) -> None:
     finally:
         source.close()
         target.close()
+
+
+def test_backups_move_between_engines(
+    pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """kyfs backup create on PostgreSQL writes the same format as on SQLite (SQLite
+    workspace files in a .tar.gz); it restores into PostgreSQL (under another name) and
+    into SQLite files, everything kept."""
+    from kyfs.engine import open_engine_at
+    from kyfs.engine.sql.copy import differences, fingerprint
+
+    server = open_engine_at(pg_url)
+    server.create("rich")
+    with server.using("rich") as ws:
+        _rich_workspace(ws)
+        before = fingerprint(ws)
+    server.close()
+    archive = tmp_path / "b.tar.gz"
+    env = {"KYFS_ENGINE": pg_url}
+    done = kyfs("backup", "create", "-o", str(archive), "-w", "rich", "-q", env=env)
+    assert done.returncode == 0, done.stderr
+    assert kyfs("backup", "verify", str(archive)).returncode == 0
+    done = kyfs("backup", "restore", str(archive), "-w", "rich", "--as", "again", env=env)
+    assert done.returncode == 0, done.stderr
+    monkeypatch.setenv("KYFS_HOME", str(tmp_path / "sqlite-home"))
+    done = kyfs("backup", "restore", str(archive), "-w", "rich")  # into SQLite files
+    assert done.returncode == 0, done.stderr
+    for url in (pg_url, None):
+        engine = open_engine_at(url)
+        with engine.using("again" if url else "rich") as ws:
+            assert differences(before, fingerprint(ws)) == []
+        engine.close()

@@ -30,7 +30,6 @@ from pathlib import Path
 from kyfs.core.errors import (
     InvalidInput,
     NotEmpty,
-    NotPermitted,
     StorageError,
     WorkspaceExists,
     WorkspaceNotFound,
@@ -284,20 +283,39 @@ class PgEngine:
         return deleted
 
     def stage(self, source: Path) -> Path:
-        """Backups restore into SQLite files only, for now.
+        """A workspace file from a backup, checked and copied as the SQLite engine does
+        (kyfs.engine.sqlite.engine.stage_file: the backup format's files are SQLite
+        workspace files), ready for :meth:`adopt`.
 
         Raises:
-            NotPermitted: (EPERM, exit 1) always.
+            UnsoundInput: (EINVAL, exit 2) not a sound kyfs workspace file.
         """
-        raise NotPermitted("restoring a backup into the PostgreSQL engine is not supported yet")
+        from kyfs.engine.sqlite.engine import stage_file
+
+        return stage_file(source)
 
     def adopt(self, name: str, staged: Path) -> None:
-        """See :meth:`stage`.
+        """Make the staged workspace file ``staged`` the workspace ``name``: a new schema,
+        the file's rows copied in (kyfs.engine.sql.copy) and validated against it.
 
         Raises:
-            NotPermitted: (EPERM, exit 1) always.
+            WorkspaceExists: (EEXIST, exit 3). StorageError: (EIO, exit 4) the copy does
+                not validate (it goes to the trash).
         """
-        raise NotPermitted("restoring a backup into the PostgreSQL engine is not supported yet")
+        from kyfs.engine.sql.copy import copy_workspace, differences, fingerprint
+        from kyfs.engine.sqlite.workspace import SqliteWorkspace
+
+        self.create(name)
+        source = SqliteWorkspace(staged, retention_s=None)
+        try:
+            with self.using(name) as workspace, workspace.lock:
+                copy_workspace(source, workspace)
+                problems = differences(fingerprint(source), fingerprint(workspace))
+        finally:
+            source.close()
+        if problems:
+            self.drop(name)
+            raise StorageError(f"{name}: the restored copy does not validate: {problems[0]}")
 
     # --- using one -----------------------------------------------------------------------
     @contextmanager

@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from kyfs.core.errors import NotPermitted, StorageError
+from kyfs.core.errors import StorageError
 from kyfs.core.nodes import Match
 from kyfs.engine.postgres import search
 from kyfs.engine.postgres.connection import PgConnection
@@ -211,12 +211,22 @@ class PgWorkspace(ArchiveMixin, RulesMixin):
         return int(self._row(_SQL_SIZE)[0])
 
     def backup_to(self, target: Path) -> None:
-        """Not yet on PostgreSQL.
+        """A snapshot in the backup format: the new SQLite workspace file ``target`` with
+        this workspace's rows, from one REPEATABLE READ snapshot (kyfs.engine.sql.copy),
+        so it is consistent while others write.
 
         Raises:
-            NotPermitted: (EPERM, exit 1) always, for now.
+            AlreadyExists: (EEXIST) ``target`` exists. StorageError / NoSpace: (exit 4).
         """
-        raise NotPermitted("backups of PostgreSQL workspaces are not supported yet")
+        from kyfs.engine.sql.copy import copy_workspace
+        from kyfs.engine.sqlite.workspace import SqliteWorkspace
+
+        snapshot = SqliteWorkspace(target, create=True)
+        try:
+            copy_workspace(self, snapshot)
+            snapshot.checkpoint()  # one file: the WAL folded in
+        finally:
+            snapshot.close()
 
     def close(self) -> None:
         """Close the connection; the workspace cannot be used afterwards."""

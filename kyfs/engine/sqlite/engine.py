@@ -172,6 +172,46 @@ class _DirLock:
             self._fd = None
 
 
+def stage_file(source: Path) -> Path:
+    """Copy the untrusted SQLite file ``source`` into a new private file of kyfs's own,
+    check its schema, migrate the copy and validate every row (kyfs.engine.sqlite.trust);
+    return the copy, ready for an engine's ``adopt`` (the SQLite engine moves it in, the
+    PostgreSQL engine copies its rows). ``source`` is only read.
+
+    Raises:
+        UnsoundInput: (EINVAL, exit 2) the schema or the data is not kyfs's; the copy is
+            removed.
+    """
+    import shutil
+    import tempfile
+
+    staging = paths.make_private_dir(paths.spill_dir())
+    handle, name = tempfile.mkstemp(prefix="stage-", suffix=paths.DB_SUFFIX, dir=staging)
+    os.close(handle)
+    copy = Path(name)
+    try:
+        shutil.copyfile(source, copy)
+        copy.chmod(0o600)
+        try:
+            workspace = SqliteWorkspace(copy, retention_s=None)
+        except StorageError as exc:  # UntrustedFile, or not SQLite at all
+            raise UnsoundInput(f"{source.name}: {exc}") from None
+        try:
+            problems = trust.validate_data(workspace._conn)
+            workspace.checkpoint()
+        finally:
+            workspace.close()
+        if problems:
+            raise UnsoundInput(
+                f"{source.name}: not a sound kyfs workspace: " + "; ".join(problems[:6])
+            )
+    except BaseException:
+        for part in (copy, *paths.sidecar_files(copy)):
+            part.unlink(missing_ok=True)
+        raise
+    return copy
+
+
 class SqliteEngine:
     """The workspaces of one data directory.
 
@@ -292,43 +332,8 @@ class SqliteEngine:
             return target
 
     def stage(self, source: Path) -> Path:
-        """Copy the untrusted SQLite file ``source`` into a new private file of kyfs's own,
-        check its schema, migrate the copy and validate every row
-        (kyfs.engine.sqlite.trust); return the copy, ready for :meth:`adopt`. ``source``
-        is only read.
-
-        Raises:
-            UnsoundInput: (EINVAL, exit 2) the schema or the data is not kyfs's; the copy
-                is removed.
-        """
-        import shutil
-        import tempfile
-
-        staging = paths.make_private_dir(paths.spill_dir())
-        handle, name = tempfile.mkstemp(prefix="stage-", suffix=paths.DB_SUFFIX, dir=staging)
-        os.close(handle)
-        copy = Path(name)
-        try:
-            shutil.copyfile(source, copy)
-            copy.chmod(0o600)
-            try:
-                workspace = SqliteWorkspace(copy, retention_s=None)
-            except StorageError as exc:  # UntrustedFile, or not SQLite at all
-                raise UnsoundInput(f"{source.name}: {exc}") from None
-            try:
-                problems = trust.validate_data(workspace._conn)
-                workspace.checkpoint()
-            finally:
-                workspace.close()
-            if problems:
-                raise UnsoundInput(
-                    f"{source.name}: not a sound kyfs workspace: " + "; ".join(problems[:6])
-                )
-        except BaseException:
-            for part in (copy, *paths.sidecar_files(copy)):
-                part.unlink(missing_ok=True)
-            raise
-        return copy
+        """:func:`stage_file`: ``source`` checked and copied, ready for :meth:`adopt`."""
+        return stage_file(source)
 
     def adopt(self, name: str, staged: Path) -> None:
         """Make ``staged`` (a file :meth:`stage` returned) the workspace ``name``.
