@@ -223,6 +223,11 @@ class Workspace(Protocol):
         """Keys with recorded history (live or not)."""
         ...
 
+    def start_watching(self) -> None:
+        """Mark where ``changes(None)`` starts: the daemon's engine calls it as it opens
+        the workspace, so its watcher misses nothing that happens before its first look."""
+        ...
+
     def changes(self, cursor: int | None) -> tuple[int, list[str]]:
         """(new cursor, names changed since ``cursor`` by other connections or by
         expiry); ``cursor`` None starts watching. For the mount's cache invalidation."""
@@ -414,6 +419,12 @@ class Engine(Protocol):
 
     def cached(self) -> list[str]:
         """Names of the workspaces this engine keeps open (the daemon's cache), sorted."""
+        ...
+
+    def wait_for_changes(self, timeout_s: float) -> bool:
+        """Wait up to ``timeout_s`` seconds for word that another connection changed
+        something; True when told (PostgreSQL's NOTIFY), False when the time ran out or
+        the engine cannot tell (SQLite: the caller polls)."""
         ...
 
     def close(self) -> None:

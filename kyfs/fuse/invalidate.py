@@ -178,9 +178,11 @@ class Invalidator:
 class ChangeWatcher:
     """Invalidates, in the kernel's caches, the names that change behind the mount.
 
-    Every INTERVAL seconds, for each workspace the daemon's engine keeps open, it asks
-    the workspace for the names changed since the last look by any other connection or
-    by TTL expiry (Workspace.changes) and invalidates them and their directories. A
+    Every INTERVAL seconds, or at once when the engine is told of a commit elsewhere
+    (Engine.wait_for_changes: PostgreSQL's LISTEN/NOTIFY), for each workspace the
+    daemon's engine keeps open, it asks the workspace for the names changed since the
+    last look by any other connection or by TTL expiry (Workspace.changes) and
+    invalidates them and their directories. A
     workspace that disappeared from the data directory (dropped or renamed by the CLI)
     or whose file was replaced (restore) has all its names invalidated. A workspace whose
     lock a request holds is looked at on a later round: the watcher never waits for one.
@@ -192,7 +194,8 @@ class ChangeWatcher:
         invalidator: where paths go (started by libfuse's init).
     """
 
-    INTERVAL = 0.25  # seconds between two rounds
+    INTERVAL = 0.25  # seconds between two rounds when nobody says a change happened
+    MIN_GAP = 0.02  # seconds at least between two rounds (a busy writer notifies often)
 
     def __init__(self, engine: Engine, invalidator: Invalidator) -> None:
         self._engine = engine
@@ -210,7 +213,13 @@ class ChangeWatcher:
 
     def _run(self) -> None:
         away = False  # the storage failed the last round (a database server restarting)
-        while not self._stop.wait(self.INTERVAL):
+        while not self._stop.is_set():
+            # Told of a change (PostgreSQL's NOTIFY), look at once, at most every MIN_GAP;
+            # else (SQLite, or nothing changed) every INTERVAL.
+            if self._engine.wait_for_changes(self.INTERVAL):
+                self._stop.wait(self.MIN_GAP)
+            if self._stop.is_set():
+                return
             try:
                 paths = self.poll()
                 self._invalidator.forget_workspaces(self._vanished)

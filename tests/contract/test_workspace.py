@@ -285,3 +285,35 @@ def test_names_up_to_path_max(ws: Workspace) -> None:
     assert ws.keys_of(ws.stat("short").id) == [moved, "short"]
     ws.delete(moved)
     assert ws.history(moved)[-1].action == "delete"
+
+
+def test_wait_for_changes_wakes_on_another_connections_commit(
+    request: pytest.FixtureRequest, engine: Engine, peer: Engine
+) -> None:
+    """Engine.wait_for_changes: PostgreSQL is told of another connection's commit at once
+    (LISTEN/NOTIFY); SQLite cannot be and says False after the time (the watcher polls)."""
+    told_by_server = request.node.callspec.params["engine"] == "postgresql"
+    engine.create("w")
+    assert engine.wait_for_changes(0.05) is False  # nothing since it began listening
+    with peer.using("w") as other:
+        other.set("k", b"v")
+    started = time.monotonic()
+    assert engine.wait_for_changes(5.0 if told_by_server else 0.1) is told_by_server
+    if told_by_server:
+        assert time.monotonic() - started < 1.0
+    assert engine.wait_for_changes(0.05) is False  # told once per commit
+
+
+def test_changes_start_where_watching_started(engine: Engine, peer: Engine) -> None:
+    """A change another connection makes after the daemon's engine opened the workspace
+    (start_watching) but before its watcher first looks is still reported: a CLI `set`
+    right after the first use through a mount once stayed stale for 30 s."""
+    engine.create("w")
+    with engine.using("w") as ws:
+        ws.start_watching()
+        ws.set("own", b"1")
+        with peer.using("w") as other:
+            other.set("early", b"2")
+        cursor, names = ws.changes(None)
+        assert names == []
+        assert ws.changes(cursor)[1] == ["early"]

@@ -20,12 +20,16 @@ a mutex around the cache and the catalog connection, each workspace under its ow
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
+from typing import Any
+
+import psycopg
 
 from kyfs.core.errors import (
     InvalidInput,
@@ -38,7 +42,7 @@ from kyfs.core.names import check_workspace_name
 from kyfs.core.nodes import DIR_MODE, Owner
 from kyfs.engine.base import TrashedWorkspace, WorkspaceInfo
 from kyfs.engine.postgres import schema
-from kyfs.engine.postgres.connection import PgConnection, redact
+from kyfs.engine.postgres.connection import PgConnection, connect, redact
 from kyfs.engine.postgres.workspace import LOCK_CLASS, PgWorkspace
 from kyfs.engine.sql.history import cache_ttl
 from kyfs.engine.sql.nodes import process_owner
@@ -78,6 +82,7 @@ class PgEngine:
         self.directory = paths.workspaces_dir()
         paths.make_private_dir(self.directory)
         self._catalog = PgConnection(url)
+        self._listener: psycopg.Connection[Any] | None = None  # wait_for_changes's own
         self._ensure_catalog()
 
     def __repr__(self) -> str:
@@ -104,13 +109,43 @@ class PgEngine:
 
     def _ensure_catalog(self) -> None:
         if self._catalog.execute(
-            "SELECT 1 FROM pg_tables WHERE schemaname = ? AND tablename = 'workspaces'",
-            (schema.CATALOG,),
+            "SELECT 1 FROM pg_trigger WHERE tgname = 'workspaces_notify'"
+            " AND tgrelid = to_regclass('kyfs.workspaces')"
         ).fetchone():
             return
         with self._changing() as conn:
+            conn.execute("CREATE SCHEMA IF NOT EXISTS kyfs")
+            conn.execute(schema.NOTIFY_FUNCTION)
             for statement in schema.statements(schema.CATALOG_DDL):
                 conn.execute(statement)
+
+    # --- changes -------------------------------------------------------------------------
+    def wait_for_changes(self, timeout_s: float) -> bool:
+        """Wait up to ``timeout_s`` seconds for another connection's commit that changed a
+        workspace's history or the catalog (LISTEN on schema.CHANNEL,
+        postgresql.org/docs/current/sql-listen.html); True when one came. The daemon's
+        watcher calls it between rounds, so a change made anywhere shows at once instead
+        of at the next poll. While the server is away it waits out the time and says
+        False; it listens again once the server is back.
+        """
+        try:
+            if self._listener is None:
+                self._listener = connect(self.url)
+                self._listener.execute(f"LISTEN {schema.CHANNEL}")
+            told = False
+            for _ in self._listener.notifies(timeout=timeout_s, stop_after=1):
+                told = True
+            if told:  # take what else came meanwhile, without waiting
+                for _ in self._listener.notifies(timeout=0):
+                    pass
+            return told
+        except (psycopg.Error, StorageError):
+            if self._listener is not None:
+                with contextlib.suppress(psycopg.Error):
+                    self._listener.close()
+            self._listener = None
+            time.sleep(timeout_s)
+            return False
 
     def _live(self, name: str) -> tuple[int, str]:
         check_workspace_name(name)
@@ -359,6 +394,7 @@ class PgEngine:
             return cached
         workspace = PgWorkspace(self.url, schema_name, lock_id, self._retention_s())
         if self._cache_enabled:
+            workspace.start_watching()  # the daemon: its watcher misses nothing from here on
             with self._mutex:
                 raced = self._cache.get(name)
                 if raced is not None and raced.schema == schema_name:
@@ -434,3 +470,5 @@ class PgEngine:
                 workspace.close()
             self._cache.clear()
             self._catalog.close()
+            if self._listener is not None:
+                self._listener.close()

@@ -18,7 +18,9 @@ a key reaches 4,095 bytes (PATH_MAX) and a B-tree entry stops at about 2,700
 exclusion constraint on that hash index. Prefix scans (``kyfs keys PREFIX``, the rename
 of a directory) read the table instead. Two additions: ``history.origin``
 (which connection wrote a row, for ``changes``) and ``search_text.document``, the
-``tsvector`` a GIN index serves (kyfs.engine.postgres.search).
+``tsvector`` a GIN index serves (kyfs.engine.postgres.search). A statement trigger on
+``history`` and one on the catalog send NOTIFY on CHANNEL at commit, so daemons learn of
+changes without polling (PgEngine.wait_for_changes).
 
 Every statement here runs inside the caller's transaction; PostgreSQL's DDL is
 transactional, so a workspace is never seen half made.
@@ -46,6 +48,19 @@ CREATE TABLE IF NOT EXISTS kyfs.workspaces (
 );
 CREATE UNIQUE INDEX IF NOT EXISTS workspaces_live ON kyfs.workspaces (name)
     WHERE dropped_ns IS NULL;
+CREATE OR REPLACE TRIGGER workspaces_notify AFTER INSERT OR UPDATE OR DELETE
+    ON kyfs.workspaces FOR EACH STATEMENT EXECUTE FUNCTION kyfs.notify_change();
+"""
+CHANNEL = "kyfs_changes"  # LISTEN/NOTIFY channel: a workspace's history or the catalog changed
+# Sends the schema of the table written (kyfs, or a workspace's) on CHANNEL at commit; one
+# notification per schema and transaction (PostgreSQL folds equal ones: sql-notify.html).
+NOTIFY_FUNCTION = f"""
+CREATE OR REPLACE FUNCTION kyfs.notify_change() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('{CHANNEL}', TG_TABLE_SCHEMA);
+    RETURN NULL;
+END
+$$
 """
 
 WORKSPACE_DDL = """
@@ -109,6 +124,8 @@ CREATE TABLE history (
     origin   TEXT DEFAULT current_setting('kyfs.origin', true)
 );
 CREATE INDEX history_key ON history USING hash (key);
+CREATE TRIGGER history_notify AFTER INSERT ON history
+    FOR EACH STATEMENT EXECUTE FUNCTION kyfs.notify_change();
 CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE index_pending (node_id BIGINT PRIMARY KEY);
 CREATE TABLE search_text (

@@ -123,7 +123,10 @@ class HistoryMixin(Base):
     def changes(self, cursor: int | None) -> tuple[int, list[str]]:
         """Names changed since ``cursor`` by any other connection to this workspace
         (another process, a CLI command, another daemon) or by TTL expiry on this one, and
-        the new cursor; ``cursor`` None starts watching: the current cursor and no names.
+        the new cursor; ``cursor`` None starts watching: the cursor of when
+        :meth:`start_watching` was called (the daemon's engine calls it as it opens the
+        workspace, so nothing another process changes between that open and a watcher's
+        first look is missed), else the current one; and no names.
 
         A change is what history records (set, delete, rename, link, symlink, expiry);
         for a rename or link both names. The engine tells this connection's own rows apart
@@ -135,6 +138,8 @@ class HistoryMixin(Base):
             StorageError: (EIO, exit 4).
         """
         if cursor is None:
+            if self._watch_from is not None:
+                return self._watch_from, []
             self._watch()
             row = self._row("SELECT coalesce(max(id), 0) FROM history")
             return int(row[0]), []
@@ -150,6 +155,14 @@ class HistoryMixin(Base):
             if other[0] in ("to", "from") and other[2]:
                 names.append(other[2])  # rename's and link's other name
         return int(rows[-1][0]), names
+
+    _watch_from: int | None = None
+
+    def start_watching(self) -> None:
+        """From now on, tell this connection's history rows apart, and remember the cursor
+        where the first ``changes(None)`` will start (see :meth:`changes`)."""
+        self._watch()
+        self._watch_from = int(self._row("SELECT coalesce(max(id), 0) FROM history")[0])
 
     def _watch(self) -> None:
         """Start telling this connection's own history rows apart (see

@@ -505,6 +505,7 @@ class SqliteEngine:
             return cached[0]
         store = SqliteWorkspace(path, retention_s=self._retention_s())
         if self._cache_enabled:
+            store.start_watching()  # the daemon: its watcher misses nothing from here on
             with self._mutex:
                 raced = self._cache.get(name)
                 if raced is not None and raced[1] == identity:  # another thread opened it
@@ -513,6 +514,12 @@ class SqliteEngine:
                 self._cache[name] = (store, identity)
         self._sweep(name, store)
         return store
+
+    def wait_for_changes(self, timeout_s: float) -> bool:
+        """SQLite cannot tell another process's commit: waits ``timeout_s`` seconds and
+        says False (the daemon's watcher then polls)."""
+        time.sleep(timeout_s)
+        return False
 
     def cached(self) -> list[str]:
         """Names of the workspaces this engine keeps open (``cache=True``: the daemon),
