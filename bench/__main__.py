@@ -168,7 +168,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="smaller and fewer rounds (< 2 min)")
     parser.add_argument("--no-search", action="store_true", help="skip workload 11")
-    parser.add_argument("--only-trees", action="store_true", help="workloads 12 to 16 only")
+    parser.add_argument("--only-trees", action="store_true", help="workloads 12 to 17 only")
     args = parser.parse_args()
     keys, rounds, mib = (2000, 2, 64) if args.quick else (10_000, 5, 1024)
     started = time.time()

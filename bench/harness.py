@@ -135,15 +135,23 @@ def loopback(workdir: Path) -> Iterator[Target]:
 
 @contextmanager
 def kyfs_mount(
-    workdir: Path, home: Path | None = None, options: list[str] | None = None
+    workdir: Path,
+    home: Path | None = None,
+    options: list[str] | None = None,
+    engine: str | None = None,
+    name: str = "kyfs",
 ) -> Iterator[Target]:
     """A real kyfs daemon with its own KYFS_HOME (``options``: more ``kyfs mount``
-    arguments); yields the `default` workspace."""
-    home = home or workdir / "kyfs-home"
-    mountpoint = workdir / "kyfs-mnt"
+    arguments; ``engine``: a PostgreSQL URL, KYFS_ENGINE); yields the `default`
+    workspace as target ``name``."""
+    home = home or workdir / f"{name}-home"
+    mountpoint = workdir / f"{name}-mnt"
     mountpoint.mkdir(exist_ok=True)
     env = {**os.environ, "KYFS_HOME": str(home)}
-    log = workdir / "kyfs-daemon.log"
+    env.pop("KYFS_ENGINE", None)
+    if engine is not None:
+        env["KYFS_ENGINE"] = engine
+    log = workdir / f"{name}-daemon.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
             [
@@ -156,9 +164,19 @@ def kyfs_mount(
         )
     try:
         _wait_mounted(mountpoint, process, log)
-        yield Target("kyfs", mountpoint / "default", process, env)
+        yield Target(name, mountpoint / "default", process, env)
     finally:
         _stop(mountpoint, process)
+
+
+@contextmanager
+def postgres_server() -> Iterator[str]:
+    """A throwaway PostgreSQL server with its defaults (fsync and synchronous_commit on,
+    as a real one), on a Unix socket; yields its URL. The bench's own: stopped at the end."""
+    from kyfs.engine.postgres.cluster import Cluster
+
+    with Cluster(durable=True) as cluster:
+        yield cluster.url
 
 
 TARGETS = (native, loopback, kyfs_mount)

@@ -185,7 +185,8 @@ class ChangeWatcher:
     invalidates them and their directories. A
     workspace that disappeared from the data directory (dropped or renamed by the CLI)
     or whose file was replaced (restore) has all its names invalidated. A workspace whose
-    lock a request holds is looked at on a later round: the watcher never waits for one.
+    lock a request holds is waited for LOCK_WAIT seconds at most, then looked at again
+    after MIN_GAP: the watcher never stalls behind a long request.
 
     Args:
         engine: the daemon's engine (``cache=True``), shared with the request threads:
@@ -196,6 +197,7 @@ class ChangeWatcher:
 
     INTERVAL = 0.25  # seconds between two rounds when nobody says a change happened
     MIN_GAP = 0.02  # seconds at least between two rounds (a busy writer notifies often)
+    LOCK_WAIT = 0.05  # seconds a round waits for a workspace a request holds; then later
 
     def __init__(self, engine: Engine, invalidator: Invalidator) -> None:
         self._engine = engine
@@ -203,6 +205,7 @@ class ChangeWatcher:
         self._watched: dict[str, tuple[Workspace, int]] = {}  # name -> (workspace, cursor)
         self._names: set[str] | None = None
         self._vanished: list[str] = []  # workspaces the last round found gone
+        self._skipped = False  # the last round could not look at a busy workspace
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -214,10 +217,11 @@ class ChangeWatcher:
     def _run(self) -> None:
         away = False  # the storage failed the last round (a database server restarting)
         while not self._stop.is_set():
-            # Told of a change (PostgreSQL's NOTIFY), look at once, at most every MIN_GAP;
-            # else (SQLite, or nothing changed) every INTERVAL.
-            if self._engine.wait_for_changes(self.INTERVAL):
-                self._stop.wait(self.MIN_GAP)
+            # Told of a change (PostgreSQL's NOTIFY): look at once, then rest MIN_GAP (a
+            # busy writer notifies at every commit); else (SQLite, or nothing changed)
+            # look every INTERVAL.
+            told = self._engine.wait_for_changes(self.MIN_GAP if self._skipped else self.INTERVAL)
+            self._skipped = False
             if self._stop.is_set():
                 return
             try:
@@ -233,6 +237,8 @@ class ChangeWatcher:
                 away = True
             except Exception:  # a round that fails must not end the watching
                 log.exception("watching for changes behind the mount")
+            if told:
+                self._stop.wait(self.MIN_GAP)
 
     def poll(self) -> list[str]:
         """One round: the mount paths (``/<workspace>/<key>``, ``/<workspace>``, ``/``)
@@ -264,7 +270,8 @@ class ChangeWatcher:
     def _look(self, name: str) -> list[str]:
         """The paths changed in workspace ``name`` since the last round."""
         store = self._engine.open(name)  # notices a replaced file; sweeps expired keys
-        if not store.lock.acquire(blocking=False):
+        if not store.lock.acquire(timeout=self.LOCK_WAIT):
+            self._skipped = True  # look again after MIN_GAP, not INTERVAL
             return []
         try:
             before = self._watched.get(name)

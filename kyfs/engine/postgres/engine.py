@@ -83,6 +83,8 @@ class PgEngine:
         paths.make_private_dir(self.directory)
         self._catalog = PgConnection(url)
         self._listener: psycopg.Connection[Any] | None = None  # wait_for_changes's own
+        self._listening = False  # the listener is up: catalog NOTIFYs clear the cache
+        self._catalog_cache: dict[str, tuple[int, str]] = {}  # name -> (id, schema)
         self._ensure_catalog()
 
     def __repr__(self) -> str:
@@ -95,8 +97,10 @@ class PgEngine:
     # --- the catalog -----------------------------------------------------------------------
     @contextmanager
     def _changing(self) -> Iterator[PgConnection]:
-        """One catalog transaction under the catalog's advisory lock."""
+        """One catalog transaction under the catalog's advisory lock; this engine's cache
+        of the catalog is forgotten."""
         with self._mutex:
+            self._catalog_cache.clear()
             self._catalog.execute("BEGIN")
             try:
                 self._catalog.execute("SELECT pg_advisory_xact_lock(?, 0)", (LOCK_CLASS,))
@@ -132,14 +136,17 @@ class PgEngine:
             if self._listener is None:
                 self._listener = connect(self.url)
                 self._listener.execute(f"LISTEN {schema.CHANNEL}")
-            told = False
-            for _ in self._listener.notifies(timeout=timeout_s, stop_after=1):
-                told = True
+                self._forget_catalog()  # what changed while nobody listened is unknown
+                self._listening = True
+            told = [n.payload for n in self._listener.notifies(timeout=timeout_s, stop_after=1)]
             if told:  # take what else came meanwhile, without waiting
-                for _ in self._listener.notifies(timeout=0):
-                    pass
-            return told
+                told += [n.payload for n in self._listener.notifies(timeout=0)]
+            if schema.CATALOG in told:
+                self._forget_catalog()
+            return bool(told)
         except (psycopg.Error, StorageError):
+            self._listening = False
+            self._forget_catalog()
             if self._listener is not None:
                 with contextlib.suppress(psycopg.Error):
                     self._listener.close()
@@ -147,13 +154,26 @@ class PgEngine:
             time.sleep(timeout_s)
             return False
 
-    def _live(self, name: str) -> tuple[int, str]:
-        check_workspace_name(name)
+    def _forget_catalog(self) -> None:
         with self._mutex:
+            self._catalog_cache.clear()
+
+    def _live(self, name: str) -> tuple[int, str]:
+        """(catalog id, schema) of live workspace ``name``. While :meth:`wait_for_changes`
+        listens (the daemon's watcher), answers come from a cache that every catalog
+        change's NOTIFY clears; else one indexed query."""
+        with self._mutex:
+            found = self._catalog_cache.get(name)
+            if found is not None:
+                return found
+            check_workspace_name(name)
             row = self._catalog.execute(_LIVE, (name,)).fetchone()
-        if row is None:
-            raise WorkspaceNotFound(f"workspace not found: {name}")
-        return int(row[0]), str(row[1])
+            if row is None:
+                raise WorkspaceNotFound(f"workspace not found: {name}")
+            found = (int(row[0]), str(row[1]))
+            if self._listening and len(self._catalog_cache) < 4096:
+                self._catalog_cache[name] = found
+            return found
 
     # --- coordination ------------------------------------------------------------------------
     def shared(self) -> AbstractContextManager[None]:
