@@ -130,10 +130,11 @@ def is_stale(path: Path) -> bool:
 
 
 def stored_values(workspace: str) -> dict[str, bytes]:
-    """Every key and value of ``workspace`` in the current KYFS_HOME, read in-process."""
-    from kyfs.engine.sqlite.engine import SqliteEngine
+    """Every key and value of ``workspace`` in the current KYFS_HOME (on the engine
+    KYFS_ENGINE names, SQLite by default), read in-process."""
+    from kyfs.engine import open_engine
 
-    workspaces = SqliteEngine()
+    workspaces = open_engine()
     try:
         store = workspaces.open(workspace)
         try:
@@ -253,6 +254,16 @@ def pg_url(pg_cluster: object) -> Iterator[str]:
     finally:
         with psycopg.connect(base, autocommit=True) as admin:
             admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def both_engines(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run a test once per engine (``pytest.mark.usefixtures("both_engines")``): with
+    PostgreSQL, KYFS_ENGINE names an empty database of the test's own, which the daemon
+    and the CLI commands the test starts inherit."""
+    if request.param == "postgresql":
+        monkeypatch.setenv("KYFS_ENGINE", request.getfixturevalue("pg_url"))
+    return str(request.param)
 
 
 @pytest.fixture

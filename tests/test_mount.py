@@ -22,15 +22,7 @@ import pytest
 
 from tests.conftest import Mount, is_stale, require_mount
 
-pytestmark = pytest.mark.mount
-
-
-@pytest.fixture(autouse=True, params=["sqlite", "postgresql"])
-def engine_kind(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Each test once per engine: with PostgreSQL, KYFS_ENGINE names an empty database."""
-    if request.param == "postgresql":
-        monkeypatch.setenv("KYFS_ENGINE", request.getfixturevalue("pg_url"))
-    return str(request.param)
+pytestmark = [pytest.mark.mount, pytest.mark.usefixtures("both_engines")]
 
 
 def sh(command: str, cwd: Path | None = None) -> subprocess.CompletedProcess[bytes]:

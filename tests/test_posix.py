@@ -16,7 +16,7 @@ import pytest
 
 from tests.conftest import Mount, stored_values
 
-pytestmark = pytest.mark.mount
+pytestmark = [pytest.mark.mount, pytest.mark.usefixtures("both_engines")]
 
 WRITE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
 NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
@@ -224,8 +224,8 @@ def test_directory_rename_is_atomic_for_other_readers(mounted: Mount) -> None:
         (ws / "left" / f"k{i:03d}").write_bytes(b"v")
     reader = (
         "import sys\n"
-        "from kyfs.engine.sqlite.engine import SqliteEngine\n"
-        "w = SqliteEngine()\n"
+        "from kyfs.engine import open_engine\n"
+        "w = open_engine()\n"
         "seen = set()\n"
         "for _ in range(300):\n"
         "    with w.shared():\n"
@@ -266,10 +266,10 @@ def test_truncate_grow_shrink_and_sparse(mounted: Mount) -> None:
 
 
 def test_fsync_and_close_commit(mounted: Mount) -> None:
-    from kyfs.engine.sqlite.engine import SqliteEngine
+    from kyfs.engine import open_engine
 
     def stored() -> bytes:  # read the database in this process: no fork, so no extra close
-        workspaces = SqliteEngine()
+        workspaces = open_engine()
         try:
             store = workspaces.open("default")
             try:
