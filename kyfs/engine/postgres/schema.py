@@ -32,7 +32,7 @@ import random
 import time
 from typing import Any
 
-from kyfs.core.nodes import DIR, DIR_MODE, Owner
+from kyfs.core.nodes import DIR, MODE_MASK, Owner
 
 CATALOG = "kyfs"
 SCHEMA_VERSION = 1  # the layout of a workspace schema (meta 'pg_schema_version')
@@ -156,7 +156,7 @@ def create_workspace(conn: Any, owner: Owner, mode: int) -> None:
     root = conn.execute(
         "INSERT INTO nodes (kind, mode, uid, gid, nlink, size, created_ns, mtime_ns, ctime_ns,"
         " atime_ns) VALUES (?, ?, ?, ?, 2, 0, ?, ?, ?, ?) RETURNING id",
-        (DIR, mode if mode is not None else DIR_MODE, owner.uid, owner.gid, now, now, now, now),
+        (DIR, mode & MODE_MASK, owner.uid, owner.gid, now, now, now, now),
     ).fetchone()[0]
     for name, value in (
         ("root_node", root),
