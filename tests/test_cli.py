@@ -11,13 +11,16 @@ from click.testing import CliRunner, Result
 from kyfs.cli import cli
 from kyfs.platform import config
 
+# Every command on both engines (with PostgreSQL, a database of the test's own).
+pytestmark = pytest.mark.usefixtures("both_engines")
+
 
 def run(*args: str, input: bytes | str | None = None, env: dict[str, str] | None = None) -> Result:
     return CliRunner().invoke(cli, list(args), input=input, env=env)
 
 
 @pytest.fixture
-def alpha() -> None:
+def alpha(both_engines: str) -> None:  # the engine first, then the workspace on it
     assert run("use", "alpha", "--create").exit_code == 0
 
 
