@@ -226,6 +226,29 @@ class PgConnection:
                 raise StorageError(f"PostgreSQL: connection lost: {_first_line(exc)}") from None
             raise convert(exc) from None
 
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]], /) -> None:
+        """Run one statement for each of ``rows``, pipelined (psycopg sends them without
+        waiting for each answer: psycopg.org/psycopg3/docs/advanced/pipeline.html).
+
+        Raises:
+            StorageError / NoSpace: (EIO / ENOSPC, exit 4) the server failed or is away.
+        """
+        if self._cut_short:
+            raise StorageError("PostgreSQL: the connection was lost in this transaction")
+        conn = self.raw
+        idle = conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        try:
+            with conn.cursor() as cursor:
+                cursor.executemany(translate(sql), rows)
+        except psycopg.Error as exc:
+            if conn.closed or conn.broken:
+                self._cut_short = not idle
+                with contextlib.suppress(Exception):
+                    conn.close()
+                self._raw = None
+                raise StorageError(f"PostgreSQL: connection lost: {_first_line(exc)}") from None
+            raise convert(exc) from None
+
     def _again(self, sql: str, parameters: Sequence[Any]) -> Any:
         conn = self.raw  # StorageError when the server is still away
         try:
