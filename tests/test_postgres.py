@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -255,3 +256,26 @@ def test_backups_move_between_engines(
         with engine.using("again" if url else "rich") as ws:
             assert differences(before, fingerprint(ws)) == []
         engine.close()
+
+
+def test_a_throwaway_server_stops_with_nothing_left(pg_cluster: object) -> None:
+    """Cluster.stop ends the server (as its own user: pg_ctl refuses root) and removes its
+    directory: the tests and the bench leave no server behind."""
+    from kyfs.engine.postgres.cluster import Cluster
+
+    cluster = Cluster().start()
+    pid = int((cluster.data / "postmaster.pid").read_text().split()[0])
+    assert Path(f"/proc/{pid}").exists()
+    cluster.stop()
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{pid}").exists() and "Z" not in _state(pid):
+        assert time.monotonic() < deadline, "the server is still running"
+        time.sleep(0.05)
+    assert not cluster.dir.exists()
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except FileNotFoundError:
+        return "Z"

@@ -107,10 +107,14 @@ class Cluster:
         """Stop the server (fast shutdown) and remove its directory; safe to call twice."""
         if self._started:
             self._started = False
+            # As the server's own user: pg_ctl refuses to run as root.
             subprocess.run(
                 self._command("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop"),
                 capture_output=True,
                 check=False,
+                user=self._user,
+                cwd=self.dir,
+                timeout=START_TIMEOUT_S * 2,
             )
         shutil.rmtree(self.dir, ignore_errors=True)
 
