@@ -120,6 +120,16 @@ def _cleanup(mount: Mount) -> None:
         mount.process.wait()
 
 
+def alive(pid: int) -> bool:
+    """True while process ``pid`` runs (a zombie, ended but not yet reaped, is not)."""
+    try:
+        os.kill(pid, 0)
+        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except (ProcessLookupError, FileNotFoundError):
+        return False
+    return state != "Z"
+
+
 def is_stale(path: Path) -> bool:
     """True when stat of ``path`` fails, as on a mountpoint whose daemon died (ENOTCONN)."""
     try:

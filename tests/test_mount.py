@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Mount, is_stale, require_mount
+from tests.conftest import Mount, alive, is_stale, require_mount
 
 pytestmark = [pytest.mark.mount, pytest.mark.usefixtures("both_engines")]
 
@@ -329,21 +329,6 @@ def _daemon_pid(mountpoint: Path) -> int:
     return int(record["pid"])
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return Path(f"/proc/{pid}").exists() and "Z" not in _proc_state(pid)
-
-
-def _proc_state(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
-    except FileNotFoundError:
-        return "Z"
-
-
 def test_background_mount_persists_empty_dirs_and_unmount_leaves_nothing(mountpoint: Path) -> None:
     done = kyfs("mount", str(mountpoint))
     assert done.returncode == 0, done.stderr
@@ -356,7 +341,7 @@ def test_background_mount_persists_empty_dirs_and_unmount_leaves_nothing(mountpo
     done = kyfs("unmount", str(mountpoint))
     assert done.returncode == 0, done.stderr
     assert not os.path.ismount(mountpoint)
-    assert not _alive(pid), "the daemon is still running after unmount"
+    assert not alive(pid), "the daemon is still running after unmount"
     assert kyfs("mount", str(mountpoint)).returncode == 0
     assert (mountpoint / "default" / "empty" / "nested").is_dir()  # survived the remount
     assert kyfs("unmount", str(mountpoint)).returncode == 0

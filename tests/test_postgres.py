@@ -17,6 +17,7 @@ import pytest
 from kyfs.core.errors import InvalidInput, InvalidQuery
 from kyfs.engine.postgres.search import to_tsquery
 from kyfs.platform import config
+from tests.conftest import alive
 
 
 def kyfs(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -265,17 +266,10 @@ def test_a_throwaway_server_stops_with_nothing_left(pg_cluster: object) -> None:
 
     cluster = Cluster().start()
     pid = int((cluster.data / "postmaster.pid").read_text().split()[0])
-    assert Path(f"/proc/{pid}").exists()
+    assert alive(pid)
     cluster.stop()
     deadline = time.monotonic() + 10
-    while Path(f"/proc/{pid}").exists() and "Z" not in _state(pid):
+    while alive(pid):
         assert time.monotonic() < deadline, "the server is still running"
         time.sleep(0.05)
     assert not cluster.dir.exists()
-
-
-def _state(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
-    except FileNotFoundError:
-        return "Z"

@@ -8,7 +8,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeAlias
 
-from kyfs.core.errors import InvalidInput
 from kyfs.engine.sqlite.engine import SqliteEngine
 
 if TYPE_CHECKING:
@@ -48,11 +47,8 @@ def open_engine_at(
     """
     from kyfs.platform import config
 
-    if url is not None and url != "sqlite":
-        if not url.startswith(("postgresql://", "postgres://")) and (
-            "=" not in url or "://" in url
-        ):
-            raise InvalidInput("an engine is sqlite, a postgresql:// URL or a libpq string")
+    url = config.check_engine(url)
+    if url is not None:
         from kyfs.engine.postgres.engine import PgEngine
 
         return PgEngine(url, cache=cache, retention_s=config.archive_retention_s)

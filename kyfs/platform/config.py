@@ -233,6 +233,17 @@ def engine_url() -> str | None:
     if not value:
         value = load().get("engine")
         source = "engine in config.toml"
+    return check_engine(value, source)
+
+
+def check_engine(value: object, source: str = "the engine") -> str | None:
+    """``value`` as an engine: None for SQLite (None, empty or ``sqlite``), else the
+    PostgreSQL URL or libpq connection string, stripped.
+
+    Raises:
+        InvalidInput: (exit 2) anything else, said of ``source``, never repeating the
+            value, which may hold a password.
+    """
     if value is None or value == "" or value == "sqlite":
         return None
     if not isinstance(value, str):

@@ -207,24 +207,22 @@ class PgConnection:
         try:
             return conn.execute(translate(sql), parameters or None)
         except psycopg.Error as exc:
-            if (conn.closed or conn.broken) and idle and sql.startswith(_SAFE_AGAIN):
+            if not (conn.closed or conn.broken):
+                raise convert(exc) from None
+            if idle and sql.startswith(_SAFE_AGAIN):
                 # The server went away since this connection's last statement (a restart):
                 # a BEGIN or a read outside a transaction did nothing yet, so it runs once
                 # more on a new connection instead of failing the first use afterwards.
-                with contextlib.suppress(Exception):
-                    conn.close()
-                self._raw = None
-                return self._again(sql, parameters)
-            if conn.closed or conn.broken:
-                # Cut short: a statement inside BEGIN ... COMMIT, not the COMMIT itself
-                # (which ends the transaction whatever its outcome) nor the BEGIN (whose
-                # caller never goes on).
-                self._cut_short = not idle and sql != "COMMIT"
-                with contextlib.suppress(Exception):
-                    conn.close()
-                self._raw = None
-                raise StorageError(f"PostgreSQL: connection lost: {_first_line(exc)}") from None
-            raise convert(exc) from None
+                self._drop(conn)
+                conn = self.raw  # StorageError when the server is still away
+                try:
+                    return conn.execute(translate(sql), parameters or None)
+                except psycopg.Error as again:
+                    raise self._failed(conn, again, cut_short=False) from None
+            # Cut short: a statement inside BEGIN ... COMMIT, not the COMMIT itself (which
+            # ends the transaction whatever its outcome) nor the BEGIN (whose caller never
+            # goes on).
+            raise self._failed(conn, exc, cut_short=not idle and sql != "COMMIT") from None
 
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]], /) -> None:
         """Run one statement for each of ``rows``, pipelined (psycopg sends them without
@@ -241,25 +239,23 @@ class PgConnection:
             with conn.cursor() as cursor:
                 cursor.executemany(translate(sql), rows)
         except psycopg.Error as exc:
-            if conn.closed or conn.broken:
-                self._cut_short = not idle
-                with contextlib.suppress(Exception):
-                    conn.close()
-                self._raw = None
-                raise StorageError(f"PostgreSQL: connection lost: {_first_line(exc)}") from None
-            raise convert(exc) from None
+            raise self._failed(conn, exc, cut_short=not idle) from None
 
-    def _again(self, sql: str, parameters: Sequence[Any]) -> Any:
-        conn = self.raw  # StorageError when the server is still away
-        try:
-            return conn.execute(translate(sql), parameters or None)
-        except psycopg.Error as exc:
-            if conn.closed or conn.broken:
-                with contextlib.suppress(Exception):
-                    conn.close()
-                self._raw = None
-                raise StorageError(f"PostgreSQL: connection lost: {_first_line(exc)}") from None
-            raise convert(exc) from None
+    def _failed(
+        self, conn: psycopg.Connection[Any], exc: psycopg.Error, cut_short: bool
+    ) -> KyfsError:
+        """The kyfs error for ``exc`` on ``conn``; a lost connection is dropped (the next
+        statement connects again), ``cut_short`` when it took a transaction with it."""
+        if not (conn.closed or conn.broken):
+            return convert(exc)
+        self._cut_short = cut_short
+        self._drop(conn)
+        return StorageError(f"PostgreSQL: connection lost: {_first_line(exc)}")
+
+    def _drop(self, conn: psycopg.Connection[Any]) -> None:
+        with contextlib.suppress(Exception):
+            conn.close()
+        self._raw = None
 
     @contextmanager
     def blobopen(

@@ -46,9 +46,9 @@ from kyfs.engine.postgres.connection import PgConnection, connect, redact
 from kyfs.engine.postgres.workspace import LOCK_CLASS, PgWorkspace
 from kyfs.engine.sql.history import cache_ttl
 from kyfs.engine.sql.nodes import process_owner
+from kyfs.engine.sweep import Sweeper
 from kyfs.platform import paths
 
-SWEEP_INTERVAL = 1.0  # seconds between expiry sweeps of a cached workspace
 _LIVE = "SELECT id, schema_name FROM kyfs.workspaces WHERE name = ? AND dropped_ns IS NULL"
 
 
@@ -77,7 +77,7 @@ class PgEngine:
         self._retention_s = retention_s
         self._cache: dict[str, PgWorkspace] = {}
         self._mutex = threading.RLock()  # the cache and the catalog connection
-        self._swept: dict[str, float] = {}
+        self._sweeper = Sweeper(cache)
         # The local data directory: the mount's statfs and its root's mtime read it.
         self.directory = paths.workspaces_dir()
         paths.make_private_dir(self.directory)
@@ -276,17 +276,18 @@ class PgEngine:
         """Every dropped workspace still in the trash, newest first (``path``: its schema)."""
         with self._mutex:
             rows = self._catalog.execute(
-                "SELECT w.name, w.dropped_ns, w.schema_name, coalesce((SELECT"
-                " sum(pg_total_relation_size(c.oid)) FROM pg_class c JOIN pg_namespace n"
-                " ON n.oid = c.relnamespace WHERE n.nspname = w.schema_name"
-                " AND c.relkind = 'r'), 0) FROM kyfs.workspaces w"
-                " WHERE w.dropped_ns IS NOT NULL ORDER BY w.dropped_ns DESC, w.id DESC"
+                "SELECT name, dropped_ns, schema_name FROM kyfs.workspaces"
+                " WHERE dropped_ns IS NOT NULL ORDER BY dropped_ns DESC, id DESC"
             ).fetchall()
+            sizes = [
+                int(self._catalog.execute(schema.SCHEMA_SIZE, (row[2],)).fetchone()[0])
+                for row in rows
+            ]
         return [
             TrashedWorkspace(
-                name, dt.datetime.fromtimestamp(dropped / 1e9, dt.UTC), int(size), Path(schema_name)
+                name, dt.datetime.fromtimestamp(dropped / 1e9, dt.UTC), size, Path(schema_name)
             )
-            for name, dropped, schema_name, size in rows
+            for (name, dropped, schema_name), size in zip(rows, sizes, strict=True)
         ]
 
     def restore_trash(self, name: str, new_name: str | None = None) -> tuple[str, int]:
@@ -410,7 +411,7 @@ class PgEngine:
                 del self._cache[name]  # dropped and made anew, or renamed over
                 cached = None
         if cached is not None:
-            self._sweep(name, cached)
+            self._sweeper.sweep(name, cached)
             return cached
         workspace = PgWorkspace(self.url, schema_name, lock_id, self._retention_s())
         if self._cache_enabled:
@@ -421,29 +422,13 @@ class PgEngine:
                     workspace.close()
                     return raced
                 self._cache[name] = workspace
-        self._sweep(name, workspace)
+        self._sweeper.sweep(name, workspace)
         return workspace
 
     def cached(self) -> list[str]:
         """Names of the workspaces this engine keeps open (the daemon's), sorted."""
         with self._mutex:
             return sorted(self._cache)
-
-    def _sweep(self, name: str, workspace: PgWorkspace) -> None:
-        """Archive expired keys, as kyfs.engine.sqlite.engine.SqliteEngine._sweep does."""
-        now = time.monotonic()
-        if self._cache_enabled:
-            if now - self._swept.get(name, 0.0) < SWEEP_INTERVAL:
-                return
-            if not workspace.lock.acquire(blocking=False):
-                return
-        else:
-            workspace.lock.acquire()
-        try:
-            self._swept[name] = now
-            workspace.sweep_expired()
-        finally:
-            workspace.lock.release()
 
     def _forget(self, name: str) -> None:
         with self._mutex:

@@ -35,6 +35,11 @@ from typing import Any
 from kyfs.core.nodes import DIR, MODE_MASK, Owner
 
 CATALOG = "kyfs"
+# Bytes the tables (with their indexes and TOAST) of the schema named by the argument take.
+SCHEMA_SIZE = (
+    "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c"
+    " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = ? AND c.relkind = 'r'"
+)
 SCHEMA_VERSION = 1  # the layout of a workspace schema (meta 'pg_schema_version')
 
 CATALOG_DDL = """

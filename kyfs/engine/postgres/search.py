@@ -27,7 +27,6 @@ from typing import Any
 from kyfs.core import tokens
 from kyfs.core.errors import InvalidQuery
 from kyfs.core.nodes import MARK_END, MARK_START, REG
-from kyfs.engine.sql.base import names_of
 
 BATCH = 256  # pending nodes indexed per batch
 BATCH_BYTES = 8 * 1024 * 1024  # bytes of values read per query while indexing a batch
@@ -75,33 +74,6 @@ def document(key_tokens: list[str], value_tokens: list[str]) -> str:
     )
 
 
-def index_node(conn: Any, node_id: int) -> None:
-    """(Re)index node ``node_id`` under its names (at most INDEX_VALUE_MAX bytes of its
-    value); a node with no name left, or that is not a regular file, leaves the index."""
-    row = conn.execute("SELECT kind, size FROM nodes WHERE id = ?", (node_id,)).fetchone()
-    keys = names_of(conn, node_id) if row is not None and row[0] == REG else []
-    if not keys:
-        conn.execute("DELETE FROM search_text WHERE id = ?", (node_id,))
-        return
-    size = row[1]
-    text = None
-    if size <= tokens.INDEX_VALUE_MAX:
-        parts = conn.execute(
-            "SELECT data FROM blocks WHERE node_id = ? ORDER BY idx", (node_id,)
-        ).fetchall()
-        value = b"".join(bytes(part[0]) for part in parts)
-        if len(value) == size:  # no hole: a hole reads as NUL bytes, which is binary
-            text = tokens.indexable_text(value)
-    key = "\n".join(keys)
-    key_tokens = tokens.tokenize(key)
-    value_tokens = tokens.tokenize(text) if text else []
-    conn.execute(
-        _UPSERT,
-        (node_id, key, text, len(key_tokens), len(value_tokens),
-         document(key_tokens, value_tokens)),
-    )  # fmt: skip
-
-
 def flush(conn: Any, limit: int | None = None) -> int:
     """Write the index rows of up to ``limit`` pending nodes (all when None) inside the
     caller's transaction, in batches (a few queries and one pipelined executemany per
@@ -124,8 +96,9 @@ def flush(conn: Any, limit: int | None = None) -> int:
 
 
 def _index_batch(conn: Any, ids: list[int]) -> None:
-    """index_node for every node of ``ids``, reading values of at most BATCH_BYTES at a
-    time."""
+    """(Re)index every node of ``ids`` under its names (at most INDEX_VALUE_MAX bytes of a
+    value; values read BATCH_BYTES at a time); a node with no name left, or that is not a
+    regular file, leaves the index."""
     sizes = {
         int(node): int(size)
         for node, size in conn.execute(

@@ -21,6 +21,7 @@ from typing import Any
 
 from kyfs.core.errors import StorageError
 from kyfs.core.nodes import Match
+from kyfs.engine.postgres import schema as schema_sql
 from kyfs.engine.postgres import search
 from kyfs.engine.postgres.connection import PgConnection
 from kyfs.engine.sql.archive import ArchiveMixin
@@ -34,11 +35,6 @@ LOCK_CLASS = 0x6B7966  # "kyf": the first key of kyfs's advisory locks (the seco
 _SQL_CHANGES = (
     "SELECT id, key, detail, origin = current_setting('kyfs.origin', true) FROM history"
     " WHERE id > ? ORDER BY id"
-)
-_SQL_SIZE = (
-    "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c"
-    " JOIN pg_namespace n ON n.oid = c.relnamespace"
-    " WHERE n.nspname = current_schema() AND c.relkind = 'r'"
 )
 
 
@@ -89,11 +85,9 @@ class PgWorkspace(ArchiveMixin, RulesMixin):
     def _node_ids_used(self, conn: Any) -> int:
         """The node id sequence's last value, or the highest id in use when higher."""
         row = conn.execute(
-            "SELECT last_value FROM pg_sequences WHERE schemaname = current_schema()"
-            " AND sequencename = ?",
-            (_sequence_name(conn, "nodes"),),
+            "SELECT pg_sequence_last_value(pg_get_serial_sequence('nodes', 'id')::regclass)"
         ).fetchone()
-        return max(int(row[0] or 0) if row else 0, super()._node_ids_used(conn))
+        return max(int(row[0] or 0), super()._node_ids_used(conn))
 
     def _after_copy(self, conn: Any, node_ids_used: int) -> None:
         """Move the identity sequences of nodes and history past what was copied."""
@@ -187,10 +181,11 @@ class PgWorkspace(ArchiveMixin, RulesMixin):
         noticing); returns what was done. The structural rules are kept by transactions;
         a workspace that breaks them is restored from a backup."""
         with self._atomic() as conn:
-            search.flush(conn)
             conn.execute("DELETE FROM search_text")
-            for (node_id,) in conn.execute("SELECT id FROM nodes").fetchall():
-                search.index_node(conn, node_id)
+            conn.execute(
+                "INSERT INTO index_pending (node_id) SELECT id FROM nodes ON CONFLICT DO NOTHING"
+            )
+            search.flush(conn)
         return ["rebuilt the search index"]
 
     # --- the rest of the interface ---------------------------------------------------------
@@ -208,7 +203,7 @@ class PgWorkspace(ArchiveMixin, RulesMixin):
 
     def file_size(self) -> int:
         """Bytes the workspace's tables and their indexes take on the server."""
-        return int(self._row(_SQL_SIZE)[0])
+        return int(self._row(schema_sql.SCHEMA_SIZE, (self.schema,))[0])
 
     def backup_to(self, target: Path) -> None:
         """A snapshot in the backup format: the new SQLite workspace file ``target`` with
@@ -267,12 +262,6 @@ def glob_regex(glob: str) -> str:
         at += 1
     out.append("$")
     return "".join(out)
-
-
-def _sequence_name(conn: Any, table: str) -> str:
-    """The bare name of ``table``'s identity sequence."""
-    full = conn.execute("SELECT pg_get_serial_sequence(?, 'id')", (table,)).fetchone()[0]
-    return str(full).rpartition(".")[2].strip('"')
 
 
 NEVER = "^(?!)"  # a regular expression no key matches

@@ -91,13 +91,6 @@ class Base:
         """
         try:
             self._begin_write()
-        except self._errors as exc:
-            self._rollback()
-            raise self._convert(exc) from None
-        except BaseException:
-            self._rollback()
-            raise
-        try:
             yield self._conn
             self._conn.execute("COMMIT")
         except self._errors as exc:

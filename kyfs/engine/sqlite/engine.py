@@ -49,9 +49,8 @@ from kyfs.engine.base import TrashedWorkspace, WorkspaceInfo
 from kyfs.engine.sql.history import cache_ttl
 from kyfs.engine.sqlite import trust
 from kyfs.engine.sqlite.workspace import SqliteWorkspace
+from kyfs.engine.sweep import Sweeper
 from kyfs.platform import paths
-
-SWEEP_INTERVAL = 1.0  # seconds between expiry sweeps of a cached store
 
 
 def _move_files(source: Path, target: Path) -> None:
@@ -236,7 +235,7 @@ class SqliteEngine:
         self._retention_s = retention_s
         self._cache: dict[str, tuple[SqliteWorkspace, tuple[int, int]]] = {}
         self._mutex = threading.Lock()  # guards _cache between the daemon's threads
-        self._swept: dict[str, float] = {}
+        self._sweeper = Sweeper(cache)
         self._paths: dict[str, Path] = {}
 
     def _file(self, name: str) -> Path:
@@ -501,7 +500,7 @@ class SqliteEngine:
                 del self._cache[name]  # replaced behind our back; open files keep the old one
                 cached = None
         if cached is not None:
-            self._sweep(name, cached[0])
+            self._sweeper.sweep(name, cached[0])
             return cached[0]
         store = SqliteWorkspace(path, retention_s=self._retention_s())
         if self._cache_enabled:
@@ -512,7 +511,7 @@ class SqliteEngine:
                     store.close()
                     return raced[0]
                 self._cache[name] = (store, identity)
-        self._sweep(name, store)
+        self._sweeper.sweep(name, store)
         return store
 
     def wait_for_changes(self, timeout_s: float) -> bool:
@@ -526,25 +525,6 @@ class SqliteEngine:
         sorted; empty without a cache."""
         with self._mutex:
             return sorted(self._cache)
-
-    def _sweep(self, name: str, store: SqliteWorkspace) -> None:
-        """Archive expired keys: at every open, and at most once a second for a cached
-        store. A cached store whose lock another thread holds is swept at a later open
-        (by the daemon's watcher at the latest, kyfs.fuse.invalidate.ChangeWatcher), so
-        an open never waits for another thread's operation here."""
-        now = time.monotonic()
-        if self._cache_enabled:
-            if now - self._swept.get(name, 0.0) < SWEEP_INTERVAL:
-                return
-            if not store.lock.acquire(blocking=False):
-                return
-        else:
-            store.lock.acquire()
-        try:
-            self._swept[name] = now
-            store.sweep_expired()
-        finally:
-            store.lock.release()
 
     def _forget(self, name: str) -> None:
         with self._mutex:
