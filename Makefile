@@ -77,6 +77,7 @@ bench-quick: system-deps venv
 # docs/cli.md and systemd/kyfs.service are generated from the code; tests check they are current.
 docs: venv
 	$(BIN)/python -c "from kyfs.cli import cli_reference; print(cli_reference(), end='')" > docs/cli.md
+	$(BIN)/python -c "from kyfs.engine.sqlite.trust import write_reference; write_reference('kyfs/engine/sqlite/reference.py')"
 	$(BIN)/python -c "from kyfs.platform.service import render_unit; print(render_unit('/usr/local/bin/kyfs', '%h/kyfs'), end='')" > systemd/kyfs.service
 
 clean:

@@ -8,8 +8,11 @@ from pathlib import Path
 
 import click
 
-from kyfs.cli import cli
+from kyfs.cli import cli, load_commands
+from kyfs.cli.base import COMMAND_MODULES
 from kyfs.core.errors import all_error_classes
+
+load_commands()  # cli.commands holds every command from here on
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 
@@ -27,6 +30,35 @@ def test_every_command_is_documented_and_has_help() -> None:
     assert documented - set(commands) == set(), "docs/usage.md documents unknown commands"
     for name, command in commands.items():
         assert command.help and command.help.strip(), f"kyfs {name} has no help text"
+
+
+def test_every_command_is_loaded_from_its_own_module() -> None:
+    """COMMAND_MODULES (the lazy root group's table) names, for every command, the module
+    that defines it, and names no command that does not exist."""
+    defined = {
+        name: (command.callback.__module__ if command.callback else "")
+        for name, command in cli.commands.items()
+    }
+    assert set(defined) == set(COMMAND_MODULES)
+    for name, module in defined.items():
+        assert module == f"kyfs.cli.{COMMAND_MODULES[name]}", name
+
+
+def test_kyfs_get_loads_only_the_key_commands() -> None:
+    """A new process running `kyfs get` imports the key commands' module and none of the
+    others (mount, transfer, shell, search, workspaces)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from kyfs.cli.base import cli\n"
+        "try:\n    cli.main(['get', '--help'], prog_name='kyfs')\n"
+        "except SystemExit:\n    pass\n"
+        "print(sorted(m for m in sys.modules if m.startswith('kyfs.cli.')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    loaded = out.stdout.strip().splitlines()[-1]
+    assert loaded == "['kyfs.cli.base', 'kyfs.cli.keys']", loaded
 
 
 def test_exit_code_table_matches_error_classes() -> None:

@@ -472,3 +472,13 @@ def test_a_hostile_workspace_file_under_a_running_mount(
     stop = subprocess.run(["fusermount3", "-u", str(mount.path)], capture_output=True)
     assert stop.returncode == 0
     mount.process.wait(timeout=15)
+
+
+def test_the_stored_reference_schema_is_what_the_migrations_make() -> None:
+    """kyfs/engine/sqlite/reference.py (what every open compares a file with) is the
+    current migrations' own schema; after a new migration, `make docs` rewrites it."""
+    from kyfs.engine.sqlite import reference, schema, trust
+
+    assert reference.VERSION == schema.SCHEMA_VERSION
+    assert trust.derive_reference(schema.SCHEMA_VERSION) == reference.OBJECTS
+    assert trust.reference(schema.SCHEMA_VERSION) is reference.OBJECTS

@@ -9,6 +9,9 @@ engine and the daemon, one module per topic:
     transfer.py    migrate, backup, export, import
     shell.py       shell (the interactive prompt, prompt_toolkit)
 
+A command's module is imported when that command runs (base.COMMAND_MODULES), so a
+short command such as ``kyfs get`` starts without loading the rest.
+
 Each command opens what it needs, calls one library function and prints the result. A
 kyfs.core.errors.KyfsError becomes one line ``Error: <message>`` on stderr and the
 error's exit code (docs/exit-codes.md); no user error prints a traceback. No SQL and no
@@ -19,17 +22,9 @@ from __future__ import annotations
 
 import click
 
-from kyfs.cli import (  # noqa: F401  (registers commands)
-    daemon,
-    keys,
-    search,
-    shell,
-    transfer,
-    workspaces,
-)
-from kyfs.cli.base import cli, main
+from kyfs.cli.base import cli, load_commands, main
 
-__all__ = ["cli", "cli_reference", "main"]
+__all__ = ["cli", "cli_reference", "load_commands", "main"]
 
 
 def cli_reference() -> str:
@@ -54,6 +49,7 @@ def cli_reference() -> str:
             for name in sorted(command.commands):
                 walk(command.commands[name], [*path, name], ctx)
 
+    load_commands()
     walk(cli, ["kyfs"], None)
     return "\n".join(parts)
 

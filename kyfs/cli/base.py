@@ -9,6 +9,7 @@ else the active workspace (``kyfs use``), else ``default`` (kyfs.app.resolve_wor
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import os
 import sys
@@ -41,8 +42,46 @@ class KyfsCliError(click.ClickException):
         self.exit_code = error.exit_code  # type: ignore[misc]  # click reads it per instance
 
 
+# Which module defines each top-level command. The root group imports a command's module
+# only when that command runs (click's "lazily loading subcommands" pattern), so
+# `kyfs get` does not pay for the mount, transfer or shell code; `--help`, completion and
+# docs/cli.md load them all (load_commands). tests/test_docs.py checks this table against
+# the commands the modules define.
+COMMAND_MODULES: dict[str, str] = {
+    name: module
+    for module, names in (
+        ("daemon", "completion mount service stats status uninstall unmount"),
+        ("keys", "delete exec get history keys restore retention scan schema set ttl"),
+        ("search", "search"),
+        ("shell", "shell"),
+        ("transfer", "backup export import migrate"),
+        ("workspaces", "archive create cursor drop fsck project rename trash use workspaces"),
+    )
+    for name in names.split()
+}
+
+
+def load_commands() -> None:
+    """Import every command module, so that ``cli.commands`` holds every command."""
+    for module in sorted(set(COMMAND_MODULES.values())):
+        importlib.import_module(f"kyfs.cli.{module}")
+
+
 class KyfsGroup(click.Group):
-    """The root group: turns KyfsError from any command into KyfsCliError."""
+    """The root group: loads a command's module when the command is asked for
+    (COMMAND_MODULES) and turns KyfsError from any command into KyfsCliError."""
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        """The command ``cmd_name``, its module imported first; None if there is none."""
+        module = COMMAND_MODULES.get(cmd_name)
+        if module is not None and cmd_name not in self.commands:
+            importlib.import_module(f"kyfs.cli.{module}")
+        return super().get_command(ctx, cmd_name)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        """Every command's name, sorted (every module loaded)."""
+        load_commands()
+        return super().list_commands(ctx)
 
     def invoke(self, ctx: click.Context) -> Any:
         """Run the command; a KyfsError leaves as one line and its exit code. A name or

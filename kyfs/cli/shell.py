@@ -17,7 +17,7 @@ from typing import Any
 import click
 
 from kyfs.app import resolve_workspace
-from kyfs.cli.base import cli, key_names, workspace_names
+from kyfs.cli.base import cli, key_names, load_commands, workspace_names
 from kyfs.platform import paths
 
 EXIT_WORDS = ("exit", "quit")
@@ -25,6 +25,8 @@ EXIT_WORDS = ("exit", "quit")
 WORKSPACE_OPTIONS = ("-w", "--workspace")
 # Commands whose first argument is a workspace name (completion).
 WORKSPACE_COMMANDS = ("use", "drop", "rename", "fsck", "exec")
+
+load_commands()  # the shell completes every command: cli.commands must hold them all
 
 
 def _words() -> list[str]:
