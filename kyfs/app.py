@@ -189,7 +189,73 @@ def use_project(engine: AnyEngine, path: Path) -> str:
     return name
 
 
-class BackgroundIndexer:
+class _BackgroundThread:
+    """A daemon thread running :meth:`_run` until :meth:`stop` (the daemon's helpers).
+
+    Thread-safety: start and stop from one thread.
+    """
+
+    NAME = "kyfs-background"
+
+    def __init__(self) -> None:
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Start the thread (a daemon thread: it never keeps the process alive)."""
+        self._thread = threading.Thread(target=self._run, name=self.NAME, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        """Stop the thread and wait for its current step (at most a few seconds)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
+
+
+class Checkpointer(_BackgroundThread):
+    """Folds the write-ahead logs of the workspaces the daemon holds open into their
+    databases on a thread of its own, as PostgreSQL's checkpointer process does for its
+    server: the daemon's own connections never checkpoint at commit
+    (``open_engine(autocheckpoint=False)``), so no request waits for the copy and the
+    fsync (kyfs.engine.sqlite.connection).
+
+    Every INTERVAL seconds it folds each WAL that changed since (Engine.checkpoint): of any
+    size once the mount has had no request for QUIET seconds, and only past
+    BUSY_WAL_BYTES while requests keep coming, so that a long ``tar x`` neither waits for
+    checkpoints nor grows the WAL without bound. It uses its own engine: SQLite copies and
+    fsyncs with the GIL released, beside the request threads.
+
+    Args:
+        names: the workspaces to look at (the daemon engine's ``cached``).
+        idle_s: seconds since the mount's last request (Metrics.idle_s).
+    """
+
+    NAME = "kyfs-checkpointer"
+    INTERVAL = 0.25  # seconds between two looks
+    QUIET = 0.5  # seconds without a request that count as a pause of the mount
+    BUSY_WAL_BYTES = 64 << 20  # a WAL this big is folded even while requests come
+
+    def __init__(self, names: Callable[[], list[str]], idle_s: Callable[[], float]) -> None:
+        super().__init__()
+        self._names = names
+        self._idle_s = idle_s
+
+    def _run(self) -> None:
+        engine = open_engine()
+        try:
+            while not self._stop.wait(self.INTERVAL):
+                busy = self._idle_s() < self.QUIET
+                engine.checkpoint(self._names(), self.BUSY_WAL_BYTES if busy else 0)
+        finally:
+            engine.close()
+
+
+class BackgroundIndexer(_BackgroundThread):
     """Catches every workspace's search index up with its writes on a thread of its own,
     so the FUSE loop never tokenizes (the daemon runs one; searches also drain what is
     pending first, so none depends on it for correctness).
@@ -210,14 +276,14 @@ class BackgroundIndexer:
     Thread-safety: start and stop from one thread.
     """
 
+    NAME = "kyfs-indexer"
     INTERVAL = 0.5  # seconds between two passes
     BATCH = 256  # nodes indexed per transaction (bounds how long a writer may wait)
     QUIET = 0.5  # seconds without a request that count as a pause of the mount
     MAX_WAIT = 10.0  # seconds the index may wait for a pause at most
 
     def __init__(self, idle_s: Callable[[], float] | None = None) -> None:
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        super().__init__()
         self._idle_s = idle_s
         self._waiting_since: float | None = None
 
@@ -230,11 +296,6 @@ class BackgroundIndexer:
         if self._waiting_since is None:
             self._waiting_since = now
         return now - self._waiting_since < self.MAX_WAIT
-
-    def start(self) -> None:
-        """Start the thread (a daemon thread: it never keeps the process alive)."""
-        self._thread = threading.Thread(target=self._run, name="kyfs-indexer", daemon=True)
-        self._thread.start()
 
     def _run(self) -> None:
         engine = open_engine()
@@ -253,10 +314,3 @@ class BackgroundIndexer:
                 self._waiting_since = None  # a pass ran: the next wait starts afresh
         finally:
             engine.close()
-
-    def stop(self) -> None:
-        """Stop the thread and wait for its current batch (at most a few seconds)."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-            self._thread = None

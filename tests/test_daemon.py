@@ -275,3 +275,18 @@ def test_uninstall_purge_archives_then_removes(
 
     with tarfile.open(archive) as tar:
         assert any(name.endswith("workspaces/w.db") for name in tar.getnames())
+
+
+def test_a_big_write_reaches_the_workspace_file_while_the_daemon_runs(mounted: Mount) -> None:
+    """The daemon's commits leave the WAL alone (no request waits for a checkpoint), yet
+    a big write reaches the workspace file while the daemon runs, once the mount is idle
+    (folded by its Checkpointer, or by the indexer's connection, which checkpoints at
+    its own commits; tests/test_search.py tests the Checkpointer alone)."""
+    value = os.urandom(24 << 20)
+    (mounted.path / "default" / "big.bin").write_bytes(value)
+    database = mounted.home / "workspaces" / "default.db"
+    deadline = time.monotonic() + 10
+    while database.stat().st_size < len(value) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert database.stat().st_size >= len(value)
+    assert (mounted.path / "default" / "big.bin").read_bytes() == value

@@ -141,6 +141,55 @@ def test_truncate_chmod_utimens(ops: fs.KyfsOperations) -> None:
     assert attrs["st_mtime"] != 5_000_000_000
 
 
+def test_tar_x_of_a_file_is_two_transactions_and_its_attributes_show_at_once(
+    ops: fs.KyfsOperations, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What tar x does per file: create, write, futimens, fchown, fchmod, close. The
+    times, owner and mode set on the open file show at once, and land with the data in
+    the commit at close: one transaction for the create, one for the rest."""
+    store = ops._workspace("ws")
+    transactions = []
+    atomic = store._atomic
+
+    def counted():  # type: ignore[no-untyped-def]
+        transactions.append(1)
+        return atomic()
+
+    monkeypatch.setattr(store, "_atomic", counted)
+    fh = ops.create("/ws/f", 0o600, os.O_WRONLY | os.O_EXCL)
+    ops.write("/ws/f", b"hello", 0, fh)
+    ops.utimens("/ws/f", (fs.UTIME_OMIT, 7_000_000_000))
+    ops.chown("/ws/f", 1234, 5678)
+    ops.chmod("/ws/f", 0o100644)
+    shown = ops.getattr("/ws/f")
+    assert (shown["st_mtime"], shown["st_uid"], shown["st_gid"]) == (7_000_000_000, 1234, 5678)
+    assert stat.S_IMODE(shown["st_mode"]) == 0o644 and shown["st_size"] == 5
+    assert len(transactions) == 1  # the create
+    ops.flush("/ws/f", fh)
+    ops.release("/ws/f", fh)
+    assert len(transactions) == 2
+    stored = store.stat("f")
+    assert (stored.mtime_ns, stored.uid, stored.gid, stored.mode) == (
+        7_000_000_000,
+        1234,
+        5678,
+        0o644,
+    )
+    assert stored.ctime_ns >= shown["st_ctime"] and _read_file(ops, "/ws/f") == b"hello"
+
+
+def test_a_write_after_utimens_on_an_open_file_sets_the_mtime_again(
+    ops: fs.KyfsOperations,
+) -> None:
+    fh = ops.create("/ws/f", 0o644, os.O_WRONLY)
+    ops.write("/ws/f", b"a", 0, fh)
+    ops.utimens("/ws/f", (5_000_000_000, 6_000_000_000))
+    ops.write("/ws/f", b"b", 1, fh)  # POSIX: a write updates the mtime
+    ops.release("/ws/f", fh)
+    attrs = ops.getattr("/ws/f")
+    assert attrs["st_atime"] == 5_000_000_000 and attrs["st_mtime"] > 6_000_000_000
+
+
 def test_unlinked_while_open_does_not_come_back(ops: fs.KyfsOperations) -> None:
     fh = ops.create("/ws/tmp", 0o644, os.O_WRONLY)
     ops.write("/ws/tmp", b"data", 0, fh)

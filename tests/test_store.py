@@ -262,3 +262,77 @@ def test_two_connections_write_concurrently(tmp_path: Path) -> None:
     assert s.count_keys() == 600
     assert s.get("b/199") == b"b199"
     s.close()
+
+
+def test_without_autocheckpoint_commits_leave_the_wal_to_engine_checkpoint(
+    tmp_path: Path,
+) -> None:
+    """The daemon's engine (autocheckpoint=False) never folds the WAL in at commit;
+    Engine.checkpoint does, once per change, and only past min_wal_bytes."""
+    from kyfs.engine.sqlite.engine import SqliteEngine
+
+    engine = SqliteEngine(tmp_path / "ws", cache=True, autocheckpoint=False)
+    engine.create("w")
+    database = tmp_path / "ws" / "w.db"
+    value = os.urandom(8 << 20)  # 2,048 pages: SQLite's own limit is 1,000
+    try:
+        with engine.using("w") as ws:
+            ws.set("big", value)
+        assert database.stat().st_size < len(value)  # still in the WAL only
+        assert engine.checkpoint(["w"], min_wal_bytes=1 << 30) == []  # too small yet
+        assert engine.checkpoint(["w"]) == ["w"]
+        assert database.stat().st_size > len(value)  # folded into the database
+        assert engine.checkpoint(["w"]) == []  # nothing new since
+        with engine.using("w") as ws:
+            ws.set("small", b"x")
+        assert engine.checkpoint(["w", "gone"]) == ["w"]  # a missing one is passed over
+        with engine.using("w") as ws:
+            assert ws.get("big") == value
+    finally:
+        engine.close()
+
+
+def test_by_default_a_big_commit_folds_the_wal_in_itself(tmp_path: Path) -> None:
+    store = SqliteWorkspace(tmp_path / "w.db", create=True)
+    try:
+        store.set("big", os.urandom(8 << 20))
+        assert (tmp_path / "w.db").stat().st_size > 8 << 20
+    finally:
+        store.close()
+
+
+def test_the_checkpointer_folds_the_wal_in_when_the_mount_pauses() -> None:
+    """While requests keep coming (idle 0 s) the Checkpointer leaves a WAL under
+    BUSY_WAL_BYTES alone; once the mount is quiet it folds it in."""
+    import time
+
+    from kyfs.app import Checkpointer
+    from kyfs.engine.sqlite.engine import SqliteEngine
+    from kyfs.platform import paths
+
+    daemon = SqliteEngine(cache=True, autocheckpoint=False)  # as the daemon's, kept open
+    daemon.create("w")
+    database = paths.workspaces_dir() / "w.db"
+    try:
+        with daemon.using("w") as ws:
+            ws.set("big", os.urandom(8 << 20))
+        busy = Checkpointer(lambda: ["w"], idle_s=lambda: 0.0)
+        busy.INTERVAL = 0.05
+        busy.start()
+        try:
+            time.sleep(0.5)
+            assert database.stat().st_size < 8 << 20, "folded in while the mount was busy"
+        finally:
+            busy.stop()
+        quiet = Checkpointer(lambda: ["w"], idle_s=lambda: 60.0)
+        quiet.INTERVAL = 0.05
+        quiet.start()
+        try:
+            deadline = time.monotonic() + 5
+            while database.stat().st_size < 8 << 20 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert database.stat().st_size >= 8 << 20
+        finally:
+            quiet.stop()
+    finally:
+        daemon.close()

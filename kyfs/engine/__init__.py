@@ -18,12 +18,15 @@ else:
     AnyEngine = SqliteEngine
 
 
-def open_engine(directory: Path | None = None, *, cache: bool = False) -> AnyEngine:
+def open_engine(
+    directory: Path | None = None, *, cache: bool = False, autocheckpoint: bool = True
+) -> AnyEngine:
     """The engine configured (kyfs.platform.config.engine_url: ``--engine``,
     ``KYFS_ENGINE``, config.toml): a PostgreSQL database, or by default the SQLite files
     of the data directory (kyfs.platform.paths.workspaces_dir(), or ``directory``).
-    ``cache`` keeps workspaces open between uses (the daemon). Archived entries older than
-    the configured retention are purged when a workspace opens.
+    ``cache`` keeps workspaces open between uses (the daemon); without ``autocheckpoint``
+    SQLite's commits leave folding the WAL in to Engine.checkpoint (the daemon). Archived
+    entries older than the configured retention are purged when a workspace opens.
 
     Raises:
         InvalidInput: (exit 2) the engine setting is not understood.
@@ -32,11 +35,15 @@ def open_engine(directory: Path | None = None, *, cache: bool = False) -> AnyEng
     from kyfs.platform import config
 
     url = None if directory is not None else config.engine_url()
-    return open_engine_at(url, directory, cache=cache)
+    return open_engine_at(url, directory, cache=cache, autocheckpoint=autocheckpoint)
 
 
 def open_engine_at(
-    url: str | None, directory: Path | None = None, *, cache: bool = False
+    url: str | None,
+    directory: Path | None = None,
+    *,
+    cache: bool = False,
+    autocheckpoint: bool = True,
 ) -> AnyEngine:
     """The engine at ``url``: a PostgreSQL URL or connection string, or None (or
     ``sqlite``) for the SQLite files of the data directory (or ``directory``).
@@ -52,7 +59,12 @@ def open_engine_at(
         from kyfs.engine.postgres.engine import PgEngine
 
         return PgEngine(url, cache=cache, retention_s=config.archive_retention_s)
-    return SqliteEngine(directory, cache=cache, retention_s=config.archive_retention_s)
+    return SqliteEngine(
+        directory,
+        cache=cache,
+        retention_s=config.archive_retention_s,
+        autocheckpoint=autocheckpoint,
+    )
 
 
 __all__ = ["AnyEngine", "SqliteEngine", "open_engine", "open_engine_at"]

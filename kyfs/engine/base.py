@@ -184,10 +184,13 @@ class Workspace(Protocol):
         blocks: Iterable[tuple[int, bytes]],
         mtime_ns: int | None = None,
         atime_ns: int | None = None,
+        mode: int | None = None,
+        uid: int | None = None,
+        gid: int | None = None,
     ) -> bool:
         """Apply an open file's buffered blocks in one transaction (times in ns, UTC:
-        mtime now when None, atime kept when None); False when the node is gone.
-        ValueTooLarge, SchemaViolation, NoSpace."""
+        mtime now when None, atime kept when None; mode, uid and gid kept when None; ctime
+        now); False when the node is gone. ValueTooLarge, SchemaViolation, NoSpace."""
         ...
 
     def truncate(self, key: str, size: int) -> None:
@@ -419,6 +422,13 @@ class Engine(Protocol):
 
     def cached(self) -> list[str]:
         """Names of the workspaces this engine keeps open (the daemon's cache), sorted."""
+        ...
+
+    def checkpoint(self, names: Iterable[str], min_wal_bytes: int = 0) -> list[str]:
+        """Fold the write-ahead log of each workspace of ``names`` that changed since the
+        last call and holds at least ``min_wal_bytes`` bytes into its database (SQLite: a
+        PASSIVE checkpoint; PostgreSQL: nothing, its server's checkpointer does it);
+        returns the names folded. Never raises for one workspace: it is tried again."""
         ...
 
     def wait_for_changes(self, timeout_s: float) -> bool:

@@ -60,7 +60,7 @@ from kyfs.core.errors import (
     SchemaViolation,
     StaleName,
 )
-from kyfs.core.nodes import DIR, REG, Entry, Owner
+from kyfs.core.nodes import DIR, MODE_MASK, REG, Entry, Owner
 from kyfs.engine import AnyEngine
 from kyfs.engine.base import Workspace
 from kyfs.fuse.binding import FuseOSError, Operations, fuse_get_context
@@ -260,17 +260,12 @@ class KyfsOperations(Operations):  # type: ignore[misc]
             return []
         return [k for k in store.keys_of(entry.id) if k != key]
 
-    def _commit(
-        self,
-        opened: OpenFile,
-        sync: bool = False,
-        times: tuple[int | None, int | None] | None = None,
-    ) -> bool:
-        """Commit an open file (with ``times``: and set its atime and mtime, ns); when its
-        node has several names, the kernel forgets the cached size and pages of each.
-        Returns True when it wrote changes."""
+    def _commit(self, opened: OpenFile, sync: bool = False) -> bool:
+        """Commit an open file (its buffered data and the attributes deferred with it);
+        when its node has several names, the kernel forgets the cached size and pages of
+        each. Returns True when it wrote changes."""
         was_dirty = opened.dirty
-        wrote = opened.commit(sync=sync, times=times)
+        wrote = opened.commit(sync=sync)
         if was_dirty:
             opened.created_empty = False  # the value written was judged by the commit
         entry = opened.entry
@@ -353,22 +348,36 @@ class KyfsOperations(Operations):  # type: ignore[misc]
         return Owner(uid, gid)
 
     def _attrs(self, entry: Entry, store: Workspace) -> dict[str, Any]:
+        """The stat dict of ``entry``; for a file open here with buffered writes, its
+        buffered size and the attributes deferred until their commit (OpenFile.defer)."""
         size = entry.size
-        opened = self._open.get((store, entry.id))
+        opened = self._open.get((store, entry.id)) if self._open else None
+        pending: dict[str, int] = {}
         if opened is not None and opened.dirty:
             size = opened.size
+            pending = opened.attrs
         return {
             "st_ino": store.inode(entry.id),
-            "st_mode": entry.kind | entry.mode,
+            "st_mode": entry.kind | pending.get("mode", entry.mode),
             "st_nlink": entry.nlink,
-            "st_uid": entry.uid,
-            "st_gid": entry.gid,
+            "st_uid": pending.get("uid", entry.uid),
+            "st_gid": pending.get("gid", entry.gid),
             "st_size": size,
             "st_blocks": (size + 511) // 512,
-            "st_atime": entry.atime_ns,
-            "st_mtime": entry.mtime_ns,
-            "st_ctime": entry.ctime_ns,
+            "st_atime": pending.get("atime_ns", entry.atime_ns),
+            "st_mtime": pending.get("mtime_ns", entry.mtime_ns),
+            "st_ctime": pending.get("ctime_ns", entry.ctime_ns),
         }
+
+    def _defer(self, store: Workspace, entry: Entry, **attrs: int | None) -> bool:
+        """Keep attribute changes of a file open here with buffered writes for the
+        commit of its data (one transaction at close instead of one per call: tar x,
+        cp -a); False when it has none (the caller stores them now)."""
+        opened = self._open.get((store, entry.id)) if self._open else None
+        if opened is None or not opened.defer(**attrs):
+            return False
+        opened.attrs["ctime_ns"] = time.time_ns()  # shown until the commit sets its own
+        return True
 
     def _root_attrs(self) -> dict[str, Any]:
         """The mount's root: the set of workspaces, owned by the daemon's user."""
@@ -541,7 +550,9 @@ class KyfsOperations(Operations):  # type: ignore[misc]
         """Store permission bits ``mode & 0o7777``; ctime is now. Who may is the kernel's
         check (default_permissions). EPERM at the mount's root; ENOENT."""
         store, key = self._resolve(path)
-        entry = store.chmod(key, mode)
+        entry = store.stat(key) if self._open else None
+        if entry is None or not self._defer(store, entry, mode=mode & MODE_MASK):
+            entry = store.chmod(key, mode)
         self._forget(self._split(path)[0] or "", self._linked_names(store, key, entry))
         return 0
 
@@ -551,17 +562,19 @@ class KyfsOperations(Operations):  # type: ignore[misc]
         kernel's check (default_permissions: root any, the owner only to a group it is
         in), and the kernel clears setuid/setgid first. EPERM at the root; ENOENT."""
         store, key = self._resolve(path)
-        entry = store.chown(
-            key, None if uid in (-1, NO_ID) else uid, None if gid in (-1, NO_ID) else gid
-        )
+        owner = None if uid in (-1, NO_ID) else uid
+        group = None if gid in (-1, NO_ID) else gid
+        entry = store.stat(key) if self._open else None
+        if entry is None or not self._defer(store, entry, uid=owner, gid=group):
+            entry = store.chown(key, owner, group)
         self._forget(self._split(path)[0] or "", self._linked_names(store, key, entry))
         return 0
 
     @_op
     def utimens(self, path: str, times: tuple[int, int] | None = None) -> int:
-        """Store (atime, mtime) in ns; UTIME_NOW and UTIME_OMIT as utimensat(2). Buffered
-        writes of an open file are committed in the same transaction, so the times set
-        here win (``cp -a``, ``tar x``: one transaction instead of two). ENOENT."""
+        """Store (atime, mtime) in ns; UTIME_NOW and UTIME_OMIT as utimensat(2). On a
+        file with buffered writes they are committed with the data (OpenFile.defer), so
+        the times set here win unless a later write comes (``cp -a``, ``tar x``). ENOENT."""
         store, key = self._resolve(path)
         now = time.time_ns()
         atime: int | None = now
@@ -571,8 +584,7 @@ class KyfsOperations(Operations):  # type: ignore[misc]
                 None if t == UTIME_OMIT else now if t == UTIME_NOW else t for t in times
             )
         entry = store.stat(key)
-        opened = self._open.get((store, entry.id)) if self._open else None
-        if opened is None or not self._commit(opened, times=(atime, mtime)):
+        if not self._defer(store, entry, atime_ns=atime, mtime_ns=mtime):
             store.utimens(key, atime, mtime)
         self._forget(self._split(path)[0] or "", self._linked_names(store, key, entry))
         return 0

@@ -261,7 +261,7 @@ def serve(
         MountError: (exit 5) libfuse could not mount (see the log for its message).
         InvalidInput: (exit 2) ``metrics_port`` without prometheus_client.
     """
-    from kyfs.app import BackgroundIndexer
+    from kyfs.app import BackgroundIndexer, Checkpointer
     from kyfs.engine import open_engine
     from kyfs.fuse.adapter import KyfsOperations
     from kyfs.platform import service
@@ -272,7 +272,8 @@ def serve(
     metrics = Metrics()
     if metrics_port is not None:
         serve_http(metrics, metrics_port)
-    operations = KyfsOperations(open_engine(cache=True), metrics=metrics)
+    engine = open_engine(cache=True, autocheckpoint=False)  # Checkpointer folds the WAL in
+    operations = KyfsOperations(engine, metrics=metrics)
     if not xattrs:  # mfusepy registers only the handlers that are not None
         for name in ("getxattr", "setxattr", "listxattr", "removexattr"):
             setattr(operations, name, None)
@@ -296,6 +297,8 @@ def serve(
     log.info("kyfs %s serving %s from %s", __version__, mountpoint, paths.data_dir())
     indexer = BackgroundIndexer(idle_s=metrics.idle_s)  # yields while requests come
     indexer.start()  # before the pinning below: its FTS5 work may use another CPU
+    checkpointer = Checkpointer(engine.cached, metrics.idle_s)
+    checkpointer.start()  # likewise: its copies and fsyncs may use another CPU
     if not nothreads:
         pin_to_one_cpu()
         limit_malloc_arenas()
@@ -305,6 +308,7 @@ def serve(
     except RuntimeError as exc:
         raise MountError(f"cannot mount {mountpoint}: libfuse error {exc}") from None
     finally:
+        checkpointer.stop()
         indexer.stop()
         record.unlink(missing_ok=True)
 

@@ -53,6 +53,9 @@ class BlockStore(Protocol):
         blocks: Iterator[tuple[int, bytes]],
         mtime_ns: int | None = None,
         atime_ns: int | None = None,
+        mode: int | None = None,
+        uid: int | None = None,
+        gid: int | None = None,
     ) -> bool: ...
 
     def sync(self) -> None: ...
@@ -79,6 +82,8 @@ class OpenFile:
         refs: how many handles use it (the adapter counts).
         size: the current length in bytes, buffered changes included.
         dirty: there are changes not yet committed.
+        attrs: attributes set while dirty (``mode``, ``uid``, ``gid``, ``atime_ns``,
+            ``mtime_ns``), committed in the same transaction as the data (:meth:`defer`).
     """
 
     def __init__(self, store: BlockStore, entry_id: int, size: int, spill_dir: Path) -> None:
@@ -91,6 +96,7 @@ class OpenFile:
         self.entry: Entry | None = None  # the entry as last opened, for fstat after unlink
         self.workspace = ""  # the workspace it was opened in (the adapter's, for invalidation)
         self.created_empty = False  # created by this open and not written since (rules)
+        self.attrs: dict[str, int] = {}  # set while dirty, committed with the data (defer)
         self.refs = 0
         self._bs = store.block_size
         self._spill_dir = spill_dir
@@ -169,6 +175,7 @@ class OpenFile:
             pos += take
         self.size = max(self.size, end)
         self.dirty = True
+        self.attrs.pop("mtime_ns", None)  # written after a utimensat(2): mtime is the write's
         return len(data)
 
     def _load(self, idx: int, whole: bool) -> bytearray:
@@ -229,6 +236,7 @@ class OpenFile:
             self.valid = min(self.valid, size)
         self.size = size
         self.dirty = True
+        self.attrs.pop("mtime_ns", None)
 
     # --- committing ----------------------------------------------------------------------
     def _blocks(self) -> Iterator[tuple[int, bytes]]:
@@ -237,13 +245,21 @@ class OpenFile:
             assert block is not None
             yield idx, bytes(block)
 
-    def commit(
-        self, sync: bool = False, times: tuple[int | None, int | None] | None = None
-    ) -> bool:
-        """Write the buffered changes in one transaction; with ``sync`` make them durable.
-        With ``times`` (atime, mtime in ns; None keeps the atime, and the mtime of the
-        write) the same transaction sets them (utimensat(2) on a file being written: tar
-        x, cp -a). Returns True when it wrote changes.
+    def defer(self, **attrs: int | None) -> bool:
+        """Keep attribute changes (``mode``, ``uid``, ``gid``, ``atime_ns``, ``mtime_ns``;
+        None leaves one unchanged) for the next commit, when there are buffered changes:
+        ``tar x`` and ``cp -a`` set times, owner and mode on each file before closing it,
+        and all of it then lands in the one transaction of the close. Returns False, and
+        keeps nothing, when there is nothing buffered (the caller stores them now)."""
+        if not self.dirty or self.orphaned:
+            return False
+        self.attrs.update((name, value) for name, value in attrs.items() if value is not None)
+        return True
+
+    def commit(self, sync: bool = False) -> bool:
+        """Write the buffered changes, and the attributes deferred with them (:meth:`defer`),
+        in one transaction; with ``sync`` make them durable. Returns True when it wrote
+        changes.
 
         After it returns the buffers are empty and the store holds the value.
         If the entry was deleted meanwhile (unlinked while open) nothing is
@@ -260,11 +276,12 @@ class OpenFile:
         """
         wrote = False
         if self.dirty and not self.orphaned:
-            atime, mtime = times or (None, None)
             try:
                 committed = self.store.commit(
                     self.entry_id, size=self.size, valid=self.valid, blocks=self._blocks(),
-                    mtime_ns=mtime, atime_ns=atime,
+                    mtime_ns=self.attrs.get("mtime_ns"), atime_ns=self.attrs.get("atime_ns"),
+                    mode=self.attrs.get("mode"), uid=self.attrs.get("uid"),
+                    gid=self.attrs.get("gid"),
                 )  # fmt: skip
             except KyfsError:
                 self._drop()  # the error is final: nothing of these changes lands later
@@ -287,6 +304,7 @@ class OpenFile:
             self._spill.truncate(0)
         self._next_slot = 0
         self.dirty = False
+        self.attrs.clear()
 
     def close(self) -> None:
         """Free the spill file; buffered changes not committed are dropped."""

@@ -206,6 +206,20 @@ def test_commit_is_all_or_nothing(ws: Workspace) -> None:
     assert not ws.commit(entry.id, size=1, valid=0, blocks=[(0, b"x")])  # the node is gone
 
 
+def test_commit_sets_the_attributes_given_and_keeps_the_rest(ws: Workspace) -> None:
+    entry = ws.create("f", 0o600)
+    assert ws.commit(
+        entry.id, size=2, valid=0, blocks=[(0, b"hi")], mtime_ns=9_000_000_000,
+        mode=0o104755, uid=1234, gid=5678,
+    )  # fmt: skip
+    stored = ws.stat("f")
+    assert (stored.mode, stored.uid, stored.gid) == (0o4755, 1234, 5678)
+    assert stored.mtime_ns == 9_000_000_000 and stored.ctime_ns > entry.ctime_ns
+    assert ws.commit(entry.id, size=3, valid=2, blocks=[(0, b"hi!")])
+    again = ws.stat("f")
+    assert (again.mode, again.uid, again.gid) == (0o4755, 1234, 5678)
+
+
 def test_engine_lifecycle(engine: Engine) -> None:
     engine.create("a", owner=Owner(1000, 1000), mode=0o700)
     with engine.using("a") as top:

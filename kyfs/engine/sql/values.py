@@ -33,7 +33,16 @@ from kyfs.core.errors import (
     KeyNotFound,
     SchemaViolation,
 )
-from kyfs.core.nodes import FILE_MODE, LNK, REG, Entry, ImportItem, Owner, check_size
+from kyfs.core.nodes import (
+    FILE_MODE,
+    LNK,
+    MODE_MASK,
+    REG,
+    Entry,
+    ImportItem,
+    Owner,
+    check_size,
+)
 from kyfs.engine.sql.base import Connection, mark, names_of
 from kyfs.engine.sql.history import HISTORY_VALUE_MAX, cache_ttl, read_meta, record
 from kyfs.engine.sql.nodes import SQL_ARCHIVE, NamespaceMixin, process_owner
@@ -60,9 +69,9 @@ _SQL_UPSERT_BLOCK = (
 )
 _SQL_DROP_BLOCKS_FROM = "DELETE FROM blocks WHERE node_id = ? AND idx >= ?"
 _SQL_CUT_BLOCK = "UPDATE blocks SET data = substr(data, 1, ?) WHERE node_id = ? AND idx = ?"
-_SQL_SET_SIZE = (  # an atime of NULL keeps the stored one
-    "UPDATE nodes SET size = ?, mtime_ns = ?, ctime_ns = ?, atime_ns = coalesce(?, atime_ns)"
-    " WHERE id = ?"
+_SQL_SET_SIZE = (  # a NULL atime, mode, uid or gid keeps the stored one
+    "UPDATE nodes SET size = ?, mtime_ns = ?, ctime_ns = ?, atime_ns = coalesce(?, atime_ns),"
+    " mode = coalesce(?, mode), uid = coalesce(?, uid), gid = coalesce(?, gid) WHERE id = ?"
 )
 
 
@@ -298,7 +307,7 @@ class ValuesMixin(NamespaceMixin):
             check_size(size)
             conn.execute(_SQL_UPSERT_BLOCK, (node_id, idx, piece))
         mtime = now if mtime_ns is None else mtime_ns
-        conn.execute(_SQL_SET_SIZE, (size, mtime, now, None, node_id))
+        conn.execute(_SQL_SET_SIZE, (size, mtime, now, None, None, None, None, node_id))
         if created_ns is not None:
             conn.execute("UPDATE nodes SET created_ns = ? WHERE id = ?", (created_ns, node_id))
         after_write(conn, node_id, ttl_s=ttl_s, replace_ttl=True, detail=detail, size=size)
@@ -313,6 +322,9 @@ class ValuesMixin(NamespaceMixin):
         blocks: Iterable[tuple[int, bytes]],
         mtime_ns: int | None = None,
         atime_ns: int | None = None,
+        mode: int | None = None,
+        uid: int | None = None,
+        gid: int | None = None,
     ) -> bool:
         """Apply an open file's buffered changes to node ``node_id`` in one transaction.
 
@@ -326,6 +338,9 @@ class ValuesMixin(NamespaceMixin):
                 the last block of the value.
             mtime_ns: the modification time to record; now when None.
             atime_ns: the access time to record; kept when None.
+            mode, uid, gid: permission bits (``& 0o7777``), owner and group set while
+                the file was being written (chmod(2), chown(2) on it); each kept when
+                None. The ctime becomes now.
 
         Returns False when the node no longer exists (its last name was unlinked while
         open); then nothing is written.
@@ -356,7 +371,8 @@ class ValuesMixin(NamespaceMixin):
                 limit = size - idx * BLOCK_SIZE
                 conn.execute(_SQL_UPSERT_BLOCK, (node_id, idx, bytes(data[:limit])))
             mtime = now if mtime_ns is None else mtime_ns
-            conn.execute(_SQL_SET_SIZE, (size, mtime, now, atime_ns, node_id))
+            bits = None if mode is None else mode & MODE_MASK
+            conn.execute(_SQL_SET_SIZE, (size, mtime, now, atime_ns, bits, uid, gid, node_id))
             after_write(conn, node_id, size=size)
         return True
 

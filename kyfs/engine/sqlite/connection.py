@@ -10,6 +10,14 @@ Durability: WAL (checked: ``PRAGMA journal_mode=WAL`` must answer ``wal``) with
 ``PRAGMA wal_checkpoint`` (called on fsync) also makes it survive power loss
 (sqlite.org/pragma.html#pragma_synchronous, sqlite.org/wal.html).
 
+Checkpoints: a connection made with ``autocheckpoint`` (the default, as SQLite's own)
+folds the WAL into the database after a commit that leaves it over 1,000 pages, in the
+committing thread. The daemon's connections are made without: its requests never wait
+for a checkpoint (copying the WAL and fsyncing the database: a close(2) after a 512 MiB
+write went from 8.5 s to 2.3 s), and a thread of its own folds the WAL in
+(kyfs.app.Checkpointer, SqliteEngine.checkpoint). After a checkpoint empties it, the WAL
+file is cut back to JOURNAL_SIZE_LIMIT bytes (``PRAGMA journal_size_limit``).
+
 Thread-safety: a connection is used by one thread at a time. It is opened with
 ``check_same_thread=False`` so that the FUSE loop may use one made on another thread,
 but callers must not share it concurrently.
@@ -25,6 +33,7 @@ from pathlib import Path
 from kyfs.core.errors import AlreadyExists, NoSpace, StorageError
 
 BUSY_TIMEOUT_MS = 10_000  # how long a writer waits for another one, milliseconds
+JOURNAL_SIZE_LIMIT = 64 << 20  # bytes a WAL file keeps once emptied (a 1 GiB write's leaves)
 
 
 def convert(exc: sqlite3.Error) -> StorageError:
@@ -36,8 +45,10 @@ def convert(exc: sqlite3.Error) -> StorageError:
     return StorageError(f"storage error: {exc}")
 
 
-def connect(path: Path, create: bool = False) -> sqlite3.Connection:
-    """Open workspace file ``path`` in WAL mode; with ``create`` make it first (mode 0600).
+def connect(path: Path, create: bool = False, autocheckpoint: bool = True) -> sqlite3.Connection:
+    """Open workspace file ``path`` in WAL mode; with ``create`` make it first (mode 0600);
+    without ``autocheckpoint`` its commits never checkpoint (``PRAGMA wal_autocheckpoint
+    = 0``: whoever opened it folds the WAL in).
 
     The URI uses ``mode=rw``: a name that went stale (renamed or dropped workspace)
     never creates an empty file behind the rename.
@@ -70,6 +81,9 @@ def connect(path: Path, create: bool = False) -> sqlite3.Connection:
         if str(mode).lower() != "wal":
             raise StorageError(f"{path}: WAL mode refused (journal_mode={mode})")
         conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute(f"PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT}")
+        if not autocheckpoint:
+            conn.execute("PRAGMA wal_autocheckpoint = 0")
     except sqlite3.Error as exc:
         conn.close()
         raise StorageError(f"{path}: not a usable workspace file: {exc}") from None

@@ -27,16 +27,18 @@ from __future__ import annotations
 
 import datetime as dt
 import fcntl
+import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 from kyfs.core.errors import (
     AlreadyExists,
     InvalidName,
+    KyfsError,
     NotEmpty,
     StorageError,
     UnsoundInput,
@@ -51,6 +53,8 @@ from kyfs.engine.sqlite import trust
 from kyfs.engine.sqlite.workspace import SqliteWorkspace
 from kyfs.engine.sweep import Sweeper
 from kyfs.platform import paths
+
+log = logging.getLogger(__name__)
 
 
 def _move_files(source: Path, target: Path) -> None:
@@ -219,6 +223,9 @@ class SqliteEngine:
             Created with mode 0700 when missing.
         cache: keep Stores open between uses, checked against the file's identity
             before each use (for the long-running daemon).
+        autocheckpoint: commits fold the WAL in, in the committing thread (SQLite's
+            default); False leaves it to :meth:`checkpoint` (the daemon's thread
+            kyfs.app.Checkpointer), so that no request waits for one.
     """
 
     def __init__(
@@ -227,6 +234,7 @@ class SqliteEngine:
         *,
         cache: bool = False,
         retention_s: Callable[[], float | None] = lambda: None,
+        autocheckpoint: bool = True,
     ) -> None:
         self.directory = directory or paths.workspaces_dir()
         paths.make_private_dir(self.directory)
@@ -237,6 +245,9 @@ class SqliteEngine:
         self._mutex = threading.Lock()  # guards _cache between the daemon's threads
         self._sweeper = Sweeper(cache)
         self._paths: dict[str, Path] = {}
+        self._autocheckpoint = autocheckpoint
+        self._folded: dict[str, tuple[int, int]] = {}  # name -> its WAL (mtime, size) when
+        # checkpoint() last folded it
 
     def _file(self, name: str) -> Path:
         path = self._paths.get(name)
@@ -502,7 +513,9 @@ class SqliteEngine:
         if cached is not None:
             self._sweeper.sweep(name, cached[0])
             return cached[0]
-        store = SqliteWorkspace(path, retention_s=self._retention_s())
+        store = SqliteWorkspace(
+            path, retention_s=self._retention_s(), autocheckpoint=self._autocheckpoint
+        )
         if self._cache_enabled:
             store.start_watching()  # the daemon: its watcher misses nothing from here on
             with self._mutex:
@@ -513,6 +526,32 @@ class SqliteEngine:
                 self._cache[name] = (store, identity)
         self._sweeper.sweep(name, store)
         return store
+
+    def checkpoint(self, names: Iterable[str], min_wal_bytes: int = 0) -> list[str]:
+        """Fold into its database the WAL of each workspace of ``names`` that changed since
+        this engine last folded it and has at least ``min_wal_bytes`` bytes: a PASSIVE
+        checkpoint (sqlite.org/pragma.html#pragma_wal_checkpoint), which waits for no
+        reader or writer and copies what no reader still needs. Returns the names folded.
+        A workspace dropped or renamed meanwhile, or one that fails, is passed over
+        (logged); the next call tries again."""
+        folded = []
+        for name in names:
+            try:
+                wal = paths.sidecar_files(self._file(name))[0].stat()
+            except (OSError, KyfsError):
+                continue  # no WAL: nothing written since the last connection closed
+            seen = (wal.st_mtime_ns, wal.st_size)
+            if seen == self._folded.get(name) or wal.st_size < min_wal_bytes:
+                continue
+            try:
+                with self.using(name) as workspace:
+                    workspace.sync()
+            except KyfsError as exc:
+                log.debug("checkpoint of %s: %s", name, exc)
+                continue
+            self._folded[name] = seen
+            folded.append(name)
+        return folded
 
     def wait_for_changes(self, timeout_s: float) -> bool:
         """SQLite cannot tell another process's commit: waits ``timeout_s`` seconds and

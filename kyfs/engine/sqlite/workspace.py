@@ -57,6 +57,8 @@ class SqliteWorkspace(SearchCheckMixin, RulesMixin):
         mend_version: ``fsck --repair`` only: a file whose schema is exactly kyfs's own
             for another version than its ``user_version`` says gets that version number
             back (every other open refuses such a file).
+        autocheckpoint: commits fold the WAL in (SQLite's default); False leaves it to
+            whoever opened it (the daemon: kyfs.engine.sqlite.connection).
 
     Raises:
         StorageError: (EIO, exit 4) the file cannot be opened, is not a SQLite
@@ -76,13 +78,14 @@ class SqliteWorkspace(SearchCheckMixin, RulesMixin):
         retention_s: float | None = None,
         migrate: bool = True,
         mend_version: bool = False,
+        autocheckpoint: bool = True,
     ) -> None:
         self.path = path
         self.block_size = BLOCK_SIZE
         self.lock = threading.RLock()  # held by the daemon's threads around each use
         self._root_id = 0
         self.inode_tag = 0
-        self._conn = connect(path, create)
+        self._conn = connect(path, create, autocheckpoint)
         try:
             problems = trust.check_schema(self._conn)
             actual = trust.structure_version(self._conn) if problems and mend_version else None
