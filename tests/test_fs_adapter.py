@@ -157,14 +157,22 @@ def test_tar_x_of_a_file_is_two_transactions_and_its_attributes_show_at_once(
 
     monkeypatch.setattr(store, "_atomic", counted)
     fh = ops.create("/ws/f", 0o600, os.O_WRONLY | os.O_EXCL)
+    stats = []
+    stat_of = store.stat
+    monkeypatch.setattr(store, "stat", lambda key: stats.append(key) or stat_of(key))
+    created = ops.getattr("/ws/f", fh)  # libfuse asks right after the create: no lookup
+    assert stats == [] and stat.S_IMODE(created["st_mode"]) == 0o600
     ops.write("/ws/f", b"hello", 0, fh)
     ops.utimens("/ws/f", (fs.UTIME_OMIT, 7_000_000_000))
     ops.chown("/ws/f", 1234, 5678)
     ops.chmod("/ws/f", 0o100644)
-    shown = ops.getattr("/ws/f")
+    stats.clear()
+    assert stat.S_IMODE(ops.getattr("/ws/f", fh)["st_mode"]) == 0o644  # chmod's own reply
+    assert stats == []
+    shown = ops.getattr("/ws/f")  # a later request looks it up
     assert (shown["st_mtime"], shown["st_uid"], shown["st_gid"]) == (7_000_000_000, 1234, 5678)
     assert stat.S_IMODE(shown["st_mode"]) == 0o644 and shown["st_size"] == 5
-    assert len(transactions) == 1  # the create
+    assert len(transactions) == 1 and stats == ["f"]  # the create; one lookup
     ops.flush("/ws/f", fh)
     ops.release("/ws/f", fh)
     assert len(transactions) == 2
@@ -176,6 +184,15 @@ def test_tar_x_of_a_file_is_two_transactions_and_its_attributes_show_at_once(
         0o644,
     )
     assert stored.ctime_ns >= shown["st_ctime"] and _read_file(ops, "/ws/f") == b"hello"
+
+
+def test_a_create_reply_never_outlives_its_request(ops: fs.KyfsOperations) -> None:
+    """The attributes kept for the getattr of a create's own request are forgotten by the
+    next operation: a later getattr sees the write."""
+    fh = ops.create("/ws/f", 0o644, os.O_WRONLY)
+    ops.write("/ws/f", b"12345", 0, fh)
+    assert ops.getattr("/ws/f", fh)["st_size"] == 5
+    ops.release("/ws/f", fh)
 
 
 def test_a_write_after_utimens_on_an_open_file_sets_the_mtime_again(

@@ -109,6 +109,8 @@ def _boundary(
     def wrapper(self: KyfsOperations, /, *args: P.args, **kwargs: P.kwargs) -> R:
         started = time.perf_counter()
         failed: int | None = None
+        if name != "getattr":
+            self._current.reply = None  # KyfsOperations._reply_with: this request's only
         try:
             if kind == "handle":
                 with self._handle_lock(args[-1]):  # type: ignore[arg-type]
@@ -187,7 +189,8 @@ class KyfsOperations(Operations):  # type: ignore[misc]
         self._virtual: dict[int, bytes] = {}  # open handles of virtual files
         self._hidden: dict[str, OpenFile] = {}  # .fuse_hidden path -> the unlinked open file
         self._next_fh = itertools.count(1)  # next() is atomic in CPython: no lock
-        self._current = threading.local()  # .store: (name, workspace) of this request's lock
+        # .store: (name, workspace) of this request's lock; .reply: see _reply_with
+        self._current = threading.local()
         self._uid, self._gid = os.getuid(), os.getgid()
         self.search_tree = SearchTree(workspaces.names, workspaces.open)
         self.control_tree = ControlTree(self.metrics)
@@ -369,6 +372,13 @@ class KyfsOperations(Operations):  # type: ignore[misc]
             "st_ctime": pending.get("ctime_ns", entry.ctime_ns),
         }
 
+    def _reply_with(self, path: str, entry: Entry, store: Workspace) -> None:
+        """Answer the getattr that libfuse's high-level API makes right after this create
+        or setattr, on this thread and for this same request, with ``entry`` as this
+        operation left it, instead of asking the engine again (``tar x`` makes four per
+        file). Any other operation on the thread forgets it first (_boundary)."""
+        self._current.reply = (path, self._attrs(entry, store))
+
     def _defer(self, store: Workspace, entry: Entry, **attrs: int | None) -> bool:
         """Keep attribute changes of a file open here with buffered writes for the
         commit of its data (one transaction at close instead of one per call: tar x,
@@ -461,6 +471,11 @@ class KyfsOperations(Operations):  # type: ignore[misc]
         """The stat dict of ``path`` (st_size includes buffered writes; times in ns, UTC);
         with ``path`` None, of open file ``fh`` (unlinked while open). ENOENT,
         ENAMETOOLONG."""
+        reply = getattr(self._current, "reply", None)
+        if reply is not None:
+            self._current.reply = None
+            if reply[0] == path:
+                return reply[1]  # type: ignore[no-any-return]
         if path is None:  # an unlinked open file, asked by handle
             return self._unlinked_attrs(self._handle(fh if fh is not None else -1))
         if path == "/":
@@ -551,7 +566,9 @@ class KyfsOperations(Operations):  # type: ignore[misc]
         check (default_permissions). EPERM at the mount's root; ENOENT."""
         store, key = self._resolve(path)
         entry = store.stat(key) if self._open else None
-        if entry is None or not self._defer(store, entry, mode=mode & MODE_MASK):
+        if entry is not None and self._defer(store, entry, mode=mode & MODE_MASK):
+            self._reply_with(path, entry, store)
+        else:
             entry = store.chmod(key, mode)
         self._forget(self._split(path)[0] or "", self._linked_names(store, key, entry))
         return 0
@@ -565,7 +582,9 @@ class KyfsOperations(Operations):  # type: ignore[misc]
         owner = None if uid in (-1, NO_ID) else uid
         group = None if gid in (-1, NO_ID) else gid
         entry = store.stat(key) if self._open else None
-        if entry is None or not self._defer(store, entry, uid=owner, gid=group):
+        if entry is not None and self._defer(store, entry, uid=owner, gid=group):
+            self._reply_with(path, entry, store)
+        else:
             entry = store.chown(key, owner, group)
         self._forget(self._split(path)[0] or "", self._linked_names(store, key, entry))
         return 0
@@ -584,7 +603,9 @@ class KyfsOperations(Operations):  # type: ignore[misc]
                 None if t == UTIME_OMIT else now if t == UTIME_NOW else t for t in times
             )
         entry = store.stat(key)
-        if not self._defer(store, entry, atime_ns=atime, mtime_ns=mtime):
+        if self._defer(store, entry, atime_ns=atime, mtime_ns=mtime):
+            self._reply_with(path, entry, store)
+        else:
             store.utimens(key, atime, mtime)
         self._forget(self._split(path)[0] or "", self._linked_names(store, key, entry))
         return 0
@@ -753,6 +774,7 @@ class KyfsOperations(Operations):  # type: ignore[misc]
             entry = store.create(key, mode, owner=self._caller())
             return self._attach(path, store, entry, truncate=bool(flags & os.O_TRUNC))
         fh = self._attach(path, store, entry, truncate=bool(flags & os.O_TRUNC))
+        self._reply_with(path, entry, store)
         # A new key holds an empty value until a write: schema rules judge it at close
         # if nothing was written (touch), as they judge any value (_judge_empty).
         self._handles[fh].created_empty = True
