@@ -224,11 +224,11 @@ class Checkpointer(_BackgroundThread):
     (``open_engine(autocheckpoint=False)``), so no request waits for the copy and the
     fsync (kyfs.engine.sqlite.connection).
 
-    Every INTERVAL seconds it folds each WAL that changed since (Engine.checkpoint): of any
-    size once the mount has had no request for QUIET seconds, and only past
-    BUSY_WAL_BYTES while requests keep coming, so that a long ``tar x`` neither waits for
-    checkpoints nor grows the WAL without bound. It uses its own engine: SQLite copies and
-    fsyncs with the GIL released, beside the request threads.
+    Every INTERVAL seconds it folds each WAL that changed since (Engine.checkpoint): once
+    the mount has had no request for QUIET seconds, and while requests keep coming at
+    most every BUSY_EVERY seconds per workspace, so that a long ``tar x`` neither waits
+    for checkpoints (each one fsyncs) nor grows the WAL without bound. It uses its own
+    engine: SQLite copies and fsyncs with the GIL released, beside the request threads.
 
     Args:
         names: the workspaces to look at (the daemon engine's ``cached``).
@@ -238,7 +238,7 @@ class Checkpointer(_BackgroundThread):
     NAME = "kyfs-checkpointer"
     INTERVAL = 0.25  # seconds between two looks
     QUIET = 0.5  # seconds without a request that count as a pause of the mount
-    BUSY_WAL_BYTES = 64 << 20  # a WAL this big is folded even while requests come
+    BUSY_EVERY = 5.0  # seconds between two folds of one workspace while requests come
 
     def __init__(self, names: Callable[[], list[str]], idle_s: Callable[[], float]) -> None:
         super().__init__()
@@ -247,10 +247,16 @@ class Checkpointer(_BackgroundThread):
 
     def _run(self) -> None:
         engine = open_engine()
+        folded: dict[str, float] = {}  # name -> when it was last folded (monotonic s)
+        started = time.monotonic()
         try:
             while not self._stop.wait(self.INTERVAL):
-                busy = self._idle_s() < self.QUIET
-                engine.checkpoint(self._names(), self.BUSY_WAL_BYTES if busy else 0)
+                now = time.monotonic()
+                names = self._names()
+                if self._idle_s() < self.QUIET:  # busy: only those not folded for a while
+                    names = [n for n in names if now - folded.get(n, started) >= self.BUSY_EVERY]
+                for name in engine.checkpoint(names):
+                    folded[name] = now
         finally:
             engine.close()
 

@@ -268,7 +268,7 @@ def test_without_autocheckpoint_commits_leave_the_wal_to_engine_checkpoint(
     tmp_path: Path,
 ) -> None:
     """The daemon's engine (autocheckpoint=False) never folds the WAL in at commit;
-    Engine.checkpoint does, once per change, and only past min_wal_bytes."""
+    Engine.checkpoint does, once per change."""
     from kyfs.engine.sqlite.engine import SqliteEngine
 
     engine = SqliteEngine(tmp_path / "ws", cache=True, autocheckpoint=False)
@@ -279,7 +279,6 @@ def test_without_autocheckpoint_commits_leave_the_wal_to_engine_checkpoint(
         with engine.using("w") as ws:
             ws.set("big", value)
         assert database.stat().st_size < len(value)  # still in the WAL only
-        assert engine.checkpoint(["w"], min_wal_bytes=1 << 30) == []  # too small yet
         assert engine.checkpoint(["w"]) == ["w"]
         assert database.stat().st_size > len(value)  # folded into the database
         assert engine.checkpoint(["w"]) == []  # nothing new since
@@ -302,8 +301,8 @@ def test_by_default_a_big_commit_folds_the_wal_in_itself(tmp_path: Path) -> None
 
 
 def test_the_checkpointer_folds_the_wal_in_when_the_mount_pauses() -> None:
-    """While requests keep coming (idle 0 s) the Checkpointer leaves a WAL under
-    BUSY_WAL_BYTES alone; once the mount is quiet it folds it in."""
+    """While requests keep coming (idle 0 s) the Checkpointer folds a workspace at most
+    every BUSY_EVERY seconds; once the mount is quiet it folds it in at once."""
     import time
 
     from kyfs.app import Checkpointer
@@ -317,21 +316,34 @@ def test_the_checkpointer_folds_the_wal_in_when_the_mount_pauses() -> None:
         with daemon.using("w") as ws:
             ws.set("big", os.urandom(8 << 20))
         busy = Checkpointer(lambda: ["w"], idle_s=lambda: 0.0)
-        busy.INTERVAL = 0.05
+        busy.INTERVAL, busy.BUSY_EVERY = 0.05, 60.0
         busy.start()
         try:
             time.sleep(0.5)
             assert database.stat().st_size < 8 << 20, "folded in while the mount was busy"
         finally:
             busy.stop()
+        busy = Checkpointer(lambda: ["w"], idle_s=lambda: 0.0)
+        busy.INTERVAL, busy.BUSY_EVERY = 0.05, 0.3
+        busy.start()
+        try:
+            deadline = time.monotonic() + 5
+            while database.stat().st_size < 8 << 20 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert database.stat().st_size >= 8 << 20, "never folded while the mount was busy"
+        finally:
+            busy.stop()
+        with daemon.using("w") as ws:
+            ws.set("more", os.urandom(8 << 20))
+        folded = database.stat().st_size
         quiet = Checkpointer(lambda: ["w"], idle_s=lambda: 60.0)
         quiet.INTERVAL = 0.05
         quiet.start()
         try:
             deadline = time.monotonic() + 5
-            while database.stat().st_size < 8 << 20 and time.monotonic() < deadline:
+            while database.stat().st_size < folded + (8 << 20) and time.monotonic() < deadline:
                 time.sleep(0.05)
-            assert database.stat().st_size >= 8 << 20
+            assert database.stat().st_size >= folded + (8 << 20)
         finally:
             quiet.stop()
     finally:

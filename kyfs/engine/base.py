@@ -424,11 +424,11 @@ class Engine(Protocol):
         """Names of the workspaces this engine keeps open (the daemon's cache), sorted."""
         ...
 
-    def checkpoint(self, names: Iterable[str], min_wal_bytes: int = 0) -> list[str]:
+    def checkpoint(self, names: Iterable[str]) -> list[str]:
         """Fold the write-ahead log of each workspace of ``names`` that changed since the
-        last call and holds at least ``min_wal_bytes`` bytes into its database (SQLite: a
-        PASSIVE checkpoint; PostgreSQL: nothing, its server's checkpointer does it);
-        returns the names folded. Never raises for one workspace: it is tried again."""
+        last call into its database (SQLite: a PASSIVE checkpoint; PostgreSQL: nothing,
+        its server's checkpointer does it); returns the names folded. Never raises for
+        one workspace: it is tried again at the next call."""
         ...
 
     def wait_for_changes(self, timeout_s: float) -> bool:

@@ -297,8 +297,10 @@ def serve(
     log.info("kyfs %s serving %s from %s", __version__, mountpoint, paths.data_dir())
     indexer = BackgroundIndexer(idle_s=metrics.idle_s)  # yields while requests come
     indexer.start()  # before the pinning below: its FTS5 work may use another CPU
+    # SQLite files only: a PostgreSQL server checkpoints itself (Engine.checkpoint).
     checkpointer = Checkpointer(engine.cached, metrics.idle_s)
-    checkpointer.start()  # likewise: its copies and fsyncs may use another CPU
+    if config.engine_url() is None:
+        checkpointer.start()  # likewise: its copies and fsyncs may use another CPU
     if not nothreads:
         pin_to_one_cpu()
         limit_malloc_arenas()

@@ -83,7 +83,8 @@ class OpenFile:
         size: the current length in bytes, buffered changes included.
         dirty: there are changes not yet committed.
         attrs: attributes set while dirty (``mode``, ``uid``, ``gid``, ``atime_ns``,
-            ``mtime_ns``), committed in the same transaction as the data (:meth:`defer`).
+            ``mtime_ns``), committed in the same transaction as the data (:meth:`defer`);
+            ``ctime_ns`` there is only shown (the commit sets the ctime to its own time).
     """
 
     def __init__(self, store: BlockStore, entry_id: int, size: int, spill_dir: Path) -> None:

@@ -123,7 +123,7 @@ class PgEngine:
             for statement in schema.statements(schema.CATALOG_DDL):
                 conn.execute(statement)
 
-    def checkpoint(self, names: Iterable[str], min_wal_bytes: int = 0) -> list[str]:
+    def checkpoint(self, names: Iterable[str]) -> list[str]:
         """Nothing to fold: the server's own checkpointer writes its WAL into the tables
         (postgresql.org/docs/current/wal-configuration.html). Returns []."""
         return []

@@ -527,12 +527,12 @@ class SqliteEngine:
         self._sweeper.sweep(name, store)
         return store
 
-    def checkpoint(self, names: Iterable[str], min_wal_bytes: int = 0) -> list[str]:
-        """Fold into its database the WAL of each workspace of ``names`` that changed since
-        this engine last folded it and has at least ``min_wal_bytes`` bytes: a PASSIVE
-        checkpoint (sqlite.org/pragma.html#pragma_wal_checkpoint), which waits for no
-        reader or writer and copies what no reader still needs. Returns the names folded.
-        A workspace dropped or renamed meanwhile, or one that fails, is passed over
+    def checkpoint(self, names: Iterable[str]) -> list[str]:
+        """Fold into its database the WAL of each workspace of ``names`` whose WAL file
+        changed (mtime, size) since this engine last folded it: a PASSIVE checkpoint
+        (sqlite.org/pragma.html#pragma_wal_checkpoint), which waits for no reader or
+        writer and copies what no reader still needs. Returns the names folded. A
+        workspace dropped or renamed meanwhile, or one that fails, is passed over
         (logged); the next call tries again."""
         folded = []
         for name in names:
@@ -541,7 +541,7 @@ class SqliteEngine:
             except (OSError, KyfsError):
                 continue  # no WAL: nothing written since the last connection closed
             seen = (wal.st_mtime_ns, wal.st_size)
-            if seen == self._folded.get(name) or wal.st_size < min_wal_bytes:
+            if seen == self._folded.get(name):
                 continue
             try:
                 with self.using(name) as workspace:
