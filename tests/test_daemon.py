@@ -290,3 +290,34 @@ def test_a_big_write_reaches_the_workspace_file_while_the_daemon_runs(mounted: M
         time.sleep(0.1)
     assert database.stat().st_size >= len(value)
     assert (mounted.path / "default" / "big.bin").read_bytes() == value
+
+
+def test_metrics_from_many_threads_add_up_exactly() -> None:
+    """Each thread counts into its own shard; a snapshot sums them, even while they count."""
+    import threading
+
+    from kyfs.platform.metrics import Metrics
+
+    metrics = Metrics()
+    start = threading.Barrier(8)
+
+    def work() -> None:
+        start.wait()
+        for n in range(5_000):
+            metrics.record("getattr", 3e-5)
+            metrics.record("create", 2e-4, error=17)
+            metrics.add_bytes(read=3, written=5)
+            if n % 1000 == 0:
+                metrics.snapshot()  # a reader meanwhile
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    snap = metrics.snapshot()
+    assert snap["calls"] == {"getattr": 40_000, "create": 40_000}
+    assert snap["errors"] == {("create", "EEXIST"): 40_000}
+    assert (snap["read"], snap["written"]) == (120_000, 200_000)
+    assert snap["histograms"]["getattr"][0][-1] == 40_000
+    assert abs(snap["histograms"]["create"][1] - 40_000 * 2e-4) < 1e-6
