@@ -363,3 +363,32 @@ def test_stale_mountpoint_is_recovered(mountpoint: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert (mountpoint / "default" / "k").read_bytes() == b"kept"
     assert kyfs("unmount", str(mountpoint)).returncode == 0
+
+
+def test_ls_l_of_a_directory_takes_its_attributes_from_readdirplus(
+    mounted: Mount, tmp_path: Path
+) -> None:
+    """A listing answers the kernel's READDIRPLUS with every attribute, so `ls -l` of keys
+    the kernel has never seen (written by the CLI) makes no lookup or getattr per key, and
+    shows their true sizes."""
+    import re
+
+    from kyfs.vfs.control_tree import METRICS_TTL
+
+    (tmp_path / "src" / "dir").mkdir(parents=True)
+    for i in range(30):
+        (tmp_path / "src" / "dir" / f"k{i:02d}").write_bytes(b"x" * i)
+    assert mounted.kyfs("import", str(tmp_path / "src"), "-w", "default").returncode == 0
+
+    def getattrs() -> int:
+        time.sleep(METRICS_TTL + 0.1)  # the metrics file is rendered at most that often
+        text = (mounted.path / ".kyfs" / "metrics").read_text()
+        found = re.search(r'operations_total\{operation="getattr"\} (\d+)', text)
+        return int(found.group(1)) if found else 0
+
+    before = getattrs()
+    listing = sh(f"ls -ln {mounted.path / 'default' / 'dir'}").stdout.decode().splitlines()[1:]
+    asked = getattrs() - before
+    sizes = {line.split()[-1]: int(line.split()[4]) for line in listing}
+    assert sizes == {f"k{i:02d}": i for i in range(30)}
+    assert asked < 5, f"{asked} getattr requests for one ls -l of 30 keys"

@@ -508,9 +508,11 @@ class KyfsOperations(Operations):  # type: ignore[misc]
         return attrs
 
     @_op
-    def readdir(self, path: str, fh: int) -> Listing:
+    def readdir(self, path: str, fh: int, plus: bool = False) -> Listing:
         """``.``, ``..`` and a directory's entries, each with its st_mode and st_ino (never
-        0: glibc skips such entries). ENOENT, ENOTDIR."""
+        0: glibc skips such entries); with ``plus`` (the kernel's READDIRPLUS) a key's
+        entries carry every attribute, as getattr gives them, so that ``ls -l``, ``find``
+        and ``grep -r`` need no lookup and no getattr per name. ENOENT, ENOTDIR."""
         workspace, key = self._split(path)
         if workspace is None:
             listing = dots(ROOT_INO, ROOT_INO)
@@ -523,7 +525,10 @@ class KyfsOperations(Operations):  # type: ignore[misc]
         store, key = self._resolve(path)
         listing = dots(store.inode(store.stat(key).id))
         for entry in store.children(key):
-            attrs = {"st_mode": entry.kind | entry.mode, "st_ino": store.inode(entry.id)}
+            if plus:
+                attrs = self._attrs(entry, store)
+            else:
+                attrs = {"st_mode": entry.kind | entry.mode, "st_ino": store.inode(entry.id)}
             listing.append((entry.name, attrs, 0))
         return listing
 

@@ -20,6 +20,8 @@ FUSE = mfusepy.FUSE
 FuseOSError = mfusepy.FuseOSError
 Operations = mfusepy.Operations
 fuse_major_version: int = mfusepy.fuse_version_major
+c_stat = mfusepy.c_stat  # struct stat, as libfuse fills directory entries with it
+set_st_attrs = mfusepy.set_st_attrs  # a stat dict into a c_stat
 
 
 def fuse_get_context() -> tuple[int, int, int]:
@@ -37,7 +39,9 @@ __all__ = [
     "FUSE",
     "FuseOSError",
     "Operations",
+    "c_stat",
     "fuse_get_context",
     "fuse_major_version",
     "mfusepy",
+    "set_st_attrs",
 ]

@@ -36,6 +36,7 @@ from kyfs import __version__
 from kyfs.core.errors import MountError
 from kyfs.fuse.invalidate import ATTR_TIMEOUT
 from kyfs.platform import config, paths
+from kyfs.vfs.tree import Listing
 
 log = logging.getLogger(__name__)
 
@@ -416,12 +417,17 @@ def _tail(path: Path, lines: int = 10) -> str:
 # (55,000 -> 37,000 context switches, pinned). libfuse 3.12+ keeps its threads (at most 10 by
 # default), so this keeps at most that many states.
 _KEPT = threading.local()
+READDIR_PLUS = 1 << 0  # libfuse's fuse_readdir_flags: the kernel asks for attributes too
+FILL_DIR_PLUS = 1 << 1  # libfuse's fuse_fill_dir_flags: this entry carries them all
+LISTINGS = 64  # directory listings kept between two READDIRPLUS calls of one reader
+_listings: dict[tuple[str | None, int], Listing] = {}  # (path, fh) -> the rest to send
+_LISTINGS_LOCK = threading.Lock()
 
 
 def _fuse_class() -> type:
     import ctypes
 
-    from kyfs.fuse.binding import FUSE, fuse_major_version
+    from kyfs.fuse.binding import FUSE, c_stat, fuse_major_version, set_st_attrs
 
     class KyfsFUSE(FUSE):  # type: ignore[misc]
         """mfusepy's FUSE, passing on what mfusepy 3.1 drops: rename(2)'s flags
@@ -448,6 +454,40 @@ def _fuse_class() -> type:
             return result
 
         if fuse_major_version == 3:
+
+            def readdir_fuse_3(
+                self, path: bytes | None, buf: Any, filler: Any, offset: int, fip: Any, flags: int
+            ) -> int:
+                """readdir(3) and the kernel's READDIRPLUS (``flags`` bit 0), which mfusepy
+                3.1 answers without attributes: a key's entry then goes to libfuse with
+                every attribute and FUSE_FILL_DIR_PLUS, and the kernel caches the name and
+                its attributes as a lookup would. libfuse 3.14 passes them on only when
+                each entry carries its offset (with offset 0 it sends ino 0, "ignore the
+                attributes": lib/fuse.c fill_dir_plus), so entry i goes with offset i + 1
+                and the next call resumes there, from the listing kept for it (_listings,
+                at most LISTINGS kept). Other entries (dots, workspaces, virtual trees) go
+                without attributes, as mfusepy sends them."""
+                if not flags & READDIR_PLUS:
+                    return int(super().readdir_fuse_3(path, buf, filler, offset, fip, flags))
+                name = None if path is None else path.decode(self.encoding, self.errors)
+                key = (name, fip.contents.fh)
+                with _LISTINGS_LOCK:
+                    items = _listings.pop(key, None) if offset else None
+                if items is None:
+                    items = self.operations.readdir(name, fip.contents.fh, plus=True)
+                for index in range(offset, len(items)):
+                    entry, attrs = items[index][:2]
+                    st = c_stat()
+                    set_st_attrs(st, attrs, use_ns=True)
+                    full = FILL_DIR_PLUS if "st_nlink" in attrs else 0
+                    encoded = entry.encode(self.encoding, self.errors)
+                    if filler(buf, encoded, st, index + 1, full) != 0:  # the buffer is full
+                        with _LISTINGS_LOCK:
+                            while len(_listings) >= LISTINGS:
+                                _listings.pop(next(iter(_listings)))
+                            _listings[key] = items
+                        break
+                return 0
 
             def truncate_fuse_3(self, path: bytes | None, length: int, fip: Any) -> int:
                 fh = fip.contents.fh if fip else None  # mfusepy 3.1 drops it
