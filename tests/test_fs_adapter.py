@@ -224,3 +224,22 @@ def test_statfs_counts_nodes(ops: fs.KyfsOperations) -> None:
     # IUsed (df -i) = f_files - f_ffree: the mount's root, the workspace's top, a, b, b/c
     assert result["f_files"] - result["f_ffree"] == 5
     assert result["f_blocks"] > 0 and result["f_namemax"] == 255
+
+
+def test_one_reading_of_a_directory_sees_one_listing(ops: fs.KyfsOperations) -> None:
+    """READDIRPLUS comes in pieces: each handle keeps the listing made at offset 0, so an
+    entry removed meanwhile (rm -r reads and unlinks at once) shifts nothing; a new
+    handle sees the change, and releasedir forgets the kept listing."""
+    for name in "abcd":
+        _write_file(ops, f"/ws/d/{name}", b"x")
+    fh = ops.opendir("/ws/d")
+    first = ops.listing_from("/ws/d", fh, 0)
+    assert [item[0] for item in first] == [".", "..", "a", "b", "c", "d"]
+    assert first[2][1]["st_size"] == 1 and first[2][1]["st_nlink"] == 1  # every attribute
+    ops.unlink("/ws/d/a")
+    assert [item[0] for item in ops.listing_from("/ws/d", fh, 4)] == ["c", "d"]
+    other = ops.opendir("/ws/d")
+    assert [item[0] for item in ops.listing_from("/ws/d", other, 0)][2:] == ["b", "c", "d"]
+    ops.releasedir("/ws/d", fh)
+    ops.releasedir("/ws/d", other)
+    assert not ops._listings

@@ -188,6 +188,7 @@ class KyfsOperations(Operations):  # type: ignore[misc]
         self._open: dict[tuple[Workspace, int], OpenFile] = {}
         self._virtual: dict[int, bytes] = {}  # open handles of virtual files
         self._hidden: dict[str, OpenFile] = {}  # .fuse_hidden path -> the unlinked open file
+        self._listings: dict[int, Listing] = {}  # directory handle -> its READDIRPLUS listing
         self._next_fh = itertools.count(1)  # next() is atomic in CPython: no lock
         # .store: (name, workspace) of this request's lock; .reply: see _reply_with
         self._current = threading.local()
@@ -531,6 +532,27 @@ class KyfsOperations(Operations):  # type: ignore[misc]
                 attrs = {"st_mode": entry.kind | entry.mode, "st_ino": store.inode(entry.id)}
             listing.append((entry.name, attrs, 0))
         return listing
+
+    def opendir(self, path: str) -> int:
+        """A handle for one reading of directory ``path`` (its READDIRPLUS listing is
+        kept under it until releasedir); no lookup: the kernel looked the path up."""
+        return next(self._next_fh)
+
+    def listing_from(self, path: str, fh: int, offset: int) -> Listing:
+        """The entries of ``path`` from position ``offset`` on, with every attribute (the
+        kernel's READDIRPLUS, which libfuse asks for in pieces). The listing is made at
+        offset 0 and kept under handle ``fh`` until releasedir, so one reading of a
+        directory sees one listing, however the kernel splits it and whatever changes
+        meanwhile (what readdir(3) promises). ENOENT, ENOTDIR."""
+        listing = self._listings.get(fh) if offset else None
+        if listing is None:
+            listing = self._listings[fh] = self.readdir(path, fh, plus=True)
+        return listing[offset:]
+
+    def releasedir(self, path: str | None, fh: int) -> int:
+        """Forget what handle ``fh`` kept (listing_from)."""
+        self._listings.pop(fh, None)
+        return 0
 
     @_op
     def readlink(self, path: str) -> str:

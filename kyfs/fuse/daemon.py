@@ -36,7 +36,6 @@ from kyfs import __version__
 from kyfs.core.errors import MountError
 from kyfs.fuse.invalidate import ATTR_TIMEOUT
 from kyfs.platform import config, paths
-from kyfs.vfs.tree import Listing
 
 log = logging.getLogger(__name__)
 
@@ -419,9 +418,6 @@ def _tail(path: Path, lines: int = 10) -> str:
 _KEPT = threading.local()
 READDIR_PLUS = 1 << 0  # libfuse's fuse_readdir_flags: the kernel asks for attributes too
 FILL_DIR_PLUS = 1 << 1  # libfuse's fuse_fill_dir_flags: this entry carries them all
-LISTINGS = 64  # directory listings kept between two READDIRPLUS calls of one reader
-_listings: dict[tuple[str | None, int], Listing] = {}  # (path, fh) -> the rest to send
-_LISTINGS_LOCK = threading.Lock()
 
 
 def _fuse_class() -> type:
@@ -464,28 +460,19 @@ def _fuse_class() -> type:
                 its attributes as a lookup would. libfuse 3.14 passes them on only when
                 each entry carries its offset (with offset 0 it sends ino 0, "ignore the
                 attributes": lib/fuse.c fill_dir_plus), so entry i goes with offset i + 1
-                and the next call resumes there, from the listing kept for it (_listings,
-                at most LISTINGS kept). Other entries (dots, workspaces, virtual trees) go
-                without attributes, as mfusepy sends them."""
+                and the next call resumes there, in the listing kept for the directory
+                handle (KyfsOperations.listing_from). Other entries (dots, workspaces,
+                virtual trees) go without attributes, as mfusepy sends them."""
                 if not flags & READDIR_PLUS:
                     return int(super().readdir_fuse_3(path, buf, filler, offset, fip, flags))
                 name = None if path is None else path.decode(self.encoding, self.errors)
-                key = (name, fip.contents.fh)
-                with _LISTINGS_LOCK:
-                    items = _listings.pop(key, None) if offset else None
-                if items is None:
-                    items = self.operations.readdir(name, fip.contents.fh, plus=True)
-                for index in range(offset, len(items)):
-                    entry, attrs = items[index][:2]
+                items = self.operations.listing_from(name, fip.contents.fh, offset)
+                for index, (entry, attrs, _) in enumerate(items, start=offset):
                     st = c_stat()
                     set_st_attrs(st, attrs, use_ns=True)
                     full = FILL_DIR_PLUS if "st_nlink" in attrs else 0
                     encoded = entry.encode(self.encoding, self.errors)
                     if filler(buf, encoded, st, index + 1, full) != 0:  # the buffer is full
-                        with _LISTINGS_LOCK:
-                            while len(_listings) >= LISTINGS:
-                                _listings.pop(next(iter(_listings)))
-                            _listings[key] = items
                         break
                 return 0
 

@@ -531,9 +531,9 @@ class SqliteEngine:
         """Fold into its database the WAL of each workspace of ``names`` whose WAL file
         changed (mtime, size) since this engine last folded it: a PASSIVE checkpoint
         (sqlite.org/pragma.html#pragma_wal_checkpoint), which waits for no reader or
-        writer and copies what no reader still needs. Returns the names folded. A
-        workspace dropped or renamed meanwhile, or one that fails, is passed over
-        (logged); the next call tries again."""
+        writer and copies what no reader still needs. Returns the names folded whole; one
+        whose readers kept frames back, dropped or renamed meanwhile, or failing, is
+        tried again at the next call (a failure is logged)."""
         folded = []
         for name in names:
             try:
@@ -545,12 +545,13 @@ class SqliteEngine:
                 continue
             try:
                 with self.using(name) as workspace:
-                    workspace.sync()
+                    whole = workspace.checkpoint(passive=True)
             except KyfsError as exc:
                 log.debug("checkpoint of %s: %s", name, exc)
                 continue
-            self._folded[name] = seen
-            folded.append(name)
+            if whole:
+                self._folded[name] = seen
+                folded.append(name)
         return folded
 
     def wait_for_changes(self, timeout_s: float) -> bool:

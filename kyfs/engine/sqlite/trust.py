@@ -145,7 +145,7 @@ def structure_version(conn: sqlite3.Connection) -> int | None:
 
 def write_reference(path: str) -> None:
     """Write kyfs/engine/sqlite/reference.py, the current version's reference schema
-    (``make docs`` runs it; tests/test_trust.py checks it is current)."""
+    (``make docs`` runs it; tests/test_hostile_files.py checks it is current)."""
     from kyfs.engine.sqlite import schema
 
     lines = [

@@ -149,10 +149,7 @@ class SqliteWorkspace(SearchCheckMixin, RulesMixin):
 
         A PASSIVE checkpoint fsyncs the WAL, then the database (sqlite.org/wal.html).
         """
-        try:
-            self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-        except sqlite3.Error as exc:
-            raise convert(exc) from None
+        self.checkpoint(passive=True)
 
     def inode(self, node_id: int) -> int:
         """The st_ino the mount shows for node ``node_id``: ``inode_tag << 40 | node_id``."""
@@ -188,10 +185,18 @@ class SqliteWorkspace(SearchCheckMixin, RulesMixin):
         except sqlite3.Error as exc:
             raise convert(exc) from None
 
-    def checkpoint(self) -> bool:
-        """Move the WAL into the database and empty it; True when it could (no reader busy)."""
+    def checkpoint(self, passive: bool = False) -> bool:
+        """Move the WAL into the database and empty it (TRUNCATE); with ``passive`` copy
+        what no reader still needs and wait for nobody (PASSIVE,
+        sqlite.org/pragma.html#pragma_wal_checkpoint). True when every frame of the WAL
+        is in the database (no reader kept one back).
+
+        Raises:
+            StorageError: (EIO, exit 4).
+        """
+        mode = "PASSIVE" if passive else "TRUNCATE"
         try:
-            busy = self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+            busy, frames, done = self._conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
         except sqlite3.Error as exc:
             raise convert(exc) from None
-        return not busy
+        return not busy and done >= frames
