@@ -212,8 +212,11 @@ def test_history_records_every_change_and_restores() -> None:
 
 def test_history_retention_keeps_what_it_promises() -> None:
     run("use", "w", "--create")
-    assert "100 versions and 30 days" in run("retention").output
-    assert run("retention", "--versions", "3", "--days", "0").exit_code == 0
+    shown = run("retention").output
+    assert "every version of 1 hours" in shown and "newest 10 versions" in shown
+    assert "one a day up to 30 days" in shown
+    thin = ("--versions", "3", "--all-hours", "0", "--hourly-hours", "0", "--days", "0")
+    assert run("retention", *thin).exit_code == 0
     for i in range(40):  # enough writes for pruning (every 16 history rows) to run
         run("set", "k", f"v{i}")
     versions = json.loads(run("history", "k", "--json").output)
@@ -226,8 +229,8 @@ def test_history_retention_keeps_what_it_promises() -> None:
 def test_versions_directory_through_the_mount(mounted: Mount) -> None:
     ws = mounted.path / "default"
     (ws / "conf").mkdir()
-    for text in ("v1", "v2", "v3"):
-        (ws / "conf" / "app.toml").write_text(text)
+    for text in ("v1", "v2", "v3"):  # three processes: three versions
+        subprocess.run(["sh", "-c", f"printf {text} > conf/app.toml"], cwd=ws, check=True)
     os.rename(ws / "conf" / "app.toml", ws / "conf" / "app2.toml")
     versions = ws / ".versions" / "conf" / "app.toml"
     names = sorted(os.listdir(versions), key=lambda n: int(n.split("-")[0]))

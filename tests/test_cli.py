@@ -142,3 +142,25 @@ def test_unmount_of_nothing_is_a_mount_error(tmp_path) -> None:  # type: ignore[
     result = run("unmount", str(tmp_path))
     assert result.exit_code == 5
     assert "not mounted" in result.output
+
+
+@pytest.mark.usefixtures("alpha")
+def test_du_shows_where_bytes_go_and_compact_gives_space_back() -> None:
+    import os
+
+    value = os.urandom(300_000)
+    assert run("set", "a", input=value).exit_code == 0
+    assert run("set", "b", input=value).exit_code == 0  # the same bytes: stored once
+    assert run("set", "a", input=os.urandom(100_000)).exit_code == 0  # the old one: history
+    usage = json.loads(run("du", "--json").output)["workspaces"]["alpha"]
+    assert usage["values"] == 400_000
+    assert 300_000 <= usage["live"] < 420_000 and usage["history"] == 0  # b still holds it
+    assert run("delete", "b").exit_code == 0
+    moved = json.loads(run("du", "--json").output)["workspaces"]["alpha"]
+    assert moved["archive"] >= 300_000 and moved["live"] < 120_000
+    table = run("du", "--all")
+    assert table.exit_code == 0 and "alpha" in table.output and "trash:" in table.output
+    done = run("compact", "--json")
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.output)["given_back"]["alpha"] >= 0
+    assert run("get", "a").exit_code == 0

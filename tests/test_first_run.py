@@ -103,7 +103,8 @@ def test_json_on_set_delete_ttl_retention(kyfs_home: Path) -> None:
     assert done["action"] == "set" and done["size"] == 5 and done["expires"]
     assert json.loads(run("ttl", "k", "--json").stdout)["seconds_left"] > 3500
     assert json.loads(run("retention", "--json").stdout) == {
-        "workspace": "default", "versions": 100, "days": 30.0,
+        "workspace": "default", "versions": 10, "all_hours": 1.0, "hourly_hours": 24.0,
+        "days": 30.0,
     }  # fmt: skip
     assert json.loads(run("delete", "k", "--json").stdout) == {
         "action": "delete", "workspace": "default", "key": "k",

@@ -260,7 +260,7 @@ def test_imported_times_out_of_range_are_refused(
         ("set", "k", "v", "--ttl", "999999999999d"),
         ("set", "k", "v", "--ttl", "1e400"),
         ("retention", "--days", "1000000"),
-        ("retention", "--versions", "0"),
+        ("retention", "--versions", "-1"),
         ("create", "cache", "--ttl", "10000000000000000000000000"),
         ("ttl", "k", "nan"),
         ("set", ".versions/x", "v"),

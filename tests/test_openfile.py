@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from kyfs.engine.sql.values import BLOCK_SIZE
+from kyfs.engine.sql.values import BUFFER_BLOCK as BLOCK_SIZE
 from kyfs.engine.sqlite.workspace import SqliteWorkspace
 from kyfs.vfs import openfile
 from kyfs.vfs.openfile import OpenFile

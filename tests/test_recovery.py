@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from kyfs.cli import cli
 from kyfs.core.errors import AlreadyExists, KeyNotFound, WorkspaceExists, WorkspaceNotFound
 from kyfs.engine import open_engine
-from kyfs.engine.sql.values import BLOCK_SIZE
+from kyfs.engine.sql.values import BUFFER_BLOCK as BLOCK_SIZE
 from kyfs.engine.sqlite import schema as migrations
 from kyfs.engine.sqlite.engine import SqliteEngine
 from kyfs.engine.sqlite.workspace import SqliteWorkspace
@@ -187,7 +187,10 @@ def test_fsck_finds_and_repairs_logical_damage(workspaces: SqliteEngine) -> None
     workspaces.create("w")
     _fill(workspaces, "w", {"a/b": b"v", "big": os.urandom(2 * BLOCK_SIZE)})
     conn = sqlite3.connect(paths.workspace_file("w"))
-    conn.execute("INSERT INTO blocks (node_id, idx, data) VALUES (9999, 0, x'00')")
+    some_block = conn.execute("SELECT min(id) FROM blocks").fetchone()[0]
+    conn.execute("INSERT INTO extents (owner, pos, block) VALUES (9999, 0, ?)", (some_block,))
+    conn.execute("INSERT INTO extents (owner, pos, block) VALUES (-9999, 0, 424242)")
+    conn.execute("UPDATE blocks SET refs = refs + 5 WHERE id = ?", (some_block,))
     conn.execute(
         "UPDATE nodes SET size = 10 WHERE id = (SELECT node FROM entries WHERE key = 'big')"
     )
@@ -195,12 +198,15 @@ def test_fsck_finds_and_repairs_logical_damage(workspaces: SqliteEngine) -> None
     conn.commit()
     conn.close()
     problems, _ = workspaces.check("w")
-    assert any("belong to no node" in p for p in problems)
+    assert any("extents that belong to no value" in p for p in problems)
+    assert any("extents of no block" in p for p in problems)
+    assert any("reference count differs" in p for p in problems)
     assert any("nodes with no name" in p for p in problems)  # the node of 'a' lost its name
     assert any("past the size" in p for p in problems)
     assert any("parent directory is missing" in p for p in problems)
     problems, done = workspaces.check("w", repair=True)
-    assert problems == [] and len(done) >= 3
+    assert problems == [] and len(done) >= 4
+    assert any("counted again the references" in d for d in done)
     s = workspaces.open("w")
     assert s.get("a/b") == b"v" and s.stat("a").is_dir
     s.close()

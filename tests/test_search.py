@@ -77,7 +77,7 @@ def test_index_follows_overwrites_renames_and_deletes(store: SqliteWorkspace) ->
     store.restore("moved/renamed")
     assert sorted(keys_of(store, "new")) == ["moved/other", "moved/renamed"]
     entry = store.create("opened")  # what an open file commits
-    store.commit(entry.id, size=5, valid=0, blocks=[(0, b"fresh")])
+    store.commit(entry.id, size=5, valid=0, changes=[(0, b"fresh")])
     assert keys_of(store, "fresh") == ["opened"]
     assert store.check() == []
 

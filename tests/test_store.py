@@ -22,7 +22,7 @@ from kyfs.core.errors import (
     StorageError,
     ValueTooLarge,
 )
-from kyfs.engine.sql.values import BLOCK_SIZE
+from kyfs.engine.sql.values import BUFFER_BLOCK as BLOCK_SIZE
 from kyfs.engine.sqlite import schema as migrations
 from kyfs.engine.sqlite.workspace import SqliteWorkspace
 
@@ -196,7 +196,7 @@ def test_commit_truncates_extends_and_leaves_holes(store: SqliteWorkspace) -> No
     store.set("f", b"A" * (BLOCK_SIZE + 10))
     entry = store.stat("f")
     # Truncated to 5 while open, then one byte written at 2 blocks + 1.
-    assert store.commit(entry.id, size=2 * BLOCK_SIZE + 2, valid=5, blocks=[(2, b"\0B")])
+    assert store.commit(entry.id, size=2 * BLOCK_SIZE + 2, valid=5, changes=[(2, b"\0B")])
     data = store.get("f")
     assert data == b"A" * 5 + bytes(2 * BLOCK_SIZE - 5 + 1) + b"B"
 
@@ -204,7 +204,7 @@ def test_commit_truncates_extends_and_leaves_holes(store: SqliteWorkspace) -> No
 def test_commit_to_deleted_entry_is_dropped(store: SqliteWorkspace) -> None:
     entry = store.create("gone")
     store.delete("gone")
-    assert store.commit(entry.id, size=3, valid=0, blocks=[(0, b"abc")]) is False
+    assert store.commit(entry.id, size=3, valid=0, changes=[(0, b"abc")]) is False
     assert store.keys() == []
 
 

@@ -54,6 +54,7 @@ COMMAND_MODULES: dict[str, str] = {
         ("keys", "delete exec get history keys restore retention scan schema set ttl"),
         ("search", "search"),
         ("shell", "shell"),
+        ("space", "compact du"),
         ("transfer", "backup export import migrate"),
         ("workspaces", "archive create cursor drop fsck project rename trash use workspaces"),
     )

@@ -3,6 +3,7 @@ history."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -272,28 +273,50 @@ def ttl(key: str, duration: str | None, workspace: str | None, clear: bool, as_j
 
 @cli.command()
 @workspace_option
-@click.option("--versions", type=click.IntRange(1, 1_000_000), help="Keep at least N versions.")
 @click.option(
-    "--days", type=click.FloatRange(0, 36500), help="Keep at least D days of versions (<= 36500)."
+    "--versions", type=click.IntRange(0, 1_000_000), help="Keep the newest N versions always."
+)
+@click.option(
+    "--all-hours", type=click.FloatRange(0, 24 * 36500), help="Keep every version of H hours."
+)
+@click.option(
+    "--hourly-hours",
+    type=click.FloatRange(0, 24 * 36500),
+    help="Then one version an hour, up to H hours old.",
+)
+@click.option(
+    "--days", type=click.FloatRange(0, 36500), help="Then one version a day, up to D days old."
 )
 @json_option
 def retention(
-    workspace: str | None, versions: int | None, days: float | None, as_json: bool
+    workspace: str | None,
+    versions: int | None,
+    all_hours: float | None,
+    hourly_hours: float | None,
+    days: float | None,
+    as_json: bool,
 ) -> None:
-    """Show or set how much history a workspace keeps (whichever keeps more).
+    """Show or set how much history a workspace keeps per key, as Time Machine thins it:
+    every version of the last hours, then one an hour, then one a day, and the newest N
+    whatever their age (defaults: 1 hour, 24 hours, 30 days, 10 versions).
 
-    Examples: kyfs retention; kyfs retention --versions 20
+    Examples: kyfs retention; kyfs retention --versions 20 --days 90
     """
+    given = {"versions": versions, "all_hours": all_hours, "hourly_hours": hourly_hours,
+             "days": days}  # fmt: skip
     with session(workspace) as (name, store):
-        if versions is not None:
-            store.set_meta("history_versions", str(versions))
-        if days is not None:
-            store.set_meta("history_days", repr(days))
-        kept_versions, kept_days = store.retention()
+        for setting, value in given.items():
+            if value is not None:
+                store.set_meta(f"history_{setting}", repr(value))
+        kept = store.retention()
     if as_json:
-        _echo_json({"workspace": name, "versions": kept_versions, "days": kept_days})
+        _echo_json({"workspace": name, **dataclasses.asdict(kept)})
         return
-    click.echo(f"{name}: keeps at least {kept_versions} versions and {kept_days:g} days per key")
+    click.echo(
+        f"{name}: keeps every version of {kept.all_hours:g} hours, then one an hour up to"
+        f" {kept.hourly_hours:g} hours, one a day up to {kept.days:g} days, and the newest"
+        f" {kept.versions} versions of each key whatever their age"
+    )
 
 
 @cli.group()
@@ -449,20 +472,22 @@ def history(key: str, workspace: str | None, as_json: bool) -> None:
     """
     import shutil
 
-    with session(workspace) as (_, store):
-        rows = store.history(key)
     items: list[dict[str, Any]] = []
-    for h in rows:
-        item: dict[str, Any] = {
-            "version": h.id,
-            "time": _iso(h.time_ns),
-            "action": h.action,
-            "size": None if h.value is None else len(h.value),
-            "detail": h.detail,
-        }
-        if h.value is not None:
-            item.update(_value_fields(h.value))
-        items.append(item)
+    with session(workspace) as (_, store):
+        for h in store.history(key):
+            item: dict[str, Any] = {
+                "version": h.id,
+                "time": _iso(h.time_ns),
+                "action": h.action,
+                "size": h.size,
+                "detail": h.detail,
+            }
+            if h.size is not None and h.id is not None:
+                if as_json:
+                    item.update(_value_fields(store.version_value(h.id)))
+                else:  # a preview needs the first line only
+                    item.update(_value_fields(_head(store.version_value(h.id, PREVIEW_BYTES))))
+            items.append(item)
     if as_json:
         _echo_json(items)
         return
@@ -476,6 +501,23 @@ def history(key: str, workspace: str | None, as_json: bool) -> None:
             room = max(width - len(line) - 4, 12)
             line += "  " + (preview if len(preview) <= room else preview[: room - 1] + "…")
         click.echo(line)
+
+
+PREVIEW_BYTES = 4096  # bytes of a version read for its one-line preview
+
+
+def _head(value: bytes) -> bytes:
+    """``value`` (the first PREVIEW_BYTES of a version) without a UTF-8 character cut in
+    two at its end, so text stays text."""
+    if len(value) < PREVIEW_BYTES:
+        return value
+    for cut in range(4):
+        try:
+            value[: len(value) - cut].decode("utf-8")
+        except UnicodeDecodeError:
+            continue
+        return value[: len(value) - cut]
+    return value
 
 
 def _preview(item: dict[str, Any]) -> str:

@@ -185,6 +185,12 @@ class UntrustedFile(StorageError):
     a changed table): refused before any statement uses it (EIO, exit 4)."""
 
 
+class DamagedBlock(StorageError):
+    """A stored block of a value fails its checksum (its bytes do not hash to its
+    address, or do not decompress): the value's bytes are not returned (EIO, exit 4);
+    ``kyfs fsck`` names the keys that use it."""
+
+
 class NoSpace(StorageError):
     """The disk that holds the data directory is full (ENOSPC, exit 4)."""
 

@@ -96,17 +96,29 @@ class ImportItem(NamedTuple):
 
 
 class HistoryEntry(NamedTuple):
-    """One recorded change of a key: ``action`` is "set" (with ``value``, None when it
-    was too large to keep), "delete", "rename", "link" or "symlink"; ``detail`` says more
-    (the other name of a rename or link, a link's target, "expired", "restored ...");
-    ``id`` is the stable version number."""
+    """One recorded change of a key: ``action`` is "set", "delete", "rename", "link" or
+    "symlink"; ``size`` is the length in bytes of the value it keeps (a version: "set",
+    or "rename" to this key), None when it keeps none; ``detail`` says more (the other
+    name of a rename or link, a link's target, "expired", "restored ..."); ``id`` is the
+    stable version number (Workspace.version_value reads the value)."""
+
+    key: str
+    action: str
+    size: int | None
+    time_ns: int
+    detail: str | None = None
+    id: int | None = None
+
+
+class ImportVersion(NamedTuple):
+    """A change to import into a key's history (e.g. from KyCLI's audit log): ``value``
+    is the value it set, None for one that holds none (a delete); ``time_ns`` ns since
+    the epoch, UTC."""
 
     key: str
     action: str
     value: bytes | None
     time_ns: int
-    detail: str | None = None
-    id: int | None = None
 
 
 class Match(NamedTuple):

@@ -20,14 +20,17 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, BinaryIO, NamedTuple, Protocol
 
+from kyfs.core.blocks import Changes
 from kyfs.core.nodes import (
     Archived,
     Entry,
     HistoryEntry,
     ImportItem,
+    ImportVersion,
     Match,
     Owner,
 )
+from kyfs.core.retention import Retention
 
 
 class Lock(Protocol):
@@ -58,7 +61,7 @@ class Workspace(Protocol):
     storage is full; a failed change leaves nothing half done.
     """
 
-    block_size: int  # bytes per block of a value; open files buffer in blocks of this size
+    block_size: int  # bytes per block an open file buffers its changes in
 
     @property
     def lock(self) -> Lock:
@@ -181,16 +184,19 @@ class Workspace(Protocol):
         *,
         size: int,
         valid: int,
-        blocks: Iterable[tuple[int, bytes]],
+        changes: Changes | Iterable[tuple[int, bytes]],
         mtime_ns: int | None = None,
         atime_ns: int | None = None,
         mode: int | None = None,
         uid: int | None = None,
         gid: int | None = None,
+        pid: int | None = None,
     ) -> bool:
-        """Apply an open file's buffered blocks in one transaction (times in ns, UTC:
-        mtime now when None, atime kept when None; mode, uid and gid kept when None; ctime
-        now); False when the node is gone. ValueTooLarge, SchemaViolation, NoSpace."""
+        """Apply an open file's buffered blocks (``block_size`` each) in one transaction
+        (times in ns, UTC: mtime now when None, atime kept when None; mode, uid and gid
+        kept when None; ctime now; ``pid`` the writing process, whose closes in quick
+        succession make one version); False when the node is gone. ValueTooLarge,
+        SchemaViolation, NoSpace, DamagedBlock."""
         ...
 
     def truncate(self, key: str, size: int) -> None:
@@ -220,6 +226,14 @@ class Workspace(Protocol):
 
     def version(self, version: int) -> HistoryEntry | None:
         """One history row by its id."""
+        ...
+
+    def version_value(self, version: int, limit: int | None = None) -> bytes:
+        """The value a version kept (its first ``limit`` bytes). KeyNotFound, DamagedBlock."""
+        ...
+
+    def thin_history(self, now_ns: int) -> int:
+        """Thin every key's history to the retention; returns how many rows went."""
         ...
 
     def history_keys(self, prefix: str = "") -> list[str]:
@@ -267,12 +281,12 @@ class Workspace(Protocol):
         """(item, deleted_ns) pairs straight into the archive."""
         ...
 
-    def import_history(self, items: Iterable[HistoryEntry]) -> int:
+    def import_history(self, items: Iterable[ImportVersion]) -> int:
         """Imported history rows."""
         ...
 
-    def retention(self) -> tuple[int, float]:
-        """(versions, days) of history kept per key at least."""
+    def retention(self) -> Retention:
+        """How much history is kept per key (kyfs.core.retention)."""
         ...
 
     def meta(self) -> dict[str, str]:
@@ -333,6 +347,15 @@ class Workspace(Protocol):
         """Bytes the workspace takes in storage."""
         ...
 
+    def usage(self) -> Usage:
+        """Where the workspace's bytes go (live, history, archive, free)."""
+        ...
+
+    def compact(self) -> int:
+        """Give the free space inside the workspace's storage back to the operating
+        system now; returns how many bytes it shrank by."""
+        ...
+
     def checkpoint(self) -> bool:
         """Fold pending changes into the main storage; True when it could."""
         ...
@@ -340,6 +363,28 @@ class Workspace(Protocol):
     def close(self) -> None:
         """Release the workspace; it cannot be used afterwards."""
         ...
+
+
+class Usage(NamedTuple):
+    """Where a workspace's bytes go (``kyfs du``), in bytes.
+
+    Attributes:
+        live: stored (compressed) bytes of the blocks live values use.
+        history: stored bytes of the blocks only history versions use.
+        archive: stored bytes of the blocks only archived values use (and versions).
+        values: the live values' own length (what ``du`` of a copy would count).
+        file: what the workspace takes in storage (SQLite: the database and its WAL;
+            PostgreSQL: its tables, indexes and TOAST).
+        free: bytes inside the file not in use, which ``kyfs compact`` gives back
+            (SQLite's free pages); None where the engine cannot tell (PostgreSQL).
+    """
+
+    live: int
+    history: int
+    archive: int
+    values: int
+    file: int
+    free: int | None
 
 
 class WorkspaceInfo(NamedTuple):

@@ -778,6 +778,7 @@ class KyfsOperations(Operations):  # type: ignore[misc]
             self._open[(store, entry.id)] = opened
         opened.workspace = self._split(path)[0] or ""
         opened.entry = entry
+        opened.pid = fuse_get_context()[2] or opened.pid  # its closes make one version
         opened.refs += 1
         if truncate:
             opened.truncate(0)

@@ -28,7 +28,7 @@ from kyfs.core.errors import (
     WorkspaceExists,
     WorkspaceNotFound,
 )
-from kyfs.core.nodes import HistoryEntry, ImportItem
+from kyfs.core.nodes import ImportItem, ImportVersion
 from kyfs.engine import open_engine
 from kyfs.platform import paths
 from kyfs.transfer.sources import HistoryRow, Record, SourceData, iter_workspaces, read_kycli
@@ -136,7 +136,7 @@ def _write_workspace(
             written = store.import_entries(map(_item, records), conflict=merge or "error")
             store.import_archived((_item(r), when) for r, when in archived)
             store.import_history(
-                HistoryEntry(row.key, row.action, row.value, row.when) for row in history
+                ImportVersion(row.key, row.action, row.value, row.when) for row in history
             )
             return written
     finally:

@@ -20,11 +20,11 @@ from __future__ import annotations
 import os
 import tempfile
 from collections import OrderedDict
-from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import IO, Any, Protocol
 
+from kyfs.core.blocks import Changes
 from kyfs.core.errors import KyfsError
 from kyfs.core.nodes import Entry, check_size
 from kyfs.platform.paths import make_private_dir
@@ -50,12 +50,13 @@ class BlockStore(Protocol):
         *,
         size: int,
         valid: int,
-        blocks: Iterator[tuple[int, bytes]],
+        changes: Changes,
         mtime_ns: int | None = None,
         atime_ns: int | None = None,
         mode: int | None = None,
         uid: int | None = None,
         gid: int | None = None,
+        pid: int | None = None,
     ) -> bool: ...
 
     def sync(self) -> None: ...
@@ -98,6 +99,7 @@ class OpenFile:
         self.workspace = ""  # the workspace it was opened in (the adapter's, for invalidation)
         self.created_empty = False  # created by this open and not written since (rules)
         self.attrs: dict[str, int] = {}  # set while dirty, committed with the data (defer)
+        self.pid: int | None = None  # who opened it last: its closes coalesce in history
         self.refs = 0
         self._bs = store.block_size
         self._spill_dir = spill_dir
@@ -240,11 +242,26 @@ class OpenFile:
         self.attrs.pop("mtime_ns", None)
 
     # --- committing ----------------------------------------------------------------------
-    def _blocks(self) -> Iterator[tuple[int, bytes]]:
-        for idx in sorted((*self._mem, *self._spilled)):
-            block = self._buffered(idx)
-            assert block is not None
-            yield idx, bytes(block)
+    @property
+    def block_size(self) -> int:
+        """Bytes per buffered block (kyfs.core.blocks.Changes, what the store's commit
+        reads)."""
+        return self._bs
+
+    def indexes(self) -> list[int]:
+        """The indexes of the changed blocks, ascending (kyfs.core.blocks.Changes)."""
+        return sorted((*self._mem, *self._spilled))
+
+    def block(self, idx: int) -> bytes:
+        """The bytes of changed block ``idx`` (kyfs.core.blocks.Changes).
+
+        Raises:
+            KeyError: block ``idx`` is not changed.
+        """
+        block = self._buffered(idx)
+        if block is None:
+            raise KeyError(idx)
+        return bytes(block)
 
     def defer(self, **attrs: int | None) -> bool:
         """Keep attribute changes (``mode``, ``uid``, ``gid``, ``atime_ns``, ``mtime_ns``;
@@ -279,10 +296,10 @@ class OpenFile:
         if self.dirty and not self.orphaned:
             try:
                 committed = self.store.commit(
-                    self.entry_id, size=self.size, valid=self.valid, blocks=self._blocks(),
+                    self.entry_id, size=self.size, valid=self.valid, changes=self,
                     mtime_ns=self.attrs.get("mtime_ns"), atime_ns=self.attrs.get("atime_ns"),
                     mode=self.attrs.get("mode"), uid=self.attrs.get("uid"),
-                    gid=self.attrs.get("gid"),
+                    gid=self.attrs.get("gid"), pid=self.pid,
                 )  # fmt: skip
             except KyfsError:
                 self._drop()  # the error is final: nothing of these changes lands later

@@ -37,7 +37,7 @@ class VersionsTree:
         return f"{self.name}/{VERSIONS_DIR}/{rest}"
 
     def _versions(self, key: str) -> list[HistoryEntry]:
-        return [v for v in self.workspace.history(key) if v.action == "set" and v.value is not None]
+        return [v for v in self.workspace.history(key) if v.size is not None]
 
     def _find(self, rest: str) -> HistoryEntry | None:
         head, _, last = rest.rpartition("/")
@@ -54,7 +54,7 @@ class VersionsTree:
             return read_only_dir(self._path(rest))
         version = self._find(rest)
         if version is not None:
-            return read_only_file(self._path(rest), len(version.value or b""), version.time_ns)
+            return read_only_file(self._path(rest), version.size or 0, version.time_ns)
         if self._versions(rest) or self.workspace.history_keys(rest + "/"):
             return read_only_dir(self._path(rest))
         raise KeyNotFound(f"no versions at {rest}")
@@ -93,6 +93,6 @@ class VersionsTree:
     def content(self, rest: str) -> bytes:
         """One version's value."""
         version = self._find(rest)
-        if version is None:
+        if version is None or version.id is None:
             raise KeyNotFound(f"no such version: {rest}")
-        return version.value or b""
+        return self.workspace.version_value(version.id)

@@ -167,7 +167,8 @@ def test_history_versions_and_restore(ws: Workspace) -> None:
     for text in (b"v1", b"v2", b"v3"):
         ws.set("h", text)
     sets = [h for h in ws.history("h") if h.action == "set"]
-    assert [h.value for h in sets] == [b"v1", b"v2", b"v3"]
+    assert [ws.version_value(h.id or 0) for h in sets] == [b"v1", b"v2", b"v3"]
+    assert [h.size for h in sets] == [2, 2, 2]
     assert sets[0].id is not None
     ws.restore_version("h", version=sets[0].id)
     assert ws.get("h") == b"v1"
@@ -200,22 +201,22 @@ def test_search_finds_every_name(ws: Workspace) -> None:
 
 def test_commit_is_all_or_nothing(ws: Workspace) -> None:
     entry = ws.create("f")
-    assert ws.commit(entry.id, size=5, valid=0, blocks=[(0, b"hello")])
+    assert ws.commit(entry.id, size=5, valid=0, changes=[(0, b"hello")])
     assert ws.get("f") == b"hello"
     ws.delete("f")
-    assert not ws.commit(entry.id, size=1, valid=0, blocks=[(0, b"x")])  # the node is gone
+    assert not ws.commit(entry.id, size=1, valid=0, changes=[(0, b"x")])  # the node is gone
 
 
 def test_commit_sets_the_attributes_given_and_keeps_the_rest(ws: Workspace) -> None:
     entry = ws.create("f", 0o600)
     assert ws.commit(
-        entry.id, size=2, valid=0, blocks=[(0, b"hi")], mtime_ns=9_000_000_000,
+        entry.id, size=2, valid=0, changes=[(0, b"hi")], mtime_ns=9_000_000_000,
         mode=0o104755, uid=1234, gid=5678,
     )  # fmt: skip
     stored = ws.stat("f")
     assert (stored.mode, stored.uid, stored.gid) == (0o4755, 1234, 5678)
     assert stored.mtime_ns == 9_000_000_000 and stored.ctime_ns > entry.ctime_ns
-    assert ws.commit(entry.id, size=3, valid=2, blocks=[(0, b"hi!")])
+    assert ws.commit(entry.id, size=3, valid=2, changes=[(0, b"hi!")])
     again = ws.stat("f")
     assert (again.mode, again.uid, again.gid) == (0o4755, 1234, 5678)
 

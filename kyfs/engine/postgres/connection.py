@@ -5,9 +5,7 @@ kyfs.engine.sql writes its SQL once with ``?`` placeholders, as sqlite3 takes th
 psycopg 3 takes ``%s`` (psycopg.org/psycopg3/docs/basic/params.html). :class:`PgConnection`
 translates each statement once (cached), runs it, and turns every psycopg error into a
 kyfs error: NoSpace (ENOSPC) for a full disk (SQLSTATE 53100), StorageError (EIO, exit 4)
-for everything else, a lost connection among them. It also reads part of a stored block
-for :func:`kyfs.engine.sql.values.read_blocks` (``substr`` on ``bytea``), as SQLite's BLOB
-I/O does there.
+for everything else, a lost connection among them.
 
 Transactions: the connection is in autocommit mode and the workspace sends BEGIN and
 COMMIT itself (as with sqlite3's ``isolation_level=None``). A write transaction takes a
@@ -29,8 +27,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import secrets
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from typing import Any
 
 import psycopg
@@ -126,26 +123,9 @@ def translate(sql: str) -> str:
     return sql.replace("%", "%%").replace("?", "%s")
 
 
-class _Blob:
-    """Part of one stored block, read with ``substr`` (sqlite3.Blob's seek and read)."""
-
-    def __init__(self, conn: psycopg.Connection[Any], table: str, column: str, row: int) -> None:
-        self._conn, self._row, self._at = conn, row, 0
-        self._sql = f"SELECT substr({column}, %s, %s) FROM {table} WHERE id = %s"
-
-    def seek(self, offset: int, origin: int = 0, /) -> None:
-        self._at = offset
-
-    def read(self, length: int = -1, /) -> bytes:
-        found = self._conn.execute(self._sql, (self._at + 1, length, self._row)).fetchone()
-        piece = bytes(found[0]) if found and found[0] is not None else b""
-        self._at += len(piece)
-        return piece
-
-
 class PgConnection:
     """A connection to one schema as kyfs.engine.sql.base.Connection: ``?`` placeholders,
-    kyfs errors, ``in_transaction``, and ``blobopen`` for partial block reads.
+    kyfs errors, ``in_transaction``.
 
     It reconnects by itself: when the server goes away, the statement under way fails
     with StorageError (EIO, exit 4) and the next one connects again (failing the same way
@@ -256,13 +236,6 @@ class PgConnection:
         with contextlib.suppress(Exception):
             conn.close()
         self._raw = None
-
-    @contextmanager
-    def blobopen(
-        self, table: str, column: str, row: int, /, *, readonly: bool = False
-    ) -> Iterator[_Blob]:
-        """A reader of row ``row``'s ``column`` in ``table`` (read only)."""
-        yield _Blob(self.raw, table, column, row)
 
     def close(self) -> None:
         """Close the connection."""

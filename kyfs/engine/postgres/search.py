@@ -25,7 +25,8 @@ import re
 from typing import Any
 
 from kyfs.core import tokens
-from kyfs.core.errors import InvalidQuery
+from kyfs.core.blocks import unseal
+from kyfs.core.errors import DamagedBlock, InvalidQuery
 from kyfs.core.nodes import MARK_END, MARK_START, REG
 
 BATCH = 256  # pending nodes indexed per batch
@@ -114,7 +115,7 @@ def _index_batch(conn: Any, ids: list[int]) -> None:
     if gone:
         conn.execute("DELETE FROM search_text WHERE id = ANY(?)", (gone,))
     small = [node for node in names if sizes[node] <= tokens.INDEX_VALUE_MAX]
-    values: dict[int, list[bytes]] = {}
+    values: dict[int, bytearray | None] = {node: bytearray(sizes[node]) for node in small}
     group: list[int] = []
     held = 0
     for node in [*small, None]:
@@ -122,19 +123,25 @@ def _index_batch(conn: Any, ids: list[int]) -> None:
             group.append(node)
             held += sizes[node]
         if group and (node is None or held >= BATCH_BYTES):
-            for owner, data in conn.execute(
-                "SELECT node_id, data FROM blocks WHERE node_id = ANY(?) ORDER BY node_id, idx",
+            for owner, pos, block_id, size, codec, address, data in conn.execute(
+                "SELECT e.owner, e.pos, b.id, b.size, b.codec, b.hash, b.data FROM extents e"
+                " JOIN blocks b ON b.id = e.block WHERE e.owner = ANY(?)",
                 (group,),
             ).fetchall():
-                values.setdefault(int(owner), []).append(bytes(data))
+                value = values[int(owner)]
+                if value is None:
+                    continue
+                try:  # a hole reads as NUL bytes, which is binary: not indexed
+                    raw = unseal(block_id, codec, data, size, address)
+                except DamagedBlock:
+                    values[int(owner)] = None  # indexed by its names only
+                    continue
+                value[pos : pos + size] = raw[: max(0, len(value) - pos)]
             group, held = [], 0
     rows = []
     for node, keys in names.items():
-        text = None
-        if node in values or (sizes[node] == 0 and node in small):
-            value = b"".join(values.get(node, []))
-            if len(value) == sizes[node]:  # no hole: a hole reads as NUL bytes (binary)
-                text = tokens.indexable_text(value)
+        value = values.get(node)
+        text = None if value is None else tokens.indexable_text(bytes(value[: sizes[node]]))
         key = "\n".join(keys)
         key_tokens = tokens.tokenize(key)
         value_tokens = tokens.tokenize(text) if text else []

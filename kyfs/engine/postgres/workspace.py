@@ -25,9 +25,8 @@ from kyfs.engine.postgres import schema as schema_sql
 from kyfs.engine.postgres import search
 from kyfs.engine.postgres.connection import PgConnection
 from kyfs.engine.sql.archive import ArchiveMixin
-from kyfs.engine.sql.check import STRUCTURE_CHECKS
+from kyfs.engine.sql.check import STRUCTURE_CHECKS, damaged, repair_blocks
 from kyfs.engine.sql.rules import RulesMixin
-from kyfs.engine.sql.values import BLOCK_SIZE
 
 INODE_TAG_SHIFT = 40  # st_ino = inode_tag << 40 | node id, as in SQLite workspaces
 LOCK_CLASS = 0x6B7966  # "kyf": the first key of kyfs's advisory locks (the second: an id)
@@ -60,7 +59,6 @@ class PgWorkspace(ArchiveMixin, RulesMixin):
     ) -> None:
         self.path = Path(schema)  # what messages name the workspace by
         self.schema = schema
-        self.block_size = BLOCK_SIZE
         self.lock = threading.RLock()  # held by the daemon's threads around each use
         self._lock_id = lock_id
         self._root_id = 0
@@ -68,6 +66,7 @@ class PgWorkspace(ArchiveMixin, RulesMixin):
         self._conn = PgConnection(url, schema)
         try:
             self._load_identity()
+            self._upgrade()
             if retention_s is not None:
                 self.purge_archive(time.time_ns() - int(retention_s * 1e9))
         except KeyError:
@@ -76,6 +75,26 @@ class PgWorkspace(ArchiveMixin, RulesMixin):
         except BaseException:
             self._conn.close()
             raise
+
+    def _upgrade(self) -> None:
+        """Bring a schema of an older layout up to date (kyfs.engine.postgres.schema.migrate,
+        one transaction under the workspace's lock).
+
+        Raises:
+            StorageError: (EIO, exit 4) the layout is newer than this kyfs knows.
+        """
+        sql = "SELECT value FROM meta WHERE name = 'pg_schema_version'"
+        found = int(self._row(sql)[0])
+        if found > schema_sql.SCHEMA_VERSION:
+            raise StorageError(
+                f"workspace layout {found} in schema {self.schema} is newer than this kyfs"
+                f" knows ({schema_sql.SCHEMA_VERSION}); upgrade kyfs"
+            )
+        if found < schema_sql.SCHEMA_VERSION:
+            with self._atomic() as conn:
+                current = int(conn.execute(sql).fetchone()[0])  # another daemon may have
+                if current < schema_sql.SCHEMA_VERSION:
+                    schema_sql.migrate(conn, current)
 
     def _begin_write(self) -> None:
         """BEGIN, then this workspace's advisory lock: its writers take turns."""
@@ -90,17 +109,19 @@ class PgWorkspace(ArchiveMixin, RulesMixin):
         return max(int(row[0] or 0), super()._node_ids_used(conn))
 
     def _after_copy(self, conn: Any, node_ids_used: int) -> None:
-        """Move the identity sequences of nodes and history past what was copied."""
+        """Move the identity sequences of nodes, history and blocks past what was
+        copied."""
         conn.execute(
             "SELECT setval(pg_get_serial_sequence('nodes', 'id'), GREATEST(?,"
             " (SELECT coalesce(max(id), 1) FROM nodes),"
             " (SELECT coalesce(max(id), 1) FROM archive)))",
             (max(node_ids_used, 1),),
         )
-        conn.execute(
-            "SELECT setval(pg_get_serial_sequence('history', 'id'),"
-            " (SELECT coalesce(max(id), 1) FROM history))"
-        )
+        for table in ("history", "blocks"):
+            conn.execute(
+                f"SELECT setval(pg_get_serial_sequence('{table}', 'id'),"
+                f" (SELECT coalesce(max(id), 1) FROM {table}))"
+            )
 
     def _glob_clause(self, glob: str) -> tuple[str, Any]:
         """SQLite's GLOB as a POSIX regular expression (PostgreSQL has no GLOB)."""
@@ -164,7 +185,8 @@ class PgWorkspace(ArchiveMixin, RulesMixin):
     # --- checking ------------------------------------------------------------------------
     def check(self) -> list[str]:
         """Every problem found, as sentences (``[]`` when sound): kyfs's own rules
-        (kyfs.engine.sql.check); PostgreSQL keeps its own pages and indexes sound."""
+        (kyfs.engine.sql.check) and every block against its checksum; PostgreSQL keeps
+        its own pages and indexes sound."""
         problems = []
         try:
             for label, sql in STRUCTURE_CHECKS:
@@ -172,21 +194,25 @@ class PgWorkspace(ArchiveMixin, RulesMixin):
                 count = self._row(f"SELECT count(*) FROM ({sql}) AS broken")[0]
                 if count:
                     problems.append(f"{count} {label}")
+            with self._snapshot() as conn:
+                problems += damaged(conn)
         except StorageError as exc:
             problems = [f"cannot be read: {exc}"]
         return problems
 
     def repair(self) -> list[str]:
-        """Rebuild the search index of every key (what can go stale without PostgreSQL
-        noticing); returns what was done. The structural rules are kept by transactions;
-        a workspace that breaks them is restored from a backup."""
+        """Repair the block store's references (kyfs.engine.sql.check.repair_blocks) and
+        rebuild the search index of every key (what can go stale without PostgreSQL
+        noticing); returns what was done. The other structural rules are kept by
+        transactions; a workspace that breaks them is restored from a backup."""
         with self._atomic() as conn:
+            done = repair_blocks(conn)
             conn.execute("DELETE FROM search_text")
             conn.execute(
                 "INSERT INTO index_pending (node_id) SELECT id FROM nodes ON CONFLICT DO NOTHING"
             )
             search.flush(conn)
-        return ["rebuilt the search index"]
+        return [*done, "rebuilt the search index"]
 
     # --- the rest of the interface ---------------------------------------------------------
     def inode(self, node_id: int) -> int:
@@ -204,6 +230,25 @@ class PgWorkspace(ArchiveMixin, RulesMixin):
     def file_size(self) -> int:
         """Bytes the workspace's tables and their indexes take on the server."""
         return int(self._row(schema_sql.SCHEMA_SIZE, (self.schema,))[0])
+
+    def compact(self) -> int:
+        """Give the free space of the workspace's tables back to the operating system now:
+        VACUUM FULL of each (postgresql.org/docs/current/sql-vacuum.html; it holds each
+        table's lock while it rewrites it; autovacuum makes space reusable meanwhile).
+        Returns how many bytes they shrank by.
+
+        Raises:
+            StorageError / NoSpace: (EIO / ENOSPC, exit 4).
+        """
+        before = self.file_size()
+        tables = self._rows(
+            "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE n.nspname = ? AND c.relkind = 'r' ORDER BY c.relname",
+            (self.schema,),
+        )
+        for (table,) in tables:  # PgConnection raises kyfs errors itself
+            self._conn.execute(f"VACUUM FULL {_quote(self.schema)}.{_quote(table)}")
+        return max(0, before - self.file_size())
 
     def backup_to(self, target: Path) -> None:
         """A snapshot in the backup format: the new SQLite workspace file ``target`` with
@@ -226,6 +271,11 @@ class PgWorkspace(ArchiveMixin, RulesMixin):
     def close(self) -> None:
         """Close the connection; the workspace cannot be used afterwards."""
         self._conn.close()
+
+
+def _quote(identifier: str) -> str:
+    """A PostgreSQL identifier, quoted."""
+    return '"' + identifier.replace('"', '""') + '"'
 
 
 def glob_regex(glob: str) -> str:

@@ -3,7 +3,9 @@ all, for the retention period (``kyfs restore``, ``kyfs archive``); and the undo
 ``rm -r`` of the whole workspace (``kyfs trash restore``).
 
 An archived row keeps the node's id, type, mode, owner, times and a symlink's target;
-its value stays in ``blocks`` under that id, so archiving and restoring copy no data.
+its value stays in the block store under that id (kyfs.engine.sql.blocks), so archiving
+and restoring copy no data, and a value archived while a version or a copy shares its
+blocks costs nothing more.
 A node restored comes back with one name, the one it was archived under.
 
 Thread-safety: as kyfs.engine.sql.base.
@@ -17,6 +19,8 @@ from typing import Any
 from kyfs.core import names
 from kyfs.core.errors import AlreadyExists, KeyNotFound, NotEmpty
 from kyfs.core.nodes import DIR, REG, Archived, Entry, Owner
+from kyfs.engine.base import Usage
+from kyfs.engine.sql import blocks
 from kyfs.engine.sql.base import Connection
 from kyfs.engine.sql.nodes import SQL_HAS_CHILD
 from kyfs.engine.sql.values import ValuesMixin, after_write
@@ -151,8 +155,28 @@ class ArchiveMixin(ValuesMixin):
         if not self._row(f"SELECT 1 FROM archive WHERE {old} LIMIT 1", (before_ns,)):
             return 0
         with self._atomic() as conn:
-            conn.execute(
-                f"DELETE FROM blocks WHERE node_id IN (SELECT id FROM archive WHERE {old})",
-                (before_ns,),
-            )
+            blocks.drop_selected(conn, f"SELECT id FROM archive WHERE {old}", (before_ns,))
             return int(conn.execute(f"DELETE FROM archive WHERE {old}", (before_ns,)).rowcount)
+
+    # --- space ----------------------------------------------------------------------------
+    def usage(self) -> Usage:
+        """Where the workspace's bytes go (kyfs.engine.base.Usage), from one snapshot.
+
+        Raises:
+            StorageError: (EIO, exit 4).
+        """
+        with self._snapshot() as conn:
+            live, archive, history, _ = blocks.usage(conn)
+            values = conn.execute(
+                "SELECT coalesce(sum(size), 0) FROM nodes WHERE kind = ?", (REG,)
+            ).fetchone()[0]
+            free = self._free_bytes(conn)
+        return Usage(live, history, archive, int(values), self.file_size(), free)
+
+    def _free_bytes(self, conn: Connection) -> int | None:
+        """Bytes inside the storage not in use, or None when the engine cannot tell."""
+        return None
+
+    def file_size(self) -> int:
+        """Bytes the workspace takes in storage (the engine's)."""
+        raise NotImplementedError

@@ -2,7 +2,8 @@
 its transactions, and the statements every concern mixin uses.
 
 kyfs.engine.sql holds what one workspace does in SQL that SQLite and PostgreSQL both
-speak: names and nodes (nodes.py), values in blocks (values.py), history (history.py),
+speak: names and nodes (nodes.py), the block store (blocks.py), values (values.py),
+history (history.py),
 the archive (archive.py) and schema rules (rules.py). The SQL is written once, with
 ``?`` placeholders, in the subset both understand (``INSERT ... ON CONFLICT``,
 ``RETURNING``, ``substr``, ``coalesce``, ``CASE``). Each engine gives the mixins a
@@ -18,7 +19,8 @@ threads take turns through the workspace's ``lock``.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 from kyfs.core.errors import KyfsError, StorageError
@@ -36,28 +38,17 @@ class Cursor(Protocol):
     def __iter__(self) -> Iterator[Any]: ...
 
 
-class Blob(Protocol):
-    """A stored BLOB opened for reading (sqlite3.Blob's interface)."""
-
-    def seek(self, offset: int, origin: int = ..., /) -> None: ...
-
-    def read(self, length: int = ..., /) -> bytes: ...
-
-
 class Connection(Protocol):
-    """The part of a DB-API connection the mixins use: ``execute`` with ``?``
-    placeholders (sqlite3.Connection's own shortcut) and whether a transaction is open."""
+    """The part of a DB-API connection the mixins use: ``execute`` and ``executemany``
+    with ``?`` placeholders (sqlite3.Connection's own shortcuts) and whether a
+    transaction is open."""
 
     @property
     def in_transaction(self) -> bool: ...
 
     def execute(self, sql: str, parameters: Sequence[Any] = ..., /) -> Any: ...
 
-    def blobopen(
-        self, table: str, column: str, row: int, /, *, readonly: bool = False
-    ) -> AbstractContextManager[Blob]:
-        """Incremental I/O on one stored BLOB (sqlite3.Connection.blobopen's interface)."""
-        ...
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]], /) -> Any: ...
 
 
 def _no_conversion(exc: Any) -> KyfsError:
@@ -76,6 +67,7 @@ class Base:
             read transaction that sees one committed state.
     """
 
+    path: Path  # what messages name the workspace by (its file, or its schema)
     _conn: Any
     _errors: ClassVar[tuple[type[Exception], ...]] = ()
     _BEGIN_WRITE: ClassVar[str] = "BEGIN"

@@ -1,30 +1,57 @@
 """kyfs's own consistency rules for a workspace's tables, in SQL both engines run
 (``kyfs fsck``): each query selects the ids that break one rule; ``{root}`` stands for the
-top directory's node id. The engines add their own (SQLite's integrity_check and FTS5's
-tables; PostgreSQL's search documents).
+top directory's node id. :func:`damaged` reads every block against its checksum. The
+engines add their own (SQLite's integrity_check and FTS5's tables; PostgreSQL's search
+documents). :data:`REPAIRS` are the statements both engines' ``fsck --repair`` run for
+the block store.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
+from kyfs.core.blocks import MAX_BLOCK, unseal
+from kyfs.core.errors import DamagedBlock
 from kyfs.core.nodes import DIR, REG
-from kyfs.engine.sql.values import BLOCK_SIZE
+from kyfs.engine.sql.base import Connection
 
 LOST_FOUND = "lost+found"  # fsck --repair archives nameless nodes under lost+found/<id>
 
+# The size of the value an extent ``e`` belongs to: its node's (live or archived) or its
+# version's (a negative owner); NULL when it belongs to none.
+_OWNER_SIZE = (
+    "CASE WHEN e.owner > 0 THEN coalesce((SELECT n.size FROM nodes n WHERE n.id = e.owner),"
+    " (SELECT a.size FROM archive a WHERE a.id = e.owner))"
+    " ELSE (SELECT h.size FROM history h WHERE h.id = -e.owner) END"
+)
+_EXTENTS_OF_NO_VALUE = f"SELECT e.owner, e.pos FROM extents e WHERE ({_OWNER_SIZE}) IS NULL"
+_EXTENTS_PAST_SIZE = (
+    "SELECT e.owner, e.pos FROM extents e JOIN blocks b ON b.id = e.block"
+    f" WHERE e.pos < 0 OR e.pos + b.size > ({_OWNER_SIZE})"
+)
+_EXTENTS_OF_NO_BLOCK = (
+    "SELECT e.owner, e.pos FROM extents e WHERE NOT EXISTS"
+    " (SELECT 1 FROM blocks b WHERE b.id = e.block)"
+)
+_EXTENTS_OVERLAPPING = (
+    "SELECT owner, pos FROM (SELECT e.owner, e.pos, e.pos + b.size AS stop, lead(e.pos) OVER"
+    " (PARTITION BY e.owner ORDER BY e.pos) AS next FROM extents e JOIN blocks b"
+    " ON b.id = e.block) AS s WHERE next < stop"
+)
+
 STRUCTURE_CHECKS = [
+    ("extents that belong to no value", _EXTENTS_OF_NO_VALUE),
+    ("extents past the size of their value", _EXTENTS_PAST_SIZE),
+    ("extents of no block", _EXTENTS_OF_NO_BLOCK),
+    ("extents that overlap the next one", _EXTENTS_OVERLAPPING),
     (
-        "blocks that belong to no node",
-        "SELECT b.id FROM blocks b WHERE NOT EXISTS (SELECT 1 FROM nodes n WHERE n.id ="
-        " b.node_id) AND NOT EXISTS (SELECT 1 FROM archive a WHERE a.id = b.node_id)",
+        "blocks of a size out of range",
+        f"SELECT id FROM blocks WHERE size <= 0 OR size > {MAX_BLOCK}",
     ),
     (
-        "blocks past the size of their value",
-        f"SELECT b.id FROM blocks b JOIN nodes n ON n.id = b.node_id"
-        f" WHERE b.idx * {BLOCK_SIZE} >= n.size",
-    ),
-    (
-        "blocks longer than the block size",
-        f"SELECT id FROM blocks WHERE length(data) > {BLOCK_SIZE}",
+        "blocks whose reference count differs from their extents",
+        "SELECT b.id FROM blocks b LEFT JOIN (SELECT block, count(*) AS n FROM extents"
+        " GROUP BY block) AS c ON c.block = b.id WHERE b.refs != coalesce(c.n, 0)",
     ),
     (
         "entries whose parent directory is missing",
@@ -65,3 +92,69 @@ STRUCTURE_CHECKS = [
         f" AND t.id NOT IN (SELECT node_id FROM index_pending)",
     ),
 ]
+
+
+def damaged(conn: Connection) -> list[str]:
+    """Every block whose stored bytes fail its checksum (kyfs.core.blocks.unseal), as
+    one sentence naming the keys, archived keys and versions that use them; ``[]`` when
+    none does. Reads every block once."""
+    bad: list[int] = []
+    for block_id, codec, data, size, address in conn.execute(
+        "SELECT id, codec, data, size, hash FROM blocks"
+    ):
+        try:
+            unseal(block_id, codec, data, size, address)
+        except DamagedBlock:
+            bad.append(int(block_id))
+    if not bad:
+        return []
+    marks = ",".join("?" * len(bad))
+    owners = sorted({int(row[0]) for row in conn.execute(
+        f"SELECT owner FROM extents WHERE block IN ({marks})", bad
+    )})  # fmt: skip
+    where: list[str] = []
+    for owner in owners:
+        where += _owner_names(conn, owner)
+    shown = ", ".join(where[:10]) + (f" and {len(where) - 10} more" if len(where) > 10 else "")
+    return [f"{len(bad)} damaged blocks (failing their checksum), used by: {shown or 'nothing'}"]
+
+
+def _owner_names(conn: Connection, owner: int) -> list[str]:
+    """How a person names the value of block store owner ``owner``."""
+    rows: list[Any]
+    if owner < 0:
+        rows = conn.execute("SELECT key FROM history WHERE id = ?", (-owner,)).fetchall()
+        return [f"{row[0]} (version {-owner})" for row in rows]
+    rows = conn.execute("SELECT key FROM entries WHERE node = ? ORDER BY key", (owner,)).fetchall()
+    if rows:
+        return [row[0] for row in rows]
+    rows = conn.execute("SELECT key FROM archive WHERE id = ?", (owner,)).fetchall()
+    return [f"{row[0]} (archived)" for row in rows]
+
+
+def repair_blocks(conn: Connection) -> list[str]:
+    """``fsck --repair`` of the block store, inside the caller's transaction (both
+    engines): extents that belong to no value, point at no block, lie past their value or
+    over the next one go (a hole is left: those bytes were not readable anyway); every
+    block's reference count is counted again from the extents, and the blocks no extent
+    uses go. Returns what was done, as sentences."""
+    done = []
+    for label, sql in (
+        ("extents that belong to no value", _EXTENTS_OF_NO_VALUE),
+        ("extents of no block", _EXTENTS_OF_NO_BLOCK),
+        ("extents past the size of their value", _EXTENTS_PAST_SIZE),
+        ("extents that overlap the next one", _EXTENTS_OVERLAPPING),
+    ):
+        places = [(int(r[0]), int(r[1])) for r in conn.execute(sql).fetchall()]
+        if places:
+            conn.executemany("DELETE FROM extents WHERE owner = ? AND pos = ?", places)
+            done.append(f"dropped {len(places)} {label}")
+    recounted = conn.execute(
+        "UPDATE blocks SET refs = coalesce(c.n, 0) FROM (SELECT b.id, n FROM blocks b"
+        " LEFT JOIN (SELECT block, count(*) AS n FROM extents GROUP BY block) AS x"
+        " ON x.block = b.id WHERE b.refs != coalesce(x.n, 0)) AS c WHERE blocks.id = c.id"
+    ).rowcount
+    if recounted:
+        done.append(f"counted again the references of {recounted} blocks")
+    conn.execute("DELETE FROM blocks WHERE refs <= 0")
+    return done

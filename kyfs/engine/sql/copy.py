@@ -2,8 +2,9 @@
 
 Both engines keep the same tables (kyfs.engine.sql), so a workspace moves losslessly at
 that level: nodes with their ids, types, modes, owners, link counts, times, TTLs and
-symlink targets; every name (hard links stay links); values block by block; the archive
-with its values; history with its version numbers; the settings (retention, schema
+symlink targets; every name (hard links stay links); the block store as it is (each
+block once, with its address, its references and the extents of every value, so shared
+blocks stay shared); the archive; history with its version numbers; the settings (retention, schema
 rules, project path, cache TTL, the inode tag, so st_ino stays the same). The search
 index is not copied: the target rebuilds it from the values at its first search.
 
@@ -30,7 +31,8 @@ TABLES = {
     "entries": "key, parent, node",
     "archive": "id, key, is_dir, mode, size, created_ns, mtime_ns, ctime_ns, deleted_ns,"
     " archived_ns, kind, uid, gid, target",
-    "history": "id, key, action, value, time_ns, detail",
+    "history": "id, key, action, size, time_ns, detail, pid, since_ns",
+    "extents": "owner, pos, block",
 }
 ENGINE_META = frozenset({"pg_schema_version"})  # settings that belong to one engine's layout
 READ_PIECE = 4 * 1024 * 1024  # bytes hashed at a time
@@ -47,7 +49,9 @@ def copy_workspace(source: NamespaceMixin, target: NamespaceMixin) -> dict[str, 
     """
     counts: dict[str, int] = {}
     with source._snapshot() as src, target._atomic() as dst:
-        for table in ("blocks", "entries", "nodes", "archive", "history", "index_pending"):
+        for table in (
+            "extents", "blocks", "entries", "nodes", "archive", "history", "index_pending"
+        ):  # fmt: skip
             dst.execute(f"DELETE FROM {table}")
         dst.execute("DELETE FROM search_text")
         for table, columns in TABLES.items():
@@ -56,14 +60,16 @@ def copy_workspace(source: NamespaceMixin, target: NamespaceMixin) -> dict[str, 
             for row in rows:
                 dst.execute(f"INSERT INTO {table} ({columns}) VALUES ({marks})", tuple(row))
             counts[table] = len(rows)
-        places = src.execute("SELECT id, node_id, idx FROM blocks ORDER BY node_id, idx").fetchall()
-        for block_id, node_id, idx in places:
-            data = src.execute("SELECT data FROM blocks WHERE id = ?", (block_id,)).fetchone()[0]
+        ids = [row[0] for row in src.execute("SELECT id FROM blocks ORDER BY id").fetchall()]
+        for block_id in ids:  # one at a time: memory stays at one block
+            row = src.execute(
+                "SELECT id, hash, refs, size, codec, data FROM blocks WHERE id = ?", (block_id,)
+            ).fetchone()
             dst.execute(
-                "INSERT INTO blocks (node_id, idx, data) VALUES (?, ?, ?)",
-                (node_id, idx, bytes(data)),
+                "INSERT INTO blocks (id, hash, refs, size, codec, data) VALUES (?, ?, ?, ?, ?, ?)",
+                (row[0], bytes(row[1]), row[2], row[3], row[4], bytes(row[5])),
             )
-        counts["blocks"] = len(places)
+        counts["blocks"] = len(ids)
         settings = src.execute("SELECT name, value FROM meta").fetchall()
         for name, value in settings:
             if name in ENGINE_META:
@@ -91,9 +97,11 @@ def _digest(workspace: Workspace, node_id: int, size: int) -> str:
     return hashed.hexdigest()
 
 
-def _row_digest(row: HistoryEntry) -> list[Any]:
-    value = None if row.value is None else hashlib.sha256(row.value).hexdigest()
-    return [row.id, row.action, row.time_ns, row.detail, value]
+def _row_digest(workspace: Workspace, row: HistoryEntry) -> list[Any]:
+    value = None
+    if row.size is not None and row.id is not None:
+        value = hashlib.sha256(workspace.version_value(row.id)).hexdigest()
+    return [row.id, row.action, row.time_ns, row.detail, row.size, value]
 
 
 def fingerprint(workspace: Workspace) -> dict[str, Any]:
@@ -116,7 +124,8 @@ def fingerprint(workspace: Workspace) -> dict[str, Any]:
                 item["expires_ns"] = workspace.expiry(entry.key)
             names[entry.key] = item
     history = {
-        key: [_row_digest(h) for h in workspace.history(key)] for key in workspace.history_keys()
+        key: [_row_digest(workspace, h) for h in workspace.history(key)]
+        for key in workspace.history_keys()
     }
     archived = [
         [*list(a.entry), a.deleted_ns]

@@ -1,10 +1,21 @@
-"""History of a workspace file: one ``history`` row per change of a key, and settings.
+"""History of a workspace: one ``history`` row per change of a key, and settings.
 
-A row records ``(key, action, value, time_ns, detail)``: "set" with the value (up to
-HISTORY_VALUE_MAX bytes), "delete", "rename" (detail: the other name), "link" (detail:
-the other name) or "symlink" (detail: the target). Version numbers are the rows' ids,
-so they stay stable when old versions are pruned. History is kept by name: a write to
-a node with several names (hard links) is recorded under each of its names.
+A row records ``(key, action, time_ns, detail)``: "set" (a new value), "delete", "rename"
+(detail: the other name), "link" (detail: the other name) or "symlink" (detail: the
+target). A row that keeps a value (``size`` not NULL) is a *version*: its value is in the
+block store under the owner ``-id`` (kyfs.engine.sql.blocks), sharing every block with
+the value it was taken from, so a version costs only the blocks that differ. Version
+numbers are the rows' ids; they stay stable when old versions are thinned. History is
+kept by name: a write to a node with several names (hard links) is recorded under each;
+a rename of a key records a version of the new name (an editor's, ``sed -i``'s or git's
+write-then-rename keeps the history of the file it replaces).
+
+Closes of one key in quick succession by one process coalesce into one version
+(COALESCE_S between two, for at most BURST_S): the burst's row is replaced by a new row
+(a new id, so every daemon watching ``history`` sees the change) that keeps when the
+burst began (``since_ns``). Older versions thin out by the workspace's retention
+(kyfs.core.retention), checked for a key as it is written (every PRUNE_EVERY rows) and
+for the whole workspace by :meth:`HistoryMixin.thin_history`.
 
 Settings live in ``meta`` (name -> text): retention, cache TTL, schema rules, project.
 
@@ -15,14 +26,25 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from kyfs.core.nodes import HistoryEntry
+from kyfs.core.errors import DamagedBlock, KeyNotFound
+from kyfs.core.nodes import HistoryEntry, ImportVersion
+from kyfs.core.retention import Retention
+from kyfs.engine.sql import blocks
 from kyfs.engine.sql.base import Base, Connection
 
-HISTORY_VALUE_MAX = 16 * 1024**2  # bytes: a longer value's versions are recorded without it
-HISTORY_VERSIONS = 100  # versions kept per key at least (meta history_versions)
-HISTORY_DAYS = 30  # days of versions kept at least (meta history_days)
-PRUNE_EVERY = 16  # history rows between two prunings of the key just written
-_COLUMNS = "key, action, value, time_ns, detail, id"
+COALESCE_S = 2.0  # seconds: a close this soon after the last one by the same process coalesces
+BURST_S = 300.0  # seconds: a burst of coalesced closes makes a new version after this long
+PRUNE_EVERY = 16  # history rows between two thinnings of the key just written
+_COLUMNS = "key, action, size, time_ns, detail, id"
+_SQL_INSERT = (
+    "INSERT INTO history (key, action, size, time_ns, detail, pid, since_ns)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id"
+)
+_SQL_LAST = (
+    "SELECT id, action, pid, time_ns, coalesce(since_ns, time_ns) FROM history"
+    " WHERE key = ? ORDER BY time_ns DESC, id DESC LIMIT 1"
+)
+_SQL_KEY_ROWS = "SELECT id, time_ns, size IS NOT NULL FROM history WHERE key = ?"
 
 
 def read_meta(conn: Connection) -> dict[str, str]:
@@ -34,51 +56,54 @@ def record(
     conn: Connection,
     key: str,
     action: str,
-    value: bytes | None,
     detail: str | None,
     now: int,
     meta: dict[str, str] | None = None,
+    *,
+    owner: int | None = None,
+    size: int | None = None,
+    pid: int | None = None,
 ) -> None:
-    """Append to the history of ``key`` inside the caller's transaction, and every
-    PRUNE_EVERY rows prune that key to the retention (meta history_versions, default
-    100, and history_days, default 30: whichever keeps more; the retention is a minimum,
-    so pruning late is safe)."""
-    cur = conn.execute(
-        "INSERT INTO history (key, action, value, time_ns, detail) VALUES (?, ?, ?, ?, ?)"
-        " RETURNING id",
-        (key, action, value, now, detail),
-    )
-    if cur.fetchall()[0][0] % PRUNE_EVERY:
-        return
-    meta = read_meta(conn) if meta is None else meta
-    versions, days = retention(meta)
-    cutoff = now - int(days * 86400e9)
-    conn.execute(
-        "DELETE FROM history WHERE key = ? AND time_ns < ? AND id NOT IN"
-        " (SELECT id FROM history WHERE key = ? ORDER BY id DESC LIMIT ?)",
-        (key, cutoff, key, versions),
-    )
+    """Append to the history of ``key`` inside the caller's transaction. With ``owner``
+    (a node) the row is a version of that node's value (``size`` bytes), its blocks
+    shared. A version by process ``pid`` within COALESCE_S of that process's last version
+    of the key (and BURST_S of the burst's first) replaces it. Every PRUNE_EVERY rows the
+    key is thinned to the retention (kyfs.core.retention)."""
+    since = None
+    if owner is not None and pid is not None:
+        last = conn.execute(_SQL_LAST, (key,)).fetchone()
+        if (
+            last is not None
+            and last[1] == action
+            and last[2] == pid
+            and now - last[3] < COALESCE_S * 1e9
+            and now - last[4] < BURST_S * 1e9
+        ):
+            since = int(last[4])
+            drop_versions(conn, [int(last[0])])
+    row = conn.execute(
+        _SQL_INSERT, (key, action, size if owner is not None else None, now, detail, pid, since)
+    ).fetchone()
+    version_id = int(row[0])
+    if owner is not None:
+        blocks.copy(conn, owner, blocks.version_owner(version_id))
+    if version_id % PRUNE_EVERY == 0:
+        thin_key(conn, key, now, Retention.from_meta(read_meta(conn) if meta is None else meta))
 
 
-def retention(meta: dict[str, str]) -> tuple[int, float]:
-    """(versions, days) of history kept per key, from the settings; a value out of range
-    or unreadable (a foreign or old file) counts as the default, so no write ever fails
-    on it (1 to 1,000,000 versions; 0 to MAX_RETENTION_DAYS days)."""
-    from kyfs.core.names import MAX_RETENTION_DAYS
+def drop_versions(conn: Connection, ids: list[int]) -> None:
+    """Delete history rows ``ids`` and release their values' blocks."""
+    for version_id in ids:
+        blocks.drop(conn, blocks.version_owner(version_id))
+    conn.executemany("DELETE FROM history WHERE id = ?", [(i,) for i in ids])
 
-    try:
-        versions = int(meta.get("history_versions", HISTORY_VERSIONS))
-    except ValueError:
-        versions = HISTORY_VERSIONS
-    try:
-        days = float(meta.get("history_days", HISTORY_DAYS))
-    except ValueError:
-        days = HISTORY_DAYS
-    if not 1 <= versions <= 1_000_000:
-        versions = HISTORY_VERSIONS
-    if not 0 <= days <= MAX_RETENTION_DAYS:  # also NaN
-        days = HISTORY_DAYS
-    return versions, days
+
+def thin_key(conn: Connection, key: str, now: int, retention: Retention) -> int:
+    """Thin the history of ``key`` to ``retention``; returns how many rows went."""
+    rows = [(int(r[0]), int(r[1]), bool(r[2])) for r in conn.execute(_SQL_KEY_ROWS, (key,))]
+    drop = retention.to_drop(rows, now)
+    drop_versions(conn, drop)
+    return len(drop)
 
 
 def cache_ttl(meta: dict[str, str]) -> float | None:
@@ -111,6 +136,26 @@ class HistoryMixin(Base):
         """History row ``version`` (its id), or None."""
         row = self._row(f"SELECT {_COLUMNS} FROM history WHERE id = ?", (version,))
         return HistoryEntry(*row) if row else None
+
+    def version_value(self, version: int, limit: int | None = None) -> bytes:
+        """The value history version ``version`` kept: whole, or its first ``limit`` bytes.
+
+        Raises:
+            KeyNotFound: (ENOENT, exit 1) no such version, or it keeps no value.
+            DamagedBlock: (EIO, exit 4) a block of it fails its checksum.
+        """
+        with self._snapshot() as conn:
+            row = conn.execute(
+                "SELECT size FROM history WHERE id = ? AND size IS NOT NULL", (version,)
+            ).fetchone()
+            if row is None:
+                raise KeyNotFound(f"no stored version {version}")
+            size = int(row[0])
+            end = size if limit is None else min(size, limit)
+            try:
+                return blocks.read(conn, blocks.version_owner(version), 0, end, size)
+            except DamagedBlock as exc:
+                raise DamagedBlock(f"version {version}: {exc}") from None
 
     def history_keys(self, prefix: str = "") -> list[str]:
         """Every key with recorded history (live or not), starting with ``prefix``."""
@@ -174,21 +219,32 @@ class HistoryMixin(Base):
         this connection)."""
         raise NotImplementedError
 
-    def retention(self) -> tuple[int, float]:
-        """(versions, days) of history this workspace keeps per key at least (the
-        settings, or the defaults: 100 versions, 30 days)."""
-        return retention(self.meta())
+    def retention(self) -> Retention:
+        """How much history this workspace keeps per key (its settings, or the defaults:
+        every version of the last hour, hourly for a day, daily for 30 days, and the
+        newest 10 whatever their age)."""
+        return Retention.from_meta(self.meta())
 
-    def import_history(self, items: Iterable[HistoryEntry]) -> int:
-        """Append imported history rows (e.g. KyCLI's audit log), in one transaction;
-        returns how many."""
+    def thin_history(self, now_ns: int) -> int:
+        """Thin every key's history to the retention at time ``now_ns`` (ns, UTC), one
+        transaction; returns how many rows went (their blocks are released)."""
+        retention = self.retention()
+        with self._atomic() as conn:
+            keys = [row[0] for row in conn.execute("SELECT DISTINCT key FROM history")]
+            return sum(thin_key(conn, key, now_ns, retention) for key in keys)
+
+    def import_history(self, items: Iterable[ImportVersion]) -> int:
+        """Append imported history rows (e.g. KyCLI's audit log), their values stored as
+        versions, in one transaction; returns how many."""
         count = 0
         with self._atomic() as conn:
             for item in items:
-                conn.execute(
-                    "INSERT INTO history (key, action, value, time_ns) VALUES (?, ?, ?, ?)",
-                    (item.key, item.action, item.value, item.time_ns),
-                )
+                size = None if item.value is None else len(item.value)
+                row = conn.execute(
+                    _SQL_INSERT, (item.key, item.action, size, item.time_ns, None, None, None)
+                ).fetchone()
+                if item.value is not None:
+                    blocks.write(conn, blocks.version_owner(int(row[0])), [item.value])
                 count += 1
         return count
 

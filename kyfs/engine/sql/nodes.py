@@ -377,7 +377,7 @@ class NamespaceMixin(HistoryMixin):
             if self._lookup(conn, key) is not None:
                 raise AlreadyExists(f"exists: {key}")
             self._make(conn, key, LNK, LINK_MODE, owner, target)
-            record(conn, key, "symlink", None, os.fsdecode(target), now)
+            record(conn, key, "symlink", os.fsdecode(target), now)
             return self._must(conn, key)
 
     def link(self, existing: str, new: str) -> Entry:
@@ -409,7 +409,7 @@ class NamespaceMixin(HistoryMixin):
             )
             self._touch(conn, parent.id, now)
             mark(conn, entry.id)
-            record(conn, new, "link", None, f"from {existing}", now)
+            record(conn, new, "link", f"from {existing}", now)
             return self._must(conn, new)
 
     # --- removing ---------------------------------------------------------------------------
@@ -427,7 +427,7 @@ class NamespaceMixin(HistoryMixin):
             if entry.is_dir:
                 raise IsADirectory(f"is a directory: {key}")
             self._drop_name(conn, entry, now)
-            record(conn, key, "delete", None, None, now)
+            record(conn, key, "delete", None, now)
             return entry
 
     def rmdir(self, key: str) -> None:
@@ -501,15 +501,18 @@ class NamespaceMixin(HistoryMixin):
             self._touch(conn, new_parent.id, now)
             conn.execute("UPDATE nodes SET ctime_ns = ? WHERE id = ?", (now, source.id))
             moved = conn.execute(
-                "SELECT e.node, e.key FROM entries e JOIN nodes n ON n.id = e.node"
-                " WHERE n.kind != ? AND (e.key = ? OR (e.key >= ? AND e.key < ?))",
+                "SELECT e.node, e.key, n.kind, n.size FROM entries e JOIN nodes n"
+                " ON n.id = e.node WHERE n.kind != ? AND (e.key = ? OR (e.key >= ? AND e.key < ?))",
                 (DIR, new, new + "/", new + "0"),
             ).fetchall()
-            for node_id, key in moved:
+            for node_id, key, kind, size in moved:
                 mark(conn, node_id)
                 before = old + key[len(new) :]
-                record(conn, before, "rename", None, f"to {key}", now)
-                record(conn, key, "rename", None, f"from {before}", now)
+                record(conn, before, "rename", f"to {key}", now)
+                if source.is_dir or kind != REG:
+                    record(conn, key, "rename", f"from {before}", now)
+                else:  # a version of the new name: write-then-rename keeps its history
+                    record(conn, key, "rename", f"from {before}", now, owner=node_id, size=size)
 
     # --- attributes -------------------------------------------------------------------------
     def _set_attrs(self, key: str, **columns: int | None) -> Entry:

@@ -1,19 +1,18 @@
-"""Values of a workspace file: blocks, reads at offsets, writes, commits, TTL.
+"""Values of a workspace: reads at offsets, writes, commits, TTL, imports, versions.
 
-A value is split into ``blocks`` rows of BLOCK_SIZE bytes (the last one shorter) keyed by
-(node_id, idx), because one SQLite BLOB stops at SQLITE_MAX_LENGTH (10^9 bytes in
-Debian's build), below what kyfs holds, and so that a read at an offset touches only
-the blocks it needs. A block over INLINE_READ_MAX bytes is read with incremental BLOB
-I/O (``Connection.blobopen``) at the offset, never whole. A missing block inside the
-size is a hole and reads as zeros.
+A value lives in the workspace's block store (kyfs.engine.sql.blocks): a list of
+content-addressed blocks, owned by its node, each checked against its SHA-256 when read,
+so a damaged block answers EIO (DamagedBlock) and a log line names the workspace and
+the key, never wrong bytes. A read at an offset fetches only the blocks it covers. A
+hole (a part of the value no block covers) reads as zeros.
 
 Every read of a value sees one committed version: a read at an offset runs in one
 statement or one read transaction, and :meth:`ValuesMixin.iter_value` (``kyfs get``,
 export) holds one read transaction from the size to the last block.
 
 Every value write runs :func:`after_write` in its transaction: TTL, schema rules (a
-value that fails rolls the write back), history (under each name of the node) and the
-search index.
+value that fails rolls the write back), history (under each name of the node: a version
+shares the value's blocks) and the search index.
 
 Thread-safety: as kyfs.engine.sql.base.
 """
@@ -21,13 +20,16 @@ Thread-safety: as kyfs.engine.sql.base.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Iterable, Iterator
 from typing import Any, BinaryIO
 
 from kyfs.core import names
+from kyfs.core.blocks import MAX_BLOCK, BlockList, Changes, unseal
 from kyfs.core.errors import (
     AlreadyExists,
+    DamagedBlock,
     InvalidInput,
     IsADirectory,
     KeyNotFound,
@@ -43,63 +45,32 @@ from kyfs.core.nodes import (
     Owner,
     check_size,
 )
+from kyfs.engine.sql import blocks
 from kyfs.engine.sql.base import Connection, mark, names_of
-from kyfs.engine.sql.history import HISTORY_VALUE_MAX, cache_ttl, read_meta, record
+from kyfs.engine.sql.history import cache_ttl, read_meta, record
 from kyfs.engine.sql.nodes import SQL_ARCHIVE, NamespaceMixin, process_owner
 from kyfs.engine.sql.rules import as_json_schema, validate
 
-BLOCK_SIZE = 256 * 1024  # bytes per stored block of a value
-INLINE_READ_MAX = 64 * 1024  # blocks up to this size are read in the query, not by BLOB I/O
+log = logging.getLogger(__name__)
 
-_SQL_BLOCKS = (
-    "SELECT idx, id, length(data), CASE WHEN length(data) <= ? THEN data END"
-    " FROM blocks WHERE node_id = ? AND idx BETWEEN ? AND ? ORDER BY idx"
-)
+BUFFER_BLOCK = 64 * 1024  # bytes: open files buffer their changes in blocks of this size
+READ_PIECE = 256 * 1024  # bytes: iter_value yields pieces of at most this size
+
+_SQL_SIZE = "SELECT size FROM nodes WHERE id = ?"
 # An open file keeps reading a node unlinked under it: its value waits in the archive.
 _SQL_SIZE_ANY = (
     "SELECT size FROM nodes WHERE id = ? UNION ALL SELECT size FROM archive WHERE id = ? LIMIT 1"
 )
-_SQL_ONE_BLOCK = (
-    "SELECT n.size, length(b.data), CASE WHEN length(b.data) <= ? THEN b.data END"
-    " FROM nodes n LEFT JOIN blocks b ON b.node_id = n.id AND b.idx = ? WHERE n.id = ?"
+# A small value in one statement: the node's size and the block at position 0.
+_SQL_FIRST_BLOCK = (
+    "SELECT n.size, b.id, b.size, b.codec, b.hash, b.data FROM nodes n"
+    " LEFT JOIN extents e ON e.owner = n.id AND e.pos = 0"
+    " LEFT JOIN blocks b ON b.id = e.block WHERE n.id = ?"
 )
-_SQL_UPSERT_BLOCK = (
-    "INSERT INTO blocks (node_id, idx, data) VALUES (?, ?, ?)"
-    " ON CONFLICT (node_id, idx) DO UPDATE SET data = excluded.data"
-)
-_SQL_DROP_BLOCKS_FROM = "DELETE FROM blocks WHERE node_id = ? AND idx >= ?"
-_SQL_CUT_BLOCK = "UPDATE blocks SET data = substr(data, 1, ?) WHERE node_id = ? AND idx = ?"
 _SQL_SET_SIZE = (  # a NULL atime, mode, uid or gid keeps the stored one
     "UPDATE nodes SET size = ?, mtime_ns = ?, ctime_ns = ?, atime_ns = coalesce(?, atime_ns),"
     " mode = coalesce(?, mode), uid = coalesce(?, uid), gid = coalesce(?, gid) WHERE id = ?"
 )
-
-
-def read_blocks(conn: Connection, node_id: int, start: int, end: int, stored_end: int) -> bytes:
-    """Bytes ``[start, end)`` of node ``node_id``'s value inside the caller's transaction;
-    bytes at or past ``stored_end`` and holes are zeros."""
-    out = bytearray(end - start)
-    take_end = min(end, stored_end)
-    if take_end <= start:
-        return bytes(out)
-    first, last = start // BLOCK_SIZE, (take_end - 1) // BLOCK_SIZE
-    for idx, rowid, length, inline in conn.execute(
-        _SQL_BLOCKS, (INLINE_READ_MAX, node_id, first, last)
-    ):
-        base = idx * BLOCK_SIZE
-        lo = max(start, base) - base
-        hi = min(take_end, base + length) - base
-        if hi <= lo:
-            continue
-        if inline is not None:
-            piece = inline[lo:hi]
-        else:
-            with conn.blobopen("blocks", "data", rowid, readonly=True) as blob:
-                blob.seek(lo)
-                piece = blob.read(hi - lo)
-        at = base + lo - start
-        out[at : at + len(piece)] = piece
-    return bytes(out)
 
 
 def expiry_ns(now_ns: int, seconds: float) -> int:
@@ -124,11 +95,13 @@ def after_write(
     replace_ttl: bool = False,
     detail: str | None = None,
     size: int | None = None,
+    pid: int | None = None,
 ) -> None:
-    """What every value write does in its transaction: TTL, schema check, history, and a
-    mark for the search index (written at the next flush). ``replace_ttl``: the TTL
-    becomes ``ttl_s`` (kyfs set), else it is kept (writes through the mount); a cache
-    workspace's TTL always applies.
+    """What every value write does in its transaction: TTL, schema check, history (a
+    version per name, sharing the value's blocks; ``pid``: the writing process, whose
+    closes in quick succession coalesce), and a mark for the search index (written at
+    the next flush). ``replace_ttl``: the TTL becomes ``ttl_s`` (kyfs set), else it is
+    kept (writes through the mount); a cache workspace's TTL always applies.
 
     Raises:
         SchemaViolation: (EINVAL, exit 2) the value breaks a schema rule; the caller's
@@ -144,28 +117,25 @@ def after_write(
         conn.execute("UPDATE nodes SET expires_ns = ? WHERE id = ?", (expires, node_id))
     keys = names_of(conn, node_id)
     rules = json.loads(meta.get("schemas", "[]"))
-    checks = []
+    if size is None:
+        size = int(conn.execute(_SQL_SIZE, (node_id,)).fetchone()[0])
     if rules:
         from fnmatch import fnmatchcase
 
         checks = [(k, r) for r in rules for k in keys if fnmatchcase(k, r["glob"])]
-    if size is None:
-        size = int(conn.execute("SELECT size FROM nodes WHERE id = ?", (node_id,)).fetchone()[0])
-    value = None
-    if checks or size <= HISTORY_VALUE_MAX:
-        value = read_blocks(conn, node_id, 0, size, size)
-    for key, rule in checks:
-        validate(key, rule, value or b"")
-    detail = detail if value is not None else "too large"
+        if checks:
+            value = blocks.read(conn, node_id, 0, size, size)
+            for key, rule in checks:
+                validate(key, rule, value)
     for key in keys:
-        record(conn, key, "set", value, detail, now, meta)
+        record(conn, key, "set", detail, now, meta, owner=node_id, size=size, pid=pid)
     mark(conn, node_id)
 
 
 class ValuesMixin(NamespaceMixin):
     """Reading and writing values; TTL; imports; restoring a version."""
 
-    block_size = BLOCK_SIZE
+    block_size = BUFFER_BLOCK
 
     # --- reading ----------------------------------------------------------------------
     def read(self, node_id: int, offset: int, size: int, valid: int | None = None) -> bytes:
@@ -177,49 +147,63 @@ class ValuesMixin(NamespaceMixin):
         and every byte at or past ``min(valid, stored size)`` is zero (an open file
         truncated below the stored size, or grown past it). Holes read as zeros. An
         unknown ``node_id`` reads as empty (or zeros with ``valid``).
-        """
-        if valid is None and size > 0 and offset // BLOCK_SIZE == (offset + size - 1) // BLOCK_SIZE:
-            fast = self._read_one_block(node_id, offset, size)
-            if fast is not None:
-                return fast
-        with self._snapshot() as conn:
-            row = conn.execute(_SQL_SIZE_ANY, (node_id, node_id)).fetchone()
-            stored = row[0] if row else 0
-            if valid is None:
-                end, stored_end = min(offset + size, stored), stored
-            else:
-                end, stored_end = offset + size, min(stored, valid)
-            if end <= offset:
-                return b""
-            return read_blocks(conn, node_id, offset, end, stored_end)
 
-    def _read_one_block(self, node_id: int, offset: int, size: int) -> bytes | None:
-        """A read inside one small block in a single statement (no explicit transaction):
-        the common cat of a small key. None when the general path is needed (a large
-        block read by BLOB I/O, or a node that is only in the archive)."""
-        idx, within = divmod(offset, BLOCK_SIZE)
-        row = self._row(_SQL_ONE_BLOCK, (INLINE_READ_MAX, idx, node_id))
+        Raises:
+            DamagedBlock: (EIO, exit 4) a block of the range fails its checksum (logged
+                with the workspace and the key).
+        """
+        try:
+            if valid is None and size > 0 and offset + size <= MAX_BLOCK:
+                fast = self._read_first_block(node_id, offset, size)
+                if fast is not None:
+                    return fast
+            with self._snapshot() as conn:
+                row = conn.execute(_SQL_SIZE_ANY, (node_id, node_id)).fetchone()
+                stored = row[0] if row else 0
+                if valid is None:
+                    end, stored_end = min(offset + size, stored), stored
+                else:
+                    end, stored_end = offset + size, min(stored, valid)
+                if end <= offset:
+                    return b""
+                return blocks.read(conn, node_id, offset, end, stored_end)
+        except DamagedBlock as exc:
+            raise self._damaged(exc, node_id) from None
+
+    def _read_first_block(self, node_id: int, offset: int, size: int) -> bytes | None:
+        """A read inside a value's first block in a single statement (no explicit
+        transaction): the common cat of a small key. None when the general path is
+        needed (the range goes past the first block, or the node is only in the
+        archive)."""
+        row = self._row(_SQL_FIRST_BLOCK, (node_id,))
         if row is None:
             return None
-        stored, length, data = row
+        stored, block_id, length, codec, address, data = row
         end = min(offset + size, stored)
         if end <= offset:
             return b""
-        if length is None:  # a hole
-            return bytes(end - offset)
-        if data is None:  # a large block: BLOB I/O in a snapshot
+        if block_id is None or end > length:  # a hole at the start, or past the first block
             return None
-        piece = bytes(data[within : within + end - offset])
-        return piece + bytes(end - offset - len(piece))
+        raw = unseal(block_id, codec, data, length, address)
+        return raw[offset:end]
+
+    def _damaged(self, exc: DamagedBlock, owner: int) -> DamagedBlock:
+        """Log a damaged block with the workspace and the keys it belongs to; the error
+        to raise."""
+        keys = self.keys_of(owner) if owner > 0 else []
+        where = ", ".join(keys) or (f"version {-owner}" if owner < 0 else f"node {owner}")
+        log.error("workspace %s: key %s: %s", self.path, where, exc)
+        return DamagedBlock(f"{where}: {exc}")
 
     def iter_value(self, key: str) -> Iterator[bytes]:
-        """The value of ``key`` as consecutive pieces of at most BLOCK_SIZE bytes, all of
+        """The value of ``key`` as consecutive pieces of at most READ_PIECE bytes, all of
         one committed version (one read transaction from first to last piece; do not
         use this workspace for anything else until the iteration ends). A symbolic
         link's value is its target.
 
         Raises:
             KeyNotFound: (ENOENT, exit 1). IsADirectory: (EISDIR, exit 3).
+            DamagedBlock: (EIO, exit 4) a block fails its checksum.
         """
         with self._snapshot() as conn:
             entry = self._lookup(conn, key)
@@ -231,15 +215,17 @@ class ValuesMixin(NamespaceMixin):
                 row = conn.execute("SELECT target FROM nodes WHERE id = ?", (entry.id,))
                 yield bytes(row.fetchone()[0])
                 return
-            for offset in range(0, entry.size, BLOCK_SIZE):
-                end = min(offset + BLOCK_SIZE, entry.size)
-                yield read_blocks(conn, entry.id, offset, end, entry.size)
+            try:
+                yield from blocks.iter_value(conn, entry.id, entry.size, READ_PIECE)
+            except DamagedBlock as exc:
+                raise self._damaged(exc, entry.id) from None
 
     def get(self, key: str) -> bytes:
         """The whole value of ``key``, one committed version (iter_value for large ones).
 
         Raises:
             KeyNotFound: (ENOENT, exit 1). IsADirectory: (EISDIR, exit 3).
+            DamagedBlock: (EIO, exit 4).
         """
         return b"".join(self.iter_value(key))
 
@@ -283,10 +269,12 @@ class ValuesMixin(NamespaceMixin):
         ttl_s: float | None = None,
         detail: str | None = None,
         owner: Owner | None = None,
+        source: tuple[int, int] | None = None,
     ) -> int:
-        """Create or replace ``key`` with ``value`` inside the caller's transaction; the
-        key's TTL becomes ``ttl_s`` (None: none, or the cache workspace's). Returns the
-        node id."""
+        """Create or replace ``key`` with ``value`` inside the caller's transaction (with
+        ``source``, (a block store owner, its size): that value instead, its blocks shared);
+        the key's TTL becomes ``ttl_s`` (None: none, or the cache workspace's). Returns
+        the node id."""
         now = time.time_ns()
         entry = self._lookup(conn, key)
         if entry is not None and entry.kind == LNK:
@@ -298,14 +286,13 @@ class ValuesMixin(NamespaceMixin):
             node_id = entry.id
             if mode is not None:
                 conn.execute("UPDATE nodes SET mode = ? WHERE id = ?", (mode & 0o7777, node_id))
-            conn.execute("DELETE FROM blocks WHERE node_id = ?", (node_id,))
         else:
             node_id = self._make(conn, key, REG, FILE_MODE if mode is None else mode, owner)
-        size = 0
-        for idx, piece in enumerate(_pieces(value)):
-            size += len(piece)
-            check_size(size)
-            conn.execute(_SQL_UPSERT_BLOCK, (node_id, idx, piece))
+        if source is None:
+            size = blocks.replace(conn, node_id, _pieces(value))
+        else:
+            blocks.share(conn, source[0], node_id)
+            size = source[1]
         mtime = now if mtime_ns is None else mtime_ns
         conn.execute(_SQL_SET_SIZE, (size, mtime, now, None, None, None, None, node_id))
         if created_ns is not None:
@@ -319,12 +306,13 @@ class ValuesMixin(NamespaceMixin):
         *,
         size: int,
         valid: int,
-        blocks: Iterable[tuple[int, bytes]],
+        changes: Changes | Iterable[tuple[int, bytes]],
         mtime_ns: int | None = None,
         atime_ns: int | None = None,
         mode: int | None = None,
         uid: int | None = None,
         gid: int | None = None,
+        pid: int | None = None,
     ) -> bool:
         """Apply an open file's buffered changes to node ``node_id`` in one transaction.
 
@@ -332,15 +320,17 @@ class ValuesMixin(NamespaceMixin):
             size: the value's new length in bytes.
             valid: bytes of the stored value still meaningful; stored data at or past
                 it is dropped (the file was truncated to ``valid`` while open).
-            blocks: ``(index, data)`` pairs; block ``index`` covers bytes
-                ``[index * block_size, index * block_size + len(data))`` and replaces what
-                was stored there. ``data`` may be shorter than block_size only for
-                the last block of the value.
+            changes: the changed blocks: a kyfs.core.blocks.Changes, or ``(index,
+                data)`` pairs of ``block_size`` blocks; block ``index`` covers bytes
+                ``[index * block_size, (index + 1) * block_size)``: its data, then zeros.
+                Read again if the commit is retried (ENOSPC), so pairs are taken whole.
             mtime_ns: the modification time to record; now when None.
             atime_ns: the access time to record; kept when None.
             mode, uid, gid: permission bits (``& 0o7777``), owner and group set while
                 the file was being written (chmod(2), chown(2) on it); each kept when
                 None. The ctime becomes now.
+            pid: the process that wrote (its closes in quick succession make one
+                version in the history); None: not known.
 
         Returns False when the node no longer exists (its last name was unlinked while
         open); then nothing is written.
@@ -348,32 +338,26 @@ class ValuesMixin(NamespaceMixin):
         Raises:
             ValueTooLarge: (EFBIG) ``size`` over MAX_VALUE_SIZE. NoSpace: (ENOSPC) disk full.
             SchemaViolation: (EINVAL) a schema rule refused the value; nothing is written.
+            DamagedBlock: (EIO) a stored block the change must cut again is damaged.
         """
         check_size(size)
+        if not isinstance(changes, Changes):
+            changes = BlockList(self.block_size, changes)
         now = time.time_ns()
         with self._atomic() as conn:
             found = conn.execute(
-                "SELECT 1 FROM nodes WHERE id = ? AND kind = ?", (node_id, REG)
+                "SELECT size FROM nodes WHERE id = ? AND kind = ?", (node_id, REG)
             ).fetchone()
             if found is None:
                 return False
-            keep = min(valid, size)
-            cut_idx, cut_len = divmod(keep, BLOCK_SIZE)
-            if cut_len:
-                conn.execute(_SQL_CUT_BLOCK, (cut_len, node_id, cut_idx))
-                conn.execute(_SQL_DROP_BLOCKS_FROM, (node_id, cut_idx + 1))
-            else:
-                conn.execute(_SQL_DROP_BLOCKS_FROM, (node_id, cut_idx))
-            last_idx = (size - 1) // BLOCK_SIZE
-            for idx, data in blocks:
-                if idx > last_idx:
-                    continue
-                limit = size - idx * BLOCK_SIZE
-                conn.execute(_SQL_UPSERT_BLOCK, (node_id, idx, bytes(data[:limit])))
+            try:
+                blocks.rewrite(conn, node_id, int(found[0]), size, valid, changes)
+            except DamagedBlock as exc:
+                raise self._damaged(exc, node_id) from None
             mtime = now if mtime_ns is None else mtime_ns
             bits = None if mode is None else mode & MODE_MASK
             conn.execute(_SQL_SET_SIZE, (size, mtime, now, atime_ns, bits, uid, gid, node_id))
-            after_write(conn, node_id, size=size)
+            after_write(conn, node_id, size=size, pid=pid)
         return True
 
     def truncate(self, key: str, size: int) -> None:
@@ -388,7 +372,7 @@ class ValuesMixin(NamespaceMixin):
             raise IsADirectory(f"is a directory: {key}")
         if entry.kind == LNK:
             raise InvalidInput(f"a symbolic link has no value to truncate: {key}")
-        self.commit(entry.id, size=size, valid=min(size, entry.size), blocks=())
+        self.commit(entry.id, size=size, valid=min(size, entry.size), changes=())
 
     # --- TTL --------------------------------------------------------------------------
     def set_ttl(self, key: str, seconds: float | None) -> Entry:
@@ -438,7 +422,7 @@ class ValuesMixin(NamespaceMixin):
                     entry = self._lookup(conn, key)
                     assert entry is not None
                     self._drop_name(conn, entry, now_ns)
-                    record(conn, key, "delete", None, "expired", now_ns)
+                    record(conn, key, "delete", "expired", now_ns)
         return len(rows)
 
     # --- bulk import -------------------------------------------------------------------
@@ -491,8 +475,7 @@ class ValuesMixin(NamespaceMixin):
                     (REG, (item.mode or FILE_MODE) & 0o7777, owner.uid, owner.gid,
                      len(item.value), created, mtime, mtime, mtime),
                 ).fetchall()[0][0]  # fmt: skip
-                for idx, piece in enumerate(_pieces(item.value)):
-                    conn.execute(_SQL_UPSERT_BLOCK, (node_id, idx, piece))
+                blocks.write(conn, node_id, _pieces(item.value))
                 conn.execute(SQL_ARCHIVE, (item.key, 0, deleted_ns, node_id))
                 conn.execute(
                     "UPDATE archive SET archived_ns = ? WHERE id = ?", (time.time_ns(), node_id)
@@ -527,7 +510,7 @@ class ValuesMixin(NamespaceMixin):
         Raises:
             KeyNotFound: (ENOENT, exit 1) no such version holding a value.
         """
-        sql = "SELECT id, value FROM history WHERE key = ? AND action = 'set' AND value IS NOT NULL"
+        sql = "SELECT id, size FROM history WHERE key = ? AND size IS NOT NULL"
         if version is not None:
             row = self._row(sql + " AND id = ?", (key, version))
         else:
@@ -541,21 +524,32 @@ class ValuesMixin(NamespaceMixin):
             live = self._lookup(conn, key)
             if live is not None and live.is_dir:
                 raise IsADirectory(f"is a directory: {key}")
-            node_id = self._put(conn, key, bytes(row[1]), None, detail=f"restored version {row[0]}")
+            node_id = self._put(
+                conn, key, b"", None, detail=f"restored version {row[0]}",
+                source=(blocks.version_owner(int(row[0])), int(row[1])),
+            )  # fmt: skip
             return self._must(conn, key)._replace(id=node_id)
 
 
 def _pieces(value: bytes | BinaryIO) -> Iterator[bytes]:
+    """``value`` in pieces of READ_PIECE bytes (a stream is read to its end).
+
+    Raises:
+        ValueTooLarge: (EFBIG) the pieces pass MAX_VALUE_SIZE.
+    """
     if isinstance(value, (bytes, bytearray, memoryview)):
         data = bytes(value)
         check_size(len(data))
-        for start in range(0, len(data), BLOCK_SIZE):
-            yield data[start : start + BLOCK_SIZE]
+        for start in range(0, len(data), READ_PIECE):
+            yield data[start : start + READ_PIECE]
         return
+    total = 0
     while True:
-        piece = _read_full(value, BLOCK_SIZE)
+        piece = _read_full(value, READ_PIECE)
         if not piece:
             return
+        total += len(piece)
+        check_size(total)
         yield piece
 
 

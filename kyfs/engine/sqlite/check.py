@@ -13,7 +13,7 @@ from kyfs.core import names
 from kyfs.core.errors import InvalidQuery
 from kyfs.core.nodes import DIR, MARK_END, MARK_START, REG, Match, Owner
 from kyfs.engine.sql.archive import ArchiveMixin
-from kyfs.engine.sql.check import LOST_FOUND, STRUCTURE_CHECKS
+from kyfs.engine.sql.check import LOST_FOUND, STRUCTURE_CHECKS, damaged, repair_blocks
 from kyfs.engine.sql.nodes import archive_node
 from kyfs.engine.sqlite import schema
 from kyfs.engine.sqlite.connection import convert
@@ -103,8 +103,10 @@ class SearchCheckMixin(ArchiveMixin):
         """Every problem found in the file, as sentences; ``[]`` when it is sound.
 
         Checks SQLite's ``PRAGMA integrity_check`` (pages, indexes, UNIQUE), the schema
-        version, and kyfs's own rules: blocks of no node, past a value's size or longer
-        than BLOCK_SIZE; names whose directory or node is missing; nodes with no name;
+        version, and kyfs's own rules: every block against its checksum (naming the keys
+        that use a damaged one), extents of no value or block, past a value's size or
+        overlapping, blocks of a size out of range or miscounted references; names whose
+        directory or node is missing; nodes with no name;
         link counts (a file's names; a directory's 2 + subdirectories); keys missing
         from (or left over in) the search index. A file at an older schema version is
         reported as such and not checked further (``fsck --repair`` migrates it).
@@ -127,6 +129,7 @@ class SearchCheckMixin(ArchiveMixin):
                 count = self._conn.execute(f"SELECT count(*) FROM ({sql})").fetchone()[0]
                 if count:
                     problems.append(f"{count} {label}")
+            problems += damaged(self._conn)
         except sqlite3.Error as exc:
             problems = [f"cannot be read: {exc}"]
         return problems
@@ -134,12 +137,15 @@ class SearchCheckMixin(ArchiveMixin):
     def repair(self) -> list[str]:
         """Repair what can be repaired; return what was done, as sentences.
 
-        Migrates an old schema, rebuilds every index (REINDEX), deletes blocks that
-        nothing can read, recreates missing parent directories, drops names of no node,
+        Migrates an old schema, rebuilds every index (REINDEX), drops extents that nothing
+        can read and counts block references again (kyfs.engine.sql.check.repair_blocks),
+        recreates missing parent directories, drops names of no node,
         archives nameless nodes under ``lost+found/<id>``, recounts links, re-reads
         every key into the search index and rebuilds it (FTS5 'rebuild'). Damage that
         ``integrity_check`` reports in the tables themselves cannot be repaired here:
-        restore the workspace from the trash or a backup.
+        restore the workspace from the trash or a backup; nor can a block that fails
+        its checksum (its keys answer EIO; ``kyfs restore`` of an older version, or a
+        backup, brings their values back).
         """
         done: list[str] = []
         schema.apply(self._conn)
@@ -148,10 +154,7 @@ class SearchCheckMixin(ArchiveMixin):
         with self._atomic() as conn:
             conn.execute("REINDEX")
             done.append("rebuilt every index")
-            for label in ("blocks that belong to no node", "blocks past the size of their value"):
-                cur = conn.execute(f"DELETE FROM blocks WHERE id IN ({checks[label]})")
-                if cur.rowcount:
-                    done.append(f"deleted {cur.rowcount} {label}")
+            done += repair_blocks(conn)
             cur = conn.execute(f"DELETE FROM entries WHERE key IN ({checks['entries of no node']})")
             if cur.rowcount:
                 done.append(f"dropped {cur.rowcount} entries of no node")

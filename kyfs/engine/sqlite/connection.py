@@ -33,7 +33,7 @@ from pathlib import Path
 from kyfs.core.errors import AlreadyExists, NoSpace, StorageError
 
 BUSY_TIMEOUT_MS = 10_000  # how long a writer waits for another one, milliseconds
-JOURNAL_SIZE_LIMIT = 64 << 20  # bytes a WAL file keeps once emptied (a 1 GiB write's leaves)
+JOURNAL_SIZE_LIMIT = 4 << 20  # bytes a WAL file keeps once emptied (more is given back)
 
 
 def convert(exc: sqlite3.Error) -> StorageError:
@@ -73,6 +73,8 @@ def connect(path: Path, create: bool = False, autocheckpoint: bool = True) -> sq
     except (OSError, sqlite3.Error) as exc:
         raise StorageError(f"cannot open workspace file {path}: {exc}") from None
     try:
+        if create:  # before the first table: free pages can then go back (compact, reclaim)
+            conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         # Nothing in a file's schema is trusted until kyfs.engine.sqlite.trust.check_schema
         # has proven it kyfs's own (SqliteWorkspace switches it on then).

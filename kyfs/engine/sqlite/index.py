@@ -18,7 +18,9 @@ from __future__ import annotations
 import sqlite3
 
 from kyfs.core import tokens
+from kyfs.core.errors import DamagedBlock
 from kyfs.core.nodes import REG
+from kyfs.engine.sql import blocks
 from kyfs.engine.sql.base import names_of
 
 SEARCH = (
@@ -66,12 +68,10 @@ def index_node(conn: sqlite3.Connection, node_id: int) -> None:
     size = row[1]
     text = None
     if size <= tokens.INDEX_VALUE_MAX:
-        parts = conn.execute(
-            "SELECT data FROM blocks WHERE node_id = ? ORDER BY idx", (node_id,)
-        ).fetchall()
-        value = b"".join(part[0] for part in parts)
-        if len(value) == size:  # no hole: a hole reads as NUL bytes, which is binary
-            text = tokens.indexable_text(value)
+        try:  # a hole reads as NUL bytes, which is binary: not indexed
+            text = tokens.indexable_text(blocks.read(conn, node_id, 0, size, size))
+        except DamagedBlock:
+            text = None  # indexed by its names only; reads of it answer EIO
     key = "\n".join(keys)
     conn.execute(
         _UPSERT,

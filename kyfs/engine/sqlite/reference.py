@@ -2,10 +2,11 @@
 objects of a current workspace file, normalised as trust._normalise does. Do not edit.
 """
 
-VERSION = 7
+VERSION = 8
 OBJECTS: dict[tuple[str, str], str | None] = {
     ('index', 'archive_deleted'): 'create index archive_deleted on archive(deleted_ns)',
     ('index', 'archive_key'): 'create index archive_key on archive(key,deleted_ns)',
+    ('index', 'blocks_unused'): 'create index blocks_unused on blocks(id)where refs <=0',
     ('index', 'entries_node'): 'create index entries_node on entries(node)',
     ('index', 'entries_parent'): 'create index entries_parent on entries(parent,key)',
     ('index', 'history_key'): 'create index history_key on history(key,time_ns)',
@@ -14,9 +15,10 @@ OBJECTS: dict[tuple[str, str], str | None] = {
     ('index', 'sqlite_autoindex_entries_1'): None,
     ('index', 'sqlite_autoindex_meta_1'): None,
     ('table', 'archive'): 'create table archive(id integer primary key,key text not null,is_dir integer not null,mode integer not null,size integer not null,created_ns integer not null,mtime_ns integer not null,ctime_ns integer not null,deleted_ns integer not null,archived_ns integer,kind integer,uid integer,gid integer,target blob)',
-    ('table', 'blocks'): 'create table blocks(id integer primary key,node_id integer not null,idx integer not null,data blob not null,unique(node_id,idx))',
+    ('table', 'blocks'): 'create table blocks(id integer primary key,hash blob not null unique,refs integer not null,size integer not null,codec integer not null,data blob not null)',
     ('table', 'entries'): 'create table entries(key text not null unique,parent text not null,node integer not null)',
-    ('table', 'history'): 'create table history(id integer primary key,key text not null,action text not null,value blob,time_ns integer not null,detail text)',
+    ('table', 'extents'): 'create table extents(owner integer not null,pos integer not null,block integer not null,primary key(owner,pos))without rowid',
+    ('table', 'history'): 'create table history(id integer primary key,key text not null,action text not null,time_ns integer not null,detail text,size integer,pid integer,since_ns integer)',
     ('table', 'index_pending'): 'create table index_pending(node_id integer primary key)',
     ('table', 'meta'): 'create table meta(name text primary key,value text not null)',
     ('table', 'nodes'): 'create table nodes(id integer primary key autoincrement,kind integer not null,mode integer not null,uid integer not null,gid integer not null,nlink integer not null,size integer not null default 0,created_ns integer not null,mtime_ns integer not null,ctime_ns integer not null,atime_ns integer not null,expires_ns integer,target blob)',

@@ -362,6 +362,116 @@ def m007_index_pending(conn: sqlite3.Connection) -> None:
     )
 
 
+BLOCK_STORE_DDL = """
+    CREATE TABLE IF NOT EXISTS blocks (
+        id     INTEGER PRIMARY KEY,
+        hash   BLOB NOT NULL UNIQUE,
+        refs   INTEGER NOT NULL,
+        size   INTEGER NOT NULL,
+        codec  INTEGER NOT NULL,
+        data   BLOB NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS blocks_unused ON blocks (id) WHERE refs <= 0;
+    CREATE TABLE IF NOT EXISTS extents (
+        owner  INTEGER NOT NULL,
+        pos    INTEGER NOT NULL,
+        block  INTEGER NOT NULL,
+        PRIMARY KEY (owner, pos)
+    ) WITHOUT ROWID;
+"""
+
+
+def m008_block_store(conn: sqlite3.Connection) -> None:
+    """One block store for every value: ``blocks`` holds each distinct content once,
+    addressed (and checked) by its SHA-256, zstd-compressed when it pays, with a count of
+    the ``extents`` that place it in a value; a value's owner is its node (live or
+    archived) or, negated, its history version (kyfs.engine.sql.blocks). History rows
+    lose their ``value`` copy: ``size`` says how long the version's value is (NULL: none
+    kept), ``pid`` which process wrote it and ``since_ns`` when the burst of writes it
+    stands for began (closes in quick succession coalesce into one version).
+
+    Every stored value is cut again into content-defined blocks (kyfs.core.blocks); the
+    old fixed 256 KiB blocks (``blocks_v7``) go. The whole file is rewritten in this one
+    transaction, so its WAL grows to about the size of the data meanwhile.
+    """
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(blocks)")}
+    if "hash" in columns:
+        return  # already done (fsck --repair runs migrations again)
+    if columns:
+        conn.execute("ALTER TABLE blocks RENAME TO blocks_v7")
+    _run_script(conn, BLOCK_STORE_DDL)
+    if columns:
+        owners = [row[0] for row in conn.execute("SELECT DISTINCT node_id FROM blocks_v7")]
+        for owner in owners:
+            _store_v8_blocks(conn, owner)
+        conn.execute("DROP TABLE blocks_v7")
+    history = {row[1] for row in conn.execute("PRAGMA table_info(history)")}
+    for column in ("size", "pid", "since_ns"):
+        if column not in history:
+            conn.execute(f"ALTER TABLE history ADD COLUMN {column} INTEGER")
+    if "value" in history:
+        rows = conn.execute("SELECT id FROM history WHERE value IS NOT NULL").fetchall()
+        for (version_id,) in rows:
+            value = conn.execute("SELECT value FROM history WHERE id = ?", (version_id,))
+            data = bytes(value.fetchone()[0])
+            _store_v8_run(conn, -version_id, 0, data)
+            conn.execute("UPDATE history SET size = ? WHERE id = ?", (len(data), version_id))
+        conn.execute("ALTER TABLE history DROP COLUMN value")
+
+
+def _store_v8_blocks(conn: sqlite3.Connection, owner: int) -> None:
+    """Move node ``owner``'s fixed blocks (``blocks_v7``: 256 KiB each; a missing or
+    short one ends a run of data) into the block store, in bounded memory."""
+    old_block = 256 * 1024
+    base, pending = 0, bytearray()
+    for idx, data in conn.execute(
+        "SELECT idx, data FROM blocks_v7 WHERE node_id = ? ORDER BY idx", (owner,)
+    ):
+        if pending and base + len(pending) != idx * old_block:  # a hole: the run ends
+            _store_v8_run(conn, owner, base, bytes(pending), final=True)
+            pending = bytearray()
+        if not pending:
+            base = idx * old_block
+        pending += data
+        if len(pending) >= 8 * 1024 * 1024:
+            base, rest = _store_v8_run(conn, owner, base, bytes(pending), final=False)
+            pending = bytearray(rest)
+    if pending:
+        _store_v8_run(conn, owner, base, bytes(pending), final=True)
+
+
+def _store_v8_run(
+    conn: sqlite3.Connection, owner: int, start: int, data: bytes, final: bool = True
+) -> tuple[int, bytes]:
+    """Store ``data`` as ``owner``'s bytes from ``start``: cut, deduplicated, placed (m008's
+    own copy of the block store's write, kyfs.engine.sql.blocks.write). Unless ``final``
+    the last block is not stored: returns where it starts and its bytes."""
+    from kyfs.core import blocks
+
+    lengths = list(blocks.cut(data))
+    if not final and lengths:
+        lengths.pop()
+    at = 0
+    for length in lengths:
+        piece = data[at : at + length]
+        address = blocks.digest(piece)
+        row = conn.execute(
+            "UPDATE blocks SET refs = refs + 1 WHERE hash = ? RETURNING id", (address,)
+        ).fetchone()
+        if row is None:
+            codec, stored = blocks.seal(piece)
+            row = conn.execute(
+                "INSERT INTO blocks (hash, refs, size, codec, data) VALUES (?, 1, ?, ?, ?)"
+                " RETURNING id",
+                (address, length, codec, stored),
+            ).fetchone()
+        conn.execute(
+            "INSERT INTO extents (owner, pos, block) VALUES (?, ?, ?)", (owner, start + at, row[0])
+        )
+        at += length
+    return start + at, data[at:]
+
+
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     m001_entries_and_blocks,
     m002_archive,
@@ -370,6 +480,7 @@ MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     m005_ttl_meta,
     m006_nodes,
     m007_index_pending,
+    m008_block_store,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

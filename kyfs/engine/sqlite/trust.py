@@ -20,8 +20,9 @@ next write (issue 13). So:
 * :func:`validate_data` reads a whole untrusted file under a deadline
   (``Connection.set_progress_handler``): SQLite's integrity check, every key by the
   naming rules (no ``..``, no absolute path, no NUL, UTF-8), node types, modes, sizes
-  and times in range. Restores and adoptions call it on their own copy before the file
-  becomes a workspace; a file that fails is reported and left out, never half used.
+  and times in range, the block store's references and every block's checksum.
+  Restores and adoptions call it on their own copy before the file becomes a
+  workspace; a file that fails is reported and left out, never half used.
 
 Thread-safety: the functions use only the connection they are given.
 """
@@ -36,8 +37,10 @@ from contextlib import contextmanager
 from functools import cache
 
 from kyfs.core import names
+from kyfs.core.blocks import RAW, ZSTD
 from kyfs.core.errors import InvalidName, UnsoundInput
 from kyfs.core.nodes import DIR, LNK, MAX_VALUE_SIZE, MODE_MASK, REG
+from kyfs.engine.sql.check import STRUCTURE_CHECKS, damaged
 
 VALIDATE_SECONDS = 60.0  # seconds a whole untrusted file may take to validate
 PROGRESS_STEPS = 10_000  # SQLite virtual machine steps between two deadline checks
@@ -202,7 +205,7 @@ def bad_keys(conn: sqlite3.Connection, table: str = "entries") -> Iterator[tuple
 
 
 def validate_data(conn: sqlite3.Connection, seconds: float = VALIDATE_SECONDS) -> list[str]:
-    """Every way the data of a current-schema file (version 6) breaks kyfs's rules, as
+    """Every way the data of a current-schema file breaks kyfs's rules, as
     sentences (at most a few of each kind); ``[]`` when it is sound. Reads the whole
     file under a deadline of ``seconds``.
 
@@ -245,9 +248,29 @@ def validate_data(conn: sqlite3.Connection, seconds: float = VALIDATE_SECONDS) -
             if count:
                 problems.append(f"{count} {label}")
         history = conn.execute(
-            "SELECT count(*) FROM history"
-            " WHERE typeof(time_ns) != 'integer' OR typeof(key) != 'text'"
+            "SELECT count(*) FROM history WHERE typeof(time_ns) != 'integer'"
+            " OR typeof(key) != 'text' OR (size IS NOT NULL AND (typeof(size) != 'integer'"
+            f" OR size < 0 OR size > {MAX_VALUE_SIZE}))"
         ).fetchone()[0]
         if history:
             problems.append(f"{history} history rows out of range")
+        stored = conn.execute(
+            "SELECT count(*) FROM blocks WHERE typeof(hash) != 'blob' OR length(hash) != 32"
+            " OR typeof(refs) != 'integer' OR typeof(size) != 'integer' OR typeof(data) != 'blob'"
+            f" OR codec NOT IN ({RAW}, {ZSTD})"
+        ).fetchone()[0]
+        if stored:
+            problems.append(f"{stored} blocks out of range")
+        placed = conn.execute(
+            "SELECT count(*) FROM extents WHERE typeof(owner) != 'integer'"
+            " OR typeof(pos) != 'integer' OR typeof(block) != 'integer'"
+        ).fetchone()[0]
+        if placed:
+            problems.append(f"{placed} extents out of range")
+        if not (stored or placed):  # the block store's own rules, and every checksum
+            for label, sql in STRUCTURE_CHECKS[:6]:
+                count = conn.execute(f"SELECT count(*) FROM ({sql}) AS broken").fetchone()[0]
+                if count:
+                    problems.append(f"{count} {label}")
+            problems += damaged(conn)
     return problems

@@ -4,7 +4,8 @@ kyfs.engine.base.Workspace, composed of one mixin per concern:
     connection.py  opening the file, transactions (Base)
     history.py     history rows and settings (HistoryMixin)
     nodes.py       names and nodes: lookups, create, link, symlink, unlink, rename, attrs
-    values.py      blocks, reads, writes, commits, TTL, imports
+    blocks.py      the block store: values as content-addressed blocks
+    values.py      reads, writes, commits, TTL, imports
     archive.py     the archive and the undo of an emptied workspace
     check.py       search and fsck
     rules.py       schema rules
@@ -26,7 +27,6 @@ from typing import Any
 
 from kyfs.core.errors import StorageError, UntrustedFile
 from kyfs.engine.sql.rules import RulesMixin
-from kyfs.engine.sql.values import BLOCK_SIZE
 from kyfs.engine.sqlite import schema, trust
 from kyfs.engine.sqlite.check import SearchCheckMixin
 from kyfs.engine.sqlite.connection import connect, convert
@@ -43,6 +43,7 @@ _SQL_CHANGES = (
     " LEFT JOIN temp.own_history o ON o.id = h.id WHERE h.id > ? ORDER BY h.id"
 )
 INODE_TAG_SHIFT = 40  # st_ino = inode_tag << 40 | node id: unique across one mount's workspaces
+INCREMENTAL = 2  # PRAGMA auto_vacuum = INCREMENTAL (sqlite.org/pragma.html#pragma_auto_vacuum)
 
 
 class SqliteWorkspace(SearchCheckMixin, RulesMixin):
@@ -81,7 +82,6 @@ class SqliteWorkspace(SearchCheckMixin, RulesMixin):
         autocheckpoint: bool = True,
     ) -> None:
         self.path = path
-        self.block_size = BLOCK_SIZE
         self.lock = threading.RLock()  # held by the daemon's threads around each use
         self._root_id = 0
         self.inode_tag = 0
@@ -168,6 +168,54 @@ class SqliteWorkspace(SearchCheckMixin, RulesMixin):
             with suppress(FileNotFoundError):
                 total += part.stat().st_size
         return total
+
+    def _free_bytes(self, conn: Any) -> int | None:
+        """Bytes of the database's free pages (``PRAGMA freelist_count`` x page_size)."""
+        pages = conn.execute("PRAGMA freelist_count").fetchone()[0]
+        return int(pages) * int(conn.execute("PRAGMA page_size").fetchone()[0])
+
+    def reclaim(self, pages: int | None = None) -> int:
+        """Give up to ``pages`` free pages (all when None) back to the file system, with
+        SQLite's incremental vacuum (sqlite.org/pragma.html#pragma_incremental_vacuum);
+        a file made before auto-vacuum was on (``PRAGMA auto_vacuum`` NONE) keeps them
+        until :meth:`compact`. Returns how many pages were freed; they leave the file at
+        the next checkpoint.
+
+        Raises:
+            StorageError / NoSpace: (EIO / ENOSPC, exit 4).
+        """
+        try:
+            if int(self._conn.execute("PRAGMA auto_vacuum").fetchone()[0]) != INCREMENTAL:
+                return 0
+            before = int(self._conn.execute("PRAGMA freelist_count").fetchone()[0])
+            if not before:
+                return 0
+            self._conn.execute(f"PRAGMA incremental_vacuum({pages or 0})").fetchall()
+            return before - int(self._conn.execute("PRAGMA freelist_count").fetchone()[0])
+        except sqlite3.Error as exc:
+            raise convert(exc) from None
+
+    def compact(self) -> int:
+        """Give the free space inside the file back to the file system now: fold the WAL
+        in and empty it, free every free page (incremental vacuum; a file made before
+        auto-vacuum was on is rewritten once with VACUUM, which turns it on, and needs
+        room for a copy meanwhile), and empty the WAL again. Returns how many bytes the
+        database and WAL files shrank by.
+
+        Raises:
+            StorageError / NoSpace: (EIO / ENOSPC, exit 4); the file is left as it was.
+        """
+        before = self.file_size()
+        self.checkpoint()
+        try:
+            if int(self._conn.execute("PRAGMA auto_vacuum").fetchone()[0]) != INCREMENTAL:
+                self._conn.execute(f"PRAGMA auto_vacuum = {INCREMENTAL}")
+                self._conn.execute("VACUUM")
+        except sqlite3.Error as exc:
+            raise convert(exc) from None
+        self.reclaim()
+        self.checkpoint()
+        return max(0, before - self.file_size())
 
     def backup_to(self, target: Path) -> None:
         """Write a consistent snapshot of the workspace to the new file ``target`` with

@@ -1,0 +1,417 @@
+"""The block store of a workspace: every value as a list of content-addressed blocks, in
+SQL both engines speak.
+
+    blocks  (id, hash UNIQUE, refs, size, codec, data)   one row per distinct content
+    extents (owner, pos, block, PRIMARY KEY (owner, pos)) where a block sits in a value
+
+A value belongs to an *owner*: a node (``owner`` = the node's id, live or archived: the
+archive keeps the id, so archiving and restoring move no block) or a history version
+(``owner`` = minus the version's id, :func:`version_owner`). Its bytes are its extents in
+``pos`` order, each block ``size`` bytes long (at most kyfs.core.blocks.MAX_BLOCK); a gap
+between extents, or the end of the extents before the value's size, is a hole and reads
+as zeros. ``blocks.hash`` is the SHA-256 of the block's bytes: equal content is stored
+once (a version, an archived value or a copy costs only the blocks that differ), and a
+read checks it (kyfs.core.blocks.unseal: DamagedBlock, EIO, never wrong bytes).
+
+``blocks.refs`` counts the extents that point at a block. Every change adds the new
+references first and releases the old ones after, so a block that stays is never deleted
+and stored again; a block whose count reaches 0 is deleted in the same transaction
+(:func:`sweep`, served by the partial index ``blocks_unused``), so its pages are reused
+by the next write at once.
+
+Where the cuts fall is kyfs.core.blocks.cut's (FastCDC): a value written whole is cut
+from its start; a change inside a stored value (:func:`rewrite`) is cut again from the
+block before it, until a new cut meets an old one past the change, so the blocks after
+it stay as they were and an append or an insert costs one or two new blocks.
+
+Every function runs inside the caller's transaction; none commits.
+
+Thread-safety: as kyfs.engine.sql.base.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterable, Iterator, Sequence
+
+from kyfs.core import blocks
+from kyfs.core.blocks import MAX_BLOCK, Changes, unseal
+from kyfs.core.errors import DamagedBlock
+from kyfs.engine.sql.base import Connection
+
+WINDOW = 4 * 1024 * 1024  # bytes cut at a time when a long value is written
+
+SQL_RANGE = (  # the extents of one owner that may hold bytes of [? + MAX_BLOCK, ?)
+    "SELECT e.pos, e.block, b.size, b.codec, b.hash, b.data FROM extents e"
+    " LEFT JOIN blocks b ON b.id = e.block WHERE e.owner = ? AND e.pos > ? AND e.pos < ?"
+    " ORDER BY e.pos"
+)
+SQL_HAS_START = "SELECT 1 FROM extents WHERE owner = ? AND pos = ?"
+SQL_EXTENT_AT = (  # the extent of one owner that starts last at or before a position
+    "SELECT e.pos, b.size FROM extents e JOIN blocks b ON b.id = e.block"
+    " WHERE e.owner = ? AND e.pos <= ? ORDER BY e.pos DESC LIMIT 1"
+)
+SQL_ADD_REF = "UPDATE blocks SET refs = refs + 1 WHERE hash = ? RETURNING id"
+SQL_NEW_BLOCK = (
+    "INSERT INTO blocks (hash, refs, size, codec, data) VALUES (?, 1, ?, ?, ?) RETURNING id"
+)
+SQL_PLACE = "INSERT INTO extents (owner, pos, block) VALUES (?, ?, ?)"
+SQL_RELEASE = "UPDATE blocks SET refs = refs - ? WHERE id = ?"
+SQL_SWEEP = "DELETE FROM blocks WHERE refs <= 0"
+SQL_CUT_FROM = "DELETE FROM extents WHERE owner = ? AND pos >= ? RETURNING block"
+SQL_CUT_RANGE = "DELETE FROM extents WHERE owner = ? AND pos >= ? AND pos < ? RETURNING block"
+SQL_COPY = (
+    "INSERT INTO extents (owner, pos, block) SELECT ?, pos, block FROM extents WHERE owner = ?"
+)
+SQL_REF_OWNER = (  # every block of one owner gains (or with a negative factor loses) a reference
+    "UPDATE blocks SET refs = refs + ? * c.n FROM (SELECT block, count(*) AS n FROM extents"
+    " WHERE owner = ? GROUP BY block) AS c WHERE blocks.id = c.block"
+)
+SQL_DROP_OWNER = "DELETE FROM extents WHERE owner = ?"
+SQL_STORED_BYTES = (  # bytes stored (compressed) of the blocks of one owner
+    "SELECT coalesce(sum(length(b.data)), 0) FROM extents e JOIN blocks b ON b.id = e.block"
+    " WHERE e.owner = ?"
+)
+
+
+def version_owner(version_id: int) -> int:
+    """The owner of history version ``version_id``'s value in ``extents``: minus its id
+    (node ids are positive, so the two never meet)."""
+    return -version_id
+
+
+# --- one block ---------------------------------------------------------------------------
+def store(conn: Connection, data: bytes) -> int:
+    """The id of a block holding ``data``, with one more reference: the stored one when
+    the same bytes are stored already, else a new one (compressed when it pays)."""
+    address = blocks.digest(data)
+    row = conn.execute(SQL_ADD_REF, (address,)).fetchone()
+    if row is not None:
+        return int(row[0])
+    codec, stored = blocks.seal(data)
+    return int(conn.execute(SQL_NEW_BLOCK, (address, len(data), codec, stored)).fetchone()[0])
+
+
+def release(conn: Connection, block_ids: Iterable[int]) -> None:
+    """One reference less for each id in ``block_ids`` (an id may come several times);
+    a block left with none is deleted at the next :func:`sweep`."""
+    counts: dict[int, int] = {}
+    for block_id in block_ids:
+        counts[block_id] = counts.get(block_id, 0) + 1
+    if counts:
+        conn.executemany(SQL_RELEASE, [(n, block_id) for block_id, n in counts.items()])
+
+
+def sweep(conn: Connection) -> None:
+    """Delete every block no extent points at any more (an indexed, usually empty set)."""
+    conn.execute(SQL_SWEEP)
+
+
+# --- reading -----------------------------------------------------------------------------
+def read(conn: Connection, owner: int, start: int, end: int, stored_end: int) -> bytes:
+    """Bytes ``[start, end)`` of ``owner``'s value; bytes at or past ``stored_end`` and
+    holes are zeros.
+
+    Raises:
+        DamagedBlock: (EIO) a block it needs fails its checksum.
+    """
+    out = bytearray(end - start)
+    take_end = min(end, stored_end)
+    if take_end <= start:
+        return bytes(out)
+    for pos, block_id, size, codec, address, data in conn.execute(
+        SQL_RANGE, (owner, start - MAX_BLOCK, take_end)
+    ):
+        if size is None:
+            raise DamagedBlock(f"block {block_id} is missing")
+        if pos + size <= start:
+            continue
+        raw = unseal(block_id, codec, data, size, address)
+        lo, hi = max(start, pos), min(take_end, pos + size)
+        out[lo - start : hi - start] = raw[lo - pos : hi - pos]
+    return bytes(out)
+
+
+def iter_value(conn: Connection, owner: int, size: int, piece: int) -> Iterator[bytes]:
+    """``owner``'s value of ``size`` bytes as consecutive pieces of at most ``piece``
+    bytes (holes as zeros). Raises DamagedBlock (EIO)."""
+    for offset in range(0, size, piece):
+        yield read(conn, owner, offset, min(offset + piece, size), size)
+
+
+def stored_bytes(conn: Connection, owner: int) -> int:
+    """Bytes on disk (compressed) of the blocks of ``owner``'s value, shared or not."""
+    return int(conn.execute(SQL_STORED_BYTES, (owner,)).fetchone()[0])
+
+
+def usage(conn: Connection) -> tuple[int, int, int, int]:
+    """(live, archive, history, blocks): bytes stored (compressed) of the blocks a live
+    value uses; of those only archived values use (beyond live ones); of those only
+    history versions use (beyond both); and how many blocks there are. Each block is
+    counted once, so the three add up to what the block store holds. One pass over the
+    extents and the blocks."""
+    row = conn.execute(
+        "WITH live AS (SELECT DISTINCT e.block FROM extents e JOIN nodes n ON n.id = e.owner),"
+        " kept AS (SELECT DISTINCT e.block FROM extents e JOIN archive a ON a.id = e.owner)"
+        " SELECT coalesce(sum(CASE WHEN b.id IN (SELECT block FROM live)"
+        " THEN length(b.data) END), 0),"
+        " coalesce(sum(CASE WHEN b.id NOT IN (SELECT block FROM live) AND b.id IN"
+        " (SELECT block FROM kept) THEN length(b.data) END), 0),"
+        " coalesce(sum(CASE WHEN b.id NOT IN (SELECT block FROM live) AND b.id NOT IN"
+        " (SELECT block FROM kept) THEN length(b.data) END), 0), count(*) FROM blocks b"
+    ).fetchone()
+    return int(row[0]), int(row[1]), int(row[2]), int(row[3])
+
+
+# --- writing -----------------------------------------------------------------------------
+def write(conn: Connection, owner: int, pieces: Iterable[bytes], start: int = 0) -> int:
+    """Store the bytes of ``pieces`` (consecutive) as ``owner``'s value from ``start``,
+    where it holds nothing yet, cut from ``start``; returns the position after the last
+    byte. Memory: one WINDOW plus a piece."""
+    placed: list[tuple[int, int, int]] = []
+    pending = bytearray()
+    base = start
+    for piece in pieces:
+        pending += piece
+        if len(pending) >= WINDOW:
+            base, pending = _cut(conn, base, pending, final=False, out=placed)
+            _place(conn, owner, placed)
+    base, _ = _cut(conn, base, pending, final=True, out=placed)
+    _place(conn, owner, placed)
+    return base
+
+
+def _cut(
+    conn: Connection, base: int, pending: bytearray, *, final: bool, out: list[tuple[int, int, int]]
+) -> tuple[int, bytearray]:
+    """Cut ``pending`` (the bytes from position ``base``) and store its blocks, appending
+    (pos, length, block id) to ``out``; unless ``final`` the last block stays pending (a
+    cut at the window's end is not the content's). Returns the new base and what stays
+    pending."""
+    lengths = list(blocks.cut(pending))
+    if not final and lengths:
+        lengths.pop()
+    at = 0
+    with memoryview(pending) as view:
+        for length in lengths:
+            out.append((base + at, length, store(conn, bytes(view[at : at + length]))))
+            at += length
+    return base + at, pending[at:]
+
+
+def _place(conn: Connection, owner: int, placed: list[tuple[int, int, int]]) -> None:
+    """Insert the extents ``placed`` (pos, length, block id) of ``owner``; empties it."""
+    conn.executemany(SQL_PLACE, [(owner, pos, block_id) for pos, _, block_id in placed])
+    placed.clear()
+
+
+def copy(conn: Connection, source: int, target: int) -> None:
+    """Give ``target`` (which holds nothing) the same value as ``source``: its extents,
+    each block one more reference; no byte is copied."""
+    conn.execute(SQL_COPY, (target, source))
+    conn.execute(SQL_REF_OWNER, (1, source))
+
+
+def drop(conn: Connection, owner: int) -> None:
+    """Remove ``owner``'s value: its extents go, its blocks lose a reference each, and
+    those left with none are deleted."""
+    conn.execute(SQL_REF_OWNER, (-1, owner))
+    conn.execute(SQL_DROP_OWNER, (owner,))
+    sweep(conn)
+
+
+def drop_selected(conn: Connection, owners: str, args: Sequence[object] = ()) -> None:
+    """Remove the values of every owner the query ``owners`` (SQL selecting one column of
+    owners, with ``args``) selects, in three statements, whatever their number."""
+    conn.execute(
+        "UPDATE blocks SET refs = refs - c.n FROM (SELECT block, count(*) AS n FROM extents"
+        f" WHERE owner IN ({owners}) GROUP BY block) AS c WHERE blocks.id = c.block",
+        args,
+    )
+    conn.execute(f"DELETE FROM extents WHERE owner IN ({owners})", args)
+    sweep(conn)
+
+
+def share(conn: Connection, source: int, target: int) -> None:
+    """Make ``target``'s whole value the same as ``source``'s, blocks shared (no byte
+    copied; the old blocks of ``target`` are released after)."""
+    old = [row[0] for row in conn.execute(SQL_CUT_FROM, (target, 0)).fetchall()]
+    copy(conn, source, target)
+    release(conn, old)
+    sweep(conn)
+
+
+def replace(conn: Connection, owner: int, pieces: Iterable[bytes]) -> int:
+    """Make ``pieces`` ``owner``'s whole value; returns its length. The new blocks are
+    referenced before the old ones are released, so blocks both share stay stored."""
+    old = [row[0] for row in conn.execute(SQL_CUT_FROM, (owner, 0)).fetchall()]
+    size = write(conn, owner, pieces)
+    release(conn, old)
+    sweep(conn)
+    return size
+
+
+def rewrite(
+    conn: Connection, owner: int, stored_size: int, size: int, valid: int, changes: Changes
+) -> None:
+    """Apply an open file's changes to ``owner``'s value of ``stored_size`` bytes: the new
+    value is ``size`` bytes long; of the stored bytes those below ``valid`` stay (where
+    no changed block covers them); changed blocks replace what they cover; the rest is a
+    hole. Only the blocks around a change are cut again (see the module docstring).
+
+    Raises:
+        DamagedBlock: (EIO) a stored block that must be cut again fails its checksum.
+    """
+    keep = min(valid, size, stored_size)
+    step = changes.block_size
+    regions: list[tuple[int, int]] = []
+    for idx in changes.indexes():
+        lo, hi = idx * step, min((idx + 1) * step, size)
+        if lo >= size:
+            break
+        if regions and regions[-1][1] >= lo:
+            regions[-1] = (regions[-1][0], max(regions[-1][1], hi))
+        else:
+            regions.append((lo, hi))
+    released: list[int] = []
+    marks = list(regions)
+    if stored_size > keep:  # what lies past ``keep`` goes; the block across it is cut again
+        released += [row[0] for row in conn.execute(SQL_CUT_FROM, (owner, keep)).fetchall()]
+        if keep and not any(lo <= keep <= hi for lo, hi in regions):
+            marks = sorted([*regions, (keep, keep)])
+    source = _NewValue(conn, owner, keep, size, regions, changes)
+    done = -1
+    for lo, hi in marks:
+        if hi <= done:
+            continue
+        done = _recut(conn, owner, source, lo, hi, released)
+    release(conn, released)
+    sweep(conn)
+
+
+def _recut(
+    conn: Connection, owner: int, source: _NewValue, lo: int, hi: int, released: list[int]
+) -> int:
+    """Cut the new value again around the change ``[lo, hi)``: from the start of the
+    stored block holding byte ``lo - 1`` (so an append grows the last block) until a new
+    cut past ``hi`` meets the start of a stored block with unchanged bytes after it (the
+    rest stays as it is) or the data ends (a hole, or the end); replace the extents in
+    between. Returns where it stopped."""
+    start = lo
+    row = conn.execute(SQL_EXTENT_AT, (owner, max(lo - 1, 0))).fetchone()
+    if row is not None and row[0] + row[1] >= lo:
+        start = int(row[0])
+    placed: list[tuple[int, int, int]] = []
+    base, pending = start, bytearray()
+    stop = None
+    while stop is None:
+        pending += source.explicit(base + len(pending), WINDOW - len(pending))
+        final = len(pending) < WINDOW
+        first = len(placed)
+        base, pending = _cut(conn, base, pending, final=final, out=placed)
+        for at in range(first, len(placed)):
+            end = placed[at][0] + placed[at][1]
+            if end >= hi and source.resumes(end):
+                stop = end
+                release(conn, [block_id for _, _, block_id in placed[at + 1 :]])
+                del placed[at + 1 :]
+                break
+        if stop is None and final:
+            stop = base
+    released += [r[0] for r in conn.execute(SQL_CUT_RANGE, (owner, start, stop)).fetchall()]
+    _place(conn, owner, placed)
+    return stop
+
+
+class _NewValue:
+    """The bytes of a value being rewritten (:func:`rewrite`), read before its extents
+    change: changed blocks where they are, else the stored bytes below ``keep``, else a
+    hole."""
+
+    def __init__(
+        self,
+        conn: Connection,
+        owner: int,
+        keep: int,
+        size: int,
+        regions: Sequence[tuple[int, int]],
+        changes: Changes,
+    ) -> None:
+        self._conn = conn
+        self._owner = owner
+        self._keep = keep
+        self._size = size
+        self._regions = [r for r in regions if r[1] > r[0]]
+        self._starts = [lo for lo, _ in self._regions]
+        self._changes = changes
+
+    def _region(self, pos: int) -> tuple[int, int] | None:
+        """The changed region holding ``pos``, or None."""
+        at = bisect.bisect_right(self._starts, pos) - 1
+        if at >= 0 and pos < self._regions[at][1]:
+            return self._regions[at]
+        return None
+
+    def resumes(self, pos: int) -> bool:
+        """True when the stored value goes on unchanged from ``pos``: a stored extent that
+        stays starts there and no change covers it."""
+        if pos >= self._keep or self._region(pos) is not None:
+            return False
+        return self._conn.execute(SQL_HAS_START, (self._owner, pos)).fetchone() is not None
+
+    def explicit(self, pos: int, limit: int) -> bytes:
+        """Up to ``limit`` bytes of the new value from ``pos``, stopping where a hole or
+        the end begins (b"" when one begins at ``pos``)."""
+        out = bytearray()
+        while len(out) < limit and pos < self._size:
+            region = self._region(pos)
+            if region is not None:
+                taken = self._changed(pos, min(region[1], pos + limit - len(out)))
+            else:
+                taken = self._stored(pos, limit - len(out))
+            if not taken:
+                break
+            out += taken
+            pos += len(taken)
+        return bytes(out)
+
+    def _changed(self, pos: int, end: int) -> bytes:
+        """The changed bytes ``[pos, end)`` (inside one changed region)."""
+        step = self._changes.block_size
+        out = bytearray()
+        while pos < end:
+            idx, within = divmod(pos, step)
+            take = min(end - pos, step - within)
+            piece = self._changes.block(idx)[within : within + take]
+            out += piece
+            out += bytes(take - len(piece))
+            pos += take
+        return bytes(out)
+
+    def _stored(self, pos: int, limit: int) -> bytes:
+        """Stored bytes from ``pos`` while they run on without a hole, up to ``limit``
+        bytes, the next changed region or ``keep``."""
+        end = min(pos + limit, self._keep)
+        at = bisect.bisect_right(self._starts, pos)
+        if at < len(self._starts):
+            end = min(end, self._starts[at])
+        if end <= pos:
+            return b""
+        out = bytearray()
+        at = pos
+        for stored_pos, block_id, size, codec, address, data in self._conn.execute(
+            SQL_RANGE, (self._owner, pos - MAX_BLOCK, end)
+        ):
+            if size is None:
+                raise DamagedBlock(f"block {block_id} is missing")
+            if stored_pos + size <= at:
+                continue
+            if stored_pos > at:
+                break  # a hole
+            raw = unseal(block_id, codec, data, size, address)
+            take_end = min(end, stored_pos + size)
+            out += raw[at - stored_pos : take_end - stored_pos]
+            at = take_end
+            if at >= end:
+                break
+        return bytes(out)
