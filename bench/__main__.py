@@ -1,6 +1,10 @@
 """``make bench`` / ``python -m bench [--quick]``: kyfs beside a native directory and a bare
 Python FUSE loopback, in one run, as medians and ratios.
 
+Workloads 18 to 23 (bench/storage.py) measure storage against issue 24's budgets: bytes on
+disk after appends, a SQLite database, a git clone and an rm -rf, the daemon's memory with
+400 open files, and the block store's own speed.
+
 Workloads 12 to 16 (bench/real_trees.py) run on real trees: the stdlib's pure-Python
 packages (tar x, cp -r, grep -r, find, rm -rf), a git clone of this repository, the
 locked-workspace stall, four readers on four workspaces, how soon a CLI change shows
@@ -35,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import kyfs
-from bench import real_trees, search_bench
+from bench import real_trees, search_bench, storage
 from bench.harness import TARGETS, Target, drop_caches, load_average, median_time, sh, workdir
 
 VALUE = "x" * 63  # 64 bytes with echo's newline
@@ -183,6 +187,10 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smaller and fewer rounds (< 2 min)")
     parser.add_argument("--no-search", action="store_true", help="skip workload 11")
     parser.add_argument("--only-trees", action="store_true", help="workloads 12 to 17 only")
+    parser.add_argument(
+        "--only-storage", action="store_true", help="the storage section (18 to 23) only"
+    )
+    parser.add_argument("--no-storage", action="store_true", help="skip workloads 18 to 23")
     args = parser.parse_args()
     keys, rounds, mib = (2000, 2, 64) if args.quick else (10_000, 5, 1024)
     started = time.time()
@@ -196,9 +204,19 @@ def main() -> None:
         "dd_mib": mib,
         "caches_dropped": drop_caches(),
     }
-    with workdir() as scratch:
-        results.update(real_trees.run_all(scratch, args.quick, rounds if args.quick else 3))
-    if not args.only_trees:
+    if not args.only_storage:
+        with workdir() as scratch:
+            results.update(real_trees.run_all(scratch, args.quick, rounds if args.quick else 3))
+    if not (args.no_storage or args.only_trees):
+        from bench.harness import postgres_server
+
+        with workdir() as scratch:
+            if args.quick:  # SQLite only
+                results.update(storage.run_all(scratch))
+            else:
+                with postgres_server() as url:
+                    results.update(storage.run_all(scratch, url))
+    if not (args.only_trees or args.only_storage):
         with workdir() as scratch:
             make_tree(scratch / "cp-source", keys)
             sh(f"dd if=/dev/urandom of={scratch / 'dd-source.bin'} bs=1M count={mib} status=none")
@@ -208,7 +226,7 @@ def main() -> None:
                         results[f"{key}.{target.name}"] = value
             results.update(cold_start(scratch, rounds))
             results.update(two_writers(scratch, 500 if args.quick else 2000))
-    if not (args.no_search or args.only_trees):
+    if not (args.no_search or args.only_trees or args.only_storage):
         with workdir() as scratch:
             results.update(search_bench.run(scratch, args.quick))
     results["load_after"] = load_average()
@@ -231,8 +249,10 @@ def report(results: dict[str, Any]) -> None:
     )
     head = f"{'workload':<32}{'native':>10}{'loopback':>10}{'kyfs':>10}{'kyfs/base':>11}  target"
     print(head)
-    real_trees.report(results)
-    if "create.kyfs" not in results:  # --only-trees
+    if "tree_files" in results:
+        real_trees.report(results)
+    storage.report(results)
+    if "create.kyfs" not in results:  # --only-trees, --only-storage
         print(f"total bench time: {results['seconds']:.0f} s")
         return
     for label, key, baseline, better, target in TARGETS_TABLE:

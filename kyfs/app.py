@@ -227,23 +227,36 @@ class Checkpointer(_BackgroundThread):
     Every INTERVAL seconds it folds each WAL that changed since (Engine.checkpoint): once
     the mount has had no request for QUIET seconds, and while requests keep coming at
     most every BUSY_EVERY seconds per workspace, so that a long ``tar x`` neither waits
-    for checkpoints (each one fsyncs) nor grows the WAL without bound. It uses its own
-    engine: SQLite copies and fsyncs with the GIL released, beside the request threads.
+    for checkpoints (each one fsyncs) nor grows the WAL without bound. Once the mount has
+    rested REST seconds it also gives space back (free pages, the WAL cut to nothing).
+    While the data directory's disk is tight (kyfs.platform.reserve.fold_limit) it folds
+    at every look and has the daemon's connections fold as they commit past an eighth of
+    the free space (``tighten``: SqliteEngine.tighten), so the WAL never holds more than
+    a full disk could take into the databases. It uses its own engine: SQLite copies
+    and fsyncs with the GIL released, beside the request threads.
 
     Args:
         names: the workspaces to look at (the daemon engine's ``cached``).
         idle_s: seconds since the mount's last request (Metrics.idle_s).
+        tighten: the daemon engine's SqliteEngine.tighten (None: nothing to tighten).
     """
 
     NAME = "kyfs-checkpointer"
     INTERVAL = 0.25  # seconds between two looks
     QUIET = 0.5  # seconds without a request that count as a pause of the mount
+    REST = 2.0  # seconds without a request after which space goes back (Engine.checkpoint)
     BUSY_EVERY = 5.0  # seconds between two folds of one workspace while requests come
 
-    def __init__(self, names: Callable[[], list[str]], idle_s: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        names: Callable[[], list[str]],
+        idle_s: Callable[[], float],
+        tighten: Callable[[int], None] | None = None,
+    ) -> None:
         super().__init__()
         self._names = names
         self._idle_s = idle_s
+        self._tighten = tighten
 
     def _run(self) -> None:
         engine = open_engine()
@@ -253,12 +266,142 @@ class Checkpointer(_BackgroundThread):
             while not self._stop.wait(self.INTERVAL):
                 now = time.monotonic()
                 names = self._names()
-                if self._idle_s() < self.QUIET:  # busy: only those not folded for a while
+                idle = self._idle_s()
+                limit = engine.fold_limit(self._names())
+                if self._tighten is not None:
+                    self._tighten(limit)
+                if idle < self.QUIET and not limit:  # busy: those not folded for a while
                     names = [n for n in names if now - folded.get(n, started) >= self.BUSY_EVERY]
-                for name in engine.checkpoint(names):
+                for name in engine.checkpoint(names, idle=idle >= self.REST):
                     folded[name] = now
         finally:
             engine.close()
+
+
+def keep_undo_under(engine: AnyEngine, cap: int, now_ns: int | None = None) -> int:
+    """Keep undo data (history versions, archived entries, trashed workspaces) under
+    ``cap`` bytes in all, as ``kyfs du`` counts them: when they pass it, release the
+    oldest first (versions and archived entries by when they were made, trashed
+    workspaces by when they were dropped), in steps of a sixteenth of the time since the
+    oldest, until they fit. Undo data is a cache, not a burden (issue 24): the cap wins
+    over the history retention and the archive's days. Returns how many bytes went.
+
+    Raises:
+        StorageError: (EIO, exit 4) a workspace could not be read or changed.
+    """
+    now = now_ns or time.time_ns()
+
+    def measure() -> tuple[dict[str, int], int]:
+        held = {}
+        for name in engine.names():
+            with engine.using(name) as workspace:
+                usage = workspace.usage()
+            held[name] = usage.history + usage.archive
+        return held, sum(held.values()) + sum(t.size for t in engine.trash())
+
+    held, total = measure()
+    if total <= cap:
+        return 0
+    first = total
+    times = [int(t.dropped.timestamp() * 1e9) for t in engine.trash()]
+    for name, size in held.items():
+        if size:
+            with engine.using(name) as workspace:
+                oldest = workspace.oldest_undo_ns()
+            if oldest is not None:
+                times.append(oldest)
+    oldest = min(times, default=now)
+    for step in range(1, 17):
+        cutoff = oldest + (now - oldest) * step // 16
+        for name, size in held.items():
+            if size:
+                with engine.using(name) as workspace:
+                    workspace.release_undo(cutoff)
+        engine.empty_trash(older_than_s=max(0.0, (now - cutoff) / 1e9))
+        held, total = measure()
+        if total <= cap:
+            break
+    log.warning("undo data over its cap of %d bytes: released %d bytes, oldest first",
+                cap, first - total)  # fmt: skip
+    return first - total
+
+
+class Upkeep(_BackgroundThread):
+    """The daemon's care of its storage, on a thread and an engine of its own, every
+    INTERVAL seconds:
+
+    * the disk-full reserve (kyfs.platform.reserve) is made again once there is room;
+    * while the disk is short of space (the reserve given up), every undo data goes,
+      oldest first: the trash, then each workspace's archive and versions (a commit that
+      meets a full disk already releases its own workspace's; the Checkpointer gives the
+      freed pages back to the file system at the next pause);
+    * otherwise undo data is kept under its cap (:func:`keep_undo_under`,
+      kyfs.platform.config.undo_cap_bytes), looked at UNDO_EVERY seconds after a change;
+    * every workspace's history is thinned to its retention every THIN_EVERY seconds
+      (keys that are written are thinned as they are).
+
+    A failure is logged and tried again at the next round.
+    """
+
+    NAME = "kyfs-upkeep"
+    INTERVAL = 5.0  # seconds between two rounds
+    UNDO_EVERY = 60.0  # seconds between two looks at the undo cap
+    THIN_EVERY = 3600.0  # seconds between two thinnings of every workspace's history
+
+    def _run(self) -> None:
+        engine = open_engine()
+        directory = getattr(engine, "directory", None)  # SQLite: the workspaces' folder
+        data = None if directory is None else directory.parent
+        last_undo = last_thin = time.monotonic()
+        seen: object = None
+        try:
+            while not self._stop.wait(self.INTERVAL):
+                now = time.monotonic()
+                try:
+                    if engine.short():
+                        self._release_everything(engine)
+                        engine.ensure_reserve()
+                        continue
+                    if now - last_undo >= self.UNDO_EVERY:
+                        last_undo = now
+                        state = _files_state(data)
+                        if state is None or state != seen:
+                            keep_undo_under(engine, config.undo_cap_bytes(data))
+                            seen = _files_state(data)
+                    if now - last_thin >= self.THIN_EVERY:
+                        last_thin = now
+                        for name in engine.names():
+                            with engine.using(name) as workspace:
+                                workspace.thin_history(time.time_ns())
+                except KyfsError as exc:
+                    log.warning("storage upkeep: %s", exc)
+        finally:
+            engine.close()
+
+    @staticmethod
+    def _release_everything(engine: AnyEngine) -> None:
+        """A disk short of space: the trash, then every workspace's undo data, go."""
+        if engine.empty_trash():
+            log.warning("the disk is full: emptied the trash")
+        for name in engine.names():
+            with engine.using(name) as workspace:
+                if workspace.release_undo():
+                    log.warning("the disk is full: released the undo data of %s", name)
+
+
+def _files_state(data: Path | None) -> tuple[tuple[str, int, int], ...] | None:
+    """(name, mtime ns, size) of every file of a data directory's workspaces and trash,
+    so that the undo cap is looked at only after a change; None for no data directory
+    (PostgreSQL: looked at every time)."""
+    if data is None:
+        return None
+    found = []
+    for folder in (data / "workspaces", data / "trash"):
+        with contextlib.suppress(OSError):
+            for entry in os.scandir(folder):
+                info = entry.stat(follow_symlinks=False)
+                found.append((entry.path, info.st_mtime_ns, info.st_size))
+    return tuple(sorted(found))
 
 
 class BackgroundIndexer(_BackgroundThread):

@@ -392,3 +392,34 @@ def test_ls_l_of_a_directory_takes_its_attributes_from_readdirplus(
     sizes = {line.split()[-1]: int(line.split()[4]) for line in listing}
     assert sizes == {f"k{i:02d}": i for i in range(30)}
     assert asked < 5, f"{asked} getattr requests for one ls -l of 30 keys"
+
+
+def _rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("VmRSS not found")
+
+
+def test_open_files_with_unsaved_writes_stay_in_bounded_memory(mounted: Mount) -> None:
+    """200 files open at once, 2 MiB unsaved in each (400 MiB): what the daemon holds
+    stays near its per-file and daemon-wide budgets (the rest spills), every file is
+    whole after its close, and the memory goes back once they are closed."""
+    ws = mounted.path / "default"
+    before = _rss_kib(mounted.process.pid)
+    chunk = os.urandom(1024 * 1024)
+    handles = [(ws / f"open{n:03d}").open("wb") for n in range(200)]
+    try:
+        for handle in handles:
+            handle.write(chunk)
+            handle.write(chunk)
+            handle.flush()
+        held = _rss_kib(mounted.process.pid) - before
+    finally:
+        for handle in handles:
+            handle.close()
+    print(f"\ndaemon RSS: +{held / 1024:.0f} MiB with 400 MiB unsaved in 200 open files")
+    assert held < 120 * 1024  # 200 x 256 KiB in memory, the rest in spill files
+    assert all((ws / f"open{n:03d}").stat().st_size == 2 * 1024 * 1024 for n in range(200))
+    assert (ws / "open123").read_bytes() == chunk + chunk
+    eventually(lambda: _rss_kib(mounted.process.pid) - before < 60 * 1024)

@@ -143,3 +143,29 @@ def test_a_failed_commit_is_final(store: SqliteWorkspace, tmp_path: Path) -> Non
     f.write(0, b"x")  # the file goes on working
     f.commit()
     assert store.get("k") == b"xefore"
+
+
+def test_all_open_files_share_one_memory_budget(
+    store: SqliteWorkspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """However many files are open, what they keep in memory stays under the daemon's
+    budget (the rest spills), every byte still reads back, and closing gives it back."""
+    budget = openfile.MemoryBudget(10 * BLOCK_SIZE)
+    monkeypatch.setattr(openfile, "BUDGET", budget)
+    files, values = [], []
+    for n in range(8):
+        f = _open(store, f"k{n}", tmp_path)
+        value = os.urandom(6 * BLOCK_SIZE + n)
+        for at in range(0, len(value), 4096):
+            f.write(at, value[at : at + 4096])
+            assert budget.used <= budget.limit
+        assert len(f._mem) <= openfile.MEMORY_BLOCKS
+        files.append(f)
+        values.append(value)
+    assert budget.used == budget.limit  # spent: later blocks went to spill files
+    assert all(f.read(0, len(v)) == v for f, v in zip(files, values, strict=True))
+    for n, f in enumerate(files):
+        f.commit()
+        f.close()
+        assert store.get(f"k{n}") == values[n]
+    assert budget.used == 0

@@ -64,6 +64,7 @@ def open_engine_at(
         cache=cache,
         retention_s=config.archive_retention_s,
         autocheckpoint=autocheckpoint,
+        reserve=directory is None,  # the data directory's own: its disk-full reserve
     )
 
 

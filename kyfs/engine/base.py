@@ -469,11 +469,26 @@ class Engine(Protocol):
         """Names of the workspaces this engine keeps open (the daemon's cache), sorted."""
         ...
 
-    def checkpoint(self, names: Iterable[str]) -> list[str]:
+    def short(self) -> bool:
+        """True while the disk is short of space (the disk-full reserve given up): undo
+        data is then not kept. Always False where the engine keeps no reserve."""
+        ...
+
+    def ensure_reserve(self) -> bool:
+        """Make the disk-full reserve again when there is room; True when it is there."""
+        ...
+
+    def fold_limit(self, names: Iterable[str]) -> int:
+        """Pages a workspace's write-ahead log may hold before its writer folds it in,
+        for the disk as it is now (0: no limit, a checkpointer folds it)."""
+        ...
+
+    def checkpoint(self, names: Iterable[str], idle: bool = False) -> list[str]:
         """Fold the write-ahead log of each workspace of ``names`` that changed since the
         last call into its database (SQLite: a PASSIVE checkpoint; PostgreSQL: nothing,
-        its server's checkpointer does it); returns the names folded. Never raises for
-        one workspace: it is tried again at the next call."""
+        its server's checkpointer does it); returns the names folded. With ``idle`` (the
+        mount is at rest) also give free space back (SQLite: free pages, the WAL). Never
+        raises for one workspace: it is tried again at the next call."""
         ...
 
     def wait_for_changes(self, timeout_s: float) -> bool:

@@ -7,9 +7,13 @@ workspace's own lock.
 
 from __future__ import annotations
 
+import logging
 import time
 
+from kyfs.core.errors import NoSpace
 from kyfs.engine.base import Workspace
+
+log = logging.getLogger(__name__)
 
 SWEEP_INTERVAL = 1.0  # seconds between expiry sweeps of a workspace kept open
 
@@ -29,6 +33,8 @@ class Sweeper:
     def sweep(self, name: str, workspace: Workspace) -> None:
         """Sweep ``workspace`` (named ``name``) if it is due.
 
+        A full disk leaves expired keys in place (logged): the workspace opens anyway.
+
         Raises:
             StorageError: (EIO, exit 4) the engine failed.
         """
@@ -43,5 +49,7 @@ class Sweeper:
         try:
             self._swept[name] = now
             workspace.sweep_expired()
+        except NoSpace:  # a full disk: the keys stay until a sweep has room
+            log.warning("workspace %s: no room to sweep expired keys", name)
         finally:
             workspace.lock.release()

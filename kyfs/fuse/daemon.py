@@ -261,17 +261,19 @@ def serve(
         MountError: (exit 5) libfuse could not mount (see the log for its message).
         InvalidInput: (exit 2) ``metrics_port`` without prometheus_client.
     """
-    from kyfs.app import BackgroundIndexer, Checkpointer
+    from kyfs.app import BackgroundIndexer, Checkpointer, Upkeep
     from kyfs.engine import open_engine
     from kyfs.fuse.adapter import KyfsOperations
     from kyfs.platform import service
     from kyfs.platform.metrics import Metrics, serve_http
+    from kyfs.vfs import openfile
 
     mountpoint = mountpoint.absolute()
     prepare_mountpoint(mountpoint)
     metrics = Metrics()
     if metrics_port is not None:
         serve_http(metrics, metrics_port)
+    openfile.BUDGET.limit = config.write_buffer_bytes()  # what open files keep in memory
     engine = open_engine(cache=True, autocheckpoint=False)  # Checkpointer folds the WAL in
     operations = KyfsOperations(engine, metrics=metrics)
     if not xattrs:  # mfusepy registers only the handlers that are not None
@@ -298,9 +300,11 @@ def serve(
     indexer = BackgroundIndexer(idle_s=metrics.idle_s)  # yields while requests come
     indexer.start()  # before the pinning below: its FTS5 work may use another CPU
     # SQLite files only: a PostgreSQL server checkpoints itself (Engine.checkpoint).
-    checkpointer = Checkpointer(engine.cached, metrics.idle_s)
+    checkpointer = Checkpointer(engine.cached, metrics.idle_s, getattr(engine, "tighten", None))
     if config.engine_url() is None:
         checkpointer.start()  # likewise: its copies and fsyncs may use another CPU
+    upkeep = Upkeep()  # the reserve, the undo cap, history thinning
+    upkeep.start()
     if not nothreads:
         pin_to_one_cpu()
         limit_malloc_arenas()
@@ -310,6 +314,7 @@ def serve(
     except RuntimeError as exc:
         raise MountError(f"cannot mount {mountpoint}: libfuse error {exc}") from None
     finally:
+        upkeep.stop()
         checkpointer.stop()
         indexer.stop()
         record.unlink(missing_ok=True)

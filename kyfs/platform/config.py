@@ -2,8 +2,12 @@
 
 * ``config.toml`` (kyfs.platform.paths.config_file()), shared: ``archive_retention_days``
   (number, default 15: how long a deleted key's last value is kept for ``kyfs
-  restore``), ``engine`` (where workspaces live: ``"sqlite"``, the default, or a
-  PostgreSQL URL; ``--engine`` and ``KYFS_ENGINE`` win over it), ``kycli_hint_shown``.
+  restore``), ``undo_cap_mib`` and ``undo_cap_percent`` (numbers, default 10240 and 20:
+  history, archive and trash together stay under the smaller of that many MiB and that
+  share of the data directory's file system), ``write_buffer_mib`` (default 256: unsaved
+  writes all open files keep in memory together), ``engine`` (where workspaces live:
+  ``"sqlite"``, the default, or a PostgreSQL URL; ``--engine`` and ``KYFS_ENGINE`` win
+  over it), ``kycli_hint_shown``.
 * ``users/<user>.toml``, one per user (``--user``, ``KYFS_USER``, default the
   login name): ``active_workspace`` and ``active_cursor``. Separate files, so two
   agents running ``kyfs use`` as two users never overwrite each other.
@@ -32,6 +36,8 @@ SHARED_WORKSPACE = "shared"
 ENV_USER = "KYFS_USER"
 ENV_CURSOR = "KYFS_CURSOR"
 DEFAULT_ARCHIVE_RETENTION_DAYS = 15.0
+DEFAULT_UNDO_CAP_MIB = 10240.0  # MiB of history, archive and trash at most (10 GiB)
+DEFAULT_UNDO_CAP_PERCENT = 20.0  # % of the data directory's file system at most
 ENV_WORKSPACE = "KYFS_WORKSPACE"
 ENV_ENGINE = "KYFS_ENGINE"
 
@@ -216,6 +222,47 @@ def archive_retention_s() -> float:
             f"archive_retention_days must be a number of days from 0 to 36500, not {value!r}"
         )
     return float(value) * 86400
+
+
+def undo_cap_bytes(directory: Path | None = None) -> int:
+    """How many bytes undo data (history versions, the archive, the trash) may take in
+    all: the smaller of ``undo_cap_mib`` MiB (default 10240) and ``undo_cap_percent`` %
+    (default 20) of the file system that holds ``directory`` (the data directory; None:
+    the MiB alone, as for a PostgreSQL server).
+
+    Raises:
+        InvalidInput: (exit 2) a setting that is not a number in range (0 to 2^40 MiB;
+            0 to 100 %).
+    """
+    data = load()
+    limits = {"undo_cap_mib": (DEFAULT_UNDO_CAP_MIB, 2.0**40), "undo_cap_percent":
+              (DEFAULT_UNDO_CAP_PERCENT, 100.0)}  # fmt: skip
+    values = {}
+    for name, (default, highest) in limits.items():
+        value = data.get(name, default)
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not number or not 0 <= value <= highest:  # also NaN
+            raise InvalidInput(f"{name} must be a number from 0 to {highest:g}, not {value!r}")
+        values[name] = float(value)
+    cap = int(values["undo_cap_mib"] * 2**20)
+    if directory is not None:
+        disk = os.statvfs(directory)
+        cap = min(cap, int(disk.f_blocks * disk.f_frsize * values["undo_cap_percent"] / 100))
+    return cap
+
+
+def write_buffer_bytes() -> int:
+    """How many bytes of unsaved writes all files open through a mount keep in memory
+    together (``write_buffer_mib``, default 256; the rest waits in spill files on the
+    data directory's disk: kyfs.vfs.openfile).
+
+    Raises:
+        InvalidInput: (exit 2) not a number of MiB from 1 to 65536.
+    """
+    value = load().get("write_buffer_mib", 256)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 1 <= value <= 65536:
+        raise InvalidInput(f"write_buffer_mib must be a number from 1 to 65536, not {value!r}")
+    return int(value * 2**20)
 
 
 def engine_url() -> str | None:

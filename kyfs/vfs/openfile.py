@@ -7,18 +7,24 @@ store in one transaction at flush, fsync or release. Readers through the same
 mount see the buffered bytes at once (as on a local filesystem); other
 processes using the database (the CLI) see them when close returns.
 
-Memory stays bounded whatever the file size: at most MEMORY_BLOCKS changed
-blocks are held in memory; older ones spill to an anonymous temporary file in
-kyfs.platform.paths.spill_dir() (same disk as the data). Unchanged blocks are never
-loaded whole: reads of them go to the store at the offset asked for.
+Memory stays bounded whatever the file size and however many files are open: an open
+file holds at most MEMORY_BLOCKS changed blocks in memory, and all open files together
+at most the daemon's BUDGET (MEMORY_BUDGET bytes by default; ``write_buffer_mib`` in
+config.toml); older blocks, and new ones once the budget is spent, spill to an anonymous
+temporary file in kyfs.platform.paths.spill_dir() (same disk as the data). Memory given
+back returns to the system as files close (kyfs.platform.memory.trim, every TRIM_EVERY
+bytes). Unchanged blocks are never loaded whole: reads of them go to the store at the
+offset asked for.
 
-Thread-safety: none of its own; the FUSE adapter calls it under its workspace's lock.
+Thread-safety: an OpenFile has none of its own (the FUSE adapter calls it under its
+workspace's lock); the MemoryBudget all of them share has a lock.
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
+import threading
 from collections import OrderedDict
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -27,9 +33,52 @@ from typing import IO, Any, Protocol
 from kyfs.core.blocks import Changes
 from kyfs.core.errors import KyfsError
 from kyfs.core.nodes import Entry, check_size
+from kyfs.platform import memory
 from kyfs.platform.paths import make_private_dir
 
-MEMORY_BLOCKS = 16  # changed blocks kept in memory per open file (16 x 256 KiB = 4 MiB)
+MEMORY_BLOCKS = 4  # changed blocks kept in memory per open file (4 x 64 KiB = 256 KiB)
+MEMORY_BUDGET = 256 * 1024 * 1024  # bytes of changed blocks all open files keep in memory
+TRIM_EVERY = 32 * 1024 * 1024  # bytes given back between two returns to the system
+
+
+class MemoryBudget:
+    """The cap on changed blocks all open files keep in memory together (a daemon has
+    one, BUDGET); a block that finds it spent goes to its file's spill file at once.
+
+    Thread-safety: a lock guards the count; OpenFiles of several workspaces call it from
+    several request threads.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit  # bytes
+        self.used = 0  # bytes
+        self._freed = 0  # bytes given back since the last trim
+        self._lock = threading.Lock()
+
+    def take(self, size: int) -> bool:
+        """Count ``size`` more bytes in memory when they fit under the limit."""
+        with self._lock:
+            if self.used + size > self.limit:
+                return False
+            self.used += size
+            return True
+
+    def give(self, size: int) -> None:
+        """``size`` bytes left memory; every TRIM_EVERY bytes, freed memory goes back to
+        the system."""
+        if not size:
+            return
+        with self._lock:
+            self.used -= size
+            self._freed += size
+            due = self._freed >= TRIM_EVERY
+            if due:
+                self._freed = 0
+        if due:
+            memory.trim()
+
+
+BUDGET = MemoryBudget(MEMORY_BUDGET)
 
 
 class BlockStore(Protocol):
@@ -103,6 +152,7 @@ class OpenFile:
         self.refs = 0
         self._bs = store.block_size
         self._spill_dir = spill_dir
+        self.budget = BUDGET  # the daemon's cap on what open files keep in memory
         self._mem: OrderedDict[int, bytearray] = OrderedDict()
         self._spilled: dict[int, tuple[int, int]] = {}  # block -> (slot, length)
         self._spill: IO[bytes] | None = None
@@ -201,10 +251,14 @@ class OpenFile:
         if idx in self._spilled:
             self._write_slot(idx, block)
             return
-        if idx not in self._mem and len(self._mem) >= MEMORY_BLOCKS:
-            old_idx, old_block = next(iter(self._mem.items()))
-            self._write_slot(old_idx, old_block)
-            del self._mem[old_idx]
+        if idx not in self._mem:
+            if len(self._mem) >= MEMORY_BLOCKS:  # this file's share: its oldest block goes
+                old_idx, old_block = next(iter(self._mem.items()))
+                self._write_slot(old_idx, old_block)
+                del self._mem[old_idx]
+            elif not self.budget.take(self._bs):  # every file's share is spent
+                self._write_slot(idx, block)
+                return
         self._mem[idx] = block
         self._mem.move_to_end(idx)
 
@@ -232,7 +286,8 @@ class OpenFile:
             cut_idx, cut_len = divmod(size, self._bs)
             for idx in [i for i in (*self._mem, *self._spilled) if i >= cut_idx]:
                 block = self._buffered(idx)
-                self._mem.pop(idx, None)
+                if self._mem.pop(idx, None) is not None:
+                    self.budget.give(self._bs)
                 self._spilled.pop(idx, None)
                 if idx == cut_idx and cut_len and block is not None:
                     self._keep(idx, block[:cut_len])
@@ -316,6 +371,7 @@ class OpenFile:
 
     def _drop(self) -> None:
         """Forget the buffered changes: the stored value is what readers see again."""
+        self.budget.give(len(self._mem) * self._bs)
         self._mem.clear()
         self._spilled.clear()
         if self._spill is not None:
@@ -326,6 +382,7 @@ class OpenFile:
 
     def close(self) -> None:
         """Free the spill file; buffered changes not committed are dropped."""
+        self.budget.give(len(self._mem) * self._bs)
         self._mem.clear()
         self._spilled.clear()
         if self._spill is not None:

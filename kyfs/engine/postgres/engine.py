@@ -123,9 +123,22 @@ class PgEngine:
             for statement in schema.statements(schema.CATALOG_DDL):
                 conn.execute(statement)
 
-    def checkpoint(self, names: Iterable[str]) -> list[str]:
+    def short(self) -> bool:
+        """False: a PostgreSQL server keeps its own room (kyfs keeps no reserve for it)."""
+        return False
+
+    def fold_limit(self, names: Iterable[str]) -> int:
+        """0: a server folds its own WAL in."""
+        return 0
+
+    def ensure_reserve(self) -> bool:
+        """False: kyfs keeps no disk-full reserve for a server."""
+        return False
+
+    def checkpoint(self, names: Iterable[str], idle: bool = False) -> list[str]:
         """Nothing to fold: the server's own checkpointer writes its WAL into the tables
-        (postgresql.org/docs/current/wal-configuration.html). Returns []."""
+        (postgresql.org/docs/current/wal-configuration.html), and autovacuum makes freed
+        space reusable. Returns []."""
         return []
 
     # --- changes -------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from kyfs.core.errors import AlreadyExists, KeyNotFound, NotEmpty
 from kyfs.core.nodes import DIR, REG, Archived, Entry, Owner
 from kyfs.engine.base import Usage
 from kyfs.engine.sql import blocks
-from kyfs.engine.sql.base import Connection
+from kyfs.engine.sql.base import Connection, frees_space
 from kyfs.engine.sql.nodes import SQL_HAS_CHILD
 from kyfs.engine.sql.values import ValuesMixin, after_write
 
@@ -113,7 +113,9 @@ class ArchiveMixin(ValuesMixin):
         self._touch(conn, parent.id, now)
         conn.execute("DELETE FROM archive WHERE id = ?", (entry.id,))
         if entry.kind == REG:
-            after_write(conn, entry.id, detail="restored from the archive")
+            after_write(
+                conn, entry.id, detail="restored from the archive", keep_version=not self.short()
+            )
 
     def restore_teardown(self) -> int:
         """Undo the deletions that emptied this workspace (``rm -r`` through the mount).
@@ -147,6 +149,7 @@ class ArchiveMixin(ValuesMixin):
                 restored += 1
             return restored
 
+    @frees_space
     def purge_archive(self, before_ns: int) -> int:
         """Delete for good what entered the archive before ``before_ns`` (its deletion, or
         its import for imported entries); returns how many entries."""

@@ -18,12 +18,14 @@ threads take turns through the workspace's ``lock``.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
-from kyfs.core.errors import KyfsError, StorageError
+from kyfs.core.errors import KyfsError, NoSpace, StorageError
 
 
 class Cursor(Protocol):
@@ -68,6 +70,13 @@ class Base:
     """
 
     path: Path  # what messages name the workspace by (its file, or its schema)
+    # Set by the engine (the SQLite engine's, from its data directory's reserve,
+    # kyfs.platform.reserve): ``relieve()`` gives space back to a full disk (True when it
+    # did, so the failed operation may run again); ``short()`` is True while the disk is
+    # short of space, and then undo data is not kept (deletes free their blocks at once,
+    # writes keep no version).
+    relieve: Callable[[], bool] | None = None
+    short: Callable[[], bool] = staticmethod(lambda: False)
     _conn: Any
     _errors: ClassVar[tuple[type[Exception], ...]] = ()
     _BEGIN_WRITE: ClassVar[str] = "BEGIN"
@@ -91,6 +100,14 @@ class Base:
         except BaseException:
             self._rollback()
             raise
+
+    def _release_undo(self, before_ns: int | None = None) -> int:
+        """Release undo data made before ``before_ns`` (kyfs.engine.sql.history)."""
+        raise NotImplementedError
+
+    def _give_back(self) -> None:
+        """Return the space freed inside the workspace's storage to the file system now
+        (the SQLite engine's free pages and WAL); nothing where the engine cannot."""
 
     def _begin_write(self) -> None:
         """Open a write transaction (``_BEGIN_WRITE``)."""
@@ -142,6 +159,35 @@ class Base:
             return self._conn.execute(sql, args).fetchone()
         except self._errors as exc:
             raise self._convert(exc) from None
+
+
+def frees_space(method: Callable[..., Any]) -> Callable[..., Any]:
+    """For a workspace method that frees space (a delete, a purge) and so must work on a
+    full disk: when it fails with NoSpace (ENOSPC) and the engine can give space back
+    (``relieve``: the data directory's reserve), it runs once more. The first run rolled
+    back whole, so running again is safe. While the disk is short of space the
+    workspace's undo data goes with it (versions share the deleted blocks) and what is
+    freed goes back to the file system at once (``_give_back``).
+
+    Raises:
+        NoSpace: (ENOSPC, exit 4) still no room after the relief.
+    """
+
+    @functools.wraps(method)
+    def again_with_room(self: Base, *args: Any, **kwargs: Any) -> Any:
+        try:
+            done = method(self, *args, **kwargs)
+        except NoSpace:
+            if self.relieve is None or not self.relieve():
+                raise
+            done = method(self, *args, **kwargs)
+        if self.short():  # undo data goes too, and what is freed goes back to the disk now
+            with contextlib.suppress(NoSpace):
+                self._release_undo()
+            self._give_back()
+        return done
+
+    return again_with_room
 
 
 def mark(conn: Connection, node_id: int) -> None:

@@ -26,11 +26,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from kyfs.core.errors import DamagedBlock, KeyNotFound
+from kyfs.core.errors import DamagedBlock, KeyNotFound, NoSpace
 from kyfs.core.nodes import HistoryEntry, ImportVersion
 from kyfs.core.retention import Retention
 from kyfs.engine.sql import blocks
-from kyfs.engine.sql.base import Base, Connection
+from kyfs.engine.sql.base import Base, Connection, frees_space
 
 COALESCE_S = 2.0  # seconds: a close this soon after the last one by the same process coalesces
 BURST_S = 300.0  # seconds: a burst of coalesced closes makes a new version after this long
@@ -45,6 +45,10 @@ _SQL_LAST = (
     " WHERE key = ? ORDER BY time_ns DESC, id DESC LIMIT 1"
 )
 _SQL_KEY_ROWS = "SELECT id, time_ns, size IS NOT NULL FROM history WHERE key = ?"
+_SQL_OLDEST_VERSIONS = (
+    "SELECT id FROM history WHERE size IS NOT NULL AND time_ns < ? ORDER BY time_ns LIMIT ?"
+)
+RELEASE_BATCH = 64  # versions or archived entries released per transaction
 
 
 def read_meta(conn: Connection) -> dict[str, str]:
@@ -225,6 +229,7 @@ class HistoryMixin(Base):
         newest 10 whatever their age)."""
         return Retention.from_meta(self.meta())
 
+    @frees_space
     def thin_history(self, now_ns: int) -> int:
         """Thin every key's history to the retention at time ``now_ns`` (ns, UTC), one
         transaction; returns how many rows went (their blocks are released)."""
@@ -232,6 +237,61 @@ class HistoryMixin(Base):
         with self._atomic() as conn:
             keys = [row[0] for row in conn.execute("SELECT DISTINCT key FROM history")]
             return sum(thin_key(conn, key, now_ns, retention) for key in keys)
+
+    @frees_space
+    def release_undo(self, before_ns: int | None = None) -> int:
+        """:meth:`_release_undo`; on a full disk the engine's reserve is given up for it
+        (releasing undo data frees space)."""
+        return self._release_undo(before_ns)
+
+    def _release_undo(self, before_ns: int | None = None) -> int:
+        """Release undo data for good, oldest first: the values of history versions
+        recorded before ``before_ns`` (ns, UTC; all when None; their rows go) and the
+        archived entries archived before it. Their blocks are freed unless something else
+        holds them. It goes RELEASE_BATCH at a time, one transaction each, so that a full
+        disk (where each transaction's WAL needs room) still lets it go bit by bit: on
+        ENOSPC after some went, it stops there. Returns how many versions and entries
+        went (what the undo cap and a full disk call: kyfs.app.keep_undo_under,
+        ValuesMixin.commit).
+
+        Raises:
+            NoSpace: (ENOSPC) no room even for the first batch.
+        """
+        cutoff = 2**63 - 1 if before_ns is None else before_ns
+        old = "coalesce(archived_ns, deleted_ns) < ?"
+        released = 0
+        while True:
+            try:
+                with self._atomic() as conn:
+                    versions = [
+                        int(row[0])
+                        for row in conn.execute(_SQL_OLDEST_VERSIONS, (cutoff, RELEASE_BATCH))
+                    ]
+                    drop_versions(conn, versions)
+                    archived = conn.execute(
+                        f"SELECT id FROM archive WHERE {old} ORDER BY"
+                        f" coalesce(archived_ns, deleted_ns) LIMIT ?",
+                        (cutoff, RELEASE_BATCH),
+                    ).fetchall()
+                    for (node_id,) in archived:
+                        blocks.drop(conn, int(node_id))
+                    conn.executemany("DELETE FROM archive WHERE id = ?", archived)
+            except NoSpace:
+                if released:
+                    return released
+                raise
+            if not versions and not archived:
+                return released
+            released += len(versions) + len(archived)
+
+    def oldest_undo_ns(self) -> int | None:
+        """When the oldest undo data was made (a version recorded, an entry archived),
+        ns UTC; None when there is none."""
+        row = self._row(
+            "SELECT min(t) FROM (SELECT min(time_ns) AS t FROM history WHERE size IS NOT NULL"
+            " UNION ALL SELECT min(coalesce(archived_ns, deleted_ns)) FROM archive) AS undo"
+        )
+        return None if row[0] is None else int(row[0])
 
     def import_history(self, items: Iterable[ImportVersion]) -> int:
         """Append imported history rows (e.g. KyCLI's audit log), their values stored as

@@ -54,8 +54,9 @@ from kyfs.core.nodes import (
     Entry,
     Owner,
 )
-from kyfs.engine.sql.base import Connection, mark, names_of
-from kyfs.engine.sql.history import HistoryMixin, record
+from kyfs.engine.sql import blocks
+from kyfs.engine.sql.base import Connection, frees_space, mark, names_of
+from kyfs.engine.sql.history import HistoryMixin, drop_versions, record
 
 _NODE = (
     "n.kind, n.mode, n.size, n.created_ns, n.mtime_ns, n.ctime_ns, n.atime_ns,"
@@ -298,7 +299,8 @@ class NamespaceMixin(HistoryMixin):
 
     def _drop_name(self, conn: Connection, entry: Entry, now: int) -> bool:
         """Remove the name ``entry.key``; its node goes to the archive when that was its
-        last name. Returns True when the node went."""
+        last name (while the disk is short of space it goes for good, with the versions
+        of that name, and their blocks are freed). Returns True when the node went."""
         conn.execute("DELETE FROM entries WHERE key = ?", (entry.key,))
         parent = self._lookup(conn, names.parent_of(entry.key))
         if parent is not None:
@@ -311,7 +313,16 @@ class NamespaceMixin(HistoryMixin):
             )
             mark(conn, entry.id)
             return False
-        archive_node(conn, entry.id, entry.key, now)
+        if self.short():  # a full disk: nothing is kept, the blocks are free at once,
+            blocks.drop(conn, entry.id)  # and so are those of the name's versions
+            conn.execute("DELETE FROM nodes WHERE id = ?", (entry.id,))
+            versions = conn.execute(
+                "SELECT id FROM history WHERE key = ? AND size IS NOT NULL", (entry.key,)
+            ).fetchall()
+            drop_versions(conn, [int(row[0]) for row in versions])
+            mark(conn, entry.id)
+        else:
+            archive_node(conn, entry.id, entry.key, now)
         return True
 
     def _must(self, conn: Connection, key: str) -> Entry:
@@ -413,6 +424,7 @@ class NamespaceMixin(HistoryMixin):
             return self._must(conn, new)
 
     # --- removing ---------------------------------------------------------------------------
+    @frees_space
     def delete(self, key: str) -> Entry:
         """Remove the name ``key`` (unlink(2)); returns the entry as it was (its ``nlink``
         counts the name just removed). When it was the node's last name the node and its
@@ -430,6 +442,7 @@ class NamespaceMixin(HistoryMixin):
             record(conn, key, "delete", None, now)
             return entry
 
+    @frees_space
     def rmdir(self, key: str) -> None:
         """Remove the empty directory ``key``.
 
@@ -446,6 +459,7 @@ class NamespaceMixin(HistoryMixin):
                 raise NotEmpty(f"directory not empty: {key}")
             self._drop_name(conn, entry, time.time_ns())
 
+    @frees_space
     def rename(self, old: str, new: str) -> None:
         """Move ``old`` (a key, or a directory with all below it) to ``new``, in one
         transaction, as rename(2): an existing key at ``new`` is replaced atomically (its

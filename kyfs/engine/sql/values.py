@@ -33,6 +33,7 @@ from kyfs.core.errors import (
     InvalidInput,
     IsADirectory,
     KeyNotFound,
+    NoSpace,
     SchemaViolation,
 )
 from kyfs.core.nodes import (
@@ -46,7 +47,7 @@ from kyfs.core.nodes import (
     check_size,
 )
 from kyfs.engine.sql import blocks
-from kyfs.engine.sql.base import Connection, mark, names_of
+from kyfs.engine.sql.base import Connection, frees_space, mark, names_of
 from kyfs.engine.sql.history import cache_ttl, read_meta, record
 from kyfs.engine.sql.nodes import SQL_ARCHIVE, NamespaceMixin, process_owner
 from kyfs.engine.sql.rules import as_json_schema, validate
@@ -96,12 +97,14 @@ def after_write(
     detail: str | None = None,
     size: int | None = None,
     pid: int | None = None,
+    keep_version: bool = True,
 ) -> None:
     """What every value write does in its transaction: TTL, schema check, history (a
-    version per name, sharing the value's blocks; ``pid``: the writing process, whose
-    closes in quick succession coalesce), and a mark for the search index (written at
-    the next flush). ``replace_ttl``: the TTL becomes ``ttl_s`` (kyfs set), else it is
-    kept (writes through the mount); a cache workspace's TTL always applies.
+    version per name, sharing the value's blocks, unless not ``keep_version``: a row
+    without a value; ``pid``: the writing process, whose closes in quick succession
+    coalesce), and a mark for the search index (written at the next flush).
+    ``replace_ttl``: the TTL becomes ``ttl_s`` (kyfs set), else it is kept (writes
+    through the mount); a cache workspace's TTL always applies.
 
     Raises:
         SchemaViolation: (EINVAL, exit 2) the value breaks a schema rule; the caller's
@@ -127,8 +130,9 @@ def after_write(
             value = blocks.read(conn, node_id, 0, size, size)
             for key, rule in checks:
                 validate(key, rule, value)
+    owner = node_id if keep_version else None
     for key in keys:
-        record(conn, key, "set", detail, now, meta, owner=node_id, size=size, pid=pid)
+        record(conn, key, "set", detail, now, meta, owner=owner, size=size, pid=pid)
     mark(conn, node_id)
 
 
@@ -297,7 +301,10 @@ class ValuesMixin(NamespaceMixin):
         conn.execute(_SQL_SET_SIZE, (size, mtime, now, None, None, None, None, node_id))
         if created_ns is not None:
             conn.execute("UPDATE nodes SET created_ns = ? WHERE id = ?", (created_ns, node_id))
-        after_write(conn, node_id, ttl_s=ttl_s, replace_ttl=True, detail=detail, size=size)
+        after_write(
+            conn, node_id, ttl_s=ttl_s, replace_ttl=True, detail=detail, size=size,
+            keep_version=not self.short(),
+        )  # fmt: skip
         return node_id
 
     def commit(
@@ -335,14 +342,47 @@ class ValuesMixin(NamespaceMixin):
         Returns False when the node no longer exists (its last name was unlinked while
         open); then nothing is written.
 
+        A commit that finds the disk full releases the workspace's undo data (history
+        versions, the archive: :meth:`release_undo`) and tries once more, so undo data
+        goes before a write fails.
+
         Raises:
-            ValueTooLarge: (EFBIG) ``size`` over MAX_VALUE_SIZE. NoSpace: (ENOSPC) disk full.
+            ValueTooLarge: (EFBIG) ``size`` over MAX_VALUE_SIZE. NoSpace: (ENOSPC) disk
+                full, even without undo data; nothing is written.
             SchemaViolation: (EINVAL) a schema rule refused the value; nothing is written.
             DamagedBlock: (EIO) a stored block the change must cut again is damaged.
         """
         check_size(size)
         if not isinstance(changes, Changes):
             changes = BlockList(self.block_size, changes)
+        attrs = {"mtime_ns": mtime_ns, "atime_ns": atime_ns, "mode": mode, "uid": uid,
+                 "gid": gid, "pid": pid}  # fmt: skip
+        try:
+            return self._commit(node_id, size, valid, changes, **attrs)
+        except NoSpace as full:  # undo data goes before a user's write fails
+            try:  # (not the engine's reserve: that is kept for deletes)
+                released = self._release_undo()
+            except NoSpace:
+                released = 0
+            if not released:
+                raise full from None
+        return self._commit(node_id, size, valid, changes, **attrs)
+
+    def _commit(
+        self,
+        node_id: int,
+        size: int,
+        valid: int,
+        changes: Changes,
+        *,
+        mtime_ns: int | None,
+        atime_ns: int | None,
+        mode: int | None,
+        uid: int | None,
+        gid: int | None,
+        pid: int | None,
+    ) -> bool:
+        """:meth:`commit`'s one transaction."""
         now = time.time_ns()
         with self._atomic() as conn:
             found = conn.execute(
@@ -357,7 +397,7 @@ class ValuesMixin(NamespaceMixin):
             mtime = now if mtime_ns is None else mtime_ns
             bits = None if mode is None else mode & MODE_MASK
             conn.execute(_SQL_SET_SIZE, (size, mtime, now, atime_ns, bits, uid, gid, node_id))
-            after_write(conn, node_id, size=size, pid=pid)
+            after_write(conn, node_id, size=size, pid=pid, keep_version=not self.short())
         return True
 
     def truncate(self, key: str, size: int) -> None:
@@ -404,6 +444,7 @@ class ValuesMixin(NamespaceMixin):
             raise KeyNotFound(f"key not found: {key}")
         return None if row[0] is None else int(row[0])
 
+    @frees_space
     def sweep_expired(self, now_ns: int | None = None) -> int:
         """Remove every name of every node whose TTL has passed (the node goes to the
         archive); returns how many nodes."""

@@ -16,7 +16,6 @@ from kyfs.engine.sql.archive import ArchiveMixin
 from kyfs.engine.sql.check import LOST_FOUND, STRUCTURE_CHECKS, damaged, repair_blocks
 from kyfs.engine.sql.nodes import archive_node
 from kyfs.engine.sqlite import schema
-from kyfs.engine.sqlite.connection import convert
 from kyfs.engine.sqlite.index import SEARCH, SEARCH_KEYS, flush, index_node
 from kyfs.engine.sqlite.trust import bad_keys
 
@@ -74,9 +73,9 @@ class SearchCheckMixin(ArchiveMixin):
             code = getattr(exc, "sqlite_errorcode", None)
             if code == sqlite3.SQLITE_ERROR:
                 raise InvalidQuery(f"invalid search query {match!r}: {exc}") from None
-            raise convert(exc) from None
+            raise self._convert(exc) from None
         except sqlite3.Error as exc:
-            raise convert(exc) from None
+            raise self._convert(exc) from None
 
     def search_stats(self, terms: Iterable[str]) -> tuple[int, int, dict[str, int]]:
         """(indexed keys, their total length in tokens, {term: keys holding it}) for scoring."""

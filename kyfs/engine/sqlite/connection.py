@@ -36,12 +36,25 @@ BUSY_TIMEOUT_MS = 10_000  # how long a writer waits for another one, millisecond
 JOURNAL_SIZE_LIMIT = 4 << 20  # bytes a WAL file keeps once emptied (more is given back)
 
 
-def convert(exc: sqlite3.Error) -> StorageError:
-    """The kyfs error for a SQLite error: NoSpace (ENOSPC) for SQLITE_FULL, else
-    StorageError (EIO, exit 4)."""
+FULL_BELOW = 1 << 20  # bytes: an I/O error on a disk with less free than this is ENOSPC
+
+
+def convert(exc: sqlite3.Error, directory: Path | None = None) -> StorageError:
+    """The kyfs error for a SQLite error: NoSpace (ENOSPC) for SQLITE_FULL, and for an
+    I/O error (SQLITE_IOERR: growing the ``-shm`` file, writing the WAL) when the disk
+    that holds ``directory`` has less than FULL_BELOW bytes free; else StorageError
+    (EIO, exit 4)."""
     code = getattr(exc, "sqlite_errorcode", None)
     if code == sqlite3.SQLITE_FULL:
         return NoSpace(f"disk full: {exc}")
+    if code is not None and code & 0xFF == sqlite3.SQLITE_IOERR and directory is not None:
+        try:
+            disk = os.statvfs(directory)
+        except OSError:
+            pass
+        else:
+            if disk.f_bavail * disk.f_frsize < FULL_BELOW:
+                return NoSpace(f"disk full: {exc}")
     return StorageError(f"storage error: {exc}")
 
 
@@ -71,6 +84,8 @@ def connect(path: Path, create: bool = False, autocheckpoint: bool = True) -> sq
     except FileExistsError:
         raise AlreadyExists(f"file exists: {path}") from None
     except (OSError, sqlite3.Error) as exc:
+        if isinstance(exc, sqlite3.Error) and isinstance(convert(exc, path.parent), NoSpace):
+            raise NoSpace(f"disk full: cannot open workspace file {path}: {exc}") from None
         raise StorageError(f"cannot open workspace file {path}: {exc}") from None
     try:
         if create:  # before the first table: free pages can then go back (compact, reclaim)
@@ -88,6 +103,8 @@ def connect(path: Path, create: bool = False, autocheckpoint: bool = True) -> sq
             conn.execute("PRAGMA wal_autocheckpoint = 0")
     except sqlite3.Error as exc:
         conn.close()
+        if isinstance(convert(exc, path.parent), NoSpace):
+            raise NoSpace(f"disk full: {path}: {exc}") from None
         raise StorageError(f"{path}: not a usable workspace file: {exc}") from None
     except BaseException:
         conn.close()

@@ -25,6 +25,7 @@ operation in kyfs.fuse.adapter). The CLI uses an engine from one thread.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import fcntl
 import logging
@@ -34,11 +35,13 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
+from typing import Any
 
 from kyfs.core.errors import (
     AlreadyExists,
     InvalidName,
     KyfsError,
+    NoSpace,
     NotEmpty,
     StorageError,
     UnsoundInput,
@@ -53,8 +56,11 @@ from kyfs.engine.sqlite import trust
 from kyfs.engine.sqlite.workspace import SqliteWorkspace
 from kyfs.engine.sweep import Sweeper
 from kyfs.platform import paths
+from kyfs.platform import reserve as disk_reserve
 
 log = logging.getLogger(__name__)
+
+RECLAIM_FREE = 4 << 20  # bytes free inside a file at rest past which they go back (idle)
 
 
 def _move_files(source: Path, target: Path) -> None:
@@ -226,6 +232,10 @@ class SqliteEngine:
         autocheckpoint: commits fold the WAL in, in the committing thread (SQLite's
             default); False leaves it to :meth:`checkpoint` (the daemon's thread
             kyfs.app.Checkpointer), so that no request waits for one.
+        reserve: keep the disk-full reserve of the data directory (the parent of
+            ``directory``; kyfs.platform.reserve): make it when there is room, give it up
+            when an operation that frees space meets ENOSPC (and try it once more), and
+            keep no undo data while it is missing (:meth:`short`).
     """
 
     def __init__(
@@ -235,9 +245,13 @@ class SqliteEngine:
         cache: bool = False,
         retention_s: Callable[[], float | None] = lambda: None,
         autocheckpoint: bool = True,
+        reserve: bool = False,
     ) -> None:
         self.directory = directory or paths.workspaces_dir()
         paths.make_private_dir(self.directory)
+        self._reserve = self.directory.parent if reserve else None
+        if self._reserve is not None:
+            disk_reserve.ensure(self._reserve)
         self._lock = _DirLock(self.directory)
         self._cache_enabled = cache
         self._retention_s = retention_s
@@ -246,8 +260,75 @@ class SqliteEngine:
         self._sweeper = Sweeper(cache)
         self._paths: dict[str, Path] = {}
         self._autocheckpoint = autocheckpoint
+        self._fold_limit = 0  # pages: on a tight disk, every connection folds past it (tighten)
         self._folded: dict[str, tuple[int, int]] = {}  # name -> its WAL (mtime, size) when
         # checkpoint() last folded it
+
+    # --- a full disk ---------------------------------------------------------------------
+    def relieve(self) -> bool:
+        """Give the data directory's reserve back to the file system; True when there was
+        one (an operation that met ENOSPC may then run once more)."""
+        return self._reserve is not None and disk_reserve.release(self._reserve)
+
+    def short(self) -> bool:
+        """True while the disk is short of space (the reserve is given up and not made
+        again yet): deletes then free their blocks at once and writes keep no version."""
+        return self._reserve is not None and disk_reserve.short(self._reserve)
+
+    def ensure_reserve(self) -> bool:
+        """Make the reserve again when the disk has room for it; True when it is in place
+        (always False without one)."""
+        return self._reserve is not None and disk_reserve.ensure(self._reserve)
+
+    def fold_limit(self, names: Iterable[str]) -> int:
+        """How many pages a WAL may hold before its writer folds it in, for the disk as
+        it is now and the WALs of workspaces ``names`` (kyfs.platform.reserve.fold_limit;
+        0 while the disk is roomy)."""
+        held = 0
+        for name in names:
+            with contextlib.suppress(OSError, KyfsError):
+                held += paths.sidecar_files(self._file(name))[0].stat().st_size
+        return disk_reserve.fold_limit(self.directory, held)
+
+    def tighten(self, pages: int) -> None:
+        """Have every workspace this engine holds fold its WAL in as it commits, once the
+        WAL holds ``pages`` pages (kyfs.platform.reserve.fold_limit; 0: the engine's own
+        setting again), even one opened without ``autocheckpoint`` (the daemon's): on a
+        tight disk a WAL that holds more than the disk can take into the database cannot
+        be folded in, and then nothing could ever be deleted."""
+        if pages == self._fold_limit:
+            return
+        self._fold_limit = pages
+        with self._mutex:
+            held = [workspace for workspace, _ in self._cache.values()]
+        for workspace in held:
+            with workspace.lock, contextlib.suppress(KyfsError):
+                workspace.fold_after(self._fold_pages())
+
+    def _fold_pages(self) -> int:
+        """The wal_autocheckpoint of this engine's connections now (0: never)."""
+        if self._fold_limit:
+            return self._fold_limit if not self._autocheckpoint else min(self._fold_limit, 1000)
+        return 1000 if self._autocheckpoint else 0
+
+    def _workspace(self, path: Path, **kwargs: Any) -> SqliteWorkspace:
+        """SqliteWorkspace(path, ...) told of the reserve (``relieve``, ``short``); a file
+        that cannot be opened for a full disk (SQLite grows its ``-shm`` file) is tried
+        once more after the reserve is given up.
+
+        Raises:
+            NoSpace: (ENOSPC, exit 4) still full. StorageError: (EIO, exit 4).
+        """
+        try:
+            workspace = SqliteWorkspace(path, **kwargs)
+        except NoSpace:
+            if not self.relieve():
+                raise
+            workspace = SqliteWorkspace(path, **kwargs)
+        if self._reserve is not None:
+            workspace.relieve = self.relieve
+            workspace.short = self.short
+        return workspace
 
     def _file(self, name: str) -> Path:
         path = self._paths.get(name)
@@ -330,7 +411,8 @@ class SqliteEngine:
                 with store.lock:
                     if only_if_empty and store.children(""):
                         raise NotEmpty(f"workspace not empty: {name}")
-                    store.checkpoint()  # fold the WAL in, so the trash holds one file
+                    with contextlib.suppress(NoSpace):  # a full disk: the WAL goes along
+                        store.checkpoint()  # fold the WAL in, so the trash holds one file
             finally:
                 if not self._cache_enabled:
                     store.close()
@@ -478,7 +560,7 @@ class SqliteEngine:
         """
         if not path.is_file():
             raise WorkspaceNotFound(f"no workspace file: {path}")
-        workspace = SqliteWorkspace(path, retention_s=self._retention_s())
+        workspace = self._workspace(path, retention_s=self._retention_s())
         try:
             workspace.sweep_expired()
             yield workspace
@@ -513,9 +595,11 @@ class SqliteEngine:
         if cached is not None:
             self._sweeper.sweep(name, cached[0])
             return cached[0]
-        store = SqliteWorkspace(
+        store = self._workspace(
             path, retention_s=self._retention_s(), autocheckpoint=self._autocheckpoint
         )
+        if self._fold_limit:
+            store.fold_after(self._fold_pages())
         if self._cache_enabled:
             store.start_watching()  # the daemon: its watcher misses nothing from here on
             with self._mutex:
@@ -527,13 +611,19 @@ class SqliteEngine:
         self._sweeper.sweep(name, store)
         return store
 
-    def checkpoint(self, names: Iterable[str]) -> list[str]:
+    def checkpoint(self, names: Iterable[str], idle: bool = False) -> list[str]:
         """Fold into its database the WAL of each workspace of ``names`` whose WAL file
         changed (mtime, size) since this engine last folded it: a PASSIVE checkpoint
         (sqlite.org/pragma.html#pragma_wal_checkpoint), which waits for no reader or
         writer and copies what no reader still needs. Returns the names folded whole; one
         whose readers kept frames back, dropped or renamed meanwhile, or failing, is
-        tried again at the next call (a failure is logged)."""
+        tried again at the next call (a failure is logged).
+
+        With ``idle`` (the mount has had no request for a while) it also gives space
+        back (SqliteWorkspace.rest): a workspace with more than RECLAIM_FREE free bytes
+        inside its file (any, while the disk is short of space) frees them, and a WAL
+        that holds anything is folded in and cut to nothing, so a workspace at rest takes
+        its database file and an empty WAL."""
         folded = []
         for name in names:
             try:
@@ -541,16 +631,20 @@ class SqliteEngine:
             except (OSError, KyfsError):
                 continue  # no WAL: nothing written since the last connection closed
             seen = (wal.st_mtime_ns, wal.st_size)
-            if seen == self._folded.get(name):
+            if seen == self._folded.get(name) and not (idle and wal.st_size):
                 continue
             try:
                 with self.using(name) as workspace:
                     whole = workspace.checkpoint(passive=True)
+                    if idle:
+                        workspace.rest(reclaim_above=0 if self.short() else RECLAIM_FREE)
             except KyfsError as exc:
                 log.debug("checkpoint of %s: %s", name, exc)
                 continue
             if whole:
-                self._folded[name] = seen
+                with contextlib.suppress(OSError):
+                    wal = paths.sidecar_files(self._file(name))[0].stat()
+                self._folded[name] = (wal.st_mtime_ns, wal.st_size)
                 folded.append(name)
         return folded
 
@@ -585,7 +679,7 @@ class SqliteEngine:
             raise WorkspaceNotFound(f"workspace not found: {name}")
         with self._lock.shared():
             try:
-                store = SqliteWorkspace(path, migrate=repair, mend_version=repair)
+                store = self._workspace(path, migrate=repair, mend_version=repair)
             except StorageError as exc:
                 return [str(exc)], []
             try:

@@ -18,6 +18,7 @@ daemon's threads take turns through its ``lock`` (an RLock).
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
 import time
@@ -25,11 +26,11 @@ from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
-from kyfs.core.errors import StorageError, UntrustedFile
+from kyfs.core.errors import NoSpace, StorageError, UntrustedFile
 from kyfs.engine.sql.rules import RulesMixin
 from kyfs.engine.sqlite import schema, trust
 from kyfs.engine.sqlite.check import SearchCheckMixin
-from kyfs.engine.sqlite.connection import connect, convert
+from kyfs.engine.sqlite.connection import BUSY_TIMEOUT_MS, connect, convert
 
 # Changes: the ids of the history rows this connection wrote (kept until read by
 # changes()); TEMP objects live in this connection only, never in the file.
@@ -44,6 +45,8 @@ _SQL_CHANGES = (
 )
 INODE_TAG_SHIFT = 40  # st_ino = inode_tag << 40 | node id: unique across one mount's workspaces
 INCREMENTAL = 2  # PRAGMA auto_vacuum = INCREMENTAL (sqlite.org/pragma.html#pragma_auto_vacuum)
+IDLE_WAIT_MS = 200  # how long a WAL truncation at rest waits for a reader, milliseconds
+RECLAIM_STEP = 1024  # free pages given back per transaction (4 MiB of 4 KiB pages)
 
 
 class SqliteWorkspace(SearchCheckMixin, RulesMixin):
@@ -70,7 +73,11 @@ class SqliteWorkspace(SearchCheckMixin, RulesMixin):
     _errors = (sqlite3.Error,)
     _BEGIN_WRITE = "BEGIN IMMEDIATE"  # a writer waits for another (busy_timeout)
     _BEGIN_READ = "BEGIN"
-    _convert = staticmethod(convert)
+
+    def _convert(self, exc: sqlite3.Error) -> StorageError:
+        """kyfs.engine.sqlite.connection.convert, told which disk holds the file (an I/O
+        error on a full one is ENOSPC)."""
+        return convert(exc, self.path.parent)
 
     def __init__(
         self,
@@ -102,9 +109,12 @@ class SqliteWorkspace(SearchCheckMixin, RulesMixin):
                 schema.apply(self._conn)
             self._load_identity()
             if migrate and retention_s is not None:
-                self.purge_archive(time.time_ns() - int(retention_s * 1e9))
+                with contextlib.suppress(NoSpace):  # a full disk: purged at a later open
+                    self.purge_archive(time.time_ns() - int(retention_s * 1e9))
         except sqlite3.Error as exc:
             self._conn.close()
+            if isinstance(convert(exc, path.parent), NoSpace):
+                raise NoSpace(f"disk full: {path}: {exc}") from None
             raise StorageError(f"{path}: not a usable workspace file: {exc}") from None
         except BaseException:
             self._conn.close()
@@ -174,12 +184,13 @@ class SqliteWorkspace(SearchCheckMixin, RulesMixin):
         pages = conn.execute("PRAGMA freelist_count").fetchone()[0]
         return int(pages) * int(conn.execute("PRAGMA page_size").fetchone()[0])
 
-    def reclaim(self, pages: int | None = None) -> int:
-        """Give up to ``pages`` free pages (all when None) back to the file system, with
-        SQLite's incremental vacuum (sqlite.org/pragma.html#pragma_incremental_vacuum);
-        a file made before auto-vacuum was on (``PRAGMA auto_vacuum`` NONE) keeps them
-        until :meth:`compact`. Returns how many pages were freed; they leave the file at
-        the next checkpoint.
+    def reclaim(self) -> int:
+        """Give every free page back to the file system, with SQLite's incremental vacuum
+        (sqlite.org/pragma.html#pragma_incremental_vacuum), RECLAIM_STEP pages at a time
+        with a PASSIVE checkpoint after each, so the WAL never holds more than a step
+        (a full disk has room for that much: the file shrinks as it goes). A file made
+        before auto-vacuum was on (``PRAGMA auto_vacuum`` NONE) keeps them until
+        :meth:`compact`. Returns how many pages were freed.
 
         Raises:
             StorageError / NoSpace: (EIO / ENOSPC, exit 4).
@@ -187,13 +198,47 @@ class SqliteWorkspace(SearchCheckMixin, RulesMixin):
         try:
             if int(self._conn.execute("PRAGMA auto_vacuum").fetchone()[0]) != INCREMENTAL:
                 return 0
-            before = int(self._conn.execute("PRAGMA freelist_count").fetchone()[0])
-            if not before:
-                return 0
-            self._conn.execute(f"PRAGMA incremental_vacuum({pages or 0})").fetchall()
-            return before - int(self._conn.execute("PRAGMA freelist_count").fetchone()[0])
+            before = left = int(self._conn.execute("PRAGMA freelist_count").fetchone()[0])
+            while left:
+                self._conn.execute(f"PRAGMA incremental_vacuum({RECLAIM_STEP})").fetchall()
+                self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                now = int(self._conn.execute("PRAGMA freelist_count").fetchone()[0])
+                if now >= left:
+                    break  # nothing moved (another connection holds the pages)
+                left = now
+            return before - left
         except sqlite3.Error as exc:
-            raise convert(exc) from None
+            raise self._convert(exc) from None
+
+    def rest(self, reclaim_above: int) -> None:
+        """What a workspace at rest gives back: its free pages when they pass
+        ``reclaim_above`` bytes (:meth:`reclaim`), and its WAL, folded in and cut to
+        nothing (a TRUNCATE checkpoint that waits at most IDLE_WAIT_MS for a reader; a
+        busy one is left for the next rest).
+
+        Raises:
+            StorageError / NoSpace: (EIO / ENOSPC, exit 4).
+        """
+        if (self._free_bytes(self._conn) or 0) > reclaim_above:
+            self.reclaim()
+        self._rows(f"PRAGMA busy_timeout = {IDLE_WAIT_MS}")
+        try:
+            self.checkpoint()
+        finally:
+            self._rows(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+
+    def fold_after(self, pages: int) -> None:
+        """Let this connection's commits fold the WAL in once it holds ``pages`` pages
+        (0: never, a checkpointer does; SQLite's default is 1,000: ``PRAGMA
+        wal_autocheckpoint``, sqlite.org/pragma.html#pragma_wal_autocheckpoint). Call
+        under :attr:`lock`."""
+        self._rows(f"PRAGMA wal_autocheckpoint = {int(pages)}")
+
+    def _give_back(self) -> None:
+        """A disk short of space: every free page and the WAL go back now (:meth:`rest`);
+        a failure leaves them for the daemon's next rest."""
+        with contextlib.suppress(StorageError):
+            self.rest(reclaim_above=0)
 
     def compact(self) -> int:
         """Give the free space inside the file back to the file system now: fold the WAL
@@ -212,7 +257,7 @@ class SqliteWorkspace(SearchCheckMixin, RulesMixin):
                 self._conn.execute(f"PRAGMA auto_vacuum = {INCREMENTAL}")
                 self._conn.execute("VACUUM")
         except sqlite3.Error as exc:
-            raise convert(exc) from None
+            raise self._convert(exc) from None
         self.reclaim()
         self.checkpoint()
         return max(0, before - self.file_size())
@@ -231,7 +276,7 @@ class SqliteWorkspace(SearchCheckMixin, RulesMixin):
             finally:
                 destination.close()
         except sqlite3.Error as exc:
-            raise convert(exc) from None
+            raise self._convert(exc) from None
 
     def checkpoint(self, passive: bool = False) -> bool:
         """Move the WAL into the database and empty it (TRUNCATE); with ``passive`` copy
@@ -246,5 +291,5 @@ class SqliteWorkspace(SearchCheckMixin, RulesMixin):
         try:
             busy, frames, done = self._conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
         except sqlite3.Error as exc:
-            raise convert(exc) from None
+            raise self._convert(exc) from None
         return not busy and done >= frames
