@@ -247,6 +247,27 @@ def test_versions_directory_through_the_mount(mounted: Mount) -> None:
     assert info.value.errno in (errno.EROFS, errno.EACCES)
 
 
+@pytest.mark.mount
+def test_sed_i_and_git_style_saves_keep_the_history_of_the_file(mounted: Mount) -> None:
+    """sed -i writes a temporary file and renames it over the key: the rename is a
+    version of the key, so kyfs history lists it and kyfs restore brings back either
+    side."""
+    ws = mounted.path / "default"
+    (ws / "app.conf").write_text("mode = old\n")
+    subprocess.run(["sed", "-i", "s/old/new/", "app.conf"], cwd=ws, check=True)
+    assert (ws / "app.conf").read_text() == "mode = new\n"
+    history = json.loads(kyfs("history", "-w", "default", "app.conf", "--json",
+                              env=mounted.env()).stdout)  # fmt: skip
+    versions = [h for h in history if h["size"] is not None]
+    assert [v["value"] for v in versions] == ["mode = old\n", "mode = new\n"]
+    assert versions[-1]["action"] == "rename" and versions[-1]["detail"].startswith("from ")
+    for version, text in ((versions[0], "mode = old\n"), (versions[-1], "mode = new\n")):
+        done = kyfs("restore", "-w", "default", "app.conf", "--version",
+                    str(version["version"]), env=mounted.env())  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert kyfs("get", "-w", "default", "app.conf", env=mounted.env()).stdout == text
+
+
 # --- schemas -------------------------------------------------------------------------------------
 SCHEMA = {
     "type": "object",

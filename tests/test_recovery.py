@@ -289,3 +289,41 @@ def test_rm_r_through_the_mount_then_trash_restore(mounted: Mount) -> None:
     assert (root / "proj" / "empty-dir").is_dir()
     subprocess.run(["diff", "-r", str(tree), str(root / "proj" / "tests")], check=True)
     assert sum(1 for p in (root / "proj").rglob("*") if p.is_file()) == count
+
+
+@pytest.mark.mount
+def test_a_flipped_byte_on_disk_is_eio_for_its_key_alone(kyfs_home: Path, tmp_path: Path) -> None:
+    """One byte flipped inside a stored block on disk: reading that key through the
+    mount fails with EIO (never wrong bytes) and the daemon's log names the workspace
+    and the key; every other key reads fine; kyfs fsck names the key and exits 4."""
+    import errno
+    import sys
+
+    from tests.conftest import require_mount, start_mount, stop_mount
+
+    require_mount()
+    victim = os.urandom(50_000)  # random: stored as it is, so its bytes are in the file
+    run = [sys.executable, "-m", "kyfs"]
+    subprocess.run([*run, "set", "victim"], input=victim, check=True, capture_output=True)
+    subprocess.run([*run, "set", "other", "fine"], check=True, capture_output=True)
+    db = paths.workspace_file("default")  # the CLI folded the WAL in as it closed
+    data = bytearray(db.read_bytes())
+    at = data.find(victim[20_000:20_064])
+    assert at > 0, "the value is not in the database file"
+    data[at + 10] ^= 0x04
+    db.write_bytes(bytes(data))
+    mount = start_mount(tmp_path / "mnt", kyfs_home, tmp_path / "daemon.log")
+    try:
+        with pytest.raises(OSError) as info:
+            (mount.path / "default" / "victim").read_bytes()
+        assert info.value.errno == errno.EIO
+        assert (mount.path / "default" / "other").read_bytes() == b"fine"
+        log = mount.log.read_text()
+        assert "workspace" in log and "default" in log and "key victim" in log
+        done = subprocess.run([*run, "fsck", "default"], capture_output=True, text=True)
+        assert done.returncode == 4
+        assert "damaged blocks" in done.stdout and "victim" in done.stdout
+        got = subprocess.run([*run, "get", "victim"], capture_output=True)
+        assert got.returncode == 4 and got.stdout == b""  # not a byte of it
+    finally:
+        stop_mount(mount, check_log=False)

@@ -11,7 +11,7 @@ MIN_BLOCK is one block; no block is longer than MAX_BLOCK.
 A block is addressed by the SHA-256 of its bytes (hashlib; SHA-256 runs on the CPU's SHA
 extensions where it has them), and that address doubles as its checksum: :func:`unseal`
 gives back the bytes only when they hash to it. A block is stored compressed with zstd
-(level 3, through the ``zstandard`` package) when that saves at least an eighth of it,
+(level 1, through the ``zstandard`` package) when that saves at least an eighth of it,
 else as it is.
 
 Thread-safety: every function may be called from any thread; zstd contexts are kept one
@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections.abc import Iterable, Iterator
-from typing import Protocol, runtime_checkable
+from typing import Protocol
 
 import zstandard
 from fastcdc import fastcdc
@@ -35,7 +35,7 @@ AVG_BLOCK = 8 * 1024  # bytes: the size FastCDC aims at (chosen by measurement: 
 MAX_BLOCK = 32 * 1024  # bytes: no block is longer
 DIGEST_SIZE = 32  # bytes of a block's address (SHA-256)
 RAW, ZSTD = 0, 1  # codecs: how a block's bytes are stored
-ZSTD_LEVEL = 3
+ZSTD_LEVEL = 1
 SMALLEST_COMPRESSED = 64  # bytes: shorter blocks are stored as they are
 
 _local = threading.local()
@@ -99,7 +99,6 @@ def unseal(block_id: int, codec: int, stored: bytes, size: int, address: bytes) 
     return data
 
 
-@runtime_checkable
 class Changes(Protocol):
     """An open file's buffered changes, as :func:`rewrite` reads them: block ``idx`` of
     ``block_size`` bytes covers ``[idx * block_size, (idx + 1) * block_size)``, its bytes

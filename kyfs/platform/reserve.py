@@ -52,7 +52,7 @@ def size_for(directory: Path) -> int:
 def short(directory: Path | None = None) -> bool:
     """True while the reserve is missing: the disk was found full and has not had room
     for the reserve since."""
-    return not path(directory).exists()
+    return not os.path.exists(path(directory))
 
 
 def fold_limit(directory: Path, wal_bytes: int) -> int:

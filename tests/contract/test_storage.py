@@ -149,3 +149,16 @@ def test_history_thins_itself_and_keeps_the_newest(ws: Workspace) -> None:
     assert dropped >= 26 and [ws.version_value(h.id or 0) for h in kept][-4:] == [
         b"v26", b"v27", b"v28", b"v29",
     ]  # fmt: skip
+
+
+def test_a_coalesced_version_is_a_change_every_watcher_sees(ws: Workspace, peer: object) -> None:
+    """The row that replaces a coalesced version has a new id past every cursor, so
+    another daemon's watcher (Workspace.changes) is told of the write."""
+    entry = ws.create("log")
+    ws.commit(entry.id, size=3, valid=0, changes=[(0, b"one")], pid=77)
+    with peer.using("w") as other:  # type: ignore[attr-defined]
+        cursor, _ = other.changes(None)
+        ws.commit(entry.id, size=3, valid=0, changes=[(0, b"two")], pid=77)  # coalesces
+        cursor, changed = other.changes(cursor)
+        assert changed == ["log"]
+        assert len([h for h in ws.history("log") if h.size is not None]) == 1

@@ -68,10 +68,6 @@ SQL_REF_OWNER = (  # every block of one owner gains (or with a negative factor l
     " WHERE owner = ? GROUP BY block) AS c WHERE blocks.id = c.block"
 )
 SQL_DROP_OWNER = "DELETE FROM extents WHERE owner = ?"
-SQL_STORED_BYTES = (  # bytes stored (compressed) of the blocks of one owner
-    "SELECT coalesce(sum(length(b.data)), 0) FROM extents e JOIN blocks b ON b.id = e.block"
-    " WHERE e.owner = ?"
-)
 
 
 def version_owner(version_id: int) -> int:
@@ -137,11 +133,6 @@ def iter_value(conn: Connection, owner: int, size: int, piece: int) -> Iterator[
     bytes (holes as zeros). Raises DamagedBlock (EIO)."""
     for offset in range(0, size, piece):
         yield read(conn, owner, offset, min(offset + piece, size), size)
-
-
-def stored_bytes(conn: Connection, owner: int) -> int:
-    """Bytes on disk (compressed) of the blocks of ``owner``'s value, shared or not."""
-    return int(conn.execute(SQL_STORED_BYTES, (owner,)).fetchone()[0])
 
 
 def usage(conn: Connection) -> tuple[int, int, int, int]:
@@ -246,8 +237,9 @@ def replace(conn: Connection, owner: int, pieces: Iterable[bytes]) -> int:
     referenced before the old ones are released, so blocks both share stay stored."""
     old = [row[0] for row in conn.execute(SQL_CUT_FROM, (owner, 0)).fetchall()]
     size = write(conn, owner, pieces)
-    release(conn, old)
-    sweep(conn)
+    if old:
+        release(conn, old)
+        sweep(conn)
     return size
 
 
@@ -279,14 +271,32 @@ def rewrite(
         released += [row[0] for row in conn.execute(SQL_CUT_FROM, (owner, keep)).fetchall()]
         if keep and not any(lo <= keep <= hi for lo, hi in regions):
             marks = sorted([*regions, (keep, keep)])
+    if not keep:  # nothing stored stays (a new file, O_TRUNC): each region as it comes
+        for lo, hi in regions:
+            write(conn, owner, _region(changes, lo, hi), start=lo)
+        if released:
+            release(conn, released)
+            sweep(conn)
+        return
     source = _NewValue(conn, owner, keep, size, regions, changes)
     done = -1
     for lo, hi in marks:
         if hi <= done:
             continue
         done = _recut(conn, owner, source, lo, hi, released)
-    release(conn, released)
-    sweep(conn)
+    if released:
+        release(conn, released)
+        sweep(conn)
+
+
+def _region(changes: Changes, lo: int, hi: int) -> Iterator[bytes]:
+    """The bytes of the changed region ``[lo, hi)`` (block-aligned at ``lo``), block by
+    block: each changed block's bytes, then zeros to its end."""
+    step = changes.block_size
+    for idx in range(lo // step, (hi - 1) // step + 1):
+        data = changes.block(idx)
+        length = min(step, hi - idx * step)
+        yield data[:length] + bytes(max(0, length - len(data)))
 
 
 def _recut(
@@ -298,9 +308,10 @@ def _recut(
     rest stays as it is) or the data ends (a hole, or the end); replace the extents in
     between. Returns where it stopped."""
     start = lo
-    row = conn.execute(SQL_EXTENT_AT, (owner, max(lo - 1, 0))).fetchone()
-    if row is not None and row[0] + row[1] >= lo:
-        start = int(row[0])
+    if source.keep:  # else nothing stored stays: no old block to start from or replace
+        row = conn.execute(SQL_EXTENT_AT, (owner, max(lo - 1, 0))).fetchone()
+        if row is not None and row[0] + row[1] >= lo:
+            start = int(row[0])
     placed: list[tuple[int, int, int]] = []
     base, pending = start, bytearray()
     stop = None
@@ -318,7 +329,9 @@ def _recut(
                 break
         if stop is None and final:
             stop = base
-    released += [r[0] for r in conn.execute(SQL_CUT_RANGE, (owner, start, stop)).fetchall()]
+    if source.keep:
+        cut = conn.execute(SQL_CUT_RANGE, (owner, start, stop)).fetchall()
+        released += [row[0] for row in cut]
     _place(conn, owner, placed)
     return stop
 
@@ -339,7 +352,7 @@ class _NewValue:
     ) -> None:
         self._conn = conn
         self._owner = owner
-        self._keep = keep
+        self.keep = keep  # stored bytes below this stay where no change covers them
         self._size = size
         self._regions = [r for r in regions if r[1] > r[0]]
         self._starts = [lo for lo, _ in self._regions]
@@ -355,7 +368,7 @@ class _NewValue:
     def resumes(self, pos: int) -> bool:
         """True when the stored value goes on unchanged from ``pos``: a stored extent that
         stays starts there and no change covers it."""
-        if pos >= self._keep or self._region(pos) is not None:
+        if pos >= self.keep or self._region(pos) is not None:
             return False
         return self._conn.execute(SQL_HAS_START, (self._owner, pos)).fetchone() is not None
 
@@ -391,7 +404,7 @@ class _NewValue:
     def _stored(self, pos: int, limit: int) -> bytes:
         """Stored bytes from ``pos`` while they run on without a hole, up to ``limit``
         bytes, the next changed region or ``keep``."""
-        end = min(pos + limit, self._keep)
+        end = min(pos + limit, self.keep)
         at = bisect.bisect_right(self._starts, pos)
         if at < len(self._starts):
             end = min(end, self._starts[at])

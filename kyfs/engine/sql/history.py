@@ -73,7 +73,7 @@ def record(
     shared. A version by process ``pid`` within COALESCE_S of that process's last version
     of the key (and BURST_S of the burst's first) replaces it. Every PRUNE_EVERY rows the
     key is thinned to the retention (kyfs.core.retention)."""
-    since = None
+    since, replaced = None, None
     if owner is not None and pid is not None:
         last = conn.execute(_SQL_LAST, (key,)).fetchone()
         if (
@@ -83,14 +83,15 @@ def record(
             and now - last[3] < COALESCE_S * 1e9
             and now - last[4] < BURST_S * 1e9
         ):
-            since = int(last[4])
-            drop_versions(conn, [int(last[0])])
+            since, replaced = int(last[4]), int(last[0])
     row = conn.execute(
         _SQL_INSERT, (key, action, size if owner is not None else None, now, detail, pid, since)
     ).fetchone()
     version_id = int(row[0])
     if owner is not None:
         blocks.copy(conn, owner, blocks.version_owner(version_id))
+    if replaced is not None:  # after the insert: the new row's id is past every watcher's
+        drop_versions(conn, [replaced])
     if version_id % PRUNE_EVERY == 0:
         thin_key(conn, key, now, Retention.from_meta(read_meta(conn) if meta is None else meta))
 

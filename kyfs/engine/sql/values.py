@@ -23,7 +23,7 @@ import json
 import logging
 import time
 from collections.abc import Iterable, Iterator
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 from kyfs.core import names
 from kyfs.core.blocks import MAX_BLOCK, BlockList, Changes, unseal
@@ -353,12 +353,14 @@ class ValuesMixin(NamespaceMixin):
             DamagedBlock: (EIO) a stored block the change must cut again is damaged.
         """
         check_size(size)
-        if not isinstance(changes, Changes):
-            changes = BlockList(self.block_size, changes)
+        if hasattr(changes, "indexes"):  # not isinstance: a Protocol check costs ~18 us
+            given = cast(Changes, changes)
+        else:  # (index, data) pairs
+            given = BlockList(self.block_size, changes)
         attrs = {"mtime_ns": mtime_ns, "atime_ns": atime_ns, "mode": mode, "uid": uid,
                  "gid": gid, "pid": pid}  # fmt: skip
         try:
-            return self._commit(node_id, size, valid, changes, **attrs)
+            return self._commit(node_id, size, valid, given, **attrs)
         except NoSpace as full:  # undo data goes before a user's write fails
             try:  # (not the engine's reserve: that is kept for deletes)
                 released = self._release_undo()
@@ -366,7 +368,7 @@ class ValuesMixin(NamespaceMixin):
                 released = 0
             if not released:
                 raise full from None
-        return self._commit(node_id, size, valid, changes, **attrs)
+        return self._commit(node_id, size, valid, given, **attrs)
 
     def _commit(
         self,

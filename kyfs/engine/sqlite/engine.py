@@ -61,6 +61,7 @@ from kyfs.platform import reserve as disk_reserve
 log = logging.getLogger(__name__)
 
 RECLAIM_FREE = 4 << 20  # bytes free inside a file at rest past which they go back (idle)
+SHORT_FOR = 0.5  # seconds short() keeps its answer
 
 
 def _move_files(source: Path, target: Path) -> None:
@@ -250,6 +251,7 @@ class SqliteEngine:
         self.directory = directory or paths.workspaces_dir()
         paths.make_private_dir(self.directory)
         self._reserve = self.directory.parent if reserve else None
+        self._short, self._short_until = False, 0.0  # short(): its answer, kept until then
         if self._reserve is not None:
             disk_reserve.ensure(self._reserve)
         self._lock = _DirLock(self.directory)
@@ -268,16 +270,26 @@ class SqliteEngine:
     def relieve(self) -> bool:
         """Give the data directory's reserve back to the file system; True when there was
         one (an operation that met ENOSPC may then run once more)."""
+        self._short_until = 0.0  # look again at the next short()
         return self._reserve is not None and disk_reserve.release(self._reserve)
 
     def short(self) -> bool:
         """True while the disk is short of space (the reserve is given up and not made
-        again yet): deletes then free their blocks at once and writes keep no version."""
-        return self._reserve is not None and disk_reserve.short(self._reserve)
+        again yet): deletes then free their blocks at once and writes keep no version.
+        Asked at every write: the answer is kept SHORT_FOR seconds (another process's
+        release shows within that), and changes at once with this engine's own."""
+        if self._reserve is None:
+            return False
+        now = time.monotonic()
+        if now >= self._short_until:
+            self._short = disk_reserve.short(self._reserve)
+            self._short_until = now + SHORT_FOR
+        return self._short
 
     def ensure_reserve(self) -> bool:
         """Make the reserve again when the disk has room for it; True when it is in place
         (always False without one)."""
+        self._short_until = 0.0
         return self._reserve is not None and disk_reserve.ensure(self._reserve)
 
     def fold_limit(self, names: Iterable[str]) -> int:
