@@ -51,9 +51,9 @@ SQL_EXTENT_AT = (  # the extent of one owner that starts last at or before a pos
     "SELECT e.pos, b.size FROM extents e JOIN blocks b ON b.id = e.block"
     " WHERE e.owner = ? AND e.pos <= ? ORDER BY e.pos DESC LIMIT 1"
 )
-SQL_ADD_REF = "UPDATE blocks SET refs = refs + 1 WHERE hash = ? RETURNING id"
-SQL_NEW_BLOCK = (
-    "INSERT INTO blocks (hash, refs, size, codec, data) VALUES (?, 1, ?, ?, ?) RETURNING id"
+SQL_STORE = (  # a new block, or one more reference to the stored one with the same hash
+    "INSERT INTO blocks (hash, refs, size, codec, data) VALUES (?, 1, ?, ?, ?)"
+    " ON CONFLICT (hash) DO UPDATE SET refs = blocks.refs + 1 RETURNING id"
 )
 SQL_PLACE = "INSERT INTO extents (owner, pos, block) VALUES (?, ?, ?)"
 SQL_RELEASE = "UPDATE blocks SET refs = refs - ? WHERE id = ?"
@@ -80,12 +80,9 @@ def version_owner(version_id: int) -> int:
 def store(conn: Connection, data: bytes) -> int:
     """The id of a block holding ``data``, with one more reference: the stored one when
     the same bytes are stored already, else a new one (compressed when it pays)."""
-    address = blocks.digest(data)
-    row = conn.execute(SQL_ADD_REF, (address,)).fetchone()
-    if row is not None:
-        return int(row[0])
-    codec, stored = blocks.seal(data)
-    return int(conn.execute(SQL_NEW_BLOCK, (address, len(data), codec, stored)).fetchone()[0])
+    codec, stored = blocks.seal(data)  # before knowing: one statement (a round trip) less
+    row = conn.execute(SQL_STORE, (blocks.digest(data), len(data), codec, stored)).fetchone()
+    return int(row[0])
 
 
 def release(conn: Connection, block_ids: Iterable[int]) -> None:
