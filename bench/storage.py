@@ -323,24 +323,19 @@ def report(results: dict[str, Any]) -> None:
               f" {native / mib:.1f} MiB = {files / native:.2f}x (<= 1.5x:"
               f" {verdict(files <= 1.5 * native)})")  # fmt: skip
     if "storage.rmrf.growth_same_tree" in results:
-        same, other = (
-            results["storage.rmrf.growth_same_tree"],
-            results["storage.rmrf.growth_other_tree"],
-        )
-        files, kept = (
-            results["storage.rmrf.files_after_compact"],
-            results["storage.rmrf.live_and_undo"],
-        )
+        same, other, files, kept = (
+            results[f"storage.rmrf.{name}"]
+            for name in ("growth_same_tree", "growth_other_tree", "files_after_compact",
+                         "live_and_undo")
+        )  # fmt: skip
         print(f"21. rm -rf of 100 MB, then the same tree again: files grew {same:.1%} (<= 10%:"
               f" {verdict(same <= 0.10)}); then another 100 MB: grew {other:.1%}; after trash"
               f" empty, archive expiry and compact: files {files / mib:.1f} MiB vs live + undo"
               f" {kept / mib:.1f} MiB = {files / max(kept, 1):.2f}x (<= 1.1x:"
               f" {verdict(files <= 1.1 * kept)})")  # fmt: skip
     if "storage.openfiles.peak_rss_mib" in results:
-        peak, after = (
-            results["storage.openfiles.peak_rss_mib"],
-            results["storage.openfiles.rss_after_close_mib"],
-        )
+        names = ("peak_rss_mib", "rss_after_close_mib")
+        peak, after = (results[f"storage.openfiles.{name}"] for name in names)
         print(f"22. {OPEN_FILES} open files x 4 MiB unsaved: daemon peak RSS {peak:.0f} MiB"
               f" (<= 300: {verdict(peak <= 300)}), after close {after:.0f} MiB (<= 150:"
               f" {verdict(after <= 150)})")  # fmt: skip

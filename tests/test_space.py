@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,41 +16,42 @@ from kyfs.engine.sqlite.engine import SqliteEngine
 from kyfs.platform import config, reserve
 
 
-def test_the_undo_cap_releases_the_oldest_first(kyfs_home: Path) -> None:
-    engine = SqliteEngine()
+@pytest.fixture
+def engine(kyfs_home: Path) -> Iterator[SqliteEngine]:
+    made = SqliteEngine()
     try:
-        engine.create("w")
-        with engine.using("w") as ws:
-            ws.set("old", os.urandom(200_000))
-            ws.set("old", b"replaced")  # the random value is now a version: undo data
-            time.sleep(0.01)
-            ws.set("new", os.urandom(200_000))
-            ws.delete("new")  # archived: newer undo data
-            before = ws.usage()
-        assert before.history >= 200_000 and before.archive >= 200_000
-        released = keep_undo_under(engine, 300_000)
-        with engine.using("w") as ws:
-            after = ws.usage()
-            assert after.history + after.archive <= 300_000 and released > 0
-            assert after.archive >= 200_000  # the newer undo data stayed
-            assert ws.get("old") == b"replaced" and ws.archived("new")
-        assert keep_undo_under(engine, 10**12) == 0  # under the cap: nothing to do
+        yield made
     finally:
-        engine.close()
+        made.close()
 
 
-def test_the_undo_cap_empties_old_trash_too(kyfs_home: Path) -> None:
-    engine = SqliteEngine()
-    try:
-        engine.create("gone")
-        with engine.using("gone") as ws:
-            ws.set("k", os.urandom(300_000))
-        engine.drop("gone")
-        assert engine.trash()
-        keep_undo_under(engine, 1000)
-        assert engine.trash() == []
-    finally:
-        engine.close()
+def test_the_undo_cap_releases_the_oldest_first(engine: SqliteEngine) -> None:
+    engine.create("w")
+    with engine.using("w") as ws:
+        ws.set("old", os.urandom(200_000))
+        ws.set("old", b"replaced")  # the random value is now a version: undo data
+        time.sleep(0.01)
+        ws.set("new", os.urandom(200_000))
+        ws.delete("new")  # archived: newer undo data
+        before = ws.usage()
+    assert before.history >= 200_000 and before.archive >= 200_000
+    released = keep_undo_under(engine, 300_000)
+    with engine.using("w") as ws:
+        after = ws.usage()
+        assert after.history + after.archive <= 300_000 and released > 0
+        assert after.archive >= 200_000  # the newer undo data stayed
+        assert ws.get("old") == b"replaced" and ws.archived("new")
+    assert keep_undo_under(engine, 10**12) == 0  # under the cap: nothing to do
+
+
+def test_the_undo_cap_empties_old_trash_too(engine: SqliteEngine) -> None:
+    engine.create("gone")
+    with engine.using("gone") as ws:
+        ws.set("k", os.urandom(300_000))
+    engine.drop("gone")
+    assert engine.trash()
+    keep_undo_under(engine, 1000)
+    assert engine.trash() == []
 
 
 def test_the_reserve_is_made_given_up_and_made_again(tmp_path: Path) -> None:

@@ -39,7 +39,7 @@ _EXTENTS_OVERLAPPING = (
     " ON b.id = e.block) AS s WHERE next < stop"
 )
 
-STRUCTURE_CHECKS = [
+BLOCK_CHECKS = [  # the block store's rules (also run on every untrusted file)
     ("extents that belong to no value", _EXTENTS_OF_NO_VALUE),
     ("extents past the size of their value", _EXTENTS_PAST_SIZE),
     ("extents of no block", _EXTENTS_OF_NO_BLOCK),
@@ -53,6 +53,10 @@ STRUCTURE_CHECKS = [
         "SELECT b.id FROM blocks b LEFT JOIN (SELECT block, count(*) AS n FROM extents"
         " GROUP BY block) AS c ON c.block = b.id WHERE b.refs != coalesce(c.n, 0)",
     ),
+]
+
+STRUCTURE_CHECKS = [
+    *BLOCK_CHECKS,
     (
         "entries whose parent directory is missing",
         f"SELECT e.key FROM entries e WHERE e.parent != '' AND NOT EXISTS (SELECT 1 FROM"

@@ -40,7 +40,7 @@ from kyfs.core import names
 from kyfs.core.blocks import RAW, ZSTD
 from kyfs.core.errors import InvalidName, UnsoundInput
 from kyfs.core.nodes import DIR, LNK, MAX_VALUE_SIZE, MODE_MASK, REG
-from kyfs.engine.sql.check import STRUCTURE_CHECKS, damaged
+from kyfs.engine.sql.check import BLOCK_CHECKS, damaged
 
 VALIDATE_SECONDS = 60.0  # seconds a whole untrusted file may take to validate
 PROGRESS_STEPS = 10_000  # SQLite virtual machine steps between two deadline checks
@@ -247,28 +247,24 @@ def validate_data(conn: sqlite3.Connection, seconds: float = VALIDATE_SECONDS) -
             count = conn.execute(f"SELECT count(*) FROM nodes WHERE {where}").fetchone()[0]
             if count:
                 problems.append(f"{count} {label}")
-        history = conn.execute(
-            "SELECT count(*) FROM history WHERE typeof(time_ns) != 'integer'"
-            " OR typeof(key) != 'text' OR (size IS NOT NULL AND (typeof(size) != 'integer'"
-            f" OR size < 0 OR size > {MAX_VALUE_SIZE}))"
-        ).fetchone()[0]
-        if history:
-            problems.append(f"{history} history rows out of range")
-        stored = conn.execute(
-            "SELECT count(*) FROM blocks WHERE typeof(hash) != 'blob' OR length(hash) != 32"
-            " OR typeof(refs) != 'integer' OR typeof(size) != 'integer' OR typeof(data) != 'blob'"
-            f" OR codec NOT IN ({RAW}, {ZSTD})"
-        ).fetchone()[0]
-        if stored:
-            problems.append(f"{stored} blocks out of range")
-        placed = conn.execute(
-            "SELECT count(*) FROM extents WHERE typeof(owner) != 'integer'"
-            " OR typeof(pos) != 'integer' OR typeof(block) != 'integer'"
-        ).fetchone()[0]
-        if placed:
-            problems.append(f"{placed} extents out of range")
-        if not (stored or placed):  # the block store's own rules, and every checksum
-            for label, sql in STRUCTURE_CHECKS[:6]:
+        ranges = [
+            ("history rows", "history", "typeof(time_ns) != 'integer' OR typeof(key) != 'text'"
+             f" OR (size IS NOT NULL AND (typeof(size) != 'integer' OR size < 0"
+             f" OR size > {MAX_VALUE_SIZE}))"),
+            ("blocks", "blocks", "typeof(hash) != 'blob' OR length(hash) != 32"
+             " OR typeof(refs) != 'integer' OR typeof(size) != 'integer'"
+             f" OR typeof(data) != 'blob' OR codec NOT IN ({RAW}, {ZSTD})"),
+            ("extents", "extents", "typeof(owner) != 'integer' OR typeof(pos) != 'integer'"
+             " OR typeof(block) != 'integer'"),
+        ]  # fmt: skip
+        out_of_range = []
+        for label, table, where in ranges:
+            count = conn.execute(f"SELECT count(*) FROM {table} WHERE {where}").fetchone()[0]
+            if count:
+                out_of_range.append(table)
+                problems.append(f"{count} {label} out of range")
+        if not {"blocks", "extents"} & set(out_of_range):  # the block store's own rules
+            for label, sql in BLOCK_CHECKS:
                 count = conn.execute(f"SELECT count(*) FROM ({sql}) AS broken").fetchone()[0]
                 if count:
                     problems.append(f"{count} {label}")
