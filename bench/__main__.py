@@ -22,6 +22,7 @@ in 100 directories (N = 10,000, or 2,000 with --quick):
 "Cold" rounds drop the kernel's caches first (root: /proc/sys/vm/drop_caches). Each
 workload runs a warm-up and then ROUNDS rounds (5; 2 with --quick). Results are printed
 and written as JSON to bench/results/. Nothing here is a test: nothing is asserted.
+python -m bench.chunking: the measurement that chose the block store's chunking (docs/design.md)
 """
 
 from __future__ import annotations
