@@ -310,7 +310,10 @@ def test_a_layout_1_workspace_moves_into_the_block_store(pg_url: str) -> None:
                 "INSERT INTO blocks (node_id, idx, data) VALUES (%s, %s, %s)",
                 (node, idx, big[at : at + step]),
             )
-        conn.execute("ALTER TABLE history DROP COLUMN size, DROP COLUMN pid, DROP COLUMN since_ns")
+        conn.execute(
+            "ALTER TABLE history DROP COLUMN size, DROP COLUMN pid, DROP COLUMN since_ns,"
+            " DROP COLUMN shared"
+        )
         conn.execute("ALTER TABLE history ADD COLUMN value BYTEA")
         conn.execute("DELETE FROM history")
         for n, value in enumerate(versions):

@@ -162,3 +162,34 @@ def test_a_coalesced_version_is_a_change_every_watcher_sees(ws: Workspace, peer:
         cursor, changed = other.changes(cursor)
         assert changed == ["log"]
         assert len([h for h in ws.history("log") if h.size is not None]) == 1
+
+
+def test_a_version_shares_its_node_until_the_value_changes(ws: Workspace) -> None:
+    """A value written once costs its version a row: no extents of its own, no history
+    bytes; when the value changes, or the node leaves the archive for good, the version
+    keeps what it had."""
+    first = text(120_000, seed=5)
+    entry = ws.set("doc", first)
+    conn = ws._conn  # type: ignore[attr-defined]
+    version = next(h for h in ws.history("doc") if h.size is not None)
+    owned = "SELECT count(*) FROM extents WHERE owner = ?"
+    assert conn.execute(owned, (-(version.id or 0),)).fetchone()[0] == 0  # shares the node's
+    assert ws.usage().history == 0
+    changed = bytearray(first)
+    changed[:5] = b"NEW!!"
+    ws.commit(
+        entry.id,
+        size=len(changed),
+        valid=len(changed),
+        changes=[(0, bytes(changed[: ws.block_size]))],
+    )
+    assert ws.version_value(version.id or 0) == first  # it kept the old value
+    assert conn.execute(owned, (-(version.id or 0),)).fetchone()[0] > 0
+    assert 0 < ws.usage().history <= 2 * MAX_BLOCK  # only the block that differs
+    ws.set("gone", b"short-lived value")
+    kept = next(h for h in ws.history("gone") if h.size is not None)
+    ws.delete("gone")
+    assert ws.version_value(kept.id or 0) == b"short-lived value"  # the archive holds it
+    ws.purge_archive(time.time_ns() + 1)
+    assert ws.version_value(kept.id or 0) == b"short-lived value"  # and now the version
+    assert ws.check() == []

@@ -141,9 +141,11 @@ CREATE TABLE history (
     origin   TEXT DEFAULT current_setting('kyfs.origin', true),
     size     BIGINT,
     pid      BIGINT,
-    since_ns BIGINT
+    since_ns BIGINT,
+    shared   BIGINT
 );
 CREATE INDEX history_key ON history USING hash (key);
+CREATE INDEX history_shared ON history (shared) WHERE shared IS NOT NULL;
 CREATE TRIGGER history_notify AFTER INSERT ON history
     FOR EACH STATEMENT EXECUTE FUNCTION kyfs.notify_change();
 CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -196,7 +198,8 @@ def migrate(conn: Any, version: int) -> None:
 
     Version 2, the block store: the old fixed 256 KiB blocks of each value are cut again
     into content-defined blocks (kyfs.engine.sql.blocks), and history rows lose their
-    ``value`` copy for a version in the block store (``size``, ``pid``, ``since_ns``), as
+    ``value`` copy for a version in the block store (``size``, ``pid``, ``since_ns``,
+    ``shared``), as
     the SQLite engine's migration m008 does.
     """
     from kyfs.engine.sql import blocks
@@ -211,6 +214,8 @@ def migrate(conn: Any, version: int) -> None:
             "ALTER TABLE history ADD COLUMN size BIGINT",
             "ALTER TABLE history ADD COLUMN pid BIGINT",
             "ALTER TABLE history ADD COLUMN since_ns BIGINT",
+            "ALTER TABLE history ADD COLUMN shared BIGINT",
+            "CREATE INDEX history_shared ON history (shared) WHERE shared IS NOT NULL",
         ):
             conn.execute(statement)
         owners = [row[0] for row in conn.execute("SELECT DISTINCT node_id FROM blocks_v1")]

@@ -22,6 +22,7 @@ from kyfs.core.nodes import DIR, REG, Archived, Entry, Owner
 from kyfs.engine.base import Usage
 from kyfs.engine.sql import blocks
 from kyfs.engine.sql.base import Connection, frees_space
+from kyfs.engine.sql.history import materialize
 from kyfs.engine.sql.nodes import SQL_HAS_CHILD
 from kyfs.engine.sql.values import ValuesMixin, after_write
 
@@ -158,6 +159,8 @@ class ArchiveMixin(ValuesMixin):
         if not self._row(f"SELECT 1 FROM archive WHERE {old} LIMIT 1", (before_ns,)):
             return 0
         with self._atomic() as conn:
+            for (node_id,) in conn.execute(f"SELECT id FROM archive WHERE {old}", (before_ns,)):
+                materialize(conn, int(node_id))  # versions of it keep their value
             blocks.drop_selected(conn, f"SELECT id FROM archive WHERE {old}", (before_ns,))
             return int(conn.execute(f"DELETE FROM archive WHERE {old}", (before_ns,)).rowcount)
 

@@ -39,8 +39,15 @@ _EXTENTS_OVERLAPPING = (
     " ON b.id = e.block) AS s WHERE next < stop"
 )
 
+_VERSIONS_OF_NO_NODE = (
+    "SELECT h.id FROM history h WHERE h.shared IS NOT NULL AND NOT EXISTS (SELECT 1"
+    " FROM nodes n WHERE n.id = h.shared) AND NOT EXISTS (SELECT 1 FROM archive a"
+    " WHERE a.id = h.shared)"
+)
+
 BLOCK_CHECKS = [  # the block store's rules (also run on every untrusted file)
     ("extents that belong to no value", _EXTENTS_OF_NO_VALUE),
+    ("versions that share the value of a node that is gone", _VERSIONS_OF_NO_NODE),
     ("extents past the size of their value", _EXTENTS_PAST_SIZE),
     ("extents of no block", _EXTENTS_OF_NO_BLOCK),
     ("extents that overlap the next one", _EXTENTS_OVERLAPPING),
@@ -139,7 +146,8 @@ def _owner_names(conn: Connection, owner: int) -> list[str]:
 def repair_blocks(conn: Connection) -> list[str]:
     """``fsck --repair`` of the block store, inside the caller's transaction (both
     engines): extents that belong to no value, point at no block, lie past their value or
-    over the next one go (a hole is left: those bytes were not readable anyway); every
+    over the next one go (a hole is left: those bytes were not readable anyway); versions
+    that share the value of a node that is gone keep no value; every
     block's reference count is counted again from the extents, and the blocks no extent
     uses go. Returns what was done, as sentences."""
     done = []
@@ -153,6 +161,11 @@ def repair_blocks(conn: Connection) -> list[str]:
         if places:
             conn.executemany("DELETE FROM extents WHERE owner = ? AND pos = ?", places)
             done.append(f"dropped {len(places)} {label}")
+    lost = conn.execute(
+        f"UPDATE history SET size = NULL, shared = NULL WHERE id IN ({_VERSIONS_OF_NO_NODE})"
+    ).rowcount
+    if lost:
+        done.append(f"dropped the values of {lost} versions whose node is gone")
     recounted = conn.execute(
         "UPDATE blocks SET refs = coalesce(c.n, 0) FROM (SELECT b.id, n FROM blocks b"
         " LEFT JOIN (SELECT block, count(*) AS n FROM extents GROUP BY block) AS x"

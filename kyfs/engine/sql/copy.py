@@ -31,7 +31,7 @@ TABLES = {
     "entries": "key, parent, node",
     "archive": "id, key, is_dir, mode, size, created_ns, mtime_ns, ctime_ns, deleted_ns,"
     " archived_ns, kind, uid, gid, target",
-    "history": "id, key, action, size, time_ns, detail, pid, since_ns",
+    "history": "id, key, action, size, time_ns, detail, pid, since_ns, shared",
     "extents": "owner, pos, block",
 }
 ENGINE_META = frozenset({"pg_schema_version"})  # settings that belong to one engine's layout

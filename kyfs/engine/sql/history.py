@@ -2,20 +2,25 @@
 
 A row records ``(key, action, time_ns, detail)``: "set" (a new value), "delete", "rename"
 (detail: the other name), "link" (detail: the other name) or "symlink" (detail: the
-target). A row that keeps a value (``size`` not NULL) is a *version*: its value is in the
-block store under the owner ``-id`` (kyfs.engine.sql.blocks), sharing every block with
-the value it was taken from, so a version costs only the blocks that differ. Version
+target). A row that keeps a value (``size`` not NULL) is a *version*. While its node's
+value stays what it was, a version shares it (``shared``: the node's id; a file written
+once costs its version a row and nothing more); before that value changes or goes, the
+version gets extents of its own under the owner ``-id`` (:func:`materialize`: a copy of
+the extents, not of the bytes, in the block store, kyfs.engine.sql.blocks), so a
+version costs only the blocks that differ. Version
 numbers are the rows' ids; they stay stable when old versions are thinned. History is
 kept by name: a write to a node with several names (hard links) is recorded under each;
 a rename of a key records a version of the new name (an editor's, ``sed -i``'s or git's
 write-then-rename keeps the history of the file it replaces).
 
 Closes of one key in quick succession by one process coalesce into one version
-(COALESCE_S between two, for at most BURST_S): the burst's row is replaced by a new row
-(a new id, so every daemon watching ``history`` sees the change) that keeps when the
-burst began (``since_ns``). Older versions thin out by the workspace's retention
-(kyfs.core.retention), checked for a key as it is written (every PRUNE_EVERY rows) and
-for the whole workspace by :meth:`HistoryMixin.thin_history`.
+(COALESCE_S between two, for at most BURST_S: :func:`bursts`): the burst's row is
+replaced by a new row (a new id, so every daemon watching ``history`` sees the change)
+that keeps when the burst began (``since_ns``); the replaced version is never copied, so
+a database's thousands of fsyncs in a burst cost no extents at all. Older versions thin
+out by the workspace's retention (kyfs.core.retention), checked for a key as it is
+written (every PRUNE_EVERY rows) and for the whole workspace by
+:meth:`HistoryMixin.thin_history`.
 
 Settings live in ``meta`` (name -> text): retention, cache TTL, schema rules, project.
 
@@ -37,8 +42,8 @@ BURST_S = 300.0  # seconds: a burst of coalesced closes makes a new version afte
 PRUNE_EVERY = 16  # history rows between two thinnings of the key just written
 _COLUMNS = "key, action, size, time_ns, detail, id"
 _SQL_INSERT = (
-    "INSERT INTO history (key, action, size, time_ns, detail, pid, since_ns)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id"
+    "INSERT INTO history (key, action, size, time_ns, detail, pid, since_ns, shared)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id"
 )
 _SQL_LAST = (
     "SELECT id, action, pid, time_ns, coalesce(since_ns, time_ns) FROM history"
@@ -48,12 +53,37 @@ _SQL_KEY_ROWS = "SELECT id, time_ns, size IS NOT NULL FROM history WHERE key = ?
 _SQL_OLDEST_VERSIONS = (
     "SELECT id FROM history WHERE size IS NOT NULL AND time_ns < ? ORDER BY time_ns LIMIT ?"
 )
+_SQL_SHARING = "SELECT id FROM history WHERE shared = ?"
+_SQL_VALUE = "SELECT size, shared FROM history WHERE id = ? AND size IS NOT NULL"
 RELEASE_BATCH = 64  # versions or archived entries released per transaction
+
+Burst = tuple[int, int]  # (the version a write replaces, when its burst began ns)
 
 
 def read_meta(conn: Connection) -> dict[str, str]:
     """The workspace's settings (``meta``), inside the caller's transaction."""
     return dict(conn.execute("SELECT name, value FROM meta").fetchall())
+
+
+def bursts(conn: Connection, keys: Iterable[str], pid: int | None, now: int) -> dict[str, Burst]:
+    """For a write by process ``pid`` at ``now`` (ns) to the names ``keys``, the version of
+    each name it coalesces with: that process's last version of the name, within
+    COALESCE_S of now and BURST_S of its burst's start; the new version replaces it
+    (``record``'s ``replaces``). None of them without a ``pid``."""
+    found: dict[str, Burst] = {}
+    if pid is None:
+        return found
+    for key in keys:
+        last = conn.execute(_SQL_LAST, (key,)).fetchone()
+        if (
+            last is not None
+            and last[1] == "set"
+            and last[2] == pid
+            and now - last[3] < COALESCE_S * 1e9
+            and now - last[4] < BURST_S * 1e9
+        ):
+            found[key] = (int(last[0]), int(last[4]))
+    return found
 
 
 def record(
@@ -67,39 +97,61 @@ def record(
     owner: int | None = None,
     size: int | None = None,
     pid: int | None = None,
+    replaces: Burst | None = None,
 ) -> None:
     """Append to the history of ``key`` inside the caller's transaction. With ``owner``
-    (a node) the row is a version of that node's value (``size`` bytes), its blocks
-    shared. A version by process ``pid`` within COALESCE_S of that process's last version
-    of the key (and BURST_S of the burst's first) replaces it. Every PRUNE_EVERY rows the
-    key is thinned to the retention (kyfs.core.retention)."""
-    since, replaced = None, None
-    if owner is not None and pid is not None:
-        last = conn.execute(_SQL_LAST, (key,)).fetchone()
-        if (
-            last is not None
-            and last[1] == action
-            and last[2] == pid
-            and now - last[3] < COALESCE_S * 1e9
-            and now - last[4] < BURST_S * 1e9
-        ):
-            since, replaced = int(last[4]), int(last[0])
+    (a node) the row is a version of that node's value (``size`` bytes): it shares the
+    node's value until that value changes (:func:`materialize`), so a version of a
+    value written once costs a row and nothing more. ``replaces`` (from :func:`bursts`)
+    is the version this one coalesces with: it goes, after the new row went in (whose
+    id is then past every watcher's cursor). Every PRUNE_EVERY rows the key is thinned
+    to the retention (kyfs.core.retention)."""
+    since = replaces[1] if replaces is not None else None
     row = conn.execute(
-        _SQL_INSERT, (key, action, size if owner is not None else None, now, detail, pid, since)
+        _SQL_INSERT,
+        (key, action, None if owner is None else size, now, detail, pid, since, owner),
     ).fetchone()
     version_id = int(row[0])
-    if owner is not None:
-        blocks.copy(conn, owner, blocks.version_owner(version_id))
-    if replaced is not None:  # after the insert: the new row's id is past every watcher's
-        drop_versions(conn, [replaced])
+    if replaces is not None:
+        drop_versions(conn, [replaces[0]])
     if version_id % PRUNE_EVERY == 0:
         thin_key(conn, key, now, Retention.from_meta(read_meta(conn) if meta is None else meta))
 
 
+def materialize(conn: Connection, node_id: int, spare: Iterable[int] = ()) -> None:
+    """Before node ``node_id``'s value changes or goes: every version that still shares
+    it gets extents of its own (a copy of the node's rows, not of its bytes), but the
+    versions ``spare`` (about to be replaced by a write that coalesces with them)."""
+    spared = set(spare)
+    for (version_id,) in conn.execute(_SQL_SHARING, (node_id,)).fetchall():
+        if version_id in spared:
+            continue
+        blocks.copy(conn, node_id, blocks.version_owner(int(version_id)))
+        conn.execute("UPDATE history SET shared = NULL WHERE id = ?", (version_id,))
+
+
+def value_of(conn: Connection, version_id: int) -> tuple[int, int] | None:
+    """(block store owner, size) of version ``version_id``'s value, or None when it keeps
+    none: its own extents, or the node whose value it still is."""
+    row = conn.execute(_SQL_VALUE, (version_id,)).fetchone()
+    if row is None:
+        return None
+    owner = int(row[1]) if row[1] is not None else blocks.version_owner(version_id)
+    return owner, int(row[0])
+
+
 def drop_versions(conn: Connection, ids: list[int]) -> None:
-    """Delete history rows ``ids`` and release their values' blocks."""
-    for version_id in ids:
-        blocks.drop(conn, blocks.version_owner(version_id))
+    """Delete history rows ``ids`` and release the blocks of those with values of their
+    own."""
+    if not ids:
+        return
+    marks = ",".join("?" * len(ids))
+    owned = conn.execute(
+        f"SELECT id FROM history WHERE id IN ({marks}) AND size IS NOT NULL AND shared IS NULL",
+        ids,
+    ).fetchall()
+    for (version_id,) in owned:
+        blocks.drop(conn, blocks.version_owner(int(version_id)))
     conn.executemany("DELETE FROM history WHERE id = ?", [(i,) for i in ids])
 
 
@@ -150,15 +202,13 @@ class HistoryMixin(Base):
             DamagedBlock: (EIO, exit 4) a block of it fails its checksum.
         """
         with self._snapshot() as conn:
-            row = conn.execute(
-                "SELECT size FROM history WHERE id = ? AND size IS NOT NULL", (version,)
-            ).fetchone()
-            if row is None:
+            found = value_of(conn, version)
+            if found is None:
                 raise KeyNotFound(f"no stored version {version}")
-            size = int(row[0])
+            owner, size = found
             end = size if limit is None else min(size, limit)
             try:
-                return blocks.read(conn, blocks.version_owner(version), 0, end, size)
+                return blocks.read(conn, owner, 0, end, size)
             except DamagedBlock as exc:
                 raise DamagedBlock(f"version {version}: {exc}") from None
 
@@ -275,6 +325,7 @@ class HistoryMixin(Base):
                         (cutoff, RELEASE_BATCH),
                     ).fetchall()
                     for (node_id,) in archived:
+                        materialize(conn, int(node_id))  # its versions are undo data apart
                         blocks.drop(conn, int(node_id))
                     conn.executemany("DELETE FROM archive WHERE id = ?", archived)
             except NoSpace:
@@ -302,7 +353,7 @@ class HistoryMixin(Base):
             for item in items:
                 size = None if item.value is None else len(item.value)
                 row = conn.execute(
-                    _SQL_INSERT, (item.key, item.action, size, item.time_ns, None, None, None)
+                    _SQL_INSERT, (item.key, item.action, size, item.time_ns, None, None, None, None)
                 ).fetchone()
                 if item.value is not None:
                     blocks.write(conn, blocks.version_owner(int(row[0])), [item.value])

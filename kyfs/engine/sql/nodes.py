@@ -317,7 +317,8 @@ class NamespaceMixin(HistoryMixin):
             blocks.drop(conn, entry.id)  # and so are those of the name's versions
             conn.execute("DELETE FROM nodes WHERE id = ?", (entry.id,))
             versions = conn.execute(
-                "SELECT id FROM history WHERE key = ? AND size IS NOT NULL", (entry.key,)
+                "SELECT id FROM history WHERE (key = ? AND size IS NOT NULL) OR shared = ?",
+                (entry.key, entry.id),
             ).fetchall()
             drop_versions(conn, [int(row[0]) for row in versions])
             mark(conn, entry.id)

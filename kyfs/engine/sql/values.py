@@ -48,7 +48,15 @@ from kyfs.core.nodes import (
 )
 from kyfs.engine.sql import blocks
 from kyfs.engine.sql.base import Connection, frees_space, mark, names_of
-from kyfs.engine.sql.history import cache_ttl, read_meta, record
+from kyfs.engine.sql.history import (
+    Burst,
+    bursts,
+    cache_ttl,
+    materialize,
+    read_meta,
+    record,
+    value_of,
+)
 from kyfs.engine.sql.nodes import SQL_ARCHIVE, NamespaceMixin, process_owner
 from kyfs.engine.sql.rules import as_json_schema, validate
 
@@ -98,11 +106,13 @@ def after_write(
     size: int | None = None,
     pid: int | None = None,
     keep_version: bool = True,
+    replaces: dict[str, Burst] | None = None,
 ) -> None:
     """What every value write does in its transaction: TTL, schema check, history (a
     version per name, sharing the value's blocks, unless not ``keep_version``: a row
-    without a value; ``pid``: the writing process, whose closes in quick succession
-    coalesce), and a mark for the search index (written at the next flush).
+    without a value; ``replaces``: the versions, by name, of the burst of closes by one
+    process this write continues: kyfs.engine.sql.history.bursts), and a mark for the
+    search index (written at the next flush).
     ``replace_ttl``: the TTL becomes ``ttl_s`` (kyfs set), else it is kept (writes
     through the mount); a cache workspace's TTL always applies.
 
@@ -132,7 +142,8 @@ def after_write(
                 validate(key, rule, value)
     owner = node_id if keep_version else None
     for key in keys:
-        record(conn, key, "set", detail, now, meta, owner=owner, size=size, pid=pid)
+        record(conn, key, "set", detail, now, meta, owner=owner, size=size, pid=pid,
+               replaces=(replaces or {}).get(key))  # fmt: skip
     mark(conn, node_id)
 
 
@@ -292,11 +303,15 @@ class ValuesMixin(NamespaceMixin):
                 conn.execute("UPDATE nodes SET mode = ? WHERE id = ?", (mode & 0o7777, node_id))
         else:
             node_id = self._make(conn, key, REG, FILE_MODE if mode is None else mode, owner)
-        if source is None:
-            size = blocks.replace(conn, node_id, _pieces(value))
+        if source is not None and source[0] == node_id:
+            size = source[1]  # a version the value still is: it stays as it is
         else:
-            blocks.share(conn, source[0], node_id)
-            size = source[1]
+            materialize(conn, node_id)  # its versions keep the value it had
+            if source is None:
+                size = blocks.replace(conn, node_id, _pieces(value))
+            else:
+                blocks.share(conn, source[0], node_id)
+                size = source[1]
         mtime = now if mtime_ns is None else mtime_ns
         conn.execute(_SQL_SET_SIZE, (size, mtime, now, None, None, None, None, node_id))
         if created_ns is not None:
@@ -392,6 +407,8 @@ class ValuesMixin(NamespaceMixin):
             ).fetchone()
             if found is None:
                 return False
+            replaces = bursts(conn, names_of(conn, node_id), pid, now)
+            materialize(conn, node_id, spare=(burst[0] for burst in replaces.values()))
             try:
                 blocks.rewrite(conn, node_id, int(found[0]), size, valid, changes)
             except DamagedBlock as exc:
@@ -399,7 +416,8 @@ class ValuesMixin(NamespaceMixin):
             mtime = now if mtime_ns is None else mtime_ns
             bits = None if mode is None else mode & MODE_MASK
             conn.execute(_SQL_SET_SIZE, (size, mtime, now, atime_ns, bits, uid, gid, node_id))
-            after_write(conn, node_id, size=size, pid=pid, keep_version=not self.short())
+            after_write(conn, node_id, size=size, keep_version=not self.short(), pid=pid,
+                        replaces=replaces)  # fmt: skip
         return True
 
     def truncate(self, key: str, size: int) -> None:
@@ -553,7 +571,7 @@ class ValuesMixin(NamespaceMixin):
         Raises:
             KeyNotFound: (ENOENT, exit 1) no such version holding a value.
         """
-        sql = "SELECT id, size FROM history WHERE key = ? AND size IS NOT NULL"
+        sql = "SELECT id FROM history WHERE key = ? AND size IS NOT NULL"
         if version is not None:
             row = self._row(sql + " AND id = ?", (key, version))
         else:
@@ -567,10 +585,12 @@ class ValuesMixin(NamespaceMixin):
             live = self._lookup(conn, key)
             if live is not None and live.is_dir:
                 raise IsADirectory(f"is a directory: {key}")
+            source = value_of(conn, int(row[0]))
+            if source is None:  # thinned between the look and the write
+                raise KeyNotFound(f"no stored version of {key} matches")
             node_id = self._put(
-                conn, key, b"", None, detail=f"restored version {row[0]}",
-                source=(blocks.version_owner(int(row[0])), int(row[1])),
-            )  # fmt: skip
+                conn, key, b"", None, detail=f"restored version {row[0]}", source=source
+            )
             return self._must(conn, key)._replace(id=node_id)
 
 

@@ -387,8 +387,10 @@ def m008_block_store(conn: sqlite3.Connection) -> None:
     the ``extents`` that place it in a value; a value's owner is its node (live or
     archived) or, negated, its history version (kyfs.engine.sql.blocks). History rows
     lose their ``value`` copy: ``size`` says how long the version's value is (NULL: none
-    kept), ``pid`` which process wrote it and ``since_ns`` when the burst of writes it
-    stands for began (closes in quick succession coalesce into one version).
+    kept), ``pid`` which process wrote it, ``since_ns`` when the burst of writes it
+    stands for began (closes in quick succession coalesce into one version), and
+    ``shared`` the node whose value the version still is (its extents are the node's
+    until that value changes: kyfs.engine.sql.history).
 
     Every stored value is cut again into content-defined blocks (kyfs.core.blocks); the
     old fixed 256 KiB blocks (``blocks_v7``) go. The whole file is rewritten in this one
@@ -406,9 +408,12 @@ def m008_block_store(conn: sqlite3.Connection) -> None:
             _store_v8_blocks(conn, owner)
         conn.execute("DROP TABLE blocks_v7")
     history = {row[1] for row in conn.execute("PRAGMA table_info(history)")}
-    for column in ("size", "pid", "since_ns"):
+    for column in ("size", "pid", "since_ns", "shared"):
         if column not in history:
             conn.execute(f"ALTER TABLE history ADD COLUMN {column} INTEGER")
+    conn.execute(
+        "CREATE INDEX IF NOT EXISTS history_shared ON history (shared) WHERE shared IS NOT NULL"
+    )
     if "value" in history:
         rows = conn.execute("SELECT id FROM history WHERE value IS NOT NULL").fetchall()
         for (version_id,) in rows:
