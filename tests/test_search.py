@@ -21,6 +21,7 @@ from kyfs.core.errors import InvalidQuery
 from kyfs.core.nodes import MARK_END, MARK_START
 from kyfs.core.tokens import INDEX_VALUE_MAX, tokenize
 from kyfs.engine.sqlite import schema as migrations
+from kyfs.engine.sqlite.connection import unpack_text
 from kyfs.engine.sqlite.engine import SqliteEngine
 from kyfs.engine.sqlite.workspace import SqliteWorkspace
 from kyfs.platform import paths
@@ -214,6 +215,7 @@ def test_fsck_notices_and_rebuilds_a_damaged_index() -> None:
         with w.using("w") as indexed:
             assert indexed.flush_index() == 2  # writes only marked them; this writes the rows
         conn = sqlite3.connect(paths.workspace_file("w"))
+        conn.create_function("kyfs_text", 1, unpack_text)  # what the triggers call
         conn.execute("DELETE FROM search_text WHERE key = 'a'")  # the triggers keep FTS in sync
         rowid = conn.execute("SELECT id FROM search_text WHERE key = 'b'").fetchone()[0]
         conn.execute("INSERT INTO search_index (search_index, rowid, key, value) "

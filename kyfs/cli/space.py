@@ -11,7 +11,7 @@ from kyfs.app import engine_session, session
 from kyfs.cli.base import _echo_json, cli, json_option, workspace_option
 from kyfs.engine.base import Workspace
 
-_COLUMNS = ("live", "history", "archive", "free", "file", "values")
+_COLUMNS = ("live", "history", "archive", "search", "free", "file", "values")
 
 
 def _size(count: int | None) -> str:
@@ -45,9 +45,10 @@ def _each(workspace: str | None, every: bool) -> Iterator[tuple[str, Workspace]]
 @json_option
 def du(workspace: str | None, every: bool, as_json: bool) -> None:
     """Show where a workspace's bytes go: live values, history versions, the archive,
-    free space inside its file (which kyfs compact gives back), the file itself, and the
-    values' own length. Blocks shared by several values are counted once, where a live
-    value uses them first, then the archive, then history. --all adds the trash.
+    the search index, free space inside its file (which kyfs compact gives back), the
+    file itself, and the values' own length. Blocks shared by several values are counted
+    once, where a live value uses them first, then the archive, then history. --all
+    adds the trash.
 
     Examples: kyfs du; kyfs du --all --json
     """

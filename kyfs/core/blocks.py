@@ -63,15 +63,36 @@ def seal(data: bytes) -> tuple[int, bytes]:
     least an eighth, else RAW and ``data`` itself."""
     if len(data) < SMALLEST_COMPRESSED:
         return RAW, data
+    packed = pack(data)
+    if len(packed) <= len(data) - len(data) // 8:
+        return ZSTD, packed
+    return RAW, data
+
+
+def pack(data: bytes) -> bytes:
+    """``data`` as one zstd frame (level ZSTD_LEVEL), whatever it saves: the search
+    index's copy of indexed text (kyfs.engine.sqlite.index)."""
     compressor = getattr(_local, "compressor", None)
     if compressor is None:
         compressor = _local.compressor = zstandard.ZstdCompressor(
             level=ZSTD_LEVEL, write_content_size=True, write_checksum=False
         )
-    packed = compressor.compress(data)
-    if len(packed) <= len(data) - len(data) // 8:
-        return ZSTD, packed
-    return RAW, data
+    return bytes(compressor.compress(data))
+
+
+def unpack(packed: bytes, limit: int) -> bytes:
+    """The bytes of a :func:`pack` frame, at most ``limit`` of them.
+
+    Raises:
+        DamagedBlock: (EIO) not a frame that unpacks within ``limit``.
+    """
+    decompressor = getattr(_local, "decompressor", None)
+    if decompressor is None:
+        decompressor = _local.decompressor = zstandard.ZstdDecompressor()
+    try:
+        return bytes(decompressor.decompress(packed, max_output_size=limit))
+    except zstandard.ZstdError as exc:
+        raise DamagedBlock(f"packed text does not unpack: {exc}") from None
 
 
 def unseal(block_id: int, codec: int, stored: bytes, size: int, address: bytes) -> bytes:

@@ -372,6 +372,7 @@ class Usage(NamedTuple):
         live: stored (compressed) bytes of the blocks live values use.
         history: stored bytes of the blocks only history versions use.
         archive: stored bytes of the blocks only archived values use (and versions).
+        search: bytes of the search index (the text it keeps, packed, and the index).
         values: the live values' own length (what ``du`` of a copy would count).
         file: what the workspace takes in storage (SQLite: the database and its WAL;
             PostgreSQL: its tables, indexes and TOAST).
@@ -382,6 +383,7 @@ class Usage(NamedTuple):
     live: int
     history: int
     archive: int
+    search: int
     values: int
     file: int
     free: int | None

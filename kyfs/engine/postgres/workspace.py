@@ -231,6 +231,15 @@ class PgWorkspace(ArchiveMixin, RulesMixin):
         """Bytes the workspace's tables and their indexes take on the server."""
         return int(self._row(schema_sql.SCHEMA_SIZE, (self.schema,))[0])
 
+    def _index_bytes(self, conn: Any) -> int:
+        """Bytes of the search table with its GIN index and TOAST."""
+        row = conn.execute(
+            "SELECT pg_total_relation_size(c.oid) FROM pg_class c JOIN pg_namespace n"
+            " ON n.oid = c.relnamespace WHERE n.nspname = ? AND c.relname = 'search_text'",
+            (self.schema,),
+        ).fetchone()
+        return 0 if row is None else int(row[0])
+
     def compact(self) -> int:
         """Give the free space of the workspace's tables back to the operating system now:
         VACUUM FULL of each (postgresql.org/docs/current/sql-vacuum.html; it holds each

@@ -177,7 +177,12 @@ class ArchiveMixin(ValuesMixin):
                 "SELECT coalesce(sum(size), 0) FROM nodes WHERE kind = ?", (REG,)
             ).fetchone()[0]
             free = self._free_bytes(conn)
-        return Usage(live, history, archive, int(values), self.file_size(), free)
+            index = self._index_bytes(conn)
+        return Usage(live, history, archive, index, int(values), self.file_size(), free)
+
+    def _index_bytes(self, conn: Connection) -> int:
+        """Bytes the search index takes in storage (the engine's)."""
+        raise NotImplementedError
 
     def _free_bytes(self, conn: Connection) -> int | None:
         """Bytes inside the storage not in use, or None when the engine cannot tell."""

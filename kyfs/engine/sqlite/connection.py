@@ -30,10 +30,24 @@ import sqlite3
 import urllib.parse
 from pathlib import Path
 
-from kyfs.core.errors import AlreadyExists, NoSpace, StorageError
+from kyfs.core import blocks, tokens
+from kyfs.core.errors import AlreadyExists, DamagedBlock, NoSpace, StorageError
 
 BUSY_TIMEOUT_MS = 10_000  # how long a writer waits for another one, milliseconds
 JOURNAL_SIZE_LIMIT = 4 << 20  # bytes a WAL file keeps once emptied (more is given back)
+
+
+def unpack_text(packed: bytes | None) -> str | None:
+    """SQL function ``kyfs_text(packed)``: the text the search index keeps packed
+    (kyfs.core.blocks.pack of UTF-8; kyfs.engine.sqlite.schema.m009), for the view FTS5
+    reads as its content. NULL for NULL, and for bytes that are not such a frame (a
+    damaged or foreign file: the key is then found by its name only)."""
+    if packed is None:
+        return None
+    try:
+        return blocks.unpack(packed, tokens.INDEX_VALUE_MAX).decode("utf-8")
+    except (DamagedBlock, UnicodeDecodeError, TypeError):
+        return None
 
 
 FULL_BELOW = 1 << 20  # bytes: an I/O error on a disk with less free than this is ENOSPC
@@ -88,6 +102,7 @@ def connect(path: Path, create: bool = False, autocheckpoint: bool = True) -> sq
             raise NoSpace(f"disk full: cannot open workspace file {path}: {exc}") from None
         raise StorageError(f"cannot open workspace file {path}: {exc}") from None
     try:
+        conn.create_function("kyfs_text", 1, unpack_text, deterministic=True)
         if create:  # before the first table: free pages can then go back (compact, reclaim)
             conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")

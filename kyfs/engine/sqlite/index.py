@@ -1,13 +1,15 @@
 """The full-text search index of one workspace file: what is indexed, and the queries.
 
-``search_text(id, key, value, key_tokens, value_tokens)`` holds one row per regular
+``search_text(id, key, packed, key_tokens, value_tokens)`` holds one row per regular
 file node (``id`` is the node's id): its names (``key``: every name of the node, one
-per line, so a hard link is found under each of its names) and its value when that is
-UTF-8 text without NUL of at most kyfs.core.tokens.INDEX_VALUE_MAX bytes. The FTS5
-table ``search_index`` is external-content over it, kept in sync by triggers
-(sqlite.org/fts5.html#external_content_tables). Rows are written with
-``INSERT ... ON CONFLICT DO UPDATE``, never ``INSERT OR REPLACE``, whose implicit delete
-would not fire the delete trigger and would leave the index stale.
+per line, so a hard link is found under each of its names) and its value, packed with
+zstd (kyfs.core.blocks.pack), when that is UTF-8 text without NUL of at most
+kyfs.core.tokens.INDEX_VALUE_MAX bytes. The FTS5 table ``search_index`` is
+external-content over the view ``search_content``, which unpacks it (the SQL function
+``kyfs_text``), kept in sync by triggers (sqlite.org/fts5.html#external_content_tables).
+Rows are written with ``INSERT ... ON CONFLICT DO UPDATE``, never ``INSERT OR
+REPLACE``, whose implicit delete would not fire the delete trigger and would leave the
+index stale.
 
 Directories and symbolic links are not indexed. Every function runs inside the
 caller's transaction; none is thread-safe on its own.
@@ -18,13 +20,14 @@ from __future__ import annotations
 import sqlite3
 
 from kyfs.core import tokens
+from kyfs.core.blocks import pack
 from kyfs.core.errors import DamagedBlock
 from kyfs.core.nodes import REG
 from kyfs.engine.sql import blocks
 from kyfs.engine.sql.base import names_of
 
 SEARCH = (
-    "SELECT e.key, t.value, t.key_tokens + t.value_tokens,"
+    "SELECT e.key, kyfs_text(t.packed), t.key_tokens + t.value_tokens,"
     " snippet(search_index, -1, ?, ?, '…', 12), bm25(search_index)"
     " FROM search_index JOIN search_text t ON t.id = search_index.rowid"
     " JOIN entries e ON e.node = t.id"
@@ -37,9 +40,9 @@ SEARCH_KEYS = (
     " WHERE search_index MATCH ? ORDER BY rank, e.key LIMIT ?"
 )
 _UPSERT = (
-    "INSERT INTO search_text (id, key, value, key_tokens, value_tokens)"
+    "INSERT INTO search_text (id, key, packed, key_tokens, value_tokens)"
     " VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET key = excluded.key,"
-    " value = excluded.value, key_tokens = excluded.key_tokens,"
+    " packed = excluded.packed, key_tokens = excluded.key_tokens,"
     " value_tokens = excluded.value_tokens"
 )
 
@@ -73,7 +76,8 @@ def index_node(conn: sqlite3.Connection, node_id: int) -> None:
         except DamagedBlock:
             text = None  # indexed by its names only; reads of it answer EIO
     key = "\n".join(keys)
+    packed = None if text is None else pack(text.encode("utf-8"))
     conn.execute(
         _UPSERT,
-        (node_id, key, text, tokens.count_tokens(key), tokens.count_tokens(text) if text else 0),
+        (node_id, key, packed, tokens.count_tokens(key), tokens.count_tokens(text) if text else 0),
     )

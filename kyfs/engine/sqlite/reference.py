@@ -2,7 +2,7 @@
 objects of a current workspace file, normalised as trust._normalise does. Do not edit.
 """
 
-VERSION = 8
+VERSION = 9
 OBJECTS: dict[tuple[str, str], str | None] = {
     ('index', 'archive_deleted'): 'create index archive_deleted on archive(deleted_ns)',
     ('index', 'archive_key'): 'create index archive_key on archive(key,deleted_ns)',
@@ -23,15 +23,16 @@ OBJECTS: dict[tuple[str, str], str | None] = {
     ('table', 'index_pending'): 'create table index_pending(node_id integer primary key)',
     ('table', 'meta'): 'create table meta(name text primary key,value text not null)',
     ('table', 'nodes'): 'create table nodes(id integer primary key autoincrement,kind integer not null,mode integer not null,uid integer not null,gid integer not null,nlink integer not null,size integer not null default 0,created_ns integer not null,mtime_ns integer not null,ctime_ns integer not null,atime_ns integer not null,expires_ns integer,target blob)',
-    ('table', 'search_index'): "create virtual table search_index using fts5(key,value,content='search_text',content_rowid='id')",
+    ('table', 'search_index'): "create virtual table search_index using fts5(key,value,content='search_content',content_rowid='id')",
     ('table', 'search_index_config'): "create table 'search_index_config'(k primary key,v)without rowid",
     ('table', 'search_index_data'): "create table 'search_index_data'(id integer primary key,block blob)",
     ('table', 'search_index_docsize'): "create table 'search_index_docsize'(id integer primary key,sz blob)",
     ('table', 'search_index_idx'): "create table 'search_index_idx'(segid,term,pgno,primary key(segid,term))without rowid",
-    ('table', 'search_text'): 'create table search_text(id integer primary key,key text not null,value text,key_tokens integer not null,value_tokens integer not null)',
+    ('table', 'search_text'): 'create table search_text(id integer primary key,key text not null,packed blob,key_tokens integer not null,value_tokens integer not null)',
     ('table', 'search_vocab'): "create virtual table search_vocab using fts5vocab(search_index,'row')",
     ('table', 'sqlite_sequence'): 'create table sqlite_sequence(name,seq)',
-    ('trigger', 'search_text_ad'): "create trigger search_text_ad after delete on search_text begin insert into search_index(search_index,rowid,key,value)values('delete',old.id,old.key,old.value);end",
-    ('trigger', 'search_text_ai'): 'create trigger search_text_ai after insert on search_text begin insert into search_index(rowid,key,value)values(new.id,new.key,new.value);end',
-    ('trigger', 'search_text_au'): "create trigger search_text_au after update on search_text begin insert into search_index(search_index,rowid,key,value)values('delete',old.id,old.key,old.value);insert into search_index(rowid,key,value)values(new.id,new.key,new.value);end",
+    ('trigger', 'search_text_ad'): "create trigger search_text_ad after delete on search_text begin insert into search_index(search_index,rowid,key,value)values('delete',old.id,old.key,kyfs_text(old.packed));end",
+    ('trigger', 'search_text_ai'): 'create trigger search_text_ai after insert on search_text begin insert into search_index(rowid,key,value)values(new.id,new.key,kyfs_text(new.packed));end',
+    ('trigger', 'search_text_au'): "create trigger search_text_au after update on search_text begin insert into search_index(search_index,rowid,key,value)values('delete',old.id,old.key,kyfs_text(old.packed));insert into search_index(rowid,key,value)values(new.id,new.key,kyfs_text(new.packed));end",
+    ('view', 'search_content'): 'create view search_content as select id,key,kyfs_text(packed)as value from search_text',
 }

@@ -15,7 +15,8 @@ next write (issue 13). So:
 * :func:`check_schema` compares every object of ``sqlite_schema`` (tables, indexes,
   triggers, views) with the reference for the file's ``user_version`` — a fresh file
   migrated to that version, its SQL compared after whitespace and case are normalised.
-  Anything extra, missing or different, and any view at all, is refused before a single
+  Anything extra, missing or different (a view too: kyfs's only one is
+  ``search_content``) is refused before a single
   statement touches the data. It runs at every open;
 * :func:`validate_data` reads a whole untrusted file under a deadline
   (``Connection.set_progress_handler``): SQLite's integrity check, every key by the

@@ -184,6 +184,14 @@ class SqliteWorkspace(SearchCheckMixin, RulesMixin):
         pages = conn.execute("PRAGMA freelist_count").fetchone()[0]
         return int(pages) * int(conn.execute("PRAGMA page_size").fetchone()[0])
 
+    def _index_bytes(self, conn: Any) -> int:
+        """Pages of the search tables (search_text and FTS5's shadow tables: the dbstat
+        virtual table, sqlite.org/dbstat.html), in bytes."""
+        row = conn.execute(
+            "SELECT coalesce(sum(pgsize), 0) FROM dbstat WHERE name LIKE 'search%'"
+        ).fetchone()
+        return int(row[0])
+
     def reclaim(self) -> int:
         """Give every free page back to the file system, with SQLite's incremental vacuum
         (sqlite.org/pragma.html#pragma_incremental_vacuum), RECLAIM_STEP pages at a time
@@ -241,8 +249,9 @@ class SqliteWorkspace(SearchCheckMixin, RulesMixin):
             self.rest(reclaim_above=0)
 
     def compact(self) -> int:
-        """Give the free space inside the file back to the file system now: fold the WAL
-        in and empty it, free every free page (incremental vacuum; a file made before
+        """Give the free space inside the file back to the file system now: merge the
+        search index's segments (FTS5 'optimize': what deleted keys left in it goes),
+        fold the WAL in and empty it, free every free page (incremental vacuum; a file made before
         auto-vacuum was on is rewritten once with VACUUM, which turns it on, and needs
         room for a copy meanwhile), and empty the WAL again. Returns how many bytes the
         database and WAL files shrank by.
@@ -251,6 +260,9 @@ class SqliteWorkspace(SearchCheckMixin, RulesMixin):
             StorageError / NoSpace: (EIO / ENOSPC, exit 4); the file is left as it was.
         """
         before = self.file_size()
+        self.flush_index()
+        with self._atomic() as conn:  # FTS5 merges its segments, dropping deleted entries
+            conn.execute("INSERT INTO search_index (search_index) VALUES ('optimize')")
         self.checkpoint()
         try:
             if int(self._conn.execute("PRAGMA auto_vacuum").fetchone()[0]) != INCREMENTAL:
