@@ -184,28 +184,36 @@ def make_tree(root: Path, megabytes: int, seed: int) -> None:
 
 
 def rm_rf(scratch: Path) -> dict[str, Any]:
-    """Workload 21 (SQLite: the data directory's files)."""
+    """Workload 21 (SQLite: the data directory's files), on three different trees:
+    A written, removed and written again (deduplicated against its undo data); B
+    written after A's second removal (A kept as undo data: the files grow by B); with
+    a small undo cap (``undo_cap_mib = 8``), B removed and, once the daemon's upkeep
+    has looked (within UNDO_EVERY), C written into the space B's blocks left; then the
+    trash emptied, the archive expired and everything compacted."""
+    from kyfs.app import Upkeep
+
     out: dict[str, Any] = {}
-    first, second = scratch / "tree-a", scratch / "tree-b"
-    make_tree(first, 100, seed=1)
-    make_tree(second, 100, seed=2)
+    trees = [scratch / f"tree-{n}" for n in "abc"]
+    for seed, tree in enumerate(trees, start=1):
+        make_tree(tree, 100, seed=seed)
     home = scratch / "rmrf-home"
+
+    def step(command: str) -> int:
+        sh(command)
+        time.sleep(REST)
+        return files_bytes(home)
+
     with kyfs_mount(scratch, name="rmrf") as target:
-        sh(f"cp -r {first} {target.root}/tree")
-        time.sleep(REST)
-        out["files_after_write"] = files_bytes(home)
-        sh(f"rm -rf {target.root}/tree")
-        time.sleep(REST)
-        after_rm = files_bytes(home)
-        sh(f"cp -r {first} {target.root}/tree")  # the same tree again
-        time.sleep(REST)
-        out["growth_same_tree"] = files_bytes(home) / after_rm - 1
-        sh(f"rm -rf {target.root}/tree")
-        time.sleep(REST)
-        after_rm = files_bytes(home)
-        sh(f"cp -r {second} {target.root}/tree2")  # a different tree
-        time.sleep(REST)
-        out["growth_other_tree"] = files_bytes(home) / after_rm - 1
+        root = target.root
+        out["files_after_write"] = step(f"cp -r {trees[0]} {root}/tree")
+        after_rm = step(f"rm -rf {root}/tree")
+        out["growth_same_tree"] = step(f"cp -r {trees[0]} {root}/tree") / after_rm - 1
+        after_rm = step(f"rm -rf {root}/tree")
+        out["growth_other_tree"] = step(f"cp -r {trees[1]} {root}/tree2") / after_rm - 1
+        (home / "config.toml").write_text("undo_cap_mib = 8\n")
+        after_rm = step(f"rm -rf {root}/tree2")
+        time.sleep(Upkeep.UNDO_EVERY + 2 * Upkeep.INTERVAL)  # the upkeep releases B
+        out["growth_after_cap"] = step(f"cp -r {trees[2]} {root}/tree3") / after_rm - 1
         kyfs_cli(target.env, "trash", "empty", "--yes")
         (home / "config.toml").write_text("archive_retention_days = 0\n")
         kyfs_cli(target.env, "compact", "--all")  # opening purges the expired archive
@@ -350,8 +358,11 @@ def report(results: dict[str, Any]) -> None:
             for name in ("growth_same_tree", "growth_other_tree", "files_after_compact",
                          "live_and_undo")
         )  # fmt: skip
+        capped = results["storage.rmrf.growth_after_cap"]
         print(f"21. rm -rf of 100 MB, then the same tree again: files grew {same:.1%} (<= 10%:"
-              f" {verdict(same <= 0.10)}); then another 100 MB: grew {other:.1%}; after trash"
+              f" {verdict(same <= 0.10)}); another 100 MB with the removed one kept as undo"
+              f" data: grew {other:.1%}; with an undo cap of 8 MiB: grew {capped:.1%} (<= 10%:"
+              f" {verdict(capped <= 0.10)}); after trash"
               f" empty, archive expiry and compact: files {files / mib:.1f} MiB vs live + undo"
               f" + search index"
               f" {kept / mib:.1f} MiB = {files / max(kept, 1):.2f}x (<= 1.1x:"

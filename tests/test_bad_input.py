@@ -18,6 +18,7 @@ from click.testing import CliRunner
 
 from kyfs.cli import cli
 from kyfs.core import nodes as nodes_mod
+from kyfs.engine.sqlite.connection import unpack_text
 from tests.conftest import Mount
 
 BAD_WORKSPACES = [
@@ -80,6 +81,7 @@ def snapshot(root: Path, data: Path) -> tuple[set[str], dict[str, list[str]]]:
     dumps = {}
     for db in sorted((data / "workspaces").glob("*.db")):
         conn = sqlite3.connect(db)
+        conn.create_function("kyfs_text", 1, unpack_text)  # FTS5's content view needs it
         dumps[db.name] = list(conn.iterdump())
         conn.close()
     return outside, dumps

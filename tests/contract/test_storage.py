@@ -193,3 +193,15 @@ def test_a_version_shares_its_node_until_the_value_changes(ws: Workspace) -> Non
     ws.purge_archive(time.time_ns() + 1)
     assert ws.version_value(kept.id or 0) == b"short-lived value"  # and now the version
     assert ws.check() == []
+
+
+def test_a_deleted_key_keeps_no_versions_past_the_days(ws: Workspace) -> None:
+    """The newest versions kept whatever their age are those of keys that exist: a
+    deleted key's history thins out by time alone."""
+    for n in range(3):
+        ws.set("kept", f"k{n}".encode())
+        ws.set("gone", f"g{n}".encode())
+    ws.delete("gone")
+    ws.thin_history(time.time_ns() + 40 * 86400 * 10**9)  # 40 days later
+    assert len([h for h in ws.history("kept") if h.size is not None]) == 3
+    assert [h for h in ws.history("gone") if h.size is not None] == []

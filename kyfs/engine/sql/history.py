@@ -29,6 +29,7 @@ Thread-safety: as kyfs.engine.sql.base.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 
 from kyfs.core.errors import DamagedBlock, KeyNotFound, NoSpace
@@ -156,8 +157,12 @@ def drop_versions(conn: Connection, ids: list[int]) -> None:
 
 
 def thin_key(conn: Connection, key: str, now: int, retention: Retention) -> int:
-    """Thin the history of ``key`` to ``retention``; returns how many rows went."""
+    """Thin the history of ``key`` to ``retention``; returns how many rows went. A key
+    that no longer exists keeps no newest versions whatever their age: its history
+    thins out by time alone (its last value waits in the archive meanwhile)."""
     rows = [(int(r[0]), int(r[1]), bool(r[2])) for r in conn.execute(_SQL_KEY_ROWS, (key,))]
+    if conn.execute("SELECT 1 FROM entries WHERE key = ?", (key,)).fetchone() is None:
+        retention = dataclasses.replace(retention, versions=0)
     drop = retention.to_drop(rows, now)
     drop_versions(conn, drop)
     return len(drop)
