@@ -5,8 +5,9 @@ Every version of the last ``all_hours`` is kept; older ones thin out to the newe
 each hour up to ``hourly_hours``, then to the newest of each day up to ``days``; beyond
 that only the newest ``versions`` are kept, whatever their age (they are also kept when
 thinning would drop them; a key that no longer exists keeps none that way:
-kyfs.engine.sql.history.thin_key, so its history thins out by time alone). Changes that hold no value (delete, rename, link, symlink)
-are kept for ``days``, and among the newest ``versions`` rows.
+kyfs.engine.sql.history.thin_key, so its history thins out by time alone). Changes
+that hold no value (delete, rename, link, symlink) are kept for ``days``, and among the
+newest ``versions`` rows.
 
 Thread-safety: values only.
 """

@@ -305,10 +305,9 @@ def _recut(
     rest stays as it is) or the data ends (a hole, or the end); replace the extents in
     between. Returns where it stopped."""
     start = lo
-    if source.keep:  # else nothing stored stays: no old block to start from or replace
-        row = conn.execute(SQL_EXTENT_AT, (owner, max(lo - 1, 0))).fetchone()
-        if row is not None and row[0] + row[1] >= lo:
-            start = int(row[0])
+    row = conn.execute(SQL_EXTENT_AT, (owner, max(lo - 1, 0))).fetchone()
+    if row is not None and row[0] + row[1] >= lo:
+        start = int(row[0])
     placed: list[tuple[int, int, int]] = []
     base, pending = start, bytearray()
     stop = None
@@ -326,9 +325,7 @@ def _recut(
                 break
         if stop is None and final:
             stop = base
-    if source.keep:
-        cut = conn.execute(SQL_CUT_RANGE, (owner, start, stop)).fetchall()
-        released += [row[0] for row in cut]
+    released += [row[0] for row in conn.execute(SQL_CUT_RANGE, (owner, start, stop))]
     _place(conn, owner, placed)
     return stop
 
