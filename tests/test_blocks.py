@@ -178,3 +178,23 @@ def test_a_flipped_byte_is_never_served() -> None:
     conn.execute("UPDATE blocks SET data = ? WHERE id = ?", (bytes(damaged), block_id))
     with pytest.raises(DamagedBlock):
         blocks.read(conn, 1, 0, len(value), len(value))
+
+
+def test_a_change_in_the_middle_cuts_only_the_blocks_around_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A database's page write in the middle of a 4 MiB file cuts again a few blocks, not
+    everything after it (each commit of a SQLite database kept in a workspace)."""
+    conn = connect()
+    value = bytearray(content(5, 4_000_000))
+    blocks.replace(conn, 1, [bytes(value)])
+    stored: list[int] = []
+    real = blocks.store
+    monkeypatch.setattr(blocks, "store", lambda c, data: stored.append(len(data)) or real(c, data))
+    at = 2_000_000 // STEP
+    value[at * STEP + 100 : at * STEP + 200] = b"x" * 100
+    changes = BlockList(STEP, [(at, bytes(value[at * STEP : (at + 1) * STEP]))])
+    blocks.rewrite(conn, 1, len(value), len(value), len(value), changes)
+    assert blocks.read(conn, 1, 0, len(value), len(value)) == bytes(value)
+    assert sum(stored) < 3 * STEP + 4 * cutting.MAX_BLOCK  # not the 2 MB after it
+    consistent(conn, {1: value})

@@ -311,9 +311,11 @@ def _recut(
     placed: list[tuple[int, int, int]] = []
     base, pending = start, bytearray()
     stop = None
-    while stop is None:
-        pending += source.explicit(base + len(pending), WINDOW - len(pending))
-        final = len(pending) < WINDOW
+    while stop is None:  # read to the change's end and two blocks on, then as needed
+        want = max(min(WINDOW, max(hi - base, 0) + 2 * MAX_BLOCK) - len(pending), MAX_BLOCK)
+        piece = source.explicit(base + len(pending), want)
+        pending += piece
+        final = len(piece) < want  # the data ended: a hole, or the end
         first = len(placed)
         base, pending = _cut(conn, base, pending, final=final, out=placed)
         for at in range(first, len(placed)):
