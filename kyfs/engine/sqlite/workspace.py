@@ -47,6 +47,7 @@ INODE_TAG_SHIFT = 40  # st_ino = inode_tag << 40 | node id: unique across one mo
 INCREMENTAL = 2  # PRAGMA auto_vacuum = INCREMENTAL (sqlite.org/pragma.html#pragma_auto_vacuum)
 IDLE_WAIT_MS = 200  # how long a WAL truncation at rest waits for a reader, milliseconds
 RECLAIM_STEP = 1024  # free pages given back per transaction (4 MiB of 4 KiB pages)
+MERGE_PAGES = 1000  # pages of FTS5 segment merging a workspace at rest does at most
 
 
 class SqliteWorkspace(SearchCheckMixin, RulesMixin):
@@ -219,14 +220,20 @@ class SqliteWorkspace(SearchCheckMixin, RulesMixin):
             raise self._convert(exc) from None
 
     def rest(self, reclaim_above: int) -> None:
-        """What a workspace at rest gives back: its free pages when they pass
-        ``reclaim_above`` bytes (:meth:`reclaim`), and its WAL, folded in and cut to
-        nothing (a TRUNCATE checkpoint that waits at most IDLE_WAIT_MS for a reader; a
-        busy one is left for the next rest).
+        """What a workspace at rest gives back: what deleted keys left in the search
+        index (FTS5's incremental 'merge' of its segments, at most MERGE_PAGES pages of
+        work), its free pages when they pass ``reclaim_above`` bytes (:meth:`reclaim`),
+        and its WAL, folded in and cut to nothing (a TRUNCATE checkpoint that waits at
+        most IDLE_WAIT_MS for a reader; a busy one is left for the next rest).
 
         Raises:
             StorageError / NoSpace: (EIO / ENOSPC, exit 4).
         """
+        with self._atomic() as conn:  # sqlite.org/fts5.html#the_merge_command
+            conn.execute(
+                "INSERT INTO search_index (search_index, rank) VALUES ('merge', ?)",
+                (MERGE_PAGES,),
+            )
         if (self._free_bytes(self._conn) or 0) > reclaim_above:
             self.reclaim()
         self._rows(f"PRAGMA busy_timeout = {IDLE_WAIT_MS}")
