@@ -5,6 +5,7 @@ restart (issue 24)."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import os
@@ -143,3 +144,63 @@ def test_a_full_disk_never_wedges_kyfs(full_home: Path, tmp_path: Path) -> None:
         assert done.returncode == 0, done.stdout + done.stderr
     finally:
         stop_mount(mount, check_log=False)
+
+
+def fill_disk(directory: Path, leave: int) -> Path:
+    """A file in ``directory`` that takes every free byte of its file system but
+    ``leave`` bytes."""
+    filler = directory / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        for piece in (65536, 512):
+            with contextlib.suppress(OSError):
+                while True:
+                    os.write(fd, b"\0" * piece)
+        os.ftruncate(fd, max(0, os.fstat(fd).st_size - leave))
+    finally:
+        os.close(fd)
+    return filler
+
+
+def test_a_workspace_gives_space_back_on_a_disk_with_little_room(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A disk with 300 KB left has room for neither a whole reclaim step (RECLAIM_STEP
+    pages of WAL: the step shrinks) nor the search index's merge (FTS5 writes the
+    merged segment before it frees the old ones): rest and compact skip the merge with
+    a log line and still give the free pages and the WAL back to the file system;
+    nothing is lost."""
+    from kyfs.app import keep_undo_under
+    from kyfs.engine.sqlite.engine import SqliteEngine
+
+    home = next(homes := tmpfs_home(tmp_path, monkeypatch, "48m"))
+    engine = SqliteEngine()
+    try:
+        engine.create("w")
+        with engine.using("w") as ws:
+            for n in range(100):  # many small segments: ~5 MB of search index
+                for m in range(20):
+                    key = n * 20 + m
+                    ws.set(f"note{key}", " ".join(f"w{key}x{i}" for i in range(200)).encode())
+                ws.flush_index()
+            ws.set("big", os.urandom(8_000_000))
+            ws.delete("big")
+        keep_undo_under(engine, 0)  # its blocks are free pages now
+        with engine.using("w") as ws:
+            ws.checkpoint()
+            filler = fill_disk(home, leave=300_000)
+            before = ws.file_size()
+            ws.rest(reclaim_above=0)  # the daemon's rest
+            rested = ws.file_size()
+            ws.compact()
+            assert "no room on the disk to merge the search index" in caplog.text
+            assert rested < before - 7_000_000 and ws.file_size() <= rested
+            assert ws.check() == []
+            assert ws.get("note1999").endswith(b" w1999x199")
+        filler.unlink()
+        with engine.using("w") as ws:
+            ws.compact()  # with room the merge runs
+            assert ws.search("w1234x5", 10)
+    finally:
+        engine.close()
+        next(homes, None)  # unmounts

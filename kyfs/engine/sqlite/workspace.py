@@ -19,6 +19,8 @@ daemon's threads take turns through its ``lock`` (an RLock).
 from __future__ import annotations
 
 import contextlib
+import logging
+import shutil
 import sqlite3
 import threading
 import time
@@ -31,6 +33,8 @@ from kyfs.engine.sql.rules import RulesMixin
 from kyfs.engine.sqlite import schema, trust
 from kyfs.engine.sqlite.check import SearchCheckMixin
 from kyfs.engine.sqlite.connection import BUSY_TIMEOUT_MS, connect, convert
+
+log = logging.getLogger(__name__)
 
 # Changes: the ids of the history rows this connection wrote (kept until read by
 # changes()); TEMP objects live in this connection only, never in the file.
@@ -47,6 +51,7 @@ INODE_TAG_SHIFT = 40  # st_ino = inode_tag << 40 | node id: unique across one mo
 INCREMENTAL = 2  # PRAGMA auto_vacuum = INCREMENTAL (sqlite.org/pragma.html#pragma_auto_vacuum)
 IDLE_WAIT_MS = 200  # how long a WAL truncation at rest waits for a reader, milliseconds
 RECLAIM_STEP = 1024  # free pages given back per transaction (4 MiB of 4 KiB pages)
+RECLAIM_LEAST = 16  # the smallest step, on a disk with no room for a larger one
 MERGE_PAGES = 1000  # pages of FTS5 segment merging a workspace at rest does at most
 
 
@@ -197,19 +202,28 @@ class SqliteWorkspace(SearchCheckMixin, RulesMixin):
         """Give every free page back to the file system, with SQLite's incremental vacuum
         (sqlite.org/pragma.html#pragma_incremental_vacuum), RECLAIM_STEP pages at a time
         with a PASSIVE checkpoint after each, so the WAL never holds more than a step
-        (a full disk has room for that much: the file shrinks as it goes). A file made
-        before auto-vacuum was on (``PRAGMA auto_vacuum`` NONE) keeps them until
-        :meth:`compact`. Returns how many pages were freed.
+        (the file shrinks as it goes). On a disk with no room for a step's WAL the step
+        shrinks, down to RECLAIM_LEAST pages. A file made before auto-vacuum was on
+        (``PRAGMA auto_vacuum`` NONE) keeps them until :meth:`compact`. Returns how many
+        pages were freed.
 
         Raises:
-            StorageError / NoSpace: (EIO / ENOSPC, exit 4).
+            StorageError / NoSpace: (EIO / ENOSPC, exit 4) NoSpace when not even
+            RECLAIM_LEAST pages of WAL fit.
         """
+        step = RECLAIM_STEP
         try:
             if int(self._conn.execute("PRAGMA auto_vacuum").fetchone()[0]) != INCREMENTAL:
                 return 0
             before = left = int(self._conn.execute("PRAGMA freelist_count").fetchone()[0])
             while left:
-                self._conn.execute(f"PRAGMA incremental_vacuum({RECLAIM_STEP})").fetchall()
+                try:
+                    self._conn.execute(f"PRAGMA incremental_vacuum({step})").fetchall()
+                except sqlite3.Error as exc:
+                    if step <= RECLAIM_LEAST or not isinstance(self._convert(exc), NoSpace):
+                        raise
+                    step //= 8  # rolled back whole; the WAL's frames are reused
+                    continue
                 self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
                 now = int(self._conn.execute("PRAGMA freelist_count").fetchone()[0])
                 if now >= left:
@@ -222,18 +236,15 @@ class SqliteWorkspace(SearchCheckMixin, RulesMixin):
     def rest(self, reclaim_above: int) -> None:
         """What a workspace at rest gives back: what deleted keys left in the search
         index (FTS5's incremental 'merge' of its segments, at most MERGE_PAGES pages of
-        work), its free pages when they pass ``reclaim_above`` bytes (:meth:`reclaim`),
-        and its WAL, folded in and cut to nothing (a TRUNCATE checkpoint that waits at
-        most IDLE_WAIT_MS for a reader; a busy one is left for the next rest).
+        work; skipped on a disk with no room for it, :meth:`_merge_index`), its free
+        pages when they pass ``reclaim_above`` bytes (:meth:`reclaim`), and its WAL,
+        folded in and cut to nothing (a TRUNCATE checkpoint that waits at most
+        IDLE_WAIT_MS for a reader; a busy one is left for the next rest).
 
         Raises:
             StorageError / NoSpace: (EIO / ENOSPC, exit 4).
         """
-        with self._atomic() as conn:  # sqlite.org/fts5.html#the_merge_command
-            conn.execute(
-                "INSERT INTO search_index (search_index, rank) VALUES ('merge', ?)",
-                (MERGE_PAGES,),
-            )
+        self._merge_index("merge", MERGE_PAGES)
         if (self._free_bytes(self._conn) or 0) > reclaim_above:
             self.reclaim()
         self._rows(f"PRAGMA busy_timeout = {IDLE_WAIT_MS}")
@@ -241,6 +252,43 @@ class SqliteWorkspace(SearchCheckMixin, RulesMixin):
             self.checkpoint()
         finally:
             self._rows(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+
+    def _merge_index(self, command: str, pages: int | None = None) -> bool:
+        """Run FTS5's ``command`` ('merge' of at most ``pages`` pages of work, or
+        'optimize': the whole index) on the search index
+        (sqlite.org/fts5.html#the_merge_command). It writes the merged segments before
+        it frees the old ones, to the WAL and then to the database's end, so it needs
+        room on the disk for about twice what it writes, and more for a reclaim step
+        after it: a merge the WAL could hold but the database could not take in would
+        leave a WAL that no checkpoint can fold in. Without that room (or on NoSpace, the
+        transaction rolled back whole) it is skipped with a log line and False is
+        returned: what it would free is not needed to free the rest.
+
+        Raises:
+            StorageError: (EIO, exit 4) a failure other than a full disk.
+        """
+        page = int(self._row("PRAGMA page_size")[0])
+        if pages is None:
+            row = self._row(
+                "SELECT coalesce(sum(pgsize), 0) FROM dbstat WHERE name LIKE 'search_index%'"
+            )
+            writes = int(row[0])
+        else:
+            writes = pages * page
+        needed = 2 * writes + RECLAIM_STEP * page
+        try:
+            if shutil.disk_usage(self.path.parent).free < needed:
+                raise NoSpace("no room for the merge")
+            with self._atomic() as conn:
+                conn.execute(
+                    "INSERT INTO search_index (search_index, rank) VALUES (?, ?)",
+                    (command, pages),
+                )
+        except NoSpace:
+            log.warning("workspace %s: no room on the disk to merge the search index"
+                        " (%d bytes wanted); skipped", self.path.stem, needed)  # fmt: skip
+            return False
+        return True
 
     def fold_after(self, pages: int) -> None:
         """Let this connection's commits fold the WAL in once it holds ``pages`` pages
@@ -256,20 +304,25 @@ class SqliteWorkspace(SearchCheckMixin, RulesMixin):
             self.rest(reclaim_above=0)
 
     def compact(self) -> int:
-        """Give the free space inside the file back to the file system now: merge the
-        search index's segments (FTS5 'optimize': what deleted keys left in it goes),
-        fold the WAL in and empty it, free every free page (incremental vacuum; a file made before
-        auto-vacuum was on is rewritten once with VACUUM, which turns it on, and needs
-        room for a copy meanwhile), and empty the WAL again. Returns how many bytes the
+        """Give the free space inside the file back to the file system now: fold the WAL
+        in and free every free page (room first, for a full disk), merge the search
+        index's segments (FTS5 'optimize': what deleted keys left in it goes; skipped
+        when the disk has no room for it), fold the WAL in again, free every free page
+        (incremental vacuum; a file made before auto-vacuum was on is rewritten once
+        with VACUUM, which turns it on, and needs room for a copy meanwhile), and empty
+        the WAL again. Returns how many bytes the
         database and WAL files shrank by.
 
         Raises:
             StorageError / NoSpace: (EIO / ENOSPC, exit 4); the file is left as it was.
         """
         before = self.file_size()
-        self.flush_index()
-        with self._atomic() as conn:  # FTS5 merges its segments, dropping deleted entries
-            conn.execute("INSERT INTO search_index (search_index) VALUES ('optimize')")
+        self.checkpoint()
+        self.reclaim()  # room first: on a full disk what follows needs some
+        self.checkpoint()
+        with suppress(NoSpace):  # the index catches up at the next write or rest
+            self.flush_index()
+        self._merge_index("optimize")  # dropping what deleted keys left in it
         self.checkpoint()
         try:
             if int(self._conn.execute("PRAGMA auto_vacuum").fetchone()[0]) != INCREMENTAL:
