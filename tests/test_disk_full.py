@@ -166,7 +166,7 @@ def test_a_workspace_gives_space_back_on_a_disk_with_little_room(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A disk with 300 KB left has room for neither a whole reclaim step (RECLAIM_STEP
-    pages of WAL: the step shrinks) nor the search index's merge (FTS5 writes the
+    bytes of WAL: the step shrinks) nor the search index's merge (FTS5 writes the
     merged segment before it frees the old ones): rest and compact skip the merge with
     a log line and still give the free pages and the WAL back to the file system;
     nothing is lost."""

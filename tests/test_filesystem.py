@@ -268,6 +268,7 @@ def test_a_running_python_imports_a_module_written_after_its_first_import(
 def test_find_newer_sees_changes(mounted: Mount, tmp_path: Path) -> None:
     ws = mounted.path / "default"
     (ws / "d").mkdir()
+    time.sleep(0.02)  # the stamp's file system takes the kernel's coarse clock (jiffies)
     stamp = tmp_path / "stamp"
     stamp.write_text("")
     time.sleep(0.02)
@@ -275,7 +276,7 @@ def test_find_newer_sees_changes(mounted: Mount, tmp_path: Path) -> None:
     found = subprocess.run(
         ["find", str(ws), "-newer", str(stamp)], capture_output=True, text=True, check=True
     ).stdout.split()
-    assert sorted(found) == sorted([str(ws), str(ws / "d"), str(ws / "d" / "new")])
+    assert sorted(found) == sorted([str(ws / "d"), str(ws / "d" / "new")])  # not ws: older
 
 
 def test_names_up_to_255_bytes_and_keys_deeper_than_path_max(mounted: Mount) -> None:

@@ -358,8 +358,9 @@ class ValuesMixin(NamespaceMixin):
         open); then nothing is written.
 
         A commit that finds the disk full releases the workspace's undo data (history
-        versions, the archive: :meth:`release_undo`) and tries once more, so undo data
-        goes before a write fails.
+        versions, the archive: :meth:`release_undo`), gives the freed space and the WAL
+        back to the file system (a WAL that cannot restart from its beginning needs room
+        to grow) and tries once more, so undo data goes before a write fails.
 
         Raises:
             ValueTooLarge: (EFBIG) ``size`` over MAX_VALUE_SIZE. NoSpace: (ENOSPC) disk
@@ -383,6 +384,7 @@ class ValuesMixin(NamespaceMixin):
                 released = 0
             if not released:
                 raise full from None
+            self._give_back()  # the freed pages and the WAL's room: the retry needs both
         return self._commit(node_id, size, valid, given, **attrs)
 
     def _commit(

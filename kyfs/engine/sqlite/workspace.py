@@ -50,7 +50,7 @@ _SQL_CHANGES = (
 INODE_TAG_SHIFT = 40  # st_ino = inode_tag << 40 | node id: unique across one mount's workspaces
 INCREMENTAL = 2  # PRAGMA auto_vacuum = INCREMENTAL (sqlite.org/pragma.html#pragma_auto_vacuum)
 IDLE_WAIT_MS = 200  # how long a WAL truncation at rest waits for a reader, milliseconds
-RECLAIM_STEP = 1024  # free pages given back per transaction (4 MiB of 4 KiB pages)
+RECLAIM_STEP = 4 << 20  # bytes of free pages given back per transaction
 RECLAIM_LEAST = 16  # the smallest step, on a disk with no room for a larger one
 MERGE_PAGES = 1000  # pages of FTS5 segment merging a workspace at rest does at most
 
@@ -200,7 +200,7 @@ class SqliteWorkspace(SearchCheckMixin, RulesMixin):
 
     def reclaim(self) -> int:
         """Give every free page back to the file system, with SQLite's incremental vacuum
-        (sqlite.org/pragma.html#pragma_incremental_vacuum), RECLAIM_STEP pages at a time
+        (sqlite.org/pragma.html#pragma_incremental_vacuum), RECLAIM_STEP bytes at a time
         with a PASSIVE checkpoint after each, so the WAL never holds more than a step
         (the file shrinks as it goes). On a disk with no room for a step's WAL the step
         shrinks, down to RECLAIM_LEAST pages. A file made before auto-vacuum was on
@@ -211,8 +211,9 @@ class SqliteWorkspace(SearchCheckMixin, RulesMixin):
             StorageError / NoSpace: (EIO / ENOSPC, exit 4) NoSpace when not even
             RECLAIM_LEAST pages of WAL fit.
         """
-        step = RECLAIM_STEP
         try:
+            page = int(self._conn.execute("PRAGMA page_size").fetchone()[0])
+            step = max(RECLAIM_LEAST, RECLAIM_STEP // page)
             if int(self._conn.execute("PRAGMA auto_vacuum").fetchone()[0]) != INCREMENTAL:
                 return 0
             before = left = int(self._conn.execute("PRAGMA freelist_count").fetchone()[0])
@@ -275,7 +276,7 @@ class SqliteWorkspace(SearchCheckMixin, RulesMixin):
             writes = int(row[0])
         else:
             writes = pages * page
-        needed = 2 * writes + RECLAIM_STEP * page
+        needed = 2 * writes + RECLAIM_STEP
         try:
             if shutil.disk_usage(self.path.parent).free < needed:
                 raise NoSpace("no room for the merge")
