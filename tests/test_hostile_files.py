@@ -482,3 +482,53 @@ def test_the_stored_reference_schema_is_what_the_migrations_make() -> None:
     assert reference.VERSION == schema.SCHEMA_VERSION
     assert trust.derive_reference(schema.SCHEMA_VERSION) == reference.OBJECTS
     assert trust.reference(schema.SCHEMA_VERSION) is reference.OBJECTS
+
+
+def test_db_files_are_untrusted_input(tmp_path: Path, kyfs_home: Path) -> None:
+    """``kyfs --db FILE`` (issue 25): an empty file, a file that is not SQLite or holds
+    no kyfs schema is refused in one line (exit 4) and never made a workspace; a file
+    whose rows break kyfs's rules (a size past the value limit, a key that climbs out)
+    is refused (exit 2) in time, never streamed or listed; ``kyfs --db X fsck`` checks
+    X and nothing else; nothing is written outside the data directory and X."""
+    assert kyfs("create", "alpha").returncode == 0
+    assert kyfs("set", "-w", "alpha", "k", "v").returncode == 0
+    alpha = stored_values("alpha")
+    empty = tmp_path / "empty.db"
+    empty.write_bytes(b"")
+    plain = tmp_path / "plain.db"
+    sqlite3.connect(plain).execute("CREATE TABLE t (x)").connection.commit()
+    for path in (empty, plain, tmp_path / "notes.txt"):
+        if not path.exists():
+            path.write_text("not a workspace\n")
+        before = path.read_bytes()
+        for args in (("keys",), ("set", "k", "v"), ("fsck",), ("fsck", "--repair")):
+            done = kyfs("--db", str(path), *args)
+            assert done.returncode == 4, (path.name, args, done.stderr)
+            assert b"Traceback" not in done.stderr and b"not a kyfs workspace" in (
+                done.stdout + done.stderr
+            ), (path.name, args, done.stdout + done.stderr)
+        assert path.read_bytes() == before, path.name
+    good = tmp_path / "good.db"
+    good.write_bytes((kyfs_home / "workspaces" / "alpha.db").read_bytes())
+    done = kyfs("--db", str(good), "fsck")
+    assert done.returncode == 0 and str(good).encode() in done.stdout, done.stdout
+    assert b"alpha" not in done.stdout  # the data directory is not checked
+    for statement in (
+        "UPDATE nodes SET size = 4611686018427387904 WHERE id = (SELECT node FROM entries"
+        " WHERE key = 'k')",
+        "UPDATE entries SET key = '../../x', parent = '../..' WHERE key = 'k'",
+    ):
+        hostile = tmp_path / "hostile.db"
+        hostile.write_bytes(good.read_bytes())
+        conn = sqlite3.connect(hostile)
+        conn.execute(statement)
+        conn.commit()
+        conn.close()
+        for args in (("get", "k"), ("keys",)):
+            done = kyfs("--db", str(hostile), *args, timeout=5)
+            assert done.returncode == 2, (statement, args, done.stderr)
+            assert b"not a sound kyfs workspace" in done.stderr and b"../../x" not in done.stdout
+    assert stored_values("alpha") == alpha
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != "kyfs-home") == [
+        "empty.db", "good.db", "hostile.db", "notes.txt", "plain.db"
+    ]  # fmt: skip

@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from kyfs.app import (
+    ENV_DB_PATH,
     drop_workspace,
     engine_session,
     project_workspace,
@@ -360,14 +361,25 @@ def fsck(names: tuple[str, ...], repair: bool, as_json: bool) -> None:
     Examples: kyfs fsck; kyfs fsck notes --repair --json
     """
     report: dict[str, dict[str, Any]] = {}
+    db_path = os.environ.get(ENV_DB_PATH)
     with engine_session() as workspaces:
-        for name in names or workspaces.names():
+        if db_path:  # kyfs --db FILE fsck: that file, and nothing else
+            if names:
+                raise KyfsCliError(InvalidInput("give either --db FILE or workspace names"))
+            if not hasattr(workspaces, "check_file"):
+                raise KyfsCliError(InvalidInput("--db opens a SQLite workspace file"))
+            try:
+                problems, done = workspaces.check_file(Path(db_path), repair=repair)
+            except KyfsError as exc:
+                problems, done = [str(exc)], []
+            report[db_path] = {"ok": not problems, "problems": problems, "repaired": done}
+        for name in () if db_path else names or workspaces.names():
             try:
                 problems, done = workspaces.check(name, repair=repair)
             except KyfsError as exc:  # a name that is no workspace: report it, go on
                 problems, done = [str(exc)], []
             report[name] = {"ok": not problems, "problems": problems, "repaired": done}
-        if not names:
+        if not names and not db_path:
             for stray in workspaces.strays():
                 report[stray.name] = {
                     "ok": False,
@@ -385,4 +397,11 @@ def fsck(names: tuple[str, ...], repair: bool, as_json: bool) -> None:
             if result["ok"]:
                 click.echo(f"{name}: ok")
     if any(not r["ok"] for r in report.values()):
-        raise KyfsCliError(StorageError("problems found (see above); try kyfs fsck --repair"))
+        if not repair:
+            raise KyfsCliError(StorageError("problems found (see above); try kyfs fsck --repair"))
+        raise KyfsCliError(
+            StorageError(
+                "problems left that --repair cannot mend (see above): restore the workspace"
+                " from a backup (kyfs backup restore) or the trash (kyfs trash restore)"
+            )
+        )

@@ -101,8 +101,16 @@ def unseal(block_id: int, codec: int, stored: bytes, size: int, address: bytes) 
 
     Raises:
         DamagedBlock: (EIO, exit 4) the stored bytes do not decompress, are not ``size``
-            bytes long, or do not hash to ``address``: never wrong bytes.
+            bytes long, or do not hash to ``address``, or a column has the wrong type
+            or range (a damaged row): never wrong bytes.
     """
+    if not (
+        isinstance(stored, bytes | memoryview)
+        and isinstance(size, int)
+        and 0 < size <= MAX_BLOCK
+        and isinstance(address, bytes | memoryview)
+    ):
+        raise DamagedBlock(f"block {block_id} is damaged (a column of the wrong type or range)")
     if codec == RAW:
         data = bytes(stored)
     elif codec == ZSTD:

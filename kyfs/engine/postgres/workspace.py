@@ -206,7 +206,7 @@ class PgWorkspace(ArchiveMixin, RulesMixin):
         noticing); returns what was done. The other structural rules are kept by
         transactions; a workspace that breaks them is restored from a backup."""
         with self._atomic() as conn:
-            done = repair_blocks(conn)
+            done = repair_blocks(conn, time.time_ns())
             conn.execute("DELETE FROM search_text")
             conn.execute(
                 "INSERT INTO index_pending (node_id) SELECT id FROM nodes ON CONFLICT DO NOTHING"

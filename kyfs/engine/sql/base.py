@@ -126,7 +126,10 @@ class Base:
             raise self._convert(exc) from None
         finally:
             if self._conn.in_transaction:
-                self._conn.execute("COMMIT")
+                try:
+                    self._conn.execute("COMMIT")
+                except self._errors as exc:  # a damaged page met on the way out
+                    raise self._convert(exc) from None
 
     def _node_ids_used(self, conn: Any) -> int:
         """The highest node id ever given out (an id is never given twice, so a node in

@@ -101,22 +101,39 @@ def sweep(conn: Connection) -> None:
 
 
 # --- reading -----------------------------------------------------------------------------
-def read(conn: Connection, owner: int, start: int, end: int, stored_end: int) -> bytes:
+def read(
+    conn: Connection,
+    owner: int,
+    start: int,
+    end: int,
+    stored_end: int,
+    value_size: int | None = None,
+) -> bytes:
     """Bytes ``[start, end)`` of ``owner``'s value; bytes at or past ``stored_end`` and
-    holes are zeros.
+    holes are zeros. ``value_size``: the value's stored size (default ``stored_end``);
+    an extent that passes it, or overlaps the one before, is damage (a damaged size or
+    place would otherwise serve a cut or shifted value).
 
     Raises:
-        DamagedBlock: (EIO) a block it needs fails its checksum.
+        DamagedBlock: (EIO) a block it needs fails its checksum, is missing, or lies
+            where no block can (past the value's size, over another).
     """
     out = bytearray(end - start)
     take_end = min(end, stored_end)
     if take_end <= start:
         return bytes(out)
+    limit = stored_end if value_size is None else value_size
+    reached = -1
     for pos, block_id, size, codec, address, data in conn.execute(
         SQL_RANGE, (owner, start - MAX_BLOCK, take_end)
     ):
         if size is None:
             raise DamagedBlock(f"block {block_id} is missing")
+        if not (isinstance(pos, int) and isinstance(size, int)):
+            raise DamagedBlock(f"block {block_id} is damaged (a place or size not a number)")
+        if pos < reached or (pos + size > limit and pos < limit):
+            raise DamagedBlock(f"block {block_id} lies at {pos}, where no block can")
+        reached = pos + size
         if pos + size <= start:
             continue
         raw = unseal(block_id, codec, data, size, address)
@@ -128,6 +145,8 @@ def read(conn: Connection, owner: int, start: int, end: int, stored_end: int) ->
 def iter_value(conn: Connection, owner: int, size: int, piece: int) -> Iterator[bytes]:
     """``owner``'s value of ``size`` bytes as consecutive pieces of at most ``piece``
     bytes (holes as zeros). Raises DamagedBlock (EIO)."""
+    if not isinstance(size, int) or size < 0:
+        raise DamagedBlock(f"the size of the value is damaged ({size!r})")
     for offset in range(0, size, piece):
         yield read(conn, owner, offset, min(offset + piece, size), size)
 

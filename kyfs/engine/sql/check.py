@@ -105,18 +105,38 @@ STRUCTURE_CHECKS = [
 ]
 
 
-def damaged(conn: Connection) -> list[str]:
-    """Every block whose stored bytes fail its checksum (kyfs.core.blocks.unseal), as
-    one sentence naming the keys, archived keys and versions that use them; ``[]`` when
-    none does. Reads every block once."""
+def damaged_blocks(conn: Connection) -> list[int]:
+    """The ids of every block whose stored bytes fail its checksum
+    (kyfs.core.blocks.unseal: bytes that do not decompress, the wrong length or hash, or
+    columns of the wrong type). Reads every block once."""
     bad: list[int] = []
-    for block_id, codec, data, size, address in conn.execute(
-        "SELECT id, codec, data, size, hash FROM blocks"
-    ):
+    last = -(2**63)
+    while True:
         try:
-            unseal(block_id, codec, data, size, address)
-        except DamagedBlock:
-            bad.append(int(block_id))
+            for block_id, codec, data, size, address in conn.execute(
+                "SELECT id, codec, data, size, hash FROM blocks WHERE id > ? ORDER BY id", (last,)
+            ):
+                last = block_id
+                try:
+                    unseal(block_id, codec, data, size, address)
+                except DamagedBlock:
+                    bad.append(int(block_id))
+            return bad
+        except Exception:  # a row that cannot even be fetched (SQLite: a damaged type,
+            row = conn.execute(  # text that is not UTF-8 where bytes belong): damaged
+                "SELECT min(id) FROM blocks WHERE id > ?", (last,)
+            ).fetchone()
+            if row is None or row[0] is None:
+                return bad
+            last = int(row[0])
+            bad.append(last)
+
+
+def damaged(conn: Connection) -> list[str]:
+    """Every block whose stored bytes fail its checksum (:func:`damaged_blocks`), as
+    one sentence naming the keys, archived keys and versions that use them; ``[]`` when
+    none does."""
+    bad = damaged_blocks(conn)
     if not bad:
         return []
     marks = ",".join("?" * len(bad))
@@ -143,14 +163,19 @@ def _owner_names(conn: Connection, owner: int) -> list[str]:
     return [f"{row[0]} (archived)" for row in rows]
 
 
-def repair_blocks(conn: Connection) -> list[str]:
+def repair_blocks(conn: Connection, now_ns: int) -> list[str]:
     """``fsck --repair`` of the block store, inside the caller's transaction (both
     engines): extents that belong to no value, point at no block, lie past their value or
-    over the next one go (a hole is left: those bytes were not readable anyway); versions
-    that share the value of a node that is gone keep no value; every
-    block's reference count is counted again from the extents, and the blocks no extent
-    uses go. Returns what was done, as sentences."""
+    over the next one go, and so do damaged blocks (:func:`damaged_blocks`); a value that
+    lost bytes that way, or has an extent on a block with fewer references than extents
+    (a damaged block number), or has holes once any extent was found damaged
+    (:func:`uncovered`), is never served with zeros in their place as if whole
+    (:func:`set_aside`); versions that share the value of a node that is gone keep no
+    value; every block's reference count is counted again from the extents, and the
+    blocks no extent uses go. ``now_ns``: ns, UTC, the archive time of what is set aside.
+    Returns what was done, as sentences."""
     done = []
+    lost: set[int] = set()  # owners whose value lost bytes
     for label, sql in (
         ("extents that belong to no value", _EXTENTS_OF_NO_VALUE),
         ("extents of no block", _EXTENTS_OF_NO_BLOCK),
@@ -161,6 +186,26 @@ def repair_blocks(conn: Connection) -> list[str]:
         if places:
             conn.executemany("DELETE FROM extents WHERE owner = ? AND pos = ?", places)
             done.append(f"dropped {len(places)} {label}")
+            lost.update(owner for owner, _ in places)
+    overcounted = [int(row[0]) for row in conn.execute(
+        "SELECT b.id FROM blocks b JOIN (SELECT block, count(*) AS n FROM extents"
+        " GROUP BY block) AS x ON x.block = b.id WHERE b.refs < x.n"
+    )]  # fmt: skip
+    for block_id in overcounted:  # more extents than references: some point here wrongly
+        lost.update(int(row[0]) for row in conn.execute(
+            "SELECT DISTINCT owner FROM extents WHERE block = ?", (block_id,)
+        ))  # fmt: skip
+    if lost:  # extents were damaged: one lost without a trace leaves a hole
+        lost |= uncovered(conn)
+    bad = damaged_blocks(conn)
+    if bad:
+        for block_id in bad:
+            lost.update(int(row[0]) for row in conn.execute(
+                "SELECT DISTINCT owner FROM extents WHERE block = ?", (block_id,)
+            ))  # fmt: skip
+            conn.execute("DELETE FROM extents WHERE block = ?", (block_id,))
+        done.append(f"dropped {len(bad)} damaged blocks (failing their checksum)")
+    done += set_aside(conn, lost, now_ns)
     lost = conn.execute(
         f"UPDATE history SET size = NULL, shared = NULL WHERE id IN ({_VERSIONS_OF_NO_NODE})"
     ).rowcount
@@ -174,4 +219,71 @@ def repair_blocks(conn: Connection) -> list[str]:
     if recounted:
         done.append(f"counted again the references of {recounted} blocks")
     conn.execute("DELETE FROM blocks WHERE refs <= 0")
+    return done
+
+
+def uncovered(conn: Connection) -> set[int]:
+    """The block store owners (nodes, archived nodes, versions with a value of their
+    own) whose extents do not cover their size: a value with holes. In a file whose
+    extents were damaged a lost extent reads as a hole of zeros, as if the value were
+    whole; a sparse value cannot be told from it."""
+    return {
+        int(owner)
+        for owner, covered, size in conn.execute(
+            "SELECT o.owner, coalesce((SELECT sum(b.size) FROM extents e JOIN blocks b"
+            " ON b.id = e.block WHERE e.owner = o.owner), 0), o.size FROM ("
+            " SELECT id AS owner, size FROM nodes WHERE kind = ?"
+            " UNION ALL SELECT id, size FROM archive WHERE kind = ?"
+            " UNION ALL SELECT -id, size FROM history WHERE size IS NOT NULL"
+            " AND shared IS NULL) AS o",
+            (REG, REG),
+        )
+        if isinstance(size, int) and isinstance(covered, int) and covered < size
+    }
+
+
+def set_aside(
+    conn: Connection, owners: set[int], now_ns: int, why: str = "whose value lost bytes"
+) -> list[str]:
+    """Values in ``owners`` (block store owners) lost bytes: a version keeps no value
+    (nor does any version that shares a lost node's); a key's node leaves its names for
+    the archive under ``lost+found/KEY`` (as e2fsck's lost+found: the readable bytes
+    stay, the lost ones read as zeros, and the key itself is gone, so nothing serves
+    the damaged value as the key's); an archived value is renamed ``lost+found/KEY``.
+    Returns what was done, as sentences."""
+    from kyfs.engine.sql.nodes import archive_node  # nodes builds on this module's users
+
+    done: list[str] = []
+    versions = sorted(-owner for owner in owners if owner < 0)
+    nodes = sorted(owner for owner in owners if owner > 0)
+    for node_id in nodes:
+        versions += [int(row[0]) for row in conn.execute(
+            "SELECT id FROM history WHERE shared = ?", (node_id,)
+        )]  # fmt: skip
+    for version in versions:
+        conn.execute("DELETE FROM extents WHERE owner = ?", (-version,))
+        conn.execute("UPDATE history SET size = NULL, shared = NULL WHERE id = ?", (version,))
+    if versions:
+        done.append(f"dropped the values of {len(versions)} versions of what was set aside")
+    moved: list[str] = []
+    for node_id in nodes:
+        keys = [str(row[0]) for row in conn.execute(
+            "SELECT key FROM entries WHERE node = ? ORDER BY key", (node_id,)
+        )]  # fmt: skip
+        if keys:
+            conn.execute("DELETE FROM entries WHERE node = ?", (node_id,))
+            archive_node(conn, node_id, f"{LOST_FOUND}/{keys[0]}", now_ns)
+            moved += keys
+        else:
+            conn.execute(
+                "UPDATE archive SET key = ? || '/' || key WHERE id = ? AND key NOT LIKE ?",
+                (LOST_FOUND, node_id, f"{LOST_FOUND}/%"),
+            )
+    if moved:
+        shown = ", ".join(moved[:10]) + (f" and {len(moved) - 10} more" if len(moved) > 10 else "")
+        done.append(
+            f"set aside {len(moved)} keys {why} ({shown}): each waits in"
+            f" the archive as {LOST_FOUND}/KEY (zeros for any bytes that were lost)"
+            f" (kyfs archive); restore the key from a backup or an older version"
+        )
     return done

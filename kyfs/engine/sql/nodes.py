@@ -40,6 +40,7 @@ from kyfs.core.errors import (
     NotADirectory,
     NotEmpty,
     NotPermitted,
+    StorageError,
     TooManyLinks,
 )
 from kyfs.core.nodes import (
@@ -107,14 +108,24 @@ class NamespaceMixin(HistoryMixin):
     inode_tag: int
 
     def _load_identity(self) -> None:
-        """Read the top directory's node id and the inode tag (settings in meta)."""
+        """Read the top directory's node id and the inode tag (settings in meta).
+
+        Raises:
+            StorageError: (EIO, exit 4) they are missing or not numbers (a damaged file).
+        """
         meta = dict(
             self._conn.execute(
                 "SELECT name, value FROM meta WHERE name IN ('root_node', 'inode_tag')"
             ).fetchall()
         )
-        self._root_id = int(meta["root_node"])
-        self.inode_tag = int(meta["inode_tag"])
+        try:
+            self._root_id = int(meta["root_node"])
+            self.inode_tag = int(meta["inode_tag"])
+        except (KeyError, TypeError, ValueError):
+            raise StorageError(
+                f"{self.path}: damaged: its settings lack the top directory or the inode tag"
+                " (kyfs fsck --repair)"
+            ) from None
 
     # --- lookups ----------------------------------------------------------------------
     def _lookup(self, conn: Connection, key: str) -> Entry | None:

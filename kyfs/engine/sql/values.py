@@ -175,13 +175,15 @@ class ValuesMixin(NamespaceMixin):
             with self._snapshot() as conn:
                 row = conn.execute(_SQL_SIZE_ANY, (node_id, node_id)).fetchone()
                 stored = row[0] if row else 0
+                if not isinstance(stored, int) or stored < 0:
+                    raise DamagedBlock(f"the size of the value is damaged ({stored!r})")
                 if valid is None:
                     end, stored_end = min(offset + size, stored), stored
                 else:
                     end, stored_end = offset + size, min(stored, valid)
                 if end <= offset:
                     return b""
-                return blocks.read(conn, node_id, offset, end, stored_end)
+                return blocks.read(conn, node_id, offset, end, stored_end, stored)
         except DamagedBlock as exc:
             raise self._damaged(exc, node_id) from None
 
@@ -194,11 +196,13 @@ class ValuesMixin(NamespaceMixin):
         if row is None:
             return None
         stored, block_id, length, codec, address, data = row
+        if block_id is None or not (isinstance(stored, int) and isinstance(length, int)):
+            return None  # a hole at the start, or a damaged row: the general path
         end = min(offset + size, stored)
         if end <= offset:
             return b""
-        if block_id is None or end > length:  # a hole at the start, or past the first block
-            return None
+        if end > length or length > stored:  # past the first block, or a block past the
+            return None  # size (the general path says it is damaged)
         raw = unseal(block_id, codec, data, length, address)
         return raw[offset:end]
 

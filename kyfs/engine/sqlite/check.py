@@ -13,7 +13,7 @@ from kyfs.core import names
 from kyfs.core.errors import InvalidQuery
 from kyfs.core.nodes import DIR, MARK_END, MARK_START, REG, Match, Owner
 from kyfs.engine.sql.archive import ArchiveMixin
-from kyfs.engine.sql.check import LOST_FOUND, STRUCTURE_CHECKS, damaged, repair_blocks
+from kyfs.engine.sql.check import LOST_FOUND, STRUCTURE_CHECKS, damaged, repair_blocks, set_aside
 from kyfs.engine.sql.nodes import archive_node
 from kyfs.engine.sqlite import schema
 from kyfs.engine.sqlite.index import SEARCH, SEARCH_KEYS, flush, index_node
@@ -138,8 +138,10 @@ class SearchCheckMixin(ArchiveMixin):
 
         Migrates an old schema, rebuilds every index (REINDEX), drops extents that nothing
         can read and counts block references again (kyfs.engine.sql.check.repair_blocks),
-        recreates missing parent directories, drops names of no node,
-        archives nameless nodes under ``lost+found/<id>``, recounts links, re-reads
+        recreates missing parent directories, drops names of no node, sets aside a node
+        with more names than links (a damaged name points at it: which name is its own
+        cannot be told) under ``lost+found/KEY``, archives nameless nodes under
+        ``lost+found/<id>``, recounts links, re-reads
         every key into the search index and rebuilds it (FTS5 'rebuild'). Damage that
         ``integrity_check`` reports in the tables themselves cannot be repaired here:
         restore the workspace from the trash or a backup; nor can a block that fails
@@ -150,14 +152,16 @@ class SearchCheckMixin(ArchiveMixin):
         schema.apply(self._conn)
         self._load_identity()
         checks = dict(self._checks())
+        now = time.time_ns()
         with self._atomic() as conn:
             conn.execute("REINDEX")
             done.append("rebuilt every index")
-            done += repair_blocks(conn)
+            done += repair_blocks(conn, now)
             cur = conn.execute(f"DELETE FROM entries WHERE key IN ({checks['entries of no node']})")
             if cur.rowcount:
                 done.append(f"dropped {cur.rowcount} entries of no node")
             bad = [key for key, _ in bad_keys(conn)]
+            conn.execute("DELETE FROM entries WHERE typeof(key) != 'text'")  # flipped types
             for key in bad:
                 if isinstance(key, str) and names.valid_key(key):  # only its parent is wrong
                     conn.execute(
@@ -169,14 +173,23 @@ class SearchCheckMixin(ArchiveMixin):
                 done.append(f"mended {len(bad)} keys that break the naming rules (a wrong"
                             f" parent is set right; other names are dropped, their nodes wait"
                             f" in the archive under {LOST_FOUND}/)")  # fmt: skip
-            now = time.time_ns()
             orphans = [
                 row[0] for row in conn.execute(checks["entries whose parent directory is missing"])
             ]
             for key in orphans:
-                self._ensure_parents(conn, key, now, Owner(0, 0))
+                if isinstance(key, str):  # (not text: dropped above)
+                    self._ensure_parents(conn, key, now, Owner(0, 0))
             if orphans:
                 done.append(f"recreated the parent directories of {len(orphans)} entries")
+            overlinked = [int(row[0]) for row in conn.execute(
+                "SELECT n.id FROM nodes n WHERE n.kind != ? AND n.id != ? AND"
+                " (SELECT count(*) FROM entries e WHERE e.node = n.id) > n.nlink",
+                (DIR, self._root_id),
+            )]  # fmt: skip
+            if overlinked:  # a damaged name points at another key's node: which is it?
+                done += set_aside(
+                    conn, set(overlinked), now, "whose node had more names than links"
+                )
             nameless = [row[0] for row in conn.execute(checks["nodes with no name"])]
             for node_id in nameless:
                 archive_node(conn, node_id, f"{LOST_FOUND}/{node_id}", now)

@@ -122,9 +122,9 @@ def connect(path: Path, create: bool = False, autocheckpoint: bool = True) -> sq
         conn.execute(f"PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT}")
         if not autocheckpoint:
             conn.execute("PRAGMA wal_autocheckpoint = 0")
-    except sqlite3.Error as exc:
+    except (sqlite3.Error, UnicodeDecodeError) as exc:  # (a damaged schema's text)
         conn.close()
-        if isinstance(convert(exc, path.parent), NoSpace):
+        if isinstance(exc, sqlite3.Error) and isinstance(convert(exc, path.parent), NoSpace):
             raise NoSpace(f"disk full: {path}: {exc}") from None
         raise StorageError(f"{path}: not a usable workspace file: {exc}") from None
     except BaseException:

@@ -30,8 +30,10 @@ import datetime as dt
 import fcntl
 import logging
 import os
+import sqlite3
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
@@ -45,6 +47,7 @@ from kyfs.core.errors import (
     NotEmpty,
     StorageError,
     UnsoundInput,
+    UntrustedFile,
     WorkspaceExists,
     WorkspaceNotFound,
 )
@@ -53,6 +56,7 @@ from kyfs.core.nodes import Owner
 from kyfs.engine.base import TrashedWorkspace, WorkspaceInfo
 from kyfs.engine.sql.history import cache_ttl
 from kyfs.engine.sqlite import trust
+from kyfs.engine.sqlite.salvage import salvage
 from kyfs.engine.sqlite.workspace import SqliteWorkspace
 from kyfs.engine.sweep import Sweeper
 from kyfs.platform import paths
@@ -180,6 +184,37 @@ class _DirLock:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+
+def _must_be_workspace_file(path: Path) -> None:
+    """Refuse what cannot be a kyfs workspace before SQLite opens it for writing (a
+    0-byte file is a valid empty SQLite database, which opening would turn into a
+    workspace): the SQLite header (sqlite.org/fileformat.html#the_database_header) and
+    a schema version of at least 1 (``PRAGMA user_version``, read-only).
+
+    Raises:
+        UntrustedFile: (EIO, exit 4) empty, not SQLite, or no kyfs schema.
+    """
+    try:
+        with path.open("rb") as handle:
+            header = handle.read(100)
+    except OSError as exc:
+        raise StorageError(f"{path}: cannot be read: {exc.strerror}") from None
+    if not header:
+        raise UntrustedFile(f"{path}: an empty file, not a kyfs workspace")
+    if not header.startswith(b"SQLite format 3\0") or len(header) < 100:
+        raise UntrustedFile(f"{path}: not a SQLite file, so not a kyfs workspace")
+    uri = f"file:{urllib.parse.quote(str(path.absolute()))}?mode=ro"
+    try:
+        probe = sqlite3.connect(uri, uri=True)
+        try:
+            version = probe.execute("PRAGMA user_version").fetchone()[0]
+        finally:
+            probe.close()
+    except sqlite3.Error as exc:
+        raise StorageError(f"{path}: not a usable workspace file: {exc}") from None
+    if not version:  # (the header's copy may be older than the WAL's)
+        raise UntrustedFile(f"{path}: a SQLite file that is not a kyfs workspace")
 
 
 def stage_file(source: Path) -> Path:
@@ -565,15 +600,27 @@ class SqliteEngine:
         ``with`` block: ``kyfs --db FILE``. It must be a kyfs workspace (its schema is
         checked as for any untrusted file); an older kyfs version's file is upgraded.
 
+        It is untrusted input (docs/design.md, "Untrusted files"): an empty file, one that
+        is not SQLite or holds no kyfs schema is refused (never made a workspace), and
+        its rows are checked as an import's are (names, sizes, types, references:
+        kyfs.engine.sqlite.trust.validate_data without the whole-file checks).
+
         Raises:
             WorkspaceNotFound: (ENOENT, exit 1) no such file.
-            UntrustedFile: (EIO, exit 4) a SQLite file that is not a kyfs workspace.
-            StorageError: (EIO, exit 4) not a SQLite file, or unreadable.
+            UntrustedFile: (EIO, exit 4) empty, not SQLite, or not a kyfs workspace.
+            UnsoundInput: (EINVAL, exit 2) its rows break kyfs's rules.
+            StorageError: (EIO, exit 4) unreadable.
         """
         if not path.is_file():
             raise WorkspaceNotFound(f"no workspace file: {path}")
+        _must_be_workspace_file(path)
         workspace = self._workspace(path, retention_s=self._retention_s())
         try:
+            problems = trust.validate_data(workspace._conn, whole=False)
+            if problems:
+                raise UnsoundInput(
+                    f"{path}: not a sound kyfs workspace: " + "; ".join(problems[:6])
+                )
             workspace.sweep_expired()
             yield workspace
         finally:
@@ -689,18 +736,97 @@ class SqliteEngine:
         path = self._file(name)
         if not path.is_file():
             raise WorkspaceNotFound(f"workspace not found: {name}")
-        with self._lock.shared():
+        return self._check_path(name, path, repair)
+
+    def check_file(self, path: Path, repair: bool = False) -> tuple[list[str], list[str]]:
+        """Check the workspace file ``path`` (``kyfs --db FILE fsck``) as :meth:`check`
+        does; a file that cannot be a workspace (empty, not SQLite, no kyfs schema) is
+        one problem, and is never repaired into one.
+
+        Raises:
+            WorkspaceNotFound: (ENOENT, exit 1) no such file.
+        """
+        if not path.is_file():
+            raise WorkspaceNotFound(f"no workspace file: {path}")
+        try:
+            _must_be_workspace_file(path)
+        except StorageError as exc:
+            return [str(exc)], []
+        return self._check_path(path.stem, path, repair)
+
+    def _check_path(self, name: str, path: Path, repair: bool) -> tuple[list[str], list[str]]:
+        done: list[str] = []
+        with self._lock.exclusive() if repair else self._lock.shared():
+            if repair and self._damaged_pages(path):
+                try:
+                    done += self._salvage(name, path)
+                except StorageError as exc:
+                    return [str(exc)], done
             try:
                 store = self._workspace(path, migrate=repair, mend_version=repair)
             except StorageError as exc:
-                return [str(exc)], []
+                return [str(exc)], done
             try:
-                done = store.repair() if repair else []
+                done += store.repair() if repair else []
                 return store.check(), done
             except StorageError as exc:
-                return [str(exc)], []
+                return [str(exc)], done
             finally:
                 store.close()
+
+    def _damaged_pages(self, path: Path) -> bool:
+        """True when the file cannot be opened as a workspace (its schema or settings are
+        damaged) or SQLite finds its pages damaged (``PRAGMA integrity_check``,
+        sqlite.org/pragma.html#pragma_integrity_check); an older schema is not damage."""
+        try:
+            store = self._workspace(path, migrate=False, mend_version=True)
+        except NoSpace:
+            return False
+        except StorageError:
+            return True
+        try:
+            rows = store._rows("PRAGMA integrity_check")
+            return any(row[0] != "ok" for row in rows)
+        except StorageError:
+            return True
+        finally:
+            store.close()
+
+    def _salvage(self, name: str, path: Path) -> list[str]:
+        """Rebuild workspace ``name`` from the rows of its damaged file that can be read
+        (kyfs.engine.sqlite.salvage), in a new file that takes its place; the damaged file
+        is kept under ``<data dir>/damaged/``. Call with the directory's lock held
+        exclusively. Returns what was done, as sentences.
+
+        Raises:
+            StorageError: (EIO, exit 4) nothing could be read; the file is left as it was.
+        """
+        self._forget(name)
+        staged = path.parent / f".{path.name}.salvage.{os.getpid()}"  # (one file system)
+        for part in (staged, *paths.sidecar_files(staged)):
+            part.unlink(missing_ok=True)
+        try:
+            found = salvage(path, staged)
+        except BaseException:
+            for part in (staged, *paths.sidecar_files(staged)):
+                part.unlink(missing_ok=True)
+            raise
+        stamp = dt.datetime.now(dt.UTC).strftime(paths.TRASH_STAMP)
+        kept = self.directory.parent / "damaged" / f"{name}.{stamp}.db"
+        paths.make_private_dir(kept.parent)
+        _move_files(path, kept)
+        _move_files(staged, path)
+        if found.rows:
+            done = [f"rebuilt the file from the {found.rows} rows that could be read"]
+        else:
+            done = ["nothing in the file could be read: the workspace is empty now (restore"
+                    " it from a backup: kyfs backup restore)"]  # fmt: skip
+        if found.damaged_ranges:
+            done.append(f"stepped over {found.damaged_ranges} damaged places (their rows are lost)")
+        if found.tables:
+            done.append(f"could not read the tables {', '.join(found.tables)}")
+        done.append(f"kept the damaged file as {kept} (delete it once the workspace is right)")
+        return done
 
     def info(self, name: str) -> WorkspaceInfo:
         """Key count and bytes on disk of ``name``.

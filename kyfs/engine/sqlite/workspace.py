@@ -117,9 +117,9 @@ class SqliteWorkspace(SearchCheckMixin, RulesMixin):
             if migrate and retention_s is not None:
                 with contextlib.suppress(NoSpace):  # a full disk: purged at a later open
                     self.purge_archive(time.time_ns() - int(retention_s * 1e9))
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, UnicodeDecodeError) as exc:  # (a damaged schema's text)
             self._conn.close()
-            if isinstance(convert(exc, path.parent), NoSpace):
+            if isinstance(exc, sqlite3.Error) and isinstance(convert(exc, path.parent), NoSpace):
                 raise NoSpace(f"disk full: {path}: {exc}") from None
             raise StorageError(f"{path}: not a usable workspace file: {exc}") from None
         except BaseException:
