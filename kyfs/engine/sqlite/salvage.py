@@ -79,8 +79,8 @@ def salvage(source: Path, target: Path) -> Salvaged:
                             "SELECT name FROM sqlite_master WHERE type = 'table'"
                         )
                     }
-                except sqlite3.Error:
-                    have = set()  # no table can be found: the copy stays empty
+                except (sqlite3.Error, ValueError):  # (UnicodeDecodeError: SQLite quoting
+                    have = set()  # damaged text) no table can be found: the copy stays empty
                 return _copy_tables(src, dst, have)
             finally:
                 src.close()
@@ -122,7 +122,7 @@ def _mend_schema(copy: Path, dst: sqlite3.Connection) -> None:
             elif not (isinstance(name, str) and name.startswith("sqlite_")):
                 conn.execute("DELETE FROM sqlite_master WHERE rowid = ?", (rowid,))
         conn.execute("COMMIT")
-    except sqlite3.Error:  # e.g. a damaged schema page that cannot be written: the
+    except (sqlite3.Error, ValueError):  # a damaged schema page that cannot be written: the
         with contextlib.suppress(sqlite3.Error):  # copy is read as it is
             conn.execute("ROLLBACK")
     finally:
@@ -183,7 +183,7 @@ def _shape(
     or its primary key's columns for a WITHOUT ROWID table (integers, in kyfs's)."""
     try:
         theirs = {str(row[1]) for row in src.execute(f"PRAGMA table_info({table})")}
-    except sqlite3.Error:
+    except (sqlite3.Error, ValueError):
         return [], []
     info = list(dst.execute(f"PRAGMA table_info({table})"))
     columns = [str(row[1]) for row in info if str(row[1]) in theirs]

@@ -76,7 +76,7 @@ class SqliteWorkspace(SearchCheckMixin, RulesMixin):
         AlreadyExists: (EEXIST) ``create`` and the file exists.
     """
 
-    _errors = (sqlite3.Error,)
+    _errors = (sqlite3.Error, UnicodeDecodeError)  # (SQLite quoting a damaged file's text)
     _BEGIN_WRITE = "BEGIN IMMEDIATE"  # a writer waits for another (busy_timeout)
     _BEGIN_READ = "BEGIN"
 
