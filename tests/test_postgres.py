@@ -179,7 +179,12 @@ def test_migrate_engine_round_trip_is_lossless(
     report = json.loads(done.stdout)
     assert [(r["workspace"], r["ok"]) for r in report] == [("rich", True)]
     again = kyfs("migrate", "engine", "--from", "sqlite", "--to", pg_url, "-w", "rich")
-    assert again.returncode == 3  # the target has it already: nothing copied
+    assert again.returncode == 0, again.stderr  # there already, equal: a rerun's no-op
+    assert "not copied again" in again.stdout
+    assert kyfs("-w", "rich", "set", "later", "x").returncode == 0
+    changed = kyfs("migrate", "engine", "--from", "sqlite", "--to", pg_url, "-w", "rich")
+    assert changed.returncode == 3  # there with other content: refused, nothing copied
+    assert kyfs("-w", "rich", "delete", "later").returncode == 0
     monkeypatch.setenv("KYFS_HOME", str(tmp_path / "second-home"))
     back = kyfs("migrate", "engine", "--from", pg_url, "--to", "sqlite", "-w", "rich")
     assert back.returncode == 0, back.stderr

@@ -196,11 +196,26 @@ def cli(
         os.environ[ENV_DB_PATH] = str(db_path.absolute())
     config.current_user()  # a bad --user is a clear error before anything runs
     config.apply_cursor()
+    if ctx.invoked_subcommand != "completion":
+        _recover()
     if ctx.invoked_subcommand in ("completion", "migrate"):
         return
     _kycli_hint_once()
     with engine_session() as workspaces:
         ensure_shared(workspaces)
+
+
+def _recover() -> None:
+    """Finish or undo what killed kyfs commands left (kyfs.transfer.recovery), saying
+    so on stderr; the command goes on whatever happens here."""
+    from kyfs.platform import journal
+
+    if not journal.pending():
+        return  # the common case: one scandir, no import of the recovery code
+    from kyfs.transfer import recovery
+
+    for sentence in recovery.recover():
+        click.echo(f"kyfs: {sentence}", err=True)
 
 
 def _restore_environment(saved: dict[str, str | None]) -> None:

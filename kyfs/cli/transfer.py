@@ -23,7 +23,6 @@ from kyfs.cli.base import (
     workspace_option,
 )
 from kyfs.core.errors import InvalidInput, StorageError
-from kyfs.platform import paths
 
 
 # --- migration ------------------------------------------------------------------------------
@@ -116,8 +115,9 @@ def migrate_engine(source: str, target: str, names: tuple[str, ...], as_json: bo
     """Copy workspaces between engines, losslessly, and validate every copy (SHA-256 of
     every value; names, owners, links, times, TTLs, history, archive, settings). `sqlite`
     is this data directory's files. The source is only read; a workspace the target has
-    already is refused (exit 3); exit 4 if a copy does not validate (it goes to the
-    target's trash).
+    already with other content is refused (exit 3), one with the same content (a run
+    that was killed copied it) is skipped; exit 4 if a copy does not validate (it goes
+    to the target's trash).
 
     Examples: kyfs migrate engine --from sqlite --to postgresql://kyfs@db/kyfs;
     kyfs migrate engine --from postgresql://kyfs@db/kyfs --to sqlite -w notes
@@ -127,11 +127,14 @@ def migrate_engine(source: str, target: str, names: tuple[str, ...], as_json: bo
     copies = migrating.migrate_engine(source, target, names)
     if as_json:
         _echo_json(
-            [{"workspace": c.name, "ok": c.ok, "rows": c.rows, "problems": c.problems}
-             for c in copies]
+            [{"workspace": c.name, "ok": c.ok, "copied": c.copied, "rows": c.rows,
+              "problems": c.problems} for c in copies]
         )  # fmt: skip
     else:
         for copy in copies:
+            if not copy.copied:
+                click.echo(f"{copy.name}: in --to already, equal; not copied again")
+                continue
             rows = copy.rows
             state = "validated" if copy.ok else "NOT validated"
             click.echo(
@@ -293,16 +296,11 @@ def backup_verify(file: Path, as_json: bool) -> None:
 
     Example: kyfs backup verify kyfs-backup-20261121T100000Z.tar.gz --json
     """
-    import shutil
-    import tempfile
-
+    from kyfs.platform import journal
     from kyfs.transfer import backup as backups
 
-    scratch = Path(tempfile.mkdtemp(dir=paths.make_private_dir(paths.spill_dir())))
-    try:
-        checked = backups.verify(file, scratch)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+    with journal.begin("backup-verify") as op:  # its copies go when it ends, or after a kill
+        checked = backups.verify(file, op.folder)
     files = checked.manifest["files"]
     if as_json:
         _echo_json(

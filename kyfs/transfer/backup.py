@@ -31,7 +31,6 @@ import os
 import re
 import shutil
 import tarfile
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,8 +48,9 @@ from kyfs.core.nodes import ImportItem
 from kyfs.engine import open_engine
 from kyfs.engine.base import Workspace
 from kyfs.engine.sqlite.workspace import SqliteWorkspace
-from kyfs.platform import paths
+from kyfs.platform import config, journal, paths
 from kyfs.platform.config import SHARED_WORKSPACE
+from kyfs.transfer import recovery
 
 FORMAT = "kyfs-backup"
 VERSION = 1
@@ -113,14 +113,18 @@ def create(
     Raises:
         WorkspaceNotFound: (exit 1) a named workspace does not exist.
     """
-    workspaces = open_engine()
-    with tempfile.TemporaryDirectory(dir=paths.make_private_dir(paths.spill_dir())) as tmp:
+    partial = output.absolute().with_name(output.name + ".partial")
+    # Killed midway, the next kyfs command deletes the snapshots and the partial archive
+    # (kyfs.transfer.recovery); the archive appears whole or not at all (one rename).
+    with journal.begin("backup-create", partial=str(partial)) as op:
+        tmp = op.folder
+        workspaces = open_engine()
         files: list[dict[str, Any]] = []
         try:
             for name in names or workspaces.names():
                 with workspaces.shared():
                     store = workspaces.open(name)
-                    snapshot = Path(tmp) / f"{name}.db"
+                    snapshot = tmp / f"{name}.db"
                     try:
                         store.backup_to(snapshot)
                     finally:
@@ -149,7 +153,6 @@ def create(
             "created": dt.datetime.now(dt.UTC).isoformat().replace("+00:00", "Z"),
             "files": files,
         }
-        partial = output.with_name(output.name + ".partial")
         fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # whatever the umask
         os.fchmod(fd, 0o600)
         with os.fdopen(fd, "wb") as raw, tarfile.open(fileobj=raw, mode="w:gz") as tar:
@@ -158,8 +161,11 @@ def create(
             info.size, info.mode = len(data), 0o600
             tar.addfile(info, io.BytesIO(data))
             for item in files:
-                source = state.get(item["path"]) or Path(tmp) / Path(item["path"]).name
+                source = state.get(item["path"]) or tmp / Path(item["path"]).name
                 tar.add(source, arcname=str(item["path"]), recursive=False)
+            tar.close()
+            raw.flush()
+            os.fsync(raw.fileno())
         os.replace(partial, output)
     return manifest
 
@@ -227,17 +233,14 @@ def _members(tar: tarfile.TarFile) -> Iterator[tarfile.TarInfo]:
         yield member
 
 
-def verify(archive: Path, into: Path | None = None) -> Verified:
-    """Check ``archive`` against its manifest; extract its files into ``into`` (a temporary
-    directory the caller removes; a new one when None).
+def verify(archive: Path, into: Path) -> Verified:
+    """Check ``archive`` against its manifest; extract its files into the directory
+    ``into`` (an operation's folder, kyfs.platform.journal, that the caller removes).
 
     Raises:
         InvalidInput: (exit 2) not a kyfs backup, or a file missing, extra, changed, or
             with a different key count.
     """
-    into = into or Path(
-        tempfile.mkdtemp(prefix="kyfs-verify-", dir=paths.make_private_dir(paths.spill_dir()))
-    )
     try:
         with tarfile.open(archive, "r:gz") as tar:
             members = _members(tar)
@@ -292,10 +295,13 @@ class Restored:
     state: list[str]
 
 
-def _restore_state(directory: Path, manifest: dict[str, Any], force: bool) -> list[str]:
-    """Put back the settings, user state and cursor files of a full backup: those missing
-    here, or all with ``force``. Each must parse as TOML (tomllib); one that does not is
-    refused before any is written.
+def _wanted_state(
+    directory: Path, manifest: dict[str, Any], force: bool
+) -> list[tuple[str, Path, Path]]:
+    """The settings, user state and cursor files of a full backup to put back, as (path
+    in the archive, extracted file, file here): those missing here, or all with
+    ``force``. Each must parse as TOML (tomllib); one that does not is refused before
+    any is written.
 
     Raises:
         InvalidInput: (exit 2) a file is not TOML.
@@ -314,13 +320,7 @@ def _restore_state(directory: Path, manifest: dict[str, Any], force: bool) -> li
         target = paths.config_member(item["path"])
         if force or not target.exists():
             wanted.append((item["path"], source, target))
-    for _, source, target in wanted:
-        paths.make_private_dir(target.parent)
-        partial = target.with_name(target.name + ".partial")
-        with _private_file(partial) as out:
-            out.write(source.read_text("utf-8"))
-        os.replace(partial, target)
-    return [rel for rel, _, _ in wanted]
+    return wanted
 
 
 def restore(
@@ -328,7 +328,10 @@ def restore(
 ) -> Restored:
     """Restore workspaces from ``archive`` (all, or only ``name``, optionally as
     ``as_name``); a full restore also puts back settings, users' state and cursors
-    (:func:`_restore_state`). The archive is verified first.
+    (:func:`_wanted_state`). The archive is verified, and every workspace file copied and
+    validated, before anything is touched; then the journal lists what to install (the
+    commit point: killed after it, the next kyfs command installs the rest,
+    kyfs.transfer.recovery) and each workspace takes its place in one step.
 
     Raises:
         InvalidInput: (exit 2) the archive does not verify; nothing was touched.
@@ -338,8 +341,8 @@ def restore(
     """
     if as_name is not None:
         check_workspace_name(as_name)
-    with tempfile.TemporaryDirectory(dir=paths.make_private_dir(paths.spill_dir())) as tmp:
-        checked = verify(archive, Path(tmp))
+    with journal.begin("restore", engine=config.engine_url(), archive=str(archive)) as op:
+        checked = verify(archive, paths.make_private_dir(op.file("files")))
         wanted = [f for f in checked.manifest["files"] if "workspace" in f]
         if name is not None:
             wanted = [f for f in wanted if f["workspace"] == name]
@@ -348,8 +351,6 @@ def restore(
         elif as_name is not None and len(wanted) != 1:
             raise InvalidInput("--as needs -w NAME when the backup holds several workspaces")
         workspaces = open_engine()
-        restored: list[str] = []
-        staged: list[tuple[str, Path]] = []
         try:
             targets = [(f, as_name or f["workspace"]) for f in wanted]
             for _, target in targets:
@@ -362,25 +363,22 @@ def restore(
                 raise WorkspaceExists(
                     "these workspaces exist: " + ", ".join(clashes) + " (use --force or --as)"
                 )
-            # All or nothing: every file is copied and validated before any workspace moves.
-            for item, target in targets:
-                staged.append((target, workspaces.stage(checked.directory / item["path"])))
-            for target, copy in staged:
-                if workspaces.exists(target):
-                    workspaces.drop(target)  # to the trash: kyfs trash restore brings it back
-                workspaces.adopt(target, copy)
-                restored.append(target)
-            state = (
-                []
-                if name is not None
-                else _restore_state(checked.directory, checked.manifest, force)
-            )
+            staging = paths.make_private_dir(op.file("staged"))
+            installs = [
+                {
+                    "workspace": target,
+                    "staged": str(workspaces.stage(checked.directory / item["path"], staging)),
+                    "replace": True,  # the one it replaces goes to the trash
+                }
+                for item, target in targets
+            ]
+            state = [] if name is not None else _wanted_state(
+                checked.directory, checked.manifest, force)  # fmt: skip
+            op.save(installs=installs, state=[[str(src), str(dst)] for _, src, dst in state])
+            restored = recovery.install(op, workspaces)
         finally:
-            for _, copy in staged:
-                for part in (copy, *paths.sidecar_files(copy)):
-                    part.unlink(missing_ok=True)
             workspaces.close()
-    return Restored(restored, state)
+    return Restored(restored, [rel for rel, _, _ in state])
 
 
 # --- export and import ------------------------------------------------------------------

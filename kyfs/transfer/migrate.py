@@ -29,8 +29,9 @@ from kyfs.core.errors import (
     WorkspaceNotFound,
 )
 from kyfs.core.nodes import ImportItem, ImportVersion
-from kyfs.engine import open_engine
-from kyfs.platform import paths
+from kyfs.engine import AnyEngine, open_engine, open_engine_at
+from kyfs.platform import config, journal, paths
+from kyfs.transfer import recovery
 from kyfs.transfer.sources import HistoryRow, Record, SourceData, iter_workspaces, read_kycli
 
 MERGE_RULES = ("keep", "replace")  # keep: stored values win; replace: source wins (archived)
@@ -122,25 +123,25 @@ def _item(record: Record) -> ImportItem:
 
 
 def _write_workspace(
+    workspaces: AnyEngine,
     name: str,
     records: list[Record],
     archived: list[tuple[Record, int]],
     history: list[HistoryRow],
     merge: str | None,
 ) -> int:
-    workspaces = open_engine()
-    try:
-        if not workspaces.exists(name):
-            workspaces.create(name)
-        with workspaces.using(name) as store:
-            written = store.import_entries(map(_item, records), conflict=merge or "error")
-            store.import_archived((_item(r), when) for r, when in archived)
-            store.import_history(
-                ImportVersion(row.key, row.action, row.value, row.when) for row in history
-            )
-            return written
-    finally:
-        workspaces.close()
+    """Write one workspace's keys, archive and history into ``workspaces`` (made when
+    missing); return the keys written. Archive and history rows already there are
+    skipped (Workspace.import_archived, import_history), so a rerun adds nothing twice."""
+    if not workspaces.exists(name):
+        workspaces.create(name)
+    with workspaces.using(name) as store:
+        written = store.import_entries(map(_item, records), conflict=merge or "error")
+        store.import_archived((_item(r), when) for r, when in archived)
+        store.import_history(
+            ImportVersion(row.key, row.action, row.value, row.when) for row in history
+        )
+        return written
 
 
 def run(
@@ -185,14 +186,42 @@ def run(
     for row in data.history:
         histories.setdefault(row.workspace, []).append(row)
 
-    def one(name: str) -> tuple[str, int]:
-        return name, _write_workspace(name, live.get(name, []), archived.get(name, []),
-                                      histories.get(name, []), merge)  # fmt: skip
+    def one(name: str, directory: Path | None) -> tuple[str, int]:
+        workspaces = open_engine_at(None, directory) if directory else open_engine()
+        try:
+            return name, _write_workspace(workspaces, name, live.get(name, []),
+                archived.get(name, []), histories.get(name, []), merge)  # fmt: skip
+        finally:
+            workspaces.close()
 
-    with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
-        for name, written in pool.map(one, [w.name for w in plan.workspaces]):
+    # New workspaces are written whole into staged files first, then installed in one
+    # step each: killed before the journal lists them, nothing shows; after, the next
+    # kyfs command installs the rest (kyfs.transfer.recovery). Workspaces that exist are
+    # merged into afterwards, a transaction at a time; run again, the merge adds nothing
+    # twice.
+    new = [w.name for w in plan.workspaces if not w.exists]
+    merged = [w.name for w in plan.workspaces if w.exists]
+    with journal.begin("migrate", engine=config.engine_url(), source=source) as op:
+        staging = paths.make_private_dir(op.file("staged"))
+        with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
+            counts = dict(pool.map(lambda n: one(n, staging), new))
+        installs = [
+            {"workspace": n, "staged": str(staging / f"{n}{paths.DB_SUFFIX}"), "replace": False}
+            for n in new
+        ]
+        op.save(installs=installs)
+        workspaces = open_engine()
+        try:
+            recovery.install(op, workspaces)
+        finally:
+            workspaces.close()
+        for name in new:
             if progress:
-                progress(name, written)
+                progress(name, counts[name])
+        with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
+            for name, written in pool.map(lambda n: one(n, None), merged):
+                if progress:
+                    progress(name, written)
     return plan
 
 
@@ -356,6 +385,7 @@ class EngineCopy:
     name: str
     rows: dict[str, int]
     problems: list[str]
+    copied: bool = True  # False: it was in the target already, equal (a rerun)
 
     @property
     def ok(self) -> bool:
@@ -370,12 +400,15 @@ def migrate_engine(
     one at ``target_url`` (kyfs.engine.open_engine_at: a PostgreSQL URL, or None/"sqlite"
     for this data directory's files), losslessly (kyfs.engine.sql.copy), then validate
     each copy against its source. The source is only read. A copy that fails validation
-    is dropped into the target's trash, so a rerun starts clean.
+    is dropped into the target's trash, so a rerun starts clean. A workspace the target
+    holds already with the same content (a run killed after copying it) is not copied
+    again (``copied`` False), so a rerun finishes what a killed run began.
 
     Raises:
         InvalidInput: (exit 2) the same engine on both sides.
         WorkspaceNotFound: (exit 1) a name the source lacks.
-        WorkspaceExists: (exit 3) a name the target has already; nothing was copied.
+        WorkspaceExists: (exit 3) the target holds a name with other content; nothing
+            was copied.
         StorageError: (exit 4) either engine failed.
     """
     from kyfs.engine import open_engine_at
@@ -391,18 +424,40 @@ def migrate_engine(
             for name in wanted:
                 if not source.exists(name):
                     raise WorkspaceNotFound(f"workspace not found in --from: {name}")
-            taken = [name for name in wanted if target.exists(name)]
-            if taken:
-                raise WorkspaceExists(f"workspaces exist in --to: {', '.join(taken)}")
-            done = []
-            for name in wanted:
-                target.create(name)
+            done, todo = [], []
+            for name in wanted:  # one copied whole by an earlier run is done: a rerun
+                if not target.exists(name):  # after a kill finishes the rest
+                    todo.append(name)
+                    continue
                 with source.using(name) as src, target.using(name) as dst:
-                    rows = copy_workspace(src, dst)
+                    if differences(fingerprint(src), fingerprint(dst)):
+                        raise WorkspaceExists(f"workspaces exist in --to: {name}")
+                done.append(EngineCopy(name, {}, [], copied=False))
+            # Every workspace is copied into a staged SQLite file first, then installed
+            # in one step each (a rename, or one PostgreSQL transaction): killed before
+            # the journal lists them, nothing shows in --to; after, the next kyfs command
+            # installs the rest (kyfs.transfer.recovery).
+            with journal.begin("engine-migrate", engine=target_url) as op:
+                staging = open_engine_at(None, paths.make_private_dir(op.file("staged")))
+                rows: dict[str, dict[str, int]] = {}
+                try:
+                    for name in todo:
+                        staging.create(name)
+                        with source.using(name) as src, staging.using(name) as dst:
+                            rows[name] = copy_workspace(src, dst)
+                finally:
+                    staging.close()
+                op.save(installs=[
+                    {"workspace": n, "staged": str(staging.directory / f"{n}{paths.DB_SUFFIX}"),
+                     "replace": False} for n in todo
+                ])  # fmt: skip
+                recovery.install(op, target)
+            for name in todo:
+                with source.using(name) as src, target.using(name) as dst:
                     problems = differences(fingerprint(src), fingerprint(dst))
                 if problems:
                     target.drop(name)
-                done.append(EngineCopy(name, rows, problems))
+                done.append(EngineCopy(name, rows[name], problems))
             return done
         finally:
             target.close()

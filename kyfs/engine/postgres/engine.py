@@ -356,17 +356,17 @@ class PgEngine:
             deleted.append(item)
         return deleted
 
-    def stage(self, source: Path) -> Path:
+    def stage(self, source: Path, directory: Path | None = None) -> Path:
         """A workspace file from a backup, checked and copied as the SQLite engine does
-        (kyfs.engine.sqlite.engine.stage_file: the backup format's files are SQLite
-        workspace files), ready for :meth:`adopt`.
+        (kyfs.engine.sqlite.engine.stage_file, into ``directory``: the backup format's
+        files are SQLite workspace files), ready for :meth:`adopt`.
 
         Raises:
             UnsoundInput: (EINVAL, exit 2) not a sound kyfs workspace file.
         """
         from kyfs.engine.sqlite.engine import stage_file
 
-        return stage_file(source)
+        return stage_file(source, directory)
 
     def adopt(self, name: str, staged: Path) -> None:
         """Make the staged workspace file ``staged`` the workspace ``name``: a new schema,

@@ -46,6 +46,7 @@ _SQL_INSERT = (
     "INSERT INTO history (key, action, size, time_ns, detail, pid, since_ns, shared)"
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id"
 )
+_SQL_HAS = "SELECT 1 FROM history WHERE key = ? AND time_ns = ? AND action = ? LIMIT 1"
 _SQL_LAST = (
     "SELECT id, action, pid, time_ns, coalesce(since_ns, time_ns) FROM history"
     " WHERE key = ? ORDER BY time_ns DESC, id DESC LIMIT 1"
@@ -352,10 +353,13 @@ class HistoryMixin(Base):
 
     def import_history(self, items: Iterable[ImportVersion]) -> int:
         """Append imported history rows (e.g. KyCLI's audit log), their values stored as
-        versions, in one transaction; returns how many."""
+        versions, in one transaction; returns how many. A row the history holds already
+        (same key, action and time) is skipped, so an import run twice adds it once."""
         count = 0
         with self._atomic() as conn:
             for item in items:
+                if conn.execute(_SQL_HAS, (item.key, item.time_ns, item.action)).fetchone():
+                    continue
                 size = None if item.value is None else len(item.value)
                 row = conn.execute(
                     _SQL_INSERT, (item.key, item.action, size, item.time_ns, None, None, None, None)

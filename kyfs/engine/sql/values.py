@@ -147,6 +147,9 @@ def after_write(
     mark(conn, node_id)
 
 
+_SQL_ARCHIVED = "SELECT 1 FROM archive WHERE key = ? AND deleted_ns = ? AND size = ? LIMIT 1"
+
+
 class ValuesMixin(NamespaceMixin):
     """Reading and writing values; TTL; imports; restoring a version."""
 
@@ -498,7 +501,8 @@ class ValuesMixin(NamespaceMixin):
 
         ``conflict`` says what happens when a key exists: ``"error"`` raises
         AlreadyExists (nothing is written), ``"keep"`` leaves the stored value,
-        ``"replace"`` archives the stored value and writes the new one.
+        ``"replace"`` archives the stored value and writes the new one (unless they are
+        the same bytes: then nothing changes, so an import run twice writes once).
 
         Raises:
             AlreadyExists: (EEXIST, exit 3) with ``conflict="error"``.
@@ -514,6 +518,10 @@ class ValuesMixin(NamespaceMixin):
                         continue
                     if conflict != "replace":
                         raise AlreadyExists(f"key exists: {item.key}")
+                    if live.size == len(item.value) and item.value == blocks.read(
+                        conn, live.id, 0, live.size, live.size
+                    ):
+                        continue
                     self._drop_name(conn, live, time.time_ns())
                 ttl = None
                 if item.expires_ns is not None:  # a TTL that runs on where it was
@@ -528,11 +536,15 @@ class ValuesMixin(NamespaceMixin):
 
     def import_archived(self, items: Iterable[tuple[ImportItem, int]]) -> int:
         """Put ``(item, deleted_ns)`` pairs straight into the archive, in one transaction;
-        returns how many."""
+        returns how many. One the archive holds already (same key, deletion time and
+        size) is skipped, so an import run twice (a migration killed and run again)
+        archives it once."""
         count = 0
         owner = process_owner()
         with self._atomic() as conn:
             for item, deleted_ns in items:
+                if conn.execute(_SQL_ARCHIVED, (item.key, deleted_ns, len(item.value))).fetchone():
+                    continue
                 created = item.created_ns or deleted_ns
                 mtime = item.mtime_ns or deleted_ns
                 node_id = conn.execute(

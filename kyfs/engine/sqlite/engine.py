@@ -59,7 +59,7 @@ from kyfs.engine.sqlite import trust
 from kyfs.engine.sqlite.salvage import salvage
 from kyfs.engine.sqlite.workspace import SqliteWorkspace
 from kyfs.engine.sweep import Sweeper
-from kyfs.platform import paths
+from kyfs.platform import journal, paths
 from kyfs.platform import reserve as disk_reserve
 
 log = logging.getLogger(__name__)
@@ -68,13 +68,37 @@ RECLAIM_FREE = 4 << 20  # bytes free inside a file at rest past which they go ba
 SHORT_FOR = 0.5  # seconds short() keeps its answer
 
 
-def _move_files(source: Path, target: Path) -> None:
-    """Rename a database file and its ``-wal``/``-shm`` companions (POSIX rename, same disk)."""
-    for src, dst in zip(
-        (source, *paths.sidecar_files(source)), (target, *paths.sidecar_files(target)), strict=True
-    ):
-        if src.exists():
-            os.rename(src, dst)
+def _move_files(moves: Iterable[tuple[Path, Path]]) -> None:
+    """Rename each database file and its ``-wal``/``-shm`` companions (POSIX rename, one
+    disk), pair after pair, so that running it again after it was cut short finishes it:
+    a pair whose file is at both ends is done and skipped whole (the source is another
+    file by now); one whose file is only at the target has its companions follow it; one
+    whose file is only at the source moves whole."""
+    for source, target in moves:
+        there = target.exists()
+        if source.exists() and there:
+            continue
+        if not source.exists() and not there:
+            continue
+        for src, dst in zip(
+            (source, *paths.sidecar_files(source)),
+            (target, *paths.sidecar_files(target)),
+            strict=True,
+        ):
+            if src.exists() and not dst.exists():
+                os.rename(src, dst)
+
+
+def _journaled_moves(data: Path, moves: list[tuple[Path, Path]]) -> None:
+    """:func:`_move_files` under a ``move`` journal (kyfs.platform.journal) in the data
+    directory ``data``: killed midway, the next engine opened there finishes the moves
+    (:meth:`SqliteEngine.finish_moves`).
+
+    Raises:
+        OSError: a rename failed; the journal is gone, what moved stays moved.
+    """
+    with journal.begin("move", data, moves=[[str(a), str(b)] for a, b in moves]):
+        _move_files(moves)
 
 
 def _valid(name: str) -> bool:
@@ -217,11 +241,13 @@ def _must_be_workspace_file(path: Path) -> None:
         raise UntrustedFile(f"{path}: a SQLite file that is not a kyfs workspace")
 
 
-def stage_file(source: Path) -> Path:
-    """Copy the untrusted SQLite file ``source`` into a new private file of kyfs's own,
-    check its schema, migrate the copy and validate every row (kyfs.engine.sqlite.trust);
-    return the copy, ready for an engine's ``adopt`` (the SQLite engine moves it in, the
-    PostgreSQL engine copies its rows). ``source`` is only read.
+def stage_file(source: Path, directory: Path | None = None) -> Path:
+    """Copy the untrusted SQLite file ``source`` into a new private file of kyfs's own in
+    ``directory`` (an operation's folder, kyfs.platform.journal; the spill folder when
+    None), check its schema, migrate the copy and validate every row
+    (kyfs.engine.sqlite.trust); return the copy, ready for an engine's ``adopt`` (the
+    SQLite engine moves it in, the PostgreSQL engine copies its rows). ``source`` is
+    only read.
 
     Raises:
         UnsoundInput: (EINVAL, exit 2) the schema or the data is not kyfs's; the copy is
@@ -230,7 +256,7 @@ def stage_file(source: Path) -> Path:
     import shutil
     import tempfile
 
-    staging = paths.make_private_dir(paths.spill_dir())
+    staging = paths.make_private_dir(directory or paths.spill_dir())
     handle, name = tempfile.mkstemp(prefix="stage-", suffix=paths.DB_SUFFIX, dir=staging)
     os.close(handle)
     copy = Path(name)
@@ -290,6 +316,7 @@ class SqliteEngine:
         if self._reserve is not None:
             disk_reserve.ensure(self._reserve)
         self._lock = _DirLock(self.directory)
+        self.finish_moves()
         self._cache_enabled = cache
         self._retention_s = retention_s
         self._cache: dict[str, tuple[SqliteWorkspace, tuple[int, int]]] = {}
@@ -300,6 +327,28 @@ class SqliteEngine:
         self._fold_limit = 0  # pages: on a tight disk, every connection folds past it (tighten)
         self._folded: dict[str, tuple[int, int]] = {}  # name -> its WAL (mtime, size) when
         # checkpoint() last folded it
+
+    def finish_moves(self) -> int:
+        """Finish the file moves (drop, rename, adopt, trash restore, salvage) of kyfs
+        processes killed midway, from their journals (kyfs.platform.journal, kind
+        ``move``): moves that had begun are completed, a salvage killed before its moves
+        loses its half-made copy. Runs when an engine opens; returns how many journals
+        were found (each gets a log line)."""
+        found = 0
+        for op in journal.dead(self.directory.parent, kinds=("move",)):
+            with op, self._lock.exclusive():
+                found += 1
+                moves = [(Path(a), Path(b)) for a, b in op.data.get("moves", [])]
+                if moves:
+                    _move_files(moves)
+                    log.warning("finished the file moves of a killed kyfs process: %s",
+                                "; ".join(f"{a} -> {b}" for a, b in moves))  # fmt: skip
+                elif op.data.get("discard"):
+                    staged = Path(op.data["discard"])
+                    for part in (staged, *paths.sidecar_files(staged)):
+                        part.unlink(missing_ok=True)
+                    log.warning("removed %s, left by a salvage that was killed", staged)
+        return found
 
     # --- a full disk ---------------------------------------------------------------------
     def relieve(self) -> bool:
@@ -467,12 +516,13 @@ class SqliteEngine:
             stamp = dt.datetime.now(dt.UTC).strftime(paths.TRASH_STAMP)
             target = paths.trash_file(name, stamp)
             paths.make_private_dir(target.parent)
-            _move_files(path, target)
+            _journaled_moves(self.directory.parent, [(path, target)])
             return target
 
-    def stage(self, source: Path) -> Path:
-        """:func:`stage_file`: ``source`` checked and copied, ready for :meth:`adopt`."""
-        return stage_file(source)
+    def stage(self, source: Path, directory: Path | None = None) -> Path:
+        """:func:`stage_file`: ``source`` checked and copied (into ``directory``), ready
+        for :meth:`adopt`."""
+        return stage_file(source, directory)
 
     def adopt(self, name: str, staged: Path) -> None:
         """Make ``staged`` (a file :meth:`stage` returned) the workspace ``name``.
@@ -484,7 +534,7 @@ class SqliteEngine:
         with self._lock.exclusive():
             if target.exists():
                 raise WorkspaceExists(f"workspace exists: {name}")
-            _move_files(staged, target)
+            _journaled_moves(self.directory.parent, [(staged, target)])
 
     def rename(self, old: str, new: str) -> None:
         """Rename workspace ``old`` to ``new`` (its ``-wal`` and ``-shm`` files too).
@@ -508,7 +558,7 @@ class SqliteEngine:
                 cached = self._cache.pop(old, None)
             if cached is None:
                 store.close()
-            _move_files(source, target)
+            _journaled_moves(self.directory.parent, [(source, target)])
             if cached is not None:  # same inode under its new name: keep it open
                 cached[0].path = target
                 with self._mutex:
@@ -554,7 +604,7 @@ class SqliteEngine:
                 raise WorkspaceExists(
                     f"workspace exists: {target_name} (restore under another name with --as)"
                 )
-            _move_files(candidates[0].path, target)
+            _journaled_moves(self.directory.parent, [(candidates[0].path, target)])
             store = self._open_unlocked(target_name)
             try:
                 restored = store.restore_teardown()
@@ -571,8 +621,8 @@ class SqliteEngine:
         for item in self.trash():
             if older_than_s is not None and (now - item.dropped).total_seconds() <= older_than_s:
                 continue
-            for part in (item.path, *paths.sidecar_files(item.path)):
-                part.unlink(missing_ok=True)
+            for part in (*paths.sidecar_files(item.path), item.path):  # the file last: cut
+                part.unlink(missing_ok=True)  # short, the rest still shows in the trash
             deleted.append(item)
         return deleted
 
@@ -803,19 +853,26 @@ class SqliteEngine:
         """
         self._forget(name)
         staged = path.parent / f".{path.name}.salvage.{os.getpid()}"  # (one file system)
-        for part in (staged, *paths.sidecar_files(staged)):
-            part.unlink(missing_ok=True)
-        try:
-            found = salvage(path, staged)
-        except BaseException:
+        stamp = dt.datetime.now(dt.UTC).strftime(paths.TRASH_STAMP)
+        if path.parent == self.directory:
+            kept = self.directory.parent / "damaged" / f"{name}.{stamp}.db"
+        else:  # a --db file: kept beside it, on its own file system
+            kept = path.with_name(f"{path.name}.damaged-{stamp}")
+        # Killed while it salvages, the next engine deletes the half-made copy; killed
+        # while the files move, it finishes the moves (finish_moves).
+        with journal.begin("move", self.directory.parent, discard=str(staged), moves=[]) as op:
             for part in (staged, *paths.sidecar_files(staged)):
                 part.unlink(missing_ok=True)
-            raise
-        stamp = dt.datetime.now(dt.UTC).strftime(paths.TRASH_STAMP)
-        kept = self.directory.parent / "damaged" / f"{name}.{stamp}.db"
-        paths.make_private_dir(kept.parent)
-        _move_files(path, kept)
-        _move_files(staged, path)
+            try:
+                found = salvage(path, staged)
+            except BaseException:
+                for part in (staged, *paths.sidecar_files(staged)):
+                    part.unlink(missing_ok=True)
+                raise
+            paths.make_private_dir(kept.parent)
+            moves = [(path, kept), (staged, path)]
+            op.save(moves=[[str(a), str(b)] for a, b in moves])
+            _move_files(moves)
         if found.rows:
             done = [f"rebuilt the file from the {found.rows} rows that could be read"]
         else:
