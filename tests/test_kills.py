@@ -357,3 +357,68 @@ def test_migrate_engine_killed(campaign: Callable[..., Campaign], pg_url: str) -
 
     _empty(pg_url)
     run.rounds(check)
+
+
+MOVE_KILLED = r"""
+import os, signal, sys
+from pathlib import Path
+from kyfs.engine import open_engine_at
+from kyfs.platform import journal, paths
+
+data, source, target = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
+engine = open_engine_at(None, cache=True, autocheckpoint=False)  # kept open
+with engine.using("a") as ws:
+    ws.set("late", b"only in the WAL")  # committed, not folded in: the -wal holds it
+journal.begin("move", data, moves=[[str(source), str(target)]])
+os.rename(source, target)  # the file moved; killed before its -wal follows
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_move_killed_midway_is_finished_by_the_next_engine(kyfs_home: Path) -> None:
+    engine = open_engine_at(None)
+    engine.create("a")
+    with engine.using("a") as ws:
+        ws.set("early", b"folded in")
+    engine.close()
+    source = paths.workspace_file("a")
+    target = paths.trash_file("a", "20260101T000000000000Z")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    killed = subprocess.run(
+        [sys.executable, "-c", MOVE_KILLED, str(kyfs_home), str(source), str(target)],
+        capture_output=True,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()
+    assert paths.sidecar_files(source)[0].stat().st_size > 0  # the WAL stayed behind
+    open_engine_at(None).close()  # the next command's engine finishes the move
+    assert not any(p.exists() for p in (source, *paths.sidecar_files(source)))
+    restored = open_engine_at(None)
+    assert restored.restore_trash("a") == ("a", 0)
+    with restored.using("a") as ws:
+        assert ws.get("late") == b"only in the WAL" and ws.get("early") == b"folded in"
+    restored.close()
+    assert leftovers(kyfs_home) == []
+
+
+BACKUP_KILLED = r"""
+import os, signal, sys
+from kyfs.platform import journal
+
+op = journal.begin("backup-create", partial=sys.argv[1])
+(op.folder / "w0.db").write_bytes(os.urandom(2 << 20))
+open(sys.argv[1], "wb").write(os.urandom(1 << 20))
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_the_next_command_recovers_and_says_so(kyfs_home: Path, tmp_path: Path) -> None:
+    partial = tmp_path / "out.tar.gz.partial"
+    killed = subprocess.run([sys.executable, "-c", BACKUP_KILLED, str(partial)])
+    assert killed.returncode == -signal.SIGKILL
+    assert partial.exists() and sum(s for _, s in leftovers(kyfs_home)) > LEFT_MAX
+    first = subprocess.run([sys.executable, "-m", "kyfs", "workspaces"], capture_output=True)
+    assert first.returncode == 0, first.stderr
+    assert b"kyfs: removed what a killed backup create left" in first.stderr
+    assert not partial.exists() and leftovers(kyfs_home) == []
+    second = subprocess.run([sys.executable, "-m", "kyfs", "workspaces"], capture_output=True)
+    assert second.stderr == b""  # said once

@@ -103,7 +103,7 @@ def recover() -> list[str]:
             sentence = f"could not finish an interrupted {op.kind} yet: {exc}"
         else:
             op.close()
-        log.warning("%s", sentence)
+        log.info("%s", sentence)  # the daemon's log; a command says it on stderr
         said.append(sentence)
     return said
 
