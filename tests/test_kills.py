@@ -422,3 +422,20 @@ def test_the_next_command_recovers_and_says_so(kyfs_home: Path, tmp_path: Path) 
     assert not partial.exists() and leftovers(kyfs_home) == []
     second = subprocess.run([sys.executable, "-m", "kyfs", "workspaces"], capture_output=True)
     assert second.stderr == b""  # said once
+
+
+def test_an_older_kyfs_spill_leftovers_go_at_the_next_command(kyfs_home: Path) -> None:
+    spill = paths.make_private_dir(paths.spill_dir())
+    old_copy = spill / "tmpabcd1234"  # what an older kyfs's killed backup left
+    old_copy.mkdir()
+    (old_copy / "w0.db").write_bytes(os.urandom(1 << 20))
+    (spill / "stage-x.db").write_bytes(b"x" * 1000)
+    hour_ago = time.time() - 3700
+    for path in (old_copy, spill / "stage-x.db"):
+        os.utime(path, (hour_ago, hour_ago))
+    fresh = spill / "stage-now.db"  # another command's, maybe still at work
+    fresh.write_bytes(b"y")
+    done = subprocess.run([sys.executable, "-m", "kyfs", "workspaces"], capture_output=True)
+    assert done.returncode == 0, done.stderr
+    assert b"removed 2 leftovers (1049576 bytes)" in done.stderr
+    assert sorted(os.listdir(spill)) == ["stage-now.db"]

@@ -210,11 +210,11 @@ def _recover() -> None:
     so on stderr; the command goes on whatever happens here."""
     from kyfs.platform import journal
 
-    if not journal.pending():
-        return  # the common case: one scandir, no import of the recovery code
+    if not journal.pending() and not journal.pending_in(paths.spill_dir()):
+        return  # the common case: two scandirs, no import of the recovery code
     from kyfs.transfer import recovery
 
-    for sentence in recovery.recover():
+    for sentence in recovery.recover() + recovery.sweep_spill():
         click.echo(f"kyfs: {sentence}", err=True)
 
 

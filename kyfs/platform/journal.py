@@ -192,8 +192,13 @@ def dead(data: Path | None = None, kinds: tuple[str, ...] = ()) -> Iterator[Oper
 def pending(data: Path | None = None) -> bool:
     """True when ``ops_dir(data)`` holds any operation folder (running or dead): the
     cheap test before recovering."""
+    return pending_in(ops_dir(data))
+
+
+def pending_in(folder: Path) -> bool:
+    """True when ``folder`` exists and holds anything (one scandir)."""
     try:
-        with os.scandir(ops_dir(data)) as entries:
+        with os.scandir(folder) as entries:
             return any(True for _ in entries)
     except OSError:
         return False

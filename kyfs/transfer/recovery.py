@@ -37,6 +37,7 @@ from kyfs.platform import journal, paths
 log = logging.getLogger(__name__)
 
 INSTALLING = ("restore", "migrate", "engine-migrate")  # journal kinds that install
+SPILL_AGE_S = 3600.0  # seconds a named file in the spill folder lies untouched before it goes
 KINDS = ("backup-create", "backup-verify", *INSTALLING)  # what recover() handles ("move":
 # the SQLite engine's, when it opens)
 
@@ -106,6 +107,41 @@ def recover() -> list[str]:
         log.info("%s", sentence)  # the daemon's log; a command says it on stderr
         said.append(sentence)
     return said
+
+
+def sweep_spill(older_than_s: float = SPILL_AGE_S) -> list[str]:
+    """Remove named leftovers from the spill folder (kyfs.platform.paths.spill_dir):
+    open files spill into unnamed files (O_TMPFILE), so a named entry there is a copy
+    an older kyfs's killed backup or restore left (they work under ``ops/`` now); only
+    entries untouched for ``older_than_s`` seconds go. Returns one sentence, or none."""
+    import shutil
+    import time
+
+    removed, size = 0, 0
+    try:
+        entries = list(os.scandir(paths.spill_dir()))
+    except OSError:
+        return []
+    for entry in entries:
+        try:
+            if time.time() - entry.stat(follow_symlinks=False).st_mtime < older_than_s:
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                size += journal.size(Path(entry.path))
+                shutil.rmtree(entry.path)
+            else:
+                size += entry.stat(follow_symlinks=False).st_size
+                os.unlink(entry.path)
+            removed += 1
+        except OSError:
+            continue
+    if not removed:
+        return []
+    sentence = (
+        f"removed {removed} leftovers ({size} bytes) of killed operations from {paths.spill_dir()}"
+    )
+    log.info("%s", sentence)
+    return [sentence]
 
 
 def _recover(op: journal.Operation) -> str:

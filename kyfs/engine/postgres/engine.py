@@ -356,7 +356,7 @@ class PgEngine:
             deleted.append(item)
         return deleted
 
-    def stage(self, source: Path, directory: Path | None = None) -> Path:
+    def stage(self, source: Path, directory: Path) -> Path:
         """A workspace file from a backup, checked and copied as the SQLite engine does
         (kyfs.engine.sqlite.engine.stage_file, into ``directory``: the backup format's
         files are SQLite workspace files), ready for :meth:`adopt`.

@@ -94,10 +94,18 @@ def _journaled_moves(data: Path, moves: list[tuple[Path, Path]]) -> None:
     directory ``data``: killed midway, the next engine opened there finishes the moves
     (:meth:`SqliteEngine.finish_moves`).
 
+    A disk too full for the journal (a few hundred bytes) gets the moves without one.
+
     Raises:
         OSError: a rename failed; the journal is gone, what moved stays moved.
     """
-    with journal.begin("move", data, moves=[[str(a), str(b)] for a, b in moves]):
+    try:
+        op = journal.begin("move", data, moves=[[str(a), str(b)] for a, b in moves])
+    except OSError as exc:  # a full disk: a drop that frees space must still work
+        log.warning("moving %s without a journal: %s", moves[0][0].name, exc)
+        _move_files(moves)
+        return
+    with op:
         _move_files(moves)
 
 
@@ -241,13 +249,12 @@ def _must_be_workspace_file(path: Path) -> None:
         raise UntrustedFile(f"{path}: a SQLite file that is not a kyfs workspace")
 
 
-def stage_file(source: Path, directory: Path | None = None) -> Path:
+def stage_file(source: Path, directory: Path) -> Path:
     """Copy the untrusted SQLite file ``source`` into a new private file of kyfs's own in
-    ``directory`` (an operation's folder, kyfs.platform.journal; the spill folder when
-    None), check its schema, migrate the copy and validate every row
-    (kyfs.engine.sqlite.trust); return the copy, ready for an engine's ``adopt`` (the
-    SQLite engine moves it in, the PostgreSQL engine copies its rows). ``source`` is
-    only read.
+    ``directory`` (an operation's folder, kyfs.platform.journal), check its schema,
+    migrate the copy and validate every row (kyfs.engine.sqlite.trust); return the
+    copy, ready for an engine's ``adopt`` (the SQLite engine moves it in, the PostgreSQL
+    engine copies its rows). ``source`` is only read.
 
     Raises:
         UnsoundInput: (EINVAL, exit 2) the schema or the data is not kyfs's; the copy is
@@ -256,7 +263,7 @@ def stage_file(source: Path, directory: Path | None = None) -> Path:
     import shutil
     import tempfile
 
-    staging = paths.make_private_dir(directory or paths.spill_dir())
+    staging = paths.make_private_dir(directory)
     handle, name = tempfile.mkstemp(prefix="stage-", suffix=paths.DB_SUFFIX, dir=staging)
     os.close(handle)
     copy = Path(name)
@@ -519,7 +526,7 @@ class SqliteEngine:
             _journaled_moves(self.directory.parent, [(path, target)])
             return target
 
-    def stage(self, source: Path, directory: Path | None = None) -> Path:
+    def stage(self, source: Path, directory: Path) -> Path:
         """:func:`stage_file`: ``source`` checked and copied (into ``directory``), ready
         for :meth:`adopt`."""
         return stage_file(source, directory)
