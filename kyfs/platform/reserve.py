@@ -43,10 +43,11 @@ def path(directory: Path | None = None) -> Path:
     return (directory or paths.data_dir()) / NAME
 
 
-def size_for(directory: Path) -> int:
-    """Bytes the reserve takes on the file system of ``directory``: 1% of its size, at
-    least SMALLEST and at most LARGEST."""
-    disk = os.statvfs(directory)
+def size_for(directory: Path, disk: os.statvfs_result | None = None) -> int:
+    """Bytes the reserve takes on the file system of ``directory`` (whose statvfs(2) is
+    ``disk`` when the caller has it): 1% of its size, at least SMALLEST and at most
+    LARGEST."""
+    disk = disk or os.statvfs(directory)
     total = disk.f_blocks * disk.f_frsize
     return max(SMALLEST, min(LARGEST, int(total * SHARE)))
 
@@ -63,7 +64,7 @@ def short(directory: Path | None = None) -> bool:
         disk = os.statvfs(directory)
     except OSError:
         return False
-    return disk.f_bavail * disk.f_frsize < size_for(directory)
+    return disk.f_bavail * disk.f_frsize < size_for(directory, disk)
 
 
 def fold_limit(directory: Path, wal_bytes: int) -> int:

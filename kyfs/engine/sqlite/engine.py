@@ -851,12 +851,14 @@ class SqliteEngine:
 
     def _salvage(self, name: str, path: Path) -> list[str]:
         """Rebuild workspace ``name`` from the rows of its damaged file that can be read
-        (kyfs.engine.sqlite.salvage), in a new file that takes its place; the damaged file
-        is kept under ``<data dir>/damaged/``. Call with the directory's lock held
-        exclusively. Returns what was done, as sentences.
+        (kyfs.engine.sqlite.salvage), in a new file that takes its place (empty when
+        nothing could be read); the damaged file is kept under ``<data dir>/damaged/``
+        (a ``--db`` file beside it). Call with the directory's lock held exclusively.
+        Returns what was done, as sentences.
 
         Raises:
-            StorageError: (EIO, exit 4) nothing could be read; the file is left as it was.
+            StorageError: (EIO, exit 4) the copy could not be made (the disk refused);
+                the file is left as it was.
         """
         self._forget(name)
         staged = path.parent / f".{path.name}.salvage.{os.getpid()}"  # (one file system)
