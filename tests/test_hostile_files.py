@@ -532,3 +532,73 @@ def test_db_files_are_untrusted_input(tmp_path: Path, kyfs_home: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir() if p.name != "kyfs-home") == [
         "empty.db", "good.db", "hostile.db", "notes.txt", "plain.db"
     ]  # fmt: skip
+
+
+HOSTILE_ROWS = {  # the tampered files of the tests above, as one corpus
+    "escaping key": "INSERT INTO entries (key, parent, node) SELECT '../../x', '../..', node"
+    " FROM entries WHERE key = 'k'",
+    "absolute key": "INSERT INTO entries (key, parent, node) SELECT '/abs/path', '/abs', node"
+    " FROM entries WHERE key = 'k'",
+    "recursive view": "ALTER TABLE entries RENAME TO entries_real; CREATE VIEW entries AS"
+    " WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r) SELECT printf('k%d', n)"
+    " AS key, '' AS parent, 1 AS node FROM r ORDER BY random()",
+    "extra trigger": "CREATE TRIGGER wipe AFTER INSERT ON history BEGIN DELETE FROM entries; END",
+    "newer schema": "PRAGMA user_version = 99",
+    "size past the limit": "UPDATE nodes SET size = 4611686018427387904 WHERE id ="
+    " (SELECT node FROM entries WHERE key = 'k')",
+    "time out of range": "UPDATE nodes SET mtime_ns = -1 WHERE id ="
+    " (SELECT node FROM entries WHERE key = 'k')",
+    "retention past its range": "INSERT INTO meta (name, value) VALUES ('ttl_s', '1e300')",
+    "a loop of directories": "UPDATE entries SET parent = 'k' WHERE key = 'k'",
+}
+
+
+TOLERATED = {"retention past its range"}  # read as the default setting: not damage
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE_ROWS))
+def test_the_hostile_corpus_through_db(case: str, tmp_path: Path, kyfs_home: Path) -> None:
+    """Issue 25: each hostile file of the corpus opened with ``--db``: no command hangs
+    past 5 s, none prints a traceback, each refusal is one line with exit 2 or 4 and
+    leaves the file as it was; fsck reports what the other commands refuse, and after
+    ``fsck --repair`` the file passes fsck and is served (a version number past this
+    kyfs's over tables exactly this kyfs's is a damaged number, and is mended); nothing
+    is written outside the data directory but the file and the
+    damaged copy a salvage keeps beside it."""
+    assert kyfs("create", "alpha").returncode == 0
+    assert kyfs("set", "-w", "alpha", "k", "v").returncode == 0
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    hostile = outside / "hostile.db"
+    hostile.write_bytes((kyfs_home / "workspaces" / "alpha.db").read_bytes())
+    conn = sqlite3.connect(hostile, isolation_level=None)
+    conn.executescript(HOSTILE_ROWS[case])
+    conn.close()
+    alpha = stored_values("alpha")
+    for args in (("keys",), ("get", "k"), ("set", "k", "w")):
+        before = tree(outside)
+        done = kyfs("--db", str(hostile), *args, timeout=5)
+        assert b"Traceback" not in done.stderr, (args, done.stderr)
+        if done.returncode:
+            assert done.returncode in (2, 4), (args, done.returncode, done.stderr)
+            assert len(done.stderr.strip().splitlines()) == 1, (args, done.stderr)
+            assert tree(outside) == before, args  # a refusal leaves the file alone
+        else:
+            assert b"../" not in done.stdout and b"/abs" not in done.stdout
+    before = tree(outside)
+    checked = kyfs("--db", str(hostile), "fsck", timeout=5)
+    assert b"Traceback" not in checked.stderr + checked.stdout
+    assert tree(outside) == before  # checking writes nothing
+    if case in TOLERATED:
+        assert checked.returncode == 0, checked.stdout
+    else:
+        assert checked.returncode == 4, (checked.stdout, checked.stderr)
+    repaired = kyfs("--db", str(hostile), "fsck", "--repair", timeout=5)
+    assert b"Traceback" not in repaired.stderr + repaired.stdout
+    assert repaired.returncode == 0, (repaired.stdout, repaired.stderr)
+    again = kyfs("--db", str(hostile), "fsck", timeout=5)
+    assert again.returncode == 0, (again.stdout, again.stderr)
+    served = kyfs("--db", str(hostile), "keys", timeout=5)
+    assert served.returncode == 0 and b"../" not in served.stdout, served.stderr
+    assert stored_values("alpha") == alpha
+    assert sorted(p.name for p in outside.iterdir() if "damaged" not in p.name) == ["hostile.db"]

@@ -10,14 +10,27 @@ import time
 from collections.abc import Iterable
 
 from kyfs.core import names
+from kyfs.core.blocks import MAX_BLOCK
 from kyfs.core.errors import InvalidQuery
-from kyfs.core.nodes import DIR, MARK_END, MARK_START, REG, Match, Owner
+from kyfs.core.nodes import (
+    DIR,
+    DIR_MODE,
+    FILE_MODE,
+    LINK_MODE,
+    LNK,
+    MARK_END,
+    MARK_START,
+    MAX_VALUE_SIZE,
+    REG,
+    Match,
+    Owner,
+)  # fmt: skip
 from kyfs.engine.sql.archive import ArchiveMixin
 from kyfs.engine.sql.check import LOST_FOUND, STRUCTURE_CHECKS, damaged, repair_blocks, set_aside
 from kyfs.engine.sql.nodes import archive_node
 from kyfs.engine.sqlite import schema
 from kyfs.engine.sqlite.index import SEARCH, SEARCH_KEYS, flush, index_node
-from kyfs.engine.sqlite.trust import bad_keys
+from kyfs.engine.sqlite.trust import NODE_RANGES, TABLE_RANGES, bad_keys, rows_out_of_range
 
 # kyfs's own consistency rules (kyfs.engine.sql.check), and FTS5's.
 _CHECKS = [
@@ -120,6 +133,7 @@ class SearchCheckMixin(ArchiveMixin):
             if found != schema.SCHEMA_VERSION:
                 problems.append(f"schema version is {found}, expected {schema.SCHEMA_VERSION}")
                 return problems
+            problems += rows_out_of_range(self._conn)[0]  # what --db refuses, fsck reports
             bad = [str(key) for key, _ in bad_keys(self._conn)]
             if bad:
                 shown = ", ".join(repr(k[:60]) for k in bad[:3])
@@ -156,6 +170,7 @@ class SearchCheckMixin(ArchiveMixin):
         with self._atomic() as conn:
             conn.execute("REINDEX")
             done.append("rebuilt every index")
+            done += _mend_ranges(conn, now)
             done += repair_blocks(conn, now)
             cur = conn.execute(f"DELETE FROM entries WHERE key IN ({checks['entries of no node']})")
             if cur.rowcount:
@@ -228,3 +243,53 @@ class SearchCheckMixin(ArchiveMixin):
             conn.execute("INSERT INTO search_index (search_index) VALUES ('rebuild')")
             done.append("rebuilt the search index")
         return done
+
+
+def _mend_ranges(conn: sqlite3.Connection, now_ns: int) -> list[str]:
+    """Set right the numbers and types no kyfs writes (kyfs.engine.sqlite.trust's
+    NODE_RANGES and TABLE_RANGES): a mode, owner, time, link count or expiry is given
+    a value kyfs would have written (the default mode, root, now, a count recounted
+    later, no expiry); a node of no known type, or whose size is out of range, cannot be
+    trusted to hold its value: its size becomes what its blocks hold and it is set aside
+    under ``lost+found/`` (kyfs.engine.sql.check.set_aside); history rows out of range
+    are dropped (blocks and extents: kyfs.engine.sql.check.repair_blocks). Returns what
+    was done, as sentences."""
+    where = dict(NODE_RANGES)
+    fixes = [
+        ("modes out of range", f"mode = CASE kind WHEN {DIR} THEN {DIR_MODE} WHEN {LNK}"
+         f" THEN {LINK_MODE} ELSE {FILE_MODE} END"),
+        ("owners out of range", "uid = 0, gid = 0"),
+        ("times out of range", "created_ns = :now, mtime_ns = :now, ctime_ns = :now,"
+         " atime_ns = :now"),
+        ("link counts out of range", "nlink = 1"),
+        ("expiry times out of range", "expires_ns = NULL"),
+    ]  # fmt: skip
+    done = []
+    for label, assignment in fixes:
+        count = conn.execute(
+            f"UPDATE nodes SET {assignment} WHERE {where[label]}", {"now": now_ns}
+        ).rowcount
+        if count:
+            done.append(f"set right {count} {label}")
+    lost = {
+        int(row[0])
+        for label in ("node types other than file, directory or link", "sizes out of range")
+        for row in conn.execute(f"SELECT id FROM nodes WHERE {where[label]}").fetchall()
+    }
+    for node_id in sorted(lost):
+        conn.execute(
+            f"UPDATE nodes SET kind = CASE WHEN kind IN ({REG}, {DIR}, {LNK}) THEN kind"
+            f" ELSE {REG} END, size = (SELECT min(coalesce(max(e.pos + b.size), 0),"
+            f" {MAX_VALUE_SIZE}) FROM extents e JOIN blocks b ON b.id = e.block"
+            " WHERE e.owner = ? AND typeof(e.pos) = 'integer' AND e.pos >= 0"
+            f" AND typeof(b.size) = 'integer' AND b.size BETWEEN 0 AND {MAX_BLOCK})"
+            " WHERE id = ?",
+            (node_id, node_id),
+        )
+    if lost:
+        done += set_aside(conn, lost, now_ns, "whose type or size was out of range")
+    history = dict((label, sql) for label, _, sql in TABLE_RANGES)["history rows"]
+    count = conn.execute(f"DELETE FROM history WHERE {history}").rowcount
+    if count:
+        done.append(f"dropped {count} history rows out of range")
+    return done

@@ -211,6 +211,47 @@ def bad_keys(conn: sqlite3.Connection, table: str = "entries") -> Iterator[tuple
             yield key, f"its parent is recorded as {stored_parent!r}"
 
 
+NODE_RANGES = [  # (what, the nodes that break it): rows no kyfs writes
+    ("node types other than file, directory or link", f"kind NOT IN ({REG}, {DIR}, {LNK})"),
+    ("modes out of range", f"typeof(mode) != 'integer' OR mode < 0 OR mode > {MODE_MASK}"),
+    ("sizes out of range", f"typeof(size) != 'integer' OR size < 0 OR size > {MAX_VALUE_SIZE}"),
+    ("owners out of range", "typeof(uid) != 'integer' OR typeof(gid) != 'integer'"
+     " OR uid < 0 OR uid > 4294967295 OR gid < 0 OR gid > 4294967295"),
+    ("times out of range", " OR ".join(
+        f"typeof({c}) != 'integer' OR {c} < 0"
+        for c in ("created_ns", "mtime_ns", "ctime_ns", "atime_ns"))),
+    ("link counts out of range", "typeof(nlink) != 'integer' OR nlink < 0 OR nlink > 65000"),
+    ("expiry times out of range", "expires_ns IS NOT NULL AND typeof(expires_ns) != 'integer'"),
+]  # fmt: skip
+TABLE_RANGES = [  # (what, table, the rows that break it)
+    ("history rows", "history", "typeof(time_ns) != 'integer' OR typeof(key) != 'text'"
+     f" OR (size IS NOT NULL AND (typeof(size) != 'integer' OR size < 0"
+     f" OR size > {MAX_VALUE_SIZE}))"),
+    ("blocks", "blocks", "typeof(hash) != 'blob' OR length(hash) != 32"
+     " OR typeof(refs) != 'integer' OR typeof(size) != 'integer'"
+     f" OR typeof(data) != 'blob' OR codec NOT IN ({RAW}, {ZSTD})"),
+    ("extents", "extents", "typeof(owner) != 'integer' OR typeof(pos) != 'integer'"
+     " OR typeof(block) != 'integer'"),
+]  # fmt: skip
+
+
+def rows_out_of_range(conn: sqlite3.Connection) -> tuple[list[str], list[str]]:
+    """Counts of rows whose numbers or types no kyfs writes (NODE_RANGES, TABLE_RANGES),
+    as sentences, and the tables among ``history``, ``blocks`` and ``extents`` that hold
+    any: for :func:`validate_data` and fsck (kyfs.engine.sqlite.check)."""
+    problems, tables = [], []
+    for label, where in NODE_RANGES:
+        count = conn.execute(f"SELECT count(*) FROM nodes WHERE {where}").fetchone()[0]
+        if count:
+            problems.append(f"{count} {label}")
+    for label, table, where in TABLE_RANGES:
+        count = conn.execute(f"SELECT count(*) FROM {table} WHERE {where}").fetchone()[0]
+        if count:
+            tables.append(table)
+            problems.append(f"{count} {label} out of range")
+    return problems, tables
+
+
 def validate_data(
     conn: sqlite3.Connection, seconds: float = VALIDATE_SECONDS, whole: bool = True
 ) -> list[str]:
@@ -237,44 +278,8 @@ def validate_data(
         for key, _ in bad_keys(conn, "archive"):
             problems.append(f"an archived key that breaks the naming rules: {str(key)[:80]!r}")
             break
-        checks = [
-            ("node types other than file, directory or link", f"kind NOT IN ({REG}, {DIR}, {LNK})"),
-            ("modes out of range", f"mode < 0 OR mode > {MODE_MASK}"),
-            ("sizes out of range", f"size < 0 OR size > {MAX_VALUE_SIZE}"),
-            ("owners out of range", "uid < 0 OR uid > 4294967295 OR gid < 0 OR gid > 4294967295"),
-            (
-                "times out of range",
-                " OR ".join(
-                    f"typeof({c}) != 'integer' OR {c} < 0"
-                    for c in ("created_ns", "mtime_ns", "ctime_ns", "atime_ns")
-                ),
-            ),
-            ("link counts out of range", "nlink < 0 OR nlink > 65000"),
-            (
-                "expiry times out of range",
-                "expires_ns IS NOT NULL AND typeof(expires_ns) != 'integer'",
-            ),
-        ]
-        for label, where in checks:
-            count = conn.execute(f"SELECT count(*) FROM nodes WHERE {where}").fetchone()[0]
-            if count:
-                problems.append(f"{count} {label}")
-        ranges = [
-            ("history rows", "history", "typeof(time_ns) != 'integer' OR typeof(key) != 'text'"
-             f" OR (size IS NOT NULL AND (typeof(size) != 'integer' OR size < 0"
-             f" OR size > {MAX_VALUE_SIZE}))"),
-            ("blocks", "blocks", "typeof(hash) != 'blob' OR length(hash) != 32"
-             " OR typeof(refs) != 'integer' OR typeof(size) != 'integer'"
-             f" OR typeof(data) != 'blob' OR codec NOT IN ({RAW}, {ZSTD})"),
-            ("extents", "extents", "typeof(owner) != 'integer' OR typeof(pos) != 'integer'"
-             " OR typeof(block) != 'integer'"),
-        ]  # fmt: skip
-        out_of_range = []
-        for label, table, where in ranges:
-            count = conn.execute(f"SELECT count(*) FROM {table} WHERE {where}").fetchone()[0]
-            if count:
-                out_of_range.append(table)
-                problems.append(f"{count} {label} out of range")
+        found, out_of_range = rows_out_of_range(conn)
+        problems += found
         if not {"blocks", "extents"} & set(out_of_range):  # the block store's own rules
             for label, sql in BLOCK_CHECKS:
                 count = conn.execute(f"SELECT count(*) FROM ({sql}) AS broken").fetchone()[0]
