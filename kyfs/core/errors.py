@@ -197,6 +197,12 @@ class NoSpace(StorageError):
     errno = _errno.ENOSPC
 
 
+class UnusableDatabase(StorageError):
+    """A PostgreSQL database kyfs cannot use as it is made: its encoding is not UTF8
+    (SQL_ASCII, from an initdb under LC_ALL=C, hands text back as bytes); refused at
+    connect, before any statement reads or writes (EIO, exit 4)."""
+
+
 class ReadOnlyStorage(StorageError):
     """The data directory or a workspace file cannot be written: its file system is
     mounted read-only (EROFS), the process may not write there (EACCES, EPERM), or
