@@ -243,3 +243,51 @@ def test_one_reading_of_a_directory_sees_one_listing(ops: fs.KyfsOperations) -> 
     ops.releasedir("/ws/d", fh)
     ops.releasedir("/ws/d", other)
     assert not ops._listings
+
+
+def test_unexpected_exceptions_answer_eio_with_a_log_line(
+    ops: fs.KyfsOperations, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A sqlite3 error that escaped the engine (or a bug) answers EIO, not mfusepy's
+    EINVAL, and logs the workspace, key and cause (issue 25)."""
+    import sqlite3
+
+    _write_file(ops, "/ws/k", b"v")
+    store = ops.workspaces.open("ws")
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise sqlite3.DatabaseError("database disk image is malformed")
+
+    monkeypatch.setattr(store, "stat", broken)
+    with caplog.at_level("WARNING", logger="kyfs.fuse.adapter"):
+        assert _errno(ops.getattr, "/ws/k") == errno.EIO
+        assert _errno(ops.getattr, "/ws/k") == errno.EIO
+    lines = [r for r in caplog.records if "workspace ws: key k: getattr answered EIO" in r.message]
+    assert len(lines) == 1 and "DatabaseError: database disk image is malformed" in lines[0].message
+    assert lines[0].levelname == "ERROR" and lines[0].exc_info is not None
+
+
+def test_eio_lines_are_rate_limited_per_cause(caplog: pytest.LogCaptureFixture) -> None:
+    """One line per (workspace, key, cause) every window; the next says how many were
+    held back; another key or cause has lines of its own."""
+    from kyfs.core.errors import StorageError
+    from kyfs.fuse.errorlog import EioLog
+
+    now = [0.0]
+    errors = EioLog(window_s=10.0, clock=lambda: now[0])
+    broken = StorageError("storage error: database disk image is malformed")
+    with caplog.at_level("WARNING", logger="kyfs.fuse.adapter"):
+        assert errors.report("read", "ws", "a", errno.EIO, broken)
+        for _ in range(3):
+            now[0] += 1.0
+            assert not errors.report("read", "ws", "a", errno.EIO, broken)
+        assert errors.report("read", "ws", "b", errno.EIO, broken)  # another key
+        now[0] += 10.0
+        assert errors.report("read", "ws", "a", errno.EIO, broken)
+    messages = [r.message for r in caplog.records]
+    assert messages[0] == (
+        "workspace ws: key a: read answered EIO: storage error: database disk image is malformed"
+    )
+    assert messages[1].startswith("workspace ws: key b: ")
+    assert messages[2].endswith("(3 more like it in the last 10 s not logged)")
+    assert len(messages) == 3

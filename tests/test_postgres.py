@@ -58,6 +58,49 @@ def test_an_unreachable_server_is_exit_4_and_the_password_never_shows(tmp_path: 
         assert "cannot connect" in done.stderr
 
 
+@pytest.fixture
+def sql_ascii_url(pg_cluster: object) -> Any:
+    """A database made WITH ENCODING 'SQL_ASCII' (what initdb gives under LC_ALL=C)."""
+    import psycopg
+
+    base = pg_cluster.url  # type: ignore[attr-defined]
+    with psycopg.connect(base, autocommit=True) as admin:
+        admin.execute("CREATE DATABASE ascii_db WITH ENCODING 'SQL_ASCII' TEMPLATE template0"
+                      " LC_COLLATE 'C' LC_CTYPE 'C'")  # fmt: skip
+    try:
+        yield base.replace("/kyfs?", "/ascii_db?")
+    finally:
+        with psycopg.connect(base, autocommit=True) as admin:
+            admin.execute("DROP DATABASE IF EXISTS ascii_db WITH (FORCE)")
+
+
+def test_a_sql_ascii_database_is_refused_with_the_fix(sql_ascii_url: str, tmp_path: Path) -> None:
+    """Issue 25: a SQL_ASCII database failed with 'relation meta does not exist' (and a
+    TypeError, psycopg giving bytes): it is refused at connect, one line, exit 4, naming
+    the encoding and how to make a UTF8 one; nothing is created in it."""
+    import psycopg
+
+    mountpoint = tmp_path / "mnt"
+    try:
+        for args in (("set", "a", "b"), ("get", "a"), ("workspaces",), ("mount", str(mountpoint))):
+            done = kyfs(*args, env={"KYFS_ENGINE": sql_ascii_url})
+            assert done.returncode == 4, (args, done.stderr)
+            lines = done.stderr.splitlines()
+            assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
+            assert "encoding is SQL_ASCII" in lines[0]
+            assert "createdb -E UTF8 -T template0 ascii_db" in lines[0]
+    finally:  # the daemon is refused before it mounts; should it ever mount, unmount
+        if os.path.ismount(mountpoint):
+            subprocess.run(["fusermount3", "-uz", str(mountpoint)], check=False)
+    assert not os.path.ismount(mountpoint)
+    with psycopg.connect(sql_ascii_url) as conn:
+        tables = conn.execute(
+            "SELECT count(*) FROM pg_tables WHERE schemaname NOT IN ('pg_catalog',"
+            " 'information_schema')"
+        ).fetchone()
+    assert tables == (0,)
+
+
 def test_the_cli_works_on_postgresql_and_scores_match_sqlite(pg_url: str) -> None:
     notes = {
         "auth/jwt": "the jwt token is rotated weekly; jwt secrets live in the vault",

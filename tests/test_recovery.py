@@ -329,3 +329,62 @@ def test_a_flipped_byte_on_disk_is_eio_for_its_key_alone(kyfs_home: Path, tmp_pa
         assert got.returncode == 4 and got.stdout == b""  # not a byte of it
     finally:
         stop_mount(mount, check_log=False)
+
+
+def _break_overflow_chains(db: Path) -> None:
+    """Zero the next-page pointer of every overflow page of the blocks table: SQLite then
+    finds a value's chain too short and says "database disk image is malformed" (a
+    StorageError, not a DamagedBlock: no checksum of kyfs's is involved)."""
+    with sqlite3.connect(db) as probe:
+        size = probe.execute("PRAGMA page_size").fetchone()[0]
+        query = "SELECT pageno FROM dbstat WHERE name = 'blocks' AND pagetype = 'overflow'"
+        pages = [row[0] for row in probe.execute(query)]
+    probe.close()
+    assert pages, "no overflow page to break"
+    data = bytearray(db.read_bytes())
+    for page in pages:
+        data[(page - 1) * size : (page - 1) * size + 4] = bytes(4)
+    db.write_bytes(bytes(data))
+
+
+@pytest.mark.mount
+def test_eio_of_a_malformed_workspace_is_logged_where_status_says(
+    kyfs_home: Path, tmp_path: Path
+) -> None:
+    """Issue 25: the mount answered EIO for a malformed workspace file and the daemon's
+    log stayed empty. Every EIO now logs a line naming the workspace, the key and the
+    cause, in the log file that `kyfs status` names; repeats are rate-limited."""
+    import errno
+    import sys
+
+    from tests.conftest import require_mount, start_mount, stop_mount
+
+    require_mount()
+    run = [sys.executable, "-m", "kyfs"]
+    subprocess.run([*run, "set", "victim"], input=os.urandom(50_000), check=True)
+    subprocess.run([*run, "set", "other", "fine"], check=True)
+    _break_overflow_chains(paths.workspace_file("default"))
+    mount = start_mount(tmp_path / "mnt", kyfs_home, tmp_path / "daemon.log")
+    try:
+        for _ in range(5):  # the same cause again and again: one line
+            with pytest.raises(OSError) as info:
+                (mount.path / "default" / "victim").read_bytes()
+            assert info.value.errno == errno.EIO
+        assert (mount.path / "default" / "other").read_bytes() == b"fine"
+        status = subprocess.run(
+            [*run, "status", str(mount.path), "--json"], capture_output=True, check=True
+        )
+        log_file = Path(json.loads(status.stdout)["log_file"])
+        assert log_file == paths.log_file()
+        text = subprocess.run([*run, "status", str(mount.path)], capture_output=True).stdout
+        assert f"log: {log_file}".encode() in text
+        lines = [
+            line
+            for line in log_file.read_text().splitlines()
+            if "workspace default: key victim: " in line and "answered EIO" in line
+        ]
+        assert lines and "malformed" in lines[0], log_file.read_text()
+        assert " WARNING " in lines[0]
+        assert len(lines) == 1, lines  # the repeats within 10 s were held back
+    finally:
+        stop_mount(mount, check_log=False)

@@ -27,7 +27,7 @@ from kyfs.app import (
     ensure_shared,
     session,
 )
-from kyfs.core.errors import IllegalByteSequence, KyfsError, StorageError
+from kyfs.core.errors import IllegalByteSequence, KyfsError, storage_error
 from kyfs.platform import config, paths
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -96,8 +96,7 @@ class KyfsGroup(click.Group):
             error = IllegalByteSequence(f"{exc.object[exc.start : exc.end]!r} is not valid UTF-8")
             raise KyfsCliError(error) from None
         except OSError as exc:  # the data directory itself: a file, read-only, full, ...
-            where = f": {exc.filename}" if exc.filename else ""
-            raise KyfsCliError(StorageError(f"{exc.strerror or exc}{where}")) from None
+            raise KyfsCliError(storage_error(exc)) from None
 
 
 TOUR = """kyfs: key-value workspaces that live as a filesystem.

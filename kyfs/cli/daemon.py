@@ -102,7 +102,7 @@ def _targets(mountpoint: Path | None) -> list[Path]:
 @click.argument("mountpoint", required=False, type=click.Path(path_type=Path))
 @json_option
 def status(mountpoint: Path | None, as_json: bool) -> None:
-    """Is kyfs mounted at MOUNTPOINT? Daemon, data, active workspace. Without
+    """Is kyfs mounted at MOUNTPOINT? Daemon, data, active workspace, log file. Without
     MOUNTPOINT: every mount a daemon of this data directory serves, else ~/kyfs.
 
     Exit status as an LSB init script's status action (and systemctl is-active) gives
@@ -141,6 +141,8 @@ def _show_status(info: dict[str, object]) -> None:
     click.echo(f"data: {info['data_dir']} ({info['workspaces']} workspaces)")
     click.echo(f"active workspace: {info['active_workspace']} (user {info['user']})")
     click.echo(f"version: {info['version']}")
+    log = info["log_file"] or "the systemd journal (journalctl --user -u kyfs)"
+    click.echo(f"log: {log}")
 
 
 @cli.command()

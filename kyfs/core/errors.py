@@ -197,11 +197,43 @@ class NoSpace(StorageError):
     errno = _errno.ENOSPC
 
 
+class UnusableDatabase(StorageError):
+    """A PostgreSQL database kyfs cannot use as it is made: its encoding is not UTF8
+    (SQL_ASCII, from an initdb under LC_ALL=C, hands text back as bytes); refused at
+    connect, before any statement reads or writes (EIO, exit 4)."""
+
+
+class ReadOnlyStorage(StorageError):
+    """The data directory or a workspace file cannot be written: its file system is
+    mounted read-only (EROFS), the process may not write there (EACCES, EPERM), or
+    SQLite says "attempt to write a readonly database" (EROFS, exit 4). Nothing was
+    written; reads go on where SQLite can read (docs/usage.md, "A read-only data
+    directory")."""
+
+    errno = _errno.EROFS
+
+
 # --- mount (exit 5) -----------------------------------------------------------------------
 class MountError(KyfsError):
     """Mounting or unmounting failed (EIO, exit 5)."""
 
     exit_code = EXIT_MOUNT
+
+
+READ_ONLY_ERRNOS = frozenset({_errno.EROFS, _errno.EACCES, _errno.EPERM})
+
+
+def storage_error(exc: OSError, what: str = "") -> StorageError:
+    """The kyfs error for an OSError met on the data directory (``what``: the path or
+    thing being done, put before the system's message): NoSpace for ENOSPC and EDQUOT,
+    ReadOnlyStorage for EROFS, EACCES and EPERM, else StorageError."""
+    where = what or (str(exc.filename) if exc.filename else "")
+    message = f"{where}: {exc.strerror or exc}" if where else str(exc.strerror or exc)
+    if exc.errno in (_errno.ENOSPC, _errno.EDQUOT):
+        return NoSpace(f"disk full: {message}")
+    if exc.errno in READ_ONLY_ERRNOS:
+        return ReadOnlyStorage(f"cannot write the data directory: {message}")
+    return StorageError(message)
 
 
 def all_error_classes() -> list[type[KyfsError]]:

@@ -59,11 +59,13 @@ from kyfs.core.errors import (
     ReadOnly,
     SchemaViolation,
     StaleName,
+    StorageError,
 )
 from kyfs.core.nodes import DIR, MODE_MASK, REG, Entry, Owner
 from kyfs.engine import AnyEngine
 from kyfs.engine.base import Workspace
 from kyfs.fuse.binding import FuseOSError, Operations, fuse_get_context
+from kyfs.fuse.errorlog import EioLog
 from kyfs.fuse.invalidate import ChangeWatcher, Invalidator
 from kyfs.platform import paths
 from kyfs.platform.metrics import Metrics
@@ -97,7 +99,10 @@ def _boundary(
     method: Callable[Concatenate[KyfsOperations, P], R], kind: str
 ) -> Callable[Concatenate[KyfsOperations, P], R]:
     """The one error boundary: times the operation for the metrics, takes the locks its
-    ``kind`` needs, and turns KyfsError into FuseOSError(errno).
+    ``kind`` needs, and turns KyfsError into FuseOSError(errno), any other exception but
+    an OSError into FuseOSError(EIO). A StorageError, and anything answered with EIO,
+    gets a log line naming the workspace, key and cause (kyfs.fuse.errorlog: at most one
+    per WINDOW_S seconds for one cause, the repeats counted).
 
     Kinds: ``path`` (the workspaces lock shared, then the lock of the path's workspace),
     ``root`` (the workspaces lock shared only: the method may change the set of
@@ -125,11 +130,18 @@ def _boundary(
                         self._current.store = None
         except KyfsError as exc:
             failed = exc.errno
-            log.debug("%s%r: %s (errno %d)", name, args, exc, exc.errno)
+            if isinstance(exc, StorageError) or exc.errno == errno.EIO:
+                self._report(name, args, exc.errno, exc)
+            else:
+                log.debug("%s%r: %s (errno %d)", name, args, exc, exc.errno)
             raise FuseOSError(exc.errno) from None
         except OSError as exc:  # FuseOSError included
             failed = exc.errno
             raise
+        except Exception as exc:  # a sqlite3 error that escaped the engine, or a bug
+            failed = errno.EIO  # (mfusepy would answer EINVAL, and log no path)
+            self._report(name, args, errno.EIO, exc)
+            raise FuseOSError(errno.EIO) from None
         finally:
             self.metrics.record(name, time.perf_counter() - started, failed)
 
@@ -197,6 +209,7 @@ class KyfsOperations(Operations):  # type: ignore[misc]
         self.control_tree = ControlTree(self.metrics)
         self.invalidator = Invalidator()
         self.watcher = ChangeWatcher(workspaces, self.invalidator)
+        self.errors = EioLog()
 
     def _handle_lock(self, fh: int) -> contextlib.AbstractContextManager[Any]:
         """The lock of open file ``fh``'s workspace; none for a virtual file or a handle
@@ -221,6 +234,18 @@ class KyfsOperations(Operations):  # type: ignore[misc]
             return contextlib.nullcontext()
         self._current.store = (workspace, store)  # _workspace reuses it (no second open)
         return store.lock
+
+    def _report(self, operation: str, args: tuple[Any, ...], number: int, exc: Exception) -> None:
+        """Log the error an operation answers (EioLog.report) with its workspace and key:
+        from the path (the first argument), else from the open file handle (the last)."""
+        path = args[0] if args and isinstance(args[0], str) else None
+        if path is not None:
+            workspace, key = self._split(path)
+        else:
+            opened = self._handles.get(args[-1]) if args and isinstance(args[-1], int) else None
+            workspace = opened.workspace if opened is not None else None
+            key = f"(node {opened.entry_id})" if opened is not None else ""
+        self.errors.report(operation, workspace or "", key, number, exc)
 
     def _workspace(self, name: str) -> Workspace:
         """Workspace ``name``: the one whose lock this request holds (:meth:`_path_lock`),

@@ -281,6 +281,7 @@ def serve(
             setattr(operations, name, None)
     record = paths.mount_record(mountpoint)
     paths.make_private_dir(record.parent)
+    log_to = service.log_file()
     record.write_text(
         json.dumps(
             {
@@ -288,6 +289,7 @@ def serve(
                 "mountpoint": str(mountpoint),
                 "data_dir": str(paths.data_dir()),
                 "started": time.time(),
+                "log_file": None if log_to is None else str(log_to),
             }
         )
     )
@@ -501,8 +503,11 @@ def _fuse_class() -> type:
 
 def status(mountpoint: Path) -> dict[str, Any]:
     """What ``kyfs status`` reports about ``mountpoint``: mounted, stale, daemon pid and
-    uptime (seconds), data directory, active workspace, user, workspace count, version."""
+    uptime (seconds), data directory, active workspace, user, workspace count, version,
+    and ``log_file``: where the daemon logs (what its record says, else where a daemon
+    started now would log), None for the systemd journal."""
     from kyfs.engine import open_engine
+    from kyfs.platform import service
 
     mountpoint = mountpoint.absolute()
     record = read_record(mountpoint) or {}
@@ -516,6 +521,11 @@ def status(mountpoint: Path) -> dict[str, Any]:
     finally:
         workspaces.close()
     started = record.get("started")
+    if "log_file" in record and alive:
+        log_to = record["log_file"]
+    else:
+        default = service.log_file()
+        log_to = None if default is None else str(default)
     return {
         "mountpoint": str(mountpoint),
         "mounted": mounted,
@@ -527,4 +537,5 @@ def status(mountpoint: Path) -> dict[str, Any]:
         "user": config.current_user(),
         "workspaces": count,
         "version": __version__,
+        "log_file": log_to,
     }

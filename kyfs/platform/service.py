@@ -144,19 +144,26 @@ def announce_when_mounted(mountpoint: Path, timeout: float = READY_TIMEOUT) -> t
     return thread
 
 
+def log_file() -> Path | None:
+    """Where :func:`setup_logging` sends the daemon's log lines: the rotating file
+    (kyfs.platform.paths.log_file()), or None under systemd (the journal:
+    ``journalctl --user -u kyfs``)."""
+    return None if os.environ.get("INVOCATION_ID") else paths.log_file()
+
+
 def setup_logging(verbosity: int, foreground: bool) -> None:
     """Configure the daemon's logging: WARNING, INFO with -v, DEBUG with -vv or --debug."""
     level = {0: logging.WARNING, 1: logging.INFO}.get(verbosity, logging.DEBUG)
     root = logging.getLogger()
     root.setLevel(level)
-    if os.environ.get("INVOCATION_ID"):  # under systemd: the journal adds time and unit
+    target = log_file()
+    if target is None:  # under systemd: the journal adds time and unit
         handler: logging.Handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
         root.addHandler(handler)
         return
-    log_file = paths.log_file()
-    paths.make_private_dir(log_file.parent)
-    rotating = logging.handlers.RotatingFileHandler(log_file, maxBytes=1 << 20, backupCount=3)
+    paths.make_private_dir(target.parent)
+    rotating = logging.handlers.RotatingFileHandler(target, maxBytes=1 << 20, backupCount=3)
     formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     rotating.setFormatter(formatter)
     root.addHandler(rotating)

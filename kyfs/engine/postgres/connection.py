@@ -34,7 +34,7 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from kyfs.core.errors import KyfsError, NoSpace, StorageError
+from kyfs.core.errors import KyfsError, NoSpace, StorageError, UnusableDatabase
 
 CONNECT_TIMEOUT_S = 10  # seconds libpq waits for the server (connect_timeout)
 LOCK_TIMEOUT_S = 10  # seconds a statement waits for a lock (SQLite's busy timeout: 10 s)
@@ -86,6 +86,7 @@ def connect(
 
     Raises:
         StorageError: (EIO, exit 4) the server cannot be reached or refuses.
+        UnusableDatabase: (EIO, exit 4) the database's encoding is not UTF8.
     """
     try:
         given = conninfo_to_dict(url)
@@ -94,6 +95,7 @@ def connect(
     except psycopg.Error as exc:
         raise StorageError(f"cannot connect to {redact(url)}: {_first_line(exc)}") from None
     try:
+        check_encoding(conn, url)
         # Marks the history rows this connection writes (see PgWorkspace._change_rows).
         conn.execute(
             "SELECT set_config('kyfs.origin', %s, false), set_config('lock_timeout', %s, false)",
@@ -104,7 +106,31 @@ def connect(
     except psycopg.Error as exc:
         conn.close()
         raise convert(exc) from None
+    except BaseException:
+        conn.close()
+        raise
     return conn
+
+
+def check_encoding(conn: psycopg.Connection[Any], url: str) -> None:
+    """Refuse a database whose encoding is not UTF8. The server reports its encoding as
+    the ``server_encoding`` parameter when a session starts (no query is sent). Under
+    SQL_ASCII (what ``initdb`` gives under LC_ALL=C) the server checks no text and
+    psycopg returns text columns as bytes, so kyfs's names and keys could not be read,
+    nor kept to UTF-8 (kyfs.core.names).
+
+    Raises:
+        UnusableDatabase: (EIO, exit 4) the encoding and how to make a UTF8 database.
+    """
+    encoding = conn.info.parameter_status("server_encoding") or "unknown"
+    if encoding.upper() == "UTF8":
+        return
+    name = conninfo_to_dict(url).get("dbname") or "NAME"
+    raise UnusableDatabase(
+        f"{redact(url)}: the database's encoding is {encoding}; kyfs needs UTF8: make one "
+        f"with `createdb -E UTF8 -T template0 {name}` (CREATE DATABASE {name} "
+        "ENCODING 'UTF8' TEMPLATE template0) and point KYFS_ENGINE at it"
+    )
 
 
 def _quote(identifier: str) -> str:

@@ -5,13 +5,14 @@ Thread-safety: as kyfs.engine.sqlite.connection.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import time
 from collections.abc import Iterable
 
 from kyfs.core import names
 from kyfs.core.blocks import MAX_BLOCK
-from kyfs.core.errors import InvalidQuery
+from kyfs.core.errors import InvalidQuery, ReadOnlyStorage
 from kyfs.core.nodes import (
     DIR,
     DIR_MODE,
@@ -63,6 +64,12 @@ class SearchCheckMixin(ArchiveMixin):
         with self._atomic() as conn:
             return flush(conn, limit)
 
+    def _catch_up_index(self) -> None:
+        """Index what is pending before a search; a file that cannot be written (a
+        read-only data directory) is searched as it was indexed."""
+        with contextlib.suppress(ReadOnlyStorage):
+            self.flush_index()
+
     def search(self, match: str, limit: int, with_text: bool = True) -> list[Match]:
         """The best ``limit`` keys for the FTS5 query ``match``, best first (by bm25); a
         node with several names is listed under each. Pending index work is done first,
@@ -72,7 +79,7 @@ class SearchCheckMixin(ArchiveMixin):
             InvalidQuery: (EINVAL, exit 2) ``match`` is not valid FTS5 syntax
                 (sqlite.org/fts5.html#full_text_query_syntax).
         """
-        self.flush_index()
+        self._catch_up_index()
         try:
             if with_text:
                 rows = self._conn.execute(SEARCH, (MARK_START, MARK_END, match, limit))
@@ -93,7 +100,7 @@ class SearchCheckMixin(ArchiveMixin):
     def search_stats(self, terms: Iterable[str]) -> tuple[int, int, dict[str, int]]:
         """(indexed keys, their total length in tokens, {term: keys holding it}) for scoring."""
         wanted = sorted(set(terms))
-        self.flush_index()
+        self._catch_up_index()
         with self._snapshot() as conn:
             count, total = conn.execute(
                 "SELECT count(*), total(key_tokens + value_tokens) FROM search_text"

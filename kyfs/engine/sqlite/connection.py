@@ -31,7 +31,14 @@ import urllib.parse
 from pathlib import Path
 
 from kyfs.core import blocks, tokens
-from kyfs.core.errors import AlreadyExists, DamagedBlock, NoSpace, StorageError
+from kyfs.core.errors import (
+    AlreadyExists,
+    DamagedBlock,
+    NoSpace,
+    ReadOnlyStorage,
+    StorageError,
+    storage_error,
+)
 
 BUSY_TIMEOUT_MS = 10_000  # how long a writer waits for another one, milliseconds
 JOURNAL_SIZE_LIMIT = 4 << 20  # bytes a WAL file keeps once emptied (more is given back)
@@ -58,15 +65,34 @@ def unpack_text(packed: bytes | None) -> str | None:
 FULL_BELOW = 1 << 20  # bytes: an I/O error on a disk with less free than this is ENOSPC
 
 
+def read_only_fs(directory: Path) -> bool:
+    """True when ``directory`` lies on a file system mounted read-only (statvfs(3)'s
+    ST_RDONLY); False when it cannot be asked."""
+    try:
+        return bool(os.statvfs(directory).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
 def convert(exc: sqlite3.Error, directory: Path | None = None) -> StorageError:
     """The kyfs error for a SQLite error: NoSpace (ENOSPC) for SQLITE_FULL, and for an
     I/O error (SQLITE_IOERR: growing the ``-shm`` file, writing the WAL) when the disk
-    that holds ``directory`` has less than FULL_BELOW bytes free; else StorageError
+    that holds ``directory`` has less than FULL_BELOW bytes free; ReadOnlyStorage
+    (EROFS) for SQLITE_READONLY ("attempt to write a readonly database"), and for an
+    I/O error or a file SQLite cannot open (SQLITE_CANTOPEN: a ``-wal`` or ``-shm`` it
+    cannot make) when ``directory`` is on a read-only file system; else StorageError
     (EIO, exit 4)."""
     code = getattr(exc, "sqlite_errorcode", None)
+    primary = code & 0xFF if code is not None else None
     if code == sqlite3.SQLITE_FULL:
         return NoSpace(f"disk full: {exc}")
-    if code is not None and code & 0xFF == sqlite3.SQLITE_IOERR and directory is not None:
+    where = f" {directory}" if directory is not None else ""
+    if primary == sqlite3.SQLITE_READONLY:
+        return ReadOnlyStorage(f"read-only data directory{where}: {exc}")
+    cannot = primary in (sqlite3.SQLITE_IOERR, sqlite3.SQLITE_CANTOPEN)
+    if cannot and directory is not None and read_only_fs(directory):
+        return ReadOnlyStorage(f"read-only file system at{where}: {exc}")
+    if primary == sqlite3.SQLITE_IOERR and directory is not None:
         try:
             disk = os.statvfs(directory)
         except OSError:
@@ -77,22 +103,56 @@ def convert(exc: sqlite3.Error, directory: Path | None = None) -> StorageError:
     return StorageError(f"storage error: {exc}")
 
 
+def open_uri(path: Path) -> str:
+    """The URI SQLite opens workspace file ``path`` with: ``mode=rw`` (a name that went
+    stale never creates an empty file behind a rename); on a read-only file system
+    ``immutable=1`` when the file has no WAL left to fold in (the CLI and the daemon
+    fold it in and remove it as they close), since SQLite cannot read a WAL database
+    there otherwise (it needs a ``-shm`` file, sqlite.org/wal.html#readonly) and nothing
+    can change a file there; with a WAL left, ``mode=ro``, which reads it when its
+    ``-shm`` file is there too."""
+    uri = f"file:{urllib.parse.quote(str(path.absolute()))}"
+    if not read_only_fs(path.parent):
+        return uri + "?mode=rw"
+    wal = path.with_name(path.name + "-wal")
+    try:
+        has_wal = wal.stat().st_size > 0
+    except OSError:
+        has_wal = False
+    return uri + ("?mode=ro" if has_wal else "?immutable=1")
+
+
+def _special(exc: sqlite3.Error | OSError, path: Path, what: str) -> StorageError | None:
+    """NoSpace or ReadOnlyStorage for ``exc`` met on ``path`` (a SQLite error's message
+    after ``what``); None for any other error."""
+    if isinstance(exc, OSError):
+        error = storage_error(exc, str(path))
+        return error if isinstance(error, (NoSpace, ReadOnlyStorage)) else None
+    error = convert(exc, path.parent)
+    if isinstance(error, (NoSpace, ReadOnlyStorage)):
+        return type(error)(f"{what}: {error}")
+    return None
+
+
 def connect(path: Path, create: bool = False, autocheckpoint: bool = True) -> sqlite3.Connection:
     """Open workspace file ``path`` in WAL mode; with ``create`` make it first (mode 0600);
     without ``autocheckpoint`` its commits never checkpoint (``PRAGMA wal_autocheckpoint
     = 0``: whoever opened it folds the WAL in).
 
-    The URI uses ``mode=rw``: a name that went stale (renamed or dropped workspace)
-    never creates an empty file behind the rename.
+    The URI is :func:`open_uri`'s: ``mode=rw``, or on a read-only file system a
+    read-only connection whose writes fail with ReadOnlyStorage.
 
     Raises:
         AlreadyExists: (EEXIST) ``create`` and the file exists.
+        ReadOnlyStorage: (EROFS, exit 4) ``create`` where nothing can be written, or a
+            file SQLite cannot open there (a WAL without its ``-shm``).
+        NoSpace: (ENOSPC, exit 4) the disk is full.
         StorageError: (EIO, exit 4) it cannot be opened or WAL mode was refused.
     """
     try:
         if create:
             os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
-        uri = f"file:{urllib.parse.quote(str(path.absolute()))}?mode=rw"
+        uri = open_uri(path)
         conn = sqlite3.connect(
             uri,
             uri=True,
@@ -103,8 +163,9 @@ def connect(path: Path, create: bool = False, autocheckpoint: bool = True) -> sq
     except FileExistsError:
         raise AlreadyExists(f"file exists: {path}") from None
     except (OSError, sqlite3.Error) as exc:
-        if isinstance(exc, sqlite3.Error) and isinstance(convert(exc, path.parent), NoSpace):
-            raise NoSpace(f"disk full: cannot open workspace file {path}: {exc}") from None
+        special = _special(exc, path, f"cannot open workspace file {path}")
+        if special is not None:
+            raise special from None
         raise StorageError(f"cannot open workspace file {path}: {exc}") from None
     try:
         conn.create_function("kyfs_text", 1, unpack_text, deterministic=True)
@@ -115,17 +176,19 @@ def connect(path: Path, create: bool = False, autocheckpoint: bool = True) -> sq
         # Nothing in a file's schema is trusted until kyfs.engine.sqlite.trust.check_schema
         # has proven it kyfs's own (SqliteWorkspace switches it on then).
         conn.execute("PRAGMA trusted_schema = OFF")
-        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-        if str(mode).lower() != "wal":
-            raise StorageError(f"{path}: WAL mode refused (journal_mode={mode})")
+        if "immutable=1" not in uri:  # (immutable: no WAL, no locks; it says "delete")
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise StorageError(f"{path}: WAL mode refused (journal_mode={mode})")
         conn.execute("PRAGMA synchronous = NORMAL")
         conn.execute(f"PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT}")
         if not autocheckpoint:
             conn.execute("PRAGMA wal_autocheckpoint = 0")
     except (sqlite3.Error, UnicodeDecodeError) as exc:  # (a damaged schema's text)
         conn.close()
-        if isinstance(exc, sqlite3.Error) and isinstance(convert(exc, path.parent), NoSpace):
-            raise NoSpace(f"disk full: {path}: {exc}") from None
+        special = _special(exc, path, str(path)) if isinstance(exc, sqlite3.Error) else None
+        if special is not None:
+            raise special from None
         raise StorageError(f"{path}: not a usable workspace file: {exc}") from None
     except BaseException:
         conn.close()

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import errno
 import fcntl
 import logging
 import os
@@ -157,9 +158,18 @@ class _DirLock:
         self._shared_cm = _Shared(self)  # one object: no generator per use (FUSE hot path)
 
     def _file(self) -> int:
+        """The lock file's descriptor, opened (and made) at first use. On a read-only
+        file system it is opened for reading: flock(2) works on any descriptor, and
+        nothing there can create, drop or rename (a missing ``.lock`` there is the
+        OSError EROFS of the open)."""
         if self._fd is None:
             paths.make_private_dir(self._path.parent)
-            self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            except OSError as exc:
+                if exc.errno != errno.EROFS:
+                    raise
+                self._fd = os.open(self._path, os.O_RDONLY | os.O_CLOEXEC)
         return self._fd
 
     def shared(self) -> AbstractContextManager[None]:

@@ -28,7 +28,7 @@ from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
-from kyfs.core.errors import NoSpace, StorageError, UntrustedFile
+from kyfs.core.errors import NoSpace, ReadOnlyStorage, StorageError, UntrustedFile
 from kyfs.engine.sql.rules import RulesMixin
 from kyfs.engine.sqlite import schema, trust
 from kyfs.engine.sqlite.check import SearchCheckMixin
@@ -115,12 +115,15 @@ class SqliteWorkspace(SearchCheckMixin, RulesMixin):
                 schema.apply(self._conn)
             self._load_identity()
             if migrate and retention_s is not None:
-                with contextlib.suppress(NoSpace):  # a full disk: purged at a later open
+                # a full disk or a read-only one: purged at a later open
+                with contextlib.suppress(NoSpace, ReadOnlyStorage):
                     self.purge_archive(time.time_ns() - int(retention_s * 1e9))
         except (sqlite3.Error, UnicodeDecodeError) as exc:  # (a damaged schema's text)
             self._conn.close()
-            if isinstance(exc, sqlite3.Error) and isinstance(convert(exc, path.parent), NoSpace):
-                raise NoSpace(f"disk full: {path}: {exc}") from None
+            if isinstance(exc, sqlite3.Error):
+                special = convert(exc, path.parent)
+                if isinstance(special, (NoSpace, ReadOnlyStorage)):
+                    raise type(special)(f"{path}: {special}") from None
             raise StorageError(f"{path}: not a usable workspace file: {exc}") from None
         except BaseException:
             self._conn.close()
