@@ -375,6 +375,8 @@ class Upkeep(_BackgroundThread):
                                 workspace.thin_history(time.time_ns())
                 except KyfsError as exc:
                     log.warning("storage upkeep: %s", exc)
+                except Exception:  # a bug, or a foreign error: the thread must live on
+                    _log_once_a_minute("storage upkeep")
         finally:
             engine.close()
 
@@ -387,6 +389,18 @@ class Upkeep(_BackgroundThread):
             with engine.using(name) as workspace:
                 if workspace.release_undo():
                     log.warning("the disk is full: released the undo data of %s", name)
+
+
+_LOGGED: dict[str, float] = {}  # what a background thread failed at -> when it was logged
+
+
+def _log_once_a_minute(what: str) -> None:
+    """Log the exception being handled, with its traceback, at most once a minute per
+    ``what`` (a background thread that meets a bug every pass must not flood the log)."""
+    now = time.monotonic()
+    if now - _LOGGED.get(what, -60.0) >= 60.0:
+        _LOGGED[what] = now
+        log.exception("%s failed (the thread goes on)", what)
 
 
 def _files_state(data: Path | None) -> tuple[tuple[str, int, int], ...] | None:
@@ -460,6 +474,8 @@ class BackgroundIndexer(_BackgroundThread):
                                     break
                     except KyfsError as exc:  # dropped meanwhile, untrusted, busy: next pass
                         log.debug("indexing %s: %s", name, exc)
+                    except Exception:  # a bug, or a foreign error: the thread lives on
+                        _log_once_a_minute(f"indexing {name}")
                 self._waiting_since = None  # a pass ran: the next wait starts afresh
         finally:
             engine.close()

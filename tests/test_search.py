@@ -363,3 +363,38 @@ def test_the_background_indexer_yields_to_a_busy_mount_but_not_for_long() -> Non
         assert _wait_until(lambda: _pending(path) == 0, timeout=5.0)
     finally:
         quiet.stop()
+
+
+def test_the_background_indexer_lives_through_a_foreign_error(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An error that is no kyfs error (psycopg's bytes on a SQL_ASCII database met a
+    TypeError; any bug) is logged with its traceback and the thread goes on."""
+    from kyfs.app import BackgroundIndexer
+    from kyfs.engine.sqlite.workspace import SqliteWorkspace
+    from kyfs.platform import paths
+
+    engine = SqliteEngine()
+    engine.create("w")
+    with engine.using("w") as workspace:
+        workspace.set("note", b"indexed after the error")
+    engine.close()
+    path = paths.workspaces_dir() / "w.db"
+    original = SqliteWorkspace.flush_index
+    failures = []
+
+    def flaky(self: SqliteWorkspace, limit: int | None = None) -> int:
+        if not failures:
+            failures.append(1)
+            raise TypeError("not a kyfs error")
+        return original(self, limit)
+
+    monkeypatch.setattr(SqliteWorkspace, "flush_index", flaky)
+    indexer = BackgroundIndexer(idle_s=lambda: 60.0)
+    indexer.INTERVAL = 0.05
+    indexer.start()
+    try:
+        assert _wait_until(lambda: _pending(path) == 0, timeout=5.0)
+    finally:
+        indexer.stop()
+    assert failures and "indexing w failed" in caplog.text and "TypeError" in caplog.text
