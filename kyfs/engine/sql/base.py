@@ -77,6 +77,10 @@ class Base:
     # writes keep no version).
     relieve: Callable[[], bool] | None = None
     short: Callable[[], bool] = staticmethod(lambda: False)
+    # Set by an engine that must know, after each commit, that the file is still the one
+    # at the workspace's name (the SQLite daemon's); it raises StorageError when not,
+    # and the commit is answered as failed.
+    committed: Callable[[], None] | None = None
     _conn: Any
     _errors: ClassVar[tuple[type[Exception], ...]] = ()
     _BEGIN_WRITE: ClassVar[str] = "BEGIN"
@@ -89,6 +93,8 @@ class Base:
 
         Raises:
             StorageError / NoSpace: (EIO / ENOSPC) the engine failed; nothing was written.
+            StorageError: (EIO) ``committed`` refused the commit: the file at the
+                workspace's name is not the one written into.
         """
         try:
             self._begin_write()
@@ -100,6 +106,8 @@ class Base:
         except BaseException:
             self._rollback()
             raise
+        if self.committed is not None:
+            self.committed()
 
     def _release_undo(self, before_ns: int | None = None) -> int:
         """Release undo data made before ``before_ns`` (kyfs.engine.sql.history)."""
@@ -146,8 +154,14 @@ class Base:
         copied."""
 
     def _rollback(self) -> None:
-        if self._conn.in_transaction:
-            self._conn.execute("ROLLBACK")
+        """Roll back the open transaction, if any; nothing when the connection is gone
+        (closed under an open file: the engine let go of a replaced file), so the error
+        that led here is the one raised."""
+        try:
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
+        except self._errors:
+            pass
 
     def _rows(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
         """Every row of one statement (itself atomic, no explicit transaction)."""

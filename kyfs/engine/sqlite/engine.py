@@ -29,6 +29,7 @@ import contextlib
 import datetime as dt
 import errno
 import fcntl
+import functools
 import logging
 import os
 import sqlite3
@@ -37,6 +38,7 @@ import time
 import urllib.parse
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -300,6 +302,48 @@ def stage_file(source: Path, directory: Path) -> Path:
     return copy
 
 
+Identity = tuple[int, int]  # (st_dev, st_ino) of a file
+
+
+def _identity(path: Path) -> Identity | None:
+    """(st_dev, st_ino) of ``path``; None when there is nothing there."""
+    try:
+        found = os.stat(path)
+    except OSError:
+        return None
+    return (found.st_dev, found.st_ino)
+
+
+def _identities(db_file: Path) -> tuple[Identity | None, Identity | None]:
+    """The identities of the ``-wal`` and ``-shm`` files at ``db_file``'s name."""
+    wal, shm = paths.sidecar_files(db_file)
+    return (_identity(wal), _identity(shm))
+
+
+@dataclass
+class _Held:
+    """A workspace the daemon keeps open (``cache``): its file's identity when opened,
+    and its ``-wal`` and ``-shm`` files' (those its connection uses)."""
+
+    workspace: SqliteWorkspace
+    identity: Identity
+    sidecars: tuple[Identity | None, Identity | None]
+
+
+def _still_there(held: _Held) -> None:
+    """After each commit of a workspace the daemon keeps open (Workspace.committed): the
+    file at its name must still be the one committed into.
+
+    Raises:
+        StorageError: (EIO, exit 4) it was replaced or removed meanwhile: the commit went
+            to the old file, so the write is answered as failed.
+    """
+    if _identity(held.workspace.path) != held.identity:
+        name = held.workspace.path.stem
+        log.warning("workspace %s: its file was replaced or removed during a write", name)
+        raise StorageError(f"{name}: its file was replaced or removed during the write")
+
+
 class SqliteEngine:
     """The workspaces of one data directory.
 
@@ -336,7 +380,7 @@ class SqliteEngine:
         self.finish_moves()
         self._cache_enabled = cache
         self._retention_s = retention_s
-        self._cache: dict[str, tuple[SqliteWorkspace, tuple[int, int]]] = {}
+        self._cache: dict[str, _Held] = {}
         self._mutex = threading.Lock()  # guards _cache between the daemon's threads
         self._sweeper = Sweeper(cache)
         self._paths: dict[str, Path] = {}
@@ -413,7 +457,7 @@ class SqliteEngine:
             return
         self._fold_limit = pages
         with self._mutex:
-            held = [workspace for workspace, _ in self._cache.values()]
+            held = [entry.workspace for entry in self._cache.values()]
         for workspace in held:
             with workspace.lock, contextlib.suppress(KyfsError):
                 workspace.fold_after(self._fold_pages())
@@ -577,7 +621,8 @@ class SqliteEngine:
                 store.close()
             _journaled_moves(self.directory.parent, [(source, target)])
             if cached is not None:  # same inode under its new name: keep it open
-                cached[0].path = target
+                cached.workspace.path = target
+                cached.sidecars = _identities(target)
                 with self._mutex:
                     self._cache[new] = cached
 
@@ -709,18 +754,20 @@ class SqliteEngine:
         try:
             stat = os.stat(path)
         except FileNotFoundError:
-            with self._mutex:
-                self._cache.pop(name, None)
-            raise WorkspaceNotFound(f"workspace not found: {name}") from None
-        identity = (stat.st_dev, stat.st_ino)
+            stat = None
+        identity = None if stat is None else (stat.st_dev, stat.st_ino)
         with self._mutex:
             cached = self._cache.get(name)
-            if cached is not None and cached[1] != identity:
-                del self._cache[name]  # replaced behind our back; open files keep the old one
-                cached = None
+            if cached is not None and cached.identity != identity:
+                del self._cache[name]  # replaced, moved or removed behind our back
+        if cached is not None and cached.identity != identity:
+            self._let_go(name, cached, stat is None)
+            cached = None
+        if stat is None:
+            raise WorkspaceNotFound(f"workspace not found: {name}")
         if cached is not None:
-            self._sweeper.sweep(name, cached[0])
-            return cached[0]
+            self._sweeper.sweep(name, cached.workspace)
+            return cached.workspace
         store = self._workspace(
             path, retention_s=self._retention_s(), autocheckpoint=self._autocheckpoint
         )
@@ -728,14 +775,45 @@ class SqliteEngine:
             store.fold_after(self._fold_pages())
         if self._cache_enabled:
             store.start_watching()  # the daemon: its watcher misses nothing from here on
+            entry = _Held(store, (stat.st_dev, stat.st_ino), _identities(path))
+            store.committed = functools.partial(_still_there, entry)
             with self._mutex:
                 raced = self._cache.get(name)
-                if raced is not None and raced[1] == identity:  # another thread opened it
+                if raced is not None and raced.identity == entry.identity:  # another thread
                     store.close()
-                    return raced[0]
-                self._cache[name] = (store, identity)
+                    return raced.workspace
+                self._cache[name] = entry
         self._sweeper.sweep(name, store)
         return store
+
+    def _let_go(self, name: str, held: _Held, removed: bool) -> None:
+        """The file of the open workspace ``name`` is no longer at its name (dropped or
+        renamed by a CLI command, replaced with ``mv``, removed with ``rm``): fold the
+        WAL in through the connection's own descriptors, so its commits land in its own
+        file wherever it went (a file moved away keeps them; one removed loses nothing
+        kept), close it (open files on it answer EIO from then on), and remove the
+        ``-wal`` and ``-shm`` left at the name when they are still the ones it used, so
+        that SQLite never pairs them with the file now there (sqlite.org/howtocorrupt.html,
+        "Mispairing database files and hot journals"). A CLI command's drop or rename
+        took them along: nothing is left to remove, and it is said at INFO only."""
+        workspace = held.workspace
+        with workspace.lock:
+            with contextlib.suppress(KyfsError):
+                workspace.checkpoint()
+            workspace.close()
+            stale = [
+                part
+                for part, known in zip(paths.sidecar_files(workspace.path), held.sidecars,
+                                       strict=True)
+                if known is not None and _identity(part) == known
+            ]  # fmt: skip
+            for part in stale:
+                part.unlink(missing_ok=True)
+        why = "removed" if removed else "replaced (another file at its name)"
+        level = logging.WARNING if stale else logging.INFO
+        removed_too = f" and removed its stale {', '.join(p.name for p in stale)}" if stale else ""
+        log.log(level, "workspace %s: its file was %s; the daemon let go of the old one"
+                "%s; open files on it fail (EIO)", name, why, removed_too)  # fmt: skip
 
     def checkpoint(self, names: Iterable[str], idle: bool = False) -> list[str]:
         """Fold into its database the WAL of each workspace of ``names`` whose WAL file
@@ -790,8 +868,8 @@ class SqliteEngine:
         with self._mutex:
             cached = self._cache.pop(name, None)
         if cached is not None:
-            with cached[0].lock:
-                cached[0].close()
+            with cached.workspace.lock:
+                cached.workspace.close()
 
     def check(self, name: str, repair: bool = False) -> tuple[list[str], list[str]]:
         """Check workspace ``name`` (Store.check); with ``repair`` repair first.
@@ -924,7 +1002,7 @@ class SqliteEngine:
 
     def close(self) -> None:
         """Close every cached SqliteWorkspace and the lock file."""
-        for store, _ in self._cache.values():
-            store.close()
+        for entry in self._cache.values():
+            entry.workspace.close()
         self._cache.clear()
         self._lock.close()
