@@ -226,3 +226,26 @@ def test_a_workspace_made_again_after_rm_does_not_take_the_old_wal(
     stop_mount(mount)
     assert _integrity(target) == "ok"
     assert _stored(target) == {"fresh": b"fresh"}
+
+
+def test_a_file_moved_away_under_the_daemon_keeps_its_last_writes(
+    mount_factory: Callable[..., Mount], tmp_path: Path
+) -> None:
+    """``mv ws.db elsewhere`` (a backup by hand, say) while the daemon's WAL holds the
+    last writes: the daemon folds them into the moved file through its own descriptors
+    before it lets go, so the moved file holds them and is sound; the name is free."""
+    mount = mount_factory()
+    folder = mount.path / "ws"
+    folder.mkdir()
+    _write(folder, OLD)
+    target = paths.workspaces_dir() / "ws.db"
+    away = tmp_path / "away.db"
+    _write(folder, {"last": b"frames in the WAL"})
+    subprocess.run(["mv", str(target), str(away)], check=True)  # its -wal stays at the name
+    assert Path(f"{target}-wal").exists()
+    assert _read(folder / "k0") in (errno.ENOENT, errno.EIO)  # the daemon looks: gone
+    time.sleep(0.3)
+    assert not Path(f"{target}-wal").exists() and not Path(f"{target}-shm").exists()
+    stop_mount(mount)
+    assert _integrity(away) == "ok"
+    assert _stored(away) == {**OLD, "last": b"frames in the WAL"}
