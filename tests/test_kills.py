@@ -439,3 +439,26 @@ def test_an_older_kyfs_spill_leftovers_go_at_the_next_command(kyfs_home: Path) -
     assert done.returncode == 0, done.stderr
     assert b"removed 2 leftovers (1049576 bytes)" in done.stderr
     assert sorted(os.listdir(spill)) == ["stage-now.db"]
+
+
+CLEANUP_KILLED = r"""
+import os, signal
+from kyfs.platform import journal
+
+op = journal.begin("backup-create", partial="/nonexistent/out.partial")
+(op.folder / "w0.db").write_bytes(os.urandom(2 << 20))
+tomb = op.folder.with_name("gone." + op.folder.name)
+os.rename(op.folder, tomb)  # what Operation.close does first, then the deletion...
+for name in ("journal.json", "lock"):  # ...killed after these, before the snapshot
+    os.unlink(tomb / name)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_kill_in_the_middle_of_an_operations_cleanup_leaves_nothing(kyfs_home: Path) -> None:
+    killed = subprocess.run([sys.executable, "-c", CLEANUP_KILLED])
+    assert killed.returncode == -signal.SIGKILL
+    assert sum(s for _, s in leftovers(kyfs_home)) > LEFT_MAX
+    done = subprocess.run([sys.executable, "-m", "kyfs", "workspaces"], capture_output=True)
+    assert done.returncode == 0, done.stderr
+    assert leftovers(kyfs_home) == []

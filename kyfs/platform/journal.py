@@ -16,7 +16,9 @@ disk, so its staged files move into place with one rename), that holds:
 The folder is made under a ``new.`` name and renamed once its lock is held, so a
 recovering process never mistakes an operation being born for a dead one. Its owner
 removes the folder when the operation ends, successfully or not
-(:meth:`Operation.close`); :func:`dead` finds those of killed owners, for the
+(:meth:`Operation.close`): renamed ``gone.NAME`` first, so that a kill in the middle of
+the deletion (its journal and lock already gone, a snapshot not yet) leaves a folder
+recovery knows to delete. :func:`dead` finds the folders of killed owners, for the
 recovery code of each kind (kyfs.transfer.recovery, kyfs.engine.sqlite.engine's moves).
 
 Thread-safety: an Operation belongs to one thread; :func:`dead` may run anywhere.
@@ -98,7 +100,7 @@ class Operation:
         let go. Safe to call twice."""
         if self._lock_fd is None:
             return
-        shutil.rmtree(self.folder, ignore_errors=True)
+        _remove(self.folder)
         os.close(self._lock_fd)
         self._lock_fd = None
 
@@ -114,6 +116,18 @@ class Operation:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _remove(folder: Path) -> None:
+    """Remove an operation's folder so that a kill midway leaves nothing unfound: it is
+    renamed ``gone.NAME`` first (one atomic step), then deleted; :func:`dead` deletes
+    any ``gone.`` folder it meets (its owner died in the middle, or finishes it anyway)."""
+    tomb = folder.with_name(f"gone.{folder.name}")
+    try:
+        os.rename(folder, tomb)
+    except OSError:
+        tomb = folder
+    shutil.rmtree(tomb, ignore_errors=True)
 
 
 def begin(kind: str, data: Path | None = None, **journal: Any) -> Operation:
@@ -160,6 +174,9 @@ def dead(data: Path | None = None, kinds: tuple[str, ...] = ()) -> Iterator[Oper
         return
     for entry in entries:
         folder = Path(entry.path)
+        if entry.name.startswith("gone."):
+            shutil.rmtree(folder, ignore_errors=True)
+            continue
         if entry.name.startswith("new."):
             with contextlib.suppress(OSError):
                 if time.time() - entry.stat(follow_symlinks=False).st_mtime > BIRTH_S:
@@ -170,8 +187,11 @@ def dead(data: Path | None = None, kinds: tuple[str, ...] = ()) -> Iterator[Oper
             continue
         try:
             fd = os.open(folder / LOCK, os.O_WRONLY)
-        except OSError:
-            continue  # closed meanwhile, or not ours
+        except OSError:  # closed meanwhile, or its lock went: not an operation's any more
+            with contextlib.suppress(OSError):
+                if time.time() - entry.stat(follow_symlinks=False).st_mtime > BIRTH_S:
+                    shutil.rmtree(folder, ignore_errors=True)
+            continue
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
