@@ -175,8 +175,12 @@ class SqliteWorkspace(SearchCheckMixin, RulesMixin):
         return (self.inode_tag << INODE_TAG_SHIFT) | node_id
 
     def close(self) -> None:
-        """Close the connection; the workspace cannot be used afterwards."""
-        self._conn.close()
+        """Close the connection; the workspace cannot be used afterwards. Waits for a
+        thread that holds :attr:`lock` (the daemon's checkpointer tightening the WAL at
+        unmount): a connection closed under a running statement crashed the daemon
+        (SIGSEGV in CPython's sqlite3 module)."""
+        with self.lock:
+            self._conn.close()
 
     def file_size(self) -> int:
         """Bytes on disk: the database file plus its WAL."""
