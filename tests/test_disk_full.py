@@ -204,3 +204,49 @@ def test_a_workspace_gives_space_back_on_a_disk_with_little_room(
     finally:
         engine.close()
         next(homes, None)  # unmounts
+
+
+def test_a_delete_whose_relief_was_taken_by_another_process_still_commits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a full disk a delete meets ENOSPC, releases the reserve and runs again; another
+    process (the daemon's checkpointer resting a workspace: its reclaim grows the WAL
+    before the file shrinks) takes the room first and gives it back only once its own
+    fold is done. The delete then gives its workspace's WAL and free pages back and
+    commits at the third run (CI met the second run failing: ``kyfs delete`` exit 4)."""
+    from kyfs.engine.sqlite.engine import SqliteEngine
+
+    home = next(homes := tmpfs_home(tmp_path, monkeypatch, "48m"))
+    engine = SqliteEngine(reserve=True)
+    try:
+        engine.create("w")
+        with engine.using("w") as ws:
+            for n in range(20):
+                ws.set(f"k{n}", os.urandom(100_000))
+            ws.checkpoint()
+            kept = ws.get("k2")
+            filler = fill_disk(home, leave=0)
+            (home / "other").mkdir()
+            other = home / "other" / "filler"
+            relieve, rest = ws.relieve, ws.rest
+            assert relieve is not None
+
+            def relieve_taken() -> bool:  # the reserve goes, and another process takes it
+                released = relieve()
+                fill_disk(other.parent, leave=0)
+                return released
+
+            def rest_after_the_other(reclaim_above: int | None = None) -> None:
+                other.unlink(missing_ok=True)  # the other process's fold is done
+                rest(reclaim_above=reclaim_above)
+
+            monkeypatch.setattr(ws, "relieve", relieve_taken)
+            monkeypatch.setattr(ws, "rest", rest_after_the_other)
+            ws.delete("k1")
+            assert not other.exists()  # the third run came after the other gave back
+            assert "k1" not in ws.keys() and ws.get("k2") == kept
+            assert ws.check() == []
+        filler.unlink()
+    finally:
+        engine.close()
+        next(homes, None)  # unmounts

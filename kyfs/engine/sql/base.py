@@ -181,8 +181,11 @@ class Base:
 def frees_space(method: Callable[..., Any]) -> Callable[..., Any]:
     """For a workspace method that frees space (a delete, a purge) and so must work on a
     full disk: when it fails with NoSpace (ENOSPC) and the engine can give space back
-    (``relieve``: the data directory's reserve), it runs once more. The first run rolled
-    back whole, so running again is safe. While the disk is short of space the
+    (``relieve``: the data directory's reserve), it runs once more. When that run fails
+    too (another process, such as the daemon folding its WAL in, took the room the
+    reserve left) the workspace first gives its own free pages and WAL back
+    (``_give_back``) and the method runs a last time. Each run rolled back whole, so
+    running again is safe. While the disk is short of space the
     workspace's undo data goes with it (versions share the deleted blocks) and what is
     freed goes back to the file system at once (``_give_back``).
 
@@ -197,7 +200,11 @@ def frees_space(method: Callable[..., Any]) -> Callable[..., Any]:
         except NoSpace:
             if self.relieve is None or not self.relieve():
                 raise
-            done = method(self, *args, **kwargs)
+            try:
+                done = method(self, *args, **kwargs)
+            except NoSpace:
+                self._give_back()
+                done = method(self, *args, **kwargs)
         if self.short():  # undo data goes too, and what is freed goes back to the disk now
             with contextlib.suppress(NoSpace):
                 self._release_undo()
