@@ -46,6 +46,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from kyfs.app import drop_workspace, rename_workspace
 from kyfs.core import names
+from kyfs.core.access import Caller
 from kyfs.core.errors import (
     AlreadyExists,
     CrossWorkspace,
@@ -64,7 +65,7 @@ from kyfs.core.errors import (
 from kyfs.core.nodes import DIR, MODE_MASK, REG, Entry, Owner
 from kyfs.engine import AnyEngine
 from kyfs.engine.base import Workspace
-from kyfs.fuse.binding import FuseOSError, Operations, fuse_get_context
+from kyfs.fuse.binding import FuseOSError, Operations, fuse_get_context, fuse_getgroups
 from kyfs.fuse.errorlog import EioLog
 from kyfs.fuse.invalidate import ChangeWatcher, Invalidator
 from kyfs.platform import paths
@@ -376,6 +377,13 @@ class KyfsOperations(Operations):  # type: ignore[misc]
         uid, gid, _ = fuse_get_context()
         return Owner(uid, gid)
 
+    @staticmethod
+    def _asker() -> Caller:
+        """The process that made the current request, with its supplementary groups:
+        whom the virtual trees show what (kyfs.core.access)."""
+        uid, gid, pid = fuse_get_context()
+        return Caller(uid, gid, fuse_getgroups(pid) if uid else frozenset())
+
     def _attrs(self, entry: Entry, store: Workspace) -> dict[str, Any]:
         """The stat dict of ``entry``; for a file open here with buffered writes, its
         buffered size and the attributes deferred until their commit (OpenFile.defer)."""
@@ -511,7 +519,7 @@ class KyfsOperations(Operations):  # type: ignore[misc]
             return self._unlinked_attrs(hidden)
         routed = self._tree(path)
         if routed is not None:
-            return routed[0].getattr(routed[1])
+            return routed[0].getattr(routed[1], self._asker())
         store, key = self._resolve(path)
         try:
             return self._attrs(store.stat(key), store)
@@ -547,7 +555,7 @@ class KyfsOperations(Operations):  # type: ignore[misc]
             return listing
         routed = self._tree(path)
         if routed is not None:
-            return dots(virtual_ino(path)) + routed[0].readdir(routed[1])
+            return dots(virtual_ino(path)) + routed[0].readdir(routed[1], self._asker())
         store, key = self._resolve(path)
         listing = dots(store.inode(store.stat(key).id))
         for entry in store.children(key):
@@ -585,7 +593,7 @@ class KyfsOperations(Operations):  # type: ignore[misc]
         ``/.search``. EINVAL for anything else; ENOENT."""
         routed = self._tree(path)
         if routed is not None:
-            return routed[0].readlink(routed[1])
+            return routed[0].readlink(routed[1], self._asker())
         store, key = self._resolve(path)
         return os.fsdecode(store.readlink(key))
 
@@ -841,7 +849,7 @@ class KyfsOperations(Operations):  # type: ignore[misc]
         if routed is not None:
             if flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC):
                 raise ReadOnly("read-only")
-            content = routed[0].content(routed[1])
+            content = routed[0].content(routed[1], self._asker())
             fh = next(self._next_fh)
             self._virtual[fh] = content
             return fh

@@ -35,12 +35,31 @@ def fuse_get_context() -> tuple[int, int, int]:
     return int(uid), int(gid), int(pid)
 
 
+def fuse_getgroups(pid: int) -> frozenset[int]:
+    """The supplementary group ids of process ``pid`` (the caller of a request: the pid
+    of fuse_get_context), read from the "Groups:" line of /proc/PID/task/PID/status as
+    libfuse's fuse_getgroups does (fuse_req_getgroups in lib/fuse_lowlevel.c). libfuse's
+    own function is not called: outside a request its context is not NULL but garbage,
+    and it crashed the process. Empty when the kernel does not tell (the process is
+    gone, or no /proc): callers then judge by the primary gid alone, which can only deny
+    more, never allow more."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Groups:"):
+                    return frozenset(int(gid) for gid in line.split()[1:])
+    except (OSError, ValueError):
+        pass
+    return frozenset()
+
+
 __all__ = [
     "FUSE",
     "FuseOSError",
     "Operations",
     "c_stat",
     "fuse_get_context",
+    "fuse_getgroups",
     "fuse_major_version",
     "mfusepy",
     "set_st_attrs",

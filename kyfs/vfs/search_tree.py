@@ -3,8 +3,15 @@
 and pointing at ``../../<workspace>/<key>``. Hidden from readdir of the mount's root, so
 ``grep -r`` and ``find`` never walk it.
 
-A query's listing is kept SEARCH_TTL seconds, so that readdir, lookups and readlink of
-one ``ls -l`` agree.
+Each caller sees only the matches it could open through the mount: search permission on
+the workspace's top directory and every directory above the key, and read permission on
+the key (kyfs.core.access.permits, by the uid and groups of the request), so that on a
+mount shared with ``-o allow_other`` the listing is no oracle for keys others cannot read.
+The links are numbered among those the caller sees; how many others matched is never
+shown.
+
+A query's matches, and each caller's listing of them, are kept SEARCH_TTL seconds, so
+that readdir, lookups and readlink of one ``ls -l`` agree.
 
 Thread-safety: any of the daemon's threads may ask; each workspace is searched under its
 ``lock``, and the listing cache is a dict (single operations, atomic in CPython).
@@ -19,8 +26,9 @@ from contextlib import contextmanager
 from typing import Any
 
 from kyfs import search
-from kyfs.core import names
-from kyfs.core.errors import InvalidInput, KeyNotFound
+from kyfs.core import access, names
+from kyfs.core.access import Caller
+from kyfs.core.errors import InvalidInput, KeyNotFound, KyfsError
 from kyfs.engine.base import Workspace
 from kyfs.vfs.tree import Listing, read_only_dir, virtual_ino
 
@@ -42,7 +50,8 @@ class SearchTree:
     ) -> None:
         self._names = workspace_names
         self._open = open_workspace
-        self._cache: dict[str, tuple[float, dict[str, str]]] = {}
+        self._hits: dict[str, tuple[float, list[tuple[str, str]]]] = {}
+        self._cache: dict[tuple[str, Caller], tuple[float, dict[str, str]]] = {}
 
     @contextmanager
     def _use(self, name: str) -> Iterator[Workspace]:
@@ -50,60 +59,92 @@ class SearchTree:
         with workspace.lock:  # the daemon's other threads use the same connection
             yield workspace
 
-    def links(self, query: str) -> dict[str, str]:
-        """Link name -> target for the matches of ``query`` across every workspace.
-
-        Raises:
-            InvalidQuery: (EINVAL) never for a plain query: it is quoted.
-        """
-        now = time.monotonic()
-        cached = self._cache.get(query)
+    def _matches(self, query: str, now: float) -> list[tuple[str, str]]:
+        """(workspace, key) of the best matches of ``query`` across every workspace,
+        best first, for every caller."""
+        cached = self._hits.get(query)
         if cached is not None and now - cached[0] < SEARCH_TTL:
             return cached[1]
         results = search.search(
             self._names(), query, limit=SEARCH_LIMIT, use=self._use, parallel=False
         )
-        width = max(2, len(str(len(results.hits))))
+        hits = [(hit.workspace, hit.key) for hit in results.hits]
+        self._hits = {q: v for q, v in self._hits.items() if now - v[0] < SEARCH_TTL}
+        self._hits[query] = (now, hits)
+        return hits
+
+    def _may_open(self, caller: Caller, workspace_name: str, key: str) -> bool:
+        """True when ``caller`` could open ``key`` of ``workspace_name`` for reading
+        through the mount (the mount's root is 0755: anyone may search it)."""
+        if caller.is_root:
+            return True
+        try:
+            with self._use(workspace_name) as workspace:
+                parts = key.split("/")
+                for depth in range(len(parts)):
+                    above = workspace.stat("/".join(parts[:depth]))
+                    if not access.permits(
+                        caller, above.uid, above.gid, above.mode, access.SEARCH, True
+                    ):
+                        return False
+                entry = workspace.stat(key)
+        except KyfsError:  # gone since the search, or unreadable: not shown
+            return False
+        return access.permits(caller, entry.uid, entry.gid, entry.mode, access.READ, False)
+
+    def links(self, query: str, caller: Caller) -> dict[str, str]:
+        """Link name -> target for the matches of ``query`` across every workspace that
+        ``caller`` could open, numbered among those.
+
+        Raises:
+            InvalidQuery: (EINVAL) never for a plain query: it is quoted.
+        """
+        now = time.monotonic()
+        cached = self._cache.get((query, caller))
+        if cached is not None and now - cached[0] < SEARCH_TTL:
+            return cached[1]
+        shown = [hit for hit in self._matches(query, now) if self._may_open(caller, *hit)]
+        width = max(2, len(str(len(shown))))
         listing = {}
-        for rank, hit in enumerate(results.hits, 1):
-            name = f"{rank:0{width}d}-{hit.workspace}-{hit.key.replace('/', '_')}"
+        for rank, (workspace, key) in enumerate(shown, 1):
+            name = f"{rank:0{width}d}-{workspace}-{key.replace('/', '_')}"
             name = name.encode()[: names.NAME_MAX].decode(errors="ignore")
-            listing[name] = f"../../{hit.workspace}/{hit.key}"
+            listing[name] = f"../../{workspace}/{key}"
         self._cache = {q: v for q, v in self._cache.items() if now - v[0] < SEARCH_TTL}
-        self._cache[query] = (now, listing)
+        self._cache[(query, caller)] = (now, listing)
         return listing
 
-    def getattr(self, rest: str) -> dict[str, Any]:
+    def getattr(self, rest: str, caller: Caller) -> dict[str, Any]:
         """``/.search`` and ``/.search/<any query>`` are directories; their entries links."""
         attrs = read_only_dir(f"{SEARCH_DIR}/{rest}")
         query, _, name = rest.partition("/")
         if not name:
             return attrs
-        target = self.links(query).get(name)
+        target = self.links(query, caller).get(name)
         if target is None or "/" in name:
             raise KeyNotFound(f"no such match: {name}")
         attrs.update(st_mode=st.S_IFLNK | 0o777, st_nlink=1, st_size=len(target))
         return attrs
 
-    def readdir(self, rest: str) -> Listing:
+    def readdir(self, rest: str, caller: Caller) -> Listing:
         """The links of one query; nothing at the top (queries are not listed)."""
         if not rest or "/" in rest:
             return []
         return [
             (name, {"st_mode": st.S_IFLNK | 0o777, "st_ino": virtual_ino(f"{rest}/{name}")}, 0)
-            for name in self.links(rest)
+            for name in self.links(rest, caller)
         ]
 
-    def readlink(self, rest: str) -> str:
+    def readlink(self, rest: str, caller: Caller) -> str:
         """The target of one match's link. EINVAL for a directory; ENOENT."""
         query, _, name = rest.partition("/")
         if not name:
             raise InvalidInput("not a symbolic link")
-        target = self.links(query).get(name)
+        target = self.links(query, caller).get(name)
         if target is None:
             raise KeyNotFound(f"no such match: {name}")
         return target
 
-    def content(self, rest: str) -> bytes:
+    def content(self, rest: str, caller: Caller | None = None) -> bytes:
         """Nothing to read: the kernel follows the links."""
         raise KeyNotFound("no file here")

@@ -17,6 +17,8 @@ import time
 import zlib
 from typing import Any, Protocol
 
+from kyfs.core.access import Caller
+
 ROOT_INO = 1  # the mount's root
 UNKNOWN_INO = 0xFFFFFFFF  # libfuse's FUSE_UNKNOWN_INO: "ask me", never 0 (glibc skips 0)
 Listing = list[tuple[str, dict[str, Any], int]]
@@ -29,15 +31,19 @@ def virtual_ino(path: str) -> int:
     return 2 + zlib.crc32(path.encode("utf-8", "surrogateescape"))
 
 
-def read_only_dir(path: str, mtime_ns: int | None = None) -> dict[str, Any]:
-    """The stat dict of a read-only virtual directory at ``path``, owned by the daemon."""
+def read_only_dir(
+    path: str, mtime_ns: int | None = None, owner: tuple[int, int] | None = None, mode: int = 0o555
+) -> dict[str, Any]:
+    """The stat dict of a read-only virtual directory at ``path`` with permission bits
+    ``mode``, owned by ``owner`` (uid, gid; default: the daemon's user)."""
     when = time.time_ns() if mtime_ns is None else mtime_ns
+    uid, gid = owner if owner is not None else (os.getuid(), os.getgid())
     return {
         "st_ino": virtual_ino(path),
-        "st_mode": st.S_IFDIR | 0o555,
+        "st_mode": st.S_IFDIR | mode,
         "st_nlink": 2,
-        "st_uid": os.getuid(),
-        "st_gid": os.getgid(),
+        "st_uid": uid,
+        "st_gid": gid,
         "st_size": 0,
         "st_blocks": 0,
         "st_atime": when,
@@ -46,10 +52,17 @@ def read_only_dir(path: str, mtime_ns: int | None = None) -> dict[str, Any]:
     }
 
 
-def read_only_file(path: str, size: int, mtime_ns: int | None = None) -> dict[str, Any]:
-    """The stat dict of a read-only virtual file of ``size`` bytes."""
-    attrs = read_only_dir(path, mtime_ns)
-    attrs.update(st_mode=st.S_IFREG | 0o444, st_nlink=1, st_size=size)
+def read_only_file(
+    path: str,
+    size: int,
+    mtime_ns: int | None = None,
+    owner: tuple[int, int] | None = None,
+    mode: int = 0o444,
+) -> dict[str, Any]:
+    """The stat dict of a read-only virtual file of ``size`` bytes with permission bits
+    ``mode``, owned by ``owner`` (uid, gid; default: the daemon's user)."""
+    attrs = read_only_dir(path, mtime_ns, owner)
+    attrs.update(st_mode=st.S_IFREG | mode, st_nlink=1, st_size=size)
     attrs["st_blocks"] = (size + 511) // 512
     return attrs
 
@@ -63,20 +76,22 @@ def dots(ino: int, parent_ino: int = UNKNOWN_INO) -> Listing:
 
 
 class VirtualTree(Protocol):
-    """A read-only tree mounted at a hidden name; ``rest`` is the path below its top."""
+    """A read-only tree mounted at a hidden name; ``rest`` is the path below its top and
+    ``caller`` the process that asks (a tree that gathers nodes from many places shows it
+    only those it could read; kyfs.core.access)."""
 
-    def getattr(self, rest: str) -> dict[str, Any]:
+    def getattr(self, rest: str, caller: Caller) -> dict[str, Any]:
         """The stat dict of ``rest``. KeyNotFound (ENOENT)."""
         ...
 
-    def readdir(self, rest: str) -> Listing:
+    def readdir(self, rest: str, caller: Caller) -> Listing:
         """The entries of directory ``rest`` (without ``.`` and ``..``). KeyNotFound."""
         ...
 
-    def readlink(self, rest: str) -> str:
+    def readlink(self, rest: str, caller: Caller) -> str:
         """A symlink's target. InvalidInput (EINVAL) for anything else; KeyNotFound."""
         ...
 
-    def content(self, rest: str) -> bytes:
+    def content(self, rest: str, caller: Caller) -> bytes:
         """The whole content of file ``rest`` (read at open). KeyNotFound."""
         ...

@@ -3,6 +3,17 @@
 ``grep -r`` and ``diff -r`` never see it. Directories above keys with history are listed
 too, so ``ls .versions/conf`` works.
 
+Permissions mirror the real tree, so that the kernel's checks (default_permissions) on a
+path through ``.versions`` equal those on the real path: ``.versions`` and each directory
+in it show the owner and the read and search bits of the directory they mirror; the
+directory of a key's versions is owned as the key and may be listed by those who may read
+the key and searched by all who reach it (a version's stat tells what the key's stat
+tells); a version file shows the key's owner and read bits. Where the key or
+directory is gone, its versions belong to the owner of the nearest directory that is still
+there, readable by that owner only (0500 directories, 0400 files): what a removed private
+file held never becomes readable to others. The owner and mode are the key's now, not
+at that version (history rows do not record them).
+
 Thread-safety: a tree is made per request under its workspace's lock (kyfs.fuse.adapter).
 """
 
@@ -12,8 +23,10 @@ import stat as st
 import time
 from typing import Any
 
+from kyfs.core import access
+from kyfs.core.access import Caller
 from kyfs.core.errors import InvalidInput, KeyNotFound
-from kyfs.core.nodes import HistoryEntry
+from kyfs.core.nodes import Entry, HistoryEntry
 from kyfs.engine.base import Workspace
 from kyfs.vfs.tree import Listing, read_only_dir, read_only_file, virtual_ino
 
@@ -48,26 +61,62 @@ class VersionsTree:
                 return version
         return None
 
-    def getattr(self, rest: str) -> dict[str, Any]:
-        """A version file, a key with versions, or a directory above some. ENOENT."""
-        if not rest:
-            return read_only_dir(self._path(rest))
-        version = self._find(rest)
-        if version is not None:
-            return read_only_file(self._path(rest), version.size or 0, version.time_ns)
-        if self._versions(rest) or self.workspace.history_keys(rest + "/"):
-            return read_only_dir(self._path(rest))
-        raise KeyNotFound(f"no versions at {rest}")
+    def _entry(self, key: str) -> Entry | None:
+        try:
+            return self.workspace.stat(key)
+        except (KeyNotFound, InvalidInput):
+            return None
 
-    def readdir(self, rest: str) -> Listing:
+    def _gone(self, key: str) -> tuple[int, int]:
+        """The owner of the nearest directory above ``key`` that is still there."""
+        while key:
+            key = key.rpartition("/")[0]
+            entry = self._entry(key)
+            if entry is not None and entry.is_dir:
+                return entry.uid, entry.gid
+        return 0, 0  # no workspace root: root's only
+
+    def _dir_view(self, key: str) -> tuple[tuple[int, int], int]:
+        """Owner and mode of ``.versions/KEY`` as a directory: the directory ``key`` it
+        mirrors, or, for a key, the directory of its versions."""
+        entry = self._entry(key)
+        if entry is None:
+            return self._gone(key), 0o500
+        if entry.is_dir:
+            return (entry.uid, entry.gid), access.view_of_directory(entry.mode)
+        return (entry.uid, entry.gid), access.directory_of_file(entry.mode)
+
+    def _file_view(self, key: str) -> tuple[tuple[int, int], int]:
+        """Owner and mode of a version file of ``key``."""
+        entry = self._entry(key)
+        if entry is None or entry.is_dir:
+            return self._gone(key), 0o400
+        return (entry.uid, entry.gid), access.view_of_file(entry.mode)
+
+    def getattr(self, rest: str, caller: Caller | None = None) -> dict[str, Any]:
+        """A version file, a key with versions, or a directory above some. ENOENT."""
+        if rest:
+            version = self._find(rest)
+            if version is not None:
+                owner, mode = self._file_view(rest.rpartition("/")[0])
+                return read_only_file(
+                    self._path(rest), version.size or 0, version.time_ns, owner, mode
+                )
+            if not self._versions(rest) and not self.workspace.history_keys(rest + "/"):
+                raise KeyNotFound(f"no versions at {rest}")
+        owner, mode = self._dir_view(rest)
+        return read_only_dir(self._path(rest), None, owner, mode)
+
+    def readdir(self, rest: str, caller: Caller | None = None) -> Listing:
         """The versions of key ``rest``, or the names below directory ``rest``."""
         versions = self._versions(rest) if rest else []
         if versions:
+            mode = self._file_view(rest)[1]
             return [
                 (
                     version_name(v),
                     {
-                        "st_mode": st.S_IFREG | 0o444,
+                        "st_mode": st.S_IFREG | mode,
                         "st_ino": virtual_ino(self._path(f"{rest}/{version_name(v)}")),
                     },
                     0,
@@ -79,18 +128,21 @@ class VersionsTree:
         return [
             (
                 name,
-                {"st_mode": st.S_IFDIR | 0o555, "st_ino": virtual_ino(self._path(prefix + name))},
+                {
+                    "st_mode": st.S_IFDIR | self._dir_view(prefix + name)[1],
+                    "st_ino": virtual_ino(self._path(prefix + name)),
+                },
                 0,
             )
             for name in sorted(below)
             if name
         ]
 
-    def readlink(self, rest: str) -> str:
+    def readlink(self, rest: str, caller: Caller | None = None) -> str:
         """No links here: EINVAL."""
         raise InvalidInput("not a symbolic link")
 
-    def content(self, rest: str) -> bytes:
+    def content(self, rest: str, caller: Caller | None = None) -> bytes:
         """One version's value."""
         version = self._find(rest)
         if version is None or version.id is None:

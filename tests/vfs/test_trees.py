@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from kyfs.core.access import Caller, permits
 from kyfs.core.errors import InvalidInput, KeyNotFound
 from kyfs.engine.sqlite.engine import SqliteEngine
 from kyfs.platform.metrics import Metrics
@@ -18,6 +19,11 @@ from kyfs.vfs.control_tree import METRICS_FILE, ControlTree
 from kyfs.vfs.search_tree import SearchTree
 from kyfs.vfs.tree import dots
 from kyfs.vfs.versions_tree import VersionsTree
+
+ROOT = Caller(0, 0)
+ALICE = Caller(1001, 1001)
+BOB = Caller(1002, 1002)
+BOB_IN_ALICES_GROUP = Caller(1002, 1002, frozenset({1001}))
 
 
 @pytest.fixture
@@ -60,13 +66,104 @@ def test_versions_tree(engine: SqliteEngine) -> None:
 def test_search_tree(engine: SqliteEngine) -> None:
     engine.open("w").set("notes/jwt", b"the jwt token")
     tree = SearchTree(engine.names, engine.open)
-    listing = tree.readdir("jwt token")
+    listing = tree.readdir("jwt token", ROOT)
     assert len(listing) == 1
     name, attrs, _ = listing[0]
     assert stat.S_ISLNK(attrs["st_mode"]) and name.startswith("01-w-notes_jwt")
-    assert tree.readlink(f"jwt token/{name}") == "../../w/notes/jwt"
-    assert stat.S_ISLNK(tree.getattr(f"jwt token/{name}")["st_mode"])
-    assert tree.readdir("") == []  # queries are not listed
+    assert tree.readlink(f"jwt token/{name}", ROOT) == "../../w/notes/jwt"
+    assert stat.S_ISLNK(tree.getattr(f"jwt token/{name}", ROOT)["st_mode"])
+    assert tree.readdir("", ROOT) == []  # queries are not listed
+
+
+def test_permits_follows_posix() -> None:
+    """POSIX 4.5 as Linux applies it: the owner's bits, else the group's (primary or
+    supplementary), else the others'; root reads and searches anything and executes a
+    file with any x bit."""
+    assert permits(ALICE, 1001, 1001, 0o600, 4, False)
+    assert not permits(BOB, 1001, 1001, 0o600, 4, False)
+    assert permits(BOB_IN_ALICES_GROUP, 1001, 1001, 0o640, 4, False)
+    assert not permits(BOB_IN_ALICES_GROUP, 1001, 1001, 0o604, 4, False)  # group bits rule
+    assert permits(BOB, 1001, 1001, 0o604, 4, False)
+    assert not permits(ALICE, 1001, 1001, 0o077, 4, False)  # the owner's bits rule
+    assert permits(ROOT, 1001, 1001, 0o000, 4, False)
+    assert permits(ROOT, 1001, 1001, 0o000, 1, True)
+    assert not permits(ROOT, 1001, 1001, 0o644, 1, False)
+    assert permits(ROOT, 1001, 1001, 0o744, 1, False)
+
+
+def test_versions_tree_shows_the_owner_and_mode_of_what_it_mirrors(
+    engine: SqliteEngine,
+) -> None:
+    """.versions mirrors the workspace's top, its directories mirror the real ones
+    (read-only), a key's directory of versions may be listed by those who may read the
+    key and searched by anyone who reaches it, a version file has the key's owner and
+    read bits; a gone key's versions belong to the nearest surviving directory's owner,
+    0500/0400."""
+    ws = engine.open("w")
+    ws.chmod("", 0o2775)
+    ws.chown("", 1001, 1001)
+    ws.mkdir("private", 0o700)
+    ws.chown("private", 1001, 1001)
+    for text in (b"one", b"two"):
+        ws.set("private/token", text)
+        ws.set("notes", text)
+        ws.set("gone", text)
+    ws.chown("private/token", 1001, 1001)
+    ws.chmod("private/token", 0o640)
+    ws.chmod("notes", 0o604)
+    ws.delete("gone")
+    tree = VersionsTree("w", ws)
+
+    def shown(rest: str) -> tuple[int, int, int]:
+        attrs = tree.getattr(rest)
+        return attrs["st_uid"], attrs["st_gid"], stat.S_IMODE(attrs["st_mode"])
+
+    assert shown("") == (1001, 1001, 0o555)
+    assert shown("private") == (1001, 1001, 0o500)
+    assert shown("private/token") == (1001, 1001, 0o551)
+    version = tree.readdir("private/token")[0][0]
+    assert shown(f"private/token/{version}") == (1001, 1001, 0o440)
+    assert shown("notes") == (0, 1001, 0o515)  # the setgid top gave its group
+    assert shown(f"notes/{tree.readdir('notes')[0][0]}")[2] == 0o404
+    assert shown("gone") == (1001, 1001, 0o500)  # the workspace top's owner
+    assert shown(f"gone/{tree.readdir('gone')[0][0]}") == (1001, 1001, 0o400)
+    listed = {name: stat.S_IMODE(attrs["st_mode"]) for name, attrs, _ in tree.readdir("")}
+    assert listed == {"private": 0o500, "notes": 0o515, "gone": 0o500}
+
+
+def test_search_tree_lists_only_what_the_caller_could_open(engine: SqliteEngine) -> None:
+    """A match is listed for a caller with search permission on every directory above
+    it and read permission on it; links are numbered among those shown."""
+    ws = engine.open("w")
+    ws.mkdir("private", 0o700)
+    ws.chown("private", 1001, 1001)
+    ws.set("private/secret", b"jwt token hidden")
+    ws.chown("private/secret", 1001, 1001)
+    ws.set("mine", b"jwt token mine")
+    ws.chown("mine", 1001, 1001)
+    ws.chmod("mine", 0o640)
+    ws.set("open", b"jwt token open")
+    ws.chmod("open", 0o644)
+    tree = SearchTree(engine.names, engine.open)
+
+    def seen(caller: Caller) -> set[str]:
+        return {tree.readlink(f"jwt/{name}", caller) for name, _, _ in tree.readdir("jwt", caller)}
+
+    everything = {"../../w/private/secret", "../../w/mine", "../../w/open"}
+    assert seen(ROOT) == everything
+    assert seen(ALICE) == everything
+    assert seen(BOB) == {"../../w/open"}
+    assert seen(BOB_IN_ALICES_GROUP) == {"../../w/mine", "../../w/open"}
+    names = [name for name, _, _ in tree.readdir("jwt", BOB)]
+    assert names[0].startswith("01-")  # numbered among what BOB sees: no gaps
+    hidden = next(name for name, _, _ in tree.readdir("jwt", ALICE) if "secret" in name)
+    with pytest.raises(KeyNotFound):
+        tree.getattr(f"jwt/{hidden}", BOB)
+    with pytest.raises(KeyNotFound):
+        tree.readlink(f"jwt/{hidden}", BOB)
+    ws.chmod("", 0o700)  # the workspace's top closed to others: nothing shows
+    tree = SearchTree(engine.names, engine.open)
+    assert seen(BOB) == set()
 
 
 def test_control_tree() -> None:
@@ -78,6 +175,8 @@ def test_control_tree() -> None:
     assert tree.getattr(METRICS_FILE)["st_size"] == len(text)
     with pytest.raises(KeyNotFound):
         tree.getattr("other")
+    assert stat.S_IMODE(tree.getattr("")["st_mode"]) == 0o700  # the mounting user's only
+    assert stat.S_IMODE(tree.getattr(METRICS_FILE)["st_mode"]) == 0o600
 
 
 def test_dots_never_carry_inode_zero() -> None:

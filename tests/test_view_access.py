@@ -1,0 +1,143 @@
+"""Permissions of the mount's virtual trees on a mount shared with ``-o allow_other``
+(issue 26): for every kind of path and every operation, what another unix user gets
+through ``.versions``, ``/.search`` and ``/.kyfs`` equals what they get on the real
+key or directory (EACCES where that denies). Real processes as other users (setpriv),
+on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Mount
+
+pytestmark = [pytest.mark.mount, pytest.mark.usefixtures("both_engines")]
+
+ALICE, BOB = 1001, 1002
+CALLERS = {
+    "alice": ["setpriv", f"--reuid={ALICE}", f"--regid={ALICE}", "--clear-groups"],
+    "bob": ["setpriv", f"--reuid={BOB}", f"--regid={BOB}", "--clear-groups"],
+    "bob in alice's group": ["setpriv", f"--reuid={BOB}", f"--regid={BOB}", f"--groups={ALICE}"],
+}
+# key -> (owner uid, group, mode); directories end in /
+LAYOUT = {
+    "private/": (ALICE, ALICE, 0o700),
+    "private/token": (ALICE, ALICE, 0o600),
+    "team/": (ALICE, ALICE, 0o750),
+    "team/plan": (ALICE, ALICE, 0o640),
+    "secret": (0, 0, 0o600),
+    "grouped": (ALICE, ALICE, 0o640),
+    "public": (0, 0, 0o644),
+}
+
+
+@pytest.fixture
+def shared_mount(mount_factory: Callable[..., Mount]) -> Iterator[Mount]:
+    """A mount with allow_other at a path other users can traverse, holding LAYOUT with
+    two versions of each key, every one of them matching the word "zebra"."""
+    if os.geteuid() != 0:
+        pytest.skip("switching users needs root")
+    top = Path(tempfile.mkdtemp(prefix="kyfs-views-"))
+    top.chmod(0o755)
+    try:
+        mount = mount_factory(options="allow_other", at=top / "mnt")
+        ws = mount.path / "default"
+        os.chmod(ws, 0o755)
+        for key, (uid, gid, mode) in LAYOUT.items():
+            path = ws / key.rstrip("/")
+            if key.endswith("/"):
+                path.mkdir()
+            else:
+                for n in (1, 2):
+                    path.write_text(f"zebra {key} version {n}\n")
+            os.chown(path, uid, gid)
+            os.chmod(path, mode)
+        yield mount
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
+
+
+def as_user(caller: str, *command: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CALLERS[caller], *command], capture_output=True, text=True)
+
+
+def test_versions_answer_as_the_real_paths(shared_mount: Mount) -> None:
+    ws = shared_mount.path / "default"
+    versions = ws / ".versions"
+    leaks = []
+    checked = 0
+    for caller in CALLERS:
+        for key in LAYOUT:
+            real = ws / key.rstrip("/")
+            view = versions / key.rstrip("/")
+            if key.endswith("/"):
+                pairs = [("list", ["ls", str(real)], ["ls", str(view)])]
+            else:
+                version = sorted(os.listdir(view))[0]  # as root
+                pairs = [
+                    ("read", ["cat", str(real)], ["cat", str(view / version)]),
+                    ("stat", ["stat", str(real)], ["stat", str(view / version)]),
+                    ("list versions", ["cat", str(real)], ["ls", str(view)]),
+                ]
+            for operation, on_real, on_view in pairs:
+                expected = as_user(caller, *on_real)
+                got = as_user(caller, *on_view)
+                checked += 1
+                if (expected.returncode == 0) != (got.returncode == 0):
+                    leaks.append((caller, key, operation, expected.stderr, got.stderr))
+                elif got.returncode != 0:
+                    assert "Permission denied" in got.stderr, got.stderr  # EACCES
+    assert checked == 3 * (2 + 5 * 3)
+    assert leaks == []
+    # the matrix holds both answers: some readable, some refused
+    assert as_user("bob", "cat", str(versions / "public" / os.listdir(versions / "public")[0]))
+    refused = as_user("bob", "ls", str(versions / "private"))
+    assert refused.returncode != 0 and "Permission denied" in refused.stderr
+    assert as_user("alice", "ls", str(versions / "private")).returncode == 0
+
+
+def test_search_lists_only_what_the_caller_could_open(shared_mount: Mount) -> None:
+    root = shared_mount.path
+    keys = [key for key in LAYOUT if not key.endswith("/")]
+    deadline = time.monotonic() + 30
+    while True:  # the daemon indexes in the background
+        seen = os.listdir(root / ".search" / "zebra")
+        if len(seen) == len(keys) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+        os.utime(root / ".search")  # a new second: the cached listing goes
+    assert len(seen) == len(keys), seen
+    for caller in CALLERS:
+        readable = {
+            key
+            for key in keys
+            if as_user(caller, "cat", str(root / "default" / key)).returncode == 0
+        }
+        done = as_user(
+            caller, "sh", "-c", f'cd {root}/.search/zebra && for l in *; do readlink "$l"; done'
+        )
+        assert done.returncode == 0, done.stderr
+        shown = {line.removeprefix("../../default/") for line in done.stdout.split()}
+        assert shown == readable, caller
+        numbers = sorted(
+            int(name.split("-")[0])
+            for name in as_user(caller, "ls", f"{root}/.search/zebra").stdout.split()
+        )
+        assert numbers == list(range(1, len(readable) + 1))  # no gaps tell of hidden hits
+    assert {"public"} <= readable  # the last caller reads some, and not all
+    assert "secret" not in readable
+
+
+def test_control_files_belong_to_the_mounting_user(shared_mount: Mount) -> None:
+    metrics = shared_mount.path / ".kyfs" / "metrics"
+    assert b"kyfs_operations_total" in metrics.read_bytes()  # root: the mounting user
+    for caller in CALLERS:
+        done = as_user(caller, "cat", str(metrics))
+        assert done.returncode != 0 and "Permission denied" in done.stderr, caller
