@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
@@ -349,3 +350,73 @@ def test_exec_exports_keys_as_environment() -> None:
     assert kyfs("exec", "other", "--", sys.executable, "-c", code).stdout == "yes None\n"
     assert kyfs("exec", "-w", "other", "--", sys.executable, "-c", code).stdout == "yes None\n"
     assert kyfs("exec", "missing_ws", "--", "true").returncode == 1
+
+
+def test_exec_leaves_out_names_that_choose_what_runs() -> None:
+    """A key may not choose the code another user's kyfs exec runs: LD_PRELOAD, PATH,
+    PYTHON*, BASH_ENV, ENV, IFS and the like are left out and named on stderr, unless
+    named with --allow-env."""
+    run("use", "w", "--create")
+    dangerous = ["LD_PRELOAD", "PATH", "PYTHONSTARTUP", "BASH_ENV", "ENV", "IFS",
+                 "BASH_FUNC_ls%%", "NODE_OPTIONS", "GIT_SSH_COMMAND"]  # fmt: skip
+    for name in dangerous:
+        run("set", name, "/tmp/evil")
+    run("set", "SAFE_SETTING", "kept")
+    code = "import json, os; print(json.dumps(dict(os.environ)))"
+    done = kyfs("exec", "--", sys.executable, "-c", code)
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout)
+    assert seen["SAFE_SETTING"] == "kept"
+    assert [name for name in dangerous if seen.get(name) == "/tmp/evil"] == []
+    assert seen["PATH"] == os.environ["PATH"]  # the caller's own stays
+    for name in ("LD_PRELOAD", "PATH", "PYTHONSTARTUP", "BASH_ENV", "NODE_OPTIONS"):
+        assert name in done.stderr
+    assert "--allow-env" in done.stderr
+    done = kyfs("exec", "--allow-env", "PYTHONSTARTUP", "--allow-env", "IFS", "--",
+                sys.executable, "-c", code)  # fmt: skip
+    seen = json.loads(done.stdout)
+    assert seen["PYTHONSTARTUP"] == "/tmp/evil" and seen["IFS"] == "/tmp/evil"
+    assert seen.get("LD_PRELOAD") != "/tmp/evil"
+
+
+def on_a_terminal(*args: str) -> bytes:
+    """What ``kyfs ARGS`` writes to a terminal (a pseudo-terminal as standard output)."""
+    import pty
+
+    leader, follower = pty.openpty()
+    try:
+        done = subprocess.run([sys.executable, "-m", "kyfs", *args], stdout=follower,
+                              stderr=subprocess.PIPE, timeout=60)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        os.close(follower)
+        out = b""
+        while True:
+            try:
+                piece = os.read(leader, 65536)
+            except OSError:  # EIO: the other side is closed and drained
+                break
+            if not piece:
+                break
+            out += piece
+        return out
+    finally:
+        os.close(leader)
+        with contextlib.suppress(OSError):
+            os.close(follower)
+
+
+def test_keys_and_values_cannot_drive_the_terminal() -> None:
+    """Printed to a terminal, control characters (ESC, BEL, C1) and bidi controls in keys
+    and values are escaped; to a pipe the bytes are the stored ones."""
+    run("use", "w", "--create")
+    hostile = "\x1b]52;c;ZXZpbA==\x07\x1b[2J\u202eexe.txt"
+    run("set", "k\x1b[31mred", "x")
+    run("set", "note", hostile + "\nsecond\tline\n")
+    shown = on_a_terminal("get", "note")
+    assert b"\x1b" not in shown and b"\x07" not in shown and "\u202e".encode() not in shown
+    assert b"\\x1b]52;c;ZXZpbA==\\x07" in shown and b"\\u202e" in shown
+    assert b"second\tline" in shown  # tabs and newlines stay
+    listed = on_a_terminal("keys")
+    assert b"\x1b" not in listed and b"k\\x1b[31mred" in listed
+    assert kyfs("get", "note").stdout == hostile + "\nsecond\tline\n"  # a pipe: as stored
+    assert "k\x1b[31mred" in kyfs("keys").stdout.splitlines()

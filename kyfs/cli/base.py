@@ -358,3 +358,37 @@ class _NoBar:
 
     def update(self, steps: int) -> None:
         """Ignore progress."""
+
+
+# Bidirectional-text controls (Unicode category Cf) that reorder what a terminal shows
+# ("Trojan Source", CVE-2021-42574), escaped with the control characters (category Cc).
+_BIDI = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def printable(text: str, keep: str = "") -> str:
+    """``text`` with every control character (Unicode Cc: C0, DEL, C1) and bidi control
+    escaped as Python writes them (``\\x1b``, ``\\u202e``), but those in ``keep``
+    (e.g. "\\n\\t" for a value): a key or value cannot move the cursor, retitle, recolor or
+    write to the clipboard of the terminal it is printed to."""
+    import unicodedata
+
+    out = []
+    for char in text:
+        if char in keep or not (char in _BIDI or unicodedata.category(char) == "Cc"):
+            out.append(char)
+        elif ord(char) < 0x100:
+            out.append(f"\\x{ord(char):02x}")
+        else:
+            out.append(f"\\u{ord(char):04x}")
+    return "".join(out)
+
+
+def for_terminal(text: str, keep: str = "", stream: Any = None) -> str:
+    """``text`` escaped with :func:`printable` when ``stream`` (standard output by
+    default) is a terminal; unchanged for a pipe or a file, where scripts read it."""
+    stream = sys.stdout if stream is None else stream
+    try:
+        tty = stream.isatty()
+    except (AttributeError, ValueError):
+        tty = False
+    return printable(text, keep) if tty else text

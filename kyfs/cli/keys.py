@@ -21,9 +21,12 @@ from kyfs.cli.base import (
     _value_fields,
     cli,
     complete_keys,
+    for_terminal,
     json_option,
+    printable,
     workspace_option,
 )
+from kyfs.core import environ
 from kyfs.core.errors import InvalidInput
 
 COMMAND_NOT_FOUND = 127  # the exit status POSIX shells give a command they cannot find
@@ -113,8 +116,16 @@ def get(key: str, workspace: str | None, as_json: bool) -> None:
             )
             return
         out = sys.stdout.buffer
-        for piece in store.iter_value(key):
-            out.write(piece)
+        if sys.stdout.isatty():  # a value may not drive the terminal: controls escaped
+            import codecs
+
+            decoder = codecs.getincrementaldecoder("utf-8")(errors="backslashreplace")
+            for piece in store.iter_value(key):
+                out.write(printable(decoder.decode(piece), keep="\n\t").encode())
+            out.write(printable(decoder.decode(b"", final=True), keep="\n\t").encode())
+        else:
+            for piece in store.iter_value(key):
+                out.write(piece)
         out.flush()
 
 
@@ -150,7 +161,7 @@ def keys(prefix: str, workspace: str | None, as_json: bool, glob: str | None) ->
         _echo_json(found)
         return
     for key in found:
-        click.echo(key)
+        click.echo(for_terminal(key), color=True)  # as stored to a pipe (click strips ANSI)
 
 
 @cli.command()
@@ -187,7 +198,7 @@ def scan(prefix: str, workspace: str | None, as_json: bool, limit: int) -> None:
                 if "value_base64" in row
                 else (f"<{row['size']} bytes>")
             )
-        click.echo(f"{row['key']}\t{shown}")
+        click.echo(f"{for_terminal(row['key'])}\t{for_terminal(shown)}")
 
 
 @cli.command()
@@ -404,7 +415,7 @@ class _ExecCommand(click.Command):
             if (
                 before
                 and not before[-1].startswith("-")
-                and (len(before) < 2 or before[-2] not in ("-w", "--workspace"))
+                and (len(before) < 2 or before[-2] not in ("-w", "--workspace", "--allow-env"))
             ):
                 args = [*before[:-1], "-w", before[-1], *args[end:]]
         return super().parse_args(ctx, args)
@@ -412,26 +423,42 @@ class _ExecCommand(click.Command):
 
 @cli.command(name="exec", cls=_ExecCommand, context_settings={"ignore_unknown_options": True})
 @workspace_option
+@click.option(
+    "--allow-env",
+    "allowed",
+    metavar="NAME",
+    multiple=True,
+    help="Export key NAME even though its name changes how programs load or run"
+    " (LD_PRELOAD, PATH, PYTHONPATH, BASH_ENV, ...). Repeatable.",
+)
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 @click.pass_context
-def exec_cmd(ctx: click.Context, workspace: str | None, command: tuple[str, ...]) -> None:
+def exec_cmd(
+    ctx: click.Context, workspace: str | None, allowed: tuple[str, ...], command: tuple[str, ...]
+) -> None:
     """Run COMMAND with one environment variable per key (envdir's rule).
 
-    Examples: kyfs exec -- ./deploy.sh; kyfs exec project_alpha -- env
+    Examples: kyfs exec -- ./deploy.sh; kyfs exec project_alpha -- env;
+    kyfs exec --allow-env PATH -- make
 
     Keys that are valid variable names become variables whose value is the
     key's first line; the others (and values with NUL, or over 128 KiB, the most one
-    environment string may hold on Linux) are skipped and named on stderr.
+    environment string may hold on Linux) are skipped and named on stderr. Keys named
+    like LD_*, PATH, PYTHON*, BASH_ENV, ENV, IFS and the like (kyfs.core.environ:
+    names that choose the code a program or its shell runs) are left out unless named
+    with --allow-env, and named on stderr.
     """
-    import re
     import subprocess
 
     env = dict(os.environ)
-    skipped = []
+    skipped, refused = [], []
     with session(workspace) as (_, store):
         for key in store.keys():
-            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+            if not environ.NAME.fullmatch(key):
                 skipped.append(key)
+                continue
+            if environ.is_dangerous(key) and key not in allowed:
+                refused.append(key)
                 continue
             if store.stat(key).size > ENV_VALUE_MAX * 4:  # never read a huge value whole
                 skipped.append(key)
@@ -446,8 +473,11 @@ def exec_cmd(ctx: click.Context, workspace: str | None, command: tuple[str, ...]
                 continue
             env[key] = line
     if skipped:
-        click.echo("kyfs exec: skipped keys that are not variable names or text: "
-                   + ", ".join(skipped), err=True)  # fmt: skip
+        click.echo(for_terminal("kyfs exec: skipped keys that are not variable names or text: "
+                   + ", ".join(skipped), stream=sys.stderr), err=True)  # fmt: skip
+    if refused:
+        click.echo("kyfs exec: left out keys whose names change how programs load or run: "
+                   + ", ".join(refused) + " (--allow-env NAME exports one)", err=True)  # fmt: skip
     try:
         done = subprocess.run(list(command), env=env, check=False)
     except FileNotFoundError:  # as a shell says it, and with the shell's exit status
@@ -496,7 +526,7 @@ def history(key: str, workspace: str | None, as_json: bool) -> None:
         size = "" if item["size"] is None else f"{item['size']} bytes"
         detail = f"  ({item['detail']})" if item["detail"] else ""
         line = f"{item['version']:>6}  {item['time']}  {item['action']:<6}  {size}{detail}"
-        preview = _preview(item)
+        preview = for_terminal(_preview(item))
         if preview:
             room = max(width - len(line) - 4, 12)
             line += "  " + (preview if len(preview) <= room else preview[: room - 1] + "…")

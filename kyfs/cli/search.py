@@ -15,6 +15,7 @@ from kyfs.cli.base import (
     KyfsCliError,
     _echo_json,
     cli,
+    for_terminal,
     json_option,
 )
 from kyfs.core.errors import StorageError
@@ -67,16 +68,17 @@ def search(
     for hit in results.hits:
         plain = hit.snippet.replace(MARK_START, "").replace(MARK_END, "")
         if keys_only:
-            click.echo(f"{hit.workspace}/{hit.key}")
+            click.echo(for_terminal(f"{hit.workspace}/{hit.key}"))
         elif as_json:
             _echo_json(
                 {"workspace": hit.workspace, "key": hit.key, "score": hit.score, "snippet": plain}
             )
         else:
-            shown = plain
-            if color:
-                shown = hit.snippet.replace(MARK_START, "\x1b[1;31m").replace(MARK_END, "\x1b[0m")
-            click.echo(f"{hit.workspace}/{hit.key}  ({hit.score:.3f})")
+            shown = for_terminal(plain)
+            if color:  # escaped first, then the marks become colors
+                marked = for_terminal(hit.snippet, keep=MARK_START + MARK_END)
+                shown = marked.replace(MARK_START, "\x1b[1;31m").replace(MARK_END, "\x1b[0m")
+            click.echo(for_terminal(f"{hit.workspace}/{hit.key}") + f"  ({hit.score:.3f})")
             click.echo("    " + " ".join(shown.split()), color=color)
     if results.errors:
         raise KyfsCliError(
