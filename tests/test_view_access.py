@@ -81,20 +81,28 @@ def test_versions_answer_as_the_real_paths(shared_mount: Mount) -> None:
                 pairs = [("list", ["ls", str(real)], ["ls", str(view)])]
             else:
                 version = sorted(os.listdir(view))[0]  # as root
+                xattr = ["getfattr", "-n", "user.kyfs.created_at"]
                 pairs = [
                     ("read", ["cat", str(real)], ["cat", str(view / version)]),
                     ("stat", ["stat", str(real)], ["stat", str(view / version)]),
                     ("list versions", ["cat", str(real)], ["ls", str(view)]),
+                    ("getxattr", [*xattr, str(real)], [*xattr, str(view / version)]),
                 ]
             for operation, on_real, on_view in pairs:
                 expected = as_user(caller, *on_real)
                 got = as_user(caller, *on_view)
                 checked += 1
-                if (expected.returncode == 0) != (got.returncode == 0):
+                if operation == "getxattr":  # a view has no attributes: ENODATA at best
+                    assert got.returncode != 0
+                    if "Permission denied" in expected.stderr:
+                        assert "Permission denied" in got.stderr, (caller, key, got.stderr)
+                    else:
+                        assert "No such attribute" in got.stderr, (caller, key, got.stderr)
+                elif (expected.returncode == 0) != (got.returncode == 0):
                     leaks.append((caller, key, operation, expected.stderr, got.stderr))
                 elif got.returncode != 0:
                     assert "Permission denied" in got.stderr, got.stderr  # EACCES
-    assert checked == 3 * (2 + 5 * 3)
+    assert checked == 3 * (2 + 5 * 4)
     assert leaks == []
     # the matrix holds both answers: some readable, some refused
     assert as_user("bob", "cat", str(versions / "public" / os.listdir(versions / "public")[0]))
