@@ -141,6 +141,15 @@ def test_search_lists_only_what_the_caller_could_open(shared_mount: Mount) -> No
         assert numbers == list(range(1, len(readable) + 1))  # no gaps tell of hidden hits
     assert {"public"} <= readable  # the last caller reads some, and not all
     assert "secret" not in readable
+    # The kernel keeps what root's lookup of a link got (attr_timeout, 30 s) for every
+    # user: it must not answer bob's stat of that name from its cache (an oracle of
+    # which keys hold the word).
+    hidden = next(name for name in seen if name.endswith("-default-secret"))
+    assert os.lstat(root / ".search" / "zebra" / hidden)
+    time.sleep(0.3)
+    for caller in CALLERS:  # test -L: lstat(2) alone (stat(1) also reads the link)
+        assert as_user(caller, "test", "-L", f"{root}/.search/zebra/{hidden}").returncode == 1
+    assert os.path.islink(root / ".search" / "zebra" / hidden)  # root still sees it
 
 
 def test_control_files_belong_to_the_mounting_user(shared_mount: Mount) -> None:

@@ -519,7 +519,10 @@ class KyfsOperations(Operations):  # type: ignore[misc]
             return self._unlinked_attrs(hidden)
         routed = self._tree(path)
         if routed is not None:
-            return routed[0].getattr(routed[1], self._asker())
+            attrs = routed[0].getattr(routed[1], self._asker())
+            if routed[0] is self.search_tree and "/" in routed[1]:  # a link: who asks matters
+                self.invalidator.invalidate_soon(path)
+            return attrs
         store, key = self._resolve(path)
         try:
             return self._attrs(store.stat(key), store)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import json
 import logging
 import os
@@ -276,6 +277,7 @@ def serve(
     openfile.BUDGET.limit = config.write_buffer_bytes()  # what open files keep in memory
     engine = open_engine(cache=True, autocheckpoint=False)  # Checkpointer folds the WAL in
     operations = KyfsOperations(engine, metrics=metrics)
+    operations.invalidator.mounted = functools.partial(_listed_mount, Path(mountpoint))
     if not xattrs:  # mfusepy registers only the handlers that are not None
         for name in ("getxattr", "setxattr", "listxattr", "removexattr"):
             setattr(operations, name, None)

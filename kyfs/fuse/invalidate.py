@@ -26,12 +26,13 @@ thread of its own.
 from __future__ import annotations
 
 import ctypes
+import heapq
 import logging
 import os
 import queue
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from kyfs.core.errors import KyfsError
@@ -41,6 +42,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 WAIT = 0.05  # seconds a request waits for its invalidations
+LOOK_EVERY = 0.005  # seconds between two looks at whether the mount is still there
+SOON = 0.05  # seconds after a reply that invalidate_soon drops what the kernel kept of it
+_WAKE = (b"", False, threading.Event())  # wakes the worker to look at what is due
 # Seconds the kernel keeps names and attributes (the mount's entry_timeout and
 # attr_timeout, kyfs.fuse.daemon.BASE_OPTIONS): how long an invalidated name is held.
 ATTR_TIMEOUT = 30.0
@@ -58,11 +62,17 @@ class Invalidator:
         self._queue: queue.SimpleQueue[tuple[bytes, bool, threading.Event] | None] = (
             queue.SimpleQueue()
         )
+        self._later: list[tuple[float, bytes]] = []  # heap of (due, path): invalidate_soon
+        self._later_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._call: Any = None  # the ctypes function, once found
         self._call_entry: Any = None  # fuse_lowlevel_notify_inval_entry, when at hand
         self._fuse: int | None = None
         self._session: int | None = None
+        # True while the mount is still in place (kyfs.fuse.daemon sets it); see _ended
+        self.mounted: Callable[[], bool] | None = None
+        self._gone = False
+        self._looked = 0.0  # time.monotonic() of the last look at ``mounted``
 
     def start(self) -> None:
         """Find the ``struct fuse`` of this mount (fuse_get_context) and start the worker.
@@ -93,12 +103,49 @@ class Invalidator:
         """True once started with libfuse's fuse_invalidate_path at hand."""
         return self._thread is not None
 
+    def _due(self) -> tuple[float | None, list[bytes]]:
+        """The paths of invalidate_soon that are due now, and seconds until the next."""
+        now = time.monotonic()
+        due = []
+        with self._later_lock:
+            while self._later and self._later[0][0] <= now:
+                due.append(heapq.heappop(self._later)[1])
+            wait = self._later[0][0] - now if self._later else None
+        return wait, due
+
+    def _ended(self) -> bool:
+        """True once the mount is gone: libfuse's loop then ends and fuse_destroy frees its
+        table of nodes before it calls the adapter's destroy (which stops this worker),
+        and fuse_invalidate_path walks that table: a call then crashed the daemon with
+        SIGSEGV. The kernel drops the mount before the loop sees it, so from the first
+        look that finds it gone nothing is called. Looks at most every LOOK_EVERY s."""
+        if self._gone or self.mounted is None:
+            return self._gone
+        now = time.monotonic()
+        if now - self._looked >= LOOK_EVERY:
+            self._looked = now
+            self._gone = not self.mounted()
+        return self._gone
+
     def _run(self) -> None:
         assert self._call is not None
         while True:
-            item = self._queue.get()
+            wait, due = self._due()
+            for path in due:
+                if self._ended():
+                    break
+                self._call(self._fuse, path)
+            try:
+                item = self._queue.get(timeout=wait)
+            except queue.Empty:
+                continue
             if item is None:
                 return
+            if item is _WAKE:
+                continue
+            if self._ended():
+                item[2].set()
+                continue
             path, is_entry, done = item
             if is_entry:  # a name in the mount's root (FUSE_ROOT_ID, 1 in libfuse)
                 result = self._call_entry(self._session, ROOT_ID, path, len(path))
@@ -123,6 +170,17 @@ class Invalidator:
             self._queue.put((os.fsencode(path), False, last))
         if last is not None:
             last.wait(wait)
+
+    def invalidate_soon(self, path: str, delay: float = SOON) -> None:
+        """Drop the kernel's cached attributes of ``path`` ``delay`` seconds from now,
+        after the reply being made reaches it: for an answer that depends on who asks
+        (a ``/.search`` link), which the kernel would otherwise serve to every user for
+        attr_timeout seconds. Does not wait."""
+        if self._thread is None:
+            return
+        with self._later_lock:
+            heapq.heappush(self._later, (time.monotonic() + delay, os.fsencode(path)))
+        self._queue.put(_WAKE)
 
     def forget_workspaces(self, names: Iterable[str]) -> None:
         """Make the kernel drop the names ``names`` in the mount's root, with everything it
