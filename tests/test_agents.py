@@ -420,3 +420,17 @@ def test_keys_and_values_cannot_drive_the_terminal() -> None:
     assert b"\x1b" not in listed and b"k\\x1b[31mred" in listed
     assert kyfs("get", "note").stdout == hostile + "\nsecond\tline\n"  # a pipe: as stored
     assert "k\x1b[31mred" in kyfs("keys").stdout.splitlines()
+
+
+def test_exec_workspace_word_before_allow_env() -> None:
+    """``kyfs exec NAME --allow-env X -- CMD``: NAME is the workspace, X the option's
+    value, and CMD runs (not NAME)."""
+    run("create", "proj")
+    run("set", "-w", "proj", "PATH", "/nowhere")
+    run("set", "-w", "proj", "IN_PROJ", "yes")
+    code = "import os; print(os.environ.get('IN_PROJ'), os.environ['PATH'])"
+    done = kyfs("exec", "proj", "--allow-env", "PATH", "--", sys.executable, "-c", code)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "yes /nowhere\n"
+    done = kyfs("exec", "--allow-env", "PATH", "proj", "--", sys.executable, "-c", code)
+    assert done.stdout == "yes /nowhere\n"

@@ -198,7 +198,7 @@ def scan(prefix: str, workspace: str | None, as_json: bool, limit: int) -> None:
                 if "value_base64" in row
                 else (f"<{row['size']} bytes>")
             )
-        click.echo(f"{for_terminal(row['key'])}\t{for_terminal(shown)}")
+        click.echo(f"{for_terminal(row['key'])}\t{for_terminal(shown)}", color=True)
 
 
 @cli.command()
@@ -404,20 +404,30 @@ def schema_clear(workspace: str | None, glob: str | None) -> None:
 
 
 class _ExecCommand(click.Command):
-    """``kyfs exec [-w NAME | NAME] -- CMD ...``: a word just before ``--`` names the
-    workspace (``kyfs exec project_alpha -- env``), as -w does."""
+    """``kyfs exec [-w NAME | NAME] [--allow-env NAME]... -- CMD ...``: a word before
+    ``--`` that is no option's value names the workspace (``kyfs exec project_alpha --
+    env``), as -w does."""
+
+    TAKE_VALUE = ("-w", "--workspace", "--allow-env")
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        """Turn ``NAME --`` into ``-w NAME --`` before click parses."""
+        """Turn the one positional ``NAME`` before ``--`` into ``-w NAME`` before click
+        parses (option values are skipped over)."""
         if "--" in args:
             end = args.index("--")
-            before = args[:end]
-            if (
-                before
-                and not before[-1].startswith("-")
-                and (len(before) < 2 or before[-2] not in ("-w", "--workspace", "--allow-env"))
-            ):
-                args = [*before[:-1], "-w", before[-1], *args[end:]]
+            options: list[str] = []
+            positional: list[str] = []
+            at = 0
+            while at < end:
+                word = args[at]
+                if word in self.TAKE_VALUE and at + 1 < end:
+                    options += args[at : at + 2]
+                    at += 2
+                    continue
+                (options if word.startswith("-") else positional).append(word)
+                at += 1
+            if len(positional) == 1:
+                args = [*options, "-w", positional[0], *args[end:]]
         return super().parse_args(ctx, args)
 
 
@@ -524,13 +534,13 @@ def history(key: str, workspace: str | None, as_json: bool) -> None:
     width = shutil.get_terminal_size((100, 24)).columns
     for item in items:
         size = "" if item["size"] is None else f"{item['size']} bytes"
-        detail = f"  ({item['detail']})" if item["detail"] else ""
+        detail = f"  ({for_terminal(item['detail'])})" if item["detail"] else ""
         line = f"{item['version']:>6}  {item['time']}  {item['action']:<6}  {size}{detail}"
         preview = for_terminal(_preview(item))
         if preview:
             room = max(width - len(line) - 4, 12)
             line += "  " + (preview if len(preview) <= room else preview[: room - 1] + "…")
-        click.echo(line)
+        click.echo(line, color=True)  # as stored to a pipe (click strips ANSI)
 
 
 PREVIEW_BYTES = 4096  # bytes of a version read for its one-line preview

@@ -68,7 +68,7 @@ def search(
     for hit in results.hits:
         plain = hit.snippet.replace(MARK_START, "").replace(MARK_END, "")
         if keys_only:
-            click.echo(for_terminal(f"{hit.workspace}/{hit.key}"))
+            click.echo(for_terminal(f"{hit.workspace}/{hit.key}"), color=True)
         elif as_json:
             _echo_json(
                 {"workspace": hit.workspace, "key": hit.key, "score": hit.score, "snippet": plain}
@@ -78,7 +78,8 @@ def search(
             if color:  # escaped first, then the marks become colors
                 marked = for_terminal(hit.snippet, keep=MARK_START + MARK_END)
                 shown = marked.replace(MARK_START, "\x1b[1;31m").replace(MARK_END, "\x1b[0m")
-            click.echo(for_terminal(f"{hit.workspace}/{hit.key}") + f"  ({hit.score:.3f})")
+            click.echo(for_terminal(f"{hit.workspace}/{hit.key}") + f"  ({hit.score:.3f})",
+                       color=True)  # fmt: skip
             click.echo("    " + " ".join(shown.split()), color=color)
     if results.errors:
         raise KyfsCliError(
