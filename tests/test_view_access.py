@@ -149,6 +149,12 @@ def test_search_lists_only_what_the_caller_could_open(shared_mount: Mount) -> No
     time.sleep(0.3)
     for caller in CALLERS:  # test -L: lstat(2) alone (stat(1) also reads the link)
         assert as_user(caller, "test", "-L", f"{root}/.search/zebra/{hidden}").returncode == 1
+        # nor from the name alone: statx(AT_STATX_DONT_SYNC) answers from the kernel's
+        # cache whatever it still holds
+        cached = as_user(
+            caller, "stat", "--cached=always", "-c", "%i", f"{root}/.search/zebra/{hidden}"
+        )
+        assert cached.returncode != 0 and "No such file" in cached.stderr, (caller, cached.stdout)
     assert os.path.islink(root / ".search" / "zebra" / hidden)  # root still sees it
 
 

@@ -521,7 +521,7 @@ class KyfsOperations(Operations):  # type: ignore[misc]
         if routed is not None:
             attrs = routed[0].getattr(routed[1], self._asker())
             if routed[0] is self.search_tree and "/" in routed[1]:  # a link: who asks matters
-                self.invalidator.invalidate_soon(path)
+                self.invalidator.invalidate_soon(SEARCH_DIR, entry=True)
             return attrs
         store, key = self._resolve(path)
         try:

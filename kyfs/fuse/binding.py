@@ -44,9 +44,9 @@ def fuse_getgroups(pid: int) -> frozenset[int]:
     gone, or no /proc): callers then judge by the primary gid alone, which can only deny
     more, never allow more."""
     try:
-        with open(f"/proc/{pid}/task/{pid}/status", encoding="ascii") as status:
+        with open(f"/proc/{pid}/task/{pid}/status", "rb") as status:  # Name: may be any bytes
             for line in status:
-                if line.startswith("Groups:"):
+                if line.startswith(b"Groups:"):
                     return frozenset(int(gid) for gid in line.split()[1:])
     except (OSError, ValueError):
         pass

@@ -277,7 +277,9 @@ def serve(
     openfile.BUDGET.limit = config.write_buffer_bytes()  # what open files keep in memory
     engine = open_engine(cache=True, autocheckpoint=False)  # Checkpointer folds the WAL in
     operations = KyfsOperations(engine, metrics=metrics)
-    operations.invalidator.mounted = functools.partial(_listed_mount, Path(mountpoint))
+    # mountinfo lists the resolved path (no symlinks, no ..): resolved before mounting
+    listed_as = Path(os.path.realpath(mountpoint))
+    operations.invalidator.mounted = functools.partial(_listed_mount, listed_as)
     if not xattrs:  # mfusepy registers only the handlers that are not None
         for name in ("getxattr", "setxattr", "listxattr", "removexattr"):
             setattr(operations, name, None)

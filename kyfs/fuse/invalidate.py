@@ -62,7 +62,8 @@ class Invalidator:
         self._queue: queue.SimpleQueue[tuple[bytes, bool, threading.Event] | None] = (
             queue.SimpleQueue()
         )
-        self._later: list[tuple[float, bytes]] = []  # heap of (due, path): invalidate_soon
+        self._later: list[tuple[float, bytes, bool]] = []  # heap of (due, path, is_entry)
+        self._pending: set[tuple[bytes, bool]] = set()  # what _later holds, once each
         self._later_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._call: Any = None  # the ctypes function, once found
@@ -103,13 +104,16 @@ class Invalidator:
         """True once started with libfuse's fuse_invalidate_path at hand."""
         return self._thread is not None
 
-    def _due(self) -> tuple[float | None, list[bytes]]:
-        """The paths of invalidate_soon that are due now, and seconds until the next."""
+    def _due(self) -> tuple[float | None, list[tuple[bytes, bool]]]:
+        """What invalidate_soon asked for that is due now (path, is_entry), and seconds
+        until the next."""
         now = time.monotonic()
         due = []
         with self._later_lock:
             while self._later and self._later[0][0] <= now:
-                due.append(heapq.heappop(self._later)[1])
+                _, path, is_entry = heapq.heappop(self._later)
+                self._pending.discard((path, is_entry))
+                due.append((path, is_entry))
             wait = self._later[0][0] - now if self._later else None
         return wait, due
 
@@ -131,10 +135,13 @@ class Invalidator:
         assert self._call is not None
         while True:
             wait, due = self._due()
-            for path in due:
+            for path, is_entry in due:
                 if self._ended():
                     break
-                self._call(self._fuse, path)
+                if is_entry and self._call_entry is not None:
+                    self._call_entry(self._session, ROOT_ID, path, len(path))
+                else:
+                    self._call(self._fuse, path)
             try:
                 item = self._queue.get(timeout=wait)
             except queue.Empty:
@@ -171,15 +178,22 @@ class Invalidator:
         if last is not None:
             last.wait(wait)
 
-    def invalidate_soon(self, path: str, delay: float = SOON) -> None:
-        """Drop the kernel's cached attributes of ``path`` ``delay`` seconds from now,
-        after the reply being made reaches it: for an answer that depends on who asks
-        (a ``/.search`` link), which the kernel would otherwise serve to every user for
-        attr_timeout seconds. Does not wait."""
+    def invalidate_soon(self, path: str, delay: float = SOON, entry: bool = False) -> None:
+        """Drop what the kernel keeps of ``path`` ``delay`` seconds from now, after the
+        reply being made reaches it: for an answer that depends on who asks (a
+        ``/.search`` link), which the kernel would otherwise serve to every user for
+        attr_timeout seconds. ``entry``: ``path`` is a name in the mount's root, and the
+        kernel drops the name with everything below it (fuse_lowlevel_notify_inval_entry;
+        fuse_invalidate_path drops attributes only, and the kernel would still confirm
+        the names it holds). A request already waiting is not made twice. Does not wait."""
         if self._thread is None:
             return
+        item = (os.fsencode(path.lstrip("/") if entry else path), entry)
         with self._later_lock:
-            heapq.heappush(self._later, (time.monotonic() + delay, os.fsencode(path)))
+            if item in self._pending:
+                return
+            self._pending.add(item)
+            heapq.heappush(self._later, (time.monotonic() + delay, *item))
         self._queue.put(_WAKE)
 
     def forget_workspaces(self, names: Iterable[str]) -> None:

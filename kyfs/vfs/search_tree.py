@@ -7,19 +7,21 @@ Each caller sees only the matches it could open through the mount: search permis
 the workspace's top directory and every directory above the key, and read permission on
 the key (kyfs.core.access.permits, by the uid and groups of the request), so that on a
 mount shared with ``-o allow_other`` the listing is no oracle for keys others cannot read.
-The links are numbered among those the caller sees; how many others matched is never
-shown.
+The links are numbered among those the caller sees, and the best SEARCH_LIMIT of those
+are listed (more matches are looked at when others' keys take places): how many others
+matched is never shown.
 
 A query's matches, and each caller's listing of them, are kept SEARCH_TTL seconds, so
 that readdir, lookups and readlink of one ``ls -l`` agree.
 
 Thread-safety: any of the daemon's threads may ask; each workspace is searched under its
-``lock``, and the listing cache is a dict (single operations, atomic in CPython).
+``lock``, and the two caches are looked at and changed under the tree's own mutex.
 """
 
 from __future__ import annotations
 
 import stat as st
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -34,6 +36,7 @@ from kyfs.vfs.tree import Listing, read_only_dir, virtual_ino
 
 SEARCH_DIR = ".search"
 SEARCH_LIMIT = 100  # matches listed per query directory
+SEARCH_SCAN = 6400  # matches looked at, at most, to find SEARCH_LIMIT a caller may open
 SEARCH_TTL = 2.0  # seconds a query's listing is kept
 
 
@@ -50,8 +53,9 @@ class SearchTree:
     ) -> None:
         self._names = workspace_names
         self._open = open_workspace
-        self._hits: dict[str, tuple[float, list[tuple[str, str]]]] = {}
+        self._hits: dict[tuple[str, int], tuple[float, list[tuple[str, str]]]] = {}
         self._cache: dict[tuple[str, Caller], tuple[float, dict[str, str]]] = {}
+        self._mutex = threading.Lock()  # around each look at and change of the two caches
 
     @contextmanager
     def _use(self, name: str) -> Iterator[Workspace]:
@@ -59,19 +63,32 @@ class SearchTree:
         with workspace.lock:  # the daemon's other threads use the same connection
             yield workspace
 
-    def _matches(self, query: str, now: float) -> list[tuple[str, str]]:
-        """(workspace, key) of the best matches of ``query`` across every workspace,
-        best first, for every caller."""
-        cached = self._hits.get(query)
+    def _matches(self, query: str, limit: int, now: float) -> list[tuple[str, str]]:
+        """(workspace, key) of the ``limit`` best matches of ``query`` across every
+        workspace, best first, for every caller."""
+        with self._mutex:
+            cached = self._hits.get((query, limit))
         if cached is not None and now - cached[0] < SEARCH_TTL:
             return cached[1]
-        results = search.search(
-            self._names(), query, limit=SEARCH_LIMIT, use=self._use, parallel=False
-        )
+        results = search.search(self._names(), query, limit=limit, use=self._use, parallel=False)
         hits = [(hit.workspace, hit.key) for hit in results.hits]
-        self._hits = {q: v for q, v in self._hits.items() if now - v[0] < SEARCH_TTL}
-        self._hits[query] = (now, hits)
+        with self._mutex:
+            self._hits = {q: v for q, v in self._hits.items() if now - v[0] < SEARCH_TTL}
+            self._hits[(query, limit)] = (now, hits)
         return hits
+
+    def _visible(self, query: str, caller: Caller, now: float) -> list[tuple[str, str]]:
+        """The SEARCH_LIMIT best matches ``caller`` could open: more matches are asked
+        for (four times as many each round, up to SEARCH_SCAN) until that many are
+        visible or there are no more, so how many others' keys match changes neither
+        how many are listed nor which (up to SEARCH_SCAN matches)."""
+        limit = SEARCH_LIMIT
+        while True:
+            hits = self._matches(query, limit, now)
+            shown = [hit for hit in hits if self._may_open(caller, *hit)]
+            if len(shown) >= SEARCH_LIMIT or len(hits) < limit or limit >= SEARCH_SCAN:
+                return shown[:SEARCH_LIMIT]
+            limit = min(limit * 4, SEARCH_SCAN)
 
     def _may_open(self, caller: Caller, workspace_name: str, key: str) -> bool:
         """True when ``caller`` could open ``key`` of ``workspace_name`` for reading
@@ -100,18 +117,20 @@ class SearchTree:
             InvalidQuery: (EINVAL) never for a plain query: it is quoted.
         """
         now = time.monotonic()
-        cached = self._cache.get((query, caller))
+        with self._mutex:
+            cached = self._cache.get((query, caller))
         if cached is not None and now - cached[0] < SEARCH_TTL:
             return cached[1]
-        shown = [hit for hit in self._matches(query, now) if self._may_open(caller, *hit)]
+        shown = self._visible(query, caller, now)
         width = max(2, len(str(len(shown))))
         listing = {}
         for rank, (workspace, key) in enumerate(shown, 1):
             name = f"{rank:0{width}d}-{workspace}-{key.replace('/', '_')}"
             name = name.encode()[: names.NAME_MAX].decode(errors="ignore")
             listing[name] = f"../../{workspace}/{key}"
-        self._cache = {q: v for q, v in self._cache.items() if now - v[0] < SEARCH_TTL}
-        self._cache[(query, caller)] = (now, listing)
+        with self._mutex:
+            self._cache = {q: v for q, v in self._cache.items() if now - v[0] < SEARCH_TTL}
+            self._cache[(query, caller)] = (now, listing)
         return listing
 
     def getattr(self, rest: str, caller: Caller) -> dict[str, Any]:

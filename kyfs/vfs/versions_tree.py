@@ -8,17 +8,20 @@ path through ``.versions`` equal those on the real path: ``.versions`` and each 
 in it show the owner and the read and search bits of the directory they mirror; the
 directory of a key's versions is owned as the key and may be listed by those who may read
 the key and searched by all who reach it (a version's stat tells what the key's stat
-tells); a version file shows the key's owner and read bits. Where the key or
-directory is gone, its versions belong to the owner of the nearest directory that is still
-there, readable by that owner only (0500 directories, 0400 files): what a removed private
-file held never becomes readable to others. The owner and mode are the key's now, not
-at that version (history rows do not record them).
+tells); a version file shows the key's owner and read bits. Versions whose file is gone, or was
+replaced by a newer file, a directory or a symbolic link (the file at the name now was
+created after the version), belong to the daemon's own user, 0400 (their directories
+0500): what a removed or replaced private file held never becomes readable to others.
+The owner and mode are the file's now, not at that version (history rows do not record
+them), and a file renamed over the name after the version (``mv other KEY``, when
+``other`` is older than the version) lends its owner and mode to the older versions.
 
 Thread-safety: a tree is made per request under its workspace's lock (kyfs.fuse.adapter).
 """
 
 from __future__ import annotations
 
+import os
 import stat as st
 import time
 from typing import Any
@@ -67,30 +70,29 @@ class VersionsTree:
         except (KeyNotFound, InvalidInput):
             return None
 
-    def _gone(self, key: str) -> tuple[int, int]:
-        """The owner of the nearest directory above ``key`` that is still there."""
-        while key:
-            key = key.rpartition("/")[0]
-            entry = self._entry(key)
-            if entry is not None and entry.is_dir:
-                return entry.uid, entry.gid
-        return 0, 0  # no workspace root: root's only
+    @staticmethod
+    def _daemons() -> tuple[int, int]:
+        """The daemon's own user and group: the owner of versions nobody else may read."""
+        return os.getuid(), os.getgid()
 
     def _dir_view(self, key: str) -> tuple[tuple[int, int], int]:
         """Owner and mode of ``.versions/KEY`` as a directory: the directory ``key`` it
-        mirrors, or, for a key, the directory of its versions."""
+        mirrors, or, for a key, the directory of its versions; the daemon's own, 0500,
+        when nothing but a symbolic link is at ``key`` now."""
         entry = self._entry(key)
-        if entry is None:
-            return self._gone(key), 0o500
+        if entry is None or entry.kind == st.S_IFLNK:
+            return self._daemons(), 0o500
         if entry.is_dir:
             return (entry.uid, entry.gid), access.view_of_directory(entry.mode)
         return (entry.uid, entry.gid), access.directory_of_file(entry.mode)
 
-    def _file_view(self, key: str) -> tuple[tuple[int, int], int]:
-        """Owner and mode of a version file of ``key``."""
+    def _file_view(self, key: str, version: HistoryEntry) -> tuple[tuple[int, int], int]:
+        """Owner and mode of a version file of ``key``: the key's owner and read bits,
+        when the file at ``key`` now was there when the version was made; else (gone,
+        replaced by a newer file, a directory or a link) the daemon's own, 0400."""
         entry = self._entry(key)
-        if entry is None or entry.is_dir:
-            return self._gone(key), 0o400
+        if entry is None or entry.kind != st.S_IFREG or entry.created_ns > version.time_ns:
+            return self._daemons(), 0o400
         return (entry.uid, entry.gid), access.view_of_file(entry.mode)
 
     def getattr(self, rest: str, caller: Caller | None = None) -> dict[str, Any]:
@@ -98,7 +100,7 @@ class VersionsTree:
         if rest:
             version = self._find(rest)
             if version is not None:
-                owner, mode = self._file_view(rest.rpartition("/")[0])
+                owner, mode = self._file_view(rest.rpartition("/")[0], version)
                 return read_only_file(
                     self._path(rest), version.size or 0, version.time_ns, owner, mode
                 )
@@ -111,12 +113,11 @@ class VersionsTree:
         """The versions of key ``rest``, or the names below directory ``rest``."""
         versions = self._versions(rest) if rest else []
         if versions:
-            mode = self._file_view(rest)[1]
             return [
                 (
                     version_name(v),
                     {
-                        "st_mode": st.S_IFREG | mode,
+                        "st_mode": st.S_IFREG | self._file_view(rest, v)[1],
                         "st_ino": virtual_ino(self._path(f"{rest}/{version_name(v)}")),
                     },
                     0,

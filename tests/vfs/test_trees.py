@@ -3,6 +3,7 @@ FUSE, so these run where /dev/fuse is missing."""
 
 from __future__ import annotations
 
+import os
 import stat
 import subprocess
 import sys
@@ -97,8 +98,8 @@ def test_versions_tree_shows_the_owner_and_mode_of_what_it_mirrors(
     """.versions mirrors the workspace's top, its directories mirror the real ones
     (read-only), a key's directory of versions may be listed by those who may read the
     key and searched by anyone who reaches it, a version file has the key's owner and
-    read bits; a gone key's versions belong to the nearest surviving directory's owner,
-    0500/0400."""
+    read bits; versions of a file that is gone, or replaced by a newer file or a link,
+    are the daemon's own, 0500/0400."""
     ws = engine.open("w")
     ws.chmod("", 0o2775)
     ws.chown("", 1001, 1001)
@@ -125,8 +126,21 @@ def test_versions_tree_shows_the_owner_and_mode_of_what_it_mirrors(
     assert shown(f"private/token/{version}") == (1001, 1001, 0o440)
     assert shown("notes") == (0, 1001, 0o515)  # the setgid top gave its group
     assert shown(f"notes/{tree.readdir('notes')[0][0]}")[2] == 0o404
-    assert shown("gone") == (1001, 1001, 0o500)  # the workspace top's owner
-    assert shown(f"gone/{tree.readdir('gone')[0][0]}") == (1001, 1001, 0o400)
+    daemons = (os.getuid(), os.getgid())
+    assert shown("gone") == (*daemons, 0o500)  # the daemon's own: its file is gone
+    assert shown(f"gone/{tree.readdir('gone')[0][0]}") == (*daemons, 0o400)
+    # a file made later at the name (by another user) lends nothing to older versions
+    ws.set("gone", b"mallory's")
+    ws.chown("gone", 1002, 1002)
+    ws.chmod("gone", 0o644)
+    tree = VersionsTree("w", ws)
+    modes = [shown(f"gone/{name}") for name, _, _ in tree.readdir("gone")]
+    assert modes[:2] == [(*daemons, 0o400)] * 2 and modes[2] == (1002, 1002, 0o444)
+    ws.delete("gone")
+    ws.symlink("gone", b"notes")  # nor does a symbolic link
+    tree = VersionsTree("w", ws)
+    assert shown("gone") == (*daemons, 0o500)
+    assert {shown(f"gone/{name}") for name, _, _ in tree.readdir("gone")} == {(*daemons, 0o400)}
     listed = {name: stat.S_IMODE(attrs["st_mode"]) for name, attrs, _ in tree.readdir("")}
     assert listed == {"private": 0o500, "notes": 0o515, "gone": 0o500}
 
@@ -181,3 +195,20 @@ def test_control_tree() -> None:
 
 def test_dots_never_carry_inode_zero() -> None:
     assert all(attrs["st_ino"] != 0 for _, attrs, _ in dots(5))
+
+
+def test_search_tree_lists_as_many_whatever_others_own(engine: SqliteEngine) -> None:
+    """How many of others' keys match changes neither how many matches a caller sees nor
+    which: 120 better matches that BOB cannot read do not push his 5 out of the list."""
+    ws = engine.open("w")
+    for n in range(120):
+        ws.set(f"hidden{n}", b"zebra zebra zebra")
+        ws.chmod(f"hidden{n}", 0o600)
+    for n in range(5):
+        ws.set(f"mine{n}", b"zebra among many other words of a longer note " * 3)
+        ws.chmod(f"mine{n}", 0o644)
+    ws.flush_index()
+    tree = SearchTree(engine.names, engine.open)
+    shown = {tree.readlink(f"zebra/{name}", BOB) for name, _, _ in tree.readdir("zebra", BOB)}
+    assert shown == {f"../../w/mine{n}" for n in range(5)}
+    assert len(tree.readdir("zebra", ROOT)) == 100  # the best 100 of 125 for root

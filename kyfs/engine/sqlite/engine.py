@@ -1001,8 +1001,12 @@ class SqliteEngine:
                     store.close()
 
     def close(self) -> None:
-        """Close every cached SqliteWorkspace and the lock file."""
-        for entry in self._cache.values():
+        """Close every cached SqliteWorkspace and the lock file (each close waits for a
+        thread that holds that workspace's lock; the list is taken under the mutex, so a
+        background thread opening one meanwhile does not break the loop)."""
+        with self._mutex:
+            held = list(self._cache.values())
+            self._cache.clear()
+        for entry in held:
             entry.workspace.close()
-        self._cache.clear()
         self._lock.close()
