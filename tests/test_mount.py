@@ -216,6 +216,22 @@ for n in range(rounds):
 """
 
 
+def test_changes_behind_a_mount_reached_through_a_symlink_show(
+    mount_factory: Callable[..., Mount], tmp_path: Path
+) -> None:
+    """A mountpoint named through a symbolic link (``/home`` a link, as on Fedora
+    Atomic): the daemon knows its mount in /proc/self/mountinfo by the resolved path and
+    keeps invalidating (a literal match turned invalidation off for good)."""
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    mounted = mount_factory(at=tmp_path / "link" / "mnt")
+    key = mounted.path / "default" / "k"
+    key.write_bytes(b"short")
+    assert key.stat().st_size == 5  # cached by the kernel for 30 s
+    assert mounted.kyfs("set", "-w", "default", "k", "a longer value").returncode == 0
+    eventually(lambda: key.stat().st_size == len(b"a longer value"), 5.0)
+
+
 def test_two_daemons_write_one_key_last_close_wins_whole(
     mount_factory: Callable[..., Mount],
 ) -> None:
