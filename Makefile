@@ -19,8 +19,8 @@ help:
 
 # fusermount3 and libfuse3 come from Debian's fuse3 package; the tests also drive the
 # mount with rsync, tar, git (Debian packages of the same names) and getfattr (attr), and
-# start a throwaway PostgreSQL server of their own (Debian's postgresql: initdb and pg_ctl, which live in
-# /usr/lib/postgresql/<version>/bin). Installing it makes no cluster and starts no server
+# start a throwaway PostgreSQL server of their own (Debian's postgresql: initdb and pg_ctl,
+# which live in /usr/lib/postgresql/<version>/bin). Installing it makes no cluster and starts no server
 # (create_main_cluster = false): the tests make their own.
 SYSTEM_TOOLS := fusermount3:fuse3 rsync:rsync tar:tar git:git getfattr:attr
 system-deps:

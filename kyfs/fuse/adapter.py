@@ -377,12 +377,13 @@ class KyfsOperations(Operations):  # type: ignore[misc]
         uid, gid, _ = fuse_get_context()
         return Owner(uid, gid)
 
-    @staticmethod
-    def _asker() -> Caller:
-        """The process that made the current request, with its supplementary groups:
-        whom the virtual trees show what (kyfs.core.access)."""
+    def _asker(self, tree: VirtualTree) -> Caller:
+        """The process that made the current request: whom the virtual trees show what
+        (kyfs.core.access). Its supplementary groups (read from /proc) only for the tree
+        that filters by them (/.search), and never for root."""
         uid, gid, pid = fuse_get_context()
-        return Caller(uid, gid, fuse_getgroups(pid) if uid else frozenset())
+        wanted = uid != 0 and tree is self.search_tree
+        return Caller(uid, gid, fuse_getgroups(pid) if wanted else frozenset())
 
     def _attrs(self, entry: Entry, store: Workspace) -> dict[str, Any]:
         """The stat dict of ``entry``; for a file open here with buffered writes, its
@@ -519,7 +520,7 @@ class KyfsOperations(Operations):  # type: ignore[misc]
             return self._unlinked_attrs(hidden)
         routed = self._tree(path)
         if routed is not None:
-            attrs = routed[0].getattr(routed[1], self._asker())
+            attrs = routed[0].getattr(routed[1], self._asker(routed[0]))
             if routed[0] is self.search_tree and "/" in routed[1]:  # a link: who asks matters
                 self.invalidator.invalidate_soon(SEARCH_DIR, entry=True)
             return attrs
@@ -558,7 +559,7 @@ class KyfsOperations(Operations):  # type: ignore[misc]
             return listing
         routed = self._tree(path)
         if routed is not None:
-            return dots(virtual_ino(path)) + routed[0].readdir(routed[1], self._asker())
+            return dots(virtual_ino(path)) + routed[0].readdir(routed[1], self._asker(routed[0]))
         store, key = self._resolve(path)
         listing = dots(store.inode(store.stat(key).id))
         for entry in store.children(key):
@@ -596,7 +597,7 @@ class KyfsOperations(Operations):  # type: ignore[misc]
         ``/.search``. EINVAL for anything else; ENOENT."""
         routed = self._tree(path)
         if routed is not None:
-            return routed[0].readlink(routed[1], self._asker())
+            return routed[0].readlink(routed[1], self._asker(routed[0]))
         store, key = self._resolve(path)
         return os.fsdecode(store.readlink(key))
 
@@ -852,7 +853,7 @@ class KyfsOperations(Operations):  # type: ignore[misc]
         if routed is not None:
             if flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC):
                 raise ReadOnly("read-only")
-            content = routed[0].content(routed[1], self._asker())
+            content = routed[0].content(routed[1], self._asker(routed[0]))
             fh = next(self._next_fh)
             self._virtual[fh] = content
             return fh

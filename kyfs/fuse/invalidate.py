@@ -131,6 +131,16 @@ class Invalidator:
             self._gone = not self.mounted()
         return self._gone
 
+    def _send(self, path: bytes, is_entry: bool) -> None:
+        """Tell the kernel: ``path`` (a name in the mount's root when ``is_entry``,
+        FUSE_ROOT_ID 1 in libfuse, with all below it) or a path's attributes and pages."""
+        if is_entry:
+            result = self._call_entry(self._session, ROOT_ID, path, len(path))
+        else:
+            result = self._call(self._fuse, path)
+        if result not in (0, -2):  # -ENOENT: the kernel holds nothing of it
+            log.debug("invalidating %r (entry: %s) = %d", path, is_entry, result)
+
     def _run(self) -> None:
         assert self._call is not None
         while True:
@@ -138,10 +148,7 @@ class Invalidator:
             for path, is_entry in due:
                 if self._ended():
                     break
-                if is_entry and self._call_entry is not None:
-                    self._call_entry(self._session, ROOT_ID, path, len(path))
-                else:
-                    self._call(self._fuse, path)
+                self._send(path, is_entry)
             try:
                 item = self._queue.get(timeout=wait)
             except queue.Empty:
@@ -154,12 +161,7 @@ class Invalidator:
                 item[2].set()
                 continue
             path, is_entry, done = item
-            if is_entry:  # a name in the mount's root (FUSE_ROOT_ID, 1 in libfuse)
-                result = self._call_entry(self._session, ROOT_ID, path, len(path))
-            else:
-                result = self._call(self._fuse, path)
-            if result not in (0, -2):  # -ENOENT: the kernel holds nothing of it
-                log.debug("invalidating %r (entry: %s) = %d", path, is_entry, result)
+            self._send(path, is_entry)
             done.set()
 
     def invalidate(self, paths: Iterable[str], wait: float = WAIT, hold: bool = False) -> None:
@@ -188,6 +190,8 @@ class Invalidator:
         the names it holds). A request already waiting is not made twice. Does not wait."""
         if self._thread is None:
             return
+        if entry and self._call_entry is None:  # no libfuse entry call: attributes only
+            path, entry = "/" + path.lstrip("/"), False
         item = (os.fsencode(path.lstrip("/") if entry else path), entry)
         with self._later_lock:
             if item in self._pending:

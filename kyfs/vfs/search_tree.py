@@ -82,27 +82,35 @@ class SearchTree:
         for (four times as many each round, up to SEARCH_SCAN) until that many are
         visible or there are no more, so how many others' keys match changes neither
         how many are listed nor which (up to SEARCH_SCAN matches)."""
+        searchable: dict[tuple[str, str], bool] = {}  # (workspace, directory): once each
         limit = SEARCH_LIMIT
         while True:
             hits = self._matches(query, limit, now)
-            shown = [hit for hit in hits if self._may_open(caller, *hit)]
+            shown = [hit for hit in hits if self._may_open(caller, *hit, searchable)]
             if len(shown) >= SEARCH_LIMIT or len(hits) < limit or limit >= SEARCH_SCAN:
                 return shown[:SEARCH_LIMIT]
             limit = min(limit * 4, SEARCH_SCAN)
 
-    def _may_open(self, caller: Caller, workspace_name: str, key: str) -> bool:
+    def _may_open(
+        self, caller: Caller, workspace_name: str, key: str, searchable: dict[tuple[str, str], bool]
+    ) -> bool:
         """True when ``caller`` could open ``key`` of ``workspace_name`` for reading
-        through the mount (the mount's root is 0755: anyone may search it)."""
+        through the mount (the mount's root is 0755: anyone may search it): search
+        permission on the workspace's top and every directory above ``key``, each looked
+        up once per listing (``searchable``), and read permission on ``key``."""
         if caller.is_root:
             return True
         try:
             with self._use(workspace_name) as workspace:
-                parts = key.split("/")
-                for depth in range(len(parts)):
-                    above = workspace.stat("/".join(parts[:depth]))
-                    if not access.permits(
-                        caller, above.uid, above.gid, above.mode, access.SEARCH, True
-                    ):
+                for directory in ["", *names.ancestors(key)]:
+                    known = searchable.get((workspace_name, directory))
+                    if known is None:
+                        above = workspace.stat(directory)
+                        known = access.permits(
+                            caller, above.uid, above.gid, above.mode, access.SEARCH, True
+                        )
+                        searchable[(workspace_name, directory)] = known
+                    if not known:
                         return False
                 entry = workspace.stat(key)
         except KyfsError:  # gone since the search, or unreadable: not shown

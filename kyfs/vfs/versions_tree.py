@@ -21,7 +21,6 @@ Thread-safety: a tree is made per request under its workspace's lock (kyfs.fuse.
 
 from __future__ import annotations
 
-import os
 import stat as st
 import time
 from typing import Any
@@ -65,34 +64,33 @@ class VersionsTree:
         return None
 
     def _entry(self, key: str) -> Entry | None:
+        """The entry at ``key`` now, or None."""
         try:
             return self.workspace.stat(key)
         except (KeyNotFound, InvalidInput):
             return None
 
-    @staticmethod
-    def _daemons() -> tuple[int, int]:
-        """The daemon's own user and group: the owner of versions nobody else may read."""
-        return os.getuid(), os.getgid()
-
-    def _dir_view(self, key: str) -> tuple[tuple[int, int], int]:
-        """Owner and mode of ``.versions/KEY`` as a directory: the directory ``key`` it
-        mirrors, or, for a key, the directory of its versions; the daemon's own, 0500,
-        when nothing but a symbolic link is at ``key`` now."""
+    def _dir_view(self, key: str) -> tuple[tuple[int, int] | None, int]:
+        """Owner (None: the daemon's own user) and mode of ``.versions/KEY`` as a
+        directory: the directory ``key`` it mirrors, or, for a key, the directory of its
+        versions; the daemon's own, 0500, when nothing but a symbolic link is at ``key``."""
         entry = self._entry(key)
         if entry is None or entry.kind == st.S_IFLNK:
-            return self._daemons(), 0o500
+            return None, 0o500
         if entry.is_dir:
             return (entry.uid, entry.gid), access.view_of_directory(entry.mode)
         return (entry.uid, entry.gid), access.directory_of_file(entry.mode)
 
-    def _file_view(self, key: str, version: HistoryEntry) -> tuple[tuple[int, int], int]:
-        """Owner and mode of a version file of ``key``: the key's owner and read bits,
-        when the file at ``key`` now was there when the version was made; else (gone,
-        replaced by a newer file, a directory or a link) the daemon's own, 0400."""
-        entry = self._entry(key)
+    @staticmethod
+    def _file_view(
+        entry: Entry | None, version: HistoryEntry
+    ) -> tuple[tuple[int, int] | None, int]:
+        """Owner (None: the daemon's own user) and mode of a version file of a key whose
+        entry now is ``entry``: the key's owner and read bits, when that file was there
+        when the version was made; else (gone, replaced by a newer file, a directory or
+        a link) the daemon's own, 0400."""
         if entry is None or entry.kind != st.S_IFREG or entry.created_ns > version.time_ns:
-            return self._daemons(), 0o400
+            return None, 0o400
         return (entry.uid, entry.gid), access.view_of_file(entry.mode)
 
     def getattr(self, rest: str, caller: Caller | None = None) -> dict[str, Any]:
@@ -100,7 +98,7 @@ class VersionsTree:
         if rest:
             version = self._find(rest)
             if version is not None:
-                owner, mode = self._file_view(rest.rpartition("/")[0], version)
+                owner, mode = self._file_view(self._entry(rest.rpartition("/")[0]), version)
                 return read_only_file(
                     self._path(rest), version.size or 0, version.time_ns, owner, mode
                 )
@@ -113,11 +111,12 @@ class VersionsTree:
         """The versions of key ``rest``, or the names below directory ``rest``."""
         versions = self._versions(rest) if rest else []
         if versions:
+            entry = self._entry(rest)  # once for all its versions
             return [
                 (
                     version_name(v),
                     {
-                        "st_mode": st.S_IFREG | self._file_view(rest, v)[1],
+                        "st_mode": st.S_IFREG | self._file_view(entry, v)[1],
                         "st_ino": virtual_ino(self._path(f"{rest}/{version_name(v)}")),
                     },
                     0,
