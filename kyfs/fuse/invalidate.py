@@ -44,6 +44,9 @@ log = logging.getLogger(__name__)
 WAIT = 0.05  # seconds a request waits for its invalidations
 LOOK_EVERY = 0.005  # seconds between two looks at whether the mount is still there
 SOON = 0.05  # seconds after a reply that invalidate_soon drops what the kernel kept of it
+# invalidate_soon sends again this many seconds later: a reply that reached the kernel
+# after the first call (a loaded machine delays the thread that makes it) is dropped then.
+AGAIN = 0.5
 _WAKE = (b"", False, threading.Event())  # wakes the worker to look at what is due
 # Seconds the kernel keeps names and attributes (the mount's entry_timeout and
 # attr_timeout, kyfs.fuse.daemon.BASE_OPTIONS): how long an invalidated name is held.
@@ -63,7 +66,8 @@ class Invalidator:
             queue.SimpleQueue()
         )
         self._later: list[tuple[float, bytes, bool]] = []  # heap of (due, path, is_entry)
-        self._pending: set[tuple[bytes, bool]] = set()  # what _later holds, once each
+        # what _later holds -> the times it is due at
+        self._pending: dict[tuple[bytes, bool], list[float]] = {}
         self._later_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._call: Any = None  # the ctypes function, once found
@@ -111,8 +115,11 @@ class Invalidator:
         due = []
         with self._later_lock:
             while self._later and self._later[0][0] <= now:
-                _, path, is_entry = heapq.heappop(self._later)
-                self._pending.discard((path, is_entry))
+                when, path, is_entry = heapq.heappop(self._later)
+                times = self._pending[(path, is_entry)]
+                times.remove(when)
+                if not times:
+                    del self._pending[(path, is_entry)]
                 due.append((path, is_entry))
             wait = self._later[0][0] - now if self._later else None
         return wait, due
@@ -182,22 +189,27 @@ class Invalidator:
 
     def invalidate_soon(self, path: str, delay: float = SOON, entry: bool = False) -> None:
         """Drop what the kernel keeps of ``path`` ``delay`` seconds from now, after the
-        reply being made reaches it: for an answer that depends on who asks (a
+        reply being made reaches it, and again AGAIN seconds later (a reply that a loaded
+        machine delayed past the first call): for an answer that depends on who asks (a
         ``/.search`` link), which the kernel would otherwise serve to every user for
         attr_timeout seconds. ``entry``: ``path`` is a name in the mount's root, and the
         kernel drops the name with everything below it (fuse_lowlevel_notify_inval_entry;
         fuse_invalidate_path drops attributes only, and the kernel would still confirm
-        the names it holds). A request already waiting is not made twice. Does not wait."""
+        the names it holds). A call already waiting to be made as late is not made
+        twice; an earlier one never stands in for a later one. Does not wait."""
         if self._thread is None:
             return
         if entry and self._call_entry is None:  # no libfuse entry call: attributes only
             path, entry = "/" + path.lstrip("/"), False
         item = (os.fsencode(path.lstrip("/") if entry else path), entry)
+        now = time.monotonic()
         with self._later_lock:
-            if item in self._pending:
-                return
-            self._pending.add(item)
-            heapq.heappush(self._later, (time.monotonic() + delay, *item))
+            times = self._pending.setdefault(item, [])
+            for when in (now + delay, now + delay + AGAIN):
+                if any(when - delay / 2 <= other <= when + delay / 2 for other in times):
+                    continue  # one already due about then
+                times.append(when)
+                heapq.heappush(self._later, (when, *item))
         self._queue.put(_WAKE)
 
     def forget_workspaces(self, names: Iterable[str]) -> None:
