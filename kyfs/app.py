@@ -23,6 +23,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from kyfs.core.errors import (
     InvalidInput,
@@ -31,10 +32,13 @@ from kyfs.core.errors import (
     WorkspaceExists,
     WorkspaceNotFound,
 )
-from kyfs.core.names import WORKSPACE_NAME_RE
+from kyfs.core.names import IDENTITY_SEP, STORED_NAME_RE, WORKSPACE_NAME_RE
 from kyfs.engine import AnyEngine, open_engine
 from kyfs.engine.base import Workspace
 from kyfs.platform import config
+
+if TYPE_CHECKING:
+    from kyfs.engine.scoped import ScopedEngine
 
 log = logging.getLogger(__name__)
 
@@ -61,17 +65,26 @@ def split_address(key: str, workspace: str | None) -> tuple[str, str | None]:
     if workspace is not None or os.environ.get(ENV_DB_PATH) or "@" not in key:
         return key, workspace
     head, _, tail = key.rpartition("@")
-    if head and WORKSPACE_NAME_RE.fullmatch(tail):
+    if head and STORED_NAME_RE.fullmatch(tail):  # OWNER~W: a workspace shared with one
         return head, tail
     return key, workspace
 
 
 @contextlib.contextmanager
-def engine_session() -> Iterator[AnyEngine]:
-    """The engine of the current data directory for one command, closed afterwards."""
+def engine_session() -> Iterator[ScopedEngine]:
+    """The engine of the current data directory for one command, as the current identity
+    sees it (kyfs.engine.scoped: its own workspaces, ``shared``, what was shared with
+    it), closed afterwards.
+
+    Raises:
+        InvalidName: (exit 2) a bad ``--user``. InvalidInput: (exit 2) grants.toml.
+    """
+    from kyfs.engine.scoped import ScopedEngine
+
+    scope = config.current_scope()
     engine = open_engine()
     try:
-        yield engine
+        yield ScopedEngine(engine, scope)
     finally:
         engine.close()
 
@@ -120,6 +133,11 @@ def session(name: str | None, *, addressed: bool = False) -> Iterator[tuple[str,
                 raise WorkspaceNotFound(
                     f"workspace not found: {workspace} (it is in the trash:"
                     f" kyfs trash restore {workspace})"
+                ) from None
+            elif IDENTITY_SEP in workspace:
+                raise WorkspaceNotFound(
+                    f"workspace not found: {workspace} (nobody shared it with you:"
+                    " kyfs share NAME --with YOU, run as its owner)"
                 ) from None
             elif addressed:
                 raise WorkspaceNotFound(
@@ -479,3 +497,56 @@ class BackgroundIndexer(_BackgroundThread):
                 self._waiting_since = None  # a pass ran: the next wait starts afresh
         finally:
             engine.close()
+
+
+def identities(engine: AnyEngine) -> list[dict[str, object]]:
+    """The registry of identities (``kyfs users``): the main identity, every identity that
+    holds a workspace or has state (``users/NAME.toml``), each with ``name``, ``main``
+    (bool), ``workspaces`` (its own, as it names them, sorted), ``granted`` (what was
+    shared with it, as ``OWNER~W``, with ``read_only``). Names only, never contents.
+
+    Raises:
+        StorageError: (EIO, exit 4) the engine cannot list its workspaces.
+    """
+    from kyfs.core.identity import Scope
+    from kyfs.platform import paths
+
+    main = config.main_identity()
+    below = getattr(engine, "engine", engine)  # every identity's names: the engine below
+    grants = config.load_grants()
+    owned: dict[str, list[str]] = {main: []}
+    for stored in below.names():
+        owner, name = Scope(main, main).owner_of(stored)
+        if stored != config.SHARED_WORKSPACE:
+            owned.setdefault(owner, []).append(name)
+    users = paths.config_dir() / "users"
+    for state in sorted(users.glob("*.toml")) if users.is_dir() else []:
+        if WORKSPACE_NAME_RE.fullmatch(state.stem):
+            owned.setdefault(state.stem, [])
+    return [
+        {
+            "name": name,
+            "main": name == main,
+            "workspaces": sorted(owned[name]),
+            "granted": [
+                {"workspace": f"{g.owner}~{g.workspace}", "read_only": g.read_only}
+                for g in grants
+                if g.grantee == name
+            ],
+        }
+        for name in sorted(owned)
+    ]
+
+
+def require_main(what: str) -> None:
+    """Refuse ``what`` (an operation on the whole data directory: backup, engine
+    migration) to any identity but the main one (kyfs.core.identity).
+
+    Raises:
+        NotPermitted: (EPERM, exit 6) under ``--user`` of another identity.
+    """
+    scope = config.current_scope()
+    if not scope.is_main:
+        raise NotPermitted(
+            f"{what} covers every identity's workspaces: run it as {scope.main} (without --user)"
+        )

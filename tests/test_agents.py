@@ -36,8 +36,8 @@ def kyfs(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
 
 # --- users and cursors ---------------------------------------------------------------------
 def test_two_users_use_workspaces_concurrently() -> None:
-    for name in ("a1", "a2", "b1", "b2"):
-        assert run("create", name).exit_code == 0
+    for user, name in (("alice", "a1"), ("alice", "a2"), ("bob", "b1"), ("bob", "b2")):
+        assert run("--user", user, "create", name).exit_code == 0  # each identity's own
     loop = (
         "import subprocess, sys\n"
         "user, names = sys.argv[1], sys.argv[2:]\n"

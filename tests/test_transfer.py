@@ -413,9 +413,11 @@ def test_a_full_backup_keeps_users_state_and_cursors(tmp_path: Path, kyfs_home: 
     archive = tmp_path / "full.tar.gz"
     assert run("backup", "create", "-o", str(archive), "--quiet").exit_code == 0
     listed = json.loads(run("backup", "verify", str(archive), "--json").output)
-    assert listed["ok"] and listed["workspaces"]["notes"] == 0
+    # a full backup holds every identity's workspaces, under their stored names
+    assert listed["ok"] and listed["workspaces"]["alice~notes"] == 0
     partial = tmp_path / "notes.tar.gz"  # a backup of some workspaces keeps no user's state
-    assert run("backup", "create", "-o", str(partial), "-w", "notes", "--quiet").exit_code == 0
+    made = run("backup", "create", "-o", str(partial), "-w", "alice~notes", "--quiet")
+    assert made.exit_code == 0, made.output
     with tarfile.open(partial) as tar:
         names = tar.getnames()
     assert not [n for n in names if n.startswith(("users/", "cursors/"))], names
@@ -424,7 +426,7 @@ def test_a_full_backup_keeps_users_state_and_cursors(tmp_path: Path, kyfs_home: 
     assert done.exit_code == 0, done.output
     result = json.loads(done.output)
     assert {"users/alice.toml", "users/bob.toml", "cursors/alice/work.toml"} <= set(result["state"])
-    assert "notes" in result["workspaces"]
+    assert "alice~notes" in result["workspaces"]
     status = json.loads(run("--user", "alice", "cursor", "list", "--json").output)
     assert status[0]["name"] == "work" and status[0]["path"] == str(other)
     for user, expected in (("alice", "notes"), ("bob", "shared")):

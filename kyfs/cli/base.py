@@ -56,7 +56,8 @@ COMMAND_MODULES: dict[str, str] = {
         ("shell", "shell"),
         ("space", "compact du"),
         ("transfer", "backup export import migrate"),
-        ("workspaces", "archive create cursor drop fsck project rename trash use workspaces"),
+        ("workspaces", "archive create cursor drop fsck project rename share trash"),
+        ("workspaces", "unshare use users workspaces"),
     )
     for name in names.split()
 }

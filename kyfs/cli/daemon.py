@@ -3,6 +3,7 @@ uninstall, completion. The FUSE binding is imported only by ``kyfs mount``."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
@@ -40,6 +41,7 @@ def _exit(code: int) -> None:
     default=True,
     help="Serve user.kyfs.* extended attributes (--no-xattr: faster ls -l and first writes).",
 )
+@click.option("--user", "user", metavar="NAME", help="Show identity NAME's workspaces.")
 def mount(
     mountpoint: Path | None,
     foreground: bool,
@@ -48,15 +50,24 @@ def mount(
     debug: bool,
     metrics_port: int | None,
     xattr: bool,
+    user: str | None,
 ) -> None:
     """Mount the workspaces at MOUNTPOINT (default ~/kyfs), in the background.
 
     Creates the `default` workspace when there is none besides `shared`. A stale mountpoint
     (daemon gone) is recovered first.
 
-    Examples: kyfs mount; kyfs mount /mnt/kv -o allow_other --metrics-port 9464
+    With --user NAME (as `kyfs --user NAME mount`) the mount shows what identity NAME
+    sees: its own workspaces, `shared`, and those shared with it as OWNER~NAME.
+
+    Examples: kyfs mount; kyfs mount /mnt/kv -o allow_other --metrics-port 9464;
+    kyfs mount ~/kv-agent1 --user agent1
     """
     from kyfs.fuse import daemon as mounting
+
+    if user is not None:  # the daemon inherits it
+        os.environ[config.ENV_USER] = user
+        config.current_user()  # a bad name is a clear error here
 
     target = (mountpoint or paths.default_mountpoint()).expanduser().absolute()
     with engine_session() as workspaces:

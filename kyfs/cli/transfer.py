@@ -12,6 +12,7 @@ import click
 
 from kyfs.app import (
     engine_session,
+    require_main,
     session,
 )
 from kyfs.cli.base import (
@@ -124,6 +125,7 @@ def migrate_engine(source: str, target: str, names: tuple[str, ...], as_json: bo
     """
     from kyfs.transfer import migrate as migrating
 
+    require_main("an engine migration")
     copies = migrating.migrate_engine(source, target, names)
     if as_json:
         _echo_json(
@@ -275,6 +277,7 @@ def backup_create(output: Path | None, names: tuple[str, ...], quiet: bool, as_j
     """
     from kyfs.transfer import backup as backups
 
+    require_main("a backup")
     target = output or backups.default_backup_name()
     with engine_session() as workspaces:
         count = len(names) or len(workspaces.names())
@@ -331,6 +334,7 @@ def backup_restore(
     """
     from kyfs.transfer import backup as backups
 
+    require_main("a backup restore")
     restored = backups.restore(file, name, as_name, force)
     if as_json:
         _echo_json(

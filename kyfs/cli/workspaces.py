@@ -14,6 +14,7 @@ from kyfs.app import (
     ENV_DB_PATH,
     drop_workspace,
     engine_session,
+    identities,
     project_workspace,
     rename_workspace,
     resolve_workspace,
@@ -190,6 +191,65 @@ def rename(old: str, new: str) -> None:
     with engine_session() as workspaces:
         rename_workspace(workspaces, old, new)
     click.echo(f"renamed workspace {old} to {new}")
+
+
+# --- identities and grants ------------------------------------------------------------------
+@cli.command()
+@click.argument("name", shell_complete=complete_workspaces)
+@click.option(
+    "--with", "grantee", required=True, metavar="USER", help="The identity to share with."
+)
+@click.option("--read-only", is_flag=True, help="USER may read, not write (EROFS, exit 6).")
+def share(name: str, grantee: str, read_only: bool) -> None:
+    """Let identity USER use your workspace NAME; USER sees it as YOU~NAME.
+
+    Identities are `kyfs --user NAME` (KYFS_USER); `shared` is everyone's already.
+
+    Examples: kyfs --user alice share notes --with bob --read-only
+    """
+    with engine_session() as workspaces:
+        grant = workspaces.share(name, grantee, read_only)
+    how = "read-only" if grant.read_only else "read-write"
+    click.echo(f"shared {name} with {grantee} ({how}): they see it as {grant.owner}~{name}")
+
+
+@cli.command()
+@click.argument("name", shell_complete=complete_workspaces)
+@click.option("--with", "grantee", metavar="USER", help="Only USER's grant (default: all).")
+def unshare(name: str, grantee: str | None) -> None:
+    """End the grants of your workspace NAME (to USER, or to everyone).
+
+    Example: kyfs --user alice unshare notes --with bob
+    """
+    with engine_session() as workspaces:
+        ended = workspaces.unshare(name, grantee)
+    click.echo(f"{name}: ended {len(ended)} grant(s)")
+
+
+@cli.command()
+@json_option
+def users(as_json: bool) -> None:
+    """List the identities (`--user NAME`) with their workspaces and what they were
+    given (names only).
+
+    Example: kyfs users --json
+    """
+    with engine_session() as workspaces:
+        found = identities(workspaces)
+    if as_json:
+        _echo_json(found)
+        return
+    for item in found:
+        own = ", ".join(item["workspaces"]) or "-"  # type: ignore[arg-type]
+        mark = " (main)" if item["main"] else ""
+        line = f"{item['name']}{mark}: {own}"
+        granted = [
+            g["workspace"] + (" (read-only)" if g["read_only"] else "")
+            for g in item["granted"]  # type: ignore[attr-defined]
+        ]
+        if granted:
+            line += "; shared with it: " + ", ".join(granted)
+        click.echo(line)
 
 
 # --- cursors -------------------------------------------------------------------------------

@@ -2,6 +2,9 @@
 
 * A workspace name is 1-64 characters matching ``[A-Za-z0-9][A-Za-z0-9._-]*``
   (so it is a safe file name and never ``.``, ``..`` or a hidden file).
+* An engine stores the workspace ``NAME`` of identity ``USER`` (``kyfs --user USER``,
+  kyfs.core.identity) as ``USER~NAME``: a stored name is a workspace name, or two
+  joined by ``~`` (which a workspace name never holds).
 * A key is a ``/``-separated path of components. Each component is 1-255 bytes
   of UTF-8 (NAME_MAX on Linux), contains no NUL, and is neither ``.`` nor
   ``..`` (POSIX gives those a meaning of their own), nor one of the names the mount
@@ -22,6 +25,10 @@ import re
 from kyfs.core.errors import IllegalByteSequence, InvalidName, NameTooLong
 
 WORKSPACE_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+IDENTITY_SEP = "~"  # between an identity and its workspace's name in a stored name
+STORED_NAME_RE = re.compile(
+    rf"(?:{WORKSPACE_NAME_RE.pattern}{IDENTITY_SEP})?{WORKSPACE_NAME_RE.pattern}"
+)
 NAME_MAX = 255  # bytes, Linux limits.h
 # The mount's own hidden trees (/.search, /.kyfs, <workspace>/.versions): never a key's name.
 RESERVED = frozenset({".search", ".kyfs", ".versions"})
@@ -40,6 +47,19 @@ def check_workspace_name(name: str) -> str:
             f"invalid workspace name {name!r}: use 1-64 characters from A-Z a-z 0-9 . _ -, "
             "starting with a letter or digit"
         )
+    return name
+
+
+def check_stored_name(name: str) -> str:
+    """Return ``name`` when an engine may store a workspace under it: a workspace name,
+    or ``USER~NAME`` (both parts workspace names).
+
+    Raises:
+        InvalidName: (EINVAL, exit 2) anything else.
+    """
+    if not STORED_NAME_RE.fullmatch(name):
+        check_workspace_name(name)  # the message of the rule users see
+        raise InvalidName(f"invalid workspace name {name!r}")
     return name
 
 

@@ -12,8 +12,9 @@ from kyfs.engine.sqlite.engine import SqliteEngine
 
 if TYPE_CHECKING:
     from kyfs.engine.postgres.engine import PgEngine
+    from kyfs.engine.scoped import ScopedEngine
 
-    AnyEngine: TypeAlias = SqliteEngine | PgEngine
+    AnyEngine: TypeAlias = SqliteEngine | PgEngine | ScopedEngine
 else:
     AnyEngine = SqliteEngine
 

@@ -864,6 +864,9 @@ class KyfsOperations(Operations):  # type: ignore[misc]
             raise StaleName(f"gone behind the mount: {key}") from None
         if entry.is_dir:
             raise IsADirectory(f"is a directory: {key}")
+        writes = flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC)
+        if writes and getattr(store, "read_only", False):  # a read-only grant
+            raise ReadOnly(f"{path.split('/')[1]} is shared read-only")
         return self._attach(path, store, entry, truncate=bool(flags & os.O_TRUNC))
 
     def is_virtual(self, fh: int) -> bool:

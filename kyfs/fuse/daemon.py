@@ -264,6 +264,7 @@ def serve(
     """
     from kyfs.app import BackgroundIndexer, Checkpointer, Upkeep
     from kyfs.engine import open_engine
+    from kyfs.engine.scoped import ScopedEngine
     from kyfs.fuse.adapter import KyfsOperations
     from kyfs.platform import service
     from kyfs.platform.metrics import Metrics, serve_http
@@ -275,8 +276,9 @@ def serve(
     if metrics_port is not None:
         serve_http(metrics, metrics_port)
     openfile.BUDGET.limit = config.write_buffer_bytes()  # what open files keep in memory
+    scope = config.current_scope()  # whose workspaces the mount shows (kyfs --user NAME)
     engine = open_engine(cache=True, autocheckpoint=False)  # Checkpointer folds the WAL in
-    operations = KyfsOperations(engine, metrics=metrics)
+    operations = KyfsOperations(ScopedEngine(engine, scope), metrics=metrics)
     # mountinfo lists the resolved path (no symlinks, no ..): resolved before mounting
     listed_as = Path(os.path.realpath(mountpoint))
     operations.invalidator.mounted = functools.partial(_listed_mount, listed_as)
@@ -510,7 +512,6 @@ def status(mountpoint: Path) -> dict[str, Any]:
     uptime (seconds), data directory, active workspace, user, workspace count, version,
     and ``log_file``: where the daemon logs (what its record says, else where a daemon
     started now would log), None for the systemd journal."""
-    from kyfs.engine import open_engine
     from kyfs.platform import service
 
     mountpoint = mountpoint.absolute()
@@ -519,11 +520,10 @@ def status(mountpoint: Path) -> dict[str, Any]:
     alive = pid is not None and _pid_alive(pid)
     stale = is_stale(mountpoint)
     mounted = not stale and os.path.ismount(mountpoint)
-    workspaces = open_engine()
-    try:
+    from kyfs.app import engine_session
+
+    with engine_session() as workspaces:  # those of this identity (kyfs.core.identity)
         count = len(workspaces.names())
-    finally:
-        workspaces.close()
     started = record.get("started")
     if "log_file" in record and alive:
         log_to = record["log_file"]

@@ -25,11 +25,15 @@ from __future__ import annotations
 
 import os
 import tomllib
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kyfs.core.errors import InvalidInput
 from kyfs.platform import paths
+
+if TYPE_CHECKING:
+    from kyfs.core.identity import Grant, Scope
 
 DEFAULT_WORKSPACE = "default"
 SHARED_WORKSPACE = "shared"
@@ -91,6 +95,61 @@ def current_user() -> str:
     from kyfs.core.names import check_workspace_name
 
     return check_workspace_name(os.environ.get(ENV_USER) or getpass.getuser())
+
+
+def main_identity() -> str:
+    """The data directory owner's identity: the login name (kyfs.core.identity)."""
+    import getpass
+
+    return getpass.getuser()
+
+
+def load_grants() -> tuple[Grant, ...]:
+    """The grants of ``grants.toml`` (kyfs.platform.paths.grants_file), in file order.
+    An entry that breaks the rules (a bad name, a missing field) is left out: the file
+    is edited by every identity and read as untrusted input.
+
+    Raises:
+        InvalidInput: (exit 2) the file is not valid TOML.
+    """
+    from kyfs.core.identity import Grant
+    from kyfs.core.names import WORKSPACE_NAME_RE
+
+    found = []
+    for item in load(paths.grants_file()).get("grant", []):
+        if not isinstance(item, dict):
+            continue
+        owner, workspace, grantee = (item.get(f) for f in ("owner", "workspace", "grantee"))
+        names = (owner, workspace, grantee)
+        if all(isinstance(n, str) and WORKSPACE_NAME_RE.fullmatch(n) for n in names):
+            read_only = item.get("read_only") is True
+            found.append(Grant(str(owner), str(workspace), str(grantee), read_only))
+    return tuple(found)
+
+
+def save_grants(grants: Iterable[Grant]) -> None:
+    """Write ``grants`` to ``grants.toml`` (atomically, as :func:`save`)."""
+    save(
+        {
+            "grant": [
+                {"owner": g.owner, "workspace": g.workspace, "grantee": g.grantee,
+                 "read_only": g.read_only}
+                for g in grants
+            ]
+        },
+        paths.grants_file(),
+    )  # fmt: skip
+
+
+def current_scope() -> Scope:
+    """What the current identity (:func:`current_user`) sees (kyfs.core.identity.Scope).
+
+    Raises:
+        InvalidName: (exit 2) a bad ``--user``. InvalidInput: (exit 2) grants.toml.
+    """
+    from kyfs.core.identity import Scope
+
+    return Scope(current_user(), main_identity(), load_grants())
 
 
 def _user_state() -> dict[str, Any]:

@@ -82,6 +82,12 @@ def sidecar_files(db_file: Path) -> list[Path]:
     return [db_file.with_name(db_file.name + suffix) for suffix in ("-wal", "-shm")]
 
 
+def grants_file() -> Path:
+    """Which identity may use which other identity's workspace (``kyfs share``):
+    ``<data dir>/grants.toml``, kept with the workspaces it is about."""
+    return data_dir() / "grants.toml"
+
+
 def trash_dir() -> Path:
     """Where dropped workspaces wait until ``kyfs trash empty``: ``<data dir>/trash``."""
     return data_dir() / "trash"

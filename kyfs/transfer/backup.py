@@ -43,7 +43,7 @@ from kyfs.core.errors import (
     WorkspaceExists,
     WorkspaceNotFound,
 )
-from kyfs.core.names import WORKSPACE_NAME_RE, check_key, check_workspace_name
+from kyfs.core.names import WORKSPACE_NAME_RE, check_key, check_stored_name, check_workspace_name
 from kyfs.core.nodes import ImportItem
 from kyfs.engine import open_engine
 from kyfs.engine.base import Workspace
@@ -210,7 +210,7 @@ def _check_manifest(manifest: Any, archive: Path) -> dict[str, Any]:
             if not isinstance(name, str) or path != f"workspaces/{name}.db":
                 raise bad(f"{path} names no workspace")
             try:
-                check_workspace_name(name)
+                check_stored_name(name)
             except InvalidInput as exc:
                 raise bad(str(exc)) from None
             if not isinstance(keys, int) or isinstance(keys, bool) or keys < 0:
@@ -354,7 +354,7 @@ def restore(
         try:
             targets = [(f, as_name or f["workspace"]) for f in wanted]
             for _, target in targets:
-                check_workspace_name(target)
+                check_stored_name(target)
             # The shared workspace every command makes is no clash while it is empty, so a
             # full restore on a new machine needs no --force.
             clashes = [t for _, t in targets if workspaces.exists(t) and not (

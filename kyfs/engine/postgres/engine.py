@@ -24,7 +24,7 @@ import contextlib
 import datetime as dt
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
@@ -38,7 +38,7 @@ from kyfs.core.errors import (
     WorkspaceExists,
     WorkspaceNotFound,
 )
-from kyfs.core.names import check_workspace_name
+from kyfs.core.names import check_stored_name
 from kyfs.core.nodes import DIR_MODE, Owner
 from kyfs.engine.base import TrashedWorkspace, WorkspaceInfo
 from kyfs.engine.postgres import schema
@@ -184,7 +184,7 @@ class PgEngine:
             found = self._catalog_cache.get(name)
             if found is not None:
                 return found
-            check_workspace_name(name)
+            check_stored_name(name)
             row = self._catalog.execute(_LIVE, (name,)).fetchone()
             if row is None:
                 raise WorkspaceNotFound(f"workspace not found: {name}")
@@ -228,7 +228,7 @@ class PgEngine:
         """
         import secrets
 
-        check_workspace_name(name)
+        check_stored_name(name)
         schema_name = f"kyfs_w_{secrets.token_hex(8)}"
         with self._changing() as conn:
             if conn.execute(_LIVE, (name,)).fetchone():
@@ -250,7 +250,7 @@ class PgEngine:
             WorkspaceNotFound: (ENOENT, exit 1).
             NotEmpty: (ENOTEMPTY, exit 3) ``only_if_empty`` and it holds keys or directories.
         """
-        check_workspace_name(name)
+        check_stored_name(name)
         with self._changing() as conn:
             row = conn.execute(_LIVE + " FOR UPDATE", (name,)).fetchone()
             if row is None:
@@ -273,8 +273,8 @@ class PgEngine:
             InvalidName: (exit 2). WorkspaceNotFound: (ENOENT, exit 1).
             WorkspaceExists: (EEXIST, exit 3) ``new`` exists.
         """
-        check_workspace_name(old)
-        check_workspace_name(new)
+        check_stored_name(old)
+        check_stored_name(new)
         with self._changing() as conn:
             row = conn.execute(_LIVE, (old,)).fetchone()
             if row is None:
@@ -317,9 +317,9 @@ class PgEngine:
             WorkspaceNotFound: (ENOENT, exit 1) none of that name in the trash.
             WorkspaceExists: (EEXIST, exit 3) the target name is taken.
         """
-        check_workspace_name(name)
+        check_stored_name(name)
         target = new_name or name
-        check_workspace_name(target)
+        check_stored_name(target)
         with self._changing() as conn:
             row = conn.execute(
                 "SELECT id FROM kyfs.workspaces WHERE name = ? AND dropped_ns IS NOT NULL"
@@ -339,13 +339,18 @@ class PgEngine:
         with self.using(target) as workspace, workspace.lock:
             return target, workspace.restore_teardown()
 
-    def empty_trash(self, older_than_s: float | None = None) -> list[TrashedWorkspace]:
+    def empty_trash(
+        self, older_than_s: float | None = None, names: Collection[str] | None = None
+    ) -> list[TrashedWorkspace]:
         """Drop for good (DROP SCHEMA ... CASCADE) the workspaces dropped more than
-        ``older_than_s`` seconds ago (all when None); return what was deleted."""
+        ``older_than_s`` seconds ago (all when None), of the names ``names`` (all when None); return
+        what was deleted."""
         now = dt.datetime.now(dt.UTC)
         deleted = []
         for item in self.trash():
             if older_than_s is not None and (now - item.dropped).total_seconds() <= older_than_s:
+                continue
+            if names is not None and item.name not in names:
                 continue
             with self._changing() as conn:
                 conn.execute(

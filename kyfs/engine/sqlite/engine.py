@@ -36,7 +36,7 @@ import sqlite3
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,7 +54,7 @@ from kyfs.core.errors import (
     WorkspaceExists,
     WorkspaceNotFound,
 )
-from kyfs.core.names import check_workspace_name
+from kyfs.core.names import check_stored_name
 from kyfs.core.nodes import Owner
 from kyfs.engine.base import TrashedWorkspace, WorkspaceInfo
 from kyfs.engine.sql.history import cache_ttl
@@ -114,7 +114,7 @@ def _journaled_moves(data: Path, moves: list[tuple[Path, Path]]) -> None:
 
 def _valid(name: str) -> bool:
     try:
-        check_workspace_name(name)
+        check_stored_name(name)
     except InvalidName:
         return False
     return True
@@ -490,7 +490,7 @@ class SqliteEngine:
     def _file(self, name: str) -> Path:
         path = self._paths.get(name)
         if path is None:  # validated once per name: this runs on every FUSE operation
-            path = self.directory / f"{check_workspace_name(name)}{paths.DB_SUFFIX}"
+            path = self.directory / f"{check_stored_name(name)}{paths.DB_SUFFIX}"
             if len(self._paths) < 4096:
                 self._paths[name] = path
         return path
@@ -655,7 +655,7 @@ class SqliteEngine:
             WorkspaceNotFound: (ENOENT, exit 1) no workspace of that name in the trash.
             WorkspaceExists: (EEXIST, exit 3) the target name is taken; use ``new_name``.
         """
-        check_workspace_name(name)
+        check_stored_name(name)
         target_name = new_name or name
         target = self._file(target_name)
         candidates = [t for t in self.trash() if t.name == name]
@@ -675,13 +675,18 @@ class SqliteEngine:
                     store.close()
         return target_name, restored
 
-    def empty_trash(self, older_than_s: float | None = None) -> list[TrashedWorkspace]:
+    def empty_trash(
+        self, older_than_s: float | None = None, names: Collection[str] | None = None
+    ) -> list[TrashedWorkspace]:
         """Delete for good the trashed workspaces dropped more than ``older_than_s``
-        seconds ago (all when None); return what was deleted."""
+        seconds ago (all when None), of the names ``names`` (all when None); return
+        what was deleted."""
         now = dt.datetime.now(dt.UTC)
         deleted = []
         for item in self.trash():
             if older_than_s is not None and (now - item.dropped).total_seconds() <= older_than_s:
+                continue
+            if names is not None and item.name not in names:
                 continue
             for part in (*paths.sidecar_files(item.path), item.path):  # the file last: cut
                 part.unlink(missing_ok=True)  # short, the rest still shows in the trash
