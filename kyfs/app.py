@@ -84,9 +84,70 @@ def engine_session() -> Iterator[ScopedEngine]:
     scope = config.current_scope()
     engine = open_engine()
     try:
-        yield ScopedEngine(engine, scope)
+        scoped = ScopedEngine(engine, scope)
+        if not scoped.has_grants_file():
+            adopt_old_identities(scoped)
+        yield scoped
     finally:
         engine.close()
+
+
+def adopt_old_identities(engine: ScopedEngine) -> int:
+    """Once per data directory (until it has a grants.toml): keep what each identity used
+    before identities came within its reach. Then every workspace was everyone's and
+    ``--user NAME`` chose only the active one; now the workspaces made then are the main
+    identity's. For each identity with state (``users/NAME.toml``) whose active
+    workspace (or ``default``, when it had none) is one of those and that has no own
+    workspace of that name, the main identity grants it read-write and its active
+    workspace becomes ``MAIN~W``, with a log line. Writes grants.toml (the mark that it
+    ran; none on an empty data directory); returns how many grants it gave. A data
+    directory that cannot be written is left as it is (tried again next time), and so
+    is a cursor's (the state files name the active workspaces of the data directory).
+    """
+    from kyfs.core.identity import Grant
+    from kyfs.platform import paths
+
+    if os.environ.get(paths.ENV_DATA):  # a cursor's data directory: state names the other's
+        return 0
+    below = engine.engine
+    stored = set(below.names())
+    if not stored:
+        return 0
+    main = config.main_identity()
+    grants = list(config.load_grants())
+    users = paths.config_dir() / "users"
+    legacy = config.load().get("active_workspace")
+    given = 0
+    try:
+        for file in sorted(users.glob("*.toml")) if users.is_dir() else []:
+            name = file.stem
+            if name == main or not WORKSPACE_NAME_RE.fullmatch(name):
+                continue
+            try:
+                state = config.load(file)
+            except InvalidInput:
+                continue
+            active = state.get("active_workspace", legacy) or config.DEFAULT_WORKSPACE
+            if (
+                not isinstance(active, str)
+                or active not in stored
+                or active == config.SHARED_WORKSPACE
+                or f"{name}{IDENTITY_SEP}{active}" in stored
+            ):
+                continue
+            grants.append(Grant(main, active, name))
+            state["active_workspace"] = f"{main}{IDENTITY_SEP}{active}"
+            config.save(state, file)
+            log.warning(
+                "identities: %s keeps using %s, now shared with it by %s", name, active, main
+            )
+            given += 1
+        config.save_grants(grants)
+    except OSError as exc:
+        log.info("identities: cannot record the grants yet: %s", exc)
+        return 0
+    engine.refresh()
+    return given
 
 
 def _using(engine: AnyEngine, name: str) -> contextlib.AbstractContextManager[Workspace]:

@@ -282,3 +282,47 @@ def test_a_mount_for_one_identity_shows_only_what_it_may(
     # bob's own files work as anywhere
     subprocess.run(["cp", "-a", "/etc/hostname", str(root / "mine" / "h")], check=True)
     assert _as("bob", "get", "h", "-w", "mine").output == Path("/etc/hostname").read_text()
+
+
+def test_what_an_identity_used_before_identities_stays_within_its_reach(
+    kyfs_home: Path,
+) -> None:
+    """A data directory from before identities: every workspace was everyone's and the
+    state files named the active ones. The first command grants each identity what it
+    used, once; a workspace it did not use stays the main identity's."""
+    for name in ("proj", "default", "other"):
+        assert run("create", name).exit_code == 0
+    assert run("set", "k", "v", "-w", "proj").exit_code == 0
+    users = kyfs_home / "users"
+    users.mkdir(exist_ok=True)
+    (users / "alice.toml").write_text('active_workspace = "proj"\n')
+    (users / "bob.toml").write_text('active_cursor = ""\n')  # no active one: default
+    (kyfs_home / "grants.toml").unlink(missing_ok=True)  # as before identities
+    assert _as("alice", "get", "k").output == "v"  # proj, as before
+    assert _as("alice", "keys", "-w", "other").exit_code == 1  # never used: not hers
+    main = json.loads(run("users", "--json").output)
+    granted = {u["name"]: u["granted"] for u in main}
+    assert granted["alice"] == [
+        {"workspace": next(u["name"] for u in main if u["main"]) + "~proj", "read_only": False}
+    ]
+    assert [g["workspace"].split("~")[1] for g in granted["bob"]] == ["default"]
+    # once: a workspace alice uses after that is hers
+    assert _as("alice", "use", "proj2", "--create").exit_code == 0
+    assert _as("alice", "set", "mine", "1").exit_code == 0
+    assert run("keys", "-w", "proj2").exit_code == 1
+    again = {u["name"]: u["granted"] for u in json.loads(run("users", "--json").output)}
+    assert again == granted  # no grant added, none of proj2
+
+
+def test_a_rename_moves_only_the_renamers_active_workspace() -> None:
+    assert _as("alice", "use", "notes", "--create").exit_code == 0
+    assert _as("bob", "use", "notes", "--create").exit_code == 0
+    assert _as("carol", "use", "other", "--create").exit_code == 0
+    assert _as("alice", "share", "notes", "--with", "carol").exit_code == 0
+    assert _as("carol", "use", "alice~notes").exit_code == 0
+    assert _as("alice", "rename", "notes", "notes2").exit_code == 0
+    active = {
+        who: [w["name"] for w in json.loads(_as(who, "workspaces", "--json").output) if w["active"]]
+        for who in ("alice", "bob", "carol")
+    }
+    assert active == {"alice": ["notes2"], "bob": ["notes"], "carol": ["alice~notes2"]}

@@ -75,15 +75,15 @@ def row_counts(url: str | None = None) -> dict[str, dict[str, int]]:
 
 def leftovers(home: Path) -> list[tuple[str, int]]:
     """Files under the data and state directories (KYFS_HOME holds both) outside the
-    workspaces, the trash and the disk-full reserve, with their sizes."""
+    workspaces, the trash, the disk-full reserve and the grants, with their sizes."""
     found = []
     for root, _, files in os.walk(home):
         rel = Path(root).relative_to(home)
         if rel.parts and rel.parts[0] in KEPT:
             continue
         for name in files:
-            if not rel.parts and name == disk_reserve.NAME:
-                continue  # the disk-full reserve is kept on purpose
+            if not rel.parts and name in (disk_reserve.NAME, "grants.toml"):
+                continue  # the disk-full reserve and the grants are kept on purpose
             with_size = os.lstat(os.path.join(root, name)).st_size
             found.append((str(rel / name), with_size))
     return found

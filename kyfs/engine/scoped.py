@@ -174,6 +174,10 @@ class ScopedEngine:
             return None
         return found.st_ino, found.st_mtime_ns, found.st_size
 
+    def has_grants_file(self) -> bool:
+        """True when the data directory has a grants.toml (what it was when opened)."""
+        return self._grants_seen is not None
+
     def refresh(self) -> None:
         """Read grants.toml again when it changed (a daemon lives longer than a grant):
         called as the set is listed (the mount's watcher does every 0.25 s) and before

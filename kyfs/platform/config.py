@@ -190,16 +190,21 @@ def set_active_workspace(name: str) -> None:
 
 
 def follow_rename(old: str, new: str) -> None:
-    """After workspace ``old`` became ``new``: every user whose active workspace was
-    ``old`` now has ``new``."""
+    """After the current identity's workspace ``old`` became ``new``: its own state, and
+    every other identity's whose active workspace was it (as ``OWNER~old``, through a
+    grant), now name ``new``. Another identity's own workspace of the same name is
+    another workspace and stays (kyfs.core.identity)."""
+    owner, main = current_user(), main_identity()
     directory = paths.config_dir() / "users"
     for file in directory.glob("*.toml") if directory.is_dir() else []:
         data = load(file)
-        if data.get("active_workspace") == old:
-            data["active_workspace"] = new
+        mine = file.stem == owner
+        before, after = (old, new) if mine else (f"{owner}~{old}", f"{owner}~{new}")
+        if data.get("active_workspace") == before:
+            data["active_workspace"] = after
             save(data, file)
     shared = load()
-    if shared.get("active_workspace") == old:
+    if owner == main and shared.get("active_workspace") == old:
         shared["active_workspace"] = new
         save(shared)
 
