@@ -175,6 +175,7 @@ def session(name: str | None, *, addressed: bool = False) -> Iterator[tuple[str,
     if db_path:
         if name is not None:
             raise InvalidInput("give either --db FILE (KYFS_DB_PATH) or -w NAME, not both")
+        _refuse_own_files(Path(db_path))
         with engine_session() as engine, engine.using_file(Path(db_path)) as from_file:
             yield Path(db_path).stem, from_file
         return
@@ -211,6 +212,26 @@ def session(name: str | None, *, addressed: bool = False) -> Iterator[tuple[str,
                     " --create)"
                 ) from None
         yield workspace, opened
+
+
+def _refuse_own_files(path: Path) -> None:
+    """``--db FILE`` names a file outright, no identity's: a file of this data directory
+    opened so would step around the identities' rules (kyfs.core.identity), so only the
+    main identity may.
+
+    Raises:
+        NotPermitted: (EPERM, exit 6) another identity, and ``path`` in the data directory.
+    """
+    from kyfs.platform import paths
+
+    scope = config.current_scope()
+    if scope.is_main:
+        return
+    inside = paths.data_dir().resolve()
+    if inside == path.resolve() or inside in path.resolve().parents:
+        raise NotPermitted(
+            f"{path} is a workspace of this data directory: name it with -w as {scope.identity}"
+        )
 
 
 def drop_workspace(engine: AnyEngine, name: str, *, only_if_empty: bool = False) -> Path | str:

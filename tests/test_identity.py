@@ -8,6 +8,7 @@ import inspect
 import json
 import os
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -326,3 +327,64 @@ def test_a_rename_moves_only_the_renamers_active_workspace() -> None:
         for who in ("alice", "bob", "carol")
     }
     assert active == {"alice": ["notes2"], "bob": ["notes"], "carol": ["alice~notes2"]}
+
+
+def test_whole_directory_commands_and_outright_files_are_the_main_identitys(
+    kyfs_home: Path, tmp_path: Path
+) -> None:
+    _alice_data()
+    scoped = tmp_path / "scoped.db"
+    import sqlite3
+
+    with sqlite3.connect(scoped) as conn:
+        conn.execute("CREATE TABLE kvstore (scope TEXT, key TEXT, value TEXT)")
+        conn.execute("INSERT INTO kvstore VALUES ('alice~private', 'planted', 'by bob')")
+    for args in (("migrate", "analyze", str(scoped)), ("migrate", "run", str(scoped))):
+        done = _as("bob", *args)
+        assert done.exit_code == 6, (args, done.output)
+    own = kyfs_home / "workspaces" / "alice~private.db"
+    for args in (("get", "secret"), ("set", "planted", "x")):
+        done = _as("bob", "--db", str(own), *args)
+        assert done.exit_code == 6 and SECRET not in done.output, done.output
+    assert _as("alice", "keys", "-w", "private").output.split() == ["secret"]
+    # completion lists what the identity sees
+    env = {**os.environ, "_KYFS_COMPLETE": "bash_complete", "COMP_CWORD": "4"}
+    env["COMP_WORDS"] = "kyfs --user bob drop "
+    offered = subprocess.run(
+        [sys.executable, "-m", "kyfs"], env=env, capture_output=True, text=True, check=False
+    ).stdout
+    assert "private" not in offered and "shared" in offered, offered
+
+
+def test_logname_makes_no_one_the_main_identity() -> None:
+    assert run("create", "mine").exit_code == 0
+    assert run("set", "k", SECRET, "-w", "mine").exit_code == 0
+    env = {**os.environ, "LOGNAME": "bob", "USER": "bob"}
+    env.pop("KYFS_USER", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "kyfs", "get", "k", "-w", "mine"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0 and SECRET in done.stdout  # still the login's own
+    env["KYFS_USER"] = "bob"
+    done = subprocess.run(
+        [sys.executable, "-m", "kyfs", "get", "k", "-w", "mine"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 1 and SECRET not in done.stdout
+
+
+def test_repair_and_compact_skip_what_the_identity_may_only_read() -> None:
+    _alice_data()
+    assert _as("alice", "share", "ro", "--with", "bob", "--read-only").exit_code == 0
+    assert _as("bob", "create", "mine").exit_code == 0
+    for args in (("fsck", "--repair", "--json"), ("compact", "--all", "--json")):
+        done = _as("bob", *args)
+        assert done.exit_code == 0, (args, done.output)
+        assert "alice~ro" not in done.output
+    checked = json.loads(_as("bob", "fsck", "--json").output)
+    assert "alice~ro" in json.dumps(checked)  # a check only reads

@@ -166,7 +166,9 @@ def cli(
     Each workspace is one SQLite file; `kyfs mount` shows every workspace as a
     directory and every key as a file.
     """
-    if ctx.resilient_parsing:  # shell completion: no side effects
+    if ctx.resilient_parsing:  # shell completion: no side effects but whose names
+        if user:  # the completion helpers list this identity's workspaces and keys
+            os.environ[config.ENV_USER] = user
         return
     if ctx.invoked_subcommand is None:
         click.echo(TOUR, nl=False)
@@ -235,6 +237,8 @@ def _kycli_hint_once() -> None:
         return
     if not (paths.kycli_legacy_file().is_file() or paths.kycli_data_dir().is_dir()):
         return  # the common case stays cheap: no import of the migration code
+    if not config.current_scope().is_main:
+        return  # an import is the main identity's (kyfs migrate)
     from kyfs.transfer import migrate
 
     with engine_session() as workspaces:

@@ -26,15 +26,18 @@ def _size(count: int | None) -> str:
     raise AssertionError("unreachable")
 
 
-def _each(workspace: str | None, every: bool) -> Iterator[tuple[str, Workspace]]:
-    """(name, workspace) of every workspace with ``every``, else of the one a data command
-    uses (``-w``, the active one, or ``--db FILE``), each open while the caller uses it."""
+def _each(
+    workspace: str | None, every: bool, writing: bool = False
+) -> Iterator[tuple[str, Workspace]]:
+    """(name, workspace) of every workspace with ``every`` (those it may write, when
+    ``writing``: no read-only grant), else of the one a data command uses (``-w``, the
+    active one, or ``--db FILE``), each open while the caller uses it."""
     if not every:
         with session(workspace) as (name, store):
             yield name, store
         return
     with engine_session() as engine:
-        for name in engine.names():
+        for name in engine.writable_names() if writing else engine.names():
             with engine.using(name) as store:
                 yield name, store
 
@@ -81,7 +84,7 @@ def compact(workspace: str | None, every: bool, as_json: bool) -> None:
 
     Examples: kyfs compact; kyfs compact --all
     """
-    given = {name: store.compact() for name, store in _each(workspace, every)}
+    given = {name: store.compact() for name, store in _each(workspace, every, writing=True)}
     if as_json:
         _echo_json({"given_back": given})
         return

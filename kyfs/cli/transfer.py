@@ -61,9 +61,13 @@ def _show_plan(plan: Any, as_json: bool, report: Path | None = None) -> None:
 def migrate() -> None:
     """Bring data in from KyCLI, KyCLI-style scoped files, ProntoDB, or another engine.
 
+    Migrations write under the stored names of the whole data directory: only the main
+    identity runs them (others: exit 6).
+
     Examples: kyfs migrate kycli; kyfs migrate run pronto.db --dry-run;
     kyfs migrate engine --from sqlite --to postgresql://kyfs@db/kyfs
     """
+    require_main("a migration")
 
 
 @migrate.command(name="kycli")
@@ -125,7 +129,6 @@ def migrate_engine(source: str, target: str, names: tuple[str, ...], as_json: bo
     """
     from kyfs.transfer import migrate as migrating
 
-    require_main("an engine migration")
     copies = migrating.migrate_engine(source, target, names)
     if as_json:
         _echo_json(

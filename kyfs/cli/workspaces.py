@@ -433,7 +433,8 @@ def fsck(names: tuple[str, ...], repair: bool, as_json: bool) -> None:
             except KyfsError as exc:
                 problems, done = [str(exc)], []
             report[db_path] = {"ok": not problems, "problems": problems, "repaired": done}
-        for name in () if db_path else names or workspaces.names():
+        every = workspaces.writable_names() if repair else workspaces.names()
+        for name in () if db_path else names or every:
             try:
                 problems, done = workspaces.check(name, repair=repair)
             except KyfsError as exc:  # a name that is no workspace: report it, go on

@@ -11,13 +11,15 @@ kyfs.scope applies them to an engine, for the CLI and the mount alike.
 * A :class:`Grant` lets identity ``grantee`` see workspace ``workspace`` of identity
   ``owner`` as ``OWNER~WORKSPACE``, read-write or read-only.
 * Everything else of other identities is not there: the same WorkspaceNotFound
-  (ENOENT, exit 1) as a name that does not exist, so nothing confirms its existence.
+  (ENOENT, exit 1) as a name that does not exist (only the registry, ``kyfs users``,
+  lists every identity's workspace names).
 
 The rules are per operation (:data:`READ`, :data:`WRITE`, :data:`MANAGE`):
 
 ==================  ========  ========  =========================================
-workspace           read      write     manage (drop, rename, share, trash, fsck
-                                        --repair)
+workspace           read      write     manage (drop, rename, share, the trash)
+                    (fsck)    (fsck
+                              --repair)
 ==================  ========  ========  =========================================
 own                 yes       yes       yes
 shared              yes       yes       no (EPERM: it always exists)
@@ -120,9 +122,13 @@ class Scope:
         return self._stored_of(owner, workspace)
 
     def owner_of(self, stored: str) -> tuple[str, str]:
-        """(owner identity, the owner's name for it) of a stored name."""
+        """(owner identity, the owner's name for it) of a stored name. ``MAIN~W`` (which
+        only a restore of a foreign backup could store) is nobody's: ``("", W)``, so it
+        never stands in for the main identity's ``W``."""
         owner, sep, rest = stored.partition(IDENTITY_SEP)
-        return (owner, rest) if sep else (self.main, stored)
+        if not sep:
+            return self.main, stored
+        return ("", rest) if owner == self.main else (owner, rest)
 
     def visible(self, stored: str) -> str | None:
         """The name this identity sees stored workspace ``stored`` under, or None when it

@@ -209,7 +209,8 @@ class ScopedEngine:
         with self._lock:
             found = self._wrapped.get(stored)
             if found is None or found[0] is not workspace:
-                found = (workspace, ReadOnlyWorkspace(workspace, stored))
+                shown = self.scope.visible(stored) or stored
+                found = (workspace, ReadOnlyWorkspace(workspace, shown))
                 self._wrapped[stored] = found
             return found[1]
 
@@ -321,9 +322,14 @@ class ScopedEngine:
         return found._replace(name=name)
 
     def check(self, name: str, repair: bool = False) -> tuple[list[str], list[str]]:
-        """Engine.check of ``name``; repairing it is its owner's (MANAGE)."""
-        stored = self._stored(name, MANAGE if repair else READ)
+        """Engine.check of ``name``; repairing it needs WRITE (no read-only grant)."""
+        stored = self._stored(name, WRITE if repair else READ)
         return self.engine.check(stored, repair)  # type: ignore[no-any-return]
+
+    def writable_names(self) -> list[str]:
+        """The workspaces this identity may write: :meth:`names` less read-only grants
+        (what ``fsck --repair`` and ``compact --all`` go through)."""
+        return [n for n in self.names() if not self.scope.read_only(self.scope.stored(n))]
 
     def fold_limit(self, names: Iterable[str]) -> int:
         """Engine.fold_limit of the named workspaces."""

@@ -85,23 +85,40 @@ def save(data: dict[str, Any], path: Path | None = None) -> None:
 
 
 def current_user() -> str:
-    """Whose state commands use: ``$KYFS_USER``, else the login name.
+    """Whose state commands use, and the identity they act as: ``$KYFS_USER``, else
+    :func:`login_name`.
 
     Raises:
         InvalidName: (exit 2) not a valid name (the workspace-name rule).
     """
-    import getpass
-
     from kyfs.core.names import check_workspace_name
 
-    return check_workspace_name(os.environ.get(ENV_USER) or getpass.getuser())
+    return check_workspace_name(os.environ.get(ENV_USER) or login_name())
 
 
 def main_identity() -> str:
-    """The data directory owner's identity: the login name (kyfs.core.identity)."""
-    import getpass
+    """The data directory owner's identity (kyfs.core.identity): what grants.toml records
+    as ``main`` (written the first time a data directory with workspaces is used), else
+    :func:`login_name`."""
+    recorded = load(paths.grants_file()).get("main")
+    if isinstance(recorded, str):
+        from kyfs.core.names import WORKSPACE_NAME_RE
 
-    return getpass.getuser()
+        if WORKSPACE_NAME_RE.fullmatch(recorded):
+            return recorded
+    return login_name()
+
+
+def login_name() -> str:
+    """The login name of this process's uid from the password database (pwd(3)); for a
+    uid with no entry (a container), ``uid<number>``. Not LOGNAME or USER: any caller
+    sets those, and they would make it the main identity."""
+    import pwd
+
+    try:
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        return f"uid{os.getuid()}"
 
 
 def load_grants() -> tuple[Grant, ...]:
@@ -128,9 +145,11 @@ def load_grants() -> tuple[Grant, ...]:
 
 
 def save_grants(grants: Iterable[Grant]) -> None:
-    """Write ``grants`` to ``grants.toml`` (atomically, as :func:`save`)."""
+    """Write ``grants`` to ``grants.toml`` (atomically, as :func:`save`), with the main
+    identity (:func:`main_identity`) recorded beside them."""
     save(
         {
+            "main": main_identity(),
             "grant": [
                 {"owner": g.owner, "workspace": g.workspace, "grantee": g.grantee,
                  "read_only": g.read_only}
