@@ -325,7 +325,8 @@ def test_a_throwaway_server_stops_with_nothing_left(pg_cluster: object) -> None:
 
 def test_a_layout_1_workspace_moves_into_the_block_store(pg_url: str) -> None:
     """A schema of layout 1 (fixed 256 KiB blocks, history rows holding whole values) is
-    brought to layout 2 as it is opened: every value, version and hole reads back."""
+    brought to the current layout as it is opened: every value, version and hole reads
+    back, and versions get their key's mode (layout 3)."""
     import psycopg
 
     from kyfs.engine.postgres import schema as pg_schema
@@ -360,7 +361,7 @@ def test_a_layout_1_workspace_moves_into_the_block_store(pg_url: str) -> None:
             )
         conn.execute(
             "ALTER TABLE history DROP COLUMN size, DROP COLUMN pid, DROP COLUMN since_ns,"
-            " DROP COLUMN shared"
+            " DROP COLUMN shared, DROP COLUMN mode"
         )
         conn.execute("ALTER TABLE history ADD COLUMN value BYTEA")
         conn.execute("DELETE FROM history")
@@ -377,6 +378,7 @@ def test_a_layout_1_workspace_moves_into_the_block_store(pg_url: str) -> None:
             assert ws.get("big") == big + bytes(100_000)
             kept = [h for h in ws.history("big") if h.size is not None]
             assert [ws.version_value(h.id or 0) for h in kept] == versions
+            assert [h.mode for h in kept] == [0o644, 0o644]  # layout 3: the key's mode
             assert ws.check() == []
     finally:
         engine.close()

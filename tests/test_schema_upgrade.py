@@ -47,6 +47,8 @@ def test_a_version_5_workspace_reads_back_byte_exact(tmp_path: Path) -> None:
         assert ws.restore("gone").key == "gone" and ws.get("gone") == b"deleted value"
         sets = [h for h in ws.history("user.name") if h.action == "set"]
         assert len(sets) == expected["history"]["user.name"]
+        mode = expected["keys"]["user.name"]["mode"]  # m010: versions take the key's mode
+        assert {h.mode for h in sets if h.size is not None} == {mode}
         assert ws.expiry("session") is not None
         # ids (st_ino) of existing nodes are the old entry ids; new nodes never reuse one
         old_ids = {ws.stat(k).id for k in expected["keys"]}

@@ -165,3 +165,26 @@ def test_control_files_belong_to_the_mounting_user(shared_mount: Mount) -> None:
     for caller in CALLERS:
         done = as_user(caller, "cat", str(metrics))
         assert done.returncode != 0 and "Permission denied" in done.stderr, caller
+
+
+def test_versions_keep_the_most_restrictive_mode_their_key_had_since(shared_mount: Mount) -> None:
+    ws = shared_mount.path / "default"
+    diary = ws / "diary"
+    # each write from its own process, so that the two are two versions (not one burst)
+    subprocess.run(["sh", "-c", f"echo secret > {diary}"], check=True)
+    diary.chmod(0o600)  # the secret was 0644 for a moment; it is private
+    diary.chmod(0o644)
+    subprocess.run(["sh", "-c", f"echo public > {diary}"], check=True)
+    first, second = sorted(
+        os.listdir(ws / ".versions" / "diary"), key=lambda n: int(n.split("-")[0])
+    )
+    assert (ws / ".versions" / "diary" / first).read_text() == "secret\n"  # root reads both
+    assert as_user("bob", "cat", str(diary)).stdout == "public\n"
+    assert as_user("bob", "cat", str(ws / ".versions" / "diary" / second)).stdout == "public\n"
+    refused = as_user("bob", "cat", str(ws / ".versions" / "diary" / first))
+    assert refused.returncode != 0 and "Permission denied" in refused.stderr, refused.stdout
+    assert stat_mode(ws / ".versions" / "diary" / first) == 0o400
+
+
+def stat_mode(path: Path) -> int:
+    return os.stat(path).st_mode & 0o7777

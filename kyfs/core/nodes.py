@@ -100,7 +100,9 @@ class HistoryEntry(NamedTuple):
     "symlink"; ``size`` is the length in bytes of the value it keeps (a version: "set",
     or "rename" to this key), None when it keeps none; ``detail`` says more (the other
     name of a rename or link, a link's target, "expired", "restored ..."); ``id`` is the
-    stable version number (Workspace.version_value reads the value)."""
+    stable version number (Workspace.version_value reads the value); ``mode`` the
+    permission bits a version is shown with: its node's when recorded, narrowed by every
+    mode its name has had since (kyfs.engine.sql.history.narrow), None when not known."""
 
     key: str
     action: str
@@ -108,6 +110,7 @@ class HistoryEntry(NamedTuple):
     time_ns: int
     detail: str | None = None
     id: int | None = None
+    mode: int | None = None
 
 
 class ImportVersion(NamedTuple):

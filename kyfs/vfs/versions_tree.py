@@ -8,13 +8,15 @@ path through ``.versions`` equal those on the real path: ``.versions`` and each 
 in it show the owner and the read and search bits of the directory they mirror; the
 directory of a key's versions is owned as the key and may be listed by those who may read
 the key and searched by all who reach it (a version's stat tells what the key's stat
-tells); a version file shows the key's owner and read bits. Versions whose file is gone, or was
-replaced by a newer file, a directory or a symbolic link (the file at the name now was
-created after the version), belong to the daemon's own user, 0400 (their directories
-0500): what a removed or replaced private file held never becomes readable to others.
-The owner and mode are the file's now, not at that version (history rows do not record
-them), and a file renamed over the name after the version (``mv other KEY``, when
-``other`` is older than the version) lends its owner and mode to the older versions.
+tells); a version file shows the key's owner and the read bits of the version's mode:
+the most restrictive mode the name has had since the version was recorded (the history
+records the node's mode with each version and every chmod, rename or link onto the name
+narrows the older ones: kyfs.engine.sql.history.narrow), so ``echo secret > f; chmod 600
+f`` leaves the secret's version 0400 too. Versions whose file is gone, or was replaced
+by a newer file, a directory or a symbolic link (the file at the name now was created
+after the version), belong to the daemon's own user, 0400 (their directories 0500): what
+a removed or replaced private file held never becomes readable to others. The owner is
+the key's now: a chown hands its versions over, as chown of a git repository does.
 
 Thread-safety: a tree is made per request under its workspace's lock (kyfs.fuse.adapter).
 """
@@ -86,12 +88,14 @@ class VersionsTree:
         entry: Entry | None, version: HistoryEntry
     ) -> tuple[tuple[int, int] | None, int]:
         """Owner (None: the daemon's own user) and mode of a version file of a key whose
-        entry now is ``entry``: the key's owner and read bits, when that file was there
-        when the version was made; else (gone, replaced by a newer file, a directory or
-        a link) the daemon's own, 0400."""
+        entry now is ``entry``: the key's owner and the read bits of the version's mode
+        (the most restrictive since; one not recorded: the key's now), when that file was
+        there when the version was made; else (gone, replaced by a newer file, a
+        directory or a link) the daemon's own, 0400."""
         if entry is None or entry.kind != st.S_IFREG or entry.created_ns > version.time_ns:
             return None, 0o400
-        return (entry.uid, entry.gid), access.view_of_file(entry.mode)
+        mode = entry.mode if version.mode is None else version.mode & entry.mode
+        return (entry.uid, entry.gid), access.view_of_file(mode)
 
     def getattr(self, rest: str, caller: Caller | None = None) -> dict[str, Any]:
         """A version file, a key with versions, or a directory above some. ENOENT."""

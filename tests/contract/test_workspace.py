@@ -174,6 +174,36 @@ def test_history_versions_and_restore(ws: Workspace) -> None:
     assert ws.get("h") == b"v1"
 
 
+def test_versions_keep_the_most_restrictive_mode_since(ws: Workspace) -> None:
+    def modes(key: str) -> list[int | None]:
+        return [h.mode for h in ws.history(key) if h.size is not None]
+
+    ws.set("f", b"secret")  # 0644, then made private: the secret's version follows
+    ws.chmod("f", 0o600)
+    ws.chmod("f", 0o644)  # made public again: what was private stays so
+    ws.set("f", b"public")
+    assert modes("f") == [0o600, 0o644]
+    ws.set("f", b"private", mode=0o640)  # a write that sets the mode narrows too
+    assert modes("f") == [0o600, 0o640, 0o640]
+
+    ws.set("g", b"old")  # an editor's save: a private file renamed over the name
+    ws.set("g.tmp", b"new", mode=0o600)
+    ws.rename("g.tmp", "g")
+    assert modes("g") == [0o600, 0o600]
+
+    ws.set("q", b"was public")
+    ws.delete("q")
+    ws.set("p", b"private", mode=0o600)
+    ws.link("p", "q")  # a link onto a name narrows its older versions
+    ws.chmod("p", 0o400)  # a chmod narrows every name of the node
+    assert modes("q") == [0o400] and modes("p") == [0o400]
+
+    entry = ws.create("open", 0o644)  # an open file's chmod comes with its commit
+    ws.commit(entry.id, size=6, valid=0, changes=[(0, b"secret")])
+    ws.commit(entry.id, size=6, valid=0, changes=[(0, b"secret")], mode=0o600)
+    assert modes("open")[-2:] == [0o600, 0o600]
+
+
 def test_ttl(ws: Workspace) -> None:
     ws.set("t", b"x", ttl_s=0.01)
     ws.link("t", "t2")

@@ -40,7 +40,7 @@ SCHEMA_SIZE = (
     "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c"
     " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = ? AND c.relkind = 'r'"
 )
-SCHEMA_VERSION = 2  # the layout of a workspace schema (meta 'pg_schema_version')
+SCHEMA_VERSION = 3  # the layout of a workspace schema (meta 'pg_schema_version')
 
 CATALOG_DDL = """
 CREATE SCHEMA IF NOT EXISTS kyfs;
@@ -142,7 +142,8 @@ CREATE TABLE history (
     size     BIGINT,
     pid      BIGINT,
     since_ns BIGINT,
-    shared   BIGINT
+    shared   BIGINT,
+    mode     INTEGER
 );
 CREATE INDEX history_key ON history USING hash (key);
 CREATE INDEX history_shared ON history (shared) WHERE shared IS NOT NULL;
@@ -201,6 +202,8 @@ def migrate(conn: Any, version: int) -> None:
     ``value`` copy for a version in the block store (``size``, ``pid``, ``since_ns``,
     ``shared``), as
     the SQLite engine's migration m008 does.
+
+    Version 3, version modes: ``history.mode``, as the SQLite engine's m010.
     """
     from kyfs.engine.sql import blocks
 
@@ -247,6 +250,12 @@ def migrate(conn: Any, version: int) -> None:
             conn.execute("UPDATE history SET size = ? WHERE id = ?", (len(value), version_id))
         conn.execute("ALTER TABLE history DROP COLUMN value")
         conn.execute("DROP TABLE blocks_v1")
+    if version < 3:
+        conn.execute("ALTER TABLE history ADD COLUMN mode INTEGER")
+        conn.execute(
+            "UPDATE history SET mode = (SELECT n.mode FROM entries e JOIN nodes n"
+            " ON n.id = e.node WHERE e.key = history.key) WHERE size IS NOT NULL"
+        )
     conn.execute(
         "UPDATE meta SET value = ? WHERE name = 'pg_schema_version'", (str(SCHEMA_VERSION),)
     )

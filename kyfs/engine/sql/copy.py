@@ -31,7 +31,7 @@ TABLES = {
     "entries": "key, parent, node",
     "archive": "id, key, is_dir, mode, size, created_ns, mtime_ns, ctime_ns, deleted_ns,"
     " archived_ns, kind, uid, gid, target",
-    "history": "id, key, action, size, time_ns, detail, pid, since_ns, shared",
+    "history": "id, key, action, size, time_ns, detail, pid, since_ns, shared, mode",
     "extents": "owner, pos, block",
 }
 ENGINE_META = frozenset({"pg_schema_version"})  # settings that belong to one engine's layout
@@ -101,7 +101,7 @@ def _row_digest(workspace: Workspace, row: HistoryEntry) -> list[Any]:
     value = None
     if row.size is not None and row.id is not None:
         value = hashlib.sha256(workspace.version_value(row.id)).hexdigest()
-    return [row.id, row.action, row.time_ns, row.detail, row.size, value]
+    return [row.id, row.action, row.time_ns, row.detail, row.size, row.mode, value]
 
 
 def fingerprint(workspace: Workspace) -> dict[str, Any]:

@@ -41,10 +41,14 @@ from kyfs.engine.sql.base import Base, Connection, frees_space
 COALESCE_S = 2.0  # seconds: a close this soon after the last one by the same process coalesces
 BURST_S = 300.0  # seconds: a burst of coalesced closes makes a new version after this long
 PRUNE_EVERY = 16  # history rows between two thinnings of the key just written
-_COLUMNS = "key, action, size, time_ns, detail, id"
-_SQL_INSERT = (
-    "INSERT INTO history (key, action, size, time_ns, detail, pid, since_ns, shared)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id"
+_COLUMNS = "key, action, size, time_ns, detail, id, mode"
+_SQL_INSERT = (  # a version's mode: its node's now (narrow() lowers it later)
+    "INSERT INTO history (key, action, size, time_ns, detail, pid, since_ns, shared, mode)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, (SELECT mode FROM nodes WHERE id = ?)) RETURNING id"
+)
+_SQL_NARROW = (
+    "UPDATE history SET mode = coalesce(mode, ?) & ?"
+    " WHERE key = ? AND size IS NOT NULL AND (mode IS NULL OR mode & ? != mode)"
 )
 _SQL_HAS = "SELECT 1 FROM history WHERE key = ? AND time_ns = ? AND action = ? LIMIT 1"
 _SQL_LAST = (
@@ -111,13 +115,25 @@ def record(
     since = replaces[1] if replaces is not None else None
     row = conn.execute(
         _SQL_INSERT,
-        (key, action, None if owner is None else size, now, detail, pid, since, owner),
+        (key, action, None if owner is None else size, now, detail, pid, since, owner, owner),
     ).fetchone()
     version_id = int(row[0])
     if replaces is not None:
         drop_versions(conn, [replaces[0]])
     if version_id % PRUNE_EVERY == 0:
         thin_key(conn, key, now, Retention.from_meta(read_meta(conn) if meta is None else meta))
+
+
+def narrow(conn: Connection, keys: Iterable[str], mode: int) -> None:
+    """The names ``keys`` now have permission bits ``mode``: every version of each keeps
+    only the bits it has and ``mode`` has (bitwise AND), so a version shows the most
+    restrictive mode its name has had since it was recorded (``echo secret > f; chmod
+    600 f``: the secret's version becomes 0600 too). Called inside the caller's
+    transaction by every change of a name's mode: chmod, a write that sets the mode, a
+    rename or link onto the name (kyfs.vfs.versions_tree shows versions with it)."""
+    bits = mode & 0o7777
+    for key in keys:
+        conn.execute(_SQL_NARROW, (bits, bits, key, bits))
 
 
 def materialize(conn: Connection, node_id: int, spare: Iterable[int] = ()) -> None:
@@ -362,7 +378,8 @@ class HistoryMixin(Base):
                     continue
                 size = None if item.value is None else len(item.value)
                 row = conn.execute(
-                    _SQL_INSERT, (item.key, item.action, size, item.time_ns, None, None, None, None)
+                    _SQL_INSERT,
+                    (item.key, item.action, size, item.time_ns, None, None, None, None, None),
                 ).fetchone()
                 if item.value is not None:
                     blocks.write(conn, blocks.version_owner(int(row[0])), [item.value])

@@ -57,7 +57,7 @@ from kyfs.core.nodes import (
 )
 from kyfs.engine.sql import blocks
 from kyfs.engine.sql.base import Connection, frees_space, mark, names_of
-from kyfs.engine.sql.history import HistoryMixin, drop_versions, record
+from kyfs.engine.sql.history import HistoryMixin, drop_versions, narrow, record
 
 _NODE = (
     "n.kind, n.mode, n.size, n.created_ns, n.mtime_ns, n.ctime_ns, n.atime_ns,"
@@ -432,6 +432,7 @@ class NamespaceMixin(HistoryMixin):
             )
             self._touch(conn, parent.id, now)
             mark(conn, entry.id)
+            narrow(conn, [new], entry.mode)  # older versions of the name: no more than now
             record(conn, new, "link", f"from {existing}", now)
             return self._must(conn, new)
 
@@ -527,13 +528,14 @@ class NamespaceMixin(HistoryMixin):
             self._touch(conn, new_parent.id, now)
             conn.execute("UPDATE nodes SET ctime_ns = ? WHERE id = ?", (now, source.id))
             moved = conn.execute(
-                "SELECT e.node, e.key, n.kind, n.size FROM entries e JOIN nodes n"
+                "SELECT e.node, e.key, n.kind, n.size, n.mode FROM entries e JOIN nodes n"
                 " ON n.id = e.node WHERE n.kind != ? AND (e.key = ? OR (e.key >= ? AND e.key < ?))",
                 (DIR, new, new + "/", new + "0"),
             ).fetchall()
-            for node_id, key, kind, size in moved:
+            for node_id, key, kind, size, mode in moved:
                 mark(conn, node_id)
                 before = old + key[len(new) :]
+                narrow(conn, [key], mode)  # the name's versions: no more than it shows now
                 record(conn, before, "rename", f"to {key}", now)
                 if source.is_dir or kind != REG:
                     record(conn, key, "rename", f"from {before}", now)
@@ -552,6 +554,8 @@ class NamespaceMixin(HistoryMixin):
                 f"UPDATE nodes SET {clause} WHERE id = ?",
                 (*given.values(), time.time_ns(), entry.id),
             )
+            if "mode" in given:  # its versions show the most restrictive mode since
+                narrow(conn, names_of(conn, entry.id), int(given["mode"]))
         return entry
 
     def chmod(self, key: str, mode: int) -> Entry:

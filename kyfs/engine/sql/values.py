@@ -53,6 +53,7 @@ from kyfs.engine.sql.history import (
     bursts,
     cache_ttl,
     materialize,
+    narrow,
     read_meta,
     record,
     value_of,
@@ -308,6 +309,7 @@ class ValuesMixin(NamespaceMixin):
             node_id = entry.id
             if mode is not None:
                 conn.execute("UPDATE nodes SET mode = ? WHERE id = ?", (mode & 0o7777, node_id))
+                narrow(conn, names_of(conn, node_id), mode)
         else:
             node_id = self._make(conn, key, REG, FILE_MODE if mode is None else mode, owner)
         if source is not None and source[0] == node_id:
@@ -425,6 +427,8 @@ class ValuesMixin(NamespaceMixin):
             mtime = now if mtime_ns is None else mtime_ns
             bits = None if mode is None else mode & MODE_MASK
             conn.execute(_SQL_SET_SIZE, (size, mtime, now, atime_ns, bits, uid, gid, node_id))
+            if bits is not None:  # a chmod while open: its versions, as chmod's
+                narrow(conn, names_of(conn, node_id), bits)
             after_write(conn, node_id, size=size, keep_version=not self.short(), pid=pid,
                         replaces=replaces)  # fmt: skip
         return True

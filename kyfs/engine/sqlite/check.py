@@ -259,8 +259,9 @@ def _mend_ranges(conn: sqlite3.Connection, now_ns: int) -> list[str]:
     later, no expiry); a node of no known type, or whose size is out of range, cannot be
     trusted to hold its value: its size becomes what its blocks hold and it is set aside
     under ``lost+found/`` (kyfs.engine.sql.check.set_aside); history rows out of range
-    are dropped (blocks and extents: kyfs.engine.sql.check.repair_blocks). Returns what
-    was done, as sentences."""
+    are dropped and a version's mode out of range becomes 0, the most restrictive (blocks
+    and extents: kyfs.engine.sql.check.repair_blocks). Returns what was done, as
+    sentences."""
     where = dict(NODE_RANGES)
     fixes = [
         ("modes out of range", f"mode = CASE kind WHEN {DIR} THEN {DIR_MODE} WHEN {LNK}"
@@ -295,8 +296,11 @@ def _mend_ranges(conn: sqlite3.Connection, now_ns: int) -> list[str]:
         )
     if lost:
         done += set_aside(conn, lost, now_ns, "whose type or size was out of range")
-    history = dict((label, sql) for label, _, sql in TABLE_RANGES)["history rows"]
-    count = conn.execute(f"DELETE FROM history WHERE {history}").rowcount
+    ranges = {label: sql for label, _, sql in TABLE_RANGES}
+    count = conn.execute(f"DELETE FROM history WHERE {ranges['history rows']}").rowcount
     if count:
         done.append(f"dropped {count} history rows out of range")
+    count = conn.execute(f"UPDATE history SET mode = 0 WHERE {ranges['version modes']}").rowcount
+    if count:  # the most restrictive: such versions are shown to their owner only
+        done.append(f"set {count} version modes out of range to 0")
     return done

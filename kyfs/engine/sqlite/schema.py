@@ -534,6 +534,22 @@ def m009_search_packed(conn: sqlite3.Connection) -> None:
     )
 
 
+def m010_version_modes(conn: sqlite3.Connection) -> None:
+    """``history.mode``: the permission bits a version is shown with under ``.versions``
+    (kyfs.vfs.versions_tree): the node's mode when the version was recorded, narrowed
+    (bitwise AND) by every mode its name has had since (kyfs.engine.sql.history.narrow),
+    so ``echo secret > f; chmod 600 f`` does not leave the secret readable by all as a
+    version. Versions from before get their key's current mode (the best known); a
+    version whose key is gone keeps NULL (shown as the daemon's own, 0400).
+    """
+    if "mode" not in {row[1] for row in conn.execute("PRAGMA table_info(history)")}:
+        conn.execute("ALTER TABLE history ADD COLUMN mode INTEGER")
+    conn.execute(
+        "UPDATE history SET mode = (SELECT n.mode FROM entries e JOIN nodes n"
+        " ON n.id = e.node WHERE e.key = history.key) WHERE size IS NOT NULL AND mode IS NULL"
+    )
+
+
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     m001_entries_and_blocks,
     m002_archive,
@@ -544,6 +560,7 @@ MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     m007_index_pending,
     m008_block_store,
     m009_search_packed,
+    m010_version_modes,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -227,6 +227,8 @@ TABLE_RANGES = [  # (what, table, the rows that break it)
     ("history rows", "history", "typeof(time_ns) != 'integer' OR typeof(key) != 'text'"
      f" OR (size IS NOT NULL AND (typeof(size) != 'integer' OR size < 0"
      f" OR size > {MAX_VALUE_SIZE}))"),
+    ("version modes", "history", "mode IS NOT NULL AND (typeof(mode) != 'integer'"
+     f" OR mode < 0 OR mode > {MODE_MASK})"),
     ("blocks", "blocks", "typeof(hash) != 'blob' OR length(hash) != 32"
      " OR typeof(refs) != 'integer' OR typeof(size) != 'integer'"
      f" OR typeof(data) != 'blob' OR codec NOT IN ({RAW}, {ZSTD})"),
