@@ -25,7 +25,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
+from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
+
 from kyfs.core.errors import KyfsError, NoSpace, StorageError
+
+ROOM_WAIT_S = 3.0  # seconds a delete that freed no room waits for another process's
+# fold to give room back (frees_space)
 
 
 class Cursor(Protocol):
@@ -183,11 +188,13 @@ def frees_space(method: Callable[..., Any]) -> Callable[..., Any]:
     full disk: when it fails with NoSpace (ENOSPC) and the engine can give space back
     (``relieve``: the data directory's reserve), it runs once more. When that run fails
     too (another process, such as the daemon folding its WAL in, took the room the
-    reserve left) the workspace first gives its own free pages and WAL back
-    (``_give_back``) and the method runs a last time. Each run rolled back whole, so
-    running again is safe. While the disk is short of space the
-    workspace's undo data goes with it (versions share the deleted blocks) and what is
-    freed goes back to the file system at once (``_give_back``).
+    reserve left) the workspace gives its own free pages and WAL back (``_give_back``)
+    and the method runs again, with a backoff of 50 ms doubling to 0.5 s, for up to
+    ROOM_WAIT_S seconds: the other process gives the room back once its fold is done
+    (its WAL restarts). Each run rolled back whole, so running again is safe. While the
+    disk is short of space the workspace's undo data goes with it (versions share the
+    deleted blocks) and what is freed goes back to the file system at once
+    (``_give_back``).
 
     Raises:
         NoSpace: (ENOSPC, exit 4) still no room after the relief.
@@ -203,8 +210,15 @@ def frees_space(method: Callable[..., Any]) -> Callable[..., Any]:
             try:
                 done = method(self, *args, **kwargs)
             except NoSpace:
-                self._give_back()
-                done = method(self, *args, **kwargs)
+                for attempt in Retrying(
+                    retry=retry_if_exception_type(NoSpace),
+                    stop=stop_after_delay(ROOM_WAIT_S),
+                    wait=wait_exponential(min=0.05, max=0.5),
+                    reraise=True,
+                ):
+                    with attempt:
+                        self._give_back()
+                        done = method(self, *args, **kwargs)
         if self.short():  # undo data goes too, and what is freed goes back to the disk now
             with contextlib.suppress(NoSpace):
                 self._release_undo()
