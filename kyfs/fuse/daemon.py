@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from kyfs import __version__
-from kyfs.core.errors import MountError
+from kyfs.core.errors import KyfsError, MountError
 from kyfs.fuse.invalidate import ATTR_TIMEOUT
 from kyfs.platform import config, paths
 
@@ -278,6 +278,11 @@ def serve(
     openfile.BUDGET.limit = config.write_buffer_bytes()  # what open files keep in memory
     scope = config.current_scope()  # whose workspaces the mount shows (kyfs --user NAME)
     engine = open_engine(cache=True, autocheckpoint=False)  # Checkpointer folds the WAL in
+    try:  # a workspace file copied in with cp carries another's inode tag: st_ino collide
+        for change in engine.settle_tags():
+            log.warning("%s", change)
+    except (KyfsError, OSError) as exc:  # (a read-only data directory)
+        log.warning("cannot settle the workspaces' inode tags: %s", exc)
     operations = KyfsOperations(ScopedEngine(engine, scope), metrics=metrics)
     # mountinfo lists the resolved path (no symlinks, no ..): resolved before mounting
     listed_as = Path(os.path.realpath(mountpoint))
