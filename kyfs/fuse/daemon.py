@@ -26,6 +26,7 @@ import logging
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -271,6 +272,9 @@ def serve(
     from kyfs.vfs import openfile
 
     mountpoint = mountpoint.absolute()
+    # A reader gone from a pipe or socket is one request's error (EPIPE), never the end of
+    # the daemon: SIGPIPE stays ignored (the CLI group handles it for its commands).
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     prepare_mountpoint(mountpoint)
     metrics = Metrics()
     if metrics_port is not None:
