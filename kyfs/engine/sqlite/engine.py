@@ -323,11 +323,12 @@ def _identities(db_file: Path) -> tuple[Identity | None, Identity | None]:
 
 
 def _stored_tag(path: Path) -> int | None:
-    """The ``inode_tag`` setting of workspace file ``path``, read through a read-only
-    connection of its own (None: unreadable, or not a number)."""
+    """The ``inode_tag`` setting of workspace file ``path``, read through a connection of
+    its own (None: unreadable, or not a number). Opened for writing where it can be: the
+    last connection to close removes the ``-wal`` and ``-shm`` files, which a read-only
+    one leaves behind (it is read-only where the file system is)."""
     try:
-        uri = f"file:{urllib.parse.quote(str(path.absolute()))}?mode=ro"
-        conn = sqlite3.connect(uri, uri=True, timeout=10)
+        conn = sqlite3.connect(path, timeout=10)
     except sqlite3.Error:
         return None
     try:
