@@ -157,3 +157,18 @@ def test_an_adopted_copy_does_not_keep_a_tag_in_use(engine: Engine, tmp_path: Pa
     assert _tag(engine, "copy") != _tag(engine, "a")
     with engine.using("copy") as workspace:
         assert workspace.get("k") == b"v"
+
+
+def test_a_db_file_with_an_old_tag_shows_inodes_below_2_53(tmp_path: Path) -> None:
+    from kyfs.engine.sqlite.engine import SqliteEngine
+
+    engine = SqliteEngine(tmp_path / "workspaces")
+    try:
+        engine.create("w")
+        with engine.using("w") as workspace:
+            workspace.set_inode_tag(OLD_TAG)
+            node = workspace.set("k", b"v").id
+        with engine.using_file(tmp_path / "workspaces" / "w.db") as workspace:
+            assert workspace.inode(node) < 1 << 53
+    finally:
+        engine.close()

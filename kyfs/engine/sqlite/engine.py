@@ -841,6 +841,8 @@ class SqliteEngine:
             raise WorkspaceNotFound(f"no workspace file: {path}")
         _must_be_workspace_file(path)
         workspace = self._workspace(path, retention_s=self._retention_s())
+        if not inodes.valid_tag(workspace.inode_tag):  # the old rule's: narrowed, in memory
+            workspace.inode_tag = inodes.narrowed(workspace.inode_tag)  # (a file alone)
         try:
             problems = trust.validate_data(workspace._conn, whole=False)
             if problems:
