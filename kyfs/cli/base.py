@@ -9,13 +9,16 @@ else the active workspace (``kyfs use``), else ``default`` (kyfs.app.resolve_wor
 from __future__ import annotations
 
 import contextlib
+import errno
 import importlib
 import json
 import os
+import select
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import click
 from click.shell_completion import CompletionItem
@@ -32,6 +35,7 @@ from kyfs.platform import config, paths
 
 F = TypeVar("F", bound=Callable[..., Any])
 COMPLETION_MAX = 200  # keys offered at once by completion
+EXIT_SIGPIPE = 128 + signal.SIGPIPE  # 141: what a shell reports for a reader gone (seq | head)
 
 
 class KyfsCliError(click.ClickException):
@@ -88,16 +92,66 @@ class KyfsGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         """Run the command; a KyfsError leaves as one line and its exit code. A name or
         key with bytes that are not UTF-8 (argv carries them as surrogates) is EILSEQ,
-        exit 2: keys and names are UTF-8 text (values are bytes and never reach here)."""
+        exit 2: keys and names are UTF-8 text (values are bytes and never reach here).
+        Output into a pipe whose reader is gone (``kyfs keys | head -1``) ends the
+        command quietly with status 141, as SIGPIPE ends ``seq``: :func:`_reader_gone`."""
+        signal.signal(signal.SIGPIPE, _on_sigpipe)  # (kyfs mount ignores it again: serve)
         try:
-            return super().invoke(ctx)
+            result = super().invoke(ctx)
+            _flush_stdout()  # what is still buffered meets the closed pipe here, not at exit
+            return result
+        except BrokenPipeError:
+            _reader_gone()
         except KyfsError as exc:
             raise KyfsCliError(exc) from None
         except UnicodeEncodeError as exc:
             error = IllegalByteSequence(f"{exc.object[exc.start : exc.end]!r} is not valid UTF-8")
             raise KyfsCliError(error) from None
         except OSError as exc:  # the data directory itself: a file, read-only, full, ...
+            if exc.errno == errno.EPIPE:
+                _reader_gone()
             raise KyfsCliError(storage_error(exc)) from None
+
+
+def _stdout_broken() -> bool:
+    """True when stdout is a pipe or socket whose reader is gone (poll(2) says POLLERR)."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), 0)  # POLLERR and POLLHUP are always reported
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (OSError, ValueError, AttributeError):  # no stdout, or not a descriptor
+        return False
+
+
+def _on_sigpipe(signum: int, frame: Any) -> None:
+    """SIGPIPE: a write went to a pipe or socket whose reader is gone. When it was stdout,
+    BrokenPipeError (raised in the command, :meth:`KyfsGroup.invoke` ends it quietly);
+    else nothing, and the write that failed raises its own error as with SIG_IGN. A
+    handler and not Python's SIG_IGN alone: a large write that the kernel cuts short when
+    the reader leaves returns its partial count, and Python 3.11's buffered stdout then
+    drops the rest and exits 0 (seen with ``kyfs keys --json | head -c 1``)."""
+    if _stdout_broken():
+        raise BrokenPipeError(errno.EPIPE, os.strerror(errno.EPIPE))
+
+
+def _flush_stdout() -> None:
+    """Flush Python's stdout (its text and binary layers)."""
+    if sys.stdout is not None:
+        sys.stdout.flush()
+
+
+def _reader_gone() -> NoReturn:
+    """Stdout's reader closed the pipe (EPIPE; Python ignores SIGPIPE, so writes fail
+    instead of killing the process): exit with 141 and nothing on stderr, as a program
+    that SIGPIPE ends. Stdout is pointed at /dev/null first, so that flushing what is
+    still buffered at exit does not fail again (docs.python.org/3/library/signal.html,
+    "Note on SIGPIPE"). The daemon never comes here: ``kyfs mount`` keeps ignoring
+    SIGPIPE, and a reader gone is an error of that one request."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    raise SystemExit(EXIT_SIGPIPE)
 
 
 TOUR = """kyfs: key-value workspaces that live as a filesystem.

@@ -197,6 +197,14 @@ class NoSpace(StorageError):
     errno = _errno.ENOSPC
 
 
+class OutOfInodes(StorageError):
+    """No inode number is left (kyfs.core.inodes): every workspace tag of the data
+    directory is in use, or a workspace has used every node id below 2**36 (ENOSPC,
+    exit 4)."""
+
+    errno = _errno.ENOSPC
+
+
 class UnusableDatabase(StorageError):
     """A PostgreSQL database kyfs cannot use as it is made: its encoding is not UTF8
     (SQL_ASCII, from an initdb under LC_ALL=C, hands text back as bytes); refused at

@@ -427,6 +427,15 @@ class Engine(Protocol):
         """Every workspace name, sorted."""
         ...
 
+    def settle_tags(self) -> list[str]:
+        """Make every workspace's inode tag valid and unique (kyfs.core.inodes; the daemon
+        calls it at mount); returns what was changed, as sentences.
+
+        Raises:
+            OutOfInodes: (ENOSPC, exit 4) no tag is free for one that needs it.
+        """
+        ...
+
     def exists(self, name: str) -> bool:
         """True when workspace ``name`` exists. InvalidName."""
         ...

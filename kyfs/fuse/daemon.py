@@ -26,6 +26,7 @@ import logging
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -34,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from kyfs import __version__
-from kyfs.core.errors import MountError
+from kyfs.core.errors import KyfsError, MountError
 from kyfs.fuse.invalidate import ATTR_TIMEOUT
 from kyfs.platform import config, paths
 
@@ -271,6 +272,9 @@ def serve(
     from kyfs.vfs import openfile
 
     mountpoint = mountpoint.absolute()
+    # A reader gone from a pipe or socket is one request's error (EPIPE), never the end of
+    # the daemon: SIGPIPE stays ignored (the CLI group handles it for its commands).
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     prepare_mountpoint(mountpoint)
     metrics = Metrics()
     if metrics_port is not None:
@@ -278,6 +282,11 @@ def serve(
     openfile.BUDGET.limit = config.write_buffer_bytes()  # what open files keep in memory
     scope = config.current_scope()  # whose workspaces the mount shows (kyfs --user NAME)
     engine = open_engine(cache=True, autocheckpoint=False)  # Checkpointer folds the WAL in
+    try:  # a workspace file copied in with cp carries another's inode tag: st_ino collide
+        for change in engine.settle_tags():
+            log.warning("%s", change)
+    except (KyfsError, OSError) as exc:  # (a read-only data directory)
+        log.warning("cannot settle the workspaces' inode tags: %s", exc)
     operations = KyfsOperations(ScopedEngine(engine, scope), metrics=metrics)
     # mountinfo lists the resolved path (no symlinks, no ..): resolved before mounting
     listed_as = Path(os.path.realpath(mountpoint))

@@ -26,7 +26,7 @@ Listing = list[tuple[str, dict[str, Any], int]]
 
 def virtual_ino(path: str) -> int:
     """A stable st_ino for a virtual path: 2 + its CRC-32, below every workspace's range
-    (kyfs.engine.sqlite.workspace.INODE_TAG_SHIFT); collisions between two virtual paths
+    (kyfs.core.inodes.NODE_BITS); collisions between two virtual paths
     are harmless (they are read-only and never hard links)."""
     return 2 + zlib.crc32(path.encode("utf-8", "surrogateescape"))
 

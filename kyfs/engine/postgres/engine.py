@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import logging
 import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator
@@ -31,6 +32,7 @@ from typing import Any
 
 import psycopg
 
+from kyfs.core import inodes
 from kyfs.core.errors import (
     InvalidInput,
     NotEmpty,
@@ -49,7 +51,12 @@ from kyfs.engine.sql.nodes import process_owner
 from kyfs.engine.sweep import Sweeper
 from kyfs.platform import paths
 
+log = logging.getLogger(__name__)
+
 _LIVE = "SELECT id, schema_name FROM kyfs.workspaces WHERE name = ? AND dropped_ns IS NULL"
+_ALL_LIVE = "SELECT name, schema_name FROM kyfs.workspaces WHERE dropped_ns IS NULL"
+_TAG_OF = "SELECT value FROM \"{schema}\".meta WHERE name = 'inode_tag'"
+_SET_TAG = "UPDATE \"{schema}\".meta SET value = ? WHERE name = 'inode_tag'"
 
 
 class PgEngine:
@@ -110,6 +117,80 @@ class PgEngine:
                 if self._catalog.in_transaction:
                     self._catalog.execute("ROLLBACK")
                 raise
+
+    # --- inode tags (kyfs.core.inodes) ---------------------------------------------------
+    @staticmethod
+    def _stored_tags(conn: PgConnection) -> dict[str, tuple[str, int]]:
+        """name -> (schema, inode tag) of every live workspace, read in the catalog
+        transaction ``conn`` (a schema without a numeric tag is left out)."""
+        found = {}
+        for name, schema_name in conn.execute(_ALL_LIVE).fetchall():
+            row = conn.execute(_TAG_OF.format(schema=schema_name)).fetchone()
+            try:
+                found[name] = (schema_name, int(row[0]))
+            except (TypeError, ValueError):
+                continue
+        return found
+
+    def _apply_tags(self, conn: PgConnection, changes: dict[str, tuple[str, int]]) -> None:
+        """Write each change (name -> (schema, new tag)) in the catalog transaction."""
+        for schema_name, tag in changes.values():
+            conn.execute(_SET_TAG.format(schema=schema_name), (str(tag),))
+
+    def _tags_taken(self, changes: dict[str, tuple[str, int]]) -> None:
+        """After the commit: workspaces this engine holds open take their new tags."""
+        with self._mutex:
+            for name, (schema_name, tag) in changes.items():
+                cached = self._cache.get(name)
+                if cached is not None and cached.schema == schema_name:
+                    cached.inode_tag = tag
+
+    def _settle_in(self, conn: PgConnection, name: str) -> dict[str, tuple[str, int]]:
+        """Give live workspace ``name`` a tag of the current rule that no other live
+        workspace has (kyfs.core.inodes.settled_tag), in the catalog transaction ``conn``
+        (which holds the catalog's advisory lock: one process at a time hands out tags);
+        returns the change (empty: none was needed).
+
+        Raises:
+            OutOfInodes: (ENOSPC, exit 4) every tag is taken.
+        """
+        tags = self._stored_tags(conn)
+        if name not in tags:
+            return {}
+        schema_name, old = tags.pop(name)
+        tag = inodes.settled_tag(old, {t for _, t in tags.values()})
+        if tag == old:
+            return {}
+        changes = {name: (schema_name, tag)}
+        self._apply_tags(conn, changes)
+        log.info("workspace %s: inode tag %d is now %d", name, old, tag)
+        return changes
+
+    def _settle_tag(self, name: str) -> list[str]:
+        """:meth:`_settle_in` in a catalog transaction of its own; returns what was done,
+        as sentences."""
+        with self._changing() as conn:
+            changes = self._settle_in(conn, name)
+        self._tags_taken(changes)
+        return [f"gave the workspace the inode tag {tag}" for _, tag in changes.values()]
+
+    def settle_tags(self) -> list[str]:
+        """Make every live workspace's inode tag valid and unique (the daemon at mount);
+        returns what was changed, as sentences.
+
+        Raises:
+            OutOfInodes: (ENOSPC, exit 4) no tag is free for one that needs it.
+        """
+        with self._changing() as conn:
+            stored = self._stored_tags(conn)
+            new = inodes.resettled({name: tag for name, (_, tag) in stored.items()})
+            changes = {name: (stored[name][0], tag) for name, tag in new.items()}
+            self._apply_tags(conn, changes)
+        self._tags_taken(changes)
+        return [
+            f"workspace {name}: inode tag {stored[name][1]} is now {tag}"
+            for name, (_, tag) in changes.items()
+        ]
 
     def _ensure_catalog(self) -> None:
         if self._catalog.execute(
@@ -242,6 +323,7 @@ class PgEngine:
             schema.create_workspace(
                 conn, owner or process_owner(), DIR_MODE if mode is None else mode
             )
+            self._settle_in(conn, name)
 
     def drop(self, name: str, *, only_if_empty: bool = False) -> str:
         """Move workspace ``name`` into the trash; return its schema's name.
@@ -336,6 +418,8 @@ class PgEngine:
                 "UPDATE kyfs.workspaces SET name = ?, dropped_ns = NULL WHERE id = ?",
                 (target, row[0]),
             )
+            changes = self._settle_in(conn, target)  # its tag taken by another meanwhile?
+        self._tags_taken(changes)
         with self.using(target) as workspace, workspace.lock:
             return target, workspace.restore_teardown()
 
@@ -395,6 +479,7 @@ class PgEngine:
         if problems:
             self.drop(name)
             raise StorageError(f"{name}: the restored copy does not validate: {problems[0]}")
+        self._settle_tag(name)  # the copy carries the backup's tag: another's now?
 
     # --- using one -----------------------------------------------------------------------
     @contextmanager
@@ -437,6 +522,15 @@ class PgEngine:
             self._sweeper.sweep(name, cached)
             return cached
         workspace = PgWorkspace(self.url, schema_name, lock_id, self._retention_s())
+        if not inodes.valid_tag(workspace.inode_tag):  # the 23-bit rule's (st_ino > 2**53)
+            try:
+                with self._changing() as conn:
+                    changes = self._settle_in(conn, name)
+            except BaseException:
+                workspace.close()
+                raise
+            for _, tag in changes.values():
+                workspace.inode_tag = tag
         if self._cache_enabled:
             workspace.start_watching()  # the daemon: its watcher misses nothing from here on
             with self._mutex:
@@ -474,6 +568,12 @@ class PgEngine:
             return [str(exc)], []
         try:
             done = workspace.repair() if repair else []
+        except BaseException:
+            workspace.close()
+            raise
+        try:
+            if repair:
+                done += self._settle_tag(name)
             return workspace.check(), done
         finally:
             workspace.close()

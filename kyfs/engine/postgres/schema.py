@@ -28,10 +28,10 @@ transactional, so a workspace is never seen half made.
 
 from __future__ import annotations
 
-import random
 import time
 from typing import Any
 
+from kyfs.core import inodes
 from kyfs.core.nodes import DIR, MODE_MASK, Owner
 
 CATALOG = "kyfs"
@@ -171,7 +171,7 @@ def statements(script: str) -> list[str]:
 def create_workspace(conn: Any, owner: Owner, mode: int) -> None:
     """Make the tables of a new workspace in the current ``search_path`` schema, its top
     directory (owned by ``owner``, permission bits ``mode``) and its settings: root_node,
-    inode_tag (a random 23-bit number that keeps st_ino unique across a mount's
+    inode_tag (a random 17-bit number, kyfs.core.inodes, that keeps st_ino unique across a mount's
     workspaces, as in SQLite files) and pg_schema_version."""
     for statement in statements(WORKSPACE_DDL) + statements(BLOCK_STORE_DDL):
         conn.execute(statement)
@@ -183,7 +183,7 @@ def create_workspace(conn: Any, owner: Owner, mode: int) -> None:
     ).fetchone()[0]
     for name, value in (
         ("root_node", root),
-        ("inode_tag", random.randrange(1, 1 << 23)),
+        ("inode_tag", inodes.new_tag(())),
         ("pg_schema_version", SCHEMA_VERSION),
     ):
         conn.execute("INSERT INTO meta (name, value) VALUES (?, ?)", (name, str(value)))

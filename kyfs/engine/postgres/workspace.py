@@ -28,7 +28,6 @@ from kyfs.engine.sql.archive import ArchiveMixin
 from kyfs.engine.sql.check import STRUCTURE_CHECKS, damaged, repair_blocks
 from kyfs.engine.sql.rules import RulesMixin
 
-INODE_TAG_SHIFT = 40  # st_ino = inode_tag << 40 | node id, as in SQLite workspaces
 LOCK_CLASS = 0x6B7966  # "kyf": the first key of kyfs's advisory locks (the second: an id)
 
 _SQL_CHANGES = (
@@ -215,10 +214,6 @@ class PgWorkspace(ArchiveMixin, RulesMixin):
         return [*done, "rebuilt the search index"]
 
     # --- the rest of the interface ---------------------------------------------------------
-    def inode(self, node_id: int) -> int:
-        """The st_ino the mount shows for node ``node_id``: ``inode_tag << 40 | node_id``."""
-        return (self.inode_tag << INODE_TAG_SHIFT) | node_id
-
     def sync(self) -> None:
         """Nothing to do: a committed transaction is durable on the server
         (synchronous_commit, postgresql.org/docs/current/wal-async-commit.html)."""

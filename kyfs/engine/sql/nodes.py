@@ -30,7 +30,7 @@ import stat as st
 import time
 from typing import Any
 
-from kyfs.core import names
+from kyfs.core import inodes, names
 from kyfs.core.errors import (
     AlreadyExists,
     InvalidInput,
@@ -126,6 +126,18 @@ class NamespaceMixin(HistoryMixin):
                 f"{self.path}: damaged: its settings lack the top directory or the inode tag"
                 " (kyfs fsck --repair)"
             ) from None
+
+    def inode(self, node_id: int) -> int:
+        """The st_ino the mount shows for node ``node_id``: ``inode_tag << 36 | node_id``
+        (kyfs.core.inodes), below 2**53."""
+        return inodes.inode(self.inode_tag, node_id)
+
+    def set_inode_tag(self, tag: int) -> None:
+        """Give the workspace the inode tag ``tag`` (the engine keeps tags unique among
+        its workspaces: kyfs.core.inodes.settled_tag); st_ino of every node changes."""
+        with self._atomic() as conn:
+            conn.execute("UPDATE meta SET value = ? WHERE name = 'inode_tag'", (str(tag),))
+        self.inode_tag = tag
 
     # --- lookups ----------------------------------------------------------------------
     def _lookup(self, conn: Connection, key: str) -> Entry | None:
@@ -283,7 +295,7 @@ class NamespaceMixin(HistoryMixin):
             " ctime_ns, atime_ns, target) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
             (kind, mode, owner.uid, gid, 2 if kind == DIR else 1, size, now, now, now, now, target),
         )
-        node_id = int(cur.fetchall()[0][0])
+        node_id = inodes.check_node_id(int(cur.fetchall()[0][0]))
         conn.execute(
             "INSERT INTO entries (key, parent, node) VALUES (?, ?, ?)",
             (key, names.parent_of(key), node_id),

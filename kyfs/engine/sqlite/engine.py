@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kyfs.core import inodes
 from kyfs.core.errors import (
     AlreadyExists,
     InvalidName,
@@ -69,6 +70,7 @@ log = logging.getLogger(__name__)
 
 RECLAIM_FREE = 4 << 20  # bytes free inside a file at rest past which they go back (idle)
 SHORT_FOR = 0.5  # seconds short() keeps its answer
+INODES_LOCK = ".inodes.lock"  # in the data directory: one process at a time hands out tags
 
 
 def _move_files(moves: Iterable[tuple[Path, Path]]) -> None:
@@ -320,6 +322,25 @@ def _identities(db_file: Path) -> tuple[Identity | None, Identity | None]:
     return (_identity(wal), _identity(shm))
 
 
+def _stored_tag(path: Path) -> int | None:
+    """The ``inode_tag`` setting of workspace file ``path``, read through a connection of
+    its own (None: unreadable, or not a number). Opened for writing where it can be: the
+    last connection to close removes the ``-wal`` and ``-shm`` files, which a read-only
+    one leaves behind (it is read-only where the file system is)."""
+    try:
+        conn = sqlite3.connect(path, timeout=10)
+    except sqlite3.Error:
+        return None
+    try:
+        conn.execute("PRAGMA trusted_schema = OFF")
+        row = conn.execute("SELECT value FROM meta WHERE name = 'inode_tag'").fetchone()
+        return int(row[0]) if row is not None else None
+    except (sqlite3.Error, TypeError, ValueError):
+        return None
+    finally:
+        conn.close()
+
+
 @dataclass
 class _Held:
     """A workspace the daemon keeps open (``cache``): its file's identity when opened,
@@ -342,6 +363,11 @@ def _still_there(held: _Held) -> None:
         name = held.workspace.path.stem
         log.warning("workspace %s: its file was replaced or removed during a write", name)
         raise StorageError(f"{name}: its file was replaced or removed during the write")
+
+
+def _tag_trouble(tag: int) -> str:
+    """Why tag ``tag`` was replaced, for messages."""
+    return "a tag of the old 23-bit rule" if not inodes.valid_tag(tag) else "another's too"
 
 
 class SqliteEngine:
@@ -377,6 +403,8 @@ class SqliteEngine:
         if self._reserve is not None:
             disk_reserve.ensure(self._reserve)
         self._lock = _DirLock(self.directory)
+        self._tag_mutex = threading.RLock()  # _tag_lock between threads, reentrant
+        self._tag_depth = 0  # _tag_lock's holds by the thread that has _tag_mutex
         self.finish_moves()
         self._cache_enabled = cache
         self._retention_s = retention_s
@@ -495,6 +523,79 @@ class SqliteEngine:
                 self._paths[name] = path
         return path
 
+    # --- inode tags (kyfs.core.inodes) ---------------------------------------------------
+    @contextmanager
+    def _tag_lock(self) -> Iterator[None]:
+        """Hold ``.inodes.lock`` (beside the workspace files) exclusively: flock(2)
+        between processes, a mutex between threads; reentrant (opening a workspace of
+        the old rule settles its tag, also while the tags of all are being settled)."""
+        with self._tag_mutex:
+            fd = None
+            if not self._tag_depth:
+                fd = os.open(
+                    self.directory / INODES_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600
+                )
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            self._tag_depth += 1
+            try:
+                yield
+            finally:
+                self._tag_depth -= 1
+                if fd is not None:
+                    os.close(fd)  # (releases the flock)
+
+    def _stored_tags(self, but: str | None = None) -> dict[str, int]:
+        """name -> inode tag of every workspace of the data directory (``but`` left out;
+        an unreadable one too: it is no workspace until fsck --repair)."""
+        found = {}
+        for name in self.names():
+            if name != but:
+                tag = _stored_tag(self._file(name))
+                if tag is not None:
+                    found[name] = tag
+        return found
+
+    def _settle_tag(self, name: str, workspace: SqliteWorkspace) -> list[str]:
+        """Give workspace ``name`` (open as ``workspace``) a tag of the current rule that no
+        other workspace of the data directory has (kyfs.core.inodes.settled_tag); returns
+        what was done, as sentences.
+
+        Raises:
+            OutOfInodes: (ENOSPC, exit 4) every tag is taken.
+        """
+        with self._tag_lock():
+            used = set(self._stored_tags(but=name).values())
+            old = workspace.inode_tag
+            tag = inodes.settled_tag(old, used)
+            if tag == old:
+                return []
+            workspace.set_inode_tag(tag)
+        log.info("workspace %s: inode tag %d is now %d", name, old, tag)
+        return [f"gave the workspace the inode tag {tag} (it had {old}, {_tag_trouble(old)})"]
+
+    def settle_tags(self) -> list[str]:
+        """Make every workspace's inode tag valid and unique (the daemon at mount: files
+        copied in with ``cp`` carry another's); returns what was changed, as sentences.
+
+        Raises:
+            OutOfInodes: (ENOSPC, exit 4) no tag is free for one that needs it.
+        """
+        done = []
+        with self._lock.shared(), self._tag_lock():
+            tags = self._stored_tags()
+            for name, tag in inodes.resettled(tags).items():
+                store = self._open_unlocked(name)
+                try:
+                    store.set_inode_tag(tag)
+                finally:
+                    if not self._cache_enabled:
+                        store.close()
+                done.append(
+                    f"workspace {name}: inode tag {tags[name]} is now {tag}"
+                    f" ({_tag_trouble(tags[name])})"
+                )
+        return done
+
     # --- coordination ------------------------------------------------------------------
     def shared(self) -> AbstractContextManager[None]:
         """Hold the directory lock shared: no create/drop/rename runs meanwhile."""
@@ -542,6 +643,7 @@ class SqliteEngine:
             except AlreadyExists:
                 raise WorkspaceExists(f"workspace exists: {name}") from None
             try:
+                self._settle_tag(name, workspace)
                 if owner is not None:
                     workspace.chown("", owner.uid, owner.gid)
                 if mode is not None:
@@ -596,6 +698,12 @@ class SqliteEngine:
             if target.exists():
                 raise WorkspaceExists(f"workspace exists: {name}")
             _journaled_moves(self.directory.parent, [(staged, target)])
+            store = self._open_unlocked(name)  # its tag is the backup's: another's now?
+            try:
+                self._settle_tag(name, store)
+            finally:
+                if not self._cache_enabled:
+                    store.close()
 
     def rename(self, old: str, new: str) -> None:
         """Rename workspace ``old`` to ``new`` (its ``-wal`` and ``-shm`` files too).
@@ -669,6 +777,7 @@ class SqliteEngine:
             _journaled_moves(self.directory.parent, [(candidates[0].path, target)])
             store = self._open_unlocked(target_name)
             try:
+                self._settle_tag(target_name, store)  # taken by another meanwhile?
                 restored = store.restore_teardown()
             finally:
                 if not self._cache_enabled:
@@ -732,6 +841,8 @@ class SqliteEngine:
             raise WorkspaceNotFound(f"no workspace file: {path}")
         _must_be_workspace_file(path)
         workspace = self._workspace(path, retention_s=self._retention_s())
+        if not inodes.valid_tag(workspace.inode_tag):  # the old rule's: narrowed, in memory
+            workspace.inode_tag = inodes.narrowed(workspace.inode_tag)  # (a file alone)
         try:
             problems = trust.validate_data(workspace._conn, whole=False)
             if problems:
@@ -778,6 +889,12 @@ class SqliteEngine:
         )
         if self._fold_limit:
             store.fold_after(self._fold_pages())
+        if not inodes.valid_tag(store.inode_tag):  # a tag of the 23-bit rule (st_ino > 2**53)
+            try:
+                self._settle_tag(name, store)
+            except (StorageError, OSError) as exc:  # read-only: narrowed for this process
+                log.warning("workspace %s: cannot store a new inode tag: %s", name, exc)
+                store.inode_tag = inodes.narrowed(store.inode_tag)
         if self._cache_enabled:
             store.start_watching()  # the daemon: its watcher misses nothing from here on
             entry = _Held(store, (stat.st_dev, stat.st_ino), _identities(path))
@@ -918,6 +1035,8 @@ class SqliteEngine:
                 return [str(exc)], done
             try:
                 done += store.repair() if repair else []
+                if repair and path.parent == self.directory:
+                    done += self._settle_tag(name, store)
                 return store.check(), done
             except StorageError as exc:
                 return [str(exc)], done

@@ -19,12 +19,11 @@ Not thread-safe: call with a connection no other thread uses.
 from __future__ import annotations
 
 import os
-import random
 import sqlite3
 import time
 from collections.abc import Callable
 
-from kyfs.core import tokens
+from kyfs.core import inodes, tokens
 from kyfs.core.errors import StorageError
 from kyfs.core.nodes import DIR, DIR_MODE, REG
 
@@ -256,9 +255,10 @@ def m006_nodes(conn: sqlite3.Connection) -> None:
     no value is copied. The AUTOINCREMENT sequence continues past every id ever used
     (archived ones included). Existing entries get the migrating process's uid and
     gid (the owner of the file). The workspace's top directory becomes a node of its
-    own (``meta.root_node``), and ``meta.inode_tag`` a random 23-bit number that keeps
-    st_ino unique across the workspaces of one mount. A directory's nlink is 2 plus
-    its subdirectories. The archive gains the type, owner and target of what it holds.
+    own (``meta.root_node``), and ``meta.inode_tag`` a random 17-bit number
+    (kyfs.core.inodes) that keeps st_ino unique across the workspaces of one mount. A
+    directory's nlink is 2 plus its subdirectories. The archive gains the type, owner
+    and target of what it holds.
     """
     if "node" in {row[1] for row in conn.execute("PRAGMA table_info(entries)")}:
         return  # already done (fsck --repair runs migrations again)
@@ -303,7 +303,7 @@ def m006_nodes(conn: sqlite3.Connection) -> None:
         " atime_ns) VALUES (?, ?, ?, ?, 2, 0, ?, ?, ?, ?)",
         (DIR, DIR_MODE, uid, gid, now, now, now, now),
     ).lastrowid
-    for name, value in (("root_node", root), ("inode_tag", random.randrange(1, 1 << 23))):
+    for name, value in (("root_node", root), ("inode_tag", inodes.new_tag(()))):
         conn.execute(
             "INSERT INTO meta (name, value) VALUES (?, ?)"
             " ON CONFLICT (name) DO UPDATE SET value = excluded.value",

@@ -47,7 +47,6 @@ _SQL_CHANGES = (
     "SELECT h.id, h.key, h.detail, o.id IS NOT NULL FROM history h"
     " LEFT JOIN temp.own_history o ON o.id = h.id WHERE h.id > ? ORDER BY h.id"
 )
-INODE_TAG_SHIFT = 40  # st_ino = inode_tag << 40 | node id: unique across one mount's workspaces
 INCREMENTAL = 2  # PRAGMA auto_vacuum = INCREMENTAL (sqlite.org/pragma.html#pragma_auto_vacuum)
 IDLE_WAIT_MS = 200  # how long a WAL truncation at rest waits for a reader, milliseconds
 RECLAIM_STEP = 4 << 20  # bytes of free pages given back per transaction
@@ -169,10 +168,6 @@ class SqliteWorkspace(SearchCheckMixin, RulesMixin):
         A PASSIVE checkpoint fsyncs the WAL, then the database (sqlite.org/wal.html).
         """
         self.checkpoint(passive=True)
-
-    def inode(self, node_id: int) -> int:
-        """The st_ino the mount shows for node ``node_id``: ``inode_tag << 40 | node_id``."""
-        return (self.inode_tag << INODE_TAG_SHIFT) | node_id
 
     def close(self) -> None:
         """Close the connection; the workspace cannot be used afterwards. Waits for a
