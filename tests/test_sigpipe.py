@@ -101,3 +101,23 @@ def test_the_daemon_keeps_ignoring_sigpipe(mounted: Mount) -> None:
     ignored = next(line for line in status.splitlines() if line.startswith("SigIgn:"))
     assert int(ignored.split()[1], 16) & (1 << (signal.SIGPIPE - 1))
     assert (mounted.path / "default").is_dir()
+
+
+def test_a_command_run_off_the_main_thread_still_runs(kyfs_home: Path) -> None:
+    """Python lets only the main thread set a signal handler: a command invoked from
+    another thread (an embedding program's worker) runs with SIGPIPE as it finds it
+    (it failed with ValueError when the handler was set)."""
+    import threading
+
+    from click.testing import CliRunner
+
+    from kyfs.cli import cli
+
+    results = []
+    worker = threading.Thread(
+        target=lambda: results.append(CliRunner().invoke(cli, ["workspaces"]))
+    )
+    worker.start()
+    worker.join()
+    assert results[0].exit_code == 0, results[0].exception
+    assert "shared" in results[0].output

@@ -95,7 +95,8 @@ class KyfsGroup(click.Group):
         exit 2: keys and names are UTF-8 text (values are bytes and never reach here).
         Output into a pipe whose reader is gone (``kyfs keys | head -1``) ends the
         command quietly with status 141, as SIGPIPE ends ``seq``: :func:`_reader_gone`."""
-        signal.signal(signal.SIGPIPE, _on_sigpipe)  # (kyfs mount ignores it again: serve)
+        with contextlib.suppress(ValueError):  # not the main thread: left as it is
+            signal.signal(signal.SIGPIPE, _on_sigpipe)  # (kyfs mount ignores it again: serve)
         try:
             result = super().invoke(ctx)
             _flush_stdout()  # what is still buffered meets the closed pipe here, not at exit
