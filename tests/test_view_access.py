@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from kyfs.fuse.invalidate import AGAIN, SOON
-from tests.conftest import Mount
+from tests.conftest import Mount, _cleanup
 
 pytestmark = [pytest.mark.mount, pytest.mark.usefixtures("both_engines")]
 
@@ -47,6 +47,7 @@ def shared_mount(mount_factory: Callable[..., Mount]) -> Iterator[Mount]:
         pytest.skip("switching users needs root")
     top = Path(tempfile.mkdtemp(prefix="kyfs-views-"))
     top.chmod(0o755)
+    mount = None
     try:
         mount = mount_factory(options="allow_other", at=top / "mnt")
         ws = mount.path / "default"
@@ -62,6 +63,8 @@ def shared_mount(mount_factory: Callable[..., Mount]) -> Iterator[Mount]:
             os.chmod(path, mode)
         yield mount
     finally:
+        if mount is not None:  # unmounted before its folder goes (which left it behind)
+            _cleanup(mount)
         shutil.rmtree(top, ignore_errors=True)
 
 
