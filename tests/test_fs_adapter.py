@@ -105,7 +105,9 @@ def test_errnos(ops: fs.KyfsOperations) -> None:
     assert _errno(ops.link, "/other/h", "/ws/g") == errno.EXDEV
     assert _errno(ops.link, "/ws/h", "/ws/d") == errno.EPERM  # a directory
     assert _errno(ops.readlink, "/ws/g") == errno.EINVAL
-    assert _errno(ops.mknod, "/ws/fifo", stat.S_IFIFO | 0o644, 0) == errno.EPERM
+    assert _errno(ops.mknod, "/fifo", stat.S_IFIFO | 0o644, 0) == errno.EPERM  # the root
+    assert _errno(ops.mknod, "/ws/g", stat.S_IFIFO | 0o644, 0) == errno.EEXIST
+    assert _errno(ops.mknod, "/ws/odd", 0o170000 | 0o644, 0) == errno.EINVAL
     assert _errno(ops.read, "/ws/g", 10, 0, 999) == errno.EBADF
 
 

@@ -549,6 +549,13 @@ HOSTILE_ROWS = {  # the tampered files of the tests above, as one corpus
     "time out of range": "UPDATE nodes SET mtime_ns = -1 WHERE id ="
     " (SELECT node FROM entries WHERE key = 'k')",
     "retention past its range": "INSERT INTO meta (name, value) VALUES ('ttl_s', '1e300')",
+    "device number past 32 bits": "UPDATE nodes SET kind = 8192, size = 0, rdev = 4294967296"
+    " WHERE id = (SELECT node FROM entries WHERE key = 'k')",
+    "a FIFO with a size": "UPDATE nodes SET kind = 4096 WHERE id ="
+    " (SELECT node FROM entries WHERE key = 'k')",
+    "an archived node of no known type": "INSERT INTO archive (id, key, is_dir, mode, size,"
+    " created_ns, mtime_ns, ctime_ns, deleted_ns, kind, rdev) VALUES (999, 'x', 0, 420, 0,"
+    " 1, 1, 1, unixepoch() * 1000000000, 57344, 0)",  # deleted now: no retention purges it
     "a loop of directories": "UPDATE entries SET parent = 'k' WHERE key = 'k'",
 }
 

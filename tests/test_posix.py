@@ -52,7 +52,8 @@ def test_errnos_through_the_mount(mounted: Mount) -> None:
         "EPERM link of a directory": err(lambda: os.link(ws / "dir", ws / "hard")),
         "EXDEV link": err(lambda: os.link(ws / "dir" / "file", root / "other" / "hard")),
         "EEXIST symlink": err(lambda: os.symlink("dir/file", ws / "dir")),
-        "EPERM mknod": err(lambda: os.mkfifo(ws / "fifo")),
+        "EPERM mknod at the root": err(lambda: os.mkfifo(root / "fifo")),
+        "EEXIST mknod": err(lambda: os.mkfifo(ws / "dir")),
         "EILSEQ": err(lambda: os.open(os.fsencode(ws) + b"/bad\xff", WRITE, 0o644)),
         "EFBIG": err(lambda: os.truncate(ws / "dir" / "file", 17 * 1024**3)),
     }
@@ -73,7 +74,8 @@ def test_errnos_through_the_mount(mounted: Mount) -> None:
         "EPERM link of a directory": errno.EPERM,
         "EXDEV link": errno.EXDEV,
         "EEXIST symlink": errno.EEXIST,
-        "EPERM mknod": errno.EPERM,
+        "EPERM mknod at the root": errno.EPERM,
+        "EEXIST mknod": errno.EEXIST,
         "EILSEQ": errno.EILSEQ,
         "EFBIG": errno.EFBIG,
     }

@@ -6,6 +6,7 @@ tests/contract and its mount in tests/test_mount.py (both engines)."""
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
 import sys
 import time
@@ -189,6 +190,10 @@ def _rich_workspace(ws: object) -> None:
         w.set("notes/versioned", version)
     w.link("notes/versioned", "notes/hardlink")
     w.symlink("notes/ln", b"../big")
+    w.mknod("dev/null", stat.S_IFCHR, 0o666, os.makedev(1, 3))
+    w.mknod("dev/fifo", stat.S_IFIFO, 0o600, owner=Owner(1000, 1001))
+    w.mknod("dev/gone", stat.S_IFBLK, 0o660, os.makedev(8, 1))
+    w.delete("dev/gone")  # an archived device node keeps its number
     w.mkdir("empty/dir", 0o700, owner=Owner(1234, 5678))
     w.create("owned", 0o640, owner=Owner(1000, 1001))
     w.set("brief", b"ttl", ttl_s=3600)
@@ -237,8 +242,10 @@ def test_migrate_engine_round_trip_is_lossless(
         assert differences(before, fingerprint(ws)) == []
         assert ws.inode(ws.stat("big").id) == inode
         assert ws.search('"archived"', 5) == []  # an archived value is not live...
-        assert [a.entry.key for a in ws.archived()] == ["gone"]
+        assert [a.entry.key for a in ws.archived()] == ["gone", "dev/gone"]
         assert ws.restore("gone").key == "gone" and ws.get("gone") == b"archived value"
+        device = ws.restore("dev/gone")
+        assert (device.kind, device.rdev) == (stat.S_IFBLK, os.makedev(8, 1))
         assert [m.key for m in ws.search('"ttl"', 5)] == ["brief"]  # index rebuilt
         used = [n["node"][-1] for n in before["names"].values()]
         used += [a[0] for a in before["archived"]]
@@ -331,7 +338,8 @@ def test_a_throwaway_server_stops_with_nothing_left(pg_cluster: object) -> None:
 def test_a_layout_1_workspace_moves_into_the_block_store(pg_url: str) -> None:
     """A schema of layout 1 (fixed 256 KiB blocks, history rows holding whole values) is
     brought to the current layout as it is opened: every value, version and hole reads
-    back, and versions get their key's mode (layout 3)."""
+    back, versions get their key's mode (layout 3), and nodes a device number of 0
+    (layout 4)."""
     import psycopg
 
     from kyfs.engine.postgres import schema as pg_schema
@@ -369,6 +377,8 @@ def test_a_layout_1_workspace_moves_into_the_block_store(pg_url: str) -> None:
             " DROP COLUMN shared, DROP COLUMN mode"
         )
         conn.execute("ALTER TABLE history ADD COLUMN value BYTEA")
+        conn.execute("ALTER TABLE nodes DROP COLUMN rdev")  # layout 4
+        conn.execute("ALTER TABLE archive DROP COLUMN rdev")
         conn.execute("DELETE FROM history")
         for n, value in enumerate(versions):
             conn.execute(
@@ -384,6 +394,7 @@ def test_a_layout_1_workspace_moves_into_the_block_store(pg_url: str) -> None:
             kept = [h for h in ws.history("big") if h.size is not None]
             assert [ws.version_value(h.id or 0) for h in kept] == versions
             assert [h.mode for h in kept] == [0o644, 0o644]  # layout 3: the key's mode
+            assert ws.stat("big").rdev == 0  # layout 4
             assert ws.check() == []
     finally:
         engine.close()

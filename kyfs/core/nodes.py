@@ -1,10 +1,12 @@
 """What a workspace holds, as plain values: nodes, the names (entries) that point at them,
 versions, archived entries and search matches. No I/O; safe from any thread.
 
-A *node* is an inode: a regular file (a key with a value), a directory or a symbolic
-link, with a type, permission bits, an owner (uid, gid), a link count and times. An
-*entry* is one name of a node: its key, the path inside the workspace. A regular file
-may have several names (hard links, link(2)); a directory and a symbolic link have one.
+A *node* is an inode: a regular file (a key with a value), a directory, a symbolic link
+or a special node (a FIFO, a UNIX socket, a character or block device: a name and
+attributes only, whose I/O the kernel does, never kyfs), with a type, permission bits,
+an owner (uid, gid), a link count and times. An *entry* is one name of a node: its key,
+the path inside the workspace. A regular file or a special node may have several names
+(hard links, link(2)); a directory and a symbolic link have one.
 Keys stay what users see: ``kyfs get a/b`` reads the node named ``a/b``.
 
 Times are integer nanoseconds since the Unix epoch, UTC. Sizes are bytes.
@@ -21,7 +23,22 @@ from kyfs.core.errors import InvalidInput, ValueTooLarge
 REG = st.S_IFREG  # node types, as in st_mode (stat(2))
 DIR = st.S_IFDIR
 LNK = st.S_IFLNK
-KIND_NAMES = {REG: "key", DIR: "directory", LNK: "symlink"}
+FIFO = st.S_IFIFO  # special nodes (mknod(2)): the kernel does their I/O, kyfs their names
+SOCK = st.S_IFSOCK
+CHR = st.S_IFCHR
+BLK = st.S_IFBLK
+SPECIAL = frozenset({FIFO, SOCK, CHR, BLK})
+KINDS = frozenset({REG, DIR, LNK, *SPECIAL})  # every node type a workspace stores
+KIND_NAMES = {
+    REG: "key",
+    DIR: "directory",
+    LNK: "symlink",
+    FIFO: "fifo",
+    SOCK: "socket",
+    CHR: "character device",
+    BLK: "block device",
+}
+MAX_RDEV = 2**32 - 1  # a device number: FUSE carries rdev as 32 bits (fuse_attr, fuse_mknod_in)
 
 FILE_MODE = 0o644  # permission bits of a key made without a mode (kyfs set)
 DIR_MODE = 0o755
@@ -38,12 +55,14 @@ class Entry(NamedTuple):
         id: the node's id, stable for its life, across renames, links and remounts;
             unique within the workspace (the mount derives st_ino from it).
         key: the name: its full key within the workspace (``""`` for the top directory).
-        kind: REG, DIR or LNK (the S_IFMT bits of st_mode).
+        kind: REG, DIR, LNK or one of SPECIAL (the S_IFMT bits of st_mode).
         mode: permission bits (``0o7777`` mask), without the type.
         size: value length in bytes (a symlink: its target's length; 0 for directories).
         created_ns, mtime_ns, ctime_ns, atime_ns: ns since the epoch, UTC.
         uid, gid: the owner, as numbers.
         nlink: the number of names (a directory: 2 + its subdirectories, as POSIX).
+        rdev: a device node's device number (st_rdev, dev_t as Linux encodes it); 0 for
+            every other node.
     """
 
     id: int
@@ -58,6 +77,7 @@ class Entry(NamedTuple):
     uid: int = 0
     gid: int = 0
     nlink: int = 1
+    rdev: int = 0
 
     @property
     def is_dir(self) -> bool:
@@ -68,6 +88,11 @@ class Entry(NamedTuple):
     def is_symlink(self) -> bool:
         """A symbolic link."""
         return self.kind == LNK
+
+    @property
+    def is_special(self) -> bool:
+        """A FIFO, socket or device node: no value, no history; its I/O is the kernel's."""
+        return self.kind in SPECIAL
 
     @property
     def name(self) -> str:

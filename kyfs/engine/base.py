@@ -117,6 +117,13 @@ class Workspace(Protocol):
         """A symbolic link to ``target``. AlreadyExists, NameTooLong, InvalidInput."""
         ...
 
+    def mknod(
+        self, key: str, kind: int, mode: int, rdev: int = 0, owner: Owner | None = None
+    ) -> Entry:
+        """A FIFO, socket or device node (mknod(2)); no value. AlreadyExists,
+        NotADirectory, InvalidInput (a kind that is not special, a bad ``rdev``)."""
+        ...
+
     def readlink(self, key: str) -> bytes:
         """A symlink's target. KeyNotFound, InvalidInput (EINVAL: not a symlink)."""
         ...

@@ -41,6 +41,7 @@ WRITES = frozenset(
         "create",
         "mkdir",
         "symlink",
+        "mknod",
         "link",
         "delete",
         "rmdir",

@@ -38,6 +38,7 @@ import itertools
 import logging
 import os
 import re
+import stat
 import threading
 import time
 from collections.abc import Callable
@@ -398,6 +399,7 @@ class KyfsOperations(Operations):  # type: ignore[misc]
             "st_ino": store.inode(entry.id),
             "st_mode": entry.kind | pending.get("mode", entry.mode),
             "st_nlink": entry.nlink,
+            "st_rdev": entry.rdev,
             "st_uid": pending.get("uid", entry.uid),
             "st_gid": pending.get("gid", entry.gid),
             "st_size": size,
@@ -797,9 +799,21 @@ class KyfsOperations(Operations):  # type: ignore[misc]
 
     @_op
     def mknod(self, path: str, mode: int, dev: int) -> int:
-        """Only regular files, directories and symbolic links: EPERM (FIFOs, sockets and
-        device nodes are refused)."""
-        raise NotPermitted("kyfs stores regular files, directories and symbolic links only")
+        """mknod(2): a FIFO, UNIX socket or device node (kyfs.core.nodes.SPECIAL), or an
+        empty regular file, owned by the caller. The kernel does a FIFO's and a socket's
+        I/O and checks who may make a device node (CAP_MKNOD: EPERM); a device node never
+        opens here (the mount is nodev, as libfuse mounts by default: EACCES). EPERM at
+        the root, EEXIST, ENOTDIR, EINVAL for any other type."""
+        if not self._split(path)[1]:
+            raise NotPermitted("the root holds only workspaces (directories)")
+        store, key = self._resolve(path, lookup=False)
+        kind = stat.S_IFMT(mode)
+        if kind == REG:
+            entry = store.create(key, mode & MODE_MASK, exclusive=True, owner=self._caller())
+        else:
+            entry = store.mknod(key, kind, mode & MODE_MASK, dev, owner=self._caller())
+        self._reply_with(path, entry, store)
+        return 0
 
     # --- files ---------------------------------------------------------------------------
     def _handle(self, fh: int) -> OpenFile:

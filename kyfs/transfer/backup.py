@@ -397,12 +397,13 @@ def _entry_json(store: Workspace, key: str) -> dict[str, Any]:
 
 def export(store: Workspace, workspace: str, fmt: str, output: Path | None) -> int:
     """Write every key of ``store`` as ``fmt`` (jsonl, json, dir) to ``output`` (stdout
-    for jsonl/json when None); return the number of keys.
+    for jsonl/json when None); return the number of keys. Special nodes (FIFOs, sockets,
+    device nodes) hold no value and are left out, as ``tar`` leaves out sockets.
 
     Raises:
         InvalidInput: (exit 2) unknown format, or ``dir`` without an output directory.
     """
-    keys = store.keys()
+    keys = [key for key in store.keys() if not store.stat(key).is_special]
     if fmt == "dir":
         if output is None:
             raise InvalidInput("--format dir needs -o DIRECTORY")

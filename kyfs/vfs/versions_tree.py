@@ -75,9 +75,10 @@ class VersionsTree:
     def _dir_view(self, key: str) -> tuple[tuple[int, int] | None, int]:
         """Owner (None: the daemon's own user) and mode of ``.versions/KEY`` as a
         directory: the directory ``key`` it mirrors, or, for a key, the directory of its
-        versions; the daemon's own, 0500, when nothing but a symbolic link is at ``key``."""
+        versions; the daemon's own, 0500, when nothing but a symbolic link or a special
+        node is at ``key``."""
         entry = self._entry(key)
-        if entry is None or entry.kind == st.S_IFLNK:
+        if entry is None or entry.kind == st.S_IFLNK or entry.is_special:
             return None, 0o500
         if entry.is_dir:
             return (entry.uid, entry.gid), access.view_of_directory(entry.mode)

@@ -40,7 +40,7 @@ SCHEMA_SIZE = (
     "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c"
     " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = ? AND c.relkind = 'r'"
 )
-SCHEMA_VERSION = 3  # the layout of a workspace schema (meta 'pg_schema_version')
+SCHEMA_VERSION = 4  # the layout of a workspace schema (meta 'pg_schema_version')
 
 CATALOG_DDL = """
 CREATE SCHEMA IF NOT EXISTS kyfs;
@@ -103,7 +103,8 @@ CREATE TABLE nodes (
     ctime_ns    BIGINT NOT NULL,
     atime_ns    BIGINT NOT NULL,
     expires_ns  BIGINT,
-    target      BYTEA
+    target      BYTEA,
+    rdev        BIGINT NOT NULL DEFAULT 0
 );
 CREATE INDEX nodes_expires ON nodes (expires_ns) WHERE expires_ns IS NOT NULL;
 CREATE TABLE entries (
@@ -128,7 +129,8 @@ CREATE TABLE archive (
     kind        BIGINT,
     uid         BIGINT,
     gid         BIGINT,
-    target      BYTEA
+    target      BYTEA,
+    rdev        BIGINT NOT NULL DEFAULT 0
 );
 CREATE INDEX archive_key ON archive USING hash (key);
 CREATE INDEX archive_deleted ON archive (deleted_ns);
@@ -204,6 +206,9 @@ def migrate(conn: Any, version: int) -> None:
     the SQLite engine's migration m008 does.
 
     Version 3, version modes: ``history.mode``, as the SQLite engine's m010.
+
+    Version 4, special nodes: ``nodes.rdev`` and ``archive.rdev``, as the SQLite engine's
+    m011.
     """
     from kyfs.engine.sql import blocks
 
@@ -256,6 +261,9 @@ def migrate(conn: Any, version: int) -> None:
             "UPDATE history SET mode = (SELECT n.mode FROM entries e JOIN nodes n"
             " ON n.id = e.node WHERE e.key = history.key) WHERE size IS NOT NULL"
         )
+    if version < 4:
+        for table in ("nodes", "archive"):
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN rdev BIGINT NOT NULL DEFAULT 0")
     conn.execute(
         "UPDATE meta SET value = ? WHERE name = 'pg_schema_version'", (str(SCHEMA_VERSION),)
     )

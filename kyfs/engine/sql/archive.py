@@ -28,15 +28,15 @@ from kyfs.engine.sql.values import ValuesMixin, after_write
 
 _COLUMNS = (
     "id, key, coalesce(kind, CASE WHEN is_dir != 0 THEN 16384 ELSE 32768 END), mode, size,"
-    " created_ns, mtime_ns, ctime_ns, mtime_ns, coalesce(uid, 0), coalesce(gid, 0), 1,"
+    " created_ns, mtime_ns, ctime_ns, mtime_ns, coalesce(uid, 0), coalesce(gid, 0), 1, rdev,"
     " deleted_ns, target"
 )
 
 
 def _archived(row: Any) -> tuple[Archived, bytes | None]:
     # Archive rows keep no atime: the modification time stands in for it.
-    entry = Entry(*row[:12])
-    return Archived(entry, row[12]), (None if row[13] is None else bytes(row[13]))
+    entry = Entry(*row[:13])
+    return Archived(entry, row[13]), (None if row[14] is None else bytes(row[14]))
 
 
 class ArchiveMixin(ValuesMixin):
@@ -98,11 +98,11 @@ class ArchiveMixin(ValuesMixin):
         parent = self._ensure_parents(conn, entry.key, now, Owner(entry.uid, entry.gid))
         conn.execute(
             "INSERT INTO nodes (id, kind, mode, uid, gid, nlink, size, created_ns, mtime_ns,"
-            " ctime_ns, atime_ns, target) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " ctime_ns, atime_ns, target, rdev) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 entry.id, entry.kind, entry.mode, entry.uid, entry.gid,
                 2 if entry.is_dir else 1, entry.size, entry.created_ns, entry.mtime_ns,
-                now, entry.mtime_ns, target,
+                now, entry.mtime_ns, target, entry.rdev,
             ),
         )  # fmt: skip
         conn.execute(

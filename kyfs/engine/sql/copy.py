@@ -1,12 +1,13 @@
 """Copying a workspace from one engine to another, row for row, and proving the copy.
 
 Both engines keep the same tables (kyfs.engine.sql), so a workspace moves losslessly at
-that level: nodes with their ids, types, modes, owners, link counts, times, TTLs and
-symlink targets; every name (hard links stay links); the block store as it is (each
-block once, with its address, its references and the extents of every value, so shared
-blocks stay shared); the archive; history with its version numbers; the settings (retention, schema
-rules, project path, cache TTL, the inode tag, so st_ino stays the same). The search
-index is not copied: the target rebuilds it from the values at its first search.
+that level: nodes with their ids, types, modes, owners, link counts, times, TTLs,
+symlink targets and device numbers; every name (hard links stay links); the block store
+as it is (each block once, with its address, its references and the extents of every
+value, so shared blocks stay shared); the archive; history with its version numbers; the
+settings (retention, schema rules, project path, cache TTL, the inode tag, so st_ino
+stays the same). The search index is not copied: the target rebuilds it from the values
+at its first search.
 
 :func:`fingerprint` reads a workspace through the Workspace interface only and gives
 what a copy must keep, with SHA-256 of every value (live, archived and in history);
@@ -27,10 +28,10 @@ from kyfs.engine.sql.nodes import NamespaceMixin
 # Columns both engines have, table by table, in the order a copy writes them.
 TABLES = {
     "nodes": "id, kind, mode, uid, gid, nlink, size, created_ns, mtime_ns, ctime_ns,"
-    " atime_ns, expires_ns, target",
+    " atime_ns, expires_ns, target, rdev",
     "entries": "key, parent, node",
     "archive": "id, key, is_dir, mode, size, created_ns, mtime_ns, ctime_ns, deleted_ns,"
-    " archived_ns, kind, uid, gid, target",
+    " archived_ns, kind, uid, gid, target, rdev",
     "history": "id, key, action, size, time_ns, detail, pid, since_ns, shared, mode",
     "extents": "owner, pos, block",
 }
@@ -119,7 +120,7 @@ def fingerprint(workspace: Workspace) -> dict[str, Any]:
                 pending.append(entry.key)
             elif entry.kind == LNK:
                 item["target"] = workspace.readlink(entry.key).hex()
-            else:
+            elif not entry.is_special:  # a special node's type and rdev are in "node"
                 item["sha256"] = _digest(workspace, entry.id, entry.size)
                 item["expires_ns"] = workspace.expiry(entry.key)
             names[entry.key] = item

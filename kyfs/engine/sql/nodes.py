@@ -44,14 +44,19 @@ from kyfs.core.errors import (
     TooManyLinks,
 )
 from kyfs.core.nodes import (
+    BLK,
+    CHR,
     DIR,
     DIR_MODE,
     FILE_MODE,
+    KIND_NAMES,
     LINK_MODE,
     LNK,
+    MAX_RDEV,
     MODE_MASK,
     REG,
     ROOT,
+    SPECIAL,
     Entry,
     Owner,
 )
@@ -61,7 +66,7 @@ from kyfs.engine.sql.history import HistoryMixin, drop_versions, narrow, record
 
 _NODE = (
     "n.kind, n.mode, n.size, n.created_ns, n.mtime_ns, n.ctime_ns, n.atime_ns,"
-    " n.uid, n.gid, n.nlink"
+    " n.uid, n.gid, n.nlink, n.rdev"
 )
 SQL_STAT = (
     f"SELECT e.node, e.key, {_NODE} FROM entries e JOIN nodes n ON n.id = e.node WHERE e.key = ?"
@@ -74,9 +79,9 @@ SQL_NODE = f"SELECT n.id, '', {_NODE} FROM nodes n WHERE n.id = ?"
 SQL_HAS_CHILD = "SELECT 1 FROM entries WHERE parent = ? LIMIT 1"
 SQL_ARCHIVE = (
     "INSERT INTO archive (id, key, is_dir, mode, size, created_ns, mtime_ns, ctime_ns,"
-    " deleted_ns, kind, uid, gid, target) SELECT id, ?, CASE WHEN kind = ? THEN 1 ELSE 0 END,"
-    " mode, size, created_ns,"
-    " mtime_ns, ctime_ns, ?, kind, uid, gid, target FROM nodes WHERE id = ?"
+    " deleted_ns, kind, uid, gid, target, rdev) SELECT id, ?,"
+    " CASE WHEN kind = ? THEN 1 ELSE 0 END, mode, size, created_ns,"
+    " mtime_ns, ctime_ns, ?, kind, uid, gid, target, rdev FROM nodes WHERE id = ?"
 )
 MAX_LINKS = 65_000  # names per node; link(2) past it is EMLINK (ext4 allows 65,000)
 
@@ -279,10 +284,11 @@ class NamespaceMixin(HistoryMixin):
         now: int,
         parent: Entry,
         target: bytes | None = None,
+        rdev: int = 0,
     ) -> int:
         """Create a node of type ``kind`` named ``key`` in directory ``parent``; returns
-        its id. The setgid bit of ``parent`` gives the node its group (and a new
-        directory the bit), as on Linux."""
+        its id (``rdev``: a device node's number). The setgid bit of ``parent`` gives
+        the node its group (and a new directory the bit), as on Linux."""
         mode &= MODE_MASK
         gid = owner.gid
         if parent.mode & st.S_ISGID:
@@ -292,9 +298,11 @@ class NamespaceMixin(HistoryMixin):
         size = len(target) if target is not None else 0
         cur = conn.execute(
             "INSERT INTO nodes (kind, mode, uid, gid, nlink, size, created_ns, mtime_ns,"
-            " ctime_ns, atime_ns, target) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-            (kind, mode, owner.uid, gid, 2 if kind == DIR else 1, size, now, now, now, now, target),
-        )
+            " ctime_ns, atime_ns, target, rdev) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " RETURNING id",
+            (kind, mode, owner.uid, gid, 2 if kind == DIR else 1, size, now, now, now, now,
+             target, rdev),
+        )  # fmt: skip
         node_id = inodes.check_node_id(int(cur.fetchall()[0][0]))
         conn.execute(
             "INSERT INTO entries (key, parent, node) VALUES (?, ?, ?)",
@@ -313,12 +321,13 @@ class NamespaceMixin(HistoryMixin):
         mode: int,
         owner: Owner | None,
         target: bytes | None = None,
+        rdev: int = 0,
     ) -> int:
         """Create ``key`` (missing directories above it too); returns the node's id."""
         now = time.time_ns()
         owner = owner or process_owner()
         parent = self._ensure_parents(conn, key, now, owner)
-        return self._new_node(conn, key, kind, mode, owner, now, parent, target)
+        return self._new_node(conn, key, kind, mode, owner, now, parent, target, rdev)
 
     def _drop_name(self, conn: Connection, entry: Entry, now: int) -> bool:
         """Remove the name ``entry.key``; its node goes to the archive when that was its
@@ -413,6 +422,34 @@ class NamespaceMixin(HistoryMixin):
                 raise AlreadyExists(f"exists: {key}")
             self._make(conn, key, LNK, LINK_MODE, owner, target)
             record(conn, key, "symlink", os.fsdecode(target), now)
+            return self._must(conn, key)
+
+    def mknod(
+        self, key: str, kind: int, mode: int, rdev: int = 0, owner: Owner | None = None
+    ) -> Entry:
+        """Create special node ``key`` (mknod(2)): ``kind`` FIFO, SOCK, CHR or BLK
+        (kyfs.core.nodes.SPECIAL), permission bits ``mode``, device number ``rdev`` (kept
+        for CHR and BLK only, 0 for the others), owned by ``owner``. It holds no value:
+        the kernel does a FIFO's and a socket's I/O, and a device node never opens on the
+        mount (nodev). Who may make a device node is the kernel's check (CAP_MKNOD).
+
+        Raises:
+            AlreadyExists: (EEXIST). NotADirectory: (ENOTDIR). InvalidInput: (EINVAL) a
+            ``kind`` that is not special, or an ``rdev`` out of 0..MAX_RDEV.
+        """
+        names.check_key(key)
+        if kind not in SPECIAL:
+            raise InvalidInput(f"mknod makes FIFOs, sockets and device nodes, not {kind:o}")
+        if not 0 <= rdev <= MAX_RDEV:
+            raise InvalidInput(f"a device number is 0 to {MAX_RDEV}")
+        if kind not in (CHR, BLK):
+            rdev = 0
+        now = time.time_ns()
+        with self._atomic() as conn:
+            if self._lookup(conn, key) is not None:
+                raise AlreadyExists(f"exists: {key}")
+            self._make(conn, key, kind, mode, owner, rdev=rdev)
+            record(conn, key, "mknod", KIND_NAMES[kind], now)
             return self._must(conn, key)
 
     def link(self, existing: str, new: str) -> Entry:

@@ -38,6 +38,7 @@ from kyfs.core.errors import (
 )
 from kyfs.core.nodes import (
     FILE_MODE,
+    KIND_NAMES,
     LNK,
     MODE_MASK,
     REG,
@@ -226,6 +227,7 @@ class ValuesMixin(NamespaceMixin):
 
         Raises:
             KeyNotFound: (ENOENT, exit 1). IsADirectory: (EISDIR, exit 3).
+            InvalidInput: (EINVAL, exit 2) a special node (FIFO, socket, device): no value.
             DamagedBlock: (EIO, exit 4) a block fails its checksum.
         """
         with self._snapshot() as conn:
@@ -234,6 +236,8 @@ class ValuesMixin(NamespaceMixin):
                 raise KeyNotFound(f"key not found: {key}")
             if entry.is_dir:
                 raise IsADirectory(f"is a directory: {key}")
+            if entry.is_special:
+                raise InvalidInput(f"a {KIND_NAMES[entry.kind]} holds no value: {key}")
             if entry.kind == LNK:
                 row = conn.execute("SELECT target FROM nodes WHERE id = ?", (entry.id,))
                 yield bytes(row.fetchone()[0])
@@ -300,7 +304,7 @@ class ValuesMixin(NamespaceMixin):
         the node id."""
         now = time.time_ns()
         entry = self._lookup(conn, key)
-        if entry is not None and entry.kind == LNK:
+        if entry is not None and (entry.kind == LNK or entry.is_special):
             self._drop_name(conn, entry, now)
             entry = None
         if entry is not None:
@@ -443,8 +447,8 @@ class ValuesMixin(NamespaceMixin):
         entry = self.stat(key)
         if entry.is_dir:
             raise IsADirectory(f"is a directory: {key}")
-        if entry.kind == LNK:
-            raise InvalidInput(f"a symbolic link has no value to truncate: {key}")
+        if entry.kind == LNK or entry.is_special:
+            raise InvalidInput(f"a {KIND_NAMES[entry.kind]} has no value to truncate: {key}")
         self.commit(entry.id, size=size, valid=min(size, entry.size), changes=())
 
     # --- TTL --------------------------------------------------------------------------

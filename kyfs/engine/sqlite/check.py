@@ -31,7 +31,13 @@ from kyfs.engine.sql.check import LOST_FOUND, STRUCTURE_CHECKS, damaged, repair_
 from kyfs.engine.sql.nodes import archive_node
 from kyfs.engine.sqlite import schema
 from kyfs.engine.sqlite.index import SEARCH, SEARCH_KEYS, flush, index_node
-from kyfs.engine.sqlite.trust import NODE_RANGES, TABLE_RANGES, bad_keys, rows_out_of_range
+from kyfs.engine.sqlite.trust import (
+    KNOWN_KINDS,
+    NODE_RANGES,
+    TABLE_RANGES,
+    bad_keys,
+    rows_out_of_range,
+)
 
 # kyfs's own consistency rules (kyfs.engine.sql.check), and FTS5's.
 _CHECKS = [
@@ -271,6 +277,8 @@ def _mend_ranges(conn: sqlite3.Connection, now_ns: int) -> list[str]:
          " atime_ns = :now"),
         ("link counts out of range", "nlink = 1"),
         ("expiry times out of range", "expires_ns = NULL"),
+        ("special nodes with a size", "size = 0"),
+        ("device numbers out of range", "rdev = 0"),
     ]  # fmt: skip
     done = []
     for label, assignment in fixes:
@@ -281,12 +289,12 @@ def _mend_ranges(conn: sqlite3.Connection, now_ns: int) -> list[str]:
             done.append(f"set right {count} {label}")
     lost = {
         int(row[0])
-        for label in ("node types other than file, directory or link", "sizes out of range")
+        for label in ("node types kyfs does not know", "sizes out of range")
         for row in conn.execute(f"SELECT id FROM nodes WHERE {where[label]}").fetchall()
     }
     for node_id in sorted(lost):
         conn.execute(
-            f"UPDATE nodes SET kind = CASE WHEN kind IN ({REG}, {DIR}, {LNK}) THEN kind"
+            f"UPDATE nodes SET kind = CASE WHEN kind IN ({KNOWN_KINDS}) THEN kind"
             f" ELSE {REG} END, size = (SELECT min(coalesce(max(e.pos + b.size), 0),"
             f" {MAX_VALUE_SIZE}) FROM extents e JOIN blocks b ON b.id = e.block"
             " WHERE e.owner = ? AND typeof(e.pos) = 'integer' AND e.pos >= 0"
@@ -303,4 +311,7 @@ def _mend_ranges(conn: sqlite3.Connection, now_ns: int) -> list[str]:
     count = conn.execute(f"UPDATE history SET mode = 0 WHERE {ranges['version modes']}").rowcount
     if count:  # the most restrictive: such versions are shown to their owner only
         done.append(f"set {count} version modes out of range to 0")
+    count = conn.execute(f"DELETE FROM archive WHERE {ranges['archived nodes']}").rowcount
+    if count:  # their blocks: orphaned extents, which repair_blocks releases
+        done.append(f"dropped {count} archived nodes out of range")
     return done

@@ -550,6 +550,16 @@ def m010_version_modes(conn: sqlite3.Connection) -> None:
     )
 
 
+def m011_special_nodes(conn: sqlite3.Connection) -> None:
+    """``nodes.rdev`` and ``archive.rdev``: a device node's device number (st_rdev) for the
+    special nodes mknod(2) makes (FIFOs, UNIX sockets, character and block devices;
+    kyfs.core.nodes.SPECIAL); 0 for every other node.
+    """
+    for table in ("nodes", "archive"):
+        if "rdev" not in {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN rdev INTEGER NOT NULL DEFAULT 0")
+
+
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     m001_entries_and_blocks,
     m002_archive,
@@ -561,6 +571,7 @@ MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     m008_block_store,
     m009_search_packed,
     m010_version_modes,
+    m011_special_nodes,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -40,7 +40,7 @@ from functools import cache
 from kyfs.core import names
 from kyfs.core.blocks import RAW, ZSTD
 from kyfs.core.errors import InvalidName, UnsoundInput
-from kyfs.core.nodes import DIR, LNK, MAX_VALUE_SIZE, MODE_MASK, REG
+from kyfs.core.nodes import BLK, CHR, DIR, KINDS, LNK, MAX_RDEV, MAX_VALUE_SIZE, MODE_MASK, REG
 from kyfs.engine.sql.check import BLOCK_CHECKS, damaged
 
 VALIDATE_SECONDS = 60.0  # seconds a whole untrusted file may take to validate
@@ -211,8 +211,12 @@ def bad_keys(conn: sqlite3.Connection, table: str = "entries") -> Iterator[tuple
             yield key, f"its parent is recorded as {stored_parent!r}"
 
 
+KNOWN_KINDS = ", ".join(str(kind) for kind in sorted(KINDS))
 NODE_RANGES = [  # (what, the nodes that break it): rows no kyfs writes
-    ("node types other than file, directory or link", f"kind NOT IN ({REG}, {DIR}, {LNK})"),
+    ("node types kyfs does not know", f"kind NOT IN ({KNOWN_KINDS})"),
+    ("special nodes with a size", f"kind NOT IN ({REG}, {DIR}, {LNK}) AND size != 0"),
+    ("device numbers out of range", "typeof(rdev) != 'integer' OR rdev < 0"
+     f" OR rdev > {MAX_RDEV} OR (rdev != 0 AND kind NOT IN ({CHR}, {BLK}))"),
     ("modes out of range", f"typeof(mode) != 'integer' OR mode < 0 OR mode > {MODE_MASK}"),
     ("sizes out of range", f"typeof(size) != 'integer' OR size < 0 OR size > {MAX_VALUE_SIZE}"),
     ("owners out of range", "typeof(uid) != 'integer' OR typeof(gid) != 'integer'"
@@ -229,6 +233,8 @@ TABLE_RANGES = [  # (what, table, the rows that break it)
      f" OR size > {MAX_VALUE_SIZE}))"),
     ("version modes", "history", "mode IS NOT NULL AND (typeof(mode) != 'integer'"
      f" OR mode < 0 OR mode > {MODE_MASK})"),
+    ("archived nodes", "archive", f"(kind IS NOT NULL AND kind NOT IN ({KNOWN_KINDS}))"
+     f" OR typeof(rdev) != 'integer' OR rdev < 0 OR rdev > {MAX_RDEV}"),
     ("blocks", "blocks", "typeof(hash) != 'blob' OR length(hash) != 32"
      " OR typeof(refs) != 'integer' OR typeof(size) != 'integer'"
      f" OR typeof(data) != 'blob' OR codec NOT IN ({RAW}, {ZSTD})"),
