@@ -99,7 +99,9 @@ def test_errnos(ops: fs.KyfsOperations) -> None:
     assert _errno(ops.rename, "/ws/d", "/ws/d/sub") == errno.EINVAL
     ops.mkdir("/other", 0o755)
     assert _errno(ops.rename, "/ws/d/f", "/other/f") == errno.EXDEV
-    assert _errno(ops.rename, "/ws/d/f", "/ws/g", fs.RENAME_EXCHANGE) == errno.EINVAL
+    assert _errno(ops.rename, "/ws/d/f", "/ws/g", fs.RENAME_EXCHANGE) == errno.ENOENT
+    assert _errno(ops.rename, "/ws", "/other", fs.RENAME_EXCHANGE) == errno.EINVAL
+    assert _errno(ops.rename, "/ws/d/f", "/other/f", fs.RENAME_EXCHANGE) == errno.EXDEV
     _write_file(ops, "/ws/g", b"y")
     assert _errno(ops.rename, "/ws/d/f", "/ws/g", fs.RENAME_NOREPLACE) == errno.EEXIST
     assert _errno(ops.link, "/other/h", "/ws/g") == errno.EXDEV

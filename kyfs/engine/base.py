@@ -147,6 +147,11 @@ class Workspace(Protocol):
         NotADirectory, NotEmpty."""
         ...
 
+    def exchange(self, one: str, other: str) -> None:
+        """Swap two names' nodes atomically (RENAME_EXCHANGE). KeyNotFound,
+        InvalidInput (one inside the other)."""
+        ...
+
     def chmod(self, key: str, mode: int) -> Entry:
         """Permission bits (0o7777); ctime now; the entry as it was before. KeyNotFound."""
         ...

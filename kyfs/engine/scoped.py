@@ -46,6 +46,7 @@ WRITES = frozenset(
         "delete",
         "rmdir",
         "rename",
+        "exchange",
         "chmod",
         "chown",
         "utimens",

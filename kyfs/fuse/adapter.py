@@ -723,11 +723,12 @@ class KyfsOperations(Operations):  # type: ignore[misc]
 
     @_root_op
     def rename(self, old: str, new: str, flags: int = 0) -> int:
-        """rename(2): workspaces at the root, keys and directories within one workspace
-        (one transaction). EXDEV across workspaces, EEXIST with RENAME_NOREPLACE,
-        EINVAL for RENAME_EXCHANGE or a move into itself, EISDIR, ENOTDIR, ENOTEMPTY."""
-        if flags & RENAME_EXCHANGE:
-            raise InvalidInput("RENAME_EXCHANGE is not supported")
+        """rename(2) and renameat2(2): workspaces at the root, keys and directories
+        within one workspace (one transaction). EXDEV across workspaces, EEXIST with
+        RENAME_NOREPLACE; RENAME_EXCHANGE swaps two names (ENOENT unless both exist;
+        EINVAL for two workspaces, which live in separate files and cannot swap in one
+        transaction, or with RENAME_NOREPLACE too); EINVAL for a move into itself,
+        EISDIR, ENOTDIR, ENOTEMPTY."""
         self.invalidator.released(old)
         old_ws, old_key = self._split(old)
         new_ws, new_key = self._split(new)
@@ -735,6 +736,8 @@ class KyfsOperations(Operations):  # type: ignore[misc]
             raise NotPermitted("cannot rename the root")
         if old_ws in HIDDEN or new_ws in HIDDEN:
             raise ReadOnly("the hidden directories are read-only")
+        if flags & RENAME_EXCHANGE:
+            return self._exchange(old, new, flags)
         if not old_key and not new_key:
             if flags & RENAME_NOREPLACE and self.workspaces.exists(new_ws):
                 raise AlreadyExists(f"workspace exists: {new_ws}")
@@ -757,6 +760,24 @@ class KyfsOperations(Operations):  # type: ignore[misc]
             replaced = self._linked_names(store, new_key)  # lose a link, their ctime moves
             store.rename(old_key, new_key)
             self._forget(new_ws, replaced + self._linked_names(store, new_key))
+        return 0
+
+    def _exchange(self, one: str, other: str, flags: int) -> int:
+        """RENAME_EXCHANGE of ``one`` and ``other`` (kyfs.engine.base.Workspace.exchange)."""
+        if flags & RENAME_NOREPLACE:
+            raise InvalidInput("RENAME_EXCHANGE and RENAME_NOREPLACE exclude each other")
+        one_ws, one_key = self._split(one)
+        other_ws, other_key = self._split(other)
+        if not one_key and not other_key:
+            raise InvalidInput("workspaces cannot be exchanged: rename them one by one")
+        if one_ws != other_ws or not one_key or not other_key:
+            raise CrossWorkspace("exchange across workspaces")
+        store, one_key = self._resolve(one)
+        _, other_key = self._resolve(other)
+        with store.lock:
+            touched = self._linked_names(store, one_key) + self._linked_names(store, other_key)
+            store.exchange(one_key, other_key)
+            self._forget(one_ws or "", touched)
         return 0
 
     def _hide(self, store: Workspace, key: str, hidden: str) -> int:

@@ -362,3 +362,32 @@ def test_changes_start_where_watching_started(engine: Engine, peer: Engine) -> N
         cursor, names = ws.changes(None)
         assert names == []
         assert ws.changes(cursor)[1] == ["early"]
+
+
+def test_exchange_swaps_two_names_of_any_types(ws: Workspace) -> None:
+    """RENAME_EXCHANGE (renameat2(2)): each name then names what the other did, with
+    everything below a directory, and directory link counts follow a subdirectory that
+    moved between parents."""
+    ws.set("a/file", b"file value")
+    ws.set("b/dir/x", b"x")
+    ws.set("b/dir/deep/y", b"y")
+    file_id, dir_id = ws.stat("a/file").id, ws.stat("b/dir").id
+    links = (ws.stat("a").nlink, ws.stat("b").nlink)
+    ws.exchange("a/file", "b/dir")
+    assert ws.stat("a/file").id == dir_id and ws.stat("a/file").is_dir
+    assert ws.stat("b/dir").id == file_id and ws.get("b/dir") == b"file value"
+    assert ws.get("a/file/x") == b"x" and ws.get("a/file/deep/y") == b"y"
+    assert ws.keys("b/dir/") == [] and sorted(ws.keys("a/")) == ["a/file/deep/y", "a/file/x"]
+    assert [e.key for e in ws.children("a/file/deep")] == ["a/file/deep/y"]
+    assert (ws.stat("a").nlink, ws.stat("b").nlink) == (links[0] + 1, links[1] - 1)
+    ws.set("c/d/z", b"z")
+    ws.exchange("c", "a/file")  # two directories with entries below both
+    assert ws.get("c/x") == b"x" and ws.get("a/file/d/z") == b"z"
+    assert ws.keys("c/d/") == [] and ws.check() == []
+    with pytest.raises(KeyNotFound):
+        ws.exchange("c", "missing")
+    with pytest.raises(InvalidInput):
+        ws.exchange("c", "c/deep")  # one inside the other
+    ws.link("c/x", "c/x2")
+    ws.exchange("c/x", "c/x2")  # two names of one node: nothing changes
+    assert ws.get("c/x") == b"x" and ws.stat("c/x").nlink == 2

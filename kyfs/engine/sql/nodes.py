@@ -28,6 +28,7 @@ from __future__ import annotations
 import os
 import stat as st
 import time
+import uuid
 from typing import Any
 
 from kyfs.core import inodes, names
@@ -103,6 +104,19 @@ def archive_node(conn: Connection, node_id: int, key: str, now: int) -> None:
     conn.execute(SQL_ARCHIVE, (key, DIR, now, node_id))
     conn.execute("DELETE FROM nodes WHERE id = ?", (node_id,))
     mark(conn, node_id)  # its index row goes at the next flush
+
+
+def _move_below(conn: Connection, old: str, new: str) -> None:
+    """Every name below directory ``old`` moves below ``new`` (the prefix swapped; keys
+    and parents), inside the caller's transaction. substr() counts characters, as len()
+    does."""
+    cut = len(old) + 1
+    conn.execute(
+        "UPDATE entries SET key = ? || substr(key, ?),"
+        " parent = CASE WHEN parent = ? THEN ? ELSE ? || substr(parent, ?) END"
+        " WHERE key >= ? AND key < ?",
+        (new + "/", cut + 1, old, new, new + "/", cut + 1, old + "/", old + "0"),
+    )
 
 
 class NamespaceMixin(HistoryMixin):
@@ -562,14 +576,7 @@ class NamespaceMixin(HistoryMixin):
                 (new, names.parent_of(new), old),
             )
             if source.is_dir:
-                # Every name below: swap the prefix. substr() counts characters, as len() does.
-                cut = len(old) + 1
-                conn.execute(
-                    "UPDATE entries SET key = ? || substr(key, ?),"
-                    " parent = CASE WHEN parent = ? THEN ? ELSE ? || substr(parent, ?) END"
-                    " WHERE key >= ? AND key < ?",
-                    (new + "/", cut + 1, old, new, new + "/", cut + 1, old + "/", old + "0"),
-                )
+                _move_below(conn, old, new)
                 if old_parent.id != new_parent.id:
                     self._nlink(conn, old_parent.id, -1)
                     self._nlink(conn, new_parent.id, 1)
@@ -590,6 +597,58 @@ class NamespaceMixin(HistoryMixin):
                     record(conn, key, "rename", f"from {before}", now)
                 else:  # a version of the new name: write-then-rename keeps its history
                     record(conn, key, "rename", f"from {before}", now, owner=node_id, size=size)
+
+    def exchange(self, one: str, other: str) -> None:
+        """Swap the nodes named ``one`` and ``other`` (renameat2(2) with RENAME_EXCHANGE)
+        atomically, in one transaction: each name then names what the other did, with
+        everything below it when it is a directory. Both must exist; they may be of any
+        types. Their nodes' ctime and both directories' mtime and ctime are now.
+
+        Raises:
+            KeyNotFound: (ENOENT) either is missing.
+            InvalidInput: (EINVAL) one lies inside the other (Linux: EINVAL).
+        """
+        names.check_key(one)
+        names.check_key(other)
+        if one == other:
+            self.stat(one)
+            return
+        if names.is_within(one, other) or names.is_within(other, one):
+            raise InvalidInput(f"cannot exchange {one!r} with a name inside it ({other!r})")
+        now = time.time_ns()
+        with self._atomic() as conn:
+            first, second = self._must(conn, one), self._must(conn, other)
+            if first.id == second.id:
+                return  # two names of one node: nothing changes
+            one_parent = self._must(conn, names.parent_of(one))
+            other_parent = self._must(conn, names.parent_of(other))
+            conn.execute("UPDATE entries SET node = ? WHERE key = ?", (second.id, one))
+            conn.execute("UPDATE entries SET node = ? WHERE key = ?", (first.id, other))
+            aside = f"{one}/.kyfs-exchange-{uuid.uuid4().hex}"  # never seen: one transaction
+            if first.is_dir:
+                _move_below(conn, one, aside)
+            if second.is_dir:
+                _move_below(conn, other, one)
+            if first.is_dir:
+                _move_below(conn, aside, other)
+            if one_parent.id != other_parent.id and first.is_dir != second.is_dir:
+                moved = 1 if first.is_dir else -1  # a subdirectory moves between the two
+                self._nlink(conn, one_parent.id, -moved)
+                self._nlink(conn, other_parent.id, moved)
+            for parent in {one_parent.id, other_parent.id}:
+                self._touch(conn, parent, now)
+            for node_id in (first.id, second.id):
+                conn.execute("UPDATE nodes SET ctime_ns = ? WHERE id = ?", (now, node_id))
+            for key, before in ((one, other), (other, one)):
+                moved_names = conn.execute(
+                    "SELECT e.node, e.key, n.mode FROM entries e JOIN nodes n ON n.id = e.node"
+                    " WHERE n.kind != ? AND (e.key = ? OR (e.key >= ? AND e.key < ?))",
+                    (DIR, key, key + "/", key + "0"),
+                ).fetchall()
+                for node_id, name, mode in moved_names:
+                    mark(conn, node_id)
+                    narrow(conn, [name], mode)  # the name's versions: no more than it shows
+                record(conn, key, "rename", f"exchanged with {before}", now)
 
     # --- attributes -------------------------------------------------------------------------
     def _set_attrs(self, key: str, **columns: int | None) -> Entry:
