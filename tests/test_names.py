@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import os
 
 import pytest
 
@@ -66,3 +67,27 @@ def test_path_helpers() -> None:
     assert names.join("a", "x") == "a/x"
     assert names.is_within("a/b", "a") and names.is_within("a", "a")
     assert not names.is_within("ab", "a")
+
+
+RAW_NAMES = [b"caf\xe9", b"\xff" * 255, b"\x80/ok/\xc3\xa9\xfe", b"mixed \xe2\x82 \xe2\x82\xac"]
+
+
+@pytest.mark.parametrize("raw", RAW_NAMES)
+def test_os_names_are_kept_byte_exact(raw: bytes) -> None:
+    """Names are bytes on Linux: from_os maps surrogateescape's stand-ins to code points
+    both engines store as UTF-8 text, one to one, and to_os gives the bytes back."""
+    key = names.from_os(os.fsdecode(raw))
+    key.encode("utf-8")  # storable text: no surrogate is left
+    assert os.fsencode(names.to_os(key)) == raw
+    assert names.os_bytes(key) == len(raw)
+    assert names.check_key(key) == key
+    assert names.shown(key) == raw.decode("utf-8", "backslashreplace")
+
+
+def test_the_code_points_kept_for_bytes_are_refused() -> None:
+    with pytest.raises(IllegalByteSequence) as info:
+        names.from_os("x\U0010ff80")
+    assert info.value.errno == errno.EILSEQ
+    assert names.from_os("plain/ünïcødé") == "plain/ünïcødé"  # any other text as it is
+    with pytest.raises(NameTooLong):
+        names.check_key(names.from_os(os.fsdecode(b"\xff" * 256)))

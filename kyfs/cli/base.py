@@ -30,6 +30,7 @@ from kyfs.app import (
     ensure_shared,
     session,
 )
+from kyfs.core import names
 from kyfs.core.errors import IllegalByteSequence, KyfsError, storage_error
 from kyfs.platform import config, paths
 
@@ -90,13 +91,17 @@ class KyfsGroup(click.Group):
         return super().list_commands(ctx)
 
     def invoke(self, ctx: click.Context) -> Any:
-        """Run the command; a KyfsError leaves as one line and its exit code. A name or
-        key with bytes that are not UTF-8 (argv carries them as surrogates) is EILSEQ,
-        exit 2: keys and names are UTF-8 text (values are bytes and never reach here).
+        """Run the command; a KyfsError leaves as one line and its exit code. A key takes
+        any bytes (KEY); any other name with bytes that are not UTF-8 (argv carries them
+        as surrogates) is EILSEQ, exit 2.
         Output into a pipe whose reader is gone (``kyfs keys | head -1``) ends the
         command quietly with status 141, as SIGPIPE ends ``seq``: :func:`_reader_gone`."""
         with contextlib.suppress(ValueError):  # not the main thread: left as it is
             signal.signal(signal.SIGPIPE, _on_sigpipe)  # (kyfs mount ignores it again: serve)
+        reconfigure = getattr(sys.stdout, "reconfigure", None)
+        if reconfigure is not None:  # a key's raw bytes leave as they came (for_terminal)
+            with contextlib.suppress(ValueError, OSError):
+                reconfigure(errors="surrogateescape")
         try:
             result = super().invoke(ctx)
             _flush_stdout()  # what is still buffered meets the closed pipe here, not at exit
@@ -444,11 +449,32 @@ def printable(text: str, keep: str = "") -> str:
 
 
 def for_terminal(text: str, keep: str = "", stream: Any = None) -> str:
-    """``text`` escaped with :func:`printable` when ``stream`` (standard output by
-    default) is a terminal; unchanged for a pipe or a file, where scripts read it."""
+    """``text`` (which may hold keys) escaped with :func:`printable`, a key's bytes that
+    are not UTF-8 as ``\\xNN`` (kyfs.core.names.shown), when ``stream`` (standard output
+    by default) is a terminal; for a pipe or a file, where scripts read it, those bytes
+    as they are (names.to_os: the line is written with surrogateescape, as ``ls`` writes
+    a name into a pipe), so that a script can hand the key back."""
     stream = sys.stdout if stream is None else stream
     try:
         tty = stream.isatty()
     except (AttributeError, ValueError):
         tty = False
-    return printable(text, keep) if tty else text
+    return printable(names.shown(text), keep) if tty else names.to_os(text)
+
+
+class KeyParam(click.ParamType):  # type: ignore[type-arg]
+    """A key on the command line: its bytes as the shell passed them, any but ``/`` and
+    NUL (argv decoded with surrogateescape; kyfs.core.names.from_os keeps them exact).
+    Bash's ``$'caf\\xe9'`` passes back a key that ``kyfs keys`` shows as ``caf\\xe9``.
+    EILSEQ (exit 2) for a code point kyfs keeps for raw bytes."""
+
+    name = "key"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        try:
+            return names.from_os(str(value))
+        except KyfsError as exc:  # one line and its exit code, as from a command
+            raise KyfsCliError(exc) from None
+
+
+KEY = KeyParam()

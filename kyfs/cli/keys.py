@@ -16,6 +16,7 @@ from kyfs.app import (
     split_address,
 )
 from kyfs.cli.base import (
+    KEY,
     _echo_json,
     _iso,
     _value_fields,
@@ -37,7 +38,7 @@ JSON_VALUE_MAX = 64 * 1024**2  # bytes: a larger value is refused by get --json 
 
 # --- keys -------------------------------------------------------------------------------
 @cli.command(name="set")
-@click.argument("key", shell_complete=complete_keys)
+@click.argument("key", type=KEY, shell_complete=complete_keys)
 @click.argument("value", required=False)
 @workspace_option
 @click.option("--ttl", metavar="DURATION", help="Expire the key after DURATION (10m, 2h, 7d).")
@@ -69,7 +70,7 @@ def set_(
 
 
 @cli.command()
-@click.argument("key", shell_complete=complete_keys)
+@click.argument("key", type=KEY, shell_complete=complete_keys)
 @workspace_option
 @json_option
 def get(key: str, workspace: str | None, as_json: bool) -> None:
@@ -130,7 +131,7 @@ def get(key: str, workspace: str | None, as_json: bool) -> None:
 
 
 @cli.command()
-@click.argument("key", shell_complete=complete_keys)
+@click.argument("key", type=KEY, shell_complete=complete_keys)
 @workspace_option
 @json_option
 def delete(key: str, workspace: str | None, as_json: bool) -> None:
@@ -146,7 +147,7 @@ def delete(key: str, workspace: str | None, as_json: bool) -> None:
 
 
 @cli.command()
-@click.argument("prefix", required=False, default="")
+@click.argument("prefix", type=KEY, required=False, default="")
 @workspace_option
 @json_option
 @click.option("--glob", metavar="PATTERN", help="Only keys matching a glob, e.g. 'user.*'.")
@@ -165,7 +166,7 @@ def keys(prefix: str, workspace: str | None, as_json: bool, glob: str | None) ->
 
 
 @cli.command()
-@click.argument("prefix", required=False, default="")
+@click.argument("prefix", type=KEY, required=False, default="")
 @workspace_option
 @json_option
 @click.option("--limit", type=click.IntRange(1, 1_000_000), default=10_000, show_default=True)
@@ -202,7 +203,7 @@ def scan(prefix: str, workspace: str | None, as_json: bool, limit: int) -> None:
 
 
 @cli.command()
-@click.argument("key", shell_complete=complete_keys)
+@click.argument("key", type=KEY, shell_complete=complete_keys)
 @workspace_option
 @click.option("--force", is_flag=True, help="Replace a live key of that name (it is archived).")
 @click.option("--version", "version", type=int, help="Write back version N (kyfs history).")
@@ -248,7 +249,7 @@ def restore(
 
 
 @cli.command()
-@click.argument("key", shell_complete=complete_keys)
+@click.argument("key", type=KEY, shell_complete=complete_keys)
 @click.argument("duration", required=False)
 @workspace_option
 @click.option("--clear", is_flag=True, help="Remove the TTL: the key never expires.")
@@ -500,7 +501,7 @@ def exec_cmd(
 
 # --- history ------------------------------------------------------------------------------
 @cli.command()
-@click.argument("key", shell_complete=complete_keys)
+@click.argument("key", type=KEY, shell_complete=complete_keys)
 @workspace_option
 @json_option
 def history(key: str, workspace: str | None, as_json: bool) -> None:

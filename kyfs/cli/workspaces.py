@@ -22,11 +22,13 @@ from kyfs.app import (
     use_project,
 )
 from kyfs.cli.base import (
+    KEY,
     KyfsCliError,
     _echo_json,
     _iso,
     cli,
     complete_workspaces,
+    for_terminal,
     json_option,
     workspace_option,
 )
@@ -330,7 +332,7 @@ def cursor_delete(name: str) -> None:
 
 
 @cli.command(name="archive")
-@click.argument("prefix", required=False, default="")
+@click.argument("prefix", type=KEY, required=False, default="")
 @workspace_option
 @json_option
 def list_archive(prefix: str, workspace: str | None, as_json: bool) -> None:
@@ -353,9 +355,8 @@ def list_archive(prefix: str, workspace: str | None, as_json: bool) -> None:
         _echo_json(rows)
         return
     for row in rows:
-        click.echo(
-            f"{row['deleted']}  {row['size']:>12}  {row['key']}{'/' * (row['type'] != 'key')}"
-        )
+        line = f"{row['deleted']}  {row['size']:>12}  {row['key']}{'/' * (row['type'] != 'key')}"
+        click.echo(for_terminal(line))
 
 
 @cli.group(invoke_without_command=True)

@@ -6,7 +6,7 @@
   kyfs.core.identity) as ``USER~NAME``: a stored name is a workspace name, or two
   joined by ``~`` (which a workspace name never holds).
 * A key is a ``/``-separated path of components. Each component is 1-255 bytes
-  of UTF-8 (NAME_MAX on Linux), contains no NUL, and is neither ``.`` nor
+  (NAME_MAX on Linux) of any value but ``/`` and NUL, as on Linux, and is neither ``.`` nor
   ``..`` (POSIX gives those a meaning of their own), nor one of the names the mount
   keeps for its hidden trees (``.search``, ``.kyfs``, ``.versions``). The whole key is at most
   KEY_MAX = 65,536 bytes. Linux's PATH_MAX (4096 bytes) bounds one path given to a
@@ -14,12 +14,20 @@
   relative paths (chdir, openat), and tmpfs has no limit. 64 KiB leaves room for that
   and still bounds what one key costs. ``a/b/c`` is shown by the mount as file ``c``
   in directory ``b`` in directory ``a``.
+* Names are bytes on Linux; a key is text. Bytes that are not UTF-8 reach Python as
+  ``surrogateescape`` does (os.fsdecode: byte 0xNN as U+DCNN) and are stored, char for
+  char, as the private-use code points U+10FF80-U+10FFFF (:func:`from_os`), which both
+  engines keep as UTF-8 text; :func:`to_os` gives them back byte-exact. A name holding
+  those 128 code points themselves (plane 16's last private-use block, which no
+  script uses) is refused with EILSEQ, so the mapping is one-to-one. :func:`shown`
+  prints such bytes as ``\\xNN``, as Python's ``backslashreplace`` does.
 
 Pure functions, safe from any thread.
 """
 
 from __future__ import annotations
 
+import os
 import re
 
 from kyfs.core.errors import IllegalByteSequence, InvalidName, NameTooLong
@@ -63,6 +71,52 @@ def check_stored_name(name: str) -> str:
     return name
 
 
+RAW_BASE = 0x10FF00  # a stored key holds byte 0xNN (not UTF-8) as chr(RAW_BASE + 0xNN)
+_ESCAPED = re.compile("[\udc80-\udcff]")  # surrogateescape's undecodable bytes
+_STORED_RAW = re.compile("[\U0010ff80-\U0010ffff]")  # from_os's stand-ins for them
+
+
+def from_os(name: str) -> str:
+    """The key (or key component) for a name as the OS gave it, decoded with
+    ``surrogateescape`` (mfusepy's paths, sys.argv, os.fsdecode): every undecodable byte
+    0xNN (U+DCNN) becomes chr(RAW_BASE + 0xNN). ASCII passes untouched at once.
+
+    Raises:
+        IllegalByteSequence: (EILSEQ, exit 2) ``name`` holds one of U+10FF80-U+10FFFF,
+            the code points that stand for raw bytes.
+    """
+    if name.isascii():
+        return name
+    if _STORED_RAW.search(name):
+        raise IllegalByteSequence(
+            f"{name!a} holds a code point of U+10FF80-U+10FFFF, which kyfs keeps"
+            " for bytes that are not UTF-8"
+        )
+    return _ESCAPED.sub(lambda m: chr(RAW_BASE + ord(m.group()) - 0xDC00), name)
+
+
+def to_os(key: str) -> str:
+    """The name the OS sees for ``key`` (the inverse of :func:`from_os`), decoded with
+    ``surrogateescape``: ``os.fsencode(to_os(key))`` is its bytes."""
+    if key.isascii():
+        return key
+    return _STORED_RAW.sub(lambda m: chr(0xDC00 + ord(m.group()) - RAW_BASE), key)
+
+
+def shown(key: str) -> str:
+    """``key`` as printable text: its raw bytes as ``\\xNN`` (``ls -b`` style), the rest
+    as it is."""
+    if key.isascii():
+        return key
+    return os.fsencode(to_os(key)).decode("utf-8", "backslashreplace")
+
+
+def os_bytes(key: str) -> int:
+    """How many bytes ``key`` is as the OS sees it (each stored raw byte is one)."""
+    size = len(key.encode("utf-8", "surrogateescape"))
+    return size if key.isascii() else size - 3 * len(_STORED_RAW.findall(key))
+
+
 def _utf8(text: str, what: str) -> bytes:
     try:
         return text.encode("utf-8")
@@ -76,14 +130,15 @@ def check_component(name: str) -> str:
 
     Raises:
         InvalidName: (EINVAL) empty, ``.``, ``..``, a RESERVED name, or contains ``/`` or NUL.
-        NameTooLong: (ENAMETOOLONG) over 255 bytes of UTF-8.
-        IllegalByteSequence: (EILSEQ) not valid UTF-8.
+        NameTooLong: (ENAMETOOLONG) over 255 bytes (as the OS counts them: os_bytes).
+        IllegalByteSequence: (EILSEQ) undecodable bytes not yet mapped by from_os.
     """
     if name in ("", ".", "..") or SEP in name or "\0" in name:
         raise InvalidName(f"invalid key component {name!r}")
     if name in RESERVED:
         raise InvalidName(f"{name!r} is reserved for the mount's hidden directories")
-    if len(_utf8(name, "key component")) > NAME_MAX:
+    _utf8(name, "key component")
+    if os_bytes(name) > NAME_MAX:
         raise NameTooLong(f"key component is over {NAME_MAX} bytes: {name[:40]!r}...")
     return name
 
@@ -101,7 +156,7 @@ def check_key(key: str) -> str:
         if part == "":
             raise InvalidName(f"invalid key {key!r}: no empty components (leading, trailing or //)")
         check_component(part)
-    if len(key) > KEY_MAX // 4 and len(_utf8(key, "key")) > KEY_MAX:
+    if len(key) > KEY_MAX // 4 and os_bytes(key) > KEY_MAX:
         raise NameTooLong(f"key is over {KEY_MAX} bytes")
     return key
 

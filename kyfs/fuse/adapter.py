@@ -275,7 +275,7 @@ class KyfsOperations(Operations):  # type: ignore[misc]
         """Make the kernel forget what it caches of ``keys`` (other names of a changed
         node: each name is a kernel inode of its own under libfuse's high-level API)."""
         if keys:
-            self.invalidator.invalidate(f"/{workspace}/{key}" for key in keys)
+            self.invalidator.invalidate(f"/{workspace}/{names.to_os(key)}" for key in keys)
 
     @staticmethod
     def _linked_names(store: Workspace, key: str, entry: Entry | None = None) -> list[str]:
@@ -320,7 +320,7 @@ class KyfsOperations(Operations):  # type: ignore[misc]
             return self.control_tree, key
         if workspace is not None and (key == VERSIONS_DIR or key.startswith(VERSIONS_DIR + "/")):
             tree = VersionsTree(workspace, self._workspace(workspace))
-            return tree, key[len(VERSIONS_DIR) + 1 :]
+            return tree, names.from_os(key[len(VERSIONS_DIR) + 1 :])
         return None
 
     def _judge_empty(self, opened: OpenFile, last: bool) -> None:
@@ -345,7 +345,7 @@ class KyfsOperations(Operations):  # type: ignore[misc]
             with contextlib.suppress(KyfsError):
                 opened.store.delete(key)
         if opened.workspace:
-            paths = [f"/{opened.workspace}/{key}" for key in keys]
+            paths = [f"/{opened.workspace}/{names.to_os(key)}" for key in keys]
             self.invalidator.invalidate(paths, hold=True)  # gone behind the kernel's back
 
     def _resolve(self, path: str, lookup: bool = True) -> tuple[Workspace, str]:
@@ -362,7 +362,7 @@ class KyfsOperations(Operations):  # type: ignore[misc]
             raise ReadOnly(f"{path} is read-only")
         try:
             if key:
-                names.check_key(key)
+                key = names.check_key(names.from_os(key))  # the name's bytes, kept exact
             return self._workspace(workspace), key
         except NameTooLong:
             raise
@@ -569,7 +569,7 @@ class KyfsOperations(Operations):  # type: ignore[misc]
                 attrs = self._attrs(entry, store)
             else:
                 attrs = {"st_mode": entry.kind | entry.mode, "st_ino": store.inode(entry.id)}
-            listing.append((entry.name, attrs, 0))
+            listing.append((names.to_os(entry.name), attrs, 0))
         return listing
 
     def opendir(self, path: str) -> int:

@@ -35,6 +35,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
+from kyfs.core import names
 from kyfs.core.errors import KyfsError
 
 if TYPE_CHECKING:
@@ -397,7 +398,7 @@ class ChangeWatcher:
 
 def _with_parents(workspace: str, keys: Iterable[str]) -> list[str]:
     """``/<workspace>/<key>`` of each key, then of each directory above it, once each."""
-    paths = dict.fromkeys(f"/{workspace}/{key}" for key in keys)
+    paths = dict.fromkeys(f"/{workspace}/{names.to_os(key)}" for key in keys)
     for path in list(paths):
         parent = path.rpartition("/")[0]
         while parent.count("/") >= 1 and parent not in paths:

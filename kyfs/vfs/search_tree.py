@@ -20,6 +20,7 @@ Thread-safety: any of the daemon's threads may ask; each workspace is searched u
 
 from __future__ import annotations
 
+import os
 import stat as st
 import threading
 import time
@@ -133,9 +134,10 @@ class SearchTree:
         width = max(2, len(str(len(shown))))
         listing = {}
         for rank, (workspace, key) in enumerate(shown, 1):
-            name = f"{rank:0{width}d}-{workspace}-{key.replace('/', '_')}"
-            name = name.encode()[: names.NAME_MAX].decode(errors="ignore")
-            listing[name] = f"../../{workspace}/{key}"
+            seen_as = names.to_os(key)  # the name's bytes, as the mount shows them
+            name = f"{rank:0{width}d}-{workspace}-{seen_as.replace('/', '_')}"
+            name = os.fsdecode(os.fsencode(name)[: names.NAME_MAX])
+            listing[name] = f"../../{workspace}/{seen_as}"
         with self._mutex:
             self._cache = {q: v for q, v in self._cache.items() if now - v[0] < SEARCH_TTL}
             self._cache[(query, caller)] = (now, listing)
@@ -150,7 +152,7 @@ class SearchTree:
         target = self.links(query, caller).get(name)
         if target is None or "/" in name:
             raise KeyNotFound(f"no such match: {name}")
-        attrs.update(st_mode=st.S_IFLNK | 0o777, st_nlink=1, st_size=len(target))
+        attrs.update(st_mode=st.S_IFLNK | 0o777, st_nlink=1, st_size=len(os.fsencode(target)))
         return attrs
 
     def readdir(self, rest: str, caller: Caller) -> Listing:

@@ -27,7 +27,7 @@ import stat as st
 import time
 from typing import Any
 
-from kyfs.core import access
+from kyfs.core import access, names
 from kyfs.core.access import Caller
 from kyfs.core.errors import InvalidInput, KeyNotFound
 from kyfs.core.nodes import Entry, HistoryEntry
@@ -132,7 +132,7 @@ class VersionsTree:
         below = {k[len(prefix) :].split("/", 1)[0] for k in self.workspace.history_keys(prefix)}
         return [
             (
-                name,
+                names.to_os(name),
                 {
                     "st_mode": st.S_IFDIR | self._dir_view(prefix + name)[1],
                     "st_ino": virtual_ino(self._path(prefix + name)),
