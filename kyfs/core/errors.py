@@ -110,6 +110,14 @@ class ValueTooLarge(InvalidInput):
     errno = _errno.EFBIG
 
 
+class NotSupported(InvalidInput):
+    """A request kyfs does not implement, as tmpfs does not: fallocate(2)'s
+    FALLOC_FL_COLLAPSE_RANGE or FALLOC_FL_INSERT_RANGE, a punch without
+    FALLOC_FL_KEEP_SIZE (EOPNOTSUPP, exit 2)."""
+
+    errno = _errno.EOPNOTSUPP
+
+
 class UnsoundInput(InvalidInput):
     """A file from outside (a backup, an adopted workspace) that breaks kyfs's rules: a
     foreign schema, a key such as ``../x``, numbers out of range (EINVAL, exit 2)."""

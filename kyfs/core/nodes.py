@@ -44,6 +44,8 @@ class Entry(NamedTuple):
         created_ns, mtime_ns, ctime_ns, atime_ns: ns since the epoch, UTC.
         uid, gid: the owner, as numbers.
         nlink: the number of names (a directory: 2 + its subdirectories, as POSIX).
+        stored: bytes of the value the block store holds (its holes cost none; a block
+            shared with another value counted here too): what st_blocks shows.
     """
 
     id: int
@@ -58,6 +60,7 @@ class Entry(NamedTuple):
     uid: int = 0
     gid: int = 0
     nlink: int = 1
+    stored: int = 0
 
     @property
     def is_dir(self) -> bool:

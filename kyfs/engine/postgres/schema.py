@@ -40,7 +40,7 @@ SCHEMA_SIZE = (
     "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c"
     " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = ? AND c.relkind = 'r'"
 )
-SCHEMA_VERSION = 3  # the layout of a workspace schema (meta 'pg_schema_version')
+SCHEMA_VERSION = 4  # the layout of a workspace schema (meta 'pg_schema_version')
 
 CATALOG_DDL = """
 CREATE SCHEMA IF NOT EXISTS kyfs;
@@ -103,7 +103,8 @@ CREATE TABLE nodes (
     ctime_ns    BIGINT NOT NULL,
     atime_ns    BIGINT NOT NULL,
     expires_ns  BIGINT,
-    target      BYTEA
+    target      BYTEA,
+    stored      BIGINT NOT NULL DEFAULT 0
 );
 CREATE INDEX nodes_expires ON nodes (expires_ns) WHERE expires_ns IS NOT NULL;
 CREATE TABLE entries (
@@ -204,8 +205,14 @@ def migrate(conn: Any, version: int) -> None:
     the SQLite engine's migration m008 does.
 
     Version 3, version modes: ``history.mode``, as the SQLite engine's m010.
+
+    Version 4, stored bytes: ``nodes.stored``, as the SQLite engine's m011 (added first:
+    the block store's writes of version 2 keep it).
     """
     from kyfs.engine.sql import blocks
+
+    if version < 4:
+        conn.execute("ALTER TABLE nodes ADD COLUMN stored BIGINT NOT NULL DEFAULT 0")
 
     if version < 2:
         for statement in (
@@ -256,6 +263,8 @@ def migrate(conn: Any, version: int) -> None:
             "UPDATE history SET mode = (SELECT n.mode FROM entries e JOIN nodes n"
             " ON n.id = e.node WHERE e.key = history.key) WHERE size IS NOT NULL"
         )
+    if version < 4:
+        conn.execute(blocks.SQL_RECOUNT)
     conn.execute(
         "UPDATE meta SET value = ? WHERE name = 'pg_schema_version'", (str(SCHEMA_VERSION),)
     )

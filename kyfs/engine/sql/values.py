@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, BinaryIO, cast
 
 from kyfs.core import names
@@ -344,6 +344,7 @@ class ValuesMixin(NamespaceMixin):
         uid: int | None = None,
         gid: int | None = None,
         pid: int | None = None,
+        holes: Sequence[tuple[int, int]] = (),
     ) -> bool:
         """Apply an open file's buffered changes to node ``node_id`` in one transaction.
 
@@ -362,6 +363,10 @@ class ValuesMixin(NamespaceMixin):
                 None. The ctime becomes now.
             pid: the process that wrote (its closes in quick succession make one
                 version in the history); None: not known.
+            holes: byte ranges ``[start, end)`` made holes after the changes are
+                applied (fallocate(2)'s FALLOC_FL_PUNCH_HOLE and FALLOC_FL_ZERO_RANGE):
+                they read as zeros and cost no block (kyfs.engine.sql.blocks.punch);
+                the part of a range past ``size`` is ignored.
 
         Returns False when the node no longer exists (its last name was unlinked while
         open); then nothing is written.
@@ -385,7 +390,7 @@ class ValuesMixin(NamespaceMixin):
         attrs = {"mtime_ns": mtime_ns, "atime_ns": atime_ns, "mode": mode, "uid": uid,
                  "gid": gid, "pid": pid}  # fmt: skip
         try:
-            return self._commit(node_id, size, valid, given, **attrs)
+            return self._commit(node_id, size, valid, given, holes, **attrs)
         except NoSpace as full:  # undo data goes before a user's write fails
             try:  # (not the engine's reserve: that is kept for deletes)
                 released = self._release_undo()
@@ -394,7 +399,7 @@ class ValuesMixin(NamespaceMixin):
             if not released:
                 raise full from None
             self._give_back()  # the freed pages and the WAL's room: the retry needs both
-        return self._commit(node_id, size, valid, given, **attrs)
+        return self._commit(node_id, size, valid, given, holes, **attrs)
 
     def _commit(
         self,
@@ -402,6 +407,7 @@ class ValuesMixin(NamespaceMixin):
         size: int,
         valid: int,
         changes: Changes,
+        holes: Sequence[tuple[int, int]],
         *,
         mtime_ns: int | None,
         atime_ns: int | None,
@@ -422,6 +428,8 @@ class ValuesMixin(NamespaceMixin):
             materialize(conn, node_id, spare=(burst[0] for burst in replaces.values()))
             try:
                 blocks.rewrite(conn, node_id, int(found[0]), size, valid, changes)
+                for start, end in holes:
+                    blocks.punch(conn, node_id, max(start, 0), min(end, size))
             except DamagedBlock as exc:
                 raise self._damaged(exc, node_id) from None
             mtime = now if mtime_ns is None else mtime_ns

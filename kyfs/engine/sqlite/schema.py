@@ -550,6 +550,18 @@ def m010_version_modes(conn: sqlite3.Connection) -> None:
     )
 
 
+def m011_stored_bytes(conn: sqlite3.Connection) -> None:
+    """``nodes.stored``: the bytes of a node's extents (kyfs.engine.sql.blocks keeps it
+    with every change), what st_blocks shows: a hole costs nothing, so ``du`` of a sparse
+    file is honest. Counted once here from the extents of every node.
+    """
+    if "stored" not in {row[1] for row in conn.execute("PRAGMA table_info(nodes)")}:
+        conn.execute("ALTER TABLE nodes ADD COLUMN stored INTEGER NOT NULL DEFAULT 0")
+    from kyfs.engine.sql.blocks import SQL_RECOUNT
+
+    conn.execute(SQL_RECOUNT)
+
+
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     m001_entries_and_blocks,
     m002_archive,
@@ -561,6 +573,7 @@ MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     m008_block_store,
     m009_search_packed,
     m010_version_modes,
+    m011_stored_bytes,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
