@@ -201,6 +201,16 @@ class Workspace(Protocol):
         gone. ValueTooLarge, SchemaViolation, NoSpace, DamagedBlock."""
         ...
 
+    def next_data(self, node_id: int, offset: int) -> int | None:
+        """The first position at or after ``offset`` holding stored bytes of the node's
+        value, or None when only a hole follows (lseek(2)'s SEEK_DATA)."""
+        ...
+
+    def next_hole(self, node_id: int, offset: int) -> int:
+        """The first position at or after ``offset`` that no stored block covers; may be
+        at or past the size (lseek(2)'s SEEK_HOLE, before the caller's clamp)."""
+        ...
+
     def truncate(self, key: str, size: int) -> None:
         """Cut or grow a value. KeyNotFound, IsADirectory, ValueTooLarge."""
         ...

@@ -936,6 +936,18 @@ class KyfsOperations(Operations):  # type: ignore[misc]
         return 0
 
     @_fh_op
+    def lseek(self, path: str | None, offset: int, whence: int, fh: int) -> int:
+        """lseek(2)'s SEEK_DATA and SEEK_HOLE through handle ``fh``, from the value's
+        stored blocks (kyfs.vfs.openfile.OpenFile.seek); a virtual file is all data.
+        ENXIO at or past the end, EINVAL, EBADF."""
+        content = self._virtual.get(fh)
+        if content is None:
+            return self._handle(fh).seek(offset, whence)
+        if offset >= len(content):
+            raise FuseOSError(errno.ENXIO)
+        return offset if whence == os.SEEK_DATA else len(content)
+
+    @_fh_op
     def flush(self, path: str, fh: int) -> int:
         """Commit handle ``fh``'s buffered writes (what close(2) returns). ENOSPC, EIO,
         EINVAL (a schema rule refused the value); after an error the changes are gone."""

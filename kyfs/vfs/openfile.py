@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import IO, Any, Protocol
 
 from kyfs.core.blocks import Changes
-from kyfs.core.errors import InvalidInput, KyfsError, NotSupported
+from kyfs.core.errors import InvalidInput, KyfsError, NoMoreData, NotSupported
 from kyfs.core.nodes import Entry, check_size
 from kyfs.platform import memory
 from kyfs.platform.paths import make_private_dir
@@ -119,6 +119,10 @@ class BlockStore(Protocol):
 
     def stat_id(self, entry_id: int) -> Entry | None: ...
 
+    def next_data(self, node_id: int, offset: int) -> int | None: ...
+
+    def next_hole(self, node_id: int, offset: int) -> int: ...
+
     def keys_of(self, node_id: int) -> list[str]: ...
 
     def delete(self, key: str) -> Entry: ...
@@ -199,6 +203,37 @@ class OpenFile:
         """Bytes of the changed blocks this file buffers (whole blocks: at most
         ``block_size`` more than their data)."""
         return (len(self._mem) + len(self._spilled)) * self._bs
+
+    def seek(self, offset: int, whence: int) -> int:
+        """lseek(2)'s SEEK_DATA (the first byte at or after ``offset`` that is data) and
+        SEEK_HOLE (the first that is a hole; the end of the file counts as one): from
+        the value's stored blocks. A file with buffered writes (or unlinked while open)
+        is all data, as lseek(2) allows ("the whole file as data"): its buffer is not
+        committed for a seek. SEEK_SET and SEEK_END as lseek(2) (libfuse's kernel side
+        answers them itself).
+
+        Raises:
+            NoMoreData: (ENXIO) ``offset`` at or past the end, or SEEK_DATA where only a
+                hole follows.
+            InvalidInput: (EINVAL) a negative ``offset``, another ``whence``.
+        """
+        size = self.current_size()
+        if whence == os.SEEK_SET and offset >= 0:
+            return offset
+        if whence == os.SEEK_END and size + offset >= 0:
+            return size + offset
+        if whence not in (os.SEEK_DATA, os.SEEK_HOLE) or offset < 0:
+            raise InvalidInput(f"lseek: offset {offset}, whence {whence}")
+        if offset >= size:
+            raise NoMoreData(f"lseek: offset {offset} is at or past the end ({size})")
+        if self.dirty or self.orphaned:
+            return offset if whence == os.SEEK_DATA else size
+        if whence == os.SEEK_HOLE:
+            return min(self.store.next_hole(self.entry_id, offset), size)
+        found = self.store.next_data(self.entry_id, offset)
+        if found is None or found >= size:
+            raise NoMoreData(f"lseek: no data after {offset}")
+        return found
 
     def _buffered(self, idx: int) -> bytearray | None:
         block = self._mem.get(idx)

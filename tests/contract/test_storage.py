@@ -242,3 +242,29 @@ def test_a_hole_applies_after_the_buffered_changes_in_one_commit(ws: Workspace) 
     )  # fmt: skip
     assert ws.get("f") == bytes(expected)
     assert ws.stat("f").size == 250_000
+
+
+def test_stored_bytes_follow_every_change_of_a_value(ws: Workspace) -> None:
+    """Entry.stored (st_blocks) is the bytes of the value's blocks, whatever changes them:
+    a hole costs nothing; fsck's count from the extents agrees after each step."""
+    value = os.urandom(300_000)
+    entry = ws.set("f", value)
+    assert ws.stat("f").stored == len(value)
+    assert ws.commit(entry.id, size=1 << 30, valid=len(value), changes=())  # truncate -s 1G
+    assert ws.stat("f").stored == len(value) and ws.stat("f").size == 1 << 30
+    assert ws.commit(entry.id, size=1 << 30, valid=1 << 30, changes=(), holes=[(0, 100_000)])
+    assert ws.stat("f").stored == len(value) - 100_000
+    step = ws.block_size
+    assert ws.commit(entry.id, size=1 << 30, valid=1 << 30, changes=[(1000, bytes(step))])
+    assert ws.stat("f").stored == len(value) - 100_000 + step  # written zeros are stored
+    assert ws.check() == []
+    versions = [h for h in ws.history("f") if h.size is not None]
+    ws.restore_version("f", versions[0].id)
+    assert ws.stat("f").stored == len(value)
+    ws.delete("f")
+    assert ws.restore("f").key == "f"
+    assert ws.stat("f").stored == len(value)
+    ws.truncate("f", 10)
+    assert ws.stat("f").stored == 10
+    assert ws.stat("").stored == 0  # a directory stores no value
+    assert ws.check() == []

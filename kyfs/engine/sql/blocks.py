@@ -200,6 +200,40 @@ def read(
     return bytes(out)
 
 
+SQL_NEXT_START = "SELECT min(pos) FROM extents WHERE owner = ? AND pos > ?"
+SQL_FIRST_GAP = (  # where the first gap after the extent at ? begins, or NULL: none
+    "SELECT x.prev_end FROM (SELECT e.pos, lag(e.pos + b.size) OVER (ORDER BY e.pos)"
+    " AS prev_end FROM extents e JOIN blocks b ON b.id = e.block WHERE e.owner = ?"
+    " AND e.pos >= ?) AS x WHERE x.pos > x.prev_end ORDER BY x.pos LIMIT 1"
+)
+
+
+def next_data(conn: Connection, owner: int, offset: int) -> int | None:
+    """The first position at or after ``offset`` that an extent of ``owner`` covers, or
+    None when only a hole follows (lseek(2)'s SEEK_DATA). Two indexed look-ups."""
+    row = conn.execute(SQL_EXTENT_AT, (owner, offset)).fetchone()
+    if row is not None and row[0] + row[1] > offset:
+        return offset
+    found = conn.execute(SQL_NEXT_START, (owner, offset)).fetchone()[0]
+    return None if found is None else int(found)
+
+
+def next_hole(conn: Connection, owner: int, offset: int) -> int:
+    """The first position at or after ``offset`` that no extent of ``owner`` covers
+    (lseek(2)'s SEEK_HOLE; past the last extent everything is a hole, so it may be the
+    value's size). A run of extents without a gap is read in one statement, from the
+    extent holding ``offset`` to the first gap: a value without holes costs a pass over
+    its extents from there."""
+    row = conn.execute(SQL_EXTENT_AT, (owner, offset)).fetchone()
+    if row is None or row[0] + row[1] <= offset:
+        return offset
+    gap = conn.execute(SQL_FIRST_GAP, (owner, row[0])).fetchone()
+    if gap is not None:
+        return int(gap[0])
+    last = conn.execute(SQL_EXTENT_AT, (owner, 1 << 62)).fetchone()
+    return int(last[0] + last[1])
+
+
 def iter_value(conn: Connection, owner: int, size: int, piece: int) -> Iterator[bytes]:
     """``owner``'s value of ``size`` bytes as consecutive pieces of at most ``piece``
     bytes (holes as zeros). Raises DamagedBlock (EIO)."""

@@ -191,6 +191,20 @@ class ValuesMixin(NamespaceMixin):
         except DamagedBlock as exc:
             raise self._damaged(exc, node_id) from None
 
+    def next_data(self, node_id: int, offset: int) -> int | None:
+        """The first byte position at or after ``offset`` that the block store holds of
+        node ``node_id``'s value (a hole does not count), or None: only a hole follows
+        (lseek(2)'s SEEK_DATA; the caller compares with the size)."""
+        with self._snapshot() as conn:
+            return blocks.next_data(conn, node_id, offset)
+
+    def next_hole(self, node_id: int, offset: int) -> int:
+        """The first byte position at or after ``offset`` that no stored block of node
+        ``node_id``'s value covers (lseek(2)'s SEEK_HOLE): past its last block, a
+        position that may lie at or past the size (the caller takes the smaller)."""
+        with self._snapshot() as conn:
+            return blocks.next_hole(conn, node_id, offset)
+
     def _read_first_block(self, node_id: int, offset: int, size: int) -> bytes | None:
         """A read inside a value's first block in a single statement (no explicit
         transaction): the common cat of a small key. None when the general path is
