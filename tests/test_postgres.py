@@ -369,6 +369,7 @@ def test_a_layout_1_workspace_moves_into_the_block_store(pg_url: str) -> None:
             " DROP COLUMN shared, DROP COLUMN mode"
         )
         conn.execute("ALTER TABLE history ADD COLUMN value BYTEA")
+        conn.execute("ALTER TABLE nodes DROP COLUMN stored")  # layout 4's
         conn.execute("DELETE FROM history")
         for n, value in enumerate(versions):
             conn.execute(
@@ -384,6 +385,7 @@ def test_a_layout_1_workspace_moves_into_the_block_store(pg_url: str) -> None:
             kept = [h for h in ws.history("big") if h.size is not None]
             assert [ws.version_value(h.id or 0) for h in kept] == versions
             assert [h.mode for h in kept] == [0o644, 0o644]  # layout 3: the key's mode
+            assert ws.stat("big").stored == len(big)  # layout 4: the hole costs nothing
             assert ws.check() == []
     finally:
         engine.close()
