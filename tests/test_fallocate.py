@@ -234,3 +234,27 @@ def test_fallocate_truncate_and_du_through_the_mount(mounted: Mount, tmp_path: P
             os.close(fd)
     assert (ours / "open").read_bytes() == (native / "open").read_bytes()
     assert (ours / "open").stat().st_size == 4 * MIB
+
+
+def test_fsck_counts_the_stored_bytes_again(tmp_path: Path) -> None:
+    """A node whose ``stored`` (st_blocks) differs from its extents is a problem for
+    ``kyfs fsck`` and ``--repair`` counts it again from them."""
+    import sqlite3
+
+    from kyfs.engine.sqlite.workspace import SqliteWorkspace
+
+    path = tmp_path / "w.db"
+    ws = SqliteWorkspace(path, create=True)
+    try:
+        entry = ws.set("f", os.urandom(100_000))
+        ws.close()
+        conn = sqlite3.connect(path)
+        conn.execute("UPDATE nodes SET stored = 7 WHERE id = ?", (entry.id,))
+        conn.commit()
+        conn.close()
+        ws = SqliteWorkspace(path)
+        assert ws.check() == ["1 nodes whose stored bytes differ from their extents"]
+        assert "counted again the stored bytes of 1 nodes" in ws.repair()
+        assert ws.stat("f").stored == 100_000 and ws.check() == []
+    finally:
+        ws.close()
