@@ -1,6 +1,7 @@
 """The block store's SQL (kyfs.engine.sql.blocks) against a model: any sequence of writes,
-truncations and whole replacements reads back as a plain bytearray would, every block is
-referenced exactly as often as ``refs`` says, and no unreferenced block stays. SQLite in
+truncations, holes punched and whole replacements reads back as a plain bytearray would,
+every block is referenced exactly as often as ``refs`` says, no unreferenced block stays,
+and a node's ``stored`` is the bytes of its extents. SQLite in
 memory (the contract tests run the same code through both engines)."""
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ STEP = 4096  # the buffer's block size in these tests
 def connect() -> sqlite3.Connection:
     conn = sqlite3.connect(":memory:", isolation_level=None)
     conn.executescript(BLOCK_STORE_DDL)
+    conn.execute("CREATE TABLE nodes (id INTEGER PRIMARY KEY, stored INTEGER NOT NULL DEFAULT 0)")
+    conn.execute("INSERT INTO nodes (id) VALUES (1)")  # the owner the tests write
     return conn
 
 
@@ -55,6 +58,10 @@ def consistent(conn: sqlite3.Connection, owners: dict[int, bytearray]) -> None:
             assert pos >= end and 0 < size <= cutting.MAX_BLOCK
             end = pos + size
         assert end <= len(model)
+        if owner > 0:  # a live node counts its extents' bytes (st_blocks)
+            assert conn.execute("SELECT stored FROM nodes WHERE id = ?", (owner,)).fetchone() == (
+                sum(size for _, size in rows),
+            )
     counted = dict(conn.execute("SELECT block, count(*) FROM extents GROUP BY block").fetchall())
     stored = dict(conn.execute("SELECT id, refs FROM blocks").fetchall())
     assert counted == stored
@@ -98,6 +105,7 @@ operation = st.one_of(
     st.tuples(st.just("truncate"), st.integers(0, 250_000), st.just(0), st.just(0)),
     st.tuples(st.just("commit"), st.just(0), st.just(0), st.just(0)),
     st.tuples(st.just("replace"), st.integers(0, 150_000), st.just(0), st.integers()),
+    st.tuples(st.just("punch"), st.integers(0, 200_000), st.integers(1, 90_000), st.just(0)),
 )
 
 
@@ -119,6 +127,12 @@ def test_rewrites_read_back_as_the_model(ops: list[tuple[str, int, int, int]], s
             blocks.replace(
                 conn, 1, [bytes(model[i : i + 5000]) for i in range(0, len(model), 5000)]
             )
+            buffer = Buffer(model)
+        elif kind == "punch":  # fallocate(PUNCH_HOLE) commits the buffer, then the hole
+            blocks.rewrite(conn, 1, len(model), buffer.size, buffer.valid, buffer.changed)
+            model = bytearray(buffer.view[: buffer.size])
+            blocks.punch(conn, 1, a, min(a + b, len(model)))
+            model[a : a + b] = bytes(len(model[a : a + b]))
             buffer = Buffer(model)
         else:
             blocks.rewrite(conn, 1, len(model), buffer.size, buffer.valid, buffer.changed)

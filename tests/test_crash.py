@@ -1,6 +1,7 @@
 """Durability: SIGKILL the daemon at random moments; no fsync'd write may be lost,
-whether it replaced a value whole or changed bytes inside one (which the block store cuts
-again around the change).
+whether it replaced a value whole, changed bytes inside one (which the block store cuts
+again around the change) or punched a hole in one (fallocate(2)), and every workspace's
+own check (references, and each node's stored bytes against its extents) finds nothing.
 
 Each round mounts with the real ``kyfs mount`` (which recovers the stale
 mountpoint the previous kill left), checks every manifest entry and
@@ -24,6 +25,7 @@ from pathlib import Path
 
 import pytest
 
+from kyfs.engine.sqlite.workspace import SqliteWorkspace
 from kyfs.fuse.daemon import read_record
 from kyfs.platform import paths
 from tests.conftest import require_mount
@@ -34,16 +36,26 @@ ROUNDS = int(os.environ.get("KYFS_CRASH_ROUNDS", "20"))
 SEED = int(os.environ.get("KYFS_CRASH_SEED", str(int(time.time()))))
 
 WRITER = r"""
-import hashlib, os, random, sys
+import ctypes, hashlib, os, random, sys
 root, manifest, seed = sys.argv[1], sys.argv[2], int(sys.argv[3])
 rng = random.Random(seed)
+libc = ctypes.CDLL(None, use_errno=True)
+libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
 with open(manifest, "a") as out:
     try:
         while True:
             workspace = rng.choice(["default", "second"])
             name = f"k{rng.randrange(30):02d}"
             path = os.path.join(root, workspace, name)
-            if os.path.exists(path) and rng.random() < 0.5:  # a change inside the value,
+            punch = None
+            if os.path.exists(path) and rng.random() < 0.2:  # a hole punched in the value
+                with open(path, "rb") as current:
+                    data = bytearray(current.read())
+                at = rng.randrange(len(data) + 1)
+                punch = (at, rng.choice([1, 5000, 40_000, 300_000]))
+                data[at : at + punch[1]] = bytes(len(data[at : at + punch[1]]))
+                data, piece, flags, start = bytes(data), b"", os.O_WRONLY, at
+            elif os.path.exists(path) and rng.random() < 0.5:  # a change inside the value,
                 with open(path, "rb") as current:  # cut again around it (the block store)
                     data = bytearray(current.read())
                 at = rng.randrange(len(data) + 1)
@@ -62,6 +74,8 @@ with open(manifest, "a") as out:
             fd = os.open(path, flags, 0o644)
             for offset in range(0, len(piece), 65536):
                 os.pwrite(fd, piece[offset : offset + 65536], start + offset)
+            if punch is not None and libc.fallocate(fd, 3, punch[0], punch[1]) != 0:
+                raise OSError(ctypes.get_errno(), "fallocate")  # PUNCH_HOLE | KEEP_SIZE
             os.fsync(fd)  # acknowledged: from here on it must survive
             out.write(f"ack {workspace}/{name} {digest}\n")
             out.flush()
@@ -113,6 +127,11 @@ def verify(mountpoint: Path, manifest: Path) -> int:
             assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok", db
         finally:
             conn.close()
+        workspace = SqliteWorkspace(db)
+        try:
+            assert workspace.check() == [], db
+        finally:
+            workspace.close()
     return acknowledged
 
 
@@ -233,8 +252,6 @@ def test_sigkill_in_a_migration_or_a_compact_keeps_every_value(tmp_path: Path) -
             time.sleep(rng.uniform(0.05, window))
             process.kill()
             process.wait()
-        from kyfs.engine.sqlite.workspace import SqliteWorkspace
-
         ws = SqliteWorkspace(db)  # whatever state the kills left: it opens, upgraded
         try:
             assert ws.check() == [], f"attempt {attempt}"

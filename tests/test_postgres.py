@@ -379,6 +379,7 @@ def test_a_layout_1_workspace_moves_into_the_block_store(pg_url: str) -> None:
         conn.execute("ALTER TABLE history ADD COLUMN value BYTEA")
         conn.execute("ALTER TABLE nodes DROP COLUMN rdev")  # layout 4
         conn.execute("ALTER TABLE archive DROP COLUMN rdev")
+        conn.execute("ALTER TABLE nodes DROP COLUMN stored")  # layout 5's
         conn.execute("DELETE FROM history")
         for n, value in enumerate(versions):
             conn.execute(
@@ -395,6 +396,7 @@ def test_a_layout_1_workspace_moves_into_the_block_store(pg_url: str) -> None:
             assert [ws.version_value(h.id or 0) for h in kept] == versions
             assert [h.mode for h in kept] == [0o644, 0o644]  # layout 3: the key's mode
             assert ws.stat("big").rdev == 0  # layout 4
+            assert ws.stat("big").stored == len(big)  # layout 5: the hole costs nothing
             assert ws.check() == []
     finally:
         engine.close()

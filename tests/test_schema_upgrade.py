@@ -39,6 +39,7 @@ def test_a_version_5_workspace_reads_back_byte_exact(tmp_path: Path) -> None:
             ), key  # fmt: skip
             assert entry.kind == stat.S_IFREG and entry.nlink == 1
             assert (entry.uid, entry.gid) == (os.getuid(), os.getgid())
+            assert entry.stored == (0 if key == "sparse" else entry.size), key  # m012: its blocks
         for directory in expected["directories"]:
             assert ws.stat(directory).is_dir
         assert ws.stat("config").nlink == 3  # 2 + its subdirectory app

@@ -110,6 +110,21 @@ class ValueTooLarge(InvalidInput):
     errno = _errno.EFBIG
 
 
+class NotSupported(InvalidInput):
+    """A request kyfs does not implement, as tmpfs does not: fallocate(2)'s
+    FALLOC_FL_COLLAPSE_RANGE or FALLOC_FL_INSERT_RANGE, a punch without
+    FALLOC_FL_KEEP_SIZE (EOPNOTSUPP, exit 2)."""
+
+    errno = _errno.EOPNOTSUPP
+
+
+class NoMoreData(InvalidInput):
+    """lseek(2) with SEEK_DATA or SEEK_HOLE from an offset at or past the end of the
+    file, or SEEK_DATA where only a hole follows (ENXIO, exit 2)."""
+
+    errno = _errno.ENXIO
+
+
 class UnsoundInput(InvalidInput):
     """A file from outside (a backup, an adopted workspace) that breaks kyfs's rules: a
     foreign schema, a key such as ``../x``, numbers out of range (EINVAL, exit 2)."""

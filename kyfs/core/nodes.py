@@ -63,6 +63,8 @@ class Entry(NamedTuple):
         nlink: the number of names (a directory: 2 + its subdirectories, as POSIX).
         rdev: a device node's device number (st_rdev, dev_t as Linux encodes it); 0 for
             every other node.
+        stored: bytes of the value the block store holds (its holes cost none; a block
+            shared with another value counted here too): what st_blocks shows.
     """
 
     id: int
@@ -78,6 +80,7 @@ class Entry(NamedTuple):
     gid: int = 0
     nlink: int = 1
     rdev: int = 0
+    stored: int = 0
 
     @property
     def is_dir(self) -> bool:

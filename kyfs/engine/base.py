@@ -14,7 +14,7 @@ Nothing here may mention files, flock, SQL or pragmas: those stay in the engine.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
 from types import TracebackType
@@ -203,12 +203,24 @@ class Workspace(Protocol):
         uid: int | None = None,
         gid: int | None = None,
         pid: int | None = None,
+        holes: Sequence[tuple[int, int]] = (),
     ) -> bool:
         """Apply an open file's buffered blocks (``block_size`` each) in one transaction
         (times in ns, UTC: mtime now when None, atime kept when None; mode, uid and gid
         kept when None; ctime now; ``pid`` the writing process, whose closes in quick
-        succession make one version); False when the node is gone. ValueTooLarge,
-        SchemaViolation, NoSpace, DamagedBlock."""
+        succession make one version), then make the byte ranges ``holes`` (``[start,
+        end)``) holes that read as zeros and cost no storage; False when the node is
+        gone. ValueTooLarge, SchemaViolation, NoSpace, DamagedBlock."""
+        ...
+
+    def next_data(self, node_id: int, offset: int) -> int | None:
+        """The first position at or after ``offset`` holding stored bytes of the node's
+        value, or None when only a hole follows (lseek(2)'s SEEK_DATA)."""
+        ...
+
+    def next_hole(self, node_id: int, offset: int) -> int:
+        """The first position at or after ``offset`` that no stored block covers; may be
+        at or past the size (lseek(2)'s SEEK_HOLE, before the caller's clamp)."""
         ...
 
     def truncate(self, key: str, size: int) -> None:

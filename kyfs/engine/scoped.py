@@ -84,6 +84,8 @@ READS = frozenset(
         "count_nodes",
         "readlink",
         "read",
+        "next_data",
+        "next_hole",
         "iter_value",
         "get",
         "expiry",

@@ -388,13 +388,18 @@ class KyfsOperations(Operations):  # type: ignore[misc]
 
     def _attrs(self, entry: Entry, store: Workspace) -> dict[str, Any]:
         """The stat dict of ``entry``; for a file open here with buffered writes, its
-        buffered size and the attributes deferred until their commit (OpenFile.defer)."""
+        buffered size and the attributes deferred until their commit (OpenFile.defer).
+        st_blocks counts 512-byte units of what the block store holds of the value
+        (Entry.stored: a hole costs none, so ``du`` of a sparse file is honest), plus
+        the buffered blocks of an open file, never more than its size rounded up."""
         size = entry.size
+        stored = entry.stored
         opened = self._open.get((store, entry.id)) if self._open else None
         pending: dict[str, int] = {}
         if opened is not None and opened.dirty:
             size = opened.size
             pending = opened.attrs
+            stored += opened.buffered_bytes()
         return {
             "st_ino": store.inode(entry.id),
             "st_mode": entry.kind | pending.get("mode", entry.mode),
@@ -403,7 +408,7 @@ class KyfsOperations(Operations):  # type: ignore[misc]
             "st_uid": pending.get("uid", entry.uid),
             "st_gid": pending.get("gid", entry.gid),
             "st_size": size,
-            "st_blocks": (size + 511) // 512,
+            "st_blocks": (max(0, min(stored, size)) + 511) // 512,
             "st_atime": pending.get("atime_ns", entry.atime_ns),
             "st_mtime": pending.get("mtime_ns", entry.mtime_ns),
             "st_ctime": pending.get("ctime_ns", entry.ctime_ns),
@@ -543,8 +548,9 @@ class KyfsOperations(Operations):  # type: ignore[misc]
             assert opened.entry is not None
             entry = opened.entry._replace(nlink=0)
         attrs = self._attrs(entry, store)
-        attrs["st_size"] = opened.current_size()
-        attrs["st_blocks"] = (attrs["st_size"] + 511) // 512
+        attrs["st_size"] = size = opened.current_size()
+        if opened.orphaned:  # its value is only the buffer now
+            attrs["st_blocks"] = (min(opened.buffered_bytes(), size) + 511) // 512
         return attrs
 
     @_op
@@ -949,6 +955,32 @@ class KyfsOperations(Operations):  # type: ignore[misc]
         opened.truncate(length)  # an open file sees it at once; the store at commit
         self._commit(opened)
         return 0
+
+    @_fh_op
+    def fallocate(self, path: str | None, mode: int, offset: int, length: int, fh: int) -> int:
+        """fallocate(2) through handle ``fh`` (kyfs.vfs.openfile.OpenFile.allocate: mode 0
+        grows the size, KEEP_SIZE reserves nothing, PUNCH_HOLE and ZERO_RANGE free the
+        range); the handle's buffered writes are committed with it. EINVAL, EFBIG,
+        EOPNOTSUPP (other modes), ENOSPC, EBADF."""
+        opened = self._handle(fh)
+        if opened.allocate(mode, offset, length) and opened.workspace:
+            opened.created_empty = False
+            entry = opened.entry
+            if entry is not None and entry.nlink > 1:
+                self._forget(opened.workspace, opened.store.keys_of(opened.entry_id))
+        return 0
+
+    @_fh_op
+    def lseek(self, path: str | None, offset: int, whence: int, fh: int) -> int:
+        """lseek(2)'s SEEK_DATA and SEEK_HOLE through handle ``fh``, from the value's
+        stored blocks (kyfs.vfs.openfile.OpenFile.seek); a virtual file is all data.
+        ENXIO at or past the end, EINVAL, EBADF."""
+        content = self._virtual.get(fh)
+        if content is None:
+            return self._handle(fh).seek(offset, whence)
+        if offset >= len(content):
+            raise FuseOSError(errno.ENXIO)
+        return offset if whence == os.SEEK_DATA else len(content)
 
     @_fh_op
     def flush(self, path: str, fh: int) -> int:

@@ -450,8 +450,9 @@ def _fuse_class() -> type:
     class KyfsFUSE(FUSE):  # type: ignore[misc]
         """mfusepy's FUSE, passing on what mfusepy 3.1 drops: rename(2)'s flags
         (kyfs must refuse RENAME_NOREPLACE onto an existing name) and the file handle
-        of ftruncate(2) (the path is None once an open file is unlinked); and keeping
-        a Python thread state on each of libfuse's threads (_KEPT)."""
+        of ftruncate(2) (the path is None once an open file is unlinked); the lseek
+        callback it has no wrapper for (SEEK_DATA, SEEK_HOLE); and keeping a Python
+        thread state on each of libfuse's threads (_KEPT)."""
 
         def _wrapper(self, func: Any, *args: Any, **kwargs: Any) -> Any:
             """Every callback: the first one on each of libfuse's threads keeps that
@@ -497,6 +498,14 @@ def _fuse_class() -> type:
                     if filler(buf, encoded, st, index + 1, full) != 0:  # the buffer is full
                         break
                 return 0
+
+            def lseek(self, path: bytes | None, offset: int, whence: int, fip: Any) -> int:
+                """lseek(2)'s SEEK_DATA and SEEK_HOLE (libfuse 3.8+ passes them on; the
+                kernel answers SEEK_SET, SEEK_CUR and SEEK_END itself): mfusepy 3.1
+                lists the callback in its operations table but has no wrapper for it,
+                and refuses to mount an Operations class that defines it without one."""
+                name = None if path is None else path.decode(self.encoding, self.errors)
+                return int(self.operations.lseek(name, offset, whence, fip.contents.fh))
 
             def truncate_fuse_3(self, path: bytes | None, length: int, fip: Any) -> int:
                 fh = fip.contents.fh if fip else None  # mfusepy 3.1 drops it

@@ -26,12 +26,13 @@ import os
 import tempfile
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import IO, Any, Protocol
 
 from kyfs.core.blocks import Changes
-from kyfs.core.errors import KyfsError
+from kyfs.core.errors import InvalidInput, KyfsError, NoMoreData, NotSupported
 from kyfs.core.nodes import Entry, check_size
 from kyfs.platform import memory
 from kyfs.platform.paths import make_private_dir
@@ -39,6 +40,11 @@ from kyfs.platform.paths import make_private_dir
 MEMORY_BLOCKS = 4  # changed blocks kept in memory per open file (4 x 64 KiB = 256 KiB)
 MEMORY_BUDGET = 256 * 1024 * 1024  # bytes of changed blocks all open files keep in memory
 TRIM_EVERY = 32 * 1024 * 1024  # bytes given back between two returns to the system
+# fallocate(2)'s mode bits (linux/falloc.h)
+FALLOC_FL_KEEP_SIZE = 0x01
+FALLOC_FL_PUNCH_HOLE = 0x02
+FALLOC_FL_ZERO_RANGE = 0x10
+ZEROS_PIECE = 1024 * 1024  # bytes of zeros written at a time into an orphaned file's buffer
 
 
 class MemoryBudget:
@@ -106,11 +112,16 @@ class BlockStore(Protocol):
         uid: int | None = None,
         gid: int | None = None,
         pid: int | None = None,
+        holes: Sequence[tuple[int, int]] = (),
     ) -> bool: ...
 
     def sync(self) -> None: ...
 
     def stat_id(self, entry_id: int) -> Entry | None: ...
+
+    def next_data(self, node_id: int, offset: int) -> int | None: ...
+
+    def next_hole(self, node_id: int, offset: int) -> int: ...
 
     def keys_of(self, node_id: int) -> list[str]: ...
 
@@ -187,6 +198,42 @@ class OpenFile:
                 out += bytes(take - len(piece))  # a short block: the rest is zeros
             pos += take
         return bytes(out)
+
+    def buffered_bytes(self) -> int:
+        """Bytes of the changed blocks this file buffers (whole blocks: at most
+        ``block_size`` more than their data)."""
+        return (len(self._mem) + len(self._spilled)) * self._bs
+
+    def seek(self, offset: int, whence: int) -> int:
+        """lseek(2)'s SEEK_DATA (the first byte at or after ``offset`` that is data) and
+        SEEK_HOLE (the first that is a hole; the end of the file counts as one): from
+        the value's stored blocks. A file with buffered writes (or unlinked while open)
+        is all data, as lseek(2) allows ("the whole file as data"): its buffer is not
+        committed for a seek. SEEK_SET and SEEK_END as lseek(2) (libfuse's kernel side
+        answers them itself).
+
+        Raises:
+            NoMoreData: (ENXIO) ``offset`` at or past the end, or SEEK_DATA where only a
+                hole follows.
+            InvalidInput: (EINVAL) a negative ``offset``, another ``whence``.
+        """
+        size = self.current_size()
+        if whence == os.SEEK_SET and offset >= 0:
+            return offset
+        if whence == os.SEEK_END and size + offset >= 0:
+            return size + offset
+        if whence not in (os.SEEK_DATA, os.SEEK_HOLE) or offset < 0:
+            raise InvalidInput(f"lseek: offset {offset}, whence {whence}")
+        if offset >= size:
+            raise NoMoreData(f"lseek: offset {offset} is at or past the end ({size})")
+        if self.dirty or self.orphaned:
+            return offset if whence == os.SEEK_DATA else size
+        if whence == os.SEEK_HOLE:
+            return min(self.store.next_hole(self.entry_id, offset), size)
+        found = self.store.next_data(self.entry_id, offset)
+        if found is None or found >= size:
+            raise NoMoreData(f"lseek: no data after {offset}")
+        return found
 
     def _buffered(self, idx: int) -> bytearray | None:
         block = self._mem.get(idx)
@@ -296,6 +343,63 @@ class OpenFile:
         self.dirty = True
         self.attrs.pop("mtime_ns", None)
 
+    def allocate(self, mode: int, offset: int, length: int) -> bool:
+        """fallocate(2) on bytes ``[offset, offset + length)``; returns True when the
+        value changed (committed, with the buffered changes, in one transaction).
+
+        ``mode`` 0 grows the size to ``offset + length`` when that is larger;
+        FALLOC_FL_KEEP_SIZE alone changes nothing. Neither reserves storage: the new
+        bytes are a hole until written (kyfs stores blocks, compressed and shared, so no
+        byte count could be promised ahead; a later write may still meet ENOSPC).
+        FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE makes the range a hole (zeros that
+        cost no block) and FALLOC_FL_ZERO_RANGE does the same and, without KEEP_SIZE,
+        grows the size as mode 0 does. The buffered writes are committed in the same
+        transaction, before the range is freed. If the commit fails, the buffer is kept
+        as it was (nothing written and acknowledged is lost: the next flush tries again).
+        A file unlinked while open (``orphaned``) changes in its buffer only.
+
+        Raises:
+            InvalidInput: (EINVAL) ``offset`` below 0 or ``length`` not above 0.
+            ValueTooLarge: (EFBIG) ``offset + length`` over MAX_VALUE_SIZE.
+            NotSupported: (EOPNOTSUPP) any other mode bit (FALLOC_FL_COLLAPSE_RANGE,
+                FALLOC_FL_INSERT_RANGE, FALLOC_FL_UNSHARE_RANGE), both PUNCH_HOLE and
+                ZERO_RANGE, or PUNCH_HOLE without KEEP_SIZE (as tmpfs and ext4 answer).
+            NoSpace / StorageError / SchemaViolation: the commit failed (ENOSPC / EIO /
+                EINVAL); the buffer is as before.
+        """
+        if offset < 0 or length <= 0:
+            raise InvalidInput(f"fallocate: offset {offset}, length {length}")
+        freeing = mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE)
+        known = FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE
+        if (
+            mode & ~known
+            or freeing == FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE
+            or (mode & FALLOC_FL_PUNCH_HOLE and not mode & FALLOC_FL_KEEP_SIZE)
+        ):
+            raise NotSupported(f"fallocate mode {mode:#x} is not supported")
+        end = offset + length
+        check_size(end)
+        self._begin()
+        size = self.size if mode & FALLOC_FL_KEEP_SIZE else max(self.size, end)
+        holes = [(offset, min(end, size))] if freeing and offset < size else []
+        if size == self.size and not holes:
+            return False
+        if not self.orphaned:
+            before = (self.size, self.dirty)
+            self.size, self.dirty = size, True
+            try:
+                if self._store(holes):
+                    return True
+            except KyfsError:
+                self.size, self.dirty = before
+                raise
+        # unlinked while open: nothing of it is stored any more, the buffer is the file
+        self.truncate(size)
+        for lo, hi in holes:
+            for at in range(lo, hi, ZEROS_PIECE):
+                self.write(at, bytes(min(ZEROS_PIECE, hi - at)))
+        return True
+
     # --- committing ----------------------------------------------------------------------
     @property
     def block_size(self) -> int:
@@ -350,24 +454,32 @@ class OpenFile:
         wrote = False
         if self.dirty and not self.orphaned:
             try:
-                committed = self.store.commit(
-                    self.entry_id, size=self.size, valid=self.valid, changes=self,
-                    mtime_ns=self.attrs.get("mtime_ns"), atime_ns=self.attrs.get("atime_ns"),
-                    mode=self.attrs.get("mode"), uid=self.attrs.get("uid"),
-                    gid=self.attrs.get("gid"), pid=self.pid,
-                )  # fmt: skip
+                wrote = self._store()
             except KyfsError:
                 self._drop()  # the error is final: nothing of these changes lands later
                 raise
-            if not committed:
-                self.orphaned = True
+            if not wrote:
                 return False
-            self._drop()
-            self.valid = self.size
-            wrote = True
         if sync:
             self.store.sync()
         return wrote
+
+    def _store(self, holes: Sequence[tuple[int, int]] = ()) -> bool:
+        """Commit the buffered changes (and ``holes``, ranges made holes after them) in
+        one transaction; on success the buffer is empty. False, and ``orphaned``, when
+        the node is gone. An error leaves the buffer as it is (the caller decides)."""
+        committed = self.store.commit(
+            self.entry_id, size=self.size, valid=self.valid, changes=self,
+            mtime_ns=self.attrs.get("mtime_ns"), atime_ns=self.attrs.get("atime_ns"),
+            mode=self.attrs.get("mode"), uid=self.attrs.get("uid"),
+            gid=self.attrs.get("gid"), pid=self.pid, holes=holes,
+        )  # fmt: skip
+        if not committed:
+            self.orphaned = True
+            return False
+        self._drop()
+        self.valid = self.size
+        return True
 
     def _drop(self) -> None:
         """Forget the buffered changes: the stored value is what readers see again."""

@@ -205,3 +205,66 @@ def test_a_deleted_key_keeps_no_versions_past_the_days(ws: Workspace) -> None:
     ws.thin_history(time.time_ns() + 40 * 86400 * 10**9)  # 40 days later
     assert len([h for h in ws.history("kept") if h.size is not None]) == 3
     assert [h for h in ws.history("gone") if h.size is not None] == []
+
+
+def test_holes_free_their_blocks_and_read_as_zeros(ws: Workspace) -> None:
+    value = os.urandom(600_000)
+    entry = ws.set("f", value)
+    before = ws.usage().live
+    expected = bytearray(value)
+    rng = random.Random(7)
+    holes = [(0, 1), (100_000, 300_000), (300_001, 300_002), (450_123, 450_500), (599_990, 700_000)]
+    for _ in range(4):  # ranges whose edges fall anywhere, inside one block or across many
+        lo = rng.randrange(len(value))
+        holes.append((lo, lo + rng.randrange(1, 40_000)))
+    for lo, hi in holes:
+        expected[lo:hi] = bytes(len(expected[lo:hi]))
+    assert ws.commit(entry.id, size=len(value), valid=len(value), changes=(), holes=holes)
+    assert ws.get("f") == bytes(expected)
+    assert ws.read(entry.id, 150_000, 10) == bytes(10)
+    assert ws.usage().live <= before - 200_000  # the 200,000-byte hole costs no block
+    assert ws.check() == []  # no extent over another, none past the size
+    versions = [h for h in ws.history("f") if h.size is not None]
+    assert ws.version_value(versions[0].id or 0) == value  # the version before keeps it
+
+
+def test_a_hole_applies_after_the_buffered_changes_in_one_commit(ws: Workspace) -> None:
+    value = os.urandom(200_000)
+    entry = ws.set("f", value)
+    step = ws.block_size
+    block = os.urandom(step)
+    expected = bytearray(value) + bytes(50_000)
+    expected[step : 2 * step] = block
+    expected[step + 100 : 2 * step - 100] = bytes(step - 200)  # the hole over the change
+    assert ws.commit(
+        entry.id, size=250_000, valid=len(value), changes=[(1, block)],
+        holes=[(step + 100, 2 * step - 100), (240_000, 999_999)],
+    )  # fmt: skip
+    assert ws.get("f") == bytes(expected)
+    assert ws.stat("f").size == 250_000
+
+
+def test_stored_bytes_follow_every_change_of_a_value(ws: Workspace) -> None:
+    """Entry.stored (st_blocks) is the bytes of the value's blocks, whatever changes them:
+    a hole costs nothing; fsck's count from the extents agrees after each step."""
+    value = os.urandom(300_000)
+    entry = ws.set("f", value)
+    assert ws.stat("f").stored == len(value)
+    assert ws.commit(entry.id, size=1 << 30, valid=len(value), changes=())  # truncate -s 1G
+    assert ws.stat("f").stored == len(value) and ws.stat("f").size == 1 << 30
+    assert ws.commit(entry.id, size=1 << 30, valid=1 << 30, changes=(), holes=[(0, 100_000)])
+    assert ws.stat("f").stored == len(value) - 100_000
+    step = ws.block_size
+    assert ws.commit(entry.id, size=1 << 30, valid=1 << 30, changes=[(1000, bytes(step))])
+    assert ws.stat("f").stored == len(value) - 100_000 + step  # written zeros are stored
+    assert ws.check() == []
+    versions = [h for h in ws.history("f") if h.size is not None]
+    ws.restore_version("f", versions[0].id)
+    assert ws.stat("f").stored == len(value)
+    ws.delete("f")
+    assert ws.restore("f").key == "f"
+    assert ws.stat("f").stored == len(value)
+    ws.truncate("f", 10)
+    assert ws.stat("f").stored == 10
+    assert ws.stat("").stored == 0  # a directory stores no value
+    assert ws.check() == []

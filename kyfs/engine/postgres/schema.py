@@ -40,7 +40,7 @@ SCHEMA_SIZE = (
     "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c"
     " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = ? AND c.relkind = 'r'"
 )
-SCHEMA_VERSION = 4  # the layout of a workspace schema (meta 'pg_schema_version')
+SCHEMA_VERSION = 5  # the layout of a workspace schema (meta 'pg_schema_version')
 
 CATALOG_DDL = """
 CREATE SCHEMA IF NOT EXISTS kyfs;
@@ -104,7 +104,8 @@ CREATE TABLE nodes (
     atime_ns    BIGINT NOT NULL,
     expires_ns  BIGINT,
     target      BYTEA,
-    rdev        BIGINT NOT NULL DEFAULT 0
+    rdev        BIGINT NOT NULL DEFAULT 0,
+    stored      BIGINT NOT NULL DEFAULT 0
 );
 CREATE INDEX nodes_expires ON nodes (expires_ns) WHERE expires_ns IS NOT NULL;
 CREATE TABLE entries (
@@ -209,8 +210,14 @@ def migrate(conn: Any, version: int) -> None:
 
     Version 4, special nodes: ``nodes.rdev`` and ``archive.rdev``, as the SQLite engine's
     m011.
+
+    Version 5, stored bytes: ``nodes.stored``, as the SQLite engine's m012 (added first:
+    the block store's writes of version 2 keep it).
     """
     from kyfs.engine.sql import blocks
+
+    if version < 5:
+        conn.execute("ALTER TABLE nodes ADD COLUMN stored BIGINT NOT NULL DEFAULT 0")
 
     if version < 2:
         for statement in (
@@ -264,6 +271,8 @@ def migrate(conn: Any, version: int) -> None:
     if version < 4:
         for table in ("nodes", "archive"):
             conn.execute(f"ALTER TABLE {table} ADD COLUMN rdev BIGINT NOT NULL DEFAULT 0")
+    if version < 5:
+        conn.execute(blocks.SQL_RECOUNT)
     conn.execute(
         "UPDATE meta SET value = ? WHERE name = 'pg_schema_version'", (str(SCHEMA_VERSION),)
     )

@@ -109,6 +109,7 @@ class ArchiveMixin(ValuesMixin):
             "INSERT INTO entries (key, parent, node) VALUES (?, ?, ?)",
             (entry.key, names.parent_of(entry.key), entry.id),
         )
+        blocks.recount(conn, entry.id)  # the archive keeps no count of its bytes
         if entry.is_dir:
             self._nlink(conn, parent.id, 1)
         self._touch(conn, parent.id, now)

@@ -13,6 +13,7 @@ from typing import Any
 from kyfs.core.blocks import MAX_BLOCK, unseal
 from kyfs.core.errors import DamagedBlock
 from kyfs.core.nodes import DIR, REG
+from kyfs.engine.sql import blocks
 from kyfs.engine.sql.base import Connection
 
 LOST_FOUND = "lost+found"  # fsck --repair archives nameless nodes under lost+found/<id>
@@ -64,6 +65,7 @@ BLOCK_CHECKS = [  # the block store's rules (also run on every untrusted file)
 
 STRUCTURE_CHECKS = [
     *BLOCK_CHECKS,
+    ("nodes whose stored bytes differ from their extents", blocks.SQL_STORED_WRONG),
     (
         "entries whose parent directory is missing",
         f"SELECT e.key FROM entries e WHERE e.parent != '' AND NOT EXISTS (SELECT 1 FROM"
@@ -219,6 +221,11 @@ def repair_blocks(conn: Connection, now_ns: int) -> list[str]:
     if recounted:
         done.append(f"counted again the references of {recounted} blocks")
     conn.execute("DELETE FROM blocks WHERE refs <= 0")
+    wrong = [int(row[0]) for row in conn.execute(blocks.SQL_STORED_WRONG)]
+    for node_id in wrong:
+        blocks.recount(conn, node_id)
+    if wrong:
+        done.append(f"counted again the stored bytes of {len(wrong)} nodes")
     return done
 
 

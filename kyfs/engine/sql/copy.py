@@ -28,7 +28,7 @@ from kyfs.engine.sql.nodes import NamespaceMixin
 # Columns both engines have, table by table, in the order a copy writes them.
 TABLES = {
     "nodes": "id, kind, mode, uid, gid, nlink, size, created_ns, mtime_ns, ctime_ns,"
-    " atime_ns, expires_ns, target, rdev",
+    " atime_ns, expires_ns, target, rdev, stored",
     "entries": "key, parent, node",
     "archive": "id, key, is_dir, mode, size, created_ns, mtime_ns, ctime_ns, deleted_ns,"
     " archived_ns, kind, uid, gid, target, rdev",

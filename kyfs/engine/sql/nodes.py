@@ -67,7 +67,7 @@ from kyfs.engine.sql.history import HistoryMixin, drop_versions, narrow, record
 
 _NODE = (
     "n.kind, n.mode, n.size, n.created_ns, n.mtime_ns, n.ctime_ns, n.atime_ns,"
-    " n.uid, n.gid, n.nlink, n.rdev"
+    " n.uid, n.gid, n.nlink, n.rdev, n.stored"
 )
 SQL_STAT = (
     f"SELECT e.node, e.key, {_NODE} FROM entries e JOIN nodes n ON n.id = e.node WHERE e.key = ?"

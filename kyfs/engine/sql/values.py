@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, BinaryIO, cast
 
 from kyfs.core import names
@@ -192,6 +192,20 @@ class ValuesMixin(NamespaceMixin):
         except DamagedBlock as exc:
             raise self._damaged(exc, node_id) from None
 
+    def next_data(self, node_id: int, offset: int) -> int | None:
+        """The first byte position at or after ``offset`` that the block store holds of
+        node ``node_id``'s value (a hole does not count), or None: only a hole follows
+        (lseek(2)'s SEEK_DATA; the caller compares with the size)."""
+        with self._snapshot() as conn:
+            return blocks.next_data(conn, node_id, offset)
+
+    def next_hole(self, node_id: int, offset: int) -> int:
+        """The first byte position at or after ``offset`` that no stored block of node
+        ``node_id``'s value covers (lseek(2)'s SEEK_HOLE): past its last block, a
+        position that may lie at or past the size (the caller takes the smaller)."""
+        with self._snapshot() as conn:
+            return blocks.next_hole(conn, node_id, offset)
+
     def _read_first_block(self, node_id: int, offset: int, size: int) -> bytes | None:
         """A read inside a value's first block in a single statement (no explicit
         transaction): the common cat of a small key. None when the general path is
@@ -348,6 +362,7 @@ class ValuesMixin(NamespaceMixin):
         uid: int | None = None,
         gid: int | None = None,
         pid: int | None = None,
+        holes: Sequence[tuple[int, int]] = (),
     ) -> bool:
         """Apply an open file's buffered changes to node ``node_id`` in one transaction.
 
@@ -366,6 +381,10 @@ class ValuesMixin(NamespaceMixin):
                 None. The ctime becomes now.
             pid: the process that wrote (its closes in quick succession make one
                 version in the history); None: not known.
+            holes: byte ranges ``[start, end)`` made holes after the changes are
+                applied (fallocate(2)'s FALLOC_FL_PUNCH_HOLE and FALLOC_FL_ZERO_RANGE):
+                they read as zeros and cost no block (kyfs.engine.sql.blocks.punch);
+                the part of a range past ``size`` is ignored.
 
         Returns False when the node no longer exists (its last name was unlinked while
         open); then nothing is written.
@@ -389,7 +408,7 @@ class ValuesMixin(NamespaceMixin):
         attrs = {"mtime_ns": mtime_ns, "atime_ns": atime_ns, "mode": mode, "uid": uid,
                  "gid": gid, "pid": pid}  # fmt: skip
         try:
-            return self._commit(node_id, size, valid, given, **attrs)
+            return self._commit(node_id, size, valid, given, holes, **attrs)
         except NoSpace as full:  # undo data goes before a user's write fails
             try:  # (not the engine's reserve: that is kept for deletes)
                 released = self._release_undo()
@@ -398,7 +417,7 @@ class ValuesMixin(NamespaceMixin):
             if not released:
                 raise full from None
             self._give_back()  # the freed pages and the WAL's room: the retry needs both
-        return self._commit(node_id, size, valid, given, **attrs)
+        return self._commit(node_id, size, valid, given, holes, **attrs)
 
     def _commit(
         self,
@@ -406,6 +425,7 @@ class ValuesMixin(NamespaceMixin):
         size: int,
         valid: int,
         changes: Changes,
+        holes: Sequence[tuple[int, int]],
         *,
         mtime_ns: int | None,
         atime_ns: int | None,
@@ -426,6 +446,8 @@ class ValuesMixin(NamespaceMixin):
             materialize(conn, node_id, spare=(burst[0] for burst in replaces.values()))
             try:
                 blocks.rewrite(conn, node_id, int(found[0]), size, valid, changes)
+                for start, end in holes:
+                    blocks.punch(conn, node_id, max(start, 0), min(end, size))
             except DamagedBlock as exc:
                 raise self._damaged(exc, node_id) from None
             mtime = now if mtime_ns is None else mtime_ns

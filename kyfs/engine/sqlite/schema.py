@@ -560,6 +560,18 @@ def m011_special_nodes(conn: sqlite3.Connection) -> None:
             conn.execute(f"ALTER TABLE {table} ADD COLUMN rdev INTEGER NOT NULL DEFAULT 0")
 
 
+def m012_stored_bytes(conn: sqlite3.Connection) -> None:
+    """``nodes.stored``: the bytes of a node's extents (kyfs.engine.sql.blocks keeps it
+    with every change), what st_blocks shows: a hole costs nothing, so ``du`` of a sparse
+    file is honest. Counted once here from the extents of every node.
+    """
+    if "stored" not in {row[1] for row in conn.execute("PRAGMA table_info(nodes)")}:
+        conn.execute("ALTER TABLE nodes ADD COLUMN stored INTEGER NOT NULL DEFAULT 0")
+    from kyfs.engine.sql.blocks import SQL_RECOUNT
+
+    conn.execute(SQL_RECOUNT)
+
+
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     m001_entries_and_blocks,
     m002_archive,
@@ -572,6 +584,7 @@ MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     m009_search_packed,
     m010_version_modes,
     m011_special_nodes,
+    m012_stored_bytes,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
