@@ -61,8 +61,9 @@ def build_query(text: str, raw: bool = False) -> str:
     """The FTS5 query for what a user typed.
 
     Without ``raw`` every word is quoted, so words are ANDed, ``"a phrase"`` stays a
-    phrase, and no user text can break FTS5 syntax: ``jwt "api token"`` becomes
-    ``"jwt" "api token"``. With ``raw`` the text is FTS5 syntax, passed through.
+    phrase, a word ending in ``*`` is a prefix, and no user text can break FTS5 syntax:
+    ``jwt "api token" tok*`` becomes ``"jwt" "api token" "tok"*``. With ``raw`` the text
+    is FTS5 syntax, passed through.
 
     Raises:
         InvalidQuery: (exit 2) the query has no words.
@@ -74,16 +75,36 @@ def build_query(text: str, raw: bool = False) -> str:
     parts = []
     for phrase, word in _PHRASE_OR_WORD.findall(text):
         piece = phrase if phrase else word.replace('"', "")
+        prefix = not phrase and piece.endswith("*")  # tok*: every word that starts so
+        piece = piece.rstrip("*") if prefix else piece
         if tokenize(piece):
-            parts.append('"' + piece.replace('"', '""') + '"')
+            parts.append('"' + piece.replace('"', '""') + '"' + ("*" if prefix else ""))
     if not parts:
         raise InvalidQuery(f"no words to search for in {text!r}")
     return " ".join(parts)
 
 
 def query_terms(text: str, raw: bool = False) -> list[str]:
-    """The index terms of a query, for scoring (FTS5 operators left out with ``raw``)."""
-    return tokenize(_OPERATORS.sub(" ", text) if raw else text)
+    """The index terms of a query, for scoring (FTS5 operators left out with ``raw``); a
+    prefix (a word ending in ``*``, as FTS5 writes one) as its last token and ``*``
+    (``tok*``), which :func:`rank` and Workspace.search_stats count as every token that
+    starts so."""
+    terms = []
+    for word in (_OPERATORS.sub(" ", text) if raw else text).split():
+        tokens = tokenize(word)
+        if tokens and word.rstrip('"').endswith("*"):
+            tokens[-1] += "*"
+        terms += tokens
+    return terms
+
+
+def _frequency(term: str, freq: Counter[str]) -> int:
+    """How often ``term`` occurs among the counted tokens ``freq`` (a prefix ``tok*``:
+    every token that starts with ``tok``)."""
+    if not term.endswith("*"):
+        return freq[term]
+    stem = term[:-1]
+    return sum(n for token, n in freq.items() if token.startswith(stem))
 
 
 @dataclass
@@ -179,7 +200,8 @@ def rank(answers: list[_Answer], terms: list[str]) -> list[Hit]:
                 freq.update(tokenize(m.text))
             length = max(m.length, 1)
             norm = K1 * (1 - B + B * length / average)
-            score = sum(idf[t] * freq[t] * (K1 + 1) / (freq[t] + norm) for t in unique if freq[t])
+            tf = {t: _frequency(t, freq) for t in unique}
+            score = sum(idf[t] * tf[t] * (K1 + 1) / (tf[t] + norm) for t in unique if tf[t])
             hits.append(Hit(answer.name, m.key, round(score, 6), m.snippet))
     hits.sort(key=lambda h: (-h.score, h.workspace, h.key))
     return hits

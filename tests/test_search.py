@@ -85,7 +85,7 @@ def test_index_follows_overwrites_renames_and_deletes(store: SqliteWorkspace) ->
 
 def test_quoting_and_phrases() -> None:
     assert search.build_query('jwt "api token"') == '"jwt" "api token"'
-    assert search.build_query('a"b OR c*') == '"ab" "OR" "c*"'
+    assert search.build_query('a"b OR c*') == '"ab" "OR" "c"*'  # a prefix stays one
     assert search.build_query("AND ( NOT") == '"AND" "NOT"'
     with pytest.raises(InvalidQuery):
         search.build_query(" ( ) ")

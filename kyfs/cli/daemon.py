@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from kyfs.app import (
+    ENV_DB_PATH,
     engine_session,
 )
 from kyfs.cli.base import (
@@ -16,6 +17,7 @@ from kyfs.cli.base import (
     cli,
     json_option,
 )
+from kyfs.core.errors import InvalidInput, WorkspaceNotFound
 from kyfs.platform import config, paths
 
 # --- mounting ---------------------------------------------------------------------------
@@ -42,7 +44,9 @@ def _exit(code: int) -> None:
     help="Serve user.kyfs.* extended attributes (--no-xattr: faster ls -l and first writes).",
 )
 @click.option("--user", "user", metavar="NAME", help="Show identity NAME's workspaces.")
+@click.pass_context
 def mount(
+    ctx: click.Context,
     mountpoint: Path | None,
     foreground: bool,
     options: str | None,
@@ -60,18 +64,37 @@ def mount(
     With --user NAME (as `kyfs --user NAME mount`) the mount shows what identity NAME
     sees: its own workspaces, `shared`, and those shared with it as OWNER~NAME.
 
+    With `kyfs -w NAME mount` the mount shows workspace NAME alone (at MOUNTPOINT/NAME);
+    other workspaces are not there, and none is created, renamed or dropped through it.
+    `kyfs --db FILE mount` is refused (exit 2): a mount serves the data directory.
+
     Examples: kyfs mount; kyfs mount /mnt/kv -o allow_other --metrics-port 9464;
-    kyfs mount ~/kv-agent1 --user agent1
+    kyfs mount ~/kv-agent1 --user agent1; kyfs -w project_alpha mount ~/alpha
     """
+    from click.core import ParameterSource
+
     from kyfs.fuse import daemon as mounting
 
     if user is not None:  # the daemon inherits it
         os.environ[config.ENV_USER] = user
         config.current_user()  # a bad name is a clear error here
+    if os.environ.get(ENV_DB_PATH):
+        raise InvalidInput(
+            "--db FILE cannot be mounted: a mount serves the data directory; copy the file"
+            " in with kyfs backup restore or kyfs migrate, or read it with kyfs --db FILE"
+        )
+    root = ctx.find_root()
+    only = None
+    if root.get_parameter_source("workspace") == ParameterSource.COMMANDLINE:
+        only = root.params["workspace"]  # kyfs -w NAME mount: that workspace alone
 
     target = (mountpoint or paths.default_mountpoint()).expanduser().absolute()
     with engine_session() as workspaces:
-        if not [n for n in workspaces.names() if n != config.SHARED_WORKSPACE]:
+        if only is not None:
+            if not workspaces.exists(only):
+                raise WorkspaceNotFound(f"workspace not found: {only}")
+            os.environ[config.ENV_MOUNT_WORKSPACE] = only  # the daemon inherits it
+        elif not [n for n in workspaces.names() if n != config.SHARED_WORKSPACE]:
             workspaces.create(config.DEFAULT_WORKSPACE)
     verbosity = 2 if debug else verbose
     if foreground:

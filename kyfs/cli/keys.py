@@ -219,9 +219,10 @@ def restore(
 ) -> None:
     """Bring back a deleted KEY from the archive, or an older version of KEY.
 
-    Examples: kyfs restore user.name; kyfs restore user.name --version 3
+    Examples: kyfs restore user.name; kyfs restore user.name@project_alpha --version 3
     """
-    with session(workspace) as (name, store):
+    key, where = split_address(key, workspace)
+    with session(where, addressed=where != workspace) as (name, store):
         if version is not None or at is not None:
             from kyfs.transfer.sources import parse_time
 
@@ -263,7 +264,8 @@ def ttl(key: str, duration: str | None, workspace: str | None, clear: bool, as_j
 
     from kyfs.core.names import parse_duration
 
-    with session(workspace) as (name, store):
+    key, where = split_address(key, workspace)
+    with session(where, addressed=where != workspace) as (name, store):
         if clear:
             store.set_ttl(key, None)
         elif duration is not None:
@@ -510,12 +512,18 @@ def history(key: str, workspace: str | None, as_json: bool) -> None:
     <binary, N bytes> otherwise); --json gives each whole value (UTF-8, else base64).
 
     Example: kyfs history user.name; then kyfs restore user.name --version 3
+
+    Exit 1 when KEY has no history and is not there (live or in the archive).
     """
     import shutil
 
     items: list[dict[str, Any]] = []
-    with session(workspace) as (_, store):
-        for h in store.history(key):
+    key, where = split_address(key, workspace)
+    with session(where, addressed=where != workspace) as (_, store):
+        found = store.history(key)
+        if not found and not store.archived(key):
+            store.stat(key)  # KeyNotFound (exit 1) when it is not there either
+        for h in found:
             item: dict[str, Any] = {
                 "version": h.id,
                 "time": _iso(h.time_ns),

@@ -18,7 +18,7 @@ from kyfs.cli.base import (
     for_terminal,
     json_option,
 )
-from kyfs.core.errors import StorageError
+from kyfs.core.errors import StorageError, WorkspaceNotFound
 from kyfs.platform import config
 
 
@@ -60,6 +60,9 @@ def search(
             targets = workspaces.names()
         else:
             targets = list(names) or [resolve_workspace(os.environ.get(config.ENV_WORKSPACE))]
+            missing = [name for name in names if not workspaces.exists(name)]
+            if missing:  # a name given that is no workspace: exit 1, as for any command
+                raise WorkspaceNotFound(f"workspace not found: {', '.join(missing)}")
     results = searching.search(targets, query, raw=raw, limit=limit)
     for name, message in results.errors.items():
         click.echo(f"kyfs: cannot search workspace {name}: {message}", err=True)

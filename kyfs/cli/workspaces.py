@@ -32,7 +32,13 @@ from kyfs.cli.base import (
     json_option,
     workspace_option,
 )
-from kyfs.core.errors import InvalidInput, KyfsError, StorageError, WorkspaceNotFound
+from kyfs.core.errors import (
+    InvalidInput,
+    KyfsError,
+    NotFound,
+    StorageError,
+    WorkspaceNotFound,
+)
 from kyfs.core.names import check_workspace_name
 from kyfs.platform import config
 
@@ -57,10 +63,14 @@ def use(name: str | None, create: bool, project: str | None) -> None:
     otherwise it exits 1 with the hint.
 
     Examples: kyfs use project_alpha; kyfs use --project ~/src/app
+
+    A --project PATH that is not a directory is exit 1 (nothing is created).
     """
     with engine_session() as workspaces:
         if project is not None:
-            name = use_project(workspaces, Path(project))
+            if not Path(project).expanduser().is_dir():  # a typo must not make a workspace
+                raise NotFound(f"no such project directory: {project}")
+            name = use_project(workspaces, Path(project).expanduser())
         elif name is None:
             raise InvalidInput("give a workspace NAME, or --project [PATH]")
         elif not workspaces.exists(name):
@@ -397,7 +407,12 @@ def trash_restore(name: str, new_name: str | None) -> None:
 
 
 @trash.command(name="empty")
-@click.option("--older-than", type=float, metavar="DAYS", help="Only those dropped before.")
+@click.option(
+    "--older-than",
+    type=click.FloatRange(0, 36500),
+    metavar="DAYS",
+    help="Only those dropped more than DAYS days ago (0 to 36500).",
+)
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 def trash_empty(older_than: float | None, yes: bool) -> None:
     """Delete dropped workspaces for good.
@@ -435,10 +450,14 @@ def fsck(names: tuple[str, ...], repair: bool, as_json: bool) -> None:
                 problems, done = [str(exc)], []
             report[db_path] = {"ok": not problems, "problems": problems, "repaired": done}
         every = workspaces.writable_names() if repair else workspaces.names()
+        missing = []
         for name in () if db_path else names or every:
             try:
                 problems, done = workspaces.check(name, repair=repair)
-            except KyfsError as exc:  # a name that is no workspace: report it, go on
+            except WorkspaceNotFound as exc:  # a name that is no workspace: report it, go on
+                problems, done = [str(exc)], []
+                missing.append(name)
+            except KyfsError as exc:
                 problems, done = [str(exc)], []
             report[name] = {"ok": not problems, "problems": problems, "repaired": done}
         if not names and not db_path:
@@ -458,6 +477,8 @@ def fsck(names: tuple[str, ...], repair: bool, as_json: bool) -> None:
                 click.echo(f"{name}: {problem}")
             if result["ok"]:
                 click.echo(f"{name}: ok")
+    if all(r["ok"] or name in missing for name, r in report.items()) and missing:
+        raise KyfsCliError(WorkspaceNotFound(f"workspace not found: {', '.join(missing)}"))
     if any(not r["ok"] for r in report.values()):
         if not repair:
             raise KyfsCliError(StorageError("problems found (see above); try kyfs fsck --repair"))

@@ -141,7 +141,9 @@ class ReadOnlyWorkspace:
 class ScopedEngine:
     """``engine`` as identity ``scope.identity`` sees it (kyfs.core.identity.Scope).
 
-    Names in and out are the identity's; the engine below keeps stored names. Members
+    Names in and out are the identity's; the engine below keeps stored names. With
+    ``only`` (``kyfs -w NAME mount``) just that workspace is seen: any other name is not
+    found (ENOENT, exit 1), and creating, renaming or dropping one is EPERM. Members
     not listed here pass to the engine below when they take no workspace name
     (ensure_reserve, short, wait_for_changes, ...); a name-taking member the wrapper
     does not know raises AttributeError rather than reach another identity's data.
@@ -163,9 +165,10 @@ class ScopedEngine:
         ]
     )
 
-    def __init__(self, engine: Any, scope: Scope) -> None:
+    def __init__(self, engine: Any, scope: Scope, only: str | None = None) -> None:
         self.engine = engine  # the engine below (stored names)
         self.scope = scope
+        self.only = only  # the one workspace shown (kyfs -w NAME mount), or None: all
         self._wrapped: dict[str, tuple[object, ReadOnlyWorkspace]] = {}
         self._lock = threading.Lock()
         self._grants_seen = self._grants_state()
@@ -192,6 +195,13 @@ class ScopedEngine:
             self.scope = replace(self.scope, grants=config.load_grants())
 
     def _stored(self, name: str, op: str = READ) -> str:
+        if self.only is not None:
+            if name != self.only:
+                raise WorkspaceNotFound(
+                    f"workspace not found: {name} (this mount shows {self.only})"
+                )
+            if op == MANAGE:
+                raise NotPermitted(f"this mount shows only {self.only}: manage it with kyfs")
         if IDENTITY_SEP in name:
             self.refresh()
         return self.scope.stored(name, op)
@@ -204,7 +214,7 @@ class ScopedEngine:
     # --- names -------------------------------------------------------------------------
     def _visible(self, stored: Iterable[str]) -> list[str]:
         seen = (self.scope.visible(name) for name in stored)
-        return sorted(name for name in seen if name is not None)
+        return sorted(n for n in seen if n is not None and self.only in (None, n))
 
     def _view(self, stored: str, workspace: Workspace) -> Workspace:
         """``workspace`` itself, or its read-only wrapper (one per workspace object)."""
@@ -242,6 +252,8 @@ class ScopedEngine:
     def create(self, name: str, owner: Owner | None = None, mode: int | None = None) -> None:
         """Create this identity's workspace ``name`` (or ``shared``). As Engine.create;
         NotPermitted (EPERM, exit 6) for a name of another identity's (``OWNER~W``)."""
+        if self.only is not None:
+            raise NotPermitted(f"this mount shows only {self.only}: create workspaces with kyfs")
         if self.scope.split(name)[0] != self.scope.identity:
             raise NotPermitted(f"{name} would be another identity's: name your own")
         self.engine.create(self._stored(name, WRITE), owner, mode)

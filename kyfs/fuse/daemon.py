@@ -287,7 +287,8 @@ def serve(
             log.warning("%s", change)
     except (KyfsError, OSError) as exc:  # (a read-only data directory)
         log.warning("cannot settle the workspaces' inode tags: %s", exc)
-    operations = KyfsOperations(ScopedEngine(engine, scope), metrics=metrics)
+    only = os.environ.get(config.ENV_MOUNT_WORKSPACE) or None  # kyfs -w NAME mount
+    operations = KyfsOperations(ScopedEngine(engine, scope, only=only), metrics=metrics)
     # mountinfo lists the resolved path (no symlinks, no ..): resolved before mounting
     listed_as = Path(os.path.realpath(mountpoint))
     operations.invalidator.mounted = functools.partial(_listed_mount, listed_as)

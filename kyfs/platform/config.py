@@ -43,6 +43,8 @@ DEFAULT_ARCHIVE_RETENTION_DAYS = 15.0
 DEFAULT_UNDO_CAP_MIB = 10240.0  # MiB of history, archive and trash at most (10 GiB)
 DEFAULT_UNDO_CAP_PERCENT = 20.0  # % of the data directory's file system at most
 ENV_WORKSPACE = "KYFS_WORKSPACE"
+# The one workspace a mount shows (kyfs -w NAME mount sets it for its daemon).
+ENV_MOUNT_WORKSPACE = "KYFS_MOUNT_WORKSPACE"
 ENV_ENGINE = "KYFS_ENGINE"
 
 

@@ -163,7 +163,8 @@ class PgWorkspace(ArchiveMixin, RulesMixin):
         return [Match(r[0], r[1], int(r[2]), r[3], float(r[4])) for r in rows]
 
     def search_stats(self, terms: Iterable[str]) -> tuple[int, int, dict[str, int]]:
-        """(indexed keys, their total length in tokens, {term: keys holding it})."""
+        """(indexed keys, their total length in tokens, {term: keys holding it}); a term
+        ending in ``*`` is a prefix (kyfs.search.query_terms), ``'tok':*`` in tsquery."""
         wanted = sorted(set(terms))
         self.flush_index()
         with self._snapshot() as conn:
@@ -174,7 +175,7 @@ class PgWorkspace(ArchiveMixin, RulesMixin):
                 term: int(
                     conn.execute(
                         "SELECT count(*) FROM search_text WHERE document @@ CAST(? AS tsquery)",
-                        (f"'{term}'",),
+                        (f"'{term[:-1]}':*" if term.endswith("*") else f"'{term}'",),
                     ).fetchone()[0]
                 )
                 for term in wanted

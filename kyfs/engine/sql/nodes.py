@@ -336,9 +336,11 @@ class NamespaceMixin(HistoryMixin):
         owner: Owner | None,
         target: bytes | None = None,
         rdev: int = 0,
+        now: int | None = None,
     ) -> int:
-        """Create ``key`` (missing directories above it too); returns the node's id."""
-        now = time.time_ns()
+        """Create ``key`` (missing directories above it too) at time ``now`` (ns, UTC;
+        default: the clock's now); returns the node's id."""
+        now = time.time_ns() if now is None else now
         owner = owner or process_owner()
         parent = self._ensure_parents(conn, key, now, owner)
         return self._new_node(conn, key, kind, mode, owner, now, parent, target, rdev)

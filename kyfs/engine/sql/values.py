@@ -329,7 +329,9 @@ class ValuesMixin(NamespaceMixin):
                 conn.execute("UPDATE nodes SET mode = ? WHERE id = ?", (mode & 0o7777, node_id))
                 narrow(conn, names_of(conn, node_id), mode)
         else:
-            node_id = self._make(conn, key, REG, FILE_MODE if mode is None else mode, owner)
+            node_id = self._make(
+                conn, key, REG, FILE_MODE if mode is None else mode, owner, now=now
+            )  # created at the time the value is written: never after it
         if source is not None and source[0] == node_id:
             size = source[1]  # a version the value still is: it stays as it is
         else:

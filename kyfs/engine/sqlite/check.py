@@ -104,7 +104,8 @@ class SearchCheckMixin(ArchiveMixin):
             raise self._convert(exc) from None
 
     def search_stats(self, terms: Iterable[str]) -> tuple[int, int, dict[str, int]]:
-        """(indexed keys, their total length in tokens, {term: keys holding it}) for scoring."""
+        """(indexed keys, their total length in tokens, {term: keys holding it}) for scoring;
+        a term ending in ``*`` is a prefix (kyfs.search.query_terms)."""
         wanted = sorted(set(terms))
         self._catch_up_index()
         with self._snapshot() as conn:
@@ -112,12 +113,19 @@ class SearchCheckMixin(ArchiveMixin):
                 "SELECT count(*), total(key_tokens + value_tokens) FROM search_text"
             ).fetchone()
             docs: dict[str, int] = dict.fromkeys(wanted, 0)
-            if wanted:
-                marks = ",".join("?" * len(wanted))
+            exact = [t for t in wanted if not t.endswith("*")]
+            if exact:
+                marks = ",".join("?" * len(exact))
                 for term, doc in conn.execute(
-                    f"SELECT term, doc FROM search_vocab WHERE term IN ({marks})", wanted
+                    f"SELECT term, doc FROM search_vocab WHERE term IN ({marks})", exact
                 ):
                     docs[term] = doc
+            for term in wanted:
+                if term.endswith("*"):  # a prefix: the keys holding any word that starts so
+                    docs[term] = conn.execute(
+                        "SELECT count(*) FROM search_index WHERE search_index MATCH ?",
+                        ('"' + term[:-1].replace('"', '""') + '"*',),
+                    ).fetchone()[0]
         return int(count), int(total), docs
 
     # --- checking -----------------------------------------------------------------------
