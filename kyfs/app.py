@@ -43,11 +43,22 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+ENV_KYCLI_DB_PATH = "KYCLI_DB_PATH"  # KyCLI's database file, honoured as KyCLI does
+
+
 def resolve_workspace(name: str | None) -> str:
-    """The workspace a command acts on: ``name`` when given (even empty: it is validated
-    when opened), else the active one (kyfs.platform.config), else ``default``."""
+    """The workspace a command acts on: ``name`` when given (-w, KYFS_WORKSPACE; even
+    empty: it is validated when opened), else the workspace that ``kyfs migrate kycli``
+    fills from the KyCLI file ``$KYCLI_DB_PATH`` (KyCLI gives that variable precedence
+    over its active workspace: ``~/kydata.db`` is ``default``, ``NAME.db`` is NAME),
+    else the active one (kyfs.platform.config), else ``default``."""
     if name is not None:
         return name
+    kycli = os.environ.get(ENV_KYCLI_DB_PATH)
+    if kycli:
+        from kyfs.transfer.migrate import kycli_sources
+
+        return kycli_sources(Path(kycli).expanduser())[0][1]
     return config.active_workspace() or config.DEFAULT_WORKSPACE
 
 

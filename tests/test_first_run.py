@@ -1,10 +1,11 @@
 """A KyCLI user's first minutes (issue 14): the first command works on a fresh data
 directory, global options go before the command too, ``kyfs`` alone shows a short tour,
-and KyCLI's short commands (kys, kyg, kyl, kyd) keep working."""
+and KyCLI's short commands (kys, kyg, kyl, kyd, kyv) keep working."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -21,7 +22,7 @@ def run(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[b
     return subprocess.run(command, input=stdin, capture_output=True, check=False, timeout=60)
 
 
-SHORT = {"kys", "kyg", "kyl", "kyd"}
+SHORT = {"kys", "kyg", "kyl", "kyd", "kyv"}
 
 
 def on_terminal(
@@ -84,6 +85,43 @@ def test_kycli_short_commands(kyfs_home: Path) -> None:
     assert run("kyg", "user.name").returncode == 1  # not found, as kyfs get
     assert run("kys", "-w", "shared", "k", "v").returncode == 0
     assert run("kyg", "-w", "shared", "k").stdout == b"v"
+
+
+def test_kycli_regex_history_and_db_path(kyfs_home: Path) -> None:
+    """Issue 30 item 3: what KyCLI's documentation promises its users."""
+    for key, value in (("user_a", "1"), ("user_b", "2"), ("other", "3")):
+        assert run("kys", key, value).returncode == 0
+    assert run("kyl", "user_.*").stdout == b"user_a\nuser_b\n"  # a regular expression
+    assert run("kyl", "^o").stdout == b"other\n"
+    assert run("kyl", "[").returncode == 2  # not one: a clear error
+    assert run("kyg", "other").stdout == b"3"  # a key of that name: its value
+    assert run("kyg", "user_.*").stdout == b"user_a\t1\nuser_b\t2\n"  # else the matches
+    assert run("kyg", "nomatch.*").returncode == 1
+    assert run("kys", "piped", stdin=b"from stdin").returncode == 0  # not a terminal: read
+    assert run("kyg", "piped").stdout == b"from stdin"
+    every = run("kyv").stdout.decode().splitlines()  # every key's history, oldest first
+    assert [line.split()[0] for line in every] == ["user_a", "user_b", "other", "piped"]
+    assert "'3'" in run("kyv", "other").stdout.decode()
+    assert run("create", "work").returncode == 0  # what kyfs migrate kycli fills from work.db
+    assert run("-w", "work", "set", "k", "in work").returncode == 0
+    kycli = {**os.environ, "KYCLI_DB_PATH": str(kyfs_home / "elsewhere" / "work.db")}
+    got = subprocess.run(
+        [sys.executable, "-m", "kyfs", "get", "k"], env=kycli, capture_output=True, timeout=60
+    )
+    assert got.stdout == b"in work"  # KYCLI_DB_PATH before the active workspace
+    assert run("get", "other").stdout == b"3"  # without it, the active one
+
+
+def test_kys_without_a_value_on_a_terminal_is_refused(kyfs_home: Path) -> None:
+    import pexpect
+
+    child = pexpect.spawn(
+        sys.executable, ["-c", "from kyfs.cli.short import kys; kys(['k'])"], timeout=30
+    )
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 2 and b"give a VALUE" in (child.before or b"")
+    assert run("kyg", "k").returncode == 1  # nothing was stored
 
 
 def test_history_shows_what_each_version_held(kyfs_home: Path) -> None:

@@ -146,18 +146,41 @@ def delete(key: str, workspace: str | None, as_json: bool) -> None:
         _echo_json({"action": "delete", "workspace": name, "key": key})
 
 
+def _found_by(regex: str | None, keys: list[str]) -> list[str]:
+    """The ``keys`` that Python's ``re.search`` finds ``regex`` in (all without one), as
+    KyCLI's ``kyl`` and ``kyg`` match (docs.python.org/3/library/re.html).
+
+    Raises:
+        InvalidInput: (exit 2) ``regex`` is not a regular expression.
+    """
+    if regex is None:
+        return keys
+    import re
+
+    try:
+        pattern = re.compile(regex)
+    except re.error as exc:
+        raise InvalidInput(f"not a regular expression: {regex!r}: {exc}") from None
+    return [key for key in keys if pattern.search(key)]
+
+
 @cli.command()
 @click.argument("prefix", type=KEY, required=False, default="")
 @workspace_option
 @json_option
 @click.option("--glob", metavar="PATTERN", help="Only keys matching a glob, e.g. 'user.*'.")
-def keys(prefix: str, workspace: str | None, as_json: bool, glob: str | None) -> None:
+@click.option(
+    "--regex", metavar="PATTERN", help="Only keys a Python regular expression finds (KyCLI's kyl)."
+)
+def keys(
+    prefix: str, workspace: str | None, as_json: bool, glob: str | None, regex: str | None
+) -> None:
     """List the keys (starting with PREFIX), one per line.
 
-    Examples: kyfs keys; kyfs keys api/ --glob '*.json' --json
+    Examples: kyfs keys; kyfs keys api/ --glob '*.json' --json; kyfs keys --regex 'user_.*'
     """
     with session(workspace) as (_, store):
-        found = store.keys(prefix, glob=glob)
+        found = _found_by(regex, store.keys(prefix, glob=glob))
     if as_json:
         _echo_json(found)
         return
@@ -170,7 +193,10 @@ def keys(prefix: str, workspace: str | None, as_json: bool, glob: str | None) ->
 @workspace_option
 @json_option
 @click.option("--limit", type=click.IntRange(1, 1_000_000), default=10_000, show_default=True)
-def scan(prefix: str, workspace: str | None, as_json: bool, limit: int) -> None:
+@click.option(
+    "--regex", metavar="PATTERN", help="Only keys a Python regular expression finds (KyCLI's kyg)."
+)
+def scan(prefix: str, workspace: str | None, as_json: bool, limit: int, regex: str | None) -> None:
     """List the keys under PREFIX with their values (ProntoDB's scan): one
     ``KEY<TAB>VALUE`` line each (the value's first line of text, or <binary, N bytes>),
     or --json with whole values (UTF-8, else base64). Values over 1 MiB are shown by
@@ -181,7 +207,7 @@ def scan(prefix: str, workspace: str | None, as_json: bool, limit: int) -> None:
 
     rows: list[dict[str, Any]] = []
     with session(workspace) as (_, store):
-        for key in store.keys(prefix)[:limit]:
+        for key in _found_by(regex, store.keys(prefix))[:limit]:
             size = store.stat(key).size
             row: dict[str, Any] = {"key": key, "size": size}
             if size <= SCAN_VALUE_MAX:
@@ -503,28 +529,38 @@ def exec_cmd(
 
 # --- history ------------------------------------------------------------------------------
 @cli.command()
-@click.argument("key", type=KEY, shell_complete=complete_keys)
+@click.argument("key", type=KEY, required=False, shell_complete=complete_keys)
 @workspace_option
 @json_option
-def history(key: str, workspace: str | None, as_json: bool) -> None:
+def history(key: str | None, workspace: str | None, as_json: bool) -> None:
     """List the recorded versions of KEY, oldest first: version, time, action, size, and a
     one-line preview of the value (its first line of text, cut to the terminal's width;
     <binary, N bytes> otherwise); --json gives each whole value (UTF-8, else base64).
 
     Example: kyfs history user.name; then kyfs restore user.name --version 3
 
-    Exit 1 when KEY has no history and is not there (live or in the archive).
+    Exit 1 when KEY has no history and is not there (live or in the archive). Without
+    KEY, every key's history, oldest first, each line naming its key (KyCLI's kyv).
     """
     import shutil
 
     items: list[dict[str, Any]] = []
-    key, where = split_address(key, workspace)
+    where = workspace
+    if key is not None:
+        key, where = split_address(key, workspace)
     with session(where, addressed=where != workspace) as (_, store):
-        found = store.history(key)
-        if not found and not store.archived(key):
-            store.stat(key)  # KeyNotFound (exit 1) when it is not there either
+        if key is None:
+            found = sorted(
+                (h for k in store.history_keys() for h in store.history(k)),
+                key=lambda h: (h.time_ns, h.id or 0),
+            )
+        else:
+            found = store.history(key)
+            if not found and not store.archived(key):
+                store.stat(key)  # KeyNotFound (exit 1) when it is not there either
         for h in found:
             item: dict[str, Any] = {
+                **({"key": h.key} if key is None else {}),
                 "version": h.id,
                 "time": _iso(h.time_ns),
                 "action": h.action,
@@ -545,6 +581,8 @@ def history(key: str, workspace: str | None, as_json: bool) -> None:
         size = "" if item["size"] is None else f"{item['size']} bytes"
         detail = f"  ({for_terminal(item['detail'])})" if item["detail"] else ""
         line = f"{item['version']:>6}  {item['time']}  {item['action']:<6}  {size}{detail}"
+        if key is None:
+            line = f"{for_terminal(item['key'])}  {line}"
         preview = for_terminal(_preview(item))
         if preview:
             room = max(width - len(line) - 4, 12)
