@@ -51,6 +51,12 @@ class KeyNotFound(NotFound):
     """The key does not exist in the workspace (ENOENT, exit 1)."""
 
 
+class NoAttribute(NotFound):
+    """The node has no extended attribute of that name (ENODATA, exit 1; getxattr(2))."""
+
+    errno = _errno.ENODATA
+
+
 class WorkspaceNotFound(NotFound):
     """No workspace has that name (ENOENT, exit 1)."""
 
@@ -89,6 +95,28 @@ class IllegalByteSequence(InvalidName):
     """A name is not valid UTF-8 (EILSEQ, exit 2)."""
 
     errno = _errno.EILSEQ
+
+
+class AttributeNameTooLong(InvalidInput):
+    """An extended attribute's name is over 255 bytes (ERANGE, exit 2), as ext4 answers
+    (XATTR_NAME_MAX, ``linux/limits.h``; setxattr(2))."""
+
+    errno = _errno.ERANGE
+
+
+class AttributeTooLarge(InvalidInput):
+    """An extended attribute's value is over 64 KiB (XATTR_SIZE_MAX), or a node's names
+    together would pass 64 KiB (XATTR_LIST_MAX), so listxattr(2) could not answer
+    (E2BIG, exit 2; setxattr(2))."""
+
+    errno = _errno.E2BIG
+
+
+class AttributeNotSupported(InvalidInput):
+    """An extended attribute namespace kyfs does not store (``system.*``, ``foo.*``), or
+    one it does not offer on this kind of node (ENOTSUP, exit 2)."""
+
+    errno = _errno.ENOTSUP
 
 
 class InvalidQuery(InvalidInput):

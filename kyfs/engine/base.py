@@ -207,6 +207,26 @@ class Workspace(Protocol):
         """Make every committed change durable against power loss."""
         ...
 
+    # --- extended attributes (kyfs.core.xattrs: limits and namespaces) ---------------------
+    def xattr_names(self, key: str) -> list[str]:
+        """The extended attribute names of the node at ``key``, by their bytes. ENOENT."""
+        ...
+
+    def get_xattr(self, key: str, name: str) -> bytes:
+        """Attribute ``name`` of the node at ``key``. KeyNotFound, NoAttribute (ENODATA)."""
+        ...
+
+    def set_xattr(self, key: str, name: str, value: bytes, flags: int = 0) -> None:
+        """Set attribute ``name`` of the node at ``key`` (hard links share it); ``flags``:
+        XATTR_CREATE (AlreadyExists, EEXIST) or XATTR_REPLACE (NoAttribute, ENODATA).
+        AttributeNotSupported (ENOTSUP), AttributeNameTooLong (ERANGE, over 255 bytes),
+        AttributeTooLarge (E2BIG, a value over 64 KiB), KeyNotFound."""
+        ...
+
+    def remove_xattr(self, key: str, name: str) -> None:
+        """Remove attribute ``name`` of the node at ``key``. KeyNotFound, NoAttribute."""
+        ...
+
     # --- TTL, history, archive ------------------------------------------------------------
     def set_ttl(self, key: str, seconds: float | None) -> Entry:
         """Expire ``key`` in ``seconds`` (None: never). KeyNotFound, IsADirectory."""

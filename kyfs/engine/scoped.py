@@ -52,6 +52,8 @@ WRITES = frozenset(
         "commit",
         "truncate",
         "set_ttl",
+        "set_xattr",
+        "remove_xattr",
         "thin_history",
         "restore_version",
         "restore",

@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from kyfs.app import drop_workspace, rename_workspace
-from kyfs.core import names
+from kyfs.core import names, xattrs
 from kyfs.core.access import Caller
 from kyfs.core.errors import (
     AlreadyExists,
@@ -441,27 +441,36 @@ class KyfsOperations(Operations):  # type: ignore[misc]
         }
 
     # --- extended attributes ----------------------------------------------------------
+    # Stored attributes (user.*, trusted.*, security.*) per node; who may do what is
+    # kyfs.core.xattrs's. kyfs's own user.kyfs.* (a key's TTL and times) answer by name
+    # only: never listed, so cp -a and rsync -X do not carry them.
     @_op
     def listxattr(self, path: str) -> list[str]:
-        """The key's ``user.kyfs.*`` attribute names (none for a directory). ENOENT."""
+        """The node's stored attribute names the caller may see (trusted.* only root);
+        none in the virtual trees. ENOENT."""
         if self._tree(path) is not None:
             return []
         store, key = self._resolve(path)
-        if store.stat(key).is_dir:
-            return []
-        found = list(XATTR_TIMES[1:])
-        if store.expiry(key) is not None:
-            found = [XATTR_TTL, XATTR_TIMES[0], *found]
-        return found
+        uid = fuse_get_context()[0]
+        return [name for name in store.xattr_names(key) if xattrs.visible(name, uid)]
 
     @_op
     def getxattr(self, path: str, name: str, position: int = 0) -> bytes:
-        """A ``user.kyfs.*`` attribute as bytes: seconds to live, or a UTC time in ISO 8601.
-
-        ENODATA for any other name or an unset TTL; ENOENT."""
-        if not name.startswith("user.kyfs.") or self._tree(path) is not None:
+        """Attribute ``name`` as bytes (mfusepy answers a size probe and ERANGE itself);
+        ``user.kyfs.*``: :meth:`_own_xattr`. ENODATA, ENOTSUP (a namespace kyfs does not
+        store), ENOENT."""
+        if self._tree(path) is not None:
             raise FuseOSError(ENODATA)
         store, key = self._resolve(path)
+        if name.startswith(xattrs.OWN):
+            return self._own_xattr(store, key, name)
+        xattrs.may_read(name, fuse_get_context()[0], store.stat(key).kind)
+        return store.get_xattr(key, name)
+
+    @staticmethod
+    def _own_xattr(store: Workspace, key: str, name: str) -> bytes:
+        """``user.kyfs.ttl`` (seconds to live) or a ``user.kyfs.*_at`` time (UTC, ISO 8601).
+        ENODATA for another name or an unset TTL."""
         entry = store.stat(key)
         expires = None if entry.is_dir else store.expiry(key)
         if name == XATTR_TTL and expires is not None:
@@ -478,26 +487,36 @@ class KyfsOperations(Operations):  # type: ignore[misc]
 
     @_op
     def setxattr(self, path: str, name: str, value: bytes, options: int, position: int = 0) -> int:
-        """Set ``user.kyfs.ttl`` ("10m", "600"; empty clears). ENOTSUP for other names and
-        for a directory or link (only keys expire); EINVAL for a bad duration; ENOENT."""
-        if name != XATTR_TTL:
-            raise FuseOSError(errno.ENOTSUP)
+        """Store attribute ``name`` (``options``: XATTR_CREATE, EEXIST; XATTR_REPLACE,
+        ENODATA). ``user.kyfs.ttl`` sets the TTL ("10m", "600"; empty clears; ENOTSUP but
+        on a file); another ``user.kyfs.*`` ENOTSUP. EPERM, ENOTSUP, ERANGE, E2BIG as
+        kyfs.core.xattrs; EROFS in the virtual trees; ENOENT."""
         store, key = self._resolve(path)
-        if store.stat(key).kind != REG:
-            raise FuseOSError(errno.ENOTSUP)
-        text = value.decode("utf-8", "replace").strip()
-        store.set_ttl(key, names.parse_duration(text) if text else None)
+        kind = store.stat(key).kind
+        if name.startswith(xattrs.OWN):
+            if name != XATTR_TTL or kind != REG:
+                raise FuseOSError(errno.ENOTSUP)
+            text = value.decode("utf-8", "replace").strip()
+            store.set_ttl(key, names.parse_duration(text) if text else None)
+            return 0
+        xattrs.may_change(name, fuse_get_context()[0], kind)
+        store.set_xattr(key, name, value, options & (xattrs.XATTR_CREATE | xattrs.XATTR_REPLACE))
         return 0
 
     @_op
     def removexattr(self, path: str, name: str) -> int:
-        """Clear ``user.kyfs.ttl``. ENODATA for other names and for a directory; ENOENT."""
-        if name != XATTR_TTL:
-            raise FuseOSError(ENODATA)
+        """Remove attribute ``name``; ``user.kyfs.ttl`` clears the TTL (another
+        ``user.kyfs.*``, or a directory's TTL: ENODATA). ENODATA, EPERM, ENOTSUP; EROFS
+        in the virtual trees; ENOENT."""
         store, key = self._resolve(path)
-        if store.stat(key).kind != REG:
-            raise FuseOSError(ENODATA)
-        store.set_ttl(key, None)
+        kind = store.stat(key).kind
+        if name.startswith(xattrs.OWN):
+            if name != XATTR_TTL or kind != REG:
+                raise FuseOSError(ENODATA)
+            store.set_ttl(key, None)
+            return 0
+        xattrs.may_change(name, fuse_get_context()[0], kind)
+        store.remove_xattr(key, name)
         return 0
 
     # --- metadata ------------------------------------------------------------------------

@@ -40,7 +40,7 @@ SCHEMA_SIZE = (
     "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c"
     " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = ? AND c.relkind = 'r'"
 )
-SCHEMA_VERSION = 3  # the layout of a workspace schema (meta 'pg_schema_version')
+SCHEMA_VERSION = 4  # the layout of a workspace schema (meta 'pg_schema_version')
 
 CATALOG_DDL = """
 CREATE SCHEMA IF NOT EXISTS kyfs;
@@ -160,6 +160,12 @@ CREATE TABLE search_text (
     document      tsvector NOT NULL
 );
 CREATE INDEX search_document ON search_text USING GIN (document);
+CREATE TABLE xattrs (
+    node   BIGINT NOT NULL,
+    name   BYTEA NOT NULL,
+    value  BYTEA NOT NULL,
+    PRIMARY KEY (node, name)
+);
 """
 
 
@@ -204,6 +210,8 @@ def migrate(conn: Any, version: int) -> None:
     the SQLite engine's migration m008 does.
 
     Version 3, version modes: ``history.mode``, as the SQLite engine's m010.
+
+    Version 4, extended attributes: the table ``xattrs``, as the SQLite engine's m011.
     """
     from kyfs.engine.sql import blocks
 
@@ -255,6 +263,11 @@ def migrate(conn: Any, version: int) -> None:
         conn.execute(
             "UPDATE history SET mode = (SELECT n.mode FROM entries e JOIN nodes n"
             " ON n.id = e.node WHERE e.key = history.key) WHERE size IS NOT NULL"
+        )
+    if version < 4:
+        conn.execute(
+            "CREATE TABLE xattrs (node BIGINT NOT NULL, name BYTEA NOT NULL,"
+            " value BYTEA NOT NULL, PRIMARY KEY (node, name))"
         )
     conn.execute(
         "UPDATE meta SET value = ? WHERE name = 'pg_schema_version'", (str(SCHEMA_VERSION),)
