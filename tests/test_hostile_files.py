@@ -550,6 +550,14 @@ HOSTILE_ROWS = {  # the tampered files of the tests above, as one corpus
     " (SELECT node FROM entries WHERE key = 'k')",
     "retention past its range": "INSERT INTO meta (name, value) VALUES ('ttl_s', '1e300')",
     "a loop of directories": "UPDATE entries SET parent = 'k' WHERE key = 'k'",
+    "an attribute value past 64 KiB": "INSERT INTO xattrs (node, name, value) SELECT node,"
+    " CAST('user.big' AS BLOB), zeroblob(65537) FROM entries WHERE key = 'k'",
+    "an attribute name past 255 bytes": "INSERT INTO xattrs (node, name, value) SELECT node,"
+    " CAST('user.' || printf('%0300d', 0) AS BLOB), x'' FROM entries WHERE key = 'k'",
+    "a kyfs attribute stored": "INSERT INTO xattrs (node, name, value) SELECT node,"
+    " CAST('user.kyfs.ttl' AS BLOB), x'31' FROM entries WHERE key = 'k'",
+    "attributes of no node": "INSERT INTO xattrs (node, name, value)"
+    " VALUES (987654, CAST('user.x' AS BLOB), x'')",
 }
 
 

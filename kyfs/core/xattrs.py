@@ -81,19 +81,19 @@ def visible(name: str, uid: int) -> bool:
     return uid == 0 or not name.startswith("trusted.")
 
 
-def may_read(name: str, uid: int, kind: int) -> None:
-    """Whether a caller of ``uid`` may read ``name`` on a node of type ``kind``
-    (S_IFREG, S_IFDIR, S_IFLNK bits).
+def may_read(name: str, uid: int) -> None:
+    """Whether a caller of ``uid`` may read ``name`` (user.* on a symlink needs no rule:
+    none can be set there, so a read answers ENODATA).
 
     Raises:
         AttributeNotSupported: (ENOTSUP) a namespace kyfs does not store.
         NoAttribute: (ENODATA) system.* (no ACL is stored: getfacl then shows the mode),
-            trusted.* for others than root, user.* on a symlink.
+            trusted.* for others than root.
     """
     if name.startswith("system."):
         raise NoAttribute(f"no such attribute: {name}")
     check(name)
-    if not visible(name, uid) or (name.startswith("user.") and not _user_kind(kind)):
+    if not visible(name, uid):
         raise NoAttribute(f"no such attribute: {name}")
 
 
