@@ -16,13 +16,25 @@ Thread-safety: as kyfs.engine.sql.base.
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from kyfs.core import xattrs
-from kyfs.core.errors import AlreadyExists, AttributeTooLarge, NoAttribute
+from kyfs.core.errors import AlreadyExists, AttributeTooLarge, KeyNotFound, NoAttribute
+from kyfs.core.nodes import ROOT
 from kyfs.engine.sql.nodes import NamespaceMixin
 
 SQL_NAMES = "SELECT name FROM xattrs WHERE node = ? ORDER BY name"
 SQL_GET = "SELECT value FROM xattrs WHERE node = ? AND name = ?"
+# By key, in one statement: a row (node, NULL) when the key has no attribute (of that
+# name), none when there is no such key.
+SQL_NAMES_BY_KEY = (
+    "SELECT e.node, x.name FROM entries e LEFT JOIN xattrs x ON x.node = e.node"
+    " WHERE e.key = ? ORDER BY x.name"
+)
+SQL_GET_BY_KEY = (
+    "SELECT e.node, x.value FROM entries e LEFT JOIN xattrs x ON x.node = e.node"
+    " AND x.name = ? WHERE e.key = ?"
+)
 SQL_LIST_BYTES = "SELECT coalesce(sum(length(name) + 1), 0) FROM xattrs WHERE node = ?"
 SQL_PUT = (
     "INSERT INTO xattrs (node, name, value) VALUES (?, ?, ?)"
@@ -35,6 +47,26 @@ SQL_TOUCH = "UPDATE nodes SET ctime_ns = ? WHERE id = ?"
 class XattrsMixin(NamespaceMixin):
     """List, read, set and remove a node's extended attributes, by one of its keys."""
 
+    def _by_key(
+        self, key: str, sql_by_key: str, sql_by_node: str, args: tuple[Any, ...]
+    ) -> list[Any]:
+        """Rows of one statement (no transaction: a read is one statement, as ``ls -l``
+        asks for attributes of every file): ``sql_by_key`` (its first column the node,
+        NULL in the others when the node has none) with ``(*args, key)``; at the top
+        directory, which has no name, ``sql_by_node`` with ``(node, *args)``.
+
+        Raises:
+            KeyNotFound: (ENOENT) nothing is stored at ``key``.
+        """
+        if key == ROOT:
+            return [
+                (self._root_id, *row) for row in self._rows(sql_by_node, (self._root_id, *args))
+            ]
+        rows = self._rows(sql_by_key, (*args, key))
+        if not rows:
+            raise KeyNotFound(f"key not found: {key}")
+        return [row for row in rows if row[1] is not None]
+
     def xattr_names(self, key: str) -> list[str]:
         """The names of the attributes of the node at ``key`` (``""``: the top
         directory), sorted by their bytes.
@@ -42,10 +74,8 @@ class XattrsMixin(NamespaceMixin):
         Raises:
             KeyNotFound: (ENOENT).
         """
-        with self._snapshot() as conn:
-            node = self._must(conn, key).id
-            rows = conn.execute(SQL_NAMES, (node,)).fetchall()
-        return [xattrs.decode(bytes(row[0])) for row in rows]
+        rows = self._by_key(key, SQL_NAMES_BY_KEY, SQL_NAMES, ())
+        return [xattrs.decode(bytes(row[1])) for row in rows]
 
     def get_xattr(self, key: str, name: str) -> bytes:
         """The value of attribute ``name`` of the node at ``key``.
@@ -53,12 +83,10 @@ class XattrsMixin(NamespaceMixin):
         Raises:
             KeyNotFound: (ENOENT). NoAttribute: (ENODATA) the node has no such attribute.
         """
-        with self._snapshot() as conn:
-            node = self._must(conn, key).id
-            row = conn.execute(SQL_GET, (node, xattrs.encode(name))).fetchone()
-        if row is None:
+        rows = self._by_key(key, SQL_GET_BY_KEY, SQL_GET, (xattrs.encode(name),))
+        if not rows:
             raise NoAttribute(f"no such attribute: {name}")
-        return bytes(row[0])
+        return bytes(rows[0][1])
 
     def set_xattr(self, key: str, name: str, value: bytes, flags: int = 0) -> None:
         """Give the node at ``key`` attribute ``name`` = ``value`` (setxattr(2)); ``flags``
