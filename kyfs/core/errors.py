@@ -105,11 +105,18 @@ class AttributeNameTooLong(InvalidInput):
 
 
 class AttributeTooLarge(InvalidInput):
-    """An extended attribute's value is over 64 KiB (XATTR_SIZE_MAX), or a node's names
-    together would pass 64 KiB (XATTR_LIST_MAX), so listxattr(2) could not answer
-    (E2BIG, exit 2; setxattr(2))."""
+    """An extended attribute's value is over 64 KiB (XATTR_SIZE_MAX) (E2BIG, exit 2;
+    setxattr(2))."""
 
     errno = _errno.E2BIG
+
+
+class AttributesFull(InvalidInput):
+    """A new extended attribute would take a node's names, each with its NUL, past 64 KiB
+    (XATTR_LIST_MAX), which listxattr(2) could not answer: ENOSPC, as ext4 and tmpfs
+    answer when a node has no room left for attributes (exit 2)."""
+
+    errno = _errno.ENOSPC
 
 
 class AttributeNotSupported(InvalidInput):

@@ -7,8 +7,8 @@ What Linux says (xattr(7), setxattr(2), fs/xattr.c) and ext4 answers, which kyfs
   ask for FUSE_CAP_POSIX_ACL) and any other prefix are not supported (ENOTSUP);
 * a name is at most 255 bytes (XATTR_NAME_MAX; ERANGE beyond), a value at most 64 KiB
   (XATTR_SIZE_MAX; E2BIG beyond), and the names of one node with their NULs at most
-  64 KiB (XATTR_LIST_MAX: the kernel's listxattr(2) buffer; E2BIG on a set that would
-  pass it);
+  64 KiB (XATTR_LIST_MAX: the kernel's listxattr(2) buffer; ENOSPC on a set that would
+  pass it, as ext4 and tmpfs when a node's attribute space is full);
 * ``trusted.*`` needs CAP_SYS_ADMIN (here: uid 0): others get EPERM on a change,
   ENODATA on a read, and do not see the names listed;
 * ``security.*`` is read by anyone and changed by uid 0 only (Linux's capability LSM,

@@ -220,7 +220,8 @@ class Workspace(Protocol):
         """Set attribute ``name`` of the node at ``key`` (hard links share it); ``flags``:
         XATTR_CREATE (AlreadyExists, EEXIST) or XATTR_REPLACE (NoAttribute, ENODATA).
         AttributeNotSupported (ENOTSUP), AttributeNameTooLong (ERANGE, over 255 bytes),
-        AttributeTooLarge (E2BIG, a value over 64 KiB), KeyNotFound."""
+        AttributeTooLarge (E2BIG, a value over 64 KiB), AttributesFull (ENOSPC, the node's
+        names past 64 KiB), KeyNotFound."""
         ...
 
     def remove_xattr(self, key: str, name: str) -> None:

@@ -491,7 +491,8 @@ class KyfsOperations(Operations):  # type: ignore[misc]
         """Store attribute ``name`` (``options``: XATTR_CREATE, EEXIST; XATTR_REPLACE,
         ENODATA). ``user.kyfs.ttl`` sets the TTL ("10m", "600"; empty clears; ENOTSUP but
         on a file); another ``user.kyfs.*`` ENOTSUP. EPERM, ENOTSUP, ERANGE, E2BIG as
-        kyfs.core.xattrs; EROFS in the virtual trees; ENOENT."""
+        kyfs.core.xattrs, ENOSPC (the node's names past 64 KiB); EROFS in the virtual trees;
+        ENOENT."""
         store, key = self._resolve(path)
         kind = store.stat(key).kind
         if name.startswith(xattrs.OWN):

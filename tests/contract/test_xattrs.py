@@ -13,6 +13,7 @@ from kyfs.core.errors import (
     AlreadyExists,
     AttributeNameTooLong,
     AttributeNotSupported,
+    AttributesFull,
     AttributeTooLarge,
     KeyNotFound,
     NoAttribute,
@@ -96,8 +97,9 @@ def test_names_of_one_node_stay_within_xattr_list_max(ws: Workspace) -> None:
         ws.set_xattr("f", name, b"")
         name_bytes += len(name) + 1
         count += 1
-    with pytest.raises(AttributeTooLarge):
+    with pytest.raises(AttributesFull) as full:
         ws.set_xattr("f", "user.one-more", b"")
+    assert full.value.errno == errno.ENOSPC
     ws.set_xattr("f", "user.00000".ljust(xattrs.NAME_MAX, "n"), b"a new value")  # not new
 
 

@@ -19,7 +19,7 @@ import time
 from typing import Any
 
 from kyfs.core import xattrs
-from kyfs.core.errors import AlreadyExists, AttributeTooLarge, KeyNotFound, NoAttribute
+from kyfs.core.errors import AlreadyExists, AttributesFull, KeyNotFound, NoAttribute
 from kyfs.core.nodes import ROOT
 from kyfs.engine.sql.nodes import NamespaceMixin
 
@@ -97,8 +97,8 @@ class XattrsMixin(NamespaceMixin):
             KeyNotFound: (ENOENT). AlreadyExists: (EEXIST) XATTR_CREATE and it exists.
             NoAttribute: (ENODATA) XATTR_REPLACE and it does not.
             AttributeNotSupported: (ENOTSUP), AttributeNameTooLong: (ERANGE),
-            AttributeTooLarge: (E2BIG) as kyfs.core.xattrs.check; E2BIG too when the
-            node's names would pass XATTR_LIST_MAX.
+            AttributeTooLarge: (E2BIG) as kyfs.core.xattrs.check.
+            AttributesFull: (ENOSPC) the node's names would pass XATTR_LIST_MAX.
         """
         xattrs.check(name, value)
         raw = xattrs.encode(name)
@@ -112,7 +112,7 @@ class XattrsMixin(NamespaceMixin):
             if not exists:
                 listed = int(conn.execute(SQL_LIST_BYTES, (node,)).fetchone()[0])
                 if listed + len(raw) + 1 > xattrs.LIST_MAX:
-                    raise AttributeTooLarge(
+                    raise AttributesFull(
                         f"the node's attribute names would pass {xattrs.LIST_MAX} bytes"
                     )
             conn.execute(SQL_PUT, (node, raw, bytes(value)))
