@@ -350,3 +350,43 @@ def test_kyfs_own_xattrs_answer_by_name_and_are_never_listed(ops: fs.KyfsOperati
     ops.link("/ws/f2", "/ws/f")
     ops.setxattr("/ws/f2", "user.shared", b"1", 0)
     assert ops.getxattr("/ws/f", "user.shared") == b"1"  # per node: links share them
+
+
+def test_acls_keep_the_mode_and_are_inherited(
+    ops: fs.KyfsOperations, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the kernel enforcing ACLs (FUSE_CAP_POSIX_ACL), the daemon keeps them: the
+    mode follows a set, chmod rewrites the ACL, a default ACL is inherited, and an ACL
+    that says no more than the mode is not kept (kyfs.core.acl)."""
+    from kyfs.core import acl
+
+    ops.acls = True
+    _as_uid(monkeypatch, 0)
+    _write_file(ops, "/ws/f", b"v")
+    named = [acl.Rule(acl.USER_OBJ, 6), acl.Rule(acl.USER, 4, 1234), acl.Rule(acl.GROUP_OBJ, 4)]
+    named += [acl.Rule(acl.MASK, 6), acl.Rule(acl.OTHER, 0)]
+    ops.setxattr("/ws/f", acl.ACCESS, acl.pack(named), 0)
+    assert ops.getattr("/ws/f")["st_mode"] & 0o777 == 0o660  # the mask is the group's
+    assert acl.ACCESS in ops.listxattr("/ws/f")
+    ops.chmod("/ws/f", 0o100640)
+    assert acl.mode_bits(acl.parse(ops.getxattr("/ws/f", acl.ACCESS))) == 0o640
+    base = [acl.Rule(acl.USER_OBJ, 7), acl.Rule(acl.GROUP_OBJ, 0), acl.Rule(acl.OTHER, 0)]
+    ops.setxattr("/ws/f", acl.ACCESS, acl.pack(base), 0)
+    assert ops.getattr("/ws/f")["st_mode"] & 0o777 == 0o700
+    assert _errno(ops.getxattr, "/ws/f", acl.ACCESS) == errno.ENODATA  # the mode says it
+    assert _errno(ops.setxattr, "/ws/f", acl.DEFAULT, acl.pack(base), 0) == errno.EACCES
+    assert _errno(ops.setxattr, "/ws/f", acl.ACCESS, b"\x02\x00\x00\x00\x01", 0) == errno.EINVAL
+    ops.mkdir("/ws/d", 0o755)
+    ops.setxattr("/ws/d", acl.DEFAULT, acl.pack(named), 0)
+    ops.release("/ws/d/new", ops.create("/ws/d/new", 0o100644, os.O_WRONLY))
+    assert ops.getattr("/ws/d/new")["st_mode"] & 0o777 == 0o640  # 0644 narrowed by it
+    assert ops.getxattr("/ws/d/new", acl.ACCESS) == acl.pack(
+        [*named[:3], acl.Rule(acl.MASK, 4), acl.Rule(acl.OTHER, 0)]
+    )
+    ops.mkdir("/ws/d/sub", 0o755)
+    assert ops.getxattr("/ws/d/sub", acl.DEFAULT) == acl.pack(named)  # passed on
+    _as_uid(monkeypatch, 1000)  # not the owner
+    assert _errno(ops.setxattr, "/ws/d", acl.DEFAULT, acl.pack(named), 0) == errno.EPERM
+    ops.acls = False  # a kernel that does not enforce them: none is served or taken
+    assert acl.ACCESS not in ops.listxattr("/ws/d/new")
+    assert _errno(ops.setxattr, "/ws/f", acl.ACCESS, acl.pack(named), 0) == errno.ENOTSUP

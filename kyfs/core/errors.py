@@ -204,6 +204,13 @@ class NotPermitted(KyfsError):
     exit_code = EXIT_PERMISSION
 
 
+class PermissionDenied(NotPermitted):
+    """The permission bits or the ACL forbid it, e.g. a default ACL on a file (EACCES,
+    exit 6)."""
+
+    errno = _errno.EACCES
+
+
 class ReadOnly(NotPermitted):
     """The place is read-only, e.g. the mount's ``.search`` directory (EROFS, exit 6)."""
 

@@ -2,9 +2,10 @@
 
 What Linux says (xattr(7), setxattr(2), fs/xattr.c) and ext4 answers, which kyfs follows:
 
-* names are ``namespace.rest``; kyfs stores ``user.*``, ``trusted.*`` and ``security.*``.
-  ``system.*`` (POSIX ACLs, kept by the kernel from the mode when the filesystem does not
-  ask for FUSE_CAP_POSIX_ACL) and any other prefix are not supported (ENOTSUP);
+* names are ``namespace.rest``; kyfs stores ``user.*``, ``trusted.*`` and ``security.*``,
+  and the POSIX ACLs ``system.posix_acl_access`` and ``system.posix_acl_default``
+  (kyfs.core.acl; the mount serves them when the kernel enforces ACLs, FUSE_CAP_POSIX_ACL).
+  Any other ``system.*`` name and any other prefix are not supported (ENOTSUP);
 * a name is at most 255 bytes (XATTR_NAME_MAX; ERANGE beyond), a value at most 64 KiB
   (XATTR_SIZE_MAX; E2BIG beyond), and the names of one node with their NULs at most
   64 KiB (XATTR_LIST_MAX: the kernel's listxattr(2) buffer; ENOSPC on a set that would
@@ -42,6 +43,7 @@ NAME_MAX = 255  # bytes in a name (XATTR_NAME_MAX, linux/limits.h)
 SIZE_MAX = 64 * 1024  # bytes in a value (XATTR_SIZE_MAX)
 LIST_MAX = 64 * 1024  # bytes of one node's names, each with its NUL (XATTR_LIST_MAX)
 STORED = ("user.", "trusted.", "security.")  # namespaces kept per node
+ACLS = ("system.posix_acl_access", "system.posix_acl_default")  # kept too (kyfs.core.acl)
 OWN = "user.kyfs."  # kyfs's own attributes: answered by name, not stored, not listed
 
 
@@ -64,6 +66,8 @@ def check(name: str, value: bytes | None = None) -> None:
         AttributeNameTooLong: (ERANGE) the name is over NAME_MAX bytes.
         AttributeTooLarge: (E2BIG) the value is over SIZE_MAX bytes.
     """
+    if name in ACLS:
+        return  # (a value is checked by kyfs.core.acl.parse)
     if not name.startswith(STORED):
         raise AttributeNotSupported(f"extended attribute namespace not supported: {name}")
     if name in STORED:
@@ -102,10 +106,12 @@ def may_change(name: str, uid: int, kind: int) -> None:
     (write permission on the node for user.* is the kernel's check).
 
     Raises:
-        AttributeNotSupported: (ENOTSUP) a namespace kyfs does not store.
+        AttributeNotSupported: (ENOTSUP) a namespace kyfs does not store, or system.*.
         NotPermitted: (EPERM) trusted.* or security.* by others than root; user.* on
             anything but a regular file or a directory.
     """
+    if name.startswith("system."):  # ACLs are kyfs.vfs.acls's, when the kernel enforces them
+        raise AttributeNotSupported(f"extended attribute not supported: {name}")
     check(name)
     if name.startswith("user."):
         if not _user_kind(kind):

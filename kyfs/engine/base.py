@@ -228,6 +228,11 @@ class Workspace(Protocol):
         """Remove attribute ``name`` of the node at ``key``. KeyNotFound, NoAttribute."""
         ...
 
+    def set_xattr_and_mode(self, key: str, name: str, value: bytes | None, mode: int) -> None:
+        """Store (None: remove) attribute ``name`` and set the permission bits ``mode`` of
+        the node at ``key`` in one transaction (a POSIX ACL and the mode it implies)."""
+        ...
+
     # --- TTL, history, archive ------------------------------------------------------------
     def set_ttl(self, key: str, seconds: float | None) -> Entry:
         """Expire ``key`` in ``seconds`` (None: never). KeyNotFound, IsADirectory."""

@@ -53,6 +53,7 @@ WRITES = frozenset(
         "truncate",
         "set_ttl",
         "set_xattr",
+        "set_xattr_and_mode",
         "remove_xattr",
         "thin_history",
         "restore_version",

@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from kyfs.app import drop_workspace, rename_workspace
-from kyfs.core import names, xattrs
+from kyfs.core import acl, names, xattrs
 from kyfs.core.access import Caller
 from kyfs.core.errors import (
     AlreadyExists,
@@ -65,11 +65,18 @@ from kyfs.core.errors import (
 from kyfs.core.nodes import DIR, MODE_MASK, REG, Entry, Owner
 from kyfs.engine import AnyEngine
 from kyfs.engine.base import Workspace
-from kyfs.fuse.binding import FuseOSError, Operations, fuse_get_context, fuse_getgroups
+from kyfs.fuse.binding import (
+    FuseOSError,
+    Operations,
+    fuse_get_context,
+    fuse_get_umask,
+    fuse_getgroups,
+)
 from kyfs.fuse.errorlog import EioLog
 from kyfs.fuse.invalidate import ChangeWatcher, Invalidator
 from kyfs.platform import paths
 from kyfs.platform.metrics import Metrics
+from kyfs.vfs import acls
 from kyfs.vfs.control_tree import CONTROL_DIR, ControlTree
 from kyfs.vfs.openfile import OpenFile
 from kyfs.vfs.search_tree import SEARCH_DIR, SearchTree
@@ -85,6 +92,11 @@ RENAME_NOREPLACE = 1  # renameat2(2) flags
 RENAME_EXCHANGE = 2
 NO_ID = 0xFFFFFFFF  # a uid or gid of -1 in chown(2): leave it as it is
 MAX_WRITE = 1024 * 1024  # bytes per FUSE write request (fuse_conn_info.max_write)
+# fuse_conn_info.want bits (libfuse 3's fuse_common.h): the kernel enforces POSIX ACLs
+# from system.posix_acl_* (the daemon keeps them: kyfs.vfs.acls), and leaves the umask to
+# the daemon (not applied where a default ACL is).
+FUSE_CAP_DONT_MASK = 1 << 6
+FUSE_CAP_POSIX_ACL = 1 << 19
 HIDDEN = (SEARCH_DIR, CONTROL_DIR)
 # libfuse's high-level API (without hard_remove) renames a file unlinked while open to
 # this name and unlinks that name at the last close (fuse.c: hidden_name, hide_node).
@@ -211,6 +223,7 @@ class KyfsOperations(Operations):  # type: ignore[misc]
         self.invalidator = Invalidator()
         self.watcher = ChangeWatcher(workspaces, self.invalidator)
         self.errors = EioLog()
+        self.acls = False  # the kernel enforces POSIX ACLs (init_with_config)
 
     def _handle_lock(self, fh: int) -> contextlib.AbstractContextManager[Any]:
         """The lock of open file ``fh``'s workspace; none for a virtual file or a handle
@@ -263,9 +276,15 @@ class KyfsOperations(Operations):  # type: ignore[misc]
     def init_with_config(self, conn: Any, config: Any) -> None:
         """libfuse's init: ask for 1 MiB writes (libfuse then negotiates FUSE_MAX_PAGES
         with the kernel), so a large file takes 8 times fewer write calls than at 128 KiB;
-        start the cache invalidator and the watcher of changes behind the mount."""
+        ask the kernel to enforce POSIX ACLs (FUSE_CAP_POSIX_ACL, with FUSE_CAP_DONT_MASK:
+        kyfs.vfs.acls) when attributes are served; start the cache invalidator and the
+        watcher of changes behind the mount."""
         if conn is not None:
             conn.max_write = MAX_WRITE
+            wanted = FUSE_CAP_POSIX_ACL | FUSE_CAP_DONT_MASK
+            if self.getxattr is not None and conn.capable & wanted == wanted:  # not --no-xattr
+                conn.want |= wanted
+                self.acls = True
         self.invalidator.start()
         if self.invalidator.running:
             self.watcher.start()
@@ -452,7 +471,11 @@ class KyfsOperations(Operations):  # type: ignore[misc]
             return []
         store, key = self._resolve(path)
         uid = fuse_get_context()[0]
-        return [name for name in store.xattr_names(key) if xattrs.visible(name, uid)]
+        return [
+            name
+            for name in store.xattr_names(key)
+            if xattrs.visible(name, uid) and (self.acls or name not in acl.NAMES)
+        ]
 
     @_op
     def getxattr(self, path: str, name: str, position: int = 0) -> bytes:
@@ -464,6 +487,8 @@ class KyfsOperations(Operations):  # type: ignore[misc]
         store, key = self._resolve(path)
         if name.startswith(xattrs.OWN):
             return self._own_xattr(store, key, name)
+        if name in acl.NAMES and self.acls:
+            return store.get_xattr(key, name)  # anyone reads an ACL (getfacl)
         # judged before any SQL: ls -l asks for system.posix_acl_access of every file
         xattrs.may_read(name, fuse_get_context()[0])
         return store.get_xattr(key, name)
@@ -501,6 +526,11 @@ class KyfsOperations(Operations):  # type: ignore[misc]
             text = value.decode("utf-8", "replace").strip()
             store.set_ttl(key, names.parse_duration(text) if text else None)
             return 0
+        if name in acl.NAMES and self.acls:
+            uid, _, pid = fuse_get_context()
+            gids = fuse_getgroups(pid) if uid else frozenset()
+            acls.set_acl(store, key, store.stat(key), name, value, (uid, gids))
+            return 0
         xattrs.may_change(name, fuse_get_context()[0], kind)
         store.set_xattr(key, name, value, options & (xattrs.XATTR_CREATE | xattrs.XATTR_REPLACE))
         return 0
@@ -516,6 +546,9 @@ class KyfsOperations(Operations):  # type: ignore[misc]
             if name != XATTR_TTL or kind != REG:
                 raise FuseOSError(ENODATA)
             store.set_ttl(key, None)
+            return 0
+        if name in acl.NAMES and self.acls:
+            acls.remove_acl(store, key, store.stat(key), name, fuse_get_context()[0])
             return 0
         xattrs.may_change(name, fuse_get_context()[0], kind)
         store.remove_xattr(key, name)
@@ -655,6 +688,8 @@ class KyfsOperations(Operations):  # type: ignore[misc]
             self._reply_with(path, entry, store)
         else:
             entry = store.chmod(key, mode)
+        if self.acls:
+            acls.after_chmod(store, key, mode)
         self._forget(self._split(path)[0] or "", self._linked_names(store, key, entry))
         return 0
 
@@ -704,12 +739,24 @@ class KyfsOperations(Operations):  # type: ignore[misc]
         if workspace in HIDDEN:
             raise ReadOnly(f"{workspace} is read-only")
         if workspace is not None and not key:
+            if self.acls:  # the kernel left the umask to the daemon (FUSE_CAP_DONT_MASK)
+                mode &= ~fuse_get_umask()
             self.workspaces.create(workspace, owner=self._caller(), mode=mode)
             return 0
         store, key = self._resolve(path, lookup=False)
         with store.lock:
-            store.mkdir(key, mode, owner=self._caller())
+            made = self._new_node(store, key, mode, is_dir=True)
+            store.mkdir(key, made.mode, owner=self._caller())
+            acls.give(store, key, made)
         return 0
+
+    def _new_node(self, store: Workspace, key: str, mode: int, is_dir: bool) -> acls.NewNode:
+        """The mode to create ``key`` with, and the ACLs to give it after: its directory's
+        default ACL, else the caller's umask, when the kernel enforces ACLs
+        (kyfs.vfs.acls.new_node); the mode as asked otherwise."""
+        if not self.acls:
+            return acls.NewNode(mode, [])
+        return acls.new_node(store, key, mode, fuse_get_umask(), is_dir)
 
     @_root_op
     def rmdir(self, path: str) -> int:
@@ -852,8 +899,10 @@ class KyfsOperations(Operations):  # type: ignore[misc]
         if not self._split(path)[1]:
             raise NotPermitted("the root holds only workspaces (directories), not files")
         store, key = self._resolve(path, lookup=False)
+        made = self._new_node(store, key, mode, is_dir=False)
         try:
-            entry = store.create(key, mode, exclusive=True, owner=self._caller())
+            entry = store.create(key, made.mode, exclusive=True, owner=self._caller())
+            acls.give(store, key, made)
         except AlreadyExists:
             if flags & os.O_EXCL:
                 raise

@@ -75,7 +75,7 @@ def test_limits_and_namespaces_as_ext4(ws: Workspace) -> None:
     with pytest.raises(AttributeTooLarge) as big:
         ws.set_xattr("f", "user.big", b"x" * (xattrs.SIZE_MAX + 1))
     assert big.value.errno == errno.E2BIG
-    for name in ("foo.bar", "system.posix_acl_access", "user.kyfs.ttl", "user.kyfs.other"):
+    for name in ("foo.bar", "system.other", "user.kyfs.ttl", "user.kyfs.other"):
         with pytest.raises(AttributeNotSupported) as refused:
             ws.set_xattr("f", name, b"1")
         assert refused.value.errno == errno.ENOTSUP
@@ -153,3 +153,17 @@ def test_fsck_finds_attributes_of_no_node(ws: Workspace) -> None:
     assert any(STRAY in problem for problem in ws.check())
     assert any(STRAY in done for done in ws.repair())
     assert ws.check() == []
+
+
+def test_an_attribute_and_the_mode_in_one_change(ws: Workspace) -> None:
+    """What a POSIX ACL set does (kyfs.vfs.acls): store it (or drop it) and set the mode
+    together; ACL names are stored, any other system.* name is not."""
+    ws.set("f", b"v")
+    ws.set_xattr_and_mode("f", "system.posix_acl_access", b"\x02\x00\x00\x00", 0o2750)
+    assert ws.stat("f").mode == 0o2750
+    assert ws.get_xattr("f", "system.posix_acl_access") == b"\x02\x00\x00\x00"
+    ws.set_xattr_and_mode("f", "system.posix_acl_access", None, 0o640)
+    assert ws.stat("f").mode == 0o640 and ws.xattr_names("f") == []
+    ws.set_xattr_and_mode("f", "system.posix_acl_access", None, 0o600)  # none: no error
+    with pytest.raises(AttributeNotSupported):
+        ws.set_xattr_and_mode("f", "system.other", b"", 0o600)

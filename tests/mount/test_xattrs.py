@@ -120,3 +120,100 @@ def test_cp_a_out_of_the_mount_carries_no_kyfs_attribute(
     _run("cp", "-a", str(path), str(copy))
     assert os.listxattr(copy) == ["user.tag"]
     assert int(os.getxattr(path, "user.kyfs.ttl")) > 3500
+
+
+# --- POSIX ACLs (kyfs.core.acl, kyfs.vfs.acls) ------------------------------------------------
+def _acl_steps(root: Path) -> None:
+    """The same ACL work on any tree: named entries and a mask, chmod after them, a
+    default ACL inherited by a file and a directory (under a strict umask, which a
+    default ACL overrides), an ACL that says no more than the mode, and a removal."""
+    (root / "f").write_text("x")
+    (root / "plain").write_text("x")
+    (root / "d").mkdir()
+    _run("setfacl", "-m", "u:1234:rw,g:1235:r", str(root / "f"))
+    _run("chmod", "640", str(root / "f"))
+    _run("setfacl", "-m", "u::rwx,g::r-x,o::---", str(root / "plain"))  # the mode only
+    _run("setfacl", "-d", "-m", "u:1234:rwx,g::r-x,o::r-x", str(root / "d"))
+    old = os.umask(0o077)
+    try:
+        (root / "d" / "new").write_text("x")
+        (root / "d" / "sub").mkdir()
+        (root / "strict").write_text("x")  # no default ACL: the umask applies
+    finally:
+        os.umask(old)
+    (root / "gone").write_text("x")
+    _run("setfacl", "-m", "u:1234:r", str(root / "gone"))
+    _run("setfacl", "-b", str(root / "gone"))
+
+
+def _acls_of(root: Path) -> list[str]:
+    """``getfacl -R`` of ``root``, one block per file, sorted (as :func:`_dump`)."""
+    text = _run("getfacl", "-R", "-p", "-n", ".", cwd=root)
+    return sorted(block.strip() for block in text.split("\n\n") if block.strip())
+
+
+@pytest.fixture
+def _acl_tools() -> None:
+    if shutil.which("setfacl") is None or shutil.which("getfacl") is None:
+        pytest.skip("not installed: setfacl, getfacl (Debian package acl)")
+
+
+@pytest.mark.usefixtures("_acl_tools")
+def test_acls_behave_as_on_ext4(mounted: Mount, tmp_path: Path) -> None:
+    native, inside = tmp_path / "native", mounted.path / "default" / "acl"
+    native.mkdir()
+    inside.mkdir()
+    os.chmod(inside, 0o755)
+    _acl_steps(native)
+    _acl_steps(inside)
+    expected = _acls_of(native)
+    assert "user:1234:rw-" in "".join(expected) and "default:user:1234:rwx" in "".join(expected)
+    assert _acls_of(inside) == expected
+    modes = {p.name: p.stat().st_mode for p in native.rglob("*")}
+    assert {p.name: p.stat().st_mode for p in inside.rglob("*")} == modes
+    assert "system.posix_acl_access" not in os.listxattr(inside / "plain")  # not kept
+
+
+@pytest.mark.usefixtures("_acl_tools")
+def test_the_kernel_enforces_acls(mount_factory: Callable[..., Mount]) -> None:
+    """A file of mode 0600 that an ACL opens to uid 1234: that user reads it, uid 1235
+    does not (EACCES), and after the ACL goes neither does 1234. The users reach the file
+    through an open directory descriptor (/proc/self/fd: the folders above the mount are
+    root's own)."""
+    mount = mount_factory(options="allow_other")
+    secret = mount.path / "default" / "secret"
+    secret.write_text("for 1234")
+    os.chmod(secret, 0o600)
+    os.chmod(secret.parent, 0o755)
+
+    def reads(uid: int) -> bool:
+        fd = os.open(secret.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            done = subprocess.run(
+                ["cat", f"/proc/self/fd/{fd}/secret"], pass_fds=[fd], user=uid, group=uid,
+                extra_groups=[], capture_output=True, timeout=30,
+            )  # fmt: skip
+        finally:
+            os.close(fd)
+        assert done.returncode == 0 or b"Permission denied" in done.stderr, done.stderr
+        return done.returncode == 0
+
+    assert not reads(1234)
+    _run("setfacl", "-m", "u:1234:r", str(secret))
+    assert reads(1234) and not reads(1235)
+    _run("setfacl", "-b", str(secret))
+    assert not reads(1234)
+
+
+@pytest.mark.usefixtures("_acl_tools")
+def test_rsync_ahax_keeps_acls_both_ways(mounted: Mount, tmp_path: Path) -> None:
+    source, back = tmp_path / "native", tmp_path / "back"
+    source.mkdir()
+    _acl_steps(source)
+    inside = mounted.path / "default" / "copy"
+    _run("rsync", "-aHAX", f"{source}/", f"{inside}/")
+    _run("rsync", "-aHAX", f"{inside}/", f"{back}/")
+    expected = _acls_of(source)
+    assert _acls_of(inside) == expected
+    assert _acls_of(back) == expected
+    assert _dump(back) == _dump(source)

@@ -20,7 +20,9 @@ from typing import Any
 
 from kyfs.core import xattrs
 from kyfs.core.errors import AlreadyExists, AttributesFull, KeyNotFound, NoAttribute
-from kyfs.core.nodes import ROOT
+from kyfs.core.nodes import MODE_MASK, ROOT
+from kyfs.engine.sql.base import names_of
+from kyfs.engine.sql.history import narrow
 from kyfs.engine.sql.nodes import NamespaceMixin
 
 SQL_NAMES = "SELECT name FROM xattrs WHERE node = ? ORDER BY name"
@@ -129,3 +131,26 @@ class XattrsMixin(NamespaceMixin):
             if not conn.execute(SQL_REMOVE, (node, xattrs.encode(name))).rowcount:
                 raise NoAttribute(f"no such attribute: {name}")
             conn.execute(SQL_TOUCH, (time.time_ns(), node))
+
+    def set_xattr_and_mode(self, key: str, name: str, value: bytes | None, mode: int) -> None:
+        """Store ``value`` as attribute ``name`` of the node at ``key`` (None: remove it,
+        if there) and make its permission bits ``mode & 0o7777``, in one transaction; its
+        ctime becomes now. What a POSIX ACL set through the mount does (kyfs.core.acl: the
+        mode follows the ACL, and an ACL that says no more than the mode is not kept).
+
+        Raises:
+            KeyNotFound: (ENOENT); as :meth:`set_xattr` for the name and value.
+        """
+        xattrs.check(name, value)
+        raw = xattrs.encode(name)
+        with self._atomic() as conn:
+            node = self._must(conn, key).id
+            if value is None:
+                conn.execute(SQL_REMOVE, (node, raw))
+            else:
+                conn.execute(SQL_PUT, (node, raw, bytes(value)))
+            conn.execute(
+                "UPDATE nodes SET mode = ?, ctime_ns = ? WHERE id = ?",
+                (mode & MODE_MASK, time.time_ns(), node),
+            )
+            narrow(conn, names_of(conn, node), mode & MODE_MASK)  # as chmod does

@@ -238,7 +238,8 @@ TABLE_RANGES = [  # (what, table, the rows that break it)
     ("extended attributes", "xattrs", "typeof(node) != 'integer' OR typeof(name) != 'blob'"
      f" OR length(name) > {xattrs.NAME_MAX} OR typeof(value) != 'blob'"
      f" OR length(value) > {xattrs.SIZE_MAX} OR NOT (CAST(name AS TEXT) GLOB 'user.?*'"
-     " OR CAST(name AS TEXT) GLOB 'trusted.?*' OR CAST(name AS TEXT) GLOB 'security.?*')"
+     " OR CAST(name AS TEXT) GLOB 'trusted.?*' OR CAST(name AS TEXT) GLOB 'security.?*'"
+     " OR CAST(name AS TEXT) IN ('system.posix_acl_access', 'system.posix_acl_default'))"
      f" OR CAST(name AS TEXT) GLOB '{xattrs.OWN}*'"),
 ]  # fmt: skip
 
