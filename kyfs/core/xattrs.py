@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import stat as st
 
+from kyfs.core import acl
 from kyfs.core.errors import (
     AttributeNameTooLong,
     AttributeNotSupported,
@@ -43,7 +44,7 @@ NAME_MAX = 255  # bytes in a name (XATTR_NAME_MAX, linux/limits.h)
 SIZE_MAX = 64 * 1024  # bytes in a value (XATTR_SIZE_MAX)
 LIST_MAX = 64 * 1024  # bytes of one node's names, each with its NUL (XATTR_LIST_MAX)
 STORED = ("user.", "trusted.", "security.")  # namespaces kept per node
-ACLS = ("system.posix_acl_access", "system.posix_acl_default")  # kept too (kyfs.core.acl)
+ACLS = acl.NAMES  # system.posix_acl_access and _default: kept too
 OWN = "user.kyfs."  # kyfs's own attributes: answered by name, not stored, not listed
 
 
@@ -91,8 +92,9 @@ def may_read(name: str, uid: int) -> None:
 
     Raises:
         AttributeNotSupported: (ENOTSUP) a namespace kyfs does not store.
-        NoAttribute: (ENODATA) system.* (no ACL is stored: getfacl then shows the mode),
-            trusted.* for others than root.
+        NoAttribute: (ENODATA) system.* (the mount answers ACLs itself when the kernel
+            enforces them; otherwise getfacl then shows the mode), trusted.* for others
+            than root.
     """
     if name.startswith("system."):
         raise NoAttribute(f"no such attribute: {name}")
