@@ -529,7 +529,9 @@ class KyfsOperations(Operations):  # type: ignore[misc]
         if name in acl.NAMES and self.acls:
             uid, _, pid = fuse_get_context()
             gids = fuse_getgroups(pid) if uid else frozenset()
-            acls.set_acl(store, key, store.stat(key), name, value, (uid, gids))
+            entry = store.stat(key)
+            acls.set_acl(store, key, entry, name, value, (uid, gids))
+            self._forget(self._split(path)[0] or "", self._linked_names(store, key, entry))
             return 0
         xattrs.may_change(name, fuse_get_context()[0], kind)
         store.set_xattr(key, name, value, options & (xattrs.XATTR_CREATE | xattrs.XATTR_REPLACE))
@@ -548,7 +550,9 @@ class KyfsOperations(Operations):  # type: ignore[misc]
             store.set_ttl(key, None)
             return 0
         if name in acl.NAMES and self.acls:
-            acls.remove_acl(store, key, store.stat(key), name, fuse_get_context()[0])
+            entry = store.stat(key)
+            acls.remove_acl(store, key, entry, name, fuse_get_context()[0])
+            self._forget(self._split(path)[0] or "", self._linked_names(store, key, entry))
             return 0
         xattrs.may_change(name, fuse_get_context()[0], kind)
         store.remove_xattr(key, name)
