@@ -466,8 +466,9 @@ class KyfsOperations(Operations):  # type: ignore[misc]
     @_op
     def listxattr(self, path: str) -> list[str]:
         """The node's stored attribute names the caller may see (trusted.* only root);
-        none at the mount's root and in the virtual trees. ENOENT."""
-        if path == "/" or self._tree(path) is not None:
+        none at the mount's root, in the virtual trees and for a file unlinked while open
+        (its node waits in the archive, nameless). ENOENT."""
+        if path == "/" or path in self._hidden or self._tree(path) is not None:
             return []
         store, key = self._resolve(path)
         uid = fuse_get_context()[0]
@@ -482,8 +483,8 @@ class KyfsOperations(Operations):  # type: ignore[misc]
         """Attribute ``name`` as bytes (mfusepy answers a size probe and ERANGE itself);
         ``user.kyfs.*``: :meth:`_own_xattr`. ENODATA, ENOTSUP (a namespace kyfs does not
         store), ENOENT."""
-        if path == "/" or self._tree(path) is not None:
-            raise FuseOSError(ENODATA)
+        if path == "/" or path in self._hidden or self._tree(path) is not None:
+            raise FuseOSError(ENODATA)  # (the kernel asks for the ACL of any of them)
         store, key = self._resolve(path)
         if name.startswith(xattrs.OWN):
             return self._own_xattr(store, key, name)

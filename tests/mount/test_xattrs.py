@@ -217,3 +217,24 @@ def test_rsync_ahax_keeps_acls_both_ways(mounted: Mount, tmp_path: Path) -> None
     assert _acls_of(inside) == expected
     assert _acls_of(back) == expected
     assert _dump(back) == _dump(source)
+    copied, again = mounted.path / "default" / "cp", tmp_path / "cp-back"
+    _run("cp", "-a", "--preserve=all", str(source), str(copied))  # and cp -a, both ways
+    _run("cp", "-a", "--preserve=all", str(copied), str(again))
+    assert _acls_of(copied) == expected and _acls_of(again) == expected
+    assert _dump(again) == _dump(source)
+
+
+def test_an_unlinked_open_file_answers_no_attribute(mounted: Mount) -> None:
+    """libfuse names a file unlinked while open .fuse_hidden*; the kernel still asks for
+    its attributes (its ACL, security.capability at a write): ENODATA, and the writes go
+    on."""
+    path = mounted.path / "default" / "open"
+    with open(path, "wb") as handle:
+        os.setxattr(path, "user.x", b"1")
+        path.unlink()
+        handle.write(b"still writable")
+        handle.flush()
+        with pytest.raises(OSError) as info:
+            os.getxattr(handle.fileno(), "user.x")
+        assert info.value.errno == errno.ENODATA
+        assert os.listxattr(handle.fileno()) == []
