@@ -520,9 +520,9 @@ class KyfsOperations(Operations):  # type: ignore[misc]
         kyfs.core.xattrs, ENOSPC (the node's names past 64 KiB); EROFS in the virtual trees;
         ENOENT."""
         store, key = self._resolve(path)
-        kind = store.stat(key).kind
+        entry = store.stat(key)
         if name.startswith(xattrs.OWN):
-            if name != XATTR_TTL or kind != REG:
+            if name != XATTR_TTL or entry.kind != REG:
                 raise FuseOSError(errno.ENOTSUP)
             text = value.decode("utf-8", "replace").strip()
             store.set_ttl(key, names.parse_duration(text) if text else None)
@@ -530,11 +530,10 @@ class KyfsOperations(Operations):  # type: ignore[misc]
         if name in acl.NAMES and self.acls:
             uid, _, pid = fuse_get_context()
             gids = fuse_getgroups(pid) if uid else frozenset()
-            entry = store.stat(key)
             acls.set_acl(store, key, entry, name, value, (uid, gids))
             self._forget(self._split(path)[0] or "", self._linked_names(store, key, entry))
             return 0
-        xattrs.may_change(name, fuse_get_context()[0], kind)
+        xattrs.may_change(name, fuse_get_context()[0], entry.kind)
         store.set_xattr(key, name, value, options & (xattrs.XATTR_CREATE | xattrs.XATTR_REPLACE))
         return 0
 
@@ -544,18 +543,17 @@ class KyfsOperations(Operations):  # type: ignore[misc]
         ``user.kyfs.*``, or a directory's TTL: ENODATA). ENODATA, EPERM, ENOTSUP; EROFS
         in the virtual trees; ENOENT."""
         store, key = self._resolve(path)
-        kind = store.stat(key).kind
+        entry = store.stat(key)
         if name.startswith(xattrs.OWN):
-            if name != XATTR_TTL or kind != REG:
+            if name != XATTR_TTL or entry.kind != REG:
                 raise FuseOSError(ENODATA)
             store.set_ttl(key, None)
             return 0
         if name in acl.NAMES and self.acls:
-            entry = store.stat(key)
             acls.remove_acl(store, key, entry, name, fuse_get_context()[0])
             self._forget(self._split(path)[0] or "", self._linked_names(store, key, entry))
             return 0
-        xattrs.may_change(name, fuse_get_context()[0], kind)
+        xattrs.may_change(name, fuse_get_context()[0], entry.kind)
         store.remove_xattr(key, name)
         return 0
 
