@@ -77,6 +77,25 @@ def remove_acl(workspace: Workspace, key: str, entry: Entry, name: str, uid: int
     workspace.remove_xattr(key, name)
 
 
+def stat_for_views(workspace: Workspace, key: str) -> Entry:
+    """The entry at ``key`` as the views that judge by owner and mode alone (``.versions``,
+    ``/.search``: kyfs.core.access) must see it: with its group and other bits cleared
+    when it has an access ACL, so that a view never shows more than the ACL lets through
+    (a user a named entry shuts out is judged by the other bits there). Narrower than
+    the kernel for a user the ACL lets in: only the owner and root see such a key's
+    versions and matches.
+
+    Raises:
+        KeyNotFound: (ENOENT).
+    """
+    entry = workspace.stat(key)
+    try:
+        workspace.get_xattr(key, acl.ACCESS)
+    except NoAttribute:
+        return entry
+    return entry._replace(mode=entry.mode & ~0o077)
+
+
 def after_chmod(workspace: Workspace, key: str, mode: int) -> None:
     """chmod of ``key`` to ``mode``: its access ACL, if any, takes the new owner, mask (or
     group) and other bits (posix_acl_chmod)."""
