@@ -65,7 +65,7 @@ def test_exit_code_table_matches_error_classes() -> None:
     text = (DOCS / "exit-codes.md").read_text()
     rows = dict(
         (m.group(1), (m.group(2), int(m.group(3))))
-        for m in re.finditer(r"^\| (\w+) \| (E[A-Z]+) \| (\d+) \|$", text, flags=re.M)
+        for m in re.finditer(r"^\| (\w+) \| (E[A-Z0-9]+) \| (\d+) \|$", text, flags=re.M)
     )
     classes = all_error_classes()
     assert set(rows) == {c.__name__ for c in classes}

@@ -295,3 +295,102 @@ def test_eio_lines_are_rate_limited_per_cause(caplog: pytest.LogCaptureFixture) 
     assert messages[1].startswith("workspace ws: key b: ")
     assert messages[2].endswith("(3 more like it in the last 10 s not logged)")
     assert len(messages) == 3
+
+
+# --- extended attributes (kyfs.core.xattrs) ------------------------------------------------
+def _as_uid(monkeypatch: pytest.MonkeyPatch, uid: int) -> None:
+    """Serve the next requests as if process ``uid`` made them."""
+    monkeypatch.setattr(fs, "fuse_get_context", lambda: (uid, uid, os.getpid()))
+
+
+def test_xattrs_namespaces_and_who_may(
+    ops: fs.KyfsOperations, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _write_file(ops, "/ws/f", b"v")
+    ops.symlink("/ws/ln", "f")
+    _as_uid(monkeypatch, 0)
+    ops.setxattr("/ws/f", "user.u", b"1", 0)
+    ops.setxattr("/ws/f", "trusted.t", b"2", 0)
+    ops.setxattr("/ws/f", "security.s", b"3", 0)
+    ops.setxattr("/ws/ln", "trusted.on-link", b"4", 0)  # trusted.* is on any node
+    assert ops.listxattr("/ws/f") == ["security.s", "trusted.t", "user.u"]
+    assert ops.getxattr("/ws/f", "trusted.t") == b"2"
+    _as_uid(monkeypatch, 1000)  # as Linux: trusted.* is root's, unseen by others
+    assert ops.listxattr("/ws/f") == ["security.s", "user.u"]
+    assert _errno(ops.getxattr, "/ws/f", "trusted.t") == errno.ENODATA
+    assert _errno(ops.setxattr, "/ws/f", "trusted.t", b"x", 0) == errno.EPERM
+    assert _errno(ops.removexattr, "/ws/f", "trusted.t") == errno.EPERM
+    assert ops.getxattr("/ws/f", "security.s") == b"3"  # security.*: read by all,
+    assert _errno(ops.setxattr, "/ws/f", "security.s", b"x", 0) == errno.EPERM  # set by root
+    assert _errno(ops.setxattr, "/ws/ln", "user.u", b"x", 0) == errno.EPERM  # not on links
+    assert _errno(ops.getxattr, "/ws/ln", "user.u") == errno.ENODATA
+    for name in ("foo.bar", "system.posix_acl_access", "system.posix_acl_default"):
+        assert _errno(ops.setxattr, "/ws/f", name, b"x", 0) == errno.ENOTSUP, name
+    assert _errno(ops.getxattr, "/ws/f", "foo.bar") == errno.ENOTSUP
+    assert _errno(ops.getxattr, "/ws/f", "system.posix_acl_access") == errno.ENODATA
+    assert _errno(ops.getxattr, "/ws/f", "user.none") == errno.ENODATA
+    assert _errno(ops.setxattr, "/ws/f", "user.u", b"x", 1) == errno.EEXIST  # XATTR_CREATE
+    assert _errno(ops.setxattr, "/ws/f", "user.v", b"x", 2) == errno.ENODATA  # XATTR_REPLACE
+    assert _errno(ops.setxattr, "/ws/f", "user." + "n" * 251, b"", 0) == errno.ERANGE
+    assert _errno(ops.setxattr, "/ws/f", "user.big", b"x" * 65537, 0) == errno.E2BIG
+    assert _errno(ops.setxattr, "/ws/.versions/f", "user.u", b"x", 0) == errno.EROFS
+    assert _errno(ops.getxattr, "/ws/nothing", "user.u") == errno.ENOENT
+
+
+def test_kyfs_own_xattrs_answer_by_name_and_are_never_listed(ops: fs.KyfsOperations) -> None:
+    _write_file(ops, "/ws/f", b"v")
+    ops.mkdir("/ws/d", 0o755)
+    ops.setxattr("/ws/f", "user.kyfs.ttl", b"1h", 0)
+    assert 3590 <= int(ops.getxattr("/ws/f", "user.kyfs.ttl")) <= 3600
+    assert ops.getxattr("/ws/f", "user.kyfs.created_at").endswith(b"Z")
+    assert ops.listxattr("/ws/f") == []  # so cp -a and rsync -X never carry them
+    assert _errno(ops.setxattr, "/ws/f", "user.kyfs.other", b"x", 0) == errno.ENOTSUP
+    assert _errno(ops.setxattr, "/ws/d", "user.kyfs.ttl", b"1h", 0) == errno.ENOTSUP
+    assert _errno(ops.removexattr, "/ws/f", "user.kyfs.other") == errno.ENODATA
+    ops.removexattr("/ws/f", "user.kyfs.ttl")
+    assert _errno(ops.getxattr, "/ws/f", "user.kyfs.ttl") == errno.ENODATA
+    ops.setxattr("/ws/d", "user.on-dir", b"1", 0)  # a directory holds user.* too
+    assert ops.listxattr("/ws/d") == ["user.on-dir"]
+    ops.link("/ws/f2", "/ws/f")
+    ops.setxattr("/ws/f2", "user.shared", b"1", 0)
+    assert ops.getxattr("/ws/f", "user.shared") == b"1"  # per node: links share them
+
+
+def test_acls_keep_the_mode_and_are_inherited(
+    ops: fs.KyfsOperations, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the kernel enforcing ACLs (FUSE_CAP_POSIX_ACL), the daemon keeps them: the
+    mode follows a set, chmod rewrites the ACL, a default ACL is inherited, and an ACL
+    that says no more than the mode is not kept (kyfs.core.acl)."""
+    from kyfs.core import acl
+
+    ops.acls = True
+    _as_uid(monkeypatch, 0)
+    _write_file(ops, "/ws/f", b"v")
+    named = [acl.Rule(acl.USER_OBJ, 6), acl.Rule(acl.USER, 4, 1234), acl.Rule(acl.GROUP_OBJ, 4)]
+    named += [acl.Rule(acl.MASK, 6), acl.Rule(acl.OTHER, 0)]
+    ops.setxattr("/ws/f", acl.ACCESS, acl.pack(named), 0)
+    assert ops.getattr("/ws/f")["st_mode"] & 0o777 == 0o660  # the mask is the group's
+    assert acl.ACCESS in ops.listxattr("/ws/f")
+    ops.chmod("/ws/f", 0o100640)
+    assert acl.mode_bits(acl.parse(ops.getxattr("/ws/f", acl.ACCESS))) == 0o640
+    base = [acl.Rule(acl.USER_OBJ, 7), acl.Rule(acl.GROUP_OBJ, 0), acl.Rule(acl.OTHER, 0)]
+    ops.setxattr("/ws/f", acl.ACCESS, acl.pack(base), 0)
+    assert ops.getattr("/ws/f")["st_mode"] & 0o777 == 0o700
+    assert _errno(ops.getxattr, "/ws/f", acl.ACCESS) == errno.ENODATA  # the mode says it
+    assert _errno(ops.setxattr, "/ws/f", acl.DEFAULT, acl.pack(base), 0) == errno.EACCES
+    assert _errno(ops.setxattr, "/ws/f", acl.ACCESS, b"\x02\x00\x00\x00\x01", 0) == errno.EINVAL
+    ops.mkdir("/ws/d", 0o755)
+    ops.setxattr("/ws/d", acl.DEFAULT, acl.pack(named), 0)
+    ops.release("/ws/d/new", ops.create("/ws/d/new", 0o100644, os.O_WRONLY))
+    assert ops.getattr("/ws/d/new")["st_mode"] & 0o777 == 0o640  # 0644 narrowed by it
+    assert ops.getxattr("/ws/d/new", acl.ACCESS) == acl.pack(
+        [*named[:3], acl.Rule(acl.MASK, 4), acl.Rule(acl.OTHER, 0)]
+    )
+    ops.mkdir("/ws/d/sub", 0o755)
+    assert ops.getxattr("/ws/d/sub", acl.DEFAULT) == acl.pack(named)  # passed on
+    _as_uid(monkeypatch, 1000)  # not the owner
+    assert _errno(ops.setxattr, "/ws/d", acl.DEFAULT, acl.pack(named), 0) == errno.EPERM
+    ops.acls = False  # a kernel that does not enforce them: none is served or taken
+    assert acl.ACCESS not in ops.listxattr("/ws/d/new")
+    assert _errno(ops.setxattr, "/ws/f", acl.ACCESS, acl.pack(named), 0) == errno.ENOTSUP

@@ -557,6 +557,14 @@ HOSTILE_ROWS = {  # the tampered files of the tests above, as one corpus
     " created_ns, mtime_ns, ctime_ns, deleted_ns, kind, rdev) VALUES (999, 'x', 0, 420, 0,"
     " 1, 1, 1, unixepoch() * 1000000000, 57344, 0)",  # deleted now: no retention purges it
     "a loop of directories": "UPDATE entries SET parent = 'k' WHERE key = 'k'",
+    "an attribute value past 64 KiB": "INSERT INTO xattrs (node, name, value) SELECT node,"
+    " CAST('user.big' AS BLOB), zeroblob(65537) FROM entries WHERE key = 'k'",
+    "an attribute name past 255 bytes": "INSERT INTO xattrs (node, name, value) SELECT node,"
+    " CAST('user.' || printf('%0300d', 0) AS BLOB), x'' FROM entries WHERE key = 'k'",
+    "a kyfs attribute stored": "INSERT INTO xattrs (node, name, value) SELECT node,"
+    " CAST('user.kyfs.ttl' AS BLOB), x'31' FROM entries WHERE key = 'k'",
+    "attributes of no node": "INSERT INTO xattrs (node, name, value)"
+    " VALUES (987654, CAST('user.x' AS BLOB), x'')",
 }
 
 

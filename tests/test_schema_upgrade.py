@@ -126,6 +126,8 @@ def test_a_version_7_workspace_moves_into_the_block_store(tmp_path: Path) -> Non
                 assert kept[version_id].size is not None
         assert {a.entry.key: a.entry.size for a in ws.archived()} == expected["archived"]
         assert ws.restore("gone").key == "gone"
+        ws.set_xattr("gone", "user.m013", b"xattrs")  # m013: extended attributes
+        assert ws.get_xattr("gone", "user.m013") == b"xattrs"
         # copies/a and copies/b (and their versions) hold the same bytes: stored once
         sql = "SELECT block FROM extents WHERE owner = ? ORDER BY pos"
         a, b = (

@@ -41,7 +41,8 @@ def _exit(code: int) -> None:
 @click.option(
     "--xattr/--no-xattr",
     default=True,
-    help="Serve user.kyfs.* extended attributes (--no-xattr: faster ls -l and first writes).",
+    help="Serve extended attributes, stored and user.kyfs.* (--no-xattr: faster ls -l"
+    " and first writes; setfattr fails).",
 )
 @click.option("--user", "user", metavar="NAME", help="Show identity NAME's workspaces.")
 @click.pass_context

@@ -51,6 +51,12 @@ class KeyNotFound(NotFound):
     """The key does not exist in the workspace (ENOENT, exit 1)."""
 
 
+class NoAttribute(NotFound):
+    """The node has no extended attribute of that name (ENODATA, exit 1; getxattr(2))."""
+
+    errno = _errno.ENODATA
+
+
 class WorkspaceNotFound(NotFound):
     """No workspace has that name (ENOENT, exit 1)."""
 
@@ -89,6 +95,35 @@ class IllegalByteSequence(InvalidName):
     """A name is not valid UTF-8 (EILSEQ, exit 2)."""
 
     errno = _errno.EILSEQ
+
+
+class AttributeNameTooLong(InvalidInput):
+    """An extended attribute's name is over 255 bytes (ERANGE, exit 2), as ext4 answers
+    (XATTR_NAME_MAX, ``linux/limits.h``; setxattr(2))."""
+
+    errno = _errno.ERANGE
+
+
+class AttributeTooLarge(InvalidInput):
+    """An extended attribute's value is over 64 KiB (XATTR_SIZE_MAX) (E2BIG, exit 2;
+    setxattr(2))."""
+
+    errno = _errno.E2BIG
+
+
+class AttributesFull(InvalidInput):
+    """A new extended attribute would take a node's names, each with its NUL, past 64 KiB
+    (XATTR_LIST_MAX), which listxattr(2) could not answer: ENOSPC, as ext4 and tmpfs
+    answer when a node has no room left for attributes (exit 2)."""
+
+    errno = _errno.ENOSPC
+
+
+class AttributeNotSupported(InvalidInput):
+    """An extended attribute namespace kyfs does not store (``system.*``, ``foo.*``), or
+    one it does not offer on this kind of node (ENOTSUP, exit 2)."""
+
+    errno = _errno.ENOTSUP
 
 
 class InvalidQuery(InvalidInput):
@@ -182,6 +217,13 @@ class NotPermitted(KyfsError):
 
     errno = _errno.EPERM
     exit_code = EXIT_PERMISSION
+
+
+class PermissionDenied(NotPermitted):
+    """The permission bits or the ACL forbid it, e.g. a default ACL on a file (EACCES,
+    exit 6)."""
+
+    errno = _errno.EACCES
 
 
 class ReadOnly(NotPermitted):

@@ -231,6 +231,32 @@ class Workspace(Protocol):
         """Make every committed change durable against power loss."""
         ...
 
+    # --- extended attributes (kyfs.core.xattrs: limits and namespaces) ---------------------
+    def xattr_names(self, key: str) -> list[str]:
+        """The extended attribute names of the node at ``key``, by their bytes. ENOENT."""
+        ...
+
+    def get_xattr(self, key: str, name: str) -> bytes:
+        """Attribute ``name`` of the node at ``key``. KeyNotFound, NoAttribute (ENODATA)."""
+        ...
+
+    def set_xattr(self, key: str, name: str, value: bytes, flags: int = 0) -> None:
+        """Set attribute ``name`` of the node at ``key`` (hard links share it); ``flags``:
+        XATTR_CREATE (AlreadyExists, EEXIST) or XATTR_REPLACE (NoAttribute, ENODATA).
+        AttributeNotSupported (ENOTSUP), AttributeNameTooLong (ERANGE, over 255 bytes),
+        AttributeTooLarge (E2BIG, a value over 64 KiB), AttributesFull (ENOSPC, the node's
+        names past 64 KiB), KeyNotFound."""
+        ...
+
+    def remove_xattr(self, key: str, name: str) -> None:
+        """Remove attribute ``name`` of the node at ``key``. KeyNotFound, NoAttribute."""
+        ...
+
+    def set_xattr_and_mode(self, key: str, name: str, value: bytes | None, mode: int) -> None:
+        """Store (None: remove) attribute ``name`` and set the permission bits ``mode`` of
+        the node at ``key`` in one transaction (a POSIX ACL and the mode it implies)."""
+        ...
+
     # --- TTL, history, archive ------------------------------------------------------------
     def set_ttl(self, key: str, seconds: float | None) -> Entry:
         """Expire ``key`` in ``seconds`` (None: never). KeyNotFound, IsADirectory."""

@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from kyfs.app import drop_workspace, rename_workspace
-from kyfs.core import names
+from kyfs.core import acl, names, xattrs
 from kyfs.core.access import Caller
 from kyfs.core.errors import (
     AlreadyExists,
@@ -66,11 +66,18 @@ from kyfs.core.errors import (
 from kyfs.core.nodes import DIR, MODE_MASK, REG, Entry, Owner
 from kyfs.engine import AnyEngine
 from kyfs.engine.base import Workspace
-from kyfs.fuse.binding import FuseOSError, Operations, fuse_get_context, fuse_getgroups
+from kyfs.fuse.binding import (
+    FuseOSError,
+    Operations,
+    fuse_get_context,
+    fuse_get_umask,
+    fuse_getgroups,
+)
 from kyfs.fuse.errorlog import EioLog
 from kyfs.fuse.invalidate import ChangeWatcher, Invalidator
 from kyfs.platform import paths
 from kyfs.platform.metrics import Metrics
+from kyfs.vfs import acls
 from kyfs.vfs.control_tree import CONTROL_DIR, ControlTree
 from kyfs.vfs.openfile import OpenFile
 from kyfs.vfs.search_tree import SEARCH_DIR, SearchTree
@@ -86,6 +93,11 @@ RENAME_NOREPLACE = 1  # renameat2(2) flags
 RENAME_EXCHANGE = 2
 NO_ID = 0xFFFFFFFF  # a uid or gid of -1 in chown(2): leave it as it is
 MAX_WRITE = 1024 * 1024  # bytes per FUSE write request (fuse_conn_info.max_write)
+# fuse_conn_info.want bits (libfuse 3's fuse_common.h): the kernel enforces POSIX ACLs
+# from system.posix_acl_* (the daemon keeps them: kyfs.vfs.acls), and leaves the umask to
+# the daemon (not applied where a default ACL is).
+FUSE_CAP_DONT_MASK = 1 << 6
+FUSE_CAP_POSIX_ACL = 1 << 19
 HIDDEN = (SEARCH_DIR, CONTROL_DIR)
 # libfuse's high-level API (without hard_remove) renames a file unlinked while open to
 # this name and unlinks that name at the last close (fuse.c: hidden_name, hide_node).
@@ -212,6 +224,7 @@ class KyfsOperations(Operations):  # type: ignore[misc]
         self.invalidator = Invalidator()
         self.watcher = ChangeWatcher(workspaces, self.invalidator)
         self.errors = EioLog()
+        self.acls = False  # the kernel enforces POSIX ACLs (init_with_config)
 
     def _handle_lock(self, fh: int) -> contextlib.AbstractContextManager[Any]:
         """The lock of open file ``fh``'s workspace; none for a virtual file or a handle
@@ -264,9 +277,15 @@ class KyfsOperations(Operations):  # type: ignore[misc]
     def init_with_config(self, conn: Any, config: Any) -> None:
         """libfuse's init: ask for 1 MiB writes (libfuse then negotiates FUSE_MAX_PAGES
         with the kernel), so a large file takes 8 times fewer write calls than at 128 KiB;
-        start the cache invalidator and the watcher of changes behind the mount."""
+        ask the kernel to enforce POSIX ACLs (FUSE_CAP_POSIX_ACL, with FUSE_CAP_DONT_MASK:
+        kyfs.vfs.acls) when attributes are served; start the cache invalidator and the
+        watcher of changes behind the mount."""
         if conn is not None:
             conn.max_write = MAX_WRITE
+            wanted = FUSE_CAP_POSIX_ACL | FUSE_CAP_DONT_MASK
+            if self.getxattr is not None and conn.capable & wanted == wanted:  # not --no-xattr
+                conn.want |= wanted
+                self.acls = True
         self.invalidator.start()
         if self.invalidator.running:
             self.watcher.start()
@@ -448,27 +467,44 @@ class KyfsOperations(Operations):  # type: ignore[misc]
         }
 
     # --- extended attributes ----------------------------------------------------------
+    # Stored attributes (user.*, trusted.*, security.*) per node; who may do what is
+    # kyfs.core.xattrs's. kyfs's own user.kyfs.* (a key's TTL and times) answer by name
+    # only: never listed, so cp -a and rsync -X do not carry them.
     @_op
     def listxattr(self, path: str) -> list[str]:
-        """The key's ``user.kyfs.*`` attribute names (none for a directory). ENOENT."""
-        if self._tree(path) is not None:
+        """The node's stored attribute names the caller may see (trusted.* only root);
+        none at the mount's root, in the virtual trees and for a file unlinked while open
+        (its node waits in the archive, nameless). ENOENT."""
+        if path == "/" or path in self._hidden or self._tree(path) is not None:
             return []
         store, key = self._resolve(path)
-        if store.stat(key).is_dir:
-            return []
-        found = list(XATTR_TIMES[1:])
-        if store.expiry(key) is not None:
-            found = [XATTR_TTL, XATTR_TIMES[0], *found]
-        return found
+        uid = fuse_get_context()[0]
+        return [
+            name
+            for name in store.xattr_names(key)
+            if xattrs.visible(name, uid) and (self.acls or name not in acl.NAMES)
+        ]
 
     @_op
     def getxattr(self, path: str, name: str, position: int = 0) -> bytes:
-        """A ``user.kyfs.*`` attribute as bytes: seconds to live, or a UTC time in ISO 8601.
-
-        ENODATA for any other name or an unset TTL; ENOENT."""
-        if not name.startswith("user.kyfs.") or self._tree(path) is not None:
-            raise FuseOSError(ENODATA)
+        """Attribute ``name`` as bytes (mfusepy answers a size probe and ERANGE itself);
+        ``user.kyfs.*``: :meth:`_own_xattr`. ENODATA, ENOTSUP (a namespace kyfs does not
+        store), ENOENT."""
+        if path == "/" or path in self._hidden or self._tree(path) is not None:
+            raise FuseOSError(ENODATA)  # (the kernel asks for the ACL of any of them)
         store, key = self._resolve(path)
+        if name.startswith(xattrs.OWN):
+            return self._own_xattr(store, key, name)
+        if name in acl.NAMES and self.acls:
+            return store.get_xattr(key, name)  # anyone reads an ACL (getfacl)
+        # judged before any SQL: ls -l asks for system.posix_acl_access of every file
+        xattrs.may_read(name, fuse_get_context()[0])
+        return store.get_xattr(key, name)
+
+    @staticmethod
+    def _own_xattr(store: Workspace, key: str, name: str) -> bytes:
+        """``user.kyfs.ttl`` (seconds to live) or a ``user.kyfs.*_at`` time (UTC, ISO 8601).
+        ENODATA for another name or an unset TTL."""
         entry = store.stat(key)
         expires = None if entry.is_dir else store.expiry(key)
         if name == XATTR_TTL and expires is not None:
@@ -485,26 +521,47 @@ class KyfsOperations(Operations):  # type: ignore[misc]
 
     @_op
     def setxattr(self, path: str, name: str, value: bytes, options: int, position: int = 0) -> int:
-        """Set ``user.kyfs.ttl`` ("10m", "600"; empty clears). ENOTSUP for other names and
-        for a directory or link (only keys expire); EINVAL for a bad duration; ENOENT."""
-        if name != XATTR_TTL:
-            raise FuseOSError(errno.ENOTSUP)
+        """Store attribute ``name`` (``options``: XATTR_CREATE, EEXIST; XATTR_REPLACE,
+        ENODATA). ``user.kyfs.ttl`` sets the TTL ("10m", "600"; empty clears; ENOTSUP but
+        on a file); another ``user.kyfs.*`` ENOTSUP. EPERM, ENOTSUP, ERANGE, E2BIG as
+        kyfs.core.xattrs, ENOSPC (the node's names past 64 KiB); EROFS in the virtual trees;
+        ENOENT."""
         store, key = self._resolve(path)
-        if store.stat(key).kind != REG:
-            raise FuseOSError(errno.ENOTSUP)
-        text = value.decode("utf-8", "replace").strip()
-        store.set_ttl(key, names.parse_duration(text) if text else None)
+        entry = store.stat(key)
+        if name.startswith(xattrs.OWN):
+            if name != XATTR_TTL or entry.kind != REG:
+                raise FuseOSError(errno.ENOTSUP)
+            text = value.decode("utf-8", "replace").strip()
+            store.set_ttl(key, names.parse_duration(text) if text else None)
+            return 0
+        if name in acl.NAMES and self.acls:
+            uid, _, pid = fuse_get_context()
+            gids = fuse_getgroups(pid) if uid else frozenset()
+            acls.set_acl(store, key, entry, name, value, (uid, gids))
+            self._forget(self._split(path)[0] or "", self._linked_names(store, key, entry))
+            return 0
+        xattrs.may_change(name, fuse_get_context()[0], entry.kind)
+        store.set_xattr(key, name, value, options & (xattrs.XATTR_CREATE | xattrs.XATTR_REPLACE))
         return 0
 
     @_op
     def removexattr(self, path: str, name: str) -> int:
-        """Clear ``user.kyfs.ttl``. ENODATA for other names and for a directory; ENOENT."""
-        if name != XATTR_TTL:
-            raise FuseOSError(ENODATA)
+        """Remove attribute ``name``; ``user.kyfs.ttl`` clears the TTL (another
+        ``user.kyfs.*``, or a directory's TTL: ENODATA). ENODATA, EPERM, ENOTSUP; EROFS
+        in the virtual trees; ENOENT."""
         store, key = self._resolve(path)
-        if store.stat(key).kind != REG:
-            raise FuseOSError(ENODATA)
-        store.set_ttl(key, None)
+        entry = store.stat(key)
+        if name.startswith(xattrs.OWN):
+            if name != XATTR_TTL or entry.kind != REG:
+                raise FuseOSError(ENODATA)
+            store.set_ttl(key, None)
+            return 0
+        if name in acl.NAMES and self.acls:
+            acls.remove_acl(store, key, entry, name, fuse_get_context()[0])
+            self._forget(self._split(path)[0] or "", self._linked_names(store, key, entry))
+            return 0
+        xattrs.may_change(name, fuse_get_context()[0], entry.kind)
+        store.remove_xattr(key, name)
         return 0
 
     # --- metadata ------------------------------------------------------------------------
@@ -642,6 +699,8 @@ class KyfsOperations(Operations):  # type: ignore[misc]
             self._reply_with(path, entry, store)
         else:
             entry = store.chmod(key, mode)
+        if self.acls:
+            acls.after_chmod(store, key, mode)
         self._forget(self._split(path)[0] or "", self._linked_names(store, key, entry))
         return 0
 
@@ -691,12 +750,24 @@ class KyfsOperations(Operations):  # type: ignore[misc]
         if workspace in HIDDEN:
             raise ReadOnly(f"{workspace} is read-only")
         if workspace is not None and not key:
+            if self.acls:  # the kernel left the umask to the daemon (FUSE_CAP_DONT_MASK)
+                mode &= ~fuse_get_umask()
             self.workspaces.create(workspace, owner=self._caller(), mode=mode)
             return 0
         store, key = self._resolve(path, lookup=False)
         with store.lock:
-            store.mkdir(key, mode, owner=self._caller())
+            made = self._new_node(store, key, mode, is_dir=True)
+            store.mkdir(key, made.mode, owner=self._caller())
+            acls.give(store, key, made)
         return 0
+
+    def _new_node(self, store: Workspace, key: str, mode: int, is_dir: bool) -> acls.NewNode:
+        """The mode to create ``key`` with, and the ACLs to give it after: its directory's
+        default ACL, else the caller's umask, when the kernel enforces ACLs
+        (kyfs.vfs.acls.new_node); the mode as asked otherwise."""
+        if not self.acls:
+            return acls.NewNode(mode, [])
+        return acls.new_node(store, key, mode, fuse_get_umask(), is_dir)
 
     @_root_op
     def rmdir(self, path: str) -> int:
@@ -872,8 +943,10 @@ class KyfsOperations(Operations):  # type: ignore[misc]
         if not self._split(path)[1]:
             raise NotPermitted("the root holds only workspaces (directories), not files")
         store, key = self._resolve(path, lookup=False)
+        made = self._new_node(store, key, mode, is_dir=False)
         try:
-            entry = store.create(key, mode, exclusive=True, owner=self._caller())
+            entry = store.create(key, made.mode, exclusive=True, owner=self._caller())
+            acls.give(store, key, made)
         except AlreadyExists:
             if flags & os.O_EXCL:
                 raise

@@ -35,6 +35,16 @@ def fuse_get_context() -> tuple[int, int, int]:
     return int(uid), int(gid), int(pid)
 
 
+def fuse_get_umask() -> int:
+    """The umask of the process whose request is being served (libfuse 3's
+    ``fuse_context.umask``, which the kernel sends with create and mkdir); 0 outside a
+    request (the adapter called directly: the mode given is the one meant)."""
+    try:
+        return int(mfusepy._libfuse.fuse_get_context().contents.umask) & 0o777
+    except ValueError:  # NULL context: not inside a FUSE request
+        return 0
+
+
 def fuse_getgroups(pid: int) -> frozenset[int]:
     """The supplementary group ids of process ``pid`` (the caller of a request: the pid
     of fuse_get_context), read from the "Groups:" line of /proc/PID/task/PID/status as
@@ -59,6 +69,7 @@ __all__ = [
     "Operations",
     "c_stat",
     "fuse_get_context",
+    "fuse_get_umask",
     "fuse_getgroups",
     "fuse_major_version",
     "mfusepy",

@@ -33,6 +33,7 @@ from kyfs.core import access, names
 from kyfs.core.access import Caller
 from kyfs.core.errors import InvalidInput, KeyNotFound, KyfsError
 from kyfs.engine.base import Workspace
+from kyfs.vfs import acls
 from kyfs.vfs.tree import Listing, read_only_dir, virtual_ino
 
 SEARCH_DIR = ".search"
@@ -106,14 +107,14 @@ class SearchTree:
                 for directory in ["", *names.ancestors(key)]:
                     known = searchable.get((workspace_name, directory))
                     if known is None:
-                        above = workspace.stat(directory)
+                        above = acls.stat_for_views(workspace, directory)
                         known = access.permits(
                             caller, above.uid, above.gid, above.mode, access.SEARCH, True
                         )
                         searchable[(workspace_name, directory)] = known
                     if not known:
                         return False
-                entry = workspace.stat(key)
+                entry = acls.stat_for_views(workspace, key)  # an ACL narrows it
         except KyfsError:  # gone since the search, or unreadable: not shown
             return False
         return access.permits(caller, entry.uid, entry.gid, entry.mode, access.READ, False)

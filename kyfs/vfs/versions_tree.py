@@ -32,6 +32,7 @@ from kyfs.core.access import Caller
 from kyfs.core.errors import InvalidInput, KeyNotFound
 from kyfs.core.nodes import Entry, HistoryEntry
 from kyfs.engine.base import Workspace
+from kyfs.vfs import acls
 from kyfs.vfs.tree import Listing, read_only_dir, read_only_file, virtual_ino
 
 VERSIONS_DIR = ".versions"
@@ -68,7 +69,7 @@ class VersionsTree:
     def _entry(self, key: str) -> Entry | None:
         """The entry at ``key`` now, or None."""
         try:
-            return self.workspace.stat(key)
+            return acls.stat_for_views(self.workspace, key)  # an ACL narrows the view
         except (KeyNotFound, InvalidInput):
             return None
 

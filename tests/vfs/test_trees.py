@@ -212,3 +212,27 @@ def test_search_tree_lists_as_many_whatever_others_own(engine: SqliteEngine) -> 
     shown = {tree.readlink(f"zebra/{name}", BOB) for name, _, _ in tree.readdir("zebra", BOB)}
     assert shown == {f"../../w/mine{n}" for n in range(5)}
     assert len(tree.readdir("zebra", ROOT)) == 100  # the best 100 of 125 for root
+
+
+def test_an_acl_narrows_the_views_to_the_owner(engine: SqliteEngine) -> None:
+    """A key whose access ACL shuts a named user out (u:1002:---) shows mode 0644 bits, by
+    which others could read it: its versions and its /.search match are shown to its
+    owner (and root) only, never more than the ACL lets through (kyfs.vfs.acls)."""
+    from kyfs.core import acl
+
+    ws = engine.open("w")
+    ws.set("shut", b"jwt token shut")
+    ws.chown("shut", 1001, 1001)
+    rules = [acl.Rule(acl.USER_OBJ, 6), acl.Rule(acl.USER, 0, 1002), acl.Rule(acl.GROUP_OBJ, 4)]
+    rules += [acl.Rule(acl.MASK, 4), acl.Rule(acl.OTHER, 4)]
+    ws.set_xattr_and_mode("shut", acl.ACCESS, acl.pack(rules), 0o644)
+    versions = VersionsTree("w", ws)
+    version = versions.readdir("shut")[0][0]
+    mode = versions.getattr(f"shut/{version}")["st_mode"]
+    assert permits(ALICE, 1001, 1001, mode, 4, False)
+    assert not permits(BOB, 1001, 1001, mode, 4, False)
+    search = SearchTree(engine.names, engine.open)
+    assert len(search.readdir("jwt token", ALICE)) == 1
+    assert search.readdir("jwt token", BOB) == []
+    ws.remove_xattr("shut", acl.ACCESS)  # the mode alone again: others read it
+    assert permits(BOB, 1001, 1001, versions.getattr(f"shut/{version}")["st_mode"], 4, False)

@@ -40,7 +40,7 @@ SCHEMA_SIZE = (
     "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c"
     " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = ? AND c.relkind = 'r'"
 )
-SCHEMA_VERSION = 5  # the layout of a workspace schema (meta 'pg_schema_version')
+SCHEMA_VERSION = 6  # the layout of a workspace schema (meta 'pg_schema_version')
 
 CATALOG_DDL = """
 CREATE SCHEMA IF NOT EXISTS kyfs;
@@ -163,6 +163,12 @@ CREATE TABLE search_text (
     document      tsvector NOT NULL
 );
 CREATE INDEX search_document ON search_text USING GIN (document);
+CREATE TABLE xattrs (
+    node   BIGINT NOT NULL,
+    name   BYTEA NOT NULL,
+    value  BYTEA NOT NULL,
+    PRIMARY KEY (node, name)
+);
 """
 
 
@@ -213,6 +219,8 @@ def migrate(conn: Any, version: int) -> None:
 
     Version 5, stored bytes: ``nodes.stored``, as the SQLite engine's m012 (added first:
     the block store's writes of version 2 keep it).
+
+    Version 6, extended attributes: the table ``xattrs``, as the SQLite engine's m013.
     """
     from kyfs.engine.sql import blocks
 
@@ -273,6 +281,11 @@ def migrate(conn: Any, version: int) -> None:
             conn.execute(f"ALTER TABLE {table} ADD COLUMN rdev BIGINT NOT NULL DEFAULT 0")
     if version < 5:
         conn.execute(blocks.SQL_RECOUNT)
+    if version < 6:
+        conn.execute(
+            "CREATE TABLE xattrs (node BIGINT NOT NULL, name BYTEA NOT NULL,"
+            " value BYTEA NOT NULL, PRIMARY KEY (node, name))"
+        )
     conn.execute(
         "UPDATE meta SET value = ? WHERE name = 'pg_schema_version'", (str(SCHEMA_VERSION),)
     )

@@ -25,8 +25,9 @@ from kyfs.engine.postgres import schema as schema_sql
 from kyfs.engine.postgres import search
 from kyfs.engine.postgres.connection import PgConnection
 from kyfs.engine.sql.archive import ArchiveMixin
-from kyfs.engine.sql.check import STRUCTURE_CHECKS, damaged, repair_blocks
+from kyfs.engine.sql.check import STRUCTURE_CHECKS, damaged, drop_stray_xattrs, repair_blocks
 from kyfs.engine.sql.rules import RulesMixin
+from kyfs.engine.sql.xattrs import XattrsMixin
 
 LOCK_CLASS = 0x6B7966  # "kyf": the first key of kyfs's advisory locks (the second: an id)
 
@@ -36,7 +37,7 @@ _SQL_CHANGES = (
 )
 
 
-class PgWorkspace(ArchiveMixin, RulesMixin):
+class PgWorkspace(ArchiveMixin, RulesMixin, XattrsMixin):
     """One workspace's schema on a PostgreSQL server.
 
     Args:
@@ -201,12 +202,14 @@ class PgWorkspace(ArchiveMixin, RulesMixin):
         return problems
 
     def repair(self) -> list[str]:
-        """Repair the block store's references (kyfs.engine.sql.check.repair_blocks) and
-        rebuild the search index of every key (what can go stale without PostgreSQL
-        noticing); returns what was done. The other structural rules are kept by
-        transactions; a workspace that breaks them is restored from a backup."""
+        """Repair the block store's references (kyfs.engine.sql.check.repair_blocks), drop
+        the extended attributes of nodes that are gone, and rebuild the search index of
+        every key (what can go stale without PostgreSQL noticing); returns what was done.
+        The other structural rules are kept by transactions; a workspace that breaks them
+        is restored from a backup."""
         with self._atomic() as conn:
             done = repair_blocks(conn, time.time_ns())
+            done += drop_stray_xattrs(conn)
             conn.execute("DELETE FROM search_text")
             conn.execute(
                 "INSERT INTO index_pending (node_id) SELECT id FROM nodes ON CONFLICT DO NOTHING"

@@ -21,7 +21,7 @@ from kyfs.core.errors import AlreadyExists, KeyNotFound, NotEmpty
 from kyfs.core.nodes import DIR, REG, Archived, Entry, Owner
 from kyfs.engine.base import Usage
 from kyfs.engine.sql import blocks
-from kyfs.engine.sql.base import Connection, frees_space
+from kyfs.engine.sql.base import Connection, drop_xattrs, frees_space
 from kyfs.engine.sql.history import materialize
 from kyfs.engine.sql.nodes import SQL_HAS_CHILD
 from kyfs.engine.sql.values import ValuesMixin, after_write
@@ -89,6 +89,7 @@ class ArchiveMixin(ValuesMixin):
         if live is not None:
             if live.is_dir and entry.is_dir:  # a directory that exists again: nothing to do
                 conn.execute("DELETE FROM archive WHERE id = ?", (entry.id,))
+                drop_xattrs(conn, "?", (entry.id,))
                 return
             if not force:
                 raise AlreadyExists(f"key exists: {entry.key} (use --force to replace it)")
@@ -163,6 +164,7 @@ class ArchiveMixin(ValuesMixin):
             for (node_id,) in conn.execute(f"SELECT id FROM archive WHERE {old}", (before_ns,)):
                 materialize(conn, int(node_id))  # versions of it keep their value
             blocks.drop_selected(conn, f"SELECT id FROM archive WHERE {old}", (before_ns,))
+            drop_xattrs(conn, f"SELECT id FROM archive WHERE {old}", (before_ns,))
             return int(conn.execute(f"DELETE FROM archive WHERE {old}", (before_ns,)).rowcount)
 
     # --- space ----------------------------------------------------------------------------

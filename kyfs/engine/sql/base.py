@@ -241,3 +241,10 @@ def names_of(conn: Connection, node_id: int) -> list[str]:
     """Every name (key) of node ``node_id``, in code point order."""
     rows = conn.execute("SELECT key FROM entries WHERE node = ? ORDER BY key", (node_id,))
     return [row[0] for row in rows]
+
+
+def drop_xattrs(conn: Connection, nodes: str, args: Sequence[object] = ()) -> None:
+    """Remove the extended attributes (kyfs.engine.sql.xattrs) of every node the query
+    ``nodes`` (SQL selecting one column of node ids, with ``args``) selects, inside the
+    caller's transaction: those nodes go for good."""
+    conn.execute(f"DELETE FROM xattrs WHERE node IN ({nodes})", args)

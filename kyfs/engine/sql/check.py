@@ -63,6 +63,7 @@ BLOCK_CHECKS = [  # the block store's rules (also run on every untrusted file)
     ),
 ]
 
+XATTRS_OF_NO_NODE = "extended attributes of no node"
 STRUCTURE_CHECKS = [
     *BLOCK_CHECKS,
     ("nodes whose stored bytes differ from their extents", blocks.SQL_STORED_WRONG),
@@ -104,7 +105,20 @@ STRUCTURE_CHECKS = [
         f" (SELECT 1 FROM nodes n WHERE n.id = t.id AND n.kind = {REG})"
         f" AND t.id NOT IN (SELECT node_id FROM index_pending)",
     ),
+    (  # a node's attributes go with it (kyfs.engine.sql.base.drop_xattrs)
+        XATTRS_OF_NO_NODE,
+        "SELECT x.node FROM xattrs x WHERE NOT EXISTS (SELECT 1 FROM nodes n WHERE"
+        " n.id = x.node) AND NOT EXISTS (SELECT 1 FROM archive a WHERE a.id = x.node)",
+    ),
 ]
+
+
+def drop_stray_xattrs(conn: Connection) -> list[str]:
+    """fsck --repair: drop the extended attributes of nodes that exist neither live nor in
+    the archive (XATTRS_OF_NO_NODE); returns what was done."""
+    query = dict(STRUCTURE_CHECKS)[XATTRS_OF_NO_NODE]
+    count = conn.execute(f"DELETE FROM xattrs WHERE node IN ({query})").rowcount
+    return [f"dropped {count} {XATTRS_OF_NO_NODE}"] if count else []
 
 
 def damaged_blocks(conn: Connection) -> list[int]:

@@ -2,12 +2,12 @@
 
 Both engines keep the same tables (kyfs.engine.sql), so a workspace moves losslessly at
 that level: nodes with their ids, types, modes, owners, link counts, times, TTLs,
-symlink targets and device numbers; every name (hard links stay links); the block store
-as it is (each block once, with its address, its references and the extents of every
-value, so shared blocks stay shared); the archive; history with its version numbers; the
-settings (retention, schema rules, project path, cache TTL, the inode tag, so st_ino
-stays the same). The search index is not copied: the target rebuilds it from the values
-at its first search.
+symlink targets and device numbers; every name (hard links stay links); extended
+attributes; the block store as it is (each block once, with its address, its references
+and the extents of every value, so shared blocks stay shared); the archive; history with
+its version numbers; the settings (retention, schema rules, project path, cache TTL, the
+inode tag, so st_ino stays the same). The search index is not copied: the target
+rebuilds it from the values at its first search.
 
 :func:`fingerprint` reads a workspace through the Workspace interface only and gives
 what a copy must keep, with SHA-256 of every value (live, archived and in history);
@@ -34,6 +34,7 @@ TABLES = {
     " archived_ns, kind, uid, gid, target, rdev",
     "history": "id, key, action, size, time_ns, detail, pid, since_ns, shared, mode",
     "extents": "owner, pos, block",
+    "xattrs": "node, name, value",
 }
 ENGINE_META = frozenset({"pg_schema_version"})  # settings that belong to one engine's layout
 READ_PIECE = 4 * 1024 * 1024  # bytes hashed at a time
@@ -51,7 +52,8 @@ def copy_workspace(source: NamespaceMixin, target: NamespaceMixin) -> dict[str, 
     counts: dict[str, int] = {}
     with source._snapshot() as src, target._atomic() as dst:
         for table in (
-            "extents", "blocks", "entries", "nodes", "archive", "history", "index_pending"
+            "extents", "blocks", "entries", "nodes", "archive", "history", "index_pending",
+            "xattrs",
         ):  # fmt: skip
             dst.execute(f"DELETE FROM {table}")
         dst.execute("DELETE FROM search_text")
@@ -59,7 +61,8 @@ def copy_workspace(source: NamespaceMixin, target: NamespaceMixin) -> dict[str, 
             marks = ", ".join("?" * len(columns.split(",")))
             rows = src.execute(f"SELECT {columns} FROM {table} ORDER BY 1").fetchall()
             for row in rows:
-                dst.execute(f"INSERT INTO {table} ({columns}) VALUES ({marks})", tuple(row))
+                values = tuple(bytes(v) if isinstance(v, memoryview) else v for v in row)
+                dst.execute(f"INSERT INTO {table} ({columns}) VALUES ({marks})", values)
             counts[table] = len(rows)
         ids = [row[0] for row in src.execute("SELECT id FROM blocks ORDER BY id").fetchall()]
         for block_id in ids:  # one at a time: memory stays at one block
@@ -108,8 +111,9 @@ def _row_digest(workspace: Workspace, row: HistoryEntry) -> list[Any]:
 def fingerprint(workspace: Workspace) -> dict[str, Any]:
     """What a lossless copy keeps, read through the Workspace interface: every name with
     its node (id, type, mode, owner, links, size, times, TTL, a symlink's target, the
-    SHA-256 of a value), every history row (with the SHA-256 of its value), every archived
-    entry (with the SHA-256 of its value) and the settings but the engine's own."""
+    SHA-256 of a value, its extended attributes), every history row (with the SHA-256 of
+    its value), every archived entry (with the SHA-256 of its value) and the settings
+    but the engine's own."""
     names: dict[str, Any] = {}
     pending = [""]
     while pending:
@@ -123,6 +127,9 @@ def fingerprint(workspace: Workspace) -> dict[str, Any]:
             elif not entry.is_special:  # a special node's type and rdev are in "node"
                 item["sha256"] = _digest(workspace, entry.id, entry.size)
                 item["expires_ns"] = workspace.expiry(entry.key)
+            found = workspace.xattr_names(entry.key)
+            if found:
+                item["xattrs"] = {n: workspace.get_xattr(entry.key, n).hex() for n in found}
             names[entry.key] = item
     history = {
         key: [_row_digest(workspace, h) for h in workspace.history(key)]
@@ -135,6 +142,7 @@ def fingerprint(workspace: Workspace) -> dict[str, Any]:
     ]
     meta = {k: v for k, v in workspace.meta().items() if k not in ENGINE_META}
     top = list(workspace.stat(""))[2:]
+    top.append({n: workspace.get_xattr("", n).hex() for n in workspace.xattr_names("")})
     return {"top": top, "names": names, "history": history, "archived": archived, "meta": meta}
 
 

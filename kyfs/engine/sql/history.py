@@ -36,7 +36,7 @@ from kyfs.core.errors import DamagedBlock, KeyNotFound, NoSpace
 from kyfs.core.nodes import HistoryEntry, ImportVersion
 from kyfs.core.retention import Retention
 from kyfs.engine.sql import blocks
-from kyfs.engine.sql.base import Base, Connection, frees_space
+from kyfs.engine.sql.base import Base, Connection, drop_xattrs, frees_space
 
 COALESCE_S = 2.0  # seconds: a close this soon after the last one by the same process coalesces
 BURST_S = 300.0  # seconds: a burst of coalesced closes makes a new version after this long
@@ -349,6 +349,7 @@ class HistoryMixin(Base):
                     for (node_id,) in archived:
                         materialize(conn, int(node_id))  # its versions are undo data apart
                         blocks.drop(conn, int(node_id))
+                        drop_xattrs(conn, "?", (int(node_id),))
                     conn.executemany("DELETE FROM archive WHERE id = ?", archived)
             except NoSpace:
                 if released:

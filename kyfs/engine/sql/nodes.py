@@ -62,7 +62,7 @@ from kyfs.core.nodes import (
     Owner,
 )
 from kyfs.engine.sql import blocks
-from kyfs.engine.sql.base import Connection, frees_space, mark, names_of
+from kyfs.engine.sql.base import Connection, drop_xattrs, frees_space, mark, names_of
 from kyfs.engine.sql.history import HistoryMixin, drop_versions, narrow, record
 
 _NODE = (
@@ -364,6 +364,7 @@ class NamespaceMixin(HistoryMixin):
         if self.short():  # a full disk: nothing is kept, the blocks are free at once,
             blocks.drop(conn, entry.id)  # and so are those of the name's versions
             conn.execute("DELETE FROM nodes WHERE id = ?", (entry.id,))
+            drop_xattrs(conn, "?", (entry.id,))
             versions = conn.execute(
                 "SELECT id FROM history WHERE (key = ? AND size IS NOT NULL) OR shared = ?",
                 (entry.key, entry.id),

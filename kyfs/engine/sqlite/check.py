@@ -27,7 +27,14 @@ from kyfs.core.nodes import (
     Owner,
 )  # fmt: skip
 from kyfs.engine.sql.archive import ArchiveMixin
-from kyfs.engine.sql.check import LOST_FOUND, STRUCTURE_CHECKS, damaged, repair_blocks, set_aside
+from kyfs.engine.sql.check import (
+    LOST_FOUND,
+    STRUCTURE_CHECKS,
+    damaged,
+    drop_stray_xattrs,
+    repair_blocks,
+    set_aside,
+)
 from kyfs.engine.sql.nodes import archive_node
 from kyfs.engine.sqlite import schema
 from kyfs.engine.sqlite.index import SEARCH, SEARCH_KEYS, flush, index_node
@@ -231,6 +238,7 @@ class SearchCheckMixin(ArchiveMixin):
                 archive_node(conn, node_id, f"{LOST_FOUND}/{node_id}", now)
             if nameless:
                 done.append(f"archived {len(nameless)} nodes with no name under {LOST_FOUND}/")
+            done += drop_stray_xattrs(conn)
             relinked = conn.execute(
                 f"UPDATE nodes SET nlink = (SELECT count(*) FROM entries e WHERE e.node = nodes.id)"
                 f" WHERE id IN ({checks['link counts that differ from the names']})"
@@ -322,4 +330,7 @@ def _mend_ranges(conn: sqlite3.Connection, now_ns: int) -> list[str]:
     count = conn.execute(f"DELETE FROM archive WHERE {ranges['archived nodes']}").rowcount
     if count:  # their blocks: orphaned extents, which repair_blocks releases
         done.append(f"dropped {count} archived nodes out of range")
+    count = conn.execute(f"DELETE FROM xattrs WHERE {ranges['extended attributes']}").rowcount
+    if count:
+        done.append(f"dropped {count} extended attributes out of range")
     return done

@@ -2,7 +2,7 @@
 objects of a current workspace file, normalised as trust._normalise does. Do not edit.
 """
 
-VERSION = 12
+VERSION = 13
 OBJECTS: dict[tuple[str, str], str | None] = {
     ('index', 'archive_deleted'): 'create index archive_deleted on archive(deleted_ns)',
     ('index', 'archive_key'): 'create index archive_key on archive(key,deleted_ns)',
@@ -15,6 +15,7 @@ OBJECTS: dict[tuple[str, str], str | None] = {
     ('index', 'sqlite_autoindex_blocks_1'): None,
     ('index', 'sqlite_autoindex_entries_1'): None,
     ('index', 'sqlite_autoindex_meta_1'): None,
+    ('index', 'sqlite_autoindex_xattrs_1'): None,
     ('table', 'archive'): 'create table archive(id integer primary key,key text not null,is_dir integer not null,mode integer not null,size integer not null,created_ns integer not null,mtime_ns integer not null,ctime_ns integer not null,deleted_ns integer not null,archived_ns integer,kind integer,uid integer,gid integer,target blob,rdev integer not null default 0)',
     ('table', 'blocks'): 'create table blocks(id integer primary key,hash blob not null unique,refs integer not null,size integer not null,codec integer not null,data blob not null)',
     ('table', 'entries'): 'create table entries(key text not null unique,parent text not null,node integer not null)',
@@ -31,6 +32,7 @@ OBJECTS: dict[tuple[str, str], str | None] = {
     ('table', 'search_text'): 'create table search_text(id integer primary key,key text not null,packed blob,key_tokens integer not null,value_tokens integer not null)',
     ('table', 'search_vocab'): "create virtual table search_vocab using fts5vocab(search_index,'row')",
     ('table', 'sqlite_sequence'): 'create table sqlite_sequence(name,seq)',
+    ('table', 'xattrs'): 'create table xattrs(node integer not null,name blob not null,value blob not null,primary key(node,name))',
     ('trigger', 'search_text_ad'): "create trigger search_text_ad after delete on search_text begin insert into search_index(search_index,rowid,key,value)values('delete',old.id,old.key,kyfs_text(old.packed));end",
     ('trigger', 'search_text_ai'): 'create trigger search_text_ai after insert on search_text begin insert into search_index(rowid,key,value)values(new.id,new.key,kyfs_text(new.packed));end',
     ('trigger', 'search_text_au'): "create trigger search_text_au after update on search_text begin insert into search_index(search_index,rowid,key,value)values('delete',old.id,old.key,kyfs_text(old.packed));insert into search_index(rowid,key,value)values(new.id,new.key,kyfs_text(new.packed));end",

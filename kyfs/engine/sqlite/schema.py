@@ -572,6 +572,19 @@ def m012_stored_bytes(conn: sqlite3.Connection) -> None:
     conn.execute(SQL_RECOUNT)
 
 
+def m013_xattrs(conn: sqlite3.Connection) -> None:
+    """``xattrs``: the extended attributes of each node (kyfs.engine.sql.xattrs), one row
+    per attribute: the node's id (hard links share it; an archived node keeps its own),
+    the name's bytes (at most 255) and the value (at most 64 KiB; kyfs.core.xattrs).
+    A rowid table (not WITHOUT ROWID) so that salvage (kyfs.engine.sqlite.salvage) reads
+    it by rowid as the other tables.
+    """
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS xattrs (node INTEGER NOT NULL, name BLOB NOT NULL,"
+        " value BLOB NOT NULL, PRIMARY KEY (node, name))"
+    )
+
+
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     m001_entries_and_blocks,
     m002_archive,
@@ -585,6 +598,7 @@ MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     m010_version_modes,
     m011_special_nodes,
     m012_stored_bytes,
+    m013_xattrs,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

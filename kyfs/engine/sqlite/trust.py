@@ -37,7 +37,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
 
-from kyfs.core import names
+from kyfs.core import names, xattrs
 from kyfs.core.blocks import RAW, ZSTD
 from kyfs.core.errors import InvalidName, UnsoundInput
 from kyfs.core.nodes import BLK, CHR, DIR, KINDS, LNK, MAX_RDEV, MAX_VALUE_SIZE, MODE_MASK, REG
@@ -240,6 +240,13 @@ TABLE_RANGES = [  # (what, table, the rows that break it)
      f" OR typeof(data) != 'blob' OR codec NOT IN ({RAW}, {ZSTD})"),
     ("extents", "extents", "typeof(owner) != 'integer' OR typeof(pos) != 'integer'"
      " OR typeof(block) != 'integer'"),
+    # kyfs.core.xattrs: a stored namespace, not kyfs's own; name and value limits
+    ("extended attributes", "xattrs", "typeof(node) != 'integer' OR typeof(name) != 'blob'"
+     f" OR length(name) > {xattrs.NAME_MAX} OR typeof(value) != 'blob'"
+     f" OR length(value) > {xattrs.SIZE_MAX} OR NOT (CAST(name AS TEXT) GLOB 'user.?*'"
+     " OR CAST(name AS TEXT) GLOB 'trusted.?*' OR CAST(name AS TEXT) GLOB 'security.?*'"
+     " OR CAST(name AS TEXT) IN ('system.posix_acl_access', 'system.posix_acl_default'))"
+     f" OR CAST(name AS TEXT) GLOB '{xattrs.OWN}*'"),
 ]  # fmt: skip
 
 

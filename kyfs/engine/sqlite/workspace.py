@@ -30,6 +30,7 @@ from typing import Any
 
 from kyfs.core.errors import NoSpace, ReadOnlyStorage, StorageError, UntrustedFile
 from kyfs.engine.sql.rules import RulesMixin
+from kyfs.engine.sql.xattrs import XattrsMixin
 from kyfs.engine.sqlite import schema, trust
 from kyfs.engine.sqlite.check import SearchCheckMixin
 from kyfs.engine.sqlite.connection import BUSY_TIMEOUT_MS, connect, convert
@@ -54,7 +55,7 @@ RECLAIM_LEAST = 16  # the smallest step, on a disk with no room for a larger one
 MERGE_PAGES = 1000  # pages of FTS5 segment merging a workspace at rest does at most
 
 
-class SqliteWorkspace(SearchCheckMixin, RulesMixin):
+class SqliteWorkspace(SearchCheckMixin, RulesMixin, XattrsMixin):
     """One workspace's SQLite file.
 
     Args:
