@@ -906,10 +906,12 @@ class KyfsOperations(Operations):  # type: ignore[misc]
             raise NotPermitted("the root holds only workspaces (directories)")
         store, key = self._resolve(path, lookup=False)
         kind = stat.S_IFMT(mode)
+        made = self._new_node(store, key, mode & MODE_MASK, is_dir=False)  # umask, ACL
         if kind == REG:
-            entry = store.create(key, mode & MODE_MASK, exclusive=True, owner=self._caller())
+            entry = store.create(key, made.mode, exclusive=True, owner=self._caller())
         else:
-            entry = store.mknod(key, kind, mode & MODE_MASK, dev, owner=self._caller())
+            entry = store.mknod(key, kind, made.mode, dev, owner=self._caller())
+        acls.give(store, key, made)
         self._reply_with(path, entry, store)
         return 0
 

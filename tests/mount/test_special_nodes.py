@@ -68,6 +68,14 @@ def test_a_fifo_carries_a_megabyte_from_a_writer_to_a_reader(
     assert reader.wait(timeout=30) == 0 and writer.returncode == 0
     assert received.read_bytes() == data
     assert fifo.lstat().st_size == 0  # nothing of it was stored
+    old = os.umask(0o077)  # the daemon applies the umask (the mount asks FUSE_CAP_DONT_MASK)
+    try:
+        os.mkfifo(workspace / "private", 0o755)
+        os.mknod(workspace / "sock", 0o755 | stat.S_IFSOCK)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((workspace / "private").lstat().st_mode) == 0o700
+    assert stat.S_IMODE((workspace / "sock").lstat().st_mode) == 0o700
 
 
 def test_a_unix_socket_server_and_client_exchange_a_megabyte(mounted: Mount) -> None:
