@@ -78,6 +78,8 @@ READS = frozenset(
         "block_size",
         "lock",
         "stat",
+        "xattr_names",
+        "get_xattr",
         "stat_id",
         "inode",
         "children",
