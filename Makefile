@@ -50,7 +50,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 mount: system-deps venv
-	@mkdir -p $(BINDIR) && for c in kyfs kys kyg kyl kyd kyv; do ln -sf $(CURDIR)/$(BIN)/$$c $(BINDIR)/$$c; done
+	@mkdir -p $(BINDIR) && for c in kyfs kys kyg kyl kyd kyv kye kyi; do ln -sf $(CURDIR)/$(BIN)/$$c $(BINDIR)/$$c; done
 	$(BIN)/kyfs mount $(MOUNTPOINT)
 	@case ":$$PATH:" in *":$(BINDIR):"*) ;; *) echo "note: add $(BINDIR) to PATH to run kyfs";; esac
 

@@ -1,6 +1,6 @@
 """A KyCLI user's first minutes (issue 14): the first command works on a fresh data
 directory, global options go before the command too, ``kyfs`` alone shows a short tour,
-and KyCLI's short commands (kys, kyg, kyl, kyd, kyv) keep working."""
+and KyCLI's short commands (kys, kyg, kyl, kyd, kyv, kye, kyi) keep working."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def run(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[b
     return subprocess.run(command, input=stdin, capture_output=True, check=False, timeout=60)
 
 
-SHORT = {"kys", "kyg", "kyl", "kyd", "kyv"}
+SHORT = {"kys", "kyg", "kyl", "kyd", "kyv", "kye", "kyi"}
 
 
 def on_terminal(
@@ -110,6 +110,31 @@ def test_kycli_regex_history_and_db_path(kyfs_home: Path) -> None:
     )
     assert got.stdout == b"in work"  # KYCLI_DB_PATH before the active workspace
     assert run("get", "other").stdout == b"3"  # without it, the active one
+
+
+def test_kye_and_kyi_move_keys_through_csv(kyfs_home: Path, tmp_path: Path) -> None:
+    """KyCLI's kye (CSV by default) and kyi (the format from the file's name)."""
+    values = {"plain": b"hello, world", "lines": b"one\ntwo", "binary": b"\x00\xff"}
+    for key, value in values.items():
+        assert run("kys", key, stdin=value).returncode == 0
+    exported = tmp_path / "keys.csv"
+    assert run("kye", str(exported)).returncode == 0
+    assert exported.read_bytes().startswith(b"key,value,encoding\r\n")
+    assert run("create", "copy").returncode == 0
+    assert run("kyi", "-w", "copy", str(exported)).returncode == 0
+    for key, value in values.items():
+        assert run("-w", "copy", "get", key).stdout == value, key
+    kycli = tmp_path / "kycli.csv"  # KyCLI's own two columns
+    kycli.write_text('key,value\nk1,v1\nk2,"quoted, value"\n')
+    assert run("kyi", "-w", "copy", str(kycli)).returncode == 0
+    assert run("-w", "copy", "get", "k2").stdout == b"quoted, value"
+    as_json = tmp_path / "keys.json"
+    assert run("kye", str(as_json), "json").returncode == 0
+    assert {k["key"] for k in json.loads(as_json.read_text())["keys"]} == set(values)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("nokey\nx\n")
+    refused = run("kyi", str(bad))
+    assert refused.returncode == 2 and b"needs the columns key and value" in refused.stderr
 
 
 def test_kys_without_a_value_on_a_terminal_is_refused(kyfs_home: Path) -> None:

@@ -6,6 +6,9 @@
                       expression: kyfs scan --regex KEY (KyCLI's kyg "user_.*")
     kyl [PATTERN]     kyfs keys --regex PATTERN (Python's re.search, as KyCLI's kyl)
     kyv [KEY]         kyfs history KEY; every key's history without one (KyCLI's kyv)
+    kye FILE [FORMAT] kyfs export --format FORMAT -o FILE (csv by default, or json,
+                      jsonl; KyCLI's kye)
+    kyi FILE          kyfs import FILE (.csv, .json, .jsonl or a directory; KyCLI's kyi)
     kyd KEY           kyfs delete KEY
 
 Each accepts the global options of ``kyfs`` first (``-w NAME``, ``--user``,
@@ -107,6 +110,21 @@ def kyl(argv: list[str] | None = None) -> None:
     head, rest = _split(sys.argv[1:] if argv is None else argv)
     regex = ["--regex", rest[0]] if rest else []
     cli.main(args=[*head, "keys", *regex, *rest[1:]], prog_name="kyl")
+
+
+def kye(argv: list[str] | None = None) -> None:
+    """``kye FILE [FORMAT]``: export the workspace to FILE as FORMAT (csv, json or jsonl;
+    csv by default, as KyCLI's kye)."""
+    head, rest = _split(sys.argv[1:] if argv is None else argv)
+    if not rest:
+        _fail(InvalidInput("kye FILE [csv|json|jsonl]: name the file to write"))
+    fmt = rest[1] if len(rest) > 1 else "csv"
+    cli.main(args=[*head, "export", "--format", fmt, "-o", rest[0], *rest[2:]], prog_name="kye")
+
+
+def kyi(argv: list[str] | None = None) -> None:
+    """``kyi FILE``: import FILE into the workspace (its format from its name, KyCLI's kyi)."""
+    _run("kyi", ["import"], argv)
 
 
 def kyv(argv: list[str] | None = None) -> None:

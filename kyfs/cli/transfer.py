@@ -356,10 +356,13 @@ def backup_restore(
 
 @cli.command(name="export")
 @workspace_option
-@click.option("--format", "fmt", type=click.Choice(["jsonl", "json", "dir"]), default="jsonl")
+@click.option(
+    "--format", "fmt", type=click.Choice(["jsonl", "json", "csv", "dir"]), default="jsonl"
+)
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="File or directory.")
 def export_cmd(workspace: str | None, fmt: str, output: Path | None) -> None:
-    """Export every key of a workspace as JSON Lines, JSON or a directory tree.
+    """Export every key of a workspace as JSON Lines, JSON, CSV (key,value,encoding) or a
+    directory tree.
 
     Examples: kyfs export > notes.jsonl; kyfs export -w notes --format dir -o ./notes
     """
@@ -379,7 +382,8 @@ def export_cmd(workspace: str | None, fmt: str, output: Path | None) -> None:
 )
 @json_option
 def import_cmd(path: Path, workspace: str | None, merge: str | None, as_json: bool) -> None:
-    """Import an export (.jsonl, .json or a directory) into a workspace, in one transaction.
+    """Import an export (.jsonl, .json, .csv or a directory) into a workspace, in one
+    transaction.
 
     Examples: kyfs import notes.jsonl -w notes; kyfs import ./tree --merge replace
     """

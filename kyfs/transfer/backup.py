@@ -23,6 +23,7 @@ base64 in JSON. Thread-safety: the functions share nothing.
 from __future__ import annotations
 
 import base64
+import csv
 import datetime as dt
 import hashlib
 import io
@@ -34,7 +35,7 @@ import tarfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from kyfs.core.errors import (
     InvalidInput,
@@ -396,9 +397,12 @@ def _entry_json(store: Workspace, key: str) -> dict[str, Any]:
 
 
 def export(store: Workspace, workspace: str, fmt: str, output: Path | None) -> int:
-    """Write every key of ``store`` as ``fmt`` (jsonl, json, dir) to ``output`` (stdout
-    for jsonl/json when None); return the number of keys. Special nodes (FIFOs, sockets,
-    device nodes) hold no value and are left out, as ``tar`` leaves out sockets.
+    """Write every key of ``store`` as ``fmt`` (jsonl, json, csv, dir) to ``output``
+    (stdout for jsonl/json/csv when None); return the number of keys. CSV (KyCLI's
+    ``kye``; RFC 4180 by Python's csv module) has the columns ``key,value,encoding``:
+    a value that is not UTF-8 is base64 with ``encoding`` ``base64``, else the text.
+    Special nodes (FIFOs, sockets, device nodes) hold no value and are left out, as
+    ``tar`` leaves out sockets.
 
     Raises:
         InvalidInput: (exit 2) unknown format, or ``dir`` without an output directory.
@@ -432,12 +436,14 @@ def export(store: Workspace, workspace: str, fmt: str, output: Path | None) -> i
             os.utime(target, ns=(entry.atime_ns, entry.mtime_ns))
             target.chmod(entry.mode & 0o777)  # never setuid, setgid or sticky
         return len(keys)
-    if fmt not in ("jsonl", "json"):
-        raise InvalidInput(f"unknown export format {fmt!r}: use jsonl, json or dir")
+    if fmt not in ("jsonl", "json", "csv"):
+        raise InvalidInput(f"unknown export format {fmt!r}: use jsonl, json, csv or dir")
     out = _private_file(output) if output else None
     try:
         write = out.write if out else _stdout_write
-        if fmt == "jsonl":
+        if fmt == "csv":
+            _write_csv(store, keys, write)
+        elif fmt == "jsonl":
             for key in keys:
                 write(json.dumps(_entry_json(store, key), ensure_ascii=False) + "\n")
         else:
@@ -476,6 +482,48 @@ def _stdout_write(text: str) -> None:
     import sys
 
     sys.stdout.write(text)
+
+
+CSV_COLUMNS = ("key", "value", "encoding")  # kyfs export --format csv, KyCLI's kye and kyi
+
+
+def _write_csv(store: Workspace, keys: list[str], write: Callable[[str], Any]) -> None:
+    """``keys`` of ``store`` as CSV rows (CSV_COLUMNS, a header first) through ``write``."""
+    buffer = io.StringIO()
+    rows = csv.writer(buffer)
+    rows.writerow(CSV_COLUMNS)
+    for key in keys:
+        value = store.get(key)
+        try:
+            rows.writerow((key, value.decode("utf-8"), ""))
+        except UnicodeDecodeError:
+            rows.writerow((key, base64.b64encode(value).decode("ascii"), "base64"))
+        write(buffer.getvalue())
+        buffer.seek(0)
+        buffer.truncate()
+    write(buffer.getvalue())
+
+
+def _read_csv(handle: BinaryIO) -> Iterator[ImportItem]:
+    """The keys of a CSV export (CSV_COLUMNS; ``encoding`` may be left out, as KyCLI's
+    ``key,value`` files do). A field is at most RECORD_MAX bytes.
+
+    Raises:
+        InvalidInput: (exit 2) no ``key`` and ``value`` columns, or a bad row.
+    """
+    csv.field_size_limit(RECORD_MAX)
+    text = io.TextIOWrapper(handle, encoding="utf-8", newline="")
+    reader = csv.DictReader(text)
+    if not reader.fieldnames or not {"key", "value"} <= set(reader.fieldnames):
+        raise InvalidInput("a CSV import needs the columns key and value")
+    for row in reader:
+        key, value = row.get("key"), row.get("value")
+        if key is None or value is None:
+            raise InvalidInput(f"CSV line {reader.line_num}: a row needs a key and a value")
+        if (row.get("encoding") or "") == "base64":
+            yield ImportItem(key, base64.b64decode(value, validate=True))
+        else:
+            yield ImportItem(key, value.encode("utf-8"))
 
 
 def _all_dirs(store: Workspace) -> list[str]:
@@ -521,7 +569,7 @@ def _time_ns(value: Any) -> int | None:
 
 
 def read_export(path: Path) -> Iterator[ImportItem]:
-    """The keys of an export: a ``.jsonl`` or ``.json`` file, or a directory tree.
+    """The keys of an export: a ``.jsonl``, ``.json`` or ``.csv`` file, or a directory tree.
 
     Raises:
         InvalidInput: (exit 2) unreadable or not an export.
@@ -536,6 +584,9 @@ def read_export(path: Path) -> Iterator[ImportItem]:
         return
     try:
         with path.open("rb") as handle:
+            if path.suffix == ".csv":
+                yield from _read_csv(handle)
+                return
             if path.suffix == ".json":
                 raw = handle.read(DOCUMENT_MAX + 1)
                 if len(raw) > DOCUMENT_MAX:
@@ -557,6 +608,8 @@ def read_export(path: Path) -> Iterator[ImportItem]:
         raise InvalidInput(f"cannot read {path}: {exc.strerror}") from None
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as exc:
         raise InvalidInput(f"{path}: not a kyfs export: {exc}") from None
+    except csv.Error as exc:
+        raise InvalidInput(f"{path}: not a CSV export: {exc}") from None
 
 
 def import_path(store: Workspace, path: Path, conflict: str = "error") -> int:
