@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -227,6 +228,30 @@ def mount_factory(tmp_path: Path, kyfs_home: Path) -> Iterator[Callable[..., Mou
             _cleanup(mount)
     for mount in started:
         stop_mount(mount)
+
+
+@pytest.fixture
+def ops(tmp_path: Path) -> Iterator[Any]:
+    """kyfs.fuse.adapter.KyfsOperations called directly (no mount) on a fresh SQLite data
+    directory holding workspace ``ws``; destroyed afterwards. Skips without libfuse3."""
+    adapter = pytest.importorskip(
+        "kyfs.fuse.adapter", reason="libfuse3 is not installed", exc_type=OSError
+    )
+    from kyfs.engine.sqlite.engine import SqliteEngine
+
+    operations = adapter.KyfsOperations(SqliteEngine(cache=True), tmp_path / "spill")
+    operations.mkdir("/ws", 0o755)
+    yield operations
+    operations.destroy("/")
+
+
+def fuse_errno(call: Callable[..., object], *args: object) -> int:
+    """The errno of the FuseOSError that ``call(*args)`` raises (fails when it raises none)."""
+    from kyfs.fuse.binding import FuseOSError
+
+    with pytest.raises(FuseOSError) as info:
+        call(*args)
+    return int(info.value.errno)
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,6 @@ import errno
 import json
 import os
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,31 +18,15 @@ from kyfs.core.errors import NoSpace
 from kyfs.core.nodes import MAX_VALUE_SIZE
 
 fs = pytest.importorskip("kyfs.fuse.adapter", reason="libfuse3 is not installed", exc_type=OSError)
-from kyfs.engine.sqlite.engine import SqliteEngine  # noqa: E402
-from kyfs.fuse.binding import FuseOSError  # noqa: E402
 from kyfs.vfs.openfile import (  # noqa: E402
     FALLOC_FL_KEEP_SIZE,
     FALLOC_FL_PUNCH_HOLE,
     FALLOC_FL_ZERO_RANGE,
 )
-from tests.conftest import Mount  # noqa: E402
+from tests.conftest import Mount, fuse_errno  # noqa: E402
 
 PUNCH = FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE
 MIB = 1024 * 1024
-
-
-@pytest.fixture
-def ops(tmp_path: Path) -> Iterator[fs.KyfsOperations]:
-    operations = fs.KyfsOperations(SqliteEngine(cache=True), tmp_path / "spill")
-    operations.mkdir("/ws", 0o755)
-    yield operations
-    operations.destroy("/")
-
-
-def _errno(call, *args) -> int:  # type: ignore[no-untyped-def]
-    with pytest.raises(FuseOSError) as info:
-        call(*args)
-    return info.value.errno
 
 
 def _read(ops: fs.KyfsOperations, path: str, size: int) -> bytes:
@@ -68,7 +51,7 @@ def test_mode_0_grows_a_file_with_a_hole_and_keep_size_changes_nothing(
     ops.release("/ws/f", fh)
     fh = ops.open("/ws/f", os.O_RDONLY)
     assert ops.read("/ws/f", 4096, 50 * MIB, fh) == bytes(4096)
-    assert _errno(ops.lseek, "/ws/f", 0, os.SEEK_DATA, fh) == errno.ENXIO  # all hole
+    assert fuse_errno(ops.lseek, "/ws/f", 0, os.SEEK_DATA, fh) == errno.ENXIO  # all hole
     assert ops.lseek("/ws/f", 5, os.SEEK_HOLE, fh) == 5
     ops.release("/ws/f", fh)
 
@@ -93,7 +76,7 @@ def test_a_punch_on_an_open_file_keeps_its_buffered_writes(ops: fs.KyfsOperation
     step = ops.workspaces.open("ws").block_size  # the buffer block "after" went into
     assert ops.lseek("/ws/f", 0, os.SEEK_HOLE, fh) == MIB + step  # is data again
     assert ops.lseek("/ws/f", 2 * MIB + 123, os.SEEK_DATA, fh) == 2 * MIB + 123
-    assert _errno(ops.lseek, "/ws/f", 3 * MIB, os.SEEK_DATA, fh) == errno.ENXIO
+    assert fuse_errno(ops.lseek, "/ws/f", 3 * MIB, os.SEEK_DATA, fh) == errno.ENXIO
     ops.release("/ws/f", fh)
 
 
@@ -113,12 +96,12 @@ def test_zero_range_frees_and_may_grow(ops: fs.KyfsOperations) -> None:
 def test_fallocate_errnos(ops: fs.KyfsOperations) -> None:
     fh = ops.create("/ws/f", 0o644, os.O_RDWR)
     for mode in (0x08, 0x20, 0x40, FALLOC_FL_PUNCH_HOLE, PUNCH | FALLOC_FL_ZERO_RANGE):
-        assert _errno(ops.fallocate, "/ws/f", mode, 0, 10, fh) == errno.EOPNOTSUPP, mode
-    assert _errno(ops.fallocate, "/ws/f", 0, 0, 0, fh) == errno.EINVAL
-    assert _errno(ops.fallocate, "/ws/f", 0, -1, 10, fh) == errno.EINVAL
-    assert _errno(ops.fallocate, "/ws/f", 0, MAX_VALUE_SIZE, 1, fh) == errno.EFBIG
-    assert _errno(ops.fallocate, "/ws/f", 0, 0, 10, 999_999) == errno.EBADF
-    assert _errno(ops.lseek, "/ws/f", -1, os.SEEK_HOLE, fh) == errno.EINVAL
+        assert fuse_errno(ops.fallocate, "/ws/f", mode, 0, 10, fh) == errno.EOPNOTSUPP, mode
+    assert fuse_errno(ops.fallocate, "/ws/f", 0, 0, 0, fh) == errno.EINVAL
+    assert fuse_errno(ops.fallocate, "/ws/f", 0, -1, 10, fh) == errno.EINVAL
+    assert fuse_errno(ops.fallocate, "/ws/f", 0, MAX_VALUE_SIZE, 1, fh) == errno.EFBIG
+    assert fuse_errno(ops.fallocate, "/ws/f", 0, 0, 10, 999_999) == errno.EBADF
+    assert fuse_errno(ops.lseek, "/ws/f", -1, os.SEEK_HOLE, fh) == errno.EINVAL
     assert ops.getattr("/ws/f")["st_size"] == 0
     ops.release("/ws/f", fh)
 
@@ -138,7 +121,7 @@ def test_a_fallocate_that_fails_keeps_the_buffered_writes(
 
     with monkeypatch.context() as patch:
         patch.setattr(store, "commit", full)
-        assert _errno(ops.fallocate, "/ws/f", 0, 0, 10 * MIB, fh) == errno.ENOSPC
+        assert fuse_errno(ops.fallocate, "/ws/f", 0, 0, 10 * MIB, fh) == errno.ENOSPC
     assert ops.getattr("/ws/f")["st_size"] == MIB
     ops.release("/ws/f", fh)
     assert _read(ops, "/ws/f", 2 * MIB) == data

@@ -5,28 +5,11 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 fs = pytest.importorskip("kyfs.fuse.adapter", reason="libfuse3 is not installed", exc_type=OSError)
-from kyfs.engine.sqlite.engine import SqliteEngine  # noqa: E402
-from kyfs.fuse.binding import FuseOSError  # noqa: E402
-
-
-@pytest.fixture
-def ops(tmp_path: Path) -> Iterator[fs.KyfsOperations]:
-    operations = fs.KyfsOperations(SqliteEngine(cache=True), tmp_path / "spill")
-    operations.mkdir("/ws", 0o755)
-    yield operations
-    operations.destroy("/")
-
-
-def _errno(call, *args) -> int:  # type: ignore[no-untyped-def]
-    with pytest.raises(FuseOSError) as info:
-        call(*args)
-    return info.value.errno
+from tests.conftest import fuse_errno  # noqa: E402
 
 
 def _write_file(ops: fs.KyfsOperations, path: str, data: bytes) -> None:
@@ -80,37 +63,37 @@ def test_open_with_truncate(ops: fs.KyfsOperations) -> None:
 
 
 def test_errnos(ops: fs.KyfsOperations) -> None:
-    assert _errno(ops.getattr, "/missing") == errno.ENOENT
-    assert _errno(ops.getattr, "/ws/missing") == errno.ENOENT
-    assert _errno(ops.getattr, "/bad name!") == errno.ENOENT
-    assert _errno(ops.create, "/rootfile", 0o644, 0) == errno.EPERM
-    assert _errno(ops.mkdir, "/bad name!", 0o755) == errno.EINVAL
-    assert _errno(ops.mkdir, "/ws", 0o755) == errno.EEXIST
-    assert _errno(ops.create, "/ws/" + "x" * 256, 0o644, 0) == errno.ENAMETOOLONG
+    assert fuse_errno(ops.getattr, "/missing") == errno.ENOENT
+    assert fuse_errno(ops.getattr, "/ws/missing") == errno.ENOENT
+    assert fuse_errno(ops.getattr, "/bad name!") == errno.ENOENT
+    assert fuse_errno(ops.create, "/rootfile", 0o644, 0) == errno.EPERM
+    assert fuse_errno(ops.mkdir, "/bad name!", 0o755) == errno.EINVAL
+    assert fuse_errno(ops.mkdir, "/ws", 0o755) == errno.EEXIST
+    assert fuse_errno(ops.create, "/ws/" + "x" * 256, 0o644, 0) == errno.ENAMETOOLONG
     bad = "/ws/x\U0010ff80"  # a code point kyfs keeps for raw bytes (kyfs.core.names)
-    assert _errno(ops.create, bad, 0o644, 0) == errno.EILSEQ
+    assert fuse_errno(ops.create, bad, 0o644, 0) == errno.EILSEQ
     _write_file(ops, "/ws/d/f", b"x")
-    assert _errno(ops.rmdir, "/ws/d") == errno.ENOTEMPTY
-    assert _errno(ops.rmdir, "/ws") == errno.ENOTEMPTY
-    assert _errno(ops.unlink, "/ws/d") == errno.EISDIR
-    assert _errno(ops.open, "/ws/d", os.O_RDONLY) == errno.EISDIR
-    assert _errno(ops.create, "/ws/d/f/g", 0o644, 0) == errno.ENOTDIR
-    assert _errno(ops.create, "/ws/d/f", 0o644, os.O_EXCL) == errno.EEXIST
-    assert _errno(ops.rename, "/ws/d", "/ws/d/sub") == errno.EINVAL
+    assert fuse_errno(ops.rmdir, "/ws/d") == errno.ENOTEMPTY
+    assert fuse_errno(ops.rmdir, "/ws") == errno.ENOTEMPTY
+    assert fuse_errno(ops.unlink, "/ws/d") == errno.EISDIR
+    assert fuse_errno(ops.open, "/ws/d", os.O_RDONLY) == errno.EISDIR
+    assert fuse_errno(ops.create, "/ws/d/f/g", 0o644, 0) == errno.ENOTDIR
+    assert fuse_errno(ops.create, "/ws/d/f", 0o644, os.O_EXCL) == errno.EEXIST
+    assert fuse_errno(ops.rename, "/ws/d", "/ws/d/sub") == errno.EINVAL
     ops.mkdir("/other", 0o755)
-    assert _errno(ops.rename, "/ws/d/f", "/other/f") == errno.EXDEV
-    assert _errno(ops.rename, "/ws/d/f", "/ws/g", fs.RENAME_EXCHANGE) == errno.ENOENT
-    assert _errno(ops.rename, "/ws", "/other", fs.RENAME_EXCHANGE) == errno.EINVAL
-    assert _errno(ops.rename, "/ws/d/f", "/other/f", fs.RENAME_EXCHANGE) == errno.EXDEV
+    assert fuse_errno(ops.rename, "/ws/d/f", "/other/f") == errno.EXDEV
+    assert fuse_errno(ops.rename, "/ws/d/f", "/ws/g", fs.RENAME_EXCHANGE) == errno.ENOENT
+    assert fuse_errno(ops.rename, "/ws", "/other", fs.RENAME_EXCHANGE) == errno.EINVAL
+    assert fuse_errno(ops.rename, "/ws/d/f", "/other/f", fs.RENAME_EXCHANGE) == errno.EXDEV
     _write_file(ops, "/ws/g", b"y")
-    assert _errno(ops.rename, "/ws/d/f", "/ws/g", fs.RENAME_NOREPLACE) == errno.EEXIST
-    assert _errno(ops.link, "/other/h", "/ws/g") == errno.EXDEV
-    assert _errno(ops.link, "/ws/h", "/ws/d") == errno.EPERM  # a directory
-    assert _errno(ops.readlink, "/ws/g") == errno.EINVAL
-    assert _errno(ops.mknod, "/fifo", stat.S_IFIFO | 0o644, 0) == errno.EPERM  # the root
-    assert _errno(ops.mknod, "/ws/g", stat.S_IFIFO | 0o644, 0) == errno.EEXIST
-    assert _errno(ops.mknod, "/ws/odd", 0o170000 | 0o644, 0) == errno.EINVAL
-    assert _errno(ops.read, "/ws/g", 10, 0, 999) == errno.EBADF
+    assert fuse_errno(ops.rename, "/ws/d/f", "/ws/g", fs.RENAME_NOREPLACE) == errno.EEXIST
+    assert fuse_errno(ops.link, "/other/h", "/ws/g") == errno.EXDEV
+    assert fuse_errno(ops.link, "/ws/h", "/ws/d") == errno.EPERM  # a directory
+    assert fuse_errno(ops.readlink, "/ws/g") == errno.EINVAL
+    assert fuse_errno(ops.mknod, "/fifo", stat.S_IFIFO | 0o644, 0) == errno.EPERM  # the root
+    assert fuse_errno(ops.mknod, "/ws/g", stat.S_IFIFO | 0o644, 0) == errno.EEXIST
+    assert fuse_errno(ops.mknod, "/ws/odd", 0o170000 | 0o644, 0) == errno.EINVAL
+    assert fuse_errno(ops.read, "/ws/g", 10, 0, 999) == errno.EBADF
 
 
 def test_workspace_lifecycle_at_root(ops: fs.KyfsOperations) -> None:
@@ -118,10 +101,10 @@ def test_workspace_lifecycle_at_root(ops: fs.KyfsOperations) -> None:
     _write_file(ops, "/beta/k", b"v")
     ops.rename("/beta", "/gamma")
     assert _read_file(ops, "/gamma/k") == b"v"
-    assert _errno(ops.getattr, "/beta") == errno.ENOENT
+    assert fuse_errno(ops.getattr, "/beta") == errno.ENOENT
     ops.unlink("/gamma/k")
     ops.rmdir("/gamma")
-    assert _errno(ops.getattr, "/gamma") == errno.ENOENT
+    assert fuse_errno(ops.getattr, "/gamma") == errno.ENOENT
 
 
 def test_rename_directory_inside_workspace(ops: fs.KyfsOperations) -> None:
@@ -130,7 +113,7 @@ def test_rename_directory_inside_workspace(ops: fs.KyfsOperations) -> None:
     ops.rename("/ws/a", "/ws/z")
     assert _read_file(ops, "/ws/z/b/c") == b"1"
     assert _read_file(ops, "/ws/z/d") == b"2"
-    assert _errno(ops.getattr, "/ws/a") == errno.ENOENT
+    assert fuse_errno(ops.getattr, "/ws/a") == errno.ENOENT
 
 
 def test_truncate_chmod_utimens(ops: fs.KyfsOperations) -> None:
@@ -216,7 +199,7 @@ def test_unlinked_while_open_does_not_come_back(ops: fs.KyfsOperations) -> None:
     ops.write("/ws/tmp", b"data", 0, fh)
     ops.unlink("/ws/tmp")
     ops.release("/ws/tmp", fh)
-    assert _errno(ops.getattr, "/ws/tmp") == errno.ENOENT
+    assert fuse_errno(ops.getattr, "/ws/tmp") == errno.ENOENT
     names = [item[0] if isinstance(item, tuple) else item for item in ops.readdir("/ws", 0)]
     assert names == [".", ".."]
 
@@ -264,8 +247,8 @@ def test_unexpected_exceptions_answer_eio_with_a_log_line(
 
     monkeypatch.setattr(store, "stat", broken)
     with caplog.at_level("WARNING", logger="kyfs.fuse.adapter"):
-        assert _errno(ops.getattr, "/ws/k") == errno.EIO
-        assert _errno(ops.getattr, "/ws/k") == errno.EIO
+        assert fuse_errno(ops.getattr, "/ws/k") == errno.EIO
+        assert fuse_errno(ops.getattr, "/ws/k") == errno.EIO
     lines = [r for r in caplog.records if "workspace ws: key k: getattr answered EIO" in r.message]
     assert len(lines) == 1 and "DatabaseError: database disk image is malformed" in lines[0].message
     assert lines[0].levelname == "ERROR" and lines[0].exc_info is not None
@@ -317,24 +300,24 @@ def test_xattrs_namespaces_and_who_may(
     assert ops.getxattr("/ws/f", "trusted.t") == b"2"
     _as_uid(monkeypatch, 1000)  # as Linux: trusted.* is root's, unseen by others
     assert ops.listxattr("/ws/f") == ["security.s", "user.u"]
-    assert _errno(ops.getxattr, "/ws/f", "trusted.t") == errno.ENODATA
-    assert _errno(ops.setxattr, "/ws/f", "trusted.t", b"x", 0) == errno.EPERM
-    assert _errno(ops.removexattr, "/ws/f", "trusted.t") == errno.EPERM
+    assert fuse_errno(ops.getxattr, "/ws/f", "trusted.t") == errno.ENODATA
+    assert fuse_errno(ops.setxattr, "/ws/f", "trusted.t", b"x", 0) == errno.EPERM
+    assert fuse_errno(ops.removexattr, "/ws/f", "trusted.t") == errno.EPERM
     assert ops.getxattr("/ws/f", "security.s") == b"3"  # security.*: read by all,
-    assert _errno(ops.setxattr, "/ws/f", "security.s", b"x", 0) == errno.EPERM  # set by root
-    assert _errno(ops.setxattr, "/ws/ln", "user.u", b"x", 0) == errno.EPERM  # not on links
-    assert _errno(ops.getxattr, "/ws/ln", "user.u") == errno.ENODATA
+    assert fuse_errno(ops.setxattr, "/ws/f", "security.s", b"x", 0) == errno.EPERM  # set by root
+    assert fuse_errno(ops.setxattr, "/ws/ln", "user.u", b"x", 0) == errno.EPERM  # not on links
+    assert fuse_errno(ops.getxattr, "/ws/ln", "user.u") == errno.ENODATA
     for name in ("foo.bar", "system.posix_acl_access", "system.posix_acl_default"):
-        assert _errno(ops.setxattr, "/ws/f", name, b"x", 0) == errno.ENOTSUP, name
-    assert _errno(ops.getxattr, "/ws/f", "foo.bar") == errno.ENOTSUP
-    assert _errno(ops.getxattr, "/ws/f", "system.posix_acl_access") == errno.ENODATA
-    assert _errno(ops.getxattr, "/ws/f", "user.none") == errno.ENODATA
-    assert _errno(ops.setxattr, "/ws/f", "user.u", b"x", 1) == errno.EEXIST  # XATTR_CREATE
-    assert _errno(ops.setxattr, "/ws/f", "user.v", b"x", 2) == errno.ENODATA  # XATTR_REPLACE
-    assert _errno(ops.setxattr, "/ws/f", "user." + "n" * 251, b"", 0) == errno.ERANGE
-    assert _errno(ops.setxattr, "/ws/f", "user.big", b"x" * 65537, 0) == errno.E2BIG
-    assert _errno(ops.setxattr, "/ws/.versions/f", "user.u", b"x", 0) == errno.EROFS
-    assert _errno(ops.getxattr, "/ws/nothing", "user.u") == errno.ENOENT
+        assert fuse_errno(ops.setxattr, "/ws/f", name, b"x", 0) == errno.ENOTSUP, name
+    assert fuse_errno(ops.getxattr, "/ws/f", "foo.bar") == errno.ENOTSUP
+    assert fuse_errno(ops.getxattr, "/ws/f", "system.posix_acl_access") == errno.ENODATA
+    assert fuse_errno(ops.getxattr, "/ws/f", "user.none") == errno.ENODATA
+    assert fuse_errno(ops.setxattr, "/ws/f", "user.u", b"x", 1) == errno.EEXIST  # XATTR_CREATE
+    assert fuse_errno(ops.setxattr, "/ws/f", "user.v", b"x", 2) == errno.ENODATA  # XATTR_REPLACE
+    assert fuse_errno(ops.setxattr, "/ws/f", "user." + "n" * 251, b"", 0) == errno.ERANGE
+    assert fuse_errno(ops.setxattr, "/ws/f", "user.big", b"x" * 65537, 0) == errno.E2BIG
+    assert fuse_errno(ops.setxattr, "/ws/.versions/f", "user.u", b"x", 0) == errno.EROFS
+    assert fuse_errno(ops.getxattr, "/ws/nothing", "user.u") == errno.ENOENT
 
 
 def test_kyfs_own_xattrs_answer_by_name_and_are_never_listed(ops: fs.KyfsOperations) -> None:
@@ -344,11 +327,11 @@ def test_kyfs_own_xattrs_answer_by_name_and_are_never_listed(ops: fs.KyfsOperati
     assert 3590 <= int(ops.getxattr("/ws/f", "user.kyfs.ttl")) <= 3600
     assert ops.getxattr("/ws/f", "user.kyfs.created_at").endswith(b"Z")
     assert ops.listxattr("/ws/f") == []  # so cp -a and rsync -X never carry them
-    assert _errno(ops.setxattr, "/ws/f", "user.kyfs.other", b"x", 0) == errno.ENOTSUP
-    assert _errno(ops.setxattr, "/ws/d", "user.kyfs.ttl", b"1h", 0) == errno.ENOTSUP
-    assert _errno(ops.removexattr, "/ws/f", "user.kyfs.other") == errno.ENODATA
+    assert fuse_errno(ops.setxattr, "/ws/f", "user.kyfs.other", b"x", 0) == errno.ENOTSUP
+    assert fuse_errno(ops.setxattr, "/ws/d", "user.kyfs.ttl", b"1h", 0) == errno.ENOTSUP
+    assert fuse_errno(ops.removexattr, "/ws/f", "user.kyfs.other") == errno.ENODATA
     ops.removexattr("/ws/f", "user.kyfs.ttl")
-    assert _errno(ops.getxattr, "/ws/f", "user.kyfs.ttl") == errno.ENODATA
+    assert fuse_errno(ops.getxattr, "/ws/f", "user.kyfs.ttl") == errno.ENODATA
     ops.setxattr("/ws/d", "user.on-dir", b"1", 0)  # a directory holds user.* too
     assert ops.listxattr("/ws/d") == ["user.on-dir"]
     ops.link("/ws/f2", "/ws/f")
@@ -377,9 +360,9 @@ def test_acls_keep_the_mode_and_are_inherited(
     base = [acl.Rule(acl.USER_OBJ, 7), acl.Rule(acl.GROUP_OBJ, 0), acl.Rule(acl.OTHER, 0)]
     ops.setxattr("/ws/f", acl.ACCESS, acl.pack(base), 0)
     assert ops.getattr("/ws/f")["st_mode"] & 0o777 == 0o700
-    assert _errno(ops.getxattr, "/ws/f", acl.ACCESS) == errno.ENODATA  # the mode says it
-    assert _errno(ops.setxattr, "/ws/f", acl.DEFAULT, acl.pack(base), 0) == errno.EACCES
-    assert _errno(ops.setxattr, "/ws/f", acl.ACCESS, b"\x02\x00\x00\x00\x01", 0) == errno.EINVAL
+    assert fuse_errno(ops.getxattr, "/ws/f", acl.ACCESS) == errno.ENODATA  # the mode says it
+    assert fuse_errno(ops.setxattr, "/ws/f", acl.DEFAULT, acl.pack(base), 0) == errno.EACCES
+    assert fuse_errno(ops.setxattr, "/ws/f", acl.ACCESS, b"\x02\x00\x00\x00\x01", 0) == errno.EINVAL
     ops.mkdir("/ws/d", 0o755)
     ops.setxattr("/ws/d", acl.DEFAULT, acl.pack(named), 0)
     ops.release("/ws/d/new", ops.create("/ws/d/new", 0o100644, os.O_WRONLY))
@@ -390,7 +373,7 @@ def test_acls_keep_the_mode_and_are_inherited(
     ops.mkdir("/ws/d/sub", 0o755)
     assert ops.getxattr("/ws/d/sub", acl.DEFAULT) == acl.pack(named)  # passed on
     _as_uid(monkeypatch, 1000)  # not the owner
-    assert _errno(ops.setxattr, "/ws/d", acl.DEFAULT, acl.pack(named), 0) == errno.EPERM
+    assert fuse_errno(ops.setxattr, "/ws/d", acl.DEFAULT, acl.pack(named), 0) == errno.EPERM
     ops.acls = False  # a kernel that does not enforce them: none is served or taken
     assert acl.ACCESS not in ops.listxattr("/ws/d/new")
-    assert _errno(ops.setxattr, "/ws/f", acl.ACCESS, acl.pack(named), 0) == errno.ENOTSUP
+    assert fuse_errno(ops.setxattr, "/ws/f", acl.ACCESS, acl.pack(named), 0) == errno.ENOTSUP
