@@ -1,6 +1,7 @@
 """Durability: SIGKILL the daemon at random moments; no fsync'd write may be lost,
 whether it replaced a value whole, changed bytes inside one (which the block store cuts
-again around the change) or punched a hole in one (fallocate(2)), and every workspace's
+again around the change), punched a hole in one (fallocate(2)) or exchanged two names
+(renameat2(2) with RENAME_EXCHANGE), and every workspace's
 own check (references, and each node's stored bytes against its extents) finds nothing.
 
 Each round mounts with the real ``kyfs mount`` (which recovers the stale
@@ -47,6 +48,26 @@ with open(manifest, "a") as out:
             workspace = rng.choice(["default", "second"])
             name = f"k{rng.randrange(30):02d}"
             path = os.path.join(root, workspace, name)
+            other = f"k{rng.randrange(30):02d}"
+            swap = os.path.join(root, workspace, other)
+            if other != name and os.path.exists(path) and os.path.exists(swap) and (
+                rng.random() < 0.1
+            ):  # renameat2(RENAME_EXCHANGE): each name then holds what the other held
+                digests = {}
+                for key, where in ((name, path), (other, swap)):
+                    with open(where, "rb") as current:
+                        digests[key] = hashlib.sha256(current.read()).hexdigest()
+                swapped = {name: digests[other], other: digests[name]}
+                for key, digest in swapped.items():
+                    out.write(f"try {workspace}/{key} {digest}\n")
+                out.flush()
+                if libc.renameat2(-100, path.encode(), -100, swap.encode(), 2) != 0:
+                    raise OSError(ctypes.get_errno(), "renameat2")
+                for key, digest in swapped.items():  # acknowledged once renameat2 returned
+                    out.write(f"ack {workspace}/{key} {digest}\n")
+                out.flush()
+                os.fsync(out.fileno())
+                continue
             punch = None
             if os.path.exists(path) and rng.random() < 0.2:  # a hole punched in the value
                 with open(path, "rb") as current:
