@@ -228,6 +228,9 @@ class OpenFile:
             raise NoMoreData(f"lseek: offset {offset} is at or past the end ({size})")
         if self.dirty or self.orphaned:
             return offset if whence == os.SEEK_DATA else size
+        node = self.store.stat_id(self.entry_id)
+        if node is not None and node.stored >= size:  # no hole (cp asks of every file):
+            return offset if whence == os.SEEK_DATA else size  # one row, not every extent
         if whence == os.SEEK_HOLE:
             return min(self.store.next_hole(self.entry_id, offset), size)
         found = self.store.next_data(self.entry_id, offset)
