@@ -9,6 +9,7 @@ import stat
 import pytest
 
 fs = pytest.importorskip("kyfs.fuse.adapter", reason="libfuse3 is not installed", exc_type=OSError)
+from kyfs.core.errors import NoSpace  # noqa: E402
 from tests.conftest import fuse_errno  # noqa: E402
 
 
@@ -372,6 +373,15 @@ def test_acls_keep_the_mode_and_are_inherited(
     )
     ops.mkdir("/ws/d/sub", 0o755)
     assert ops.getxattr("/ws/d/sub", acl.DEFAULT) == acl.pack(named)  # passed on
+    store = ops.workspaces.open("ws")
+
+    def full(*args: object) -> None:
+        raise NoSpace("the disk is full")
+
+    with monkeypatch.context() as patch:  # the ACL cannot be stored: the node is
+        patch.setattr(store, "set_xattr_and_mode", full)  # never open wider than it
+        assert fuse_errno(ops.mknod, "/ws/d/fifo", stat.S_IFIFO | 0o666, 0) == errno.ENOSPC
+    assert ops.getattr("/ws/d/fifo")["st_mode"] & 0o077 == 0  # owner-only, not group rw
     _as_uid(monkeypatch, 1000)  # not the owner
     assert fuse_errno(ops.setxattr, "/ws/d", acl.DEFAULT, acl.pack(named), 0) == errno.EPERM
     ops.acls = False  # a kernel that does not enforce them: none is served or taken

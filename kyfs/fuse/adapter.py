@@ -757,7 +757,7 @@ class KyfsOperations(Operations):  # type: ignore[misc]
         store, key = self._resolve(path, lookup=False)
         with store.lock:
             made = self._new_node(store, key, mode, is_dir=True)
-            store.mkdir(key, made.mode, owner=self._caller())
+            store.mkdir(key, made.create_mode, owner=self._caller())
             acls.give(store, key, made)
         return 0
 
@@ -908,10 +908,12 @@ class KyfsOperations(Operations):  # type: ignore[misc]
         kind = stat.S_IFMT(mode)
         made = self._new_node(store, key, mode & MODE_MASK, is_dir=False)  # umask, ACL
         if kind == REG:
-            entry = store.create(key, made.mode, exclusive=True, owner=self._caller())
+            entry = store.create(key, made.create_mode, exclusive=True, owner=self._caller())
         else:
-            entry = store.mknod(key, kind, made.mode, dev, owner=self._caller())
-        acls.give(store, key, made)
+            entry = store.mknod(key, kind, made.create_mode, dev, owner=self._caller())
+        if made.attributes:
+            acls.give(store, key, made)
+            entry = store.stat(key)  # with the mode the ACL gave it
         self._reply_with(path, entry, store)
         return 0
 
@@ -947,8 +949,10 @@ class KyfsOperations(Operations):  # type: ignore[misc]
         store, key = self._resolve(path, lookup=False)
         made = self._new_node(store, key, mode, is_dir=False)
         try:
-            entry = store.create(key, made.mode, exclusive=True, owner=self._caller())
-            acls.give(store, key, made)
+            entry = store.create(key, made.create_mode, exclusive=True, owner=self._caller())
+            if made.attributes:
+                acls.give(store, key, made)
+                entry = store.stat(key)  # with the mode the ACL gave it
         except AlreadyExists:
             if flags & os.O_EXCL:
                 raise

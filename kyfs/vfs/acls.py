@@ -27,6 +27,16 @@ class NewNode(NamedTuple):
     mode: int
     attributes: list[tuple[str, bytes]]
 
+    @property
+    def create_mode(self) -> int:
+        """The mode to create the node with: :attr:`mode`, less its group and other bits
+        while an access ACL is still to be given, so that the node is never open wider
+        than its ACL allows (its mask is in those bits); :func:`give` then sets the ACL
+        and the whole mode in one transaction, and a failure there leaves it owner-only."""
+        if any(name == acl.ACCESS for name, _ in self.attributes):
+            return self.mode & ~0o077
+        return self.mode
+
 
 def set_acl(
     workspace: Workspace,
@@ -124,6 +134,17 @@ def new_node(workspace: Workspace, key: str, mode: int, umask: int, is_dir: bool
 
 
 def give(workspace: Workspace, key: str, made: NewNode) -> None:
-    """Store the ACLs :func:`new_node` chose for ``key``, once it is created."""
+    """Store the ACLs :func:`new_node` chose for ``key``, once it is created with
+    ``made.create_mode``: the access ACL together with the group and other bits it
+    implies (Workspace.set_xattr_and_mode, one transaction), a directory's default ACL.
+
+    Raises:
+        KeyNotFound: (ENOENT) ``key`` went meanwhile; as Workspace.set_xattr otherwise.
+    """
     for name, value in made.attributes:
-        workspace.set_xattr(key, name, value)
+        if name == acl.ACCESS:
+            created = workspace.stat(key).mode  # its setgid bit, as the parent gave it
+            mode = (created & ~0o077) | (made.mode & 0o077)
+            workspace.set_xattr_and_mode(key, name, value, mode)
+        else:
+            workspace.set_xattr(key, name, value)
