@@ -29,6 +29,7 @@ from kyfs.core.errors import (
     InvalidInput,
     KyfsError,
     NotPermitted,
+    ReadOnlyStorage,
     WorkspaceExists,
     WorkspaceNotFound,
 )
@@ -39,6 +40,7 @@ from kyfs.platform import config
 
 if TYPE_CHECKING:
     from kyfs.engine.scoped import ScopedEngine
+    from kyfs.platform.embedders import Embedder
 
 log = logging.getLogger(__name__)
 
@@ -529,13 +531,54 @@ def _files_state(data: Path | None) -> tuple[tuple[str, int, int], ...] | None:
     return tuple(sorted(found))
 
 
+def catch_up(
+    workspace: Workspace, embedder: Embedder, keep: bool = True, batches: int | None = None
+) -> int:
+    """Embed what is pending in ``workspace`` (batches of kyfs.platform.embedders.BATCH,
+    each stored in one transaction); with ``keep``, first make it keep embeddings by
+    ``embedder`` (all of its keys pending when it kept none, or another model's).
+    Returns how many nodes were done; at most ``batches`` batches when given (the
+    daemon's indexer, which yields between them). A workspace that cannot be written (a
+    read-only grant, a read-only disk) is searched with the embeddings it has.
+    """
+    from kyfs.platform import embedders
+
+    try:
+        if keep:
+            workspace.keep_embeddings(embedder.name, embedder.dim)
+        space = workspace.vector_space()
+        if space is None or space.model != embedder.name:
+            return 0
+        done = 0
+        rounds = 0
+        while (batches is None or rounds < batches) and (
+            pending := workspace.pending_embeddings(embedders.BATCH)
+        ):
+            rounds += 1
+            texts = [text for _, _, text in pending if text is not None]
+            made = iter(embedder.embed(texts)) if texts else iter(())
+            rows = [
+                (node, mark, None if text is None else next(made)) for node, mark, text in pending
+            ]
+            stored = workspace.store_embeddings(embedder.name, rows)
+            done += stored
+            if stored == 0:  # another process changed the model meanwhile
+                break
+        return done
+    except (ReadOnlyStorage, NotPermitted):
+        return 0
+
+
 class BackgroundIndexer(_BackgroundThread):
     """Catches every workspace's search index up with its writes on a thread of its own,
     so the FUSE loop never tokenizes (the daemon runs one; searches also drain what is
     pending first, so none depends on it for correctness).
 
     Every INTERVAL seconds it takes each workspace in turn and writes the index rows of
-    up to BATCH pending nodes per transaction until none is left. It uses its own engine
+    up to BATCH pending nodes per transaction until none is left; in a workspace that
+    keeps embeddings (kyfs.search.semantic) it then embeds what is pending, a batch at a
+    time (:func:`catch_up`), loading the embedder the first time one is needed.
+    It uses its own engine
     (its own SQLite connections and lock descriptor), so SQLite's locking, not Python's,
     orders it against the daemon's writes; FTS5's tokenizing runs in C with the GIL
     released, beside the FUSE thread.
@@ -582,6 +625,7 @@ class BackgroundIndexer(_BackgroundThread):
                         while not self._stop.is_set() and not self._yields():
                             with engine.using(name) as workspace:
                                 if workspace.flush_index(self.BATCH) < self.BATCH:
+                                    self._embed(workspace)
                                     break
                     except KyfsError as exc:  # dropped meanwhile, untrusted, busy: next pass
                         log.debug("indexing %s: %s", name, exc)
@@ -590,6 +634,17 @@ class BackgroundIndexer(_BackgroundThread):
                 self._waiting_since = None  # a pass ran: the next wait starts afresh
         finally:
             engine.close()
+
+    def _embed(self, workspace: Workspace) -> None:
+        """Embed what is pending in ``workspace`` while the mount lets it."""
+        if workspace.vector_space() is None or not workspace.count_pending_embeddings():
+            return
+        from kyfs.platform import embedders
+
+        embedder = embedders.load()
+        while not self._stop.is_set() and not self._yields():
+            if not catch_up(workspace, embedder, keep=False, batches=1):
+                return
 
 
 def identities(engine: AnyEngine) -> list[dict[str, object]]:

@@ -11,6 +11,15 @@ come from kyfs.core.tokens, which tokenizes as FTS5's unicode61 does.
 With several workspaces the searches run concurrently: a thread pool
 (concurrent.futures), one thread and one SQLite connection per workspace. A
 workspace that cannot be searched is reported and the others still answer.
+
+Semantic search (:func:`semantic`) ranks keys by the cosine similarity of their
+embeddings with the query's (kyfs.platform.embedders, kyfs.engine.sql.vectors). The
+first semantic search of a workspace makes it keep embeddings; from then on writes mark
+them stale and whoever searches, or the daemon's indexer, embeds what is pending
+(:func:`catch_up`), never the write itself. In a workspace that keeps embeddings the
+default search is hybrid: the BM25 ranking and the vector ranking merged by reciprocal
+rank fusion (kyfs.core.vectors.fuse).
+
 Thread-safety: the functions share nothing; each call opens its own stores
 unless the caller passes ``use``.
 """
@@ -25,11 +34,17 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 
-from kyfs.app import engine_session
-from kyfs.core.errors import InvalidQuery, KyfsError
+from kyfs.app import catch_up, engine_session
+from kyfs.core import vectors
+from kyfs.core.errors import (
+    EmbedderUnavailable,
+    InvalidQuery,
+    KyfsError,
+)
 from kyfs.core.nodes import Match
 from kyfs.core.tokens import tokenize
 from kyfs.engine.base import Workspace
+from kyfs.platform import embedders
 
 K1 = 1.2
 B = 0.75
@@ -38,10 +53,15 @@ _PHRASE_OR_WORD = re.compile(r'"([^"]*)"|(\S+)')
 _OPERATORS = re.compile(r"\b(?:AND|OR|NOT|NEAR)\b")
 
 
+SNIPPET_BYTES = 160  # bytes of a value a semantic hit shows
+
+
 @dataclass(frozen=True, slots=True)
 class Hit:
-    """One result: ``score`` is BM25 over every searched workspace (higher is better);
-    ``snippet`` marks matches with kyfs.engine.sqlite.workspace.MARK_START / MARK_END."""
+    """One result: ``score`` is BM25 over every searched workspace, the cosine similarity
+    of a semantic search, or the reciprocal rank fusion of both in a hybrid search
+    (higher is better in each); ``snippet`` marks matches with
+    kyfs.core.nodes.MARK_START / MARK_END."""
 
     workspace: str
     key: str
@@ -114,6 +134,7 @@ class _Answer:
     count: int
     total: int
     docs: dict[str, int]
+    vectors: bool = False  # the workspace keeps embeddings
 
 
 @contextmanager
@@ -133,7 +154,8 @@ def _ask(
     with use(name) as store:
         matches = store.search(match, candidates)
         count, total, docs = store.search_stats(terms)
-    return _Answer(name, matches, count, total, docs)
+        kept = store.vector_space() is not None
+    return _Answer(name, matches, count, total, docs, kept)
 
 
 def search(
@@ -144,16 +166,20 @@ def search(
     limit: int = 20,
     use: Callable[[str], AbstractContextManager[Workspace]] = open_workspace,
     parallel: bool = True,
+    hybrid: bool = True,
 ) -> Results:
     """Search workspaces ``names`` for ``text``; return the best ``limit`` hits overall.
 
     Args:
-        raw: ``text`` is FTS5 syntax (see build_query).
+        raw: ``text`` is FTS5 syntax (see build_query); never hybrid.
         use: opens a workspace's Workspace for the duration of a ``with`` block.
         parallel: search the workspaces concurrently (one thread each, at most 8).
+        hybrid: where a searched workspace keeps embeddings, merge the BM25 ranking with
+            the semantic one (:func:`semantic`) by reciprocal rank fusion.
 
     Raises:
         InvalidQuery: (exit 2) an empty query, or bad FTS5 syntax with ``raw``.
+        EmbedderUnavailable: (exit 4) hybrid, and the embedder cannot be loaded.
     """
     match = build_query(text, raw)
     terms = query_terms(text, raw)
@@ -177,7 +203,65 @@ def search(
     else:
         for name in names:
             collect(name, lambda n=name: _ask(use, n, match, terms, candidates))  # type: ignore[misc]
-    results.hits = rank(answers, terms)[:limit]
+    ranked = rank(answers, terms)
+    with_vectors = [a.name for a in answers if a.vectors] if hybrid and not raw else []
+    if not with_vectors:
+        results.hits = ranked[:limit]
+        return results
+    near = semantic(with_vectors, text, limit=candidates, use=use, keep=False)
+    results.errors.update(near.errors)
+    by_place = {(h.workspace, h.key): h for h in near.hits}
+    by_place.update({(h.workspace, h.key): h for h in ranked})  # BM25's snippets first
+    fused = vectors.fuse(
+        [[(h.workspace, h.key) for h in ranked], [(h.workspace, h.key) for h in near.hits]],
+        limit,
+    )
+    results.hits = [
+        Hit(place[0], place[1], score, by_place[place].snippet)  # type: ignore[index]
+        for place, score in fused
+    ]
+    return results
+
+
+def semantic(
+    names: Sequence[str],
+    text: str,
+    *,
+    limit: int = 20,
+    use: Callable[[str], AbstractContextManager[Workspace]] = open_workspace,
+    keep: bool = True,
+) -> Results:
+    """The ``limit`` keys of workspaces ``names`` whose embeddings are nearest ``text``'s,
+    best first: Hit.score is the cosine similarity (-1..1); a node with several names is
+    listed under each; ties by workspace and key. Each workspace first embeds what is
+    pending (:func:`catch_up`; with ``keep`` it starts keeping embeddings).
+
+    Raises:
+        InvalidQuery: (exit 2) an empty query.
+        EmbedderUnavailable: (exit 4) the embedder cannot be loaded.
+    """
+    if not text.strip():
+        raise InvalidQuery("empty search query")
+    embedder = embedders.load()
+    query = embedder.embed([text])[0]
+    results = Results()
+    hits: list[Hit] = []
+    for name in names:
+        try:
+            with use(name) as workspace:
+                catch_up(workspace, embedder, keep)
+                if workspace.vector_space() is None:
+                    continue
+                for node, score in workspace.nearest(vectors.KEYS, query, limit):
+                    excerpt = workspace.read(node, 0, SNIPPET_BYTES)
+                    snippet = excerpt.decode("utf-8", errors="replace").replace("\x00", "")
+                    hits += [Hit(name, key, score, snippet) for key in workspace.keys_of(node)]
+        except (InvalidQuery, EmbedderUnavailable):
+            raise
+        except KyfsError as exc:
+            results.errors[name] = str(exc)
+    hits.sort(key=lambda h: (-h.score, h.workspace, h.key))
+    results.hits = hits[:limit]
     return results
 
 

@@ -31,6 +31,17 @@ from kyfs.platform import config
 @click.option("--limit", type=click.IntRange(1, 100_000), default=20, show_default=True)
 @json_option
 @click.option("--raw", is_flag=True, help="QUERY is FTS5 syntax (AND, OR, NOT, NEAR, prefix*).")
+@click.option(
+    "--semantic",
+    is_flag=True,
+    help="Rank by meaning (embeddings), not words; the workspace keeps embeddings from then on.",
+)
+@click.option(
+    "--fts",
+    "fts_only",
+    is_flag=True,
+    help="Rank by words only (BM25), even where embeddings exist.",
+)
 @click.option("--keys-only", is_flag=True, help="Print WORKSPACE/KEY of each hit, nothing else.")
 @click.option(
     "--color/--no-color", default=None, help="Highlight matches (default: on a terminal)."
@@ -42,15 +53,22 @@ def search(
     limit: int,
     as_json: bool,
     raw: bool,
+    semantic: bool,
+    fts_only: bool,
     keys_only: bool,
     color: bool | None,
 ) -> None:
-    """Full-text search of keys and values, best match first.
+    """Search keys and values, best match first.
 
     Words are ANDed and "a phrase" stays a phrase; --raw takes FTS5 syntax.
+    --semantic ranks by meaning: "how do I ship to staging" finds a note on deploy
+    steps that shares none of those words. A workspace searched so keeps embeddings
+    from then on, and its default search is hybrid (words and meaning, merged by
+    reciprocal rank fusion); --fts ranks by words only.
     Without -w or --all, the active workspace is searched.
 
-    Examples: kyfs search "jwt token"; kyfs search "auth*" --all --raw --json
+    Examples: kyfs search "jwt token"; kyfs search "auth*" --all --raw --json;
+    kyfs search --semantic "who to call when the site is down"
     """
     from kyfs import search as searching
     from kyfs.core.nodes import MARK_END, MARK_START
@@ -63,7 +81,12 @@ def search(
             missing = [name for name in names if not workspaces.exists(name)]
             if missing:  # a name given that is no workspace: exit 1, as for any command
                 raise WorkspaceNotFound(f"workspace not found: {', '.join(missing)}")
-    results = searching.search(targets, query, raw=raw, limit=limit)
+    if semantic and (raw or fts_only):
+        raise click.UsageError("--semantic ranks by meaning: not with --raw or --fts")
+    if semantic:
+        results = searching.semantic(targets, query, limit=limit)
+    else:
+        results = searching.search(targets, query, raw=raw, limit=limit, hybrid=not fts_only)
     for name, message in results.errors.items():
         click.echo(f"kyfs: cannot search workspace {name}: {message}", err=True)
     if color is None:

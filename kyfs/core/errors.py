@@ -278,6 +278,11 @@ class ReadOnlyStorage(StorageError):
     errno = _errno.EROFS
 
 
+class EmbedderUnavailable(KyfsError):
+    """The embedder of semantic search cannot be loaded: its package or model file is
+    missing, or a plugged-in factory failed (kyfs.platform.embedders; EIO, exit 4)."""
+
+
 # --- mount (exit 5) -----------------------------------------------------------------------
 class MountError(KyfsError):
     """Mounting or unmounting failed (EIO, exit 5)."""

@@ -14,7 +14,7 @@ Nothing here may mention files, flock, SQL or pragmas: those stay in the engine.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
 from types import TracebackType
@@ -31,6 +31,7 @@ from kyfs.core.nodes import (
     Owner,
 )
 from kyfs.core.retention import Retention
+from kyfs.core.vectors import CollectionItem, Space
 
 
 class Lock(Protocol):
@@ -379,6 +380,71 @@ class Workspace(Protocol):
 
     def search_stats(self, terms: Iterable[str]) -> tuple[int, int, dict[str, int]]:
         """(documents, total tokens, {term: documents}) for cross-workspace scoring."""
+        ...
+
+    # --- vectors (kyfs.engine.sql.vectors) ----------------------------------------------
+    def vector_space(self, name: str = ...) -> Space | None:
+        """The vector space ``name`` (default: the keys' embeddings), or None."""
+        ...
+
+    def keep_embeddings(self, model: str, dim: int) -> bool:
+        """Keep an embedding of every key made by ``model``; True when all became pending."""
+        ...
+
+    def drop_embeddings(self) -> bool:
+        """Keep no embeddings of the keys; True when it kept some."""
+        ...
+
+    def pending_embeddings(self, limit: int) -> list[tuple[int, int, str | None]]:
+        """Up to ``limit`` stale embeddings: (node id, mark, text to embed or None)."""
+        ...
+
+    def store_embeddings(self, model: str, done: Iterable[tuple[int, int, Any]]) -> int:
+        """Store (node id, mark, vector or None) made by ``model``; returns how many."""
+        ...
+
+    def count_pending_embeddings(self) -> int:
+        """How many nodes wait for their embedding."""
+        ...
+
+    def nearest(
+        self, space: str, query: Any, limit: int, allowed: Collection[int] | None = None
+    ) -> list[tuple[int, float]]:
+        """The ``limit`` items of ``space`` nearest ``query``: (item, cosine), best first."""
+        ...
+
+    def collections(self) -> list[Space]:
+        """Every collection, by name."""
+        ...
+
+    def create_collection(self, name: str, dim: int) -> None:
+        """A new collection of ``dim``-dimensional vectors. AlreadyExists (EEXIST)."""
+        ...
+
+    def drop_collection(self, name: str) -> int:
+        """Remove a collection; returns how many items it had. KeyNotFound (ENOENT)."""
+        ...
+
+    def put_items(
+        self,
+        collection: str,
+        items: Iterable[tuple[str, Any, dict[str, Any] | None, str | None]],
+    ) -> int:
+        """Insert or replace (name, vector, metadata, document) items; returns how many."""
+        ...
+
+    def delete_items(self, collection: str, names: Iterable[str]) -> int:
+        """Remove items by name; returns how many there were."""
+        ...
+
+    def count_items(self, collection: str) -> int:
+        """How many items a collection holds."""
+        ...
+
+    def query_items(
+        self, collection: str, query: Any, limit: int, where: dict[str, Any] | None = None
+    ) -> list[CollectionItem]:
+        """The items nearest ``query`` whose metadata matches ``where``, best first."""
         ...
 
     def check(self) -> list[str]:

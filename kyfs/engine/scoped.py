@@ -71,6 +71,12 @@ WRITES = frozenset(
         "repair",
         "compact",
         "release_undo",
+        "keep_embeddings",
+        "drop_embeddings",
+        "create_collection",
+        "drop_collection",
+        "put_items",
+        "delete_items",
     ]
 )
 READS = frozenset(
@@ -118,6 +124,15 @@ READS = frozenset(
         "sync",
         "close",
         "oldest_undo_ns",
+        # the keys' embeddings are derived, as the full-text index: any reader catches up
+        "vector_space",
+        "pending_embeddings",
+        "store_embeddings",
+        "count_pending_embeddings",
+        "nearest",
+        "collections",
+        "count_items",
+        "query_items",
     ]
 )
 

@@ -40,7 +40,7 @@ SCHEMA_SIZE = (
     "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c"
     " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = ? AND c.relkind = 'r'"
 )
-SCHEMA_VERSION = 6  # the layout of a workspace schema (meta 'pg_schema_version')
+SCHEMA_VERSION = 7  # the layout of a workspace schema (meta 'pg_schema_version')
 
 CATALOG_DDL = """
 CREATE SCHEMA IF NOT EXISTS kyfs;
@@ -171,6 +171,27 @@ CREATE TABLE xattrs (
 );
 """
 
+# Vectors for semantic search (kyfs.engine.sql.vectors), as the SQLite engine's m014.
+VECTORS_DDL = """
+CREATE TABLE vector_spaces (
+    name TEXT COLLATE "C" PRIMARY KEY, dim INTEGER NOT NULL, codec TEXT NOT NULL, model TEXT
+);
+CREATE TABLE vector_chunks (
+    id BIGSERIAL PRIMARY KEY, space TEXT COLLATE "C" NOT NULL, count INTEGER NOT NULL,
+    items BYTEA NOT NULL, scales BYTEA NOT NULL, vectors BYTEA NOT NULL
+);
+CREATE INDEX vector_chunks_space ON vector_chunks (space, id);
+CREATE TABLE vector_slots (
+    space TEXT COLLATE "C" NOT NULL, item BIGINT NOT NULL, chunk BIGINT NOT NULL,
+    slot INTEGER NOT NULL, PRIMARY KEY (space, item)
+);
+CREATE TABLE embed_pending (node_id BIGINT PRIMARY KEY, gen BIGINT NOT NULL);
+CREATE TABLE collection_items (
+    id BIGSERIAL PRIMARY KEY, collection TEXT COLLATE "C" NOT NULL,
+    name TEXT COLLATE "C" NOT NULL, metadata TEXT, document TEXT, UNIQUE (collection, name)
+)
+"""
+
 
 def statements(script: str) -> list[str]:
     """The statements of one of this module's scripts (no ``;`` inside a statement)."""
@@ -182,7 +203,9 @@ def create_workspace(conn: Any, owner: Owner, mode: int) -> None:
     directory (owned by ``owner``, permission bits ``mode``) and its settings: root_node,
     inode_tag (a random 17-bit number, kyfs.core.inodes, that keeps st_ino unique across a mount's
     workspaces, as in SQLite files) and pg_schema_version."""
-    for statement in statements(WORKSPACE_DDL) + statements(BLOCK_STORE_DDL):
+    for statement in (
+        statements(WORKSPACE_DDL) + statements(BLOCK_STORE_DDL) + statements(VECTORS_DDL)
+    ):
         conn.execute(statement)
     now = time.time_ns()
     root = conn.execute(
@@ -221,6 +244,8 @@ def migrate(conn: Any, version: int) -> None:
     the block store's writes of version 2 keep it).
 
     Version 6, extended attributes: the table ``xattrs``, as the SQLite engine's m013.
+
+    Version 7, vectors: the tables of kyfs.engine.sql.vectors, as the SQLite engine's m014.
     """
     from kyfs.engine.sql import blocks
 
@@ -286,6 +311,9 @@ def migrate(conn: Any, version: int) -> None:
             "CREATE TABLE xattrs (node BIGINT NOT NULL, name BYTEA NOT NULL,"
             " value BYTEA NOT NULL, PRIMARY KEY (node, name))"
         )
+    if version < 7:
+        for statement in statements(VECTORS_DDL):
+            conn.execute(statement)
     conn.execute(
         "UPDATE meta SET value = ? WHERE name = 'pg_schema_version'", (str(SCHEMA_VERSION),)
     )

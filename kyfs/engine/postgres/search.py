@@ -28,6 +28,7 @@ from kyfs.core import tokens
 from kyfs.core.blocks import unseal
 from kyfs.core.errors import DamagedBlock, InvalidQuery
 from kyfs.core.nodes import MARK_END, MARK_START, REG
+from kyfs.engine.sql.vectors import mark_embeddings
 
 BATCH = 256  # pending nodes indexed per batch
 BATCH_BYTES = 8 * 1024 * 1024  # bytes of values read per query while indexing a batch
@@ -92,6 +93,7 @@ def flush(conn: Any, limit: int | None = None) -> int:
             break
         _index_batch(conn, ids)
         conn.execute("DELETE FROM index_pending WHERE node_id = ANY(?)", (ids,))
+        mark_embeddings(conn, ids)
         done += len(ids)
     return done
 

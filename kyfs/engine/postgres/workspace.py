@@ -27,6 +27,7 @@ from kyfs.engine.postgres.connection import PgConnection
 from kyfs.engine.sql.archive import ArchiveMixin
 from kyfs.engine.sql.check import STRUCTURE_CHECKS, damaged, drop_stray_xattrs, repair_blocks
 from kyfs.engine.sql.rules import RulesMixin
+from kyfs.engine.sql.vectors import VectorsMixin
 from kyfs.engine.sql.xattrs import XattrsMixin
 
 LOCK_CLASS = 0x6B7966  # "kyf": the first key of kyfs's advisory locks (the second: an id)
@@ -37,7 +38,7 @@ _SQL_CHANGES = (
 )
 
 
-class PgWorkspace(ArchiveMixin, RulesMixin, XattrsMixin):
+class PgWorkspace(ArchiveMixin, RulesMixin, XattrsMixin, VectorsMixin):
     """One workspace's schema on a PostgreSQL server.
 
     Args:
@@ -53,6 +54,10 @@ class PgWorkspace(ArchiveMixin, RulesMixin, XattrsMixin):
     """
 
     _BEGIN_READ = "BEGIN ISOLATION LEVEL REPEATABLE READ"
+    _SQL_PENDING_TEXT = (
+        "SELECT p.node_id, p.gen, t.key, t.value FROM embed_pending p"
+        " LEFT JOIN search_text t ON t.id = p.node_id ORDER BY p.node_id LIMIT ?"
+    )
 
     def __init__(
         self, url: str, schema: str, lock_id: int, retention_s: float | None = None

@@ -25,6 +25,7 @@ from kyfs.core.errors import DamagedBlock
 from kyfs.core.nodes import REG
 from kyfs.engine.sql import blocks
 from kyfs.engine.sql.base import names_of
+from kyfs.engine.sql.vectors import mark_embeddings
 
 SEARCH = (
     "SELECT e.key, kyfs_text(t.packed), t.key_tokens + t.value_tokens,"
@@ -49,12 +50,14 @@ _UPSERT = (
 
 def flush(conn: sqlite3.Connection, limit: int | None = None) -> int:
     """Write the index rows of up to ``limit`` pending nodes (all when None) inside the
-    caller's transaction; returns how many were done."""
+    caller's transaction, and mark their embeddings stale
+    (kyfs.engine.sql.vectors.mark_embeddings); returns how many were done."""
     sql = "SELECT node_id FROM index_pending ORDER BY node_id"
     rows = conn.execute(sql + (" LIMIT ?" if limit else ""), (limit,) if limit else ()).fetchall()
     for (node_id,) in rows:
         index_node(conn, node_id)
         conn.execute("DELETE FROM index_pending WHERE node_id = ?", (node_id,))
+    mark_embeddings(conn, [node_id for (node_id,) in rows])
     return len(rows)
 
 

@@ -2,7 +2,7 @@
 objects of a current workspace file, normalised as trust._normalise does. Do not edit.
 """
 
-VERSION = 13
+VERSION = 14
 OBJECTS: dict[tuple[str, str], str | None] = {
     ('index', 'archive_deleted'): 'create index archive_deleted on archive(deleted_ns)',
     ('index', 'archive_key'): 'create index archive_key on archive(key,deleted_ns)',
@@ -13,11 +13,17 @@ OBJECTS: dict[tuple[str, str], str | None] = {
     ('index', 'history_shared'): 'create index history_shared on history(shared)where shared is not null',
     ('index', 'nodes_expires'): 'create index nodes_expires on nodes(expires_ns)where expires_ns is not null',
     ('index', 'sqlite_autoindex_blocks_1'): None,
+    ('index', 'sqlite_autoindex_collection_items_1'): None,
     ('index', 'sqlite_autoindex_entries_1'): None,
     ('index', 'sqlite_autoindex_meta_1'): None,
+    ('index', 'sqlite_autoindex_vector_slots_1'): None,
+    ('index', 'sqlite_autoindex_vector_spaces_1'): None,
     ('index', 'sqlite_autoindex_xattrs_1'): None,
+    ('index', 'vector_chunks_space'): 'create index vector_chunks_space on vector_chunks(space,id)',
     ('table', 'archive'): 'create table archive(id integer primary key,key text not null,is_dir integer not null,mode integer not null,size integer not null,created_ns integer not null,mtime_ns integer not null,ctime_ns integer not null,deleted_ns integer not null,archived_ns integer,kind integer,uid integer,gid integer,target blob,rdev integer not null default 0)',
     ('table', 'blocks'): 'create table blocks(id integer primary key,hash blob not null unique,refs integer not null,size integer not null,codec integer not null,data blob not null)',
+    ('table', 'collection_items'): 'create table collection_items(id integer primary key,collection text not null,name text not null,metadata text,document text,unique(collection,name))',
+    ('table', 'embed_pending'): 'create table embed_pending(node_id integer primary key,gen integer not null)',
     ('table', 'entries'): 'create table entries(key text not null unique,parent text not null,node integer not null)',
     ('table', 'extents'): 'create table extents(owner integer not null,pos integer not null,block integer not null,primary key(owner,pos))without rowid',
     ('table', 'history'): 'create table history(id integer primary key,key text not null,action text not null,time_ns integer not null,detail text,size integer,pid integer,since_ns integer,shared integer,mode integer)',
@@ -32,6 +38,9 @@ OBJECTS: dict[tuple[str, str], str | None] = {
     ('table', 'search_text'): 'create table search_text(id integer primary key,key text not null,packed blob,key_tokens integer not null,value_tokens integer not null)',
     ('table', 'search_vocab'): "create virtual table search_vocab using fts5vocab(search_index,'row')",
     ('table', 'sqlite_sequence'): 'create table sqlite_sequence(name,seq)',
+    ('table', 'vector_chunks'): 'create table vector_chunks(id integer primary key,space text not null,count integer not null,items blob not null,scales blob not null,vectors blob not null)',
+    ('table', 'vector_slots'): 'create table vector_slots(space text not null,item integer not null,chunk integer not null,slot integer not null,primary key(space,item))',
+    ('table', 'vector_spaces'): 'create table vector_spaces(name text primary key,dim integer not null,codec text not null,model text)',
     ('table', 'xattrs'): 'create table xattrs(node integer not null,name blob not null,value blob not null,primary key(node,name))',
     ('trigger', 'search_text_ad'): "create trigger search_text_ad after delete on search_text begin insert into search_index(search_index,rowid,key,value)values('delete',old.id,old.key,kyfs_text(old.packed));end",
     ('trigger', 'search_text_ai'): 'create trigger search_text_ai after insert on search_text begin insert into search_index(rowid,key,value)values(new.id,new.key,kyfs_text(new.packed));end',

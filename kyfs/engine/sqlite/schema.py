@@ -585,6 +585,35 @@ def m013_xattrs(conn: sqlite3.Connection) -> None:
     )
 
 
+def m014_vectors(conn: sqlite3.Connection) -> None:
+    """Vectors for semantic search (kyfs.engine.sql.vectors): ``vector_spaces``,
+    ``vector_chunks``, ``vector_slots``, ``embed_pending`` and ``collection_items``.
+    Empty until a semantic search or a collection asks for them.
+    """
+    _run_script(conn, VECTORS_DDL)
+
+
+VECTORS_DDL = """
+CREATE TABLE IF NOT EXISTS vector_spaces (
+    name TEXT PRIMARY KEY, dim INTEGER NOT NULL, codec TEXT NOT NULL, model TEXT
+);
+CREATE TABLE IF NOT EXISTS vector_chunks (
+    id INTEGER PRIMARY KEY, space TEXT NOT NULL, count INTEGER NOT NULL,
+    items BLOB NOT NULL, scales BLOB NOT NULL, vectors BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS vector_chunks_space ON vector_chunks (space, id);
+CREATE TABLE IF NOT EXISTS vector_slots (
+    space TEXT NOT NULL, item INTEGER NOT NULL, chunk INTEGER NOT NULL,
+    slot INTEGER NOT NULL, PRIMARY KEY (space, item)
+);
+CREATE TABLE IF NOT EXISTS embed_pending (node_id INTEGER PRIMARY KEY, gen INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS collection_items (
+    id INTEGER PRIMARY KEY, collection TEXT NOT NULL, name TEXT NOT NULL,
+    metadata TEXT, document TEXT, UNIQUE (collection, name)
+);
+"""
+
+
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     m001_entries_and_blocks,
     m002_archive,
@@ -599,6 +628,7 @@ MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     m011_special_nodes,
     m012_stored_bytes,
     m013_xattrs,
+    m014_vectors,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -30,6 +30,7 @@ from typing import Any
 
 from kyfs.core.errors import NoSpace, ReadOnlyStorage, StorageError, UntrustedFile
 from kyfs.engine.sql.rules import RulesMixin
+from kyfs.engine.sql.vectors import VectorsMixin
 from kyfs.engine.sql.xattrs import XattrsMixin
 from kyfs.engine.sqlite import schema, trust
 from kyfs.engine.sqlite.check import SearchCheckMixin
@@ -55,7 +56,7 @@ RECLAIM_LEAST = 16  # the smallest step, on a disk with no room for a larger one
 MERGE_PAGES = 1000  # pages of FTS5 segment merging a workspace at rest does at most
 
 
-class SqliteWorkspace(SearchCheckMixin, RulesMixin, XattrsMixin):
+class SqliteWorkspace(SearchCheckMixin, RulesMixin, XattrsMixin, VectorsMixin):
     """One workspace's SQLite file.
 
     Args:
@@ -77,6 +78,10 @@ class SqliteWorkspace(SearchCheckMixin, RulesMixin, XattrsMixin):
     """
 
     _errors = (sqlite3.Error, UnicodeDecodeError)  # (SQLite quoting a damaged file's text)
+    _SQL_PENDING_TEXT = (
+        "SELECT p.node_id, p.gen, t.key, kyfs_text(t.packed) FROM embed_pending p"
+        " LEFT JOIN search_text t ON t.id = p.node_id ORDER BY p.node_id LIMIT ?"
+    )
     _BEGIN_WRITE = "BEGIN IMMEDIATE"  # a writer waits for another (busy_timeout)
     _BEGIN_READ = "BEGIN"
 
