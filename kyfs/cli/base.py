@@ -60,6 +60,7 @@ COMMAND_MODULES: dict[str, str] = {
         ("search", "search"),
         ("shell", "shell"),
         ("space", "compact du"),
+        ("vectors", "collection embeddings"),
         ("transfer", "backup export import migrate"),
         ("workspaces", "archive create cursor drop fsck project rename share trash"),
         ("workspaces", "unshare use users workspaces"),

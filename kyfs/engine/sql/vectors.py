@@ -362,8 +362,13 @@ class VectorsMixin(Base):
         return stored
 
     def count_pending_embeddings(self) -> int:
-        """How many nodes wait for their embedding."""
-        return int(self._row("SELECT count(*) FROM embed_pending")[0])
+        """How many nodes wait for their embedding: those marked, and, where the
+        workspace keeps embeddings, those still waiting for the full-text index (which
+        marks them)."""
+        marked = int(self._row("SELECT count(*) FROM embed_pending")[0])
+        if self.vector_space(KEYS) is None:
+            return marked
+        return marked + int(self._row("SELECT count(*) FROM index_pending")[0])
 
     def nearest(
         self, space: str, query: Any, limit: int, allowed: Collection[int] | None = None
