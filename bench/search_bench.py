@@ -108,6 +108,7 @@ def run(scratch: Path, quick: bool) -> dict[str, Any]:
         _time(["grep", "-rl", q, str(native)]) for q in queries
     )
     results["search.index_share"] = _index_share(home)
+    results.update(semantic(scratch, keys, rng))
     with kyfs_mount(scratch, home=home) as target:
         root = target.root.parent
         mount_queries = queries[:2] if not quick else queries
@@ -115,6 +116,66 @@ def run(scratch: Path, quick: bool) -> dict[str, Any]:
         results["search.grep_mount_s"] = statistics.median(
             _time(["grep", "-rl", q, str(root)]) for q in mount_queries
         )
+    return results
+
+
+def semantic(scratch: Path, keys: int, rng: random.Random) -> dict[str, Any]:
+    """Semantic search on one workspace of ``keys`` notes (sentences of the labelled set's
+    notes, shuffled into new ones): how fast the default embedder indexes on one CPU
+    (values/s, the process pinned to one CPU), and the p50/p95 of an in-process
+    semantic query over all of them (the query's own embedding included)."""
+    import json
+
+    from kyfs import search
+    from kyfs.app import catch_up
+    from kyfs.core.nodes import ImportItem
+    from kyfs.engine.sqlite.engine import SqliteEngine
+    from kyfs.platform import embedders
+
+    data = Path(__file__).resolve().parent.parent / "tests" / "data" / "semantic"
+    notes = [json.loads(line)["value"] for line in (data / "notes.jsonl").read_text().splitlines()]
+    sentences = [part.strip() for note in notes for part in note.split(". ") if part.strip()]
+    queries = [
+        json.loads(line)["query"] for line in (data / "queries.jsonl").read_text().splitlines()
+    ]
+    engine = SqliteEngine(scratch / "semantic")
+    engine.create("vec")
+    results: dict[str, Any] = {"semantic.keys": keys}
+    cpus = os.sched_getaffinity(0)
+    try:
+        with engine.using("vec") as workspace:
+            items = (
+                ImportItem(
+                    f"notes/{i // 1000:03d}/{i:06d}", ". ".join(rng.sample(sentences, 3)).encode()
+                )
+                for i in range(keys)
+            )
+            workspace.import_entries(items)
+            workspace.flush_index()
+            embedder = embedders.load()
+            os.sched_setaffinity(0, {min(cpus)})
+            began = time.perf_counter()
+            done = catch_up(workspace, embedder)
+            results["semantic.index_per_s"] = done / (time.perf_counter() - began)
+            os.sched_setaffinity(0, cpus)
+            latencies = []
+            for query in queries[:30]:
+                start = time.perf_counter()
+                search.semantic(["vec"], query, limit=10, use=engine.using, keep=False)
+                latencies.append(time.perf_counter() - start)
+            latencies.sort()
+            results["semantic.p50_ms"] = 1000 * statistics.median(latencies)
+            results["semantic.p95_ms"] = 1000 * latencies[int(0.95 * (len(latencies) - 1))]
+            space = sum(
+                len(row[0]) + len(row[1]) + len(row[2])
+                for row in workspace._conn.execute(  # type: ignore[attr-defined]
+                    "SELECT items, scales, vectors FROM vector_chunks"
+                )
+            )
+            results["semantic.vector_bytes_per_key"] = space / keys
+    finally:
+        os.sched_setaffinity(0, cpus)
+        engine.close()
     return results
 
 
@@ -132,3 +193,11 @@ def report(results: dict[str, Any]) -> None:
     p50, p95 = results["search.p50_ms"], results["search.p95_ms"]
     share = 100 * results["search.index_share"]
     print(f"in-process query p50 {p50:.1f} ms, p95 {p95:.1f} ms; index = {share:.0f}% of the db")
+    if "semantic.keys" in results:
+        print(
+            f"semantic, {results['semantic.keys']} keys in one workspace: indexing"
+            f" {results['semantic.index_per_s']:.0f} values/s on one CPU (target >= 1000),"
+            f" query p50 {results['semantic.p50_ms']:.1f} ms, p95"
+            f" {results['semantic.p95_ms']:.1f} ms (target < 100),"
+            f" {results['semantic.vector_bytes_per_key']:.0f} bytes of vectors per key"
+        )
