@@ -205,6 +205,9 @@ def _rich_workspace(ws: object) -> None:
     w.utimens("owned", 5, 7)
     w.set_meta("history_days", "7")
     w.set_schema("users/*", {"type": "object"})
+    w.create_collection("docs", 3)
+    w.put_items("docs", [(f"d{i}", [1, i, -i], {"i": i}, f"doc {i}") for i in range(1500)])
+    w.delete_items("docs", ["d7"])
 
 
 def test_migrate_engine_round_trip_is_lossless(
@@ -244,6 +247,10 @@ def test_migrate_engine_round_trip_is_lossless(
     with second.using("rich") as ws:
         assert differences(before, fingerprint(ws)) == []
         assert ws.inode(ws.stat("big").id) == inode
+        (best,) = ws.query_items("docs", [1, 8, -8], 1)
+        assert (best.name, best.metadata, best.document) == ("d8", {"i": 8}, "doc 8")
+        ws.put_items("docs", [("new", [0, 0, 1], None, None)])  # a new item after the copy
+        assert ws.count_items("docs") == 1500
         assert ws.search('"archived"', 5) == []  # an archived value is not live...
         assert [a.entry.key for a in ws.archived()] == ["gone", "dev/gone"]
         assert ws.restore("gone").key == "gone" and ws.get("gone") == b"archived value"

@@ -114,15 +114,15 @@ class PgWorkspace(ArchiveMixin, RulesMixin, XattrsMixin, VectorsMixin):
         return max(int(row[0] or 0), super()._node_ids_used(conn))
 
     def _after_copy(self, conn: Any, node_ids_used: int) -> None:
-        """Move the identity sequences of nodes, history and blocks past what was
-        copied."""
+        """Move the identity sequences of nodes, history, blocks, vector chunks and
+        collection items past what was copied."""
         conn.execute(
             "SELECT setval(pg_get_serial_sequence('nodes', 'id'), GREATEST(?,"
             " (SELECT coalesce(max(id), 1) FROM nodes),"
             " (SELECT coalesce(max(id), 1) FROM archive)))",
             (max(node_ids_used, 1),),
         )
-        for table in ("history", "blocks"):
+        for table in ("history", "blocks", "vector_chunks", "collection_items"):
             conn.execute(
                 f"SELECT setval(pg_get_serial_sequence('{table}', 'id'),"
                 f" (SELECT coalesce(max(id), 1) FROM {table}))"

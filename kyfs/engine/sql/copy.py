@@ -6,8 +6,10 @@ symlink targets and device numbers; every name (hard links stay links); extended
 attributes; the block store as it is (each block once, with its address, its references
 and the extents of every value, so shared blocks stay shared); the archive; history with
 its version numbers; the settings (retention, schema rules, project path, cache TTL, the
-inode tag, so st_ino stays the same). The search index is not copied: the target
-rebuilds it from the values at its first search.
+inode tag, so st_ino stays the same); collections and the keys' embeddings (the
+vectors as stored). The search index is not copied: the target rebuilds it from the
+values at its first search, and its rebuild marks the keys' embeddings to be made again
+where the workspace keeps them.
 
 :func:`fingerprint` reads a workspace through the Workspace interface only and gives
 what a copy must keep, with SHA-256 of every value (live, archived and in history);
@@ -35,6 +37,11 @@ TABLES = {
     "history": "id, key, action, size, time_ns, detail, pid, since_ns, shared, mode",
     "extents": "owner, pos, block",
     "xattrs": "node, name, value",
+    # semantic search (kyfs.engine.sql.vectors): collections are the user's own data
+    "vector_spaces": "name, dim, codec, model",
+    "vector_chunks": "id, space, count, items, scales, vectors",
+    "vector_slots": "space, item, chunk, slot",
+    "collection_items": "id, collection, name, metadata, document",
 }
 ENGINE_META = frozenset({"pg_schema_version"})  # settings that belong to one engine's layout
 READ_PIECE = 4 * 1024 * 1024  # bytes hashed at a time
@@ -53,7 +60,8 @@ def copy_workspace(source: NamespaceMixin, target: NamespaceMixin) -> dict[str, 
     with source._snapshot() as src, target._atomic() as dst:
         for table in (
             "extents", "blocks", "entries", "nodes", "archive", "history", "index_pending",
-            "xattrs",
+            "xattrs", "vector_spaces", "vector_chunks", "vector_slots", "collection_items",
+            "embed_pending",
         ):  # fmt: skip
             dst.execute(f"DELETE FROM {table}")
         dst.execute("DELETE FROM search_text")
@@ -140,7 +148,15 @@ def fingerprint(workspace: Workspace) -> dict[str, Any]:
         + ([_digest(workspace, a.entry.id, a.entry.size)] if a.entry.kind == REG else [])
         for a in workspace.archived()
     ]
-    meta = {k: v for k, v in workspace.meta().items() if k not in ENGINE_META}
+    meta: dict[str, str | None] = {
+        k: v for k, v in workspace.meta().items() if k not in ENGINE_META
+    }
+    space = workspace.vector_space()
+    meta["(embeddings)"] = None if space is None else f"{space.model}/{space.dim}"
+    for collection in workspace.collections():
+        meta[f"(collection {collection.name})"] = (
+            f"{collection.dim}/{workspace.count_items(collection.name)}"
+        )
     top = list(workspace.stat(""))[2:]
     top.append({n: workspace.get_xattr("", n).hex() for n in workspace.xattr_names("")})
     return {"top": top, "names": names, "history": history, "archived": archived, "meta": meta}
