@@ -15,7 +15,7 @@ import pytest
 
 from kyfs.app import catch_up
 from kyfs.core import vectors
-from kyfs.core.errors import AlreadyExists, InvalidInput, InvalidName, KeyNotFound
+from kyfs.core.errors import AlreadyExists, InvalidInput, InvalidName, KeyNotFound, StorageError
 from kyfs.engine.base import Engine, Workspace
 
 
@@ -184,3 +184,42 @@ def test_int8_keeps_cosine_close(ws: Workspace) -> None:
         ((_, score),) = ws.nearest(vectors.KEYS, query, 1)
         want = float(vectors.normalized(exact)[0] @ vectors.normalized(query)[0])
         assert abs(score - want) < 0.01
+
+
+def test_fsck_finds_and_repairs_damaged_vectors(ws: Workspace) -> None:
+    """A chunk whose bytes were damaged (a flipped length): reads skip it, a write that
+    needs it is one clear error, fsck names it, and --repair keeps every item whose
+    vector is sound, removes (and names) the others, and makes the keys' embeddings
+    again; afterwards fsck is clean."""
+    embedder = HashedWords()
+    for i in range(20):
+        ws.set(f"k{i}", f"text {i}".encode())
+    catch_up(ws, embedder)
+    ws.create_collection("c", 2)
+    ws.put_items("c", [(f"x{i}", [1, i], None, None) for i in range(2100)])
+    assert ws.check() == []
+    conn = ws._conn  # type: ignore[attr-defined]
+    first = conn.execute("SELECT min(id) FROM vector_chunks WHERE space = 'c'").fetchone()[0]
+    conn.execute("UPDATE vector_chunks SET vectors = ? WHERE id = ?", (b"\x00" * 5, first))
+    keys_chunk = conn.execute("SELECT min(id) FROM vector_chunks WHERE space = '.keys'").fetchone()[
+        0
+    ]
+    conn.execute(
+        "DELETE FROM vector_slots WHERE chunk = ? AND item ="
+        " (SELECT min(item) FROM vector_slots WHERE chunk = ?)",
+        (keys_chunk, keys_chunk),
+    )
+    if conn.in_transaction:
+        conn.execute("COMMIT")
+    problems = ws.check()
+    assert any("vector chunks whose bytes" in p for p in problems), problems
+    assert any("slots" in p for p in problems), problems
+    assert len(ws.query_items("c", [1, 0], 5000)) == 2100 - 1024  # the damaged chunk skipped
+    with pytest.raises(StorageError):
+        ws.delete_items("c", ["x0"])
+    done = ws.repair()
+    assert any("1024 items lost their vectors" in line for line in done), done
+    assert ws.check() == []
+    assert ws.count_items("c") == 2100 - 1024
+    assert catch_up(ws, embedder) == 20
+    assert ws.check() == []

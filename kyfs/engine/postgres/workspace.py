@@ -27,7 +27,7 @@ from kyfs.engine.postgres.connection import PgConnection
 from kyfs.engine.sql.archive import ArchiveMixin
 from kyfs.engine.sql.check import STRUCTURE_CHECKS, damaged, drop_stray_xattrs, repair_blocks
 from kyfs.engine.sql.rules import RulesMixin
-from kyfs.engine.sql.vectors import VectorsMixin
+from kyfs.engine.sql.vectors import VectorsMixin, repair_vectors
 from kyfs.engine.sql.xattrs import XattrsMixin
 
 LOCK_CLASS = 0x6B7966  # "kyf": the first key of kyfs's advisory locks (the second: an id)
@@ -215,6 +215,7 @@ class PgWorkspace(ArchiveMixin, RulesMixin, XattrsMixin, VectorsMixin):
         with self._atomic() as conn:
             done = repair_blocks(conn, time.time_ns())
             done += drop_stray_xattrs(conn)
+            done += repair_vectors(conn)
             conn.execute("DELETE FROM search_text")
             conn.execute(
                 "INSERT INTO index_pending (node_id) SELECT id FROM nodes ON CONFLICT DO NOTHING"

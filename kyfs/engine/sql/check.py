@@ -15,6 +15,7 @@ from kyfs.core.errors import DamagedBlock
 from kyfs.core.nodes import DIR, REG
 from kyfs.engine.sql import blocks
 from kyfs.engine.sql.base import Connection
+from kyfs.engine.sql.vectors import VECTOR_CHECKS
 
 LOST_FOUND = "lost+found"  # fsck --repair archives nameless nodes under lost+found/<id>
 
@@ -110,6 +111,7 @@ STRUCTURE_CHECKS = [
         "SELECT x.node FROM xattrs x WHERE NOT EXISTS (SELECT 1 FROM nodes n WHERE"
         " n.id = x.node) AND NOT EXISTS (SELECT 1 FROM archive a WHERE a.id = x.node)",
     ),
+    *VECTOR_CHECKS,
 ]
 
 

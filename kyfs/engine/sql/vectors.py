@@ -35,7 +35,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from kyfs.core import vectors
-from kyfs.core.errors import AlreadyExists, InvalidInput, InvalidName, KeyNotFound
+from kyfs.core.errors import (
+    AlreadyExists,
+    InvalidInput,
+    InvalidName,
+    KeyNotFound,
+    StorageError,
+)
 from kyfs.core.vectors import KEYS, CollectionItem, Space
 from kyfs.engine.sql.base import Base, Connection
 
@@ -51,17 +57,128 @@ SQL_SPACE = "SELECT dim, codec, model FROM vector_spaces WHERE name = ?"
 SQL_CHUNKS = (
     "SELECT id, count, items, scales, vectors FROM vector_chunks WHERE space = ? ORDER BY id"
 )
-SQL_MARK = (
-    "INSERT INTO embed_pending (node_id, gen) VALUES (?, 1)"
-    " ON CONFLICT (node_id) DO UPDATE SET gen = embed_pending.gen + 1"
+SQL_MARK = (  # a node indexed, or one that had a vector: others have nothing to embed
+    "INSERT INTO embed_pending (node_id, gen) SELECT ?, 1 WHERE EXISTS (SELECT 1 FROM"
+    f" search_text WHERE id = ?) OR EXISTS (SELECT 1 FROM vector_slots WHERE space = '{KEYS}'"
+    " AND item = ?) ON CONFLICT (node_id) DO UPDATE SET gen = embed_pending.gen + 1"
 )
+
+
+_WIDTH = "(CASE WHEN s.codec = 'int8' THEN 1 ELSE 4 END)"
+_PENDING = (
+    "s.item IN (SELECT node_id FROM embed_pending) OR s.item IN (SELECT node_id FROM index_pending)"
+)
+CHUNKS_MALFORMED = "vector chunks whose bytes do not hold their vectors"
+VECTOR_CHECKS = [  # fsck's rules for the vectors (run by both engines)
+    (
+        CHUNKS_MALFORMED,
+        "SELECT c.id FROM vector_chunks c LEFT JOIN vector_spaces s ON s.name = c.space"
+        " WHERE s.name IS NULL OR s.codec NOT IN ('int8', 'float32') OR s.dim < 1"
+        f" OR s.dim > {vectors.MAX_DIM} OR c.count < 1 OR c.count > {vectors.CHUNK}"
+        " OR length(c.items) != 8 * c.count"
+        f" OR length(c.vectors) != c.count * s.dim * {_WIDTH}"
+        " OR length(c.scales) != (CASE WHEN s.codec = 'int8' THEN 4 * c.count ELSE 0 END)",
+    ),
+    (
+        "vector slots of no chunk, or past its end",
+        "SELECT s.item FROM vector_slots s LEFT JOIN vector_chunks c ON c.id = s.chunk"
+        " AND c.space = s.space WHERE c.id IS NULL OR s.slot < 0 OR s.slot >= c.count",
+    ),
+    (
+        "vector chunks holding another number of vectors than their slots say",
+        "SELECT c.id FROM vector_chunks c WHERE c.count !="
+        " (SELECT count(*) FROM vector_slots s WHERE s.chunk = c.id)",
+    ),
+    (
+        "collection items without a vector",
+        "SELECT i.id FROM collection_items i WHERE NOT EXISTS (SELECT 1 FROM vector_slots s"
+        " WHERE s.space = i.collection AND s.item = i.id)",
+    ),
+    (
+        "vectors of no collection item or key",
+        f"SELECT s.item FROM vector_slots s WHERE (s.space = '{KEYS}' AND NOT EXISTS (SELECT 1"
+        f" FROM search_text t WHERE t.id = s.item) AND NOT ({_PENDING})) OR (s.space !="
+        f" '{KEYS}' AND NOT EXISTS (SELECT 1 FROM collection_items i WHERE i.id = s.item"
+        f" AND i.collection = s.space))",
+    ),
+    (
+        "keys without an embedding in a workspace that keeps them",
+        f"SELECT t.id FROM search_text t WHERE EXISTS (SELECT 1 FROM vector_spaces"
+        f" WHERE name = '{KEYS}') AND NOT EXISTS (SELECT 1 FROM vector_slots s WHERE"
+        f" s.space = '{KEYS}' AND s.item = t.id) AND t.id NOT IN (SELECT node_id FROM"
+        f" embed_pending) AND t.id NOT IN (SELECT node_id FROM index_pending)",
+    ),
+]
+
+
+def repair_vectors(conn: Connection) -> list[str]:
+    """fsck --repair, inside the caller's transaction: when any of VECTOR_CHECKS finds
+    something, every space is written again from what can still be read. The keys'
+    embeddings are dropped and every key marked to be embedded again (they are derived);
+    a collection keeps each item whose vector is in a sound chunk and loses the others
+    (named in what is returned: their vectors are gone, put them again). Returns what
+    was done."""
+    if not any(conn.execute(query).fetchone() for _, query in VECTOR_CHECKS):
+        return []
+    done: list[str] = []
+    kept = conn.execute(SQL_SPACE, (KEYS,)).fetchone()
+    conn.execute("DELETE FROM vector_chunks WHERE space = ?", (KEYS,))
+    conn.execute("DELETE FROM vector_slots WHERE space = ?", (KEYS,))
+    if kept is not None:
+        conn.execute("DELETE FROM embed_pending")
+        conn.execute("INSERT INTO embed_pending (node_id, gen) SELECT id, 1 FROM search_text")
+        done.append("the keys' embeddings will be made again")
+    bad = {int(row[0]) for row in conn.execute(dict(VECTOR_CHECKS)[CHUNKS_MALFORMED])}
+    spaces = conn.execute(
+        "SELECT name, dim, codec, model FROM vector_spaces WHERE name != ?", (KEYS,)
+    ).fetchall()
+    for name, dim, codec, model in spaces:
+        space = Space(name, int(dim), codec, model)
+        if codec not in vectors.CODECS or not 0 < space.dim <= vectors.MAX_DIM:
+            conn.execute("DELETE FROM vector_spaces WHERE name = ?", (name,))
+            conn.execute("DELETE FROM collection_items WHERE collection = ?", (name,))
+            conn.execute("DELETE FROM vector_chunks WHERE space = ?", (name,))
+            conn.execute("DELETE FROM vector_slots WHERE space = ?", (name,))
+            done.append(f"removed collection {name}: its settings cannot be read")
+            continue
+        found: dict[int, Any] = {}
+        for chunk_id, count, items, scales, data in conn.execute(
+            "SELECT id, count, items, scales, vectors FROM vector_chunks WHERE space = ?",
+            (name,),
+        ).fetchall():
+            if int(chunk_id) in bad:
+                continue
+            ids = vectors.decode_ids(bytes(items))
+            matrix = vectors.decode(bytes(data), bytes(scales), int(count), space.dim, codec)
+            found.update(zip((int(i) for i in ids), matrix, strict=True))
+        conn.execute("DELETE FROM vector_chunks WHERE space = ?", (name,))
+        conn.execute("DELETE FROM vector_slots WHERE space = ?", (name,))
+        editor = _Editor(conn, space)
+        lost = []
+        for item, item_name in conn.execute(
+            "SELECT id, name FROM collection_items WHERE collection = ? ORDER BY id", (name,)
+        ).fetchall():
+            if int(item) in found:
+                editor.put(int(item), found[int(item)])
+            else:
+                lost.append(item_name)
+                conn.execute("DELETE FROM collection_items WHERE id = ?", (item,))
+        editor.save()
+        done.append(f"rewrote the vectors of collection {name}")
+        if lost:
+            shown = ", ".join(str(n) for n in lost[:10]) + (" ..." if len(lost) > 10 else "")
+            done.append(
+                f"collection {name}: {len(lost)} items lost their vectors and were removed"
+                f" (put them again): {shown}"
+            )
+    return done
 
 
 def mark_embeddings(conn: Connection, node_ids: Sequence[int]) -> None:
     """Inside the caller's transaction (the full-text index's flush): the embeddings of
     ``node_ids`` are stale, when the workspace keeps embeddings at all."""
     if node_ids and conn.execute(SQL_SPACE, (KEYS,)).fetchone() is not None:
-        conn.executemany(SQL_MARK, [(node_id,) for node_id in node_ids])
+        conn.executemany(SQL_MARK, [(node_id, node_id, node_id) for node_id in node_ids])
 
 
 def check_collection_name(name: str) -> None:
@@ -109,17 +226,23 @@ class _Editor:
                 (chunk_id,),
             ).fetchone()
             count, dim = int(row[0]), self.space.dim
-            data = np.frombuffer(bytes(row[3]), dtype=self.raw, count=count * dim)
-            scales = (
-                np.frombuffer(bytes(row[2]), dtype="<f4", count=count)
-                if self.space.codec == "int8"
-                else np.ones(count, dtype=np.float32)
-            )
+            try:
+                data = np.frombuffer(bytes(row[3]), dtype=self.raw, count=count * dim)
+                scales = (
+                    np.frombuffer(bytes(row[2]), dtype="<f4", count=count)
+                    if self.space.codec == "int8"
+                    else np.ones(count, dtype=np.float32)
+                )
+                ids = [int(i) for i in vectors.decode_ids(bytes(row[1]))]
+                if len(ids) != count:
+                    raise ValueError("ids")
+            except (ValueError, TypeError):
+                raise StorageError(
+                    f"the vectors of {self.space.name} are damaged (chunk {chunk_id}):"
+                    " kyfs fsck --repair rewrites them"
+                ) from None
             self.chunks[chunk_id] = _Chunk(
-                chunk_id,
-                [int(i) for i in vectors.decode_ids(bytes(row[1]))[:count]],
-                data.reshape(count, dim).copy(),
-                scales.copy(),
+                chunk_id, ids, data.reshape(count, dim).copy(), scales.copy()
             )
         return self.chunks[chunk_id]
 

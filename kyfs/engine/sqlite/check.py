@@ -36,6 +36,7 @@ from kyfs.engine.sql.check import (
     set_aside,
 )
 from kyfs.engine.sql.nodes import archive_node
+from kyfs.engine.sql.vectors import repair_vectors
 from kyfs.engine.sqlite import schema
 from kyfs.engine.sqlite.index import SEARCH, SEARCH_KEYS, flush, index_node
 from kyfs.engine.sqlite.trust import (
@@ -239,6 +240,7 @@ class SearchCheckMixin(ArchiveMixin):
             if nameless:
                 done.append(f"archived {len(nameless)} nodes with no name under {LOST_FOUND}/")
             done += drop_stray_xattrs(conn)
+            done += repair_vectors(conn)
             relinked = conn.execute(
                 f"UPDATE nodes SET nlink = (SELECT count(*) FROM entries e WHERE e.node = nodes.id)"
                 f" WHERE id IN ({checks['link counts that differ from the names']})"
