@@ -33,7 +33,7 @@ from kyfs.core.errors import (
     WorkspaceExists,
     WorkspaceNotFound,
 )
-from kyfs.core.names import IDENTITY_SEP, STORED_NAME_RE, WORKSPACE_NAME_RE
+from kyfs.core.names import IDENTITY_SEP, WORKSPACE_NAME_RE
 from kyfs.engine import AnyEngine, open_engine
 from kyfs.engine.base import Workspace
 from kyfs.platform import config
@@ -67,20 +67,46 @@ def resolve_workspace(name: str | None) -> str:
 ENV_DB_PATH = "KYFS_DB_PATH"  # one workspace file for one command (KyCLI's KYCLI_DB_PATH)
 
 
-def split_address(key: str, workspace: str | None) -> tuple[str, str | None]:
-    """A key argument in the address form ``KEY@WORKSPACE`` (skate's form), split at the
-    last ``@`` when no workspace was named otherwise (-w, KYFS_WORKSPACE, --db) and
-    the part after it is a valid workspace name; else ``(key, workspace)`` unchanged.
+def split_address(key: str, workspace: str | None, *, raw: bool = False) -> tuple[str, str | None]:
+    """``(key, workspace)`` of a key argument by the one address rule
+    (kyfs.core.address, docs/usage.md "Addresses"): ``--raw`` or a leading ``./`` take
+    it as written; so does a workspace named otherwise (-w, KYFS_WORKSPACE, --db);
+    ``KEY@WORKSPACE`` (skate's form) splits at the last ``@``; with ProntoDB's addresses
+    on (config.address_style) ``PROJECT.NAMESPACE.KEY`` is key ``NAMESPACE.KEY`` of
+    workspace PROJECT and ``USER.CURSOR.NAMESPACE.KEY`` key ``NAMESPACE.KEY`` of USER's
+    cursor CURSOR. The workspace is ``workspace`` unchanged when the argument names none.
 
-    ``user.name@project_alpha`` is key ``user.name`` of ``project_alpha``. A key that
-    holds an ``@`` itself (an e-mail address) is written with ``-w NAME``.
+    ``user.name@project_alpha`` is key ``user.name`` of ``project_alpha``;
+    ``./alice@example.com`` is key ``alice@example.com`` of the workspace in use.
+
+    A cursor address acts as ``kyfs --user USER --cursor CURSOR`` for the rest of the
+    command: it sets ``KYFS_USER``, ``KYFS_CURSOR`` and the data directory in the
+    environment (the ``kyfs`` group puts them back when the command ends) and returns
+    the cursor's workspace (``default`` when it has none).
+
+    Raises:
+        InvalidInput: (exit 2) a ProntoDB address of over four parts, a bad address
+            style. InvalidName: (exit 2) USER or CURSOR. NotFound: (exit 1) no such cursor.
     """
-    if workspace is not None or os.environ.get(ENV_DB_PATH) or "@" not in key:
-        return key, workspace
-    head, _, tail = key.rpartition("@")
-    if head and STORED_NAME_RE.fullmatch(tail):  # OWNER~W: a workspace shared with one
-        return head, tail
-    return key, workspace
+    from kyfs.core.address import parse
+    from kyfs.core.errors import NotFound
+
+    named = workspace is not None or bool(os.environ.get(ENV_DB_PATH))
+    style = "kyfs" if raw or named or key.startswith("./") else config.address_style()
+    address = parse(key, raw=raw, named=named, style=style)
+    if address.user is not None and address.cursor is not None:
+        os.environ[config.ENV_USER] = address.user
+        os.environ[config.ENV_CURSOR] = address.cursor
+        try:
+            config.apply_cursor()
+        except NotFound:
+            raise NotFound(
+                f"no cursor {address.cursor} of user {address.user} (the address {key!r}"
+                f" names one: kyfs --user {address.user} cursor list; for a key with dots"
+                f" of its own write ./{key} or --raw)"
+            ) from None
+        return address.key, config.active_workspace() or config.DEFAULT_WORKSPACE
+    return address.key, workspace if address.workspace is None else address.workspace
 
 
 @contextlib.contextmanager
@@ -216,8 +242,9 @@ def session(name: str | None, *, addressed: bool = False) -> Iterator[tuple[str,
                 ) from None
             elif addressed:
                 raise WorkspaceNotFound(
-                    f"workspace not found: {workspace} (KEY@WORKSPACE names a workspace;"
-                    " for a key with '@' in it, add -w NAME)"
+                    f"workspace not found: {workspace} (the key's address names it, as"
+                    " KEY@WORKSPACE does; for a key with '@' or dots of its own: ./KEY,"
+                    " --raw or -w NAME)"
                 ) from None
             else:
                 raise WorkspaceNotFound(

@@ -293,7 +293,11 @@ def test_prontodb_mapping(tmp_path: Path) -> None:
     source = tmp_path / "pronto.db"
     prontodb_file(source)
     assert run("migrate", "run", str(source), "--quiet").exit_code == 0
-    assert values("web") == {"db.host": b"localhost", "db.host@prod": b"db.internal", "flag": b"on"}
+    assert values("web") == {
+        "db.host": b"localhost",
+        "db.host__prod": b"db.internal",  # ProntoDB's key__context (tests/test_addresses.py)
+        "flag": b"on",
+    }
     assert values("api") == {}  # expired in 1970: archived
     got = json.loads(run("get", "-w", "web", "db.host", "--json").output)
     assert got["created"].startswith("2023-11-14T22:13:20") and got["updated"].startswith(

@@ -174,7 +174,8 @@ From KyCLI:  kyfs migrate kycli              kys KEY VALUE / kyg KEY / kyl / kyd
 
 Global options go before or after the command: kyfs -w NAME keys, kyfs keys -w NAME.
 One workspace file for one command: kyfs --db FILE get KEY (or KYFS_DB_PATH=FILE).
-A key of another workspace: kyfs get KEY@WORKSPACE (skate's address form).
+A key of another workspace: kyfs get KEY@WORKSPACE (skate's address form);
+a key with an '@' of its own: kyfs get ./KEY or kyfs get --raw KEY.
 Every command: kyfs --help; one command: kyfs COMMAND --help.
 """
 
@@ -206,6 +207,14 @@ Every command: kyfs --help; one command: kyfs COMMAND --help.
     help="Where workspaces live: sqlite (default) or a postgresql:// URL (env KYFS_ENGINE).",
 )
 @click.option(
+    "--addresses",
+    "addresses",
+    envvar=config.ENV_ADDRESSES,
+    type=click.Choice(["kyfs", "prontodb"]),
+    help="How key arguments are read: kyfs (KEY@WORKSPACE) or prontodb (also"
+    " PROJECT.NAMESPACE.KEY); env KYFS_ADDRESSES, or addresses in config.toml.",
+)
+@click.option(
     "--db",
     "db_path",
     envvar=ENV_DB_PATH,
@@ -220,6 +229,7 @@ def cli(
     cursor: str | None,
     workspace: str | None,
     engine: str | None,
+    addresses: str | None,
     db_path: Path | None,
 ) -> None:
     """kyfs: key-value workspaces that live as a filesystem.
@@ -243,6 +253,7 @@ def cli(
         paths.ENV_DATA,
         config.ENV_WORKSPACE,
         config.ENV_ENGINE,
+        config.ENV_ADDRESSES,
         ENV_DB_PATH,
     )
     saved = {n: os.environ.get(n) for n in names}
@@ -255,6 +266,8 @@ def cli(
         os.environ[config.ENV_WORKSPACE] = workspace
     if engine is not None:
         os.environ[config.ENV_ENGINE] = engine
+    if addresses is not None:
+        os.environ[config.ENV_ADDRESSES] = addresses
     if db_path is not None:
         os.environ[ENV_DB_PATH] = str(db_path.absolute())
     config.current_user()  # a bad --user is a clear error before anything runs
@@ -381,6 +394,16 @@ def workspace_option(func: F) -> F:
         metavar="NAME",
         help="Workspace to use instead of the active one (env KYFS_WORKSPACE).",
         shell_complete=complete_workspaces,
+    )(func)
+
+
+def raw_option(func: F) -> F:
+    """The ``--raw`` flag of a command that takes a KEY: the argument is the key exactly
+    as written, never an address (kyfs.core.address)."""
+    return click.option(
+        "--raw",
+        is_flag=True,
+        help="Take KEY exactly as written: no KEY@WORKSPACE, no ProntoDB address (as ./KEY).",
     )(func)
 
 

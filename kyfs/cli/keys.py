@@ -25,6 +25,7 @@ from kyfs.cli.base import (
     for_terminal,
     json_option,
     printable,
+    raw_option,
     workspace_option,
 )
 from kyfs.core import environ
@@ -41,21 +42,24 @@ JSON_VALUE_MAX = 64 * 1024**2  # bytes: a larger value is refused by get --json 
 @click.argument("key", type=KEY, shell_complete=complete_keys)
 @click.argument("value", required=False)
 @workspace_option
+@raw_option
 @click.option("--ttl", metavar="DURATION", help="Expire the key after DURATION (10m, 2h, 7d).")
 @json_option
 def set_(
-    key: str, value: str | None, workspace: str | None, ttl: str | None, as_json: bool
+    key: str, value: str | None, workspace: str | None, raw: bool, ttl: str | None, as_json: bool
 ) -> None:
     """Store VALUE at KEY; the value is read from stdin when omitted or `-` (binary-safe).
 
-    KEY@WORKSPACE names a key of another workspace (when -w is not given).
+    KEY@WORKSPACE names a key of another workspace (when -w is not given); ./KEY or
+    --raw takes KEY as written (a key with '@' of its own). With --addresses prontodb,
+    PROJECT.NAMESPACE.KEY too (docs/usage.md, "Addresses").
 
     Examples: kyfs set user.name Alice; cat notes.md | kyfs set notes@project_alpha --ttl 7d
     """
     from kyfs.core.names import parse_duration
 
     seconds = parse_duration(ttl) if ttl else None
-    key, where = split_address(key, workspace)
+    key, where = split_address(key, workspace, raw=raw)
     with session(where, addressed=where != workspace) as (name, store):
         if value is None or value == "-":
             entry = store.set(key, sys.stdin.buffer, ttl_s=seconds)
@@ -72,8 +76,9 @@ def set_(
 @cli.command()
 @click.argument("key", type=KEY, shell_complete=complete_keys)
 @workspace_option
+@raw_option
 @json_option
-def get(key: str, workspace: str | None, as_json: bool) -> None:
+def get(key: str, workspace: str | None, raw: bool, as_json: bool) -> None:
     """Print the value of KEY: its raw bytes (or a JSON object with --json).
 
     A symbolic link's value is its target, as stored (not followed); --json says
@@ -81,7 +86,7 @@ def get(key: str, workspace: str | None, as_json: bool) -> None:
 
     Examples: kyfs get user.name; kyfs get user.name@project_alpha --json
     """
-    key, where = split_address(key, workspace)
+    key, where = split_address(key, workspace, raw=raw)
     with session(where, addressed=where != workspace) as (name, store):
         if as_json:
             from kyfs.core.nodes import KIND_NAMES
@@ -133,13 +138,14 @@ def get(key: str, workspace: str | None, as_json: bool) -> None:
 @cli.command()
 @click.argument("key", type=KEY, shell_complete=complete_keys)
 @workspace_option
+@raw_option
 @json_option
-def delete(key: str, workspace: str | None, as_json: bool) -> None:
+def delete(key: str, workspace: str | None, raw: bool, as_json: bool) -> None:
     """Delete KEY (it waits in the archive: kyfs restore KEY brings it back).
 
     Examples: kyfs delete user.name; kyfs delete user.name@project_alpha
     """
-    key, where = split_address(key, workspace)
+    key, where = split_address(key, workspace, raw=raw)
     with session(where, addressed=where != workspace) as (name, store):
         store.delete(key)
     if as_json:
@@ -231,6 +237,7 @@ def scan(prefix: str, workspace: str | None, as_json: bool, limit: int, regex: s
 @cli.command()
 @click.argument("key", type=KEY, shell_complete=complete_keys)
 @workspace_option
+@raw_option
 @click.option("--force", is_flag=True, help="Replace a live key of that name (it is archived).")
 @click.option("--version", "version", type=int, help="Write back version N (kyfs history).")
 @click.option("--at", "at", metavar="TIME", help="Write back the value KEY had at TIME (UTC).")
@@ -238,6 +245,7 @@ def scan(prefix: str, workspace: str | None, as_json: bool, limit: int, regex: s
 def restore(
     key: str,
     workspace: str | None,
+    raw: bool,
     force: bool,
     version: int | None,
     at: str | None,
@@ -247,7 +255,7 @@ def restore(
 
     Examples: kyfs restore user.name; kyfs restore user.name@project_alpha --version 3
     """
-    key, where = split_address(key, workspace)
+    key, where = split_address(key, workspace, raw=raw)
     with session(where, addressed=where != workspace) as (name, store):
         if version is not None or at is not None:
             from kyfs.transfer.sources import parse_time
@@ -279,9 +287,12 @@ def restore(
 @click.argument("key", type=KEY, shell_complete=complete_keys)
 @click.argument("duration", required=False)
 @workspace_option
+@raw_option
 @click.option("--clear", is_flag=True, help="Remove the TTL: the key never expires.")
 @json_option
-def ttl(key: str, duration: str | None, workspace: str | None, clear: bool, as_json: bool) -> None:
+def ttl(
+    key: str, duration: str | None, workspace: str | None, raw: bool, clear: bool, as_json: bool
+) -> None:
     """Show KEY's time to live, set it to DURATION (10m, 2h), or --clear it.
 
     Examples: kyfs ttl session.token 2h; kyfs ttl session.token --clear
@@ -290,7 +301,7 @@ def ttl(key: str, duration: str | None, workspace: str | None, clear: bool, as_j
 
     from kyfs.core.names import parse_duration
 
-    key, where = split_address(key, workspace)
+    key, where = split_address(key, workspace, raw=raw)
     with session(where, addressed=where != workspace) as (name, store):
         if clear:
             store.set_ttl(key, None)
@@ -531,8 +542,9 @@ def exec_cmd(
 @cli.command()
 @click.argument("key", type=KEY, required=False, shell_complete=complete_keys)
 @workspace_option
+@raw_option
 @json_option
-def history(key: str | None, workspace: str | None, as_json: bool) -> None:
+def history(key: str | None, workspace: str | None, raw: bool, as_json: bool) -> None:
     """List the recorded versions of KEY, oldest first: version, time, action, size, and a
     one-line preview of the value (its first line of text, cut to the terminal's width;
     <binary, N bytes> otherwise); --json gives each whole value (UTF-8, else base64).
@@ -547,7 +559,7 @@ def history(key: str | None, workspace: str | None, as_json: bool) -> None:
     items: list[dict[str, Any]] = []
     where = workspace
     if key is not None:
-        key, where = split_address(key, workspace)
+        key, where = split_address(key, workspace, raw=raw)
     with session(where, addressed=where != workspace) as (_, store):
         if key is None:
             found = sorted(

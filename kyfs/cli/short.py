@@ -12,7 +12,7 @@
     kyd KEY           kyfs delete KEY
 
 Each accepts the global options of ``kyfs`` first (``-w NAME``, ``--user``,
-``--cursor``) and exits as ``kyfs`` does (docs/exit-codes.md).
+``--cursor``, ``--addresses``) and exits as ``kyfs`` does (docs/exit-codes.md).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from kyfs.core.errors import InvalidInput, KeyNotFound, KyfsError
 
 _SPECIAL = re.compile(r"[.^$*+?{}\[\]|()\\]")  # a regular expression's special characters
 
-_GLOBAL_WITH_VALUE = {"-w", "--workspace", "--user", "--cursor"}
+_GLOBAL_WITH_VALUE = {"-w", "--workspace", "--user", "--cursor", "--addresses"}
 
 
 def _split(argv: list[str]) -> tuple[list[str], list[str]]:

@@ -46,6 +46,7 @@ ENV_WORKSPACE = "KYFS_WORKSPACE"
 # The one workspace a mount shows (kyfs -w NAME mount sets it for its daemon).
 ENV_MOUNT_WORKSPACE = "KYFS_MOUNT_WORKSPACE"
 ENV_ENGINE = "KYFS_ENGINE"
+ENV_ADDRESSES = "KYFS_ADDRESSES"  # how key arguments are read: kyfs or prontodb
 
 
 def load(path: Path | None = None) -> dict[str, Any]:
@@ -348,6 +349,22 @@ def write_buffer_bytes() -> int:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 1 <= value <= 65536:
         raise InvalidInput(f"write_buffer_mib must be a number from 1 to 65536, not {value!r}")
     return int(value * 2**20)
+
+
+def address_style() -> str:
+    """How key arguments are read (kyfs.core.address): ``$KYFS_ADDRESSES``
+    (``kyfs --addresses``), else ``addresses`` in config.toml, else ``kyfs``;
+    ``prontodb`` also reads ProntoDB's ``PROJECT.NAMESPACE.KEY``.
+
+    Raises:
+        InvalidInput: (exit 2) neither ``kyfs`` nor ``prontodb``.
+    """
+    from kyfs.core.address import check_style
+
+    value = os.environ.get(ENV_ADDRESSES)
+    if value:
+        return check_style(value, ENV_ADDRESSES)
+    return check_style(load().get("addresses", "kyfs"), "addresses in config.toml")
 
 
 def engine_url() -> str | None:

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ParamSpec, TypeVar
 
+from kyfs.core.address import parse as parse_address
 from kyfs.core.errors import InvalidInput, KyfsError, MasterKeyRequired
 from kyfs.core.names import check_key, check_workspace_name
 
@@ -97,6 +98,10 @@ class SourceData:
     archived: list[tuple[Record, int]] = field(default_factory=list)
     history: list[HistoryRow] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    addressed: set[tuple[str, str]] = field(default_factory=set)  # keys noted as KEY@WORKSPACE
+
+
+PRONTO_CONTEXT = "__"  # ProntoDB's key__context: a row's context joins its key so
 
 
 # --- names and times ----------------------------------------------------------------------
@@ -410,6 +415,12 @@ def _record(workspace: str, key: object, value: bytes, data: SourceData) -> Reco
     name, changed = kyfs_key(str(key))
     if changed:
         data.notes.append(f"{workspace}: key {key!r} stored as {name!r} (not a valid kyfs key)")
+    elif (workspace, name) not in data.addressed and parse_address(name).workspace is not None:
+        data.addressed.add((workspace, name))  # noted once, live or archived
+        data.notes.append(
+            f"{workspace}: key {name!r} is kept as it is; as an argument it reads as"
+            f" KEY@WORKSPACE: reach it with ./{name} or --raw"
+        )
     return Record(workspace, name, value, renamed_from=str(key) if changed else None)
 
 
@@ -482,8 +493,8 @@ def read_single_file(path: Path, master_key: str | None = None) -> SourceData:
             rows = conn.execute(f"SELECT project, namespace, key, value, {', '.join(pick)} FROM kv")
             for project, namespace, key, value, context, created, updated, expires in rows:
                 name = f"{namespace}.{key}" if namespace else str(key)
-                if context:
-                    name += f"@{context}"
+                if context:  # ProntoDB's own form: never read as KEY@WORKSPACE
+                    name += f"{PRONTO_CONTEXT}{context}"
                 raw = value if isinstance(value, bytes) else str(value or "").encode("utf-8")
                 _add(data, str(project), name, raw, parse_time(created), parse_time(updated),
                      parse_time(expires), now_ns)  # fmt: skip
