@@ -647,7 +647,12 @@ class BackgroundIndexer(_BackgroundThread):
             while not self._stop.wait(self.INTERVAL):
                 if self._yields():
                     continue
-                for name in engine.names():
+                try:
+                    names = engine.names()
+                except KyfsError as exc:  # the server away, the directory gone: next pass
+                    log.debug("indexing: cannot list the workspaces: %s", exc)
+                    continue
+                for name in names:
                     try:
                         while not self._stop.is_set() and not self._yields():
                             with engine.using(name) as workspace:
