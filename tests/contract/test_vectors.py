@@ -223,3 +223,19 @@ def test_fsck_finds_and_repairs_damaged_vectors(ws: Workspace) -> None:
     assert ws.count_items("c") == 2100 - 1024
     assert catch_up(ws, embedder) == 20
     assert ws.check() == []
+
+
+def test_foreign_metadata_is_read_as_none(ws: Workspace) -> None:
+    """A collection item whose stored metadata or document is not what kyfs writes (a
+    damaged or foreign file) is found with empty metadata and no document, never a
+    traceback."""
+    ws.create_collection("c", 2)
+    ws.put_items("c", [("a", [1, 0], {"k": 1}, "doc"), ("b", [0, 1], None, None)])
+    conn = ws._conn  # type: ignore[attr-defined]
+    conn.execute("UPDATE collection_items SET metadata = '{not json' WHERE name = 'a'")
+    conn.execute("UPDATE collection_items SET metadata = '[1, 2]' WHERE name = 'b'")
+    if conn.in_transaction:
+        conn.execute("COMMIT")
+    found = {item.name: item for item in ws.query_items("c", [1, 1], 5)}
+    assert found["a"].metadata == {} and found["b"].metadata == {}
+    assert ws.query_items("c", [1, 1], 5, where={"k": 1}) == []

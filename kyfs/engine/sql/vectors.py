@@ -665,7 +665,10 @@ class VectorsMixin(Base):
                 "SELECT id, name, metadata, document FROM collection_items WHERE collection = ?",
                 (collection,),
             ).fetchall()
-        items = {int(r[0]): (r[1], json.loads(r[2]) if r[2] else {}, r[3]) for r in rows}
+        items = {
+            int(r[0]): (str(r[1]), _metadata_of(r[2]), r[3] if isinstance(r[3], str) else None)
+            for r in rows
+        }
         allowed = None
         if where:
             allowed = {
@@ -679,6 +682,18 @@ class VectorsMixin(Base):
             for i, score in best
             if i in items
         ]
+
+
+def _metadata_of(stored: Any) -> dict[str, Any]:
+    """An item's stored metadata as a dict; {} for none, or for what is not a JSON object
+    (a damaged or foreign file)."""
+    if not isinstance(stored, str) or not stored:
+        return {}
+    try:
+        found = json.loads(stored)
+    except (ValueError, RecursionError):
+        return {}
+    return found if isinstance(found, dict) else {}
 
 
 def _metadata_json(name: str, metadata: dict[str, Any] | None) -> str | None:
