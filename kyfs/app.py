@@ -110,10 +110,11 @@ def split_address(key: str, workspace: str | None, *, raw: bool = False) -> tupl
 
 
 @contextlib.contextmanager
-def engine_session() -> Iterator[ScopedEngine]:
+def engine_session(*, cache: bool = False) -> Iterator[ScopedEngine]:
     """The engine of the current data directory for one command, as the current identity
     sees it (kyfs.engine.scoped: its own workspaces, ``shared``, what was shared with
-    it), closed afterwards.
+    it), closed afterwards. ``cache``: keep workspaces open between uses (the Python API's
+    long-lived objects; kyfs.engine.open_engine).
 
     Raises:
         InvalidName: (exit 2) a bad ``--user``. InvalidInput: (exit 2) grants.toml.
@@ -121,7 +122,7 @@ def engine_session() -> Iterator[ScopedEngine]:
     from kyfs.engine.scoped import ScopedEngine
 
     scope = config.current_scope()
-    engine = open_engine()
+    engine = open_engine(cache=cache)
     try:
         scoped = ScopedEngine(engine, scope)
         if not scoped.has_grants_file():
@@ -195,13 +196,17 @@ def _using(engine: AnyEngine, name: str) -> contextlib.AbstractContextManager[Wo
 
 
 @contextlib.contextmanager
-def session(name: str | None, *, addressed: bool = False) -> Iterator[tuple[str, Workspace]]:
+def session(
+    name: str | None, *, addressed: bool = False, engine: ScopedEngine | None = None
+) -> Iterator[tuple[str, Workspace]]:
     """The workspace a command acts on (:func:`resolve_workspace`), open under the shared
     workspaces lock for the ``with`` block; yields (its name, the workspace). ``default``
     is created on first use (KyCLI's rule), unless it was dropped: it waits in the trash.
     With ``$KYFS_DB_PATH`` (``kyfs --db FILE``) it is that workspace file instead, named
     by its stem; the file must be a kyfs workspace. ``addressed``: the name came from a
     ``KEY@WORKSPACE`` argument (:func:`split_address`), said in the not-found hint.
+    ``engine``: an open :func:`engine_session` to use (the Python API keeps one; kyfs.api),
+    else one is opened and closed with the block.
 
     Raises:
         WorkspaceNotFound: (ENOENT, exit 1) with a hint to create it, or the file of
@@ -215,11 +220,11 @@ def session(name: str | None, *, addressed: bool = False) -> Iterator[tuple[str,
         if name is not None:
             raise InvalidInput("give either --db FILE (KYFS_DB_PATH) or -w NAME, not both")
         _refuse_own_files(Path(db_path))
-        with engine_session() as engine, engine.using_file(Path(db_path)) as from_file:
+        with _engine(engine) as scoped, scoped.using_file(Path(db_path)) as from_file:
             yield Path(db_path).stem, from_file
         return
     workspace = resolve_workspace(name)
-    with engine_session() as engine, contextlib.ExitStack() as stack:
+    with _engine(engine) as engine, contextlib.ExitStack() as stack:
         opened: Workspace
         try:
             opened = stack.enter_context(_using(engine, workspace))
@@ -252,6 +257,11 @@ def session(name: str | None, *, addressed: bool = False) -> Iterator[tuple[str,
                     " --create)"
                 ) from None
         yield workspace, opened
+
+
+def _engine(engine: ScopedEngine | None) -> contextlib.AbstractContextManager[ScopedEngine]:
+    """``engine`` as it is (its owner closes it), or a new :func:`engine_session`."""
+    return engine_session() if engine is None else contextlib.nullcontext(engine)
 
 
 def _refuse_own_files(path: Path) -> None:

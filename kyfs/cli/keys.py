@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from kyfs import api
 from kyfs.app import (
     session,
     split_address,
@@ -44,32 +45,50 @@ JSON_VALUE_MAX = 64 * 1024**2  # bytes: a larger value is refused by get --json 
 @workspace_option
 @raw_option
 @click.option("--ttl", metavar="DURATION", help="Expire the key after DURATION (10m, 2h, 7d).")
+@click.option(
+    "--if-version",
+    "if_version",
+    type=click.IntRange(0),
+    metavar="N",
+    help="Only if KEY is still at version N (kyfs get KEY --version); else exit 7.",
+)
+@click.option("--if-absent", is_flag=True, help="Only if KEY does not exist; else exit 7.")
 @json_option
 def set_(
-    key: str, value: str | None, workspace: str | None, raw: bool, ttl: str | None, as_json: bool
+    key: str,
+    value: str | None,
+    workspace: str | None,
+    raw: bool,
+    ttl: str | None,
+    if_version: int | None,
+    if_absent: bool,
+    as_json: bool,
 ) -> None:
     """Store VALUE at KEY; the value is read from stdin when omitted or `-` (binary-safe).
 
     KEY@WORKSPACE names a key of another workspace (when -w is not given); ./KEY or
     --raw takes KEY as written (a key with '@' of its own). With --addresses prontodb,
     PROJECT.NAMESPACE.KEY too (docs/usage.md, "Addresses").
+    --if-version N and --if-absent make it a compare-and-swap: nothing is written and the
+    exit status is 7 when another writer came first (docs/usage.md, "Compare-and-swap").
 
-    Examples: kyfs set user.name Alice; cat notes.md | kyfs set notes@project_alpha --ttl 7d
+    Examples: kyfs set user.name Alice; cat notes.md | kyfs set notes@project_alpha --ttl 7d;
+    kyfs set counter 8 --if-version 41
     """
     from kyfs.core.names import parse_duration
 
+    if if_version is not None and if_absent:
+        raise InvalidInput("give either --if-version N or --if-absent, not both")
     seconds = parse_duration(ttl) if ttl else None
     key, where = split_address(key, workspace, raw=raw)
-    with session(where, addressed=where != workspace) as (name, store):
-        if value is None or value == "-":
-            entry = store.set(key, sys.stdin.buffer, ttl_s=seconds)
-        else:
-            entry = store.set(key, os.fsencode(value), ttl_s=seconds)  # argv bytes, even non-UTF-8
-        expires = store.expiry(key)
+    data = sys.stdin.buffer if value is None or value == "-" else os.fsencode(value)  # argv bytes
+    with api.Workspace(where, addressed=where != workspace) as ws:
+        stored = ws.set(key, data, if_version=if_version, if_absent=if_absent, ttl=seconds)
     if as_json:
         _echo_json(
-            {"action": "set", "workspace": name, "key": key, "size": entry.size,
-             "expires": None if expires is None else _iso(expires)}
+            {"action": "set", "workspace": ws.name, "key": key, "size": stored.size,
+             "version": stored.version,
+             "expires": None if stored.expires_ns is None else _iso(stored.expires_ns)}
         )  # fmt: skip
 
 
@@ -78,26 +97,41 @@ def set_(
 @workspace_option
 @raw_option
 @json_option
-def get(key: str, workspace: str | None, raw: bool, as_json: bool) -> None:
-    """Print the value of KEY: its raw bytes (or a JSON object with --json).
+@click.option(
+    "--version",
+    "version_only",
+    is_flag=True,
+    help="Print KEY's version (for kyfs set --if-version) instead of its value.",
+)
+def get(key: str, workspace: str | None, raw: bool, as_json: bool, version_only: bool) -> None:
+    """Print the value of KEY: its raw bytes (or a JSON object with --json, which also
+    gives its version, read with the value).
 
     A symbolic link's value is its target, as stored (not followed); --json says
     "type": "symlink" (or "key"), and gives the owner and the number of names.
 
-    Examples: kyfs get user.name; kyfs get user.name@project_alpha --json
+    Examples: kyfs get user.name; kyfs get user.name@project_alpha --json;
+    kyfs get counter --version
     """
     key, where = split_address(key, workspace, raw=raw)
-    with session(where, addressed=where != workspace) as (name, store):
+    with api.Workspace(where, addressed=where != workspace) as ws:
+        if version_only:
+            version = ws.version(key)
+            if as_json:
+                _echo_json({"workspace": ws.name, "key": key, "version": version})
+            else:
+                click.echo(version)
+            return
         if as_json:
             from kyfs.core.nodes import KIND_NAMES
 
-            if store.stat(key).size > JSON_VALUE_MAX:
+            if ws.stat(key).size > JSON_VALUE_MAX:
                 raise InvalidInput(
                     f"{key} is over {JSON_VALUE_MAX} bytes, too large for --json:"
                     f" use kyfs get {key} > FILE"
                 )
-            data = store.get(key)  # one committed version
-            entry = store.stat(key)
+            data, version = ws.get_versioned(key)  # one committed version
+            entry = ws.stat(key)
             try:
                 value, encoding = data.decode("utf-8"), "utf-8"
             except UnicodeDecodeError:
@@ -106,10 +140,11 @@ def get(key: str, workspace: str | None, raw: bool, as_json: bool) -> None:
                 value, encoding = base64.b64encode(data).decode("ascii"), "base64"
             _echo_json(
                 {
-                    "workspace": name,
+                    "workspace": ws.name,
                     "key": key,
                     "value": value,
                     "encoding": encoding,
+                    "version": version,
                     "type": KIND_NAMES[entry.kind],
                     "size": len(data),
                     "mode": f"{entry.mode:04o}",
@@ -126,11 +161,11 @@ def get(key: str, workspace: str | None, raw: bool, as_json: bool) -> None:
             import codecs
 
             decoder = codecs.getincrementaldecoder("utf-8")(errors="backslashreplace")
-            for piece in store.iter_value(key):
+            for piece in ws.stream(key):
                 out.write(printable(decoder.decode(piece), keep="\n\t").encode())
             out.write(printable(decoder.decode(b"", final=True), keep="\n\t").encode())
         else:
-            for piece in store.iter_value(key):
+            for piece in ws.stream(key):
                 out.write(piece)
         out.flush()
 
@@ -146,10 +181,10 @@ def delete(key: str, workspace: str | None, raw: bool, as_json: bool) -> None:
     Examples: kyfs delete user.name; kyfs delete user.name@project_alpha
     """
     key, where = split_address(key, workspace, raw=raw)
-    with session(where, addressed=where != workspace) as (name, store):
-        store.delete(key)
+    with api.Workspace(where, addressed=where != workspace) as ws:
+        ws.delete(key)
     if as_json:
-        _echo_json({"action": "delete", "workspace": name, "key": key})
+        _echo_json({"action": "delete", "workspace": ws.name, "key": key})
 
 
 def _found_by(regex: str | None, keys: list[str]) -> list[str]:
@@ -185,8 +220,8 @@ def keys(
 
     Examples: kyfs keys; kyfs keys api/ --glob '*.json' --json; kyfs keys --regex 'user_.*'
     """
-    with session(workspace) as (_, store):
-        found = _found_by(regex, store.keys(prefix, glob=glob))
+    with api.Workspace(workspace) as ws:
+        found = _found_by(regex, ws.keys(prefix, glob=glob))
     if as_json:
         _echo_json(found)
         return

@@ -25,6 +25,7 @@ EXIT_CONFLICT = 3
 EXIT_STORAGE = 4
 EXIT_MOUNT = 5
 EXIT_PERMISSION = 6
+EXIT_VERSION_CONFLICT = 7  # compare-and-swap lost: read the key again and retry
 
 
 class KyfsError(Exception):
@@ -185,6 +186,23 @@ class AlreadyExists(Conflict):
 
 class WorkspaceExists(AlreadyExists):
     """A workspace of that name exists (EEXIST, exit 3)."""
+
+
+class VersionConflict(Conflict):
+    """A compare-and-swap write lost: ``--if-version N`` (``if_version=N``) and the key's
+    current version is not N (another writer came first, or the key is gone); nothing
+    was written. EAGAIN: read the key again and retry (exit 7, its own code so that a
+    script tells a lost race from any other conflict)."""
+
+    errno = _errno.EAGAIN
+    exit_code = EXIT_VERSION_CONFLICT
+
+
+class KeyExists(VersionConflict):
+    """A compare-and-swap write lost: ``--if-absent`` (``if_absent=True``) and the key
+    exists; nothing was written (EEXIST, as open(2) with O_EXCL; exit 7)."""
+
+    errno = _errno.EEXIST
 
 
 class NotEmpty(Conflict):

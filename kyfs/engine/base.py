@@ -191,6 +191,35 @@ class Workspace(Protocol):
         SchemaViolation (EINVAL), IsADirectory, NotADirectory, InvalidName."""
         ...
 
+    def compare_and_set(
+        self,
+        key: str,
+        value: bytes | BinaryIO,
+        *,
+        if_version: int | None = None,
+        if_absent: bool = False,
+        mode: int | None = None,
+        ttl_s: float | None = None,
+        owner: Owner | None = None,
+    ) -> tuple[Entry, int]:
+        """:meth:`set`, checked in the same transaction: with ``if_version`` only when the
+        key's current version (:meth:`current_version`) is that number, with
+        ``if_absent`` only when no key of that name exists. Returns the entry and the
+        new version. VersionConflict (EAGAIN, exit 7), KeyExists (EEXIST, exit 7),
+        InvalidInput (both conditions, a negative version), and what :meth:`set` raises."""
+        ...
+
+    def current_version(self, key: str) -> int:
+        """The version of ``key``'s current value: the id of the newest history row of
+        the key (``kyfs history``), 0 for a key with no recorded change. KeyNotFound,
+        IsADirectory."""
+        ...
+
+    def get_versioned(self, key: str) -> tuple[bytes, int]:
+        """The whole value of ``key`` and its version (:meth:`current_version`), read
+        in one transaction. KeyNotFound, IsADirectory, DamagedBlock."""
+        ...
+
     def commit(
         self,
         node_id: int,

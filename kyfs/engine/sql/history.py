@@ -56,9 +56,19 @@ _SQL_LAST = (
     " WHERE key = ? ORDER BY time_ns DESC, id DESC LIMIT 1"
 )
 _SQL_KEY_ROWS = "SELECT id, time_ns, size IS NOT NULL FROM history WHERE key = ?"
-_SQL_OLDEST_VERSIONS = (
-    "SELECT id FROM history WHERE size IS NOT NULL AND time_ns < ? ORDER BY time_ns LIMIT ?"
+# A row that is not the newest of a live key: only those may go, so that a key's current
+# version (its newest row's id: ValuesMixin.current_version) never falls back to an older
+# number, which a compare-and-swap that read it would then wrongly pass. That row shares
+# the live value's blocks (it was recorded with it), so keeping it costs a row.
+_NOT_CURRENT = (
+    "NOT (id = (SELECT max(h.id) FROM history h WHERE h.key = history.key)"
+    " AND EXISTS (SELECT 1 FROM entries e WHERE e.key = history.key))"
 )
+_SQL_OLDEST_VERSIONS = (
+    "SELECT id FROM history WHERE size IS NOT NULL AND time_ns < ?"
+    f" AND {_NOT_CURRENT} ORDER BY time_ns LIMIT ?"
+)
+_SQL_CURRENT_VERSION = "SELECT coalesce(max(id), 0) FROM history WHERE key = ?"
 _SQL_SHARING = "SELECT id FROM history WHERE shared = ?"
 _SQL_VALUE = "SELECT size, shared FROM history WHERE id = ? AND size IS NOT NULL"
 RELEASE_BATCH = 64  # versions or archived entries released per transaction
@@ -158,12 +168,27 @@ def value_of(conn: Connection, version_id: int) -> tuple[int, int] | None:
     return owner, int(row[0])
 
 
-def drop_versions(conn: Connection, ids: list[int]) -> None:
+def current_version(conn: Connection, key: str) -> int:
+    """The id of the newest history row of ``key`` (0: none), inside the caller's
+    transaction: the version of its current value (ValuesMixin.current_version)."""
+    return int(conn.execute(_SQL_CURRENT_VERSION, (key,)).fetchone()[0])
+
+
+def drop_versions(conn: Connection, ids: list[int]) -> int:
     """Delete history rows ``ids`` and release the blocks of those with values of their
-    own."""
+    own; but the newest row of a key that exists stays (its current version). Returns
+    how many rows went."""
     if not ids:
-        return
+        return 0
     marks = ",".join("?" * len(ids))
+    kept = conn.execute(
+        f"SELECT id FROM history WHERE id IN ({marks}) AND NOT {_NOT_CURRENT}", ids
+    ).fetchall()
+    if kept:
+        ids = sorted(set(ids) - {int(row[0]) for row in kept})
+        if not ids:
+            return 0
+        marks = ",".join("?" * len(ids))
     owned = conn.execute(
         f"SELECT id FROM history WHERE id IN ({marks}) AND size IS NOT NULL AND shared IS NULL",
         ids,
@@ -171,6 +196,7 @@ def drop_versions(conn: Connection, ids: list[int]) -> None:
     for (version_id,) in owned:
         blocks.drop(conn, blocks.version_owner(int(version_id)))
     conn.executemany("DELETE FROM history WHERE id = ?", [(i,) for i in ids])
+    return len(ids)
 
 
 def thin_key(conn: Connection, key: str, now: int, retention: Retention) -> int:
@@ -180,9 +206,7 @@ def thin_key(conn: Connection, key: str, now: int, retention: Retention) -> int:
     rows = [(int(r[0]), int(r[1]), bool(r[2])) for r in conn.execute(_SQL_KEY_ROWS, (key,))]
     if conn.execute("SELECT 1 FROM entries WHERE key = ?", (key,)).fetchone() is None:
         retention = dataclasses.replace(retention, versions=0)
-    drop = retention.to_drop(rows, now)
-    drop_versions(conn, drop)
-    return len(drop)
+    return drop_versions(conn, retention.to_drop(rows, now))
 
 
 def cache_ttl(meta: dict[str, str]) -> float | None:

@@ -32,9 +32,11 @@ from kyfs.core.errors import (
     DamagedBlock,
     InvalidInput,
     IsADirectory,
+    KeyExists,
     KeyNotFound,
     NoSpace,
     SchemaViolation,
+    VersionConflict,
 )
 from kyfs.core.nodes import (
     FILE_MODE,
@@ -53,6 +55,7 @@ from kyfs.engine.sql.history import (
     Burst,
     bursts,
     cache_ttl,
+    current_version,
     materialize,
     narrow,
     read_meta,
@@ -245,21 +248,29 @@ class ValuesMixin(NamespaceMixin):
             DamagedBlock: (EIO, exit 4) a block fails its checksum.
         """
         with self._snapshot() as conn:
-            entry = self._lookup(conn, key)
-            if entry is None:
-                raise KeyNotFound(f"key not found: {key}")
-            if entry.is_dir:
-                raise IsADirectory(f"is a directory: {key}")
-            if entry.is_special:
-                raise InvalidInput(f"a {KIND_NAMES[entry.kind]} holds no value: {key}")
-            if entry.kind == LNK:
-                row = conn.execute("SELECT target FROM nodes WHERE id = ?", (entry.id,))
-                yield bytes(row.fetchone()[0])
-                return
-            try:
-                yield from blocks.iter_value(conn, entry.id, entry.size, READ_PIECE)
-            except DamagedBlock as exc:
-                raise self._damaged(exc, entry.id) from None
+            yield from self._pieces(conn, self._value_entry(conn, key))
+
+    def _value_entry(self, conn: Connection, key: str) -> Entry:
+        """The entry at ``key``, which must hold a value (iter_value's errors)."""
+        entry = self._lookup(conn, key)
+        if entry is None:
+            raise KeyNotFound(f"key not found: {key}")
+        if entry.is_dir:
+            raise IsADirectory(f"is a directory: {key}")
+        if entry.is_special:
+            raise InvalidInput(f"a {KIND_NAMES[entry.kind]} holds no value: {key}")
+        return entry
+
+    def _pieces(self, conn: Connection, entry: Entry) -> Iterator[bytes]:
+        """The value of ``entry`` in pieces, inside the caller's transaction."""
+        if entry.kind == LNK:
+            row = conn.execute("SELECT target FROM nodes WHERE id = ?", (entry.id,))
+            yield bytes(row.fetchone()[0])
+            return
+        try:
+            yield from blocks.iter_value(conn, entry.id, entry.size, READ_PIECE)
+        except DamagedBlock as exc:
+            raise self._damaged(exc, entry.id) from None
 
     def get(self, key: str) -> bytes:
         """The whole value of ``key``, one committed version (iter_value for large ones).
@@ -269,6 +280,39 @@ class ValuesMixin(NamespaceMixin):
             DamagedBlock: (EIO, exit 4).
         """
         return b"".join(self.iter_value(key))
+
+    def get_versioned(self, key: str) -> tuple[bytes, int]:
+        """The whole value of ``key`` and its version (:meth:`current_version`), both of
+        one committed state: what a read-modify-write with ``compare_and_set`` reads.
+
+        Raises:
+            KeyNotFound: (ENOENT, exit 1). IsADirectory: (EISDIR, exit 3).
+            InvalidInput: (EINVAL, exit 2) a special node. DamagedBlock: (EIO, exit 4).
+        """
+        with self._snapshot() as conn:
+            entry = self._value_entry(conn, key)
+            version = current_version(conn, key)
+            return b"".join(self._pieces(conn, entry)), version
+
+    def current_version(self, key: str) -> int:
+        """The version of the value at ``key``: the id of its newest history row, the
+        number ``kyfs history`` shows (0 for a key with no recorded change: one made
+        before history was kept, or by touch). Every write of the value, through the
+        CLI, the mount or a restore, gives it a new, higher version; changing its mode
+        or TTL does not. The newest row of a live key is never thinned or released
+        (kyfs.engine.sql.history.drop_versions), so a version is never seen again once
+        the key has moved on.
+
+        Raises:
+            KeyNotFound: (ENOENT, exit 1). IsADirectory: (EISDIR, exit 3).
+        """
+        with self._snapshot() as conn:
+            entry = self._lookup(conn, key)
+            if entry is None:
+                raise KeyNotFound(f"key not found: {key}")
+            if entry.is_dir:
+                raise IsADirectory(f"is a directory: {key}")
+            return current_version(conn, key)
 
     # --- writing ----------------------------------------------------------------------
     def set(
@@ -298,6 +342,50 @@ class ValuesMixin(NamespaceMixin):
         with self._atomic() as conn:
             node_id = self._put(conn, key, value, mode, ttl_s=ttl_s, owner=owner)
             return self._must(conn, key)._replace(id=node_id)
+
+    def compare_and_set(
+        self,
+        key: str,
+        value: bytes | BinaryIO,
+        *,
+        if_version: int | None = None,
+        if_absent: bool = False,
+        mode: int | None = None,
+        ttl_s: float | None = None,
+        owner: Owner | None = None,
+    ) -> tuple[Entry, int]:
+        """:meth:`set` with a condition checked in the same write transaction (SQLite's
+        BEGIN IMMEDIATE, PostgreSQL's per-workspace advisory lock: two writers cannot
+        both pass it): with ``if_version`` only when :meth:`current_version` of ``key``
+        is that number, with ``if_absent`` only when nothing is stored at ``key``;
+        without either, a plain set. Returns (the entry, its new version).
+
+        Raises:
+            VersionConflict: (EAGAIN, exit 7) the key's version is not ``if_version``,
+                or the key is gone; nothing was written.
+            KeyExists: (EEXIST, exit 7) ``if_absent`` and something is stored at ``key``.
+            InvalidInput: (EINVAL, exit 2) both conditions, or a negative version.
+            And what :meth:`set` raises.
+        """
+        names.check_key(key)
+        if if_version is not None and if_absent:
+            raise InvalidInput("give either a version to expect or absent, not both")
+        if if_version is not None and if_version < 0:
+            raise InvalidInput(f"a version is a number from 0, not {if_version}")
+        with self._atomic() as conn:
+            entry = self._lookup(conn, key)
+            if if_absent and entry is not None:
+                raise KeyExists(f"{key} exists (version {current_version(conn, key)})")
+            if if_version is not None:
+                if entry is None:
+                    raise VersionConflict(f"{key} is gone (expected version {if_version})")
+                found = current_version(conn, key)
+                if found != if_version:
+                    raise VersionConflict(
+                        f"{key} is at version {found}, not {if_version}: read it again"
+                    )
+            node_id = self._put(conn, key, value, mode, ttl_s=ttl_s, owner=owner)
+            return self._must(conn, key)._replace(id=node_id), current_version(conn, key)
 
     def _put(
         self,
