@@ -30,16 +30,17 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, BinaryIO, NamedTuple
+from typing import TYPE_CHECKING, Any, BinaryIO, NamedTuple
 
 from kyfs import app
 from kyfs.core.errors import InvalidInput, KyfsError, StorageError, WorkspaceExists
 from kyfs.core.nodes import Entry, HistoryEntry
 
 if TYPE_CHECKING:
+    from kyfs.core.vectors import CollectionItem, Space
     from kyfs.engine import base
     from kyfs.engine.scoped import ScopedEngine
     from kyfs.search import Hit
@@ -256,22 +257,107 @@ class Workspace:
         with self._using() as workspace:
             return workspace.keys(prefix, glob=glob)
 
-    def search(self, text: str, *, raw: bool = False, limit: int = 20) -> list[Hit]:
-        """The best ``limit`` full-text matches of ``text`` (words; FTS5 syntax with
-        ``raw``), best first (kyfs.search.Hit: key, BM25 score, snippet).
+    def search(
+        self,
+        text: str,
+        *,
+        raw: bool = False,
+        limit: int = 20,
+        semantic: bool = False,
+        fts: bool = False,
+    ) -> list[Hit]:
+        """The best ``limit`` matches of ``text``, best first (kyfs.search.Hit: key, score,
+        snippet): by words (BM25; FTS5 syntax with ``raw``), hybrid with meaning where the
+        workspace keeps embeddings (unless ``fts``), or by meaning only with ``semantic``
+        (cosine similarity; the workspace keeps embeddings from then on), as ``kyfs
+        search`` (docs/usage.md, "Semantic search").
 
         Raises:
             InvalidQuery: (EINVAL, exit 2) an empty query, or bad FTS5 syntax with ``raw``.
+            InvalidInput: (exit 2) ``semantic`` with ``raw`` or ``fts``.
+            EmbedderUnavailable: (EIO, exit 4) the embedder cannot be loaded.
             StorageError: (EIO, exit 4) the workspace could not be searched.
         """
         from kyfs import search
 
-        found = search.search(
-            [self.name], text, raw=raw, limit=limit, use=lambda _: self._using(), parallel=False
-        )
+        if semantic and (raw or fts):
+            raise InvalidInput("semantic search ranks by meaning: not with raw or fts")
+        if semantic:
+            found = search.semantic([self.name], text, limit=limit, use=lambda _: self._using())
+        else:
+            found = search.search(
+                [self.name], text, raw=raw, limit=limit, use=lambda _: self._using(),
+                parallel=False, hybrid=not fts,
+            )  # fmt: skip
         if found.errors:
             raise StorageError("; ".join(found.errors.values()))
         return found.hits
+
+    # --- collections (contextd's; kyfs.engine.sql.vectors) --------------------------------
+    def create_collection(self, name: str, dim: int) -> None:
+        """A new, empty collection ``name`` of ``dim``-dimensional vectors.
+
+        Raises:
+            InvalidName / InvalidInput: (exit 2). AlreadyExists: (EEXIST, exit 3).
+        """
+        with self._using() as workspace:
+            workspace.create_collection(name, dim)
+
+    def collections(self) -> list[Space]:
+        """Every collection (kyfs.core.vectors.Space: name, dim, codec, model), by name."""
+        with self._using() as workspace:
+            return workspace.collections()
+
+    def add(
+        self,
+        collection: str,
+        items: Iterable[tuple[str, Sequence[float], dict[str, Any] | None, str | None]],
+    ) -> int:
+        """Insert or replace items ``(name, vector, metadata, document)`` of
+        ``collection`` in one transaction; returns how many.
+
+        Raises:
+            KeyNotFound: (exit 1) no such collection. InvalidInput: (exit 2) a bad item
+                (nothing is stored).
+        """
+        with self._using() as workspace:
+            return workspace.put_items(collection, items)
+
+    def query(
+        self,
+        collection: str,
+        vector: Sequence[float],
+        *,
+        limit: int = 10,
+        where: dict[str, Any] | None = None,
+    ) -> list[CollectionItem]:
+        """The ``limit`` items of ``collection`` nearest ``vector`` (cosine similarity,
+        exact), best first, among those whose metadata holds every ``where`` field.
+
+        Raises:
+            KeyNotFound: (exit 1) no such collection. InvalidInput: (exit 2) a vector of
+                other dimensions.
+        """
+        with self._using() as workspace:
+            return workspace.query_items(collection, vector, limit, where)
+
+    def remove(self, collection: str, names: Iterable[str]) -> int:
+        """Remove items of ``collection`` by name; returns how many there were.
+
+        Raises:
+            KeyNotFound: (exit 1) no such collection.
+        """
+        with self._using() as workspace:
+            return workspace.delete_items(collection, names)
+
+    def drop_collection(self, name: str) -> int:
+        """Remove collection ``name`` and its items; returns how many it had.
+
+        Raises:
+            KeyNotFound: (exit 1) no such collection.
+        """
+        with self._using() as workspace:
+            return workspace.drop_collection(name)
 
     def history(self, key: str) -> list[HistoryEntry]:
         """Every recorded change of ``key``, oldest first (kyfs.core.nodes.HistoryEntry:

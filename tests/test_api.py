@@ -102,3 +102,32 @@ def test_the_identity_is_the_clis(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KYFS_USER", "alice")
     with kyfs.open("ro") as ws:
         assert ws.get("secret") == b"s"
+
+
+@pytest.mark.usefixtures("both_engines")
+def test_semantic_search_and_collections(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Semantic search (the real default model, offline) and contextd's collections
+    through the API, on both engines."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with kyfs.open("notes", create=True) as ws:
+        ws.set("oncall/pager", "The pager rotation changes every Monday at ten.")
+        ws.set("food/lunch", "Pizza arrives on Fridays at noon in the kitchen.")
+        with pytest.raises(InvalidInput):
+            ws.search("pager", semantic=True, fts=True)
+        assert ws.search("pager rotation schedule", semantic=True, limit=1)[0].key == "oncall/pager"
+        assert [hit.key for hit in ws.search("pizza", fts=True)] == ["food/lunch"]
+        ws.create_collection("docs", 3)
+        assert (
+            ws.add(
+                "docs", [("a", [1, 0, 0], {"lang": "en"}, "hello"), ("b", [0, 1, 0], None, None)]
+            )
+            == 2
+        )
+        assert [c.name for c in ws.collections()] == ["docs"]
+        (best,) = ws.query("docs", [1, 0.1, 0], limit=1)
+        assert (best.name, best.metadata, best.document) == ("a", {"lang": "en"}, "hello")
+        assert [i.name for i in ws.query("docs", [1, 0, 0], where={"lang": "en"})] == ["a"]
+        assert ws.remove("docs", ["a", "nope"]) == 1
+        assert ws.drop_collection("docs") == 1
+        with pytest.raises(KeyNotFound):
+            ws.query("docs", [1, 0, 0])
