@@ -82,10 +82,11 @@ def split_address(key: str, workspace: str | None) -> tuple[str, str | None]:
 
 
 @contextlib.contextmanager
-def engine_session() -> Iterator[ScopedEngine]:
+def engine_session(*, cache: bool = False) -> Iterator[ScopedEngine]:
     """The engine of the current data directory for one command, as the current identity
     sees it (kyfs.engine.scoped: its own workspaces, ``shared``, what was shared with
-    it), closed afterwards.
+    it), closed afterwards; with ``cache`` it keeps workspaces open between uses (a
+    command that polls them: ``kyfs watch``).
 
     Raises:
         InvalidName: (exit 2) a bad ``--user``. InvalidInput: (exit 2) grants.toml.
@@ -93,7 +94,7 @@ def engine_session() -> Iterator[ScopedEngine]:
     from kyfs.engine.scoped import ScopedEngine
 
     scope = config.current_scope()
-    engine = open_engine()
+    engine = open_engine(cache=cache)
     try:
         scoped = ScopedEngine(engine, scope)
         if not scoped.has_grants_file():
@@ -577,7 +578,12 @@ class BackgroundIndexer(_BackgroundThread):
             while not self._stop.wait(self.INTERVAL):
                 if self._yields():
                     continue
-                for name in engine.names():
+                try:
+                    names = engine.names()
+                except KyfsError as exc:  # the server away (PostgreSQL): the next pass
+                    log.debug("indexing: %s", exc)
+                    continue
+                for name in names:
                     try:
                         while not self._stop.is_set() and not self._yields():
                             with engine.using(name) as workspace:
