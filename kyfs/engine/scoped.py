@@ -99,6 +99,7 @@ READS = frozenset(
         "version",
         "version_value",
         "history_keys",
+        "timeline",
         "start_watching",
         "changes",
         "archived",
