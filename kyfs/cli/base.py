@@ -60,6 +60,7 @@ COMMAND_MODULES: dict[str, str] = {
         ("search", "search"),
         ("shell", "shell"),
         ("space", "compact du"),
+        ("timeline", "log watch"),
         ("transfer", "backup export import migrate"),
         ("workspaces", "archive create cursor drop fsck project rename share trash"),
         ("workspaces", "unshare use users workspaces"),
@@ -256,7 +257,10 @@ def cli(
         os.environ[config.ENV_ENGINE] = engine
     if db_path is not None:
         os.environ[ENV_DB_PATH] = str(db_path.absolute())
-    config.current_user()  # a bad --user is a clear error before anything runs
+    from kyfs.core.actor import Actor, set_actor
+
+    # a bad --user is a clear error before anything runs; history records who
+    set_actor(Actor("cli", config.current_user()))
     config.apply_cursor()
     if ctx.invoked_subcommand != "completion":
         _recover()
