@@ -181,3 +181,41 @@ def test_watch_prefix_in_lines(direct: Any, tmp_path: Path) -> None:
     text = line.decode()
     assert " set " in text and " notes/a " in text and "by api tester" in text, text
     assert done.returncode == 0 and done.stderr == b""
+
+
+def test_watch_into_a_closed_pipe_ends_quietly(direct: Any) -> None:
+    direct("warm", "the workspace exists")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "kyfs", "watch", "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    assert process.stdout is not None and process.stderr is not None
+    try:
+        ready = threading.Event()
+        threading.Thread(target=lambda: (process.stdout.readline(), ready.set())).start()  # type: ignore[union-attr]
+        for attempt in range(100):  # until it has started and shown one line
+            direct("ready", str(attempt))
+            if ready.wait(0.2):
+                break
+        assert ready.is_set()
+        process.stdout.close()  # the reader is gone (kyfs watch | head -1)
+        for i in range(100):
+            direct(f"after{i}", "into the closed pipe")
+            if process.poll() is not None:
+                break
+            time.sleep(0.05)
+        err = process.stderr.read()
+        assert process.wait(timeout=10) == 141 and err == b"", err  # as SIGPIPE ends seq
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        process.stderr.close()
+
+
+def test_watch_refuses_a_db_file(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "kyfs", "--db", str(tmp_path / "x.db"), "watch"],
+        capture_output=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2 and b"not --db" in done.stderr, done.stderr

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import importlib
 import json
 import os
@@ -257,10 +258,11 @@ def cli(
         os.environ[config.ENV_ENGINE] = engine
     if db_path is not None:
         os.environ[ENV_DB_PATH] = str(db_path.absolute())
-    from kyfs.core.actor import Actor, set_actor
+    from kyfs.core import actor
 
     # a bad --user is a clear error before anything runs; history records who
-    set_actor(Actor("cli", config.current_user()))
+    ctx.call_on_close(functools.partial(actor.set_actor, actor.setting()))
+    actor.set_actor(actor.Actor("cli", config.current_user()))
     config.apply_cursor()
     if ctx.invoked_subcommand != "completion":
         _recover()

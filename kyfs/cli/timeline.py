@@ -4,14 +4,16 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import sys
 from typing import Any
 
 import click
 
-from kyfs.app import engine_session, resolve_workspace, session
+from kyfs.app import ENV_DB_PATH, engine_session, resolve_workspace, session
 from kyfs.cli.base import _echo_json, cli, for_terminal, json_option, workspace_option
+from kyfs.core.errors import InvalidInput
 
 _ALL = click.option("--all", "every", is_flag=True, help="Every workspace (-w is then ignored).")
 
@@ -74,10 +76,12 @@ def watch_command(prefix: str, workspace: str | None, every: bool, as_json: bool
     Example: kyfs watch notes/ --json | jq .key
 
     A change shows within about 20 ms on SQLite (it polls) and at once on PostgreSQL
-    (LISTEN/NOTIFY). Exit 1 when the workspace is dropped meanwhile.
+    (LISTEN/NOTIFY). Exit 1 when the workspace is dropped meanwhile; exit 2 with --db.
     """
     from kyfs import timeline
 
+    if os.environ.get(ENV_DB_PATH):
+        raise InvalidInput("kyfs watch watches workspaces of the data directory, not --db FILE")
     previous = signal.signal(signal.SIGTERM, signal.default_int_handler)  # as Ctrl-C
     try:
         with engine_session(cache=True) as engine:

@@ -42,6 +42,11 @@ def set_actor(actor: Actor | Callable[[], Actor]) -> None:
     _current = (lambda: actor) if isinstance(actor, Actor) else actor
 
 
+def setting() -> Callable[[], Actor]:
+    """What :func:`set_actor` set last (to put back: an in-process caller of the CLI)."""
+    return _current
+
+
 def current() -> Actor:
     """The actor of a change being recorded now."""
     return _current()
