@@ -3,10 +3,10 @@ name of a uid, for the history rows of changes made through the mount
 (kyfs.core.actor). Both are cached, so a process writing many files costs one read of
 /proc; neither ever raises (a change is never refused for want of a name).
 
-A pid can be reused once its process is gone: a cached command name is trusted for
-COMM_TTL_S seconds, then read again (when the process is gone by then, the last name
-seen stays: no other process can have that pid yet while none answers for it... until one
-does, which the next read after COMM_TTL_S notices).
+A pid is given out again once its process is gone, so a cached command name is trusted
+for COMM_TTL_S seconds only, then read again: a pid reused within that second is named
+after the process before it. A process gone by the time of the read keeps the last name
+seen (its commit at the last close comes after its exit).
 
 Thread-safety: safe from any thread (the caches are dicts updated whole-entry; a race
 costs at most a second read of /proc).
