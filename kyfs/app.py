@@ -114,7 +114,7 @@ def engine_session(*, cache: bool = False) -> Iterator[ScopedEngine]:
     """The engine of the current data directory for one command, as the current identity
     sees it (kyfs.engine.scoped: its own workspaces, ``shared``, what was shared with
     it), closed afterwards. ``cache``: keep workspaces open between uses (the Python API's
-    long-lived objects; kyfs.engine.open_engine).
+    long-lived objects, ``kyfs watch``, which polls them; kyfs.engine.open_engine).
 
     Raises:
         InvalidName: (exit 2) a bad ``--user``. InvalidInput: (exit 2) grants.toml.

@@ -548,6 +548,8 @@ HOSTILE_ROWS = {  # the tampered files of the tests above, as one corpus
     " (SELECT node FROM entries WHERE key = 'k')",
     "time out of range": "UPDATE nodes SET mtime_ns = -1 WHERE id ="
     " (SELECT node FROM entries WHERE key = 'k')",
+    "who made a change, not text": "UPDATE history SET comm = x'00ff', user_name ="
+    " printf('%0300d', 0), pid = 'x'",
     "retention past its range": "INSERT INTO meta (name, value) VALUES ('ttl_s', '1e300')",
     "device number past 32 bits": "UPDATE nodes SET kind = 8192, size = 0, rdev = 4294967296"
     " WHERE id = (SELECT node FROM entries WHERE key = 'k')",

@@ -388,7 +388,8 @@ def test_a_layout_1_workspace_moves_into_the_block_store(pg_url: str) -> None:
             )
         conn.execute(
             "ALTER TABLE history DROP COLUMN size, DROP COLUMN pid, DROP COLUMN since_ns,"
-            " DROP COLUMN shared, DROP COLUMN mode"
+            " DROP COLUMN shared, DROP COLUMN mode,"
+            " DROP COLUMN source, DROP COLUMN user_name, DROP COLUMN comm"  # layout 8's
         )
         conn.execute("ALTER TABLE history ADD COLUMN value BYTEA")
         conn.execute("ALTER TABLE nodes DROP COLUMN rdev")  # layout 4

@@ -278,6 +278,13 @@ def test_a_scoped_file_brings_its_archive_and_audit_log(tmp_path: Path) -> None:
     assert [h.get("value") for h in imported] == ["v0", "v1"]
     gone = json.loads(run("history", "-w", "beta_team", "gone", "--json").output)
     assert any(h["action"] == "delete" and h["time"].startswith("2024-01-02") for h in gone)
+    logged = [json.loads(line) for line in run("log", "--all", "--json").output.splitlines()]
+    old = [(c["workspace"], c["key"], c["action"], c["source"]) for c in logged[:3]]
+    assert old == [  # the audit log carries over into the timeline, oldest first
+        ("alpha", "k1", "set", "kycli"),
+        ("alpha", "k1", "set", "kycli"),
+        ("beta_team", "gone", "delete", "kycli"),
+    ]
 
 
 def test_validate_notices_a_changed_value(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ engine and the daemon, one module per topic:
     workspaces.py  use, project, workspaces, create, drop, rename, cursor, archive, trash, fsck
     keys.py        set, get, delete, keys, restore, ttl, retention, schema, exec, history
     search.py      search
+    timeline.py    log, watch
     transfer.py    migrate, backup, export, import
     shell.py       shell (the interactive prompt, prompt_toolkit)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import importlib
 import json
 import os
@@ -61,6 +62,7 @@ COMMAND_MODULES: dict[str, str] = {
         ("shell", "shell"),
         ("space", "compact du"),
         ("vectors", "collection embeddings"),
+        ("timeline", "log watch"),
         ("transfer", "backup export import migrate"),
         ("workspaces", "archive create cursor drop fsck project rename share trash"),
         ("workspaces", "unshare use users workspaces"),
@@ -270,7 +272,11 @@ def cli(
         os.environ[config.ENV_ADDRESSES] = addresses
     if db_path is not None:
         os.environ[ENV_DB_PATH] = str(db_path.absolute())
-    config.current_user()  # a bad --user is a clear error before anything runs
+    from kyfs.core import actor
+
+    # a bad --user is a clear error before anything runs; history records who
+    ctx.call_on_close(functools.partial(actor.set_actor, actor.setting()))
+    actor.set_actor(actor.Actor("cli", config.current_user()))
     config.apply_cursor()
     if ctx.invoked_subcommand != "completion":
         _recover()

@@ -144,12 +144,35 @@ class HistoryEntry(NamedTuple):
 class ImportVersion(NamedTuple):
     """A change to import into a key's history (e.g. from KyCLI's audit log): ``value``
     is the value it set, None for one that holds none (a delete); ``time_ns`` ns since
-    the epoch, UTC."""
+    the epoch, UTC; ``source`` where it came from (kyfs.core.actor: "kycli")."""
 
     key: str
     action: str
     value: bytes | None
     time_ns: int
+    source: str | None = None
+
+
+class Change(NamedTuple):
+    """One change of a key as ``kyfs log`` and ``kyfs watch`` show it (a history row,
+    kyfs.engine.sql.history): ``id`` its history id (ascending in commit order within
+    one SQLite workspace), ``time_ns`` when (ns UTC), ``action`` (set, delete, rename,
+    link, symlink, mknod), ``key``, ``size`` bytes of the value it keeps (None: none),
+    ``detail`` (the other name of a rename, "expired", ...), and who (kyfs.core.actor):
+    ``source`` (cli, mount, api, mcp, kycli), ``user``, and for the mount the calling
+    process's ``pid`` and command name ``comm``; None where not known (rows recorded
+    before kyfs kept them)."""
+
+    id: int
+    time_ns: int
+    action: str
+    key: str
+    size: int | None
+    detail: str | None
+    source: str | None
+    user: str | None
+    pid: int | None
+    comm: str | None
 
 
 class Match(NamedTuple):

@@ -23,6 +23,7 @@ from typing import Any, BinaryIO, NamedTuple, Protocol
 from kyfs.core.blocks import Changes
 from kyfs.core.nodes import (
     Archived,
+    Change,
     Entry,
     HistoryEntry,
     ImportItem,
@@ -318,6 +319,19 @@ class Workspace(Protocol):
 
     def history_keys(self, prefix: str = "") -> list[str]:
         """Keys with recorded history (live or not)."""
+        ...
+
+    def timeline(
+        self,
+        after: int = 0,
+        *,
+        since_ns: int | None = None,
+        prefix: str = "",
+        limit: int | None = None,
+    ) -> list[Change]:
+        """Changes (history rows) after history id ``after``, oldest first, with who made
+        them; ``since_ns`` (ns UTC), ``prefix`` and ``limit`` narrow them. For ``kyfs
+        log`` and ``kyfs watch`` (kyfs.timeline)."""
         ...
 
     def start_watching(self) -> None:

@@ -108,6 +108,7 @@ READS = frozenset(
         "version",
         "version_value",
         "history_keys",
+        "timeline",
         "start_watching",
         "changes",
         "archived",

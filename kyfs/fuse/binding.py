@@ -16,6 +16,9 @@ os.environ.setdefault("FUSE_LIBRARY_NAME", "fuse3")
 
 import mfusepy
 
+from kyfs.core.actor import Actor
+from kyfs.platform import processes
+
 FUSE = mfusepy.FUSE
 FuseOSError = mfusepy.FuseOSError
 Operations = mfusepy.Operations
@@ -33,6 +36,20 @@ def fuse_get_context() -> tuple[int, int, int]:
     except ValueError:  # NULL context: not inside a FUSE request
         return os.getuid(), os.getgid(), os.getpid()
     return int(uid), int(gid), int(pid)
+
+
+def request_actor(identity: str | None) -> Actor:
+    """Who makes a change through the mount (kyfs.core.actor): source "mount", the
+    calling process's pid and command name (cached per pid: kyfs.platform.processes) and
+    its uid's login name; outside a request (the daemon's own work, such as TTL expiry)
+    ``identity``, the mount's, and no process. Never raises."""
+    try:
+        uid, _, pid = mfusepy.fuse_get_context()
+    except ValueError:  # NULL context: not inside a FUSE request
+        return Actor("mount", identity)
+    if not pid:  # a request the kernel makes on nobody's behalf (a release)
+        return Actor("mount", identity)
+    return Actor("mount", processes.user_name(int(uid)), int(pid), processes.command_name(pid))
 
 
 def fuse_get_umask() -> int:
@@ -73,5 +90,6 @@ __all__ = [
     "fuse_getgroups",
     "fuse_major_version",
     "mfusepy",
+    "request_actor",
     "set_st_attrs",
 ]

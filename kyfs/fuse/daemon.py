@@ -264,9 +264,11 @@ def serve(
         InvalidInput: (exit 2) ``metrics_port`` without prometheus_client.
     """
     from kyfs.app import BackgroundIndexer, Checkpointer, Upkeep
+    from kyfs.core.actor import set_actor
     from kyfs.engine import open_engine
     from kyfs.engine.scoped import ScopedEngine
     from kyfs.fuse.adapter import KyfsOperations
+    from kyfs.fuse.binding import request_actor
     from kyfs.platform import service
     from kyfs.platform.metrics import Metrics, serve_http
     from kyfs.vfs import openfile
@@ -281,6 +283,7 @@ def serve(
         serve_http(metrics, metrics_port)
     openfile.BUDGET.limit = config.write_buffer_bytes()  # what open files keep in memory
     scope = config.current_scope()  # whose workspaces the mount shows (kyfs --user NAME)
+    set_actor(functools.partial(request_actor, config.current_user()))  # history's who
     engine = open_engine(cache=True, autocheckpoint=False)  # Checkpointer folds the WAL in
     try:  # a workspace file copied in with cp carries another's inode tag: st_ino collide
         for change in engine.settle_tags():

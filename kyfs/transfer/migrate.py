@@ -139,7 +139,7 @@ def _write_workspace(
         written = store.import_entries(map(_item, records), conflict=merge or "error")
         store.import_archived((_item(r), when) for r, when in archived)
         store.import_history(
-            ImportVersion(row.key, row.action, row.value, row.when) for row in history
+            ImportVersion(row.key, row.action, row.value, row.when, "kycli") for row in history
         )
         return written
 

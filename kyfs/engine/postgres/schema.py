@@ -40,7 +40,7 @@ SCHEMA_SIZE = (
     "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c"
     " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = ? AND c.relkind = 'r'"
 )
-SCHEMA_VERSION = 7  # the layout of a workspace schema (meta 'pg_schema_version')
+SCHEMA_VERSION = 8  # the layout of a workspace schema (meta 'pg_schema_version')
 
 CATALOG_DDL = """
 CREATE SCHEMA IF NOT EXISTS kyfs;
@@ -146,7 +146,10 @@ CREATE TABLE history (
     pid      BIGINT,
     since_ns BIGINT,
     shared   BIGINT,
-    mode     INTEGER
+    mode     INTEGER,
+    source   TEXT,
+    user_name TEXT,
+    comm     TEXT
 );
 CREATE INDEX history_key ON history USING hash (key);
 CREATE INDEX history_shared ON history (shared) WHERE shared IS NOT NULL;
@@ -246,6 +249,9 @@ def migrate(conn: Any, version: int) -> None:
     Version 6, extended attributes: the table ``xattrs``, as the SQLite engine's m013.
 
     Version 7, vectors: the tables of kyfs.engine.sql.vectors, as the SQLite engine's m014.
+
+    Version 8, who made each change: ``history.source``, ``user_name`` and ``comm``, as
+    the SQLite engine's m015.
     """
     from kyfs.engine.sql import blocks
 
@@ -314,6 +320,9 @@ def migrate(conn: Any, version: int) -> None:
     if version < 7:
         for statement in statements(VECTORS_DDL):
             conn.execute(statement)
+    if version < 8:
+        for column in ("source", "user_name", "comm"):
+            conn.execute(f"ALTER TABLE history ADD COLUMN {column} TEXT")
     conn.execute(
         "UPDATE meta SET value = ? WHERE name = 'pg_schema_version'", (str(SCHEMA_VERSION),)
     )

@@ -34,7 +34,10 @@ TABLES = {
     "entries": "key, parent, node",
     "archive": "id, key, is_dir, mode, size, created_ns, mtime_ns, ctime_ns, deleted_ns,"
     " archived_ns, kind, uid, gid, target, rdev",
-    "history": "id, key, action, size, time_ns, detail, pid, since_ns, shared, mode",
+    "history": (
+        "id, key, action, size, time_ns, detail, pid, since_ns, shared, mode,"
+        " source, user_name, comm"
+    ),
     "extents": "owner, pos, block",
     "xattrs": "node, name, value",
     # semantic search (kyfs.engine.sql.vectors): collections are the user's own data
@@ -120,8 +123,8 @@ def fingerprint(workspace: Workspace) -> dict[str, Any]:
     """What a lossless copy keeps, read through the Workspace interface: every name with
     its node (id, type, mode, owner, links, size, times, TTL, a symlink's target, the
     SHA-256 of a value, its extended attributes), every history row (with the SHA-256 of
-    its value), every archived entry (with the SHA-256 of its value) and the settings
-    but the engine's own."""
+    its value, and who made it), every archived entry (with the SHA-256 of its value)
+    and the settings but the engine's own."""
     names: dict[str, Any] = {}
     pending = [""]
     while pending:
@@ -148,6 +151,7 @@ def fingerprint(workspace: Workspace) -> dict[str, Any]:
         + ([_digest(workspace, a.entry.id, a.entry.size)] if a.entry.kind == REG else [])
         for a in workspace.archived()
     ]
+    timeline = [list(change) for change in workspace.timeline()]  # who: kyfs.core.actor
     meta: dict[str, str | None] = {
         k: v for k, v in workspace.meta().items() if k not in ENGINE_META
     }
@@ -159,7 +163,8 @@ def fingerprint(workspace: Workspace) -> dict[str, Any]:
         )
     top = list(workspace.stat(""))[2:]
     top.append({n: workspace.get_xattr("", n).hex() for n in workspace.xattr_names("")})
-    return {"top": top, "names": names, "history": history, "archived": archived, "meta": meta}
+    return {"top": top, "names": names, "history": history, "timeline": timeline,
+            "archived": archived, "meta": meta}  # fmt: skip
 
 
 def differences(source: dict[str, Any], target: dict[str, Any], limit: int = 20) -> list[str]:
@@ -174,7 +179,7 @@ def differences(source: dict[str, Any], target: dict[str, Any], limit: int = 20)
             found.append(f"extra: {key}")
         elif source["names"][key] != target["names"][key]:
             found.append(f"different: {key}")
-    for part in ("history", "archived", "meta"):
+    for part in ("history", "timeline", "archived", "meta"):
         if source[part] != target[part]:
             found.append(f"the {part} differs")
     return found[:limit]

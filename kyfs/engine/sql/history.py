@@ -32,20 +32,26 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable
 
+from kyfs.core import actor
 from kyfs.core.errors import DamagedBlock, KeyNotFound, NoSpace
-from kyfs.core.nodes import HistoryEntry, ImportVersion
+from kyfs.core.nodes import Change, HistoryEntry, ImportVersion
 from kyfs.core.retention import Retention
 from kyfs.engine.sql import blocks
 from kyfs.engine.sql.base import Base, Connection, drop_xattrs, frees_space
+from kyfs.platform import processes
 
 COALESCE_S = 2.0  # seconds: a close this soon after the last one by the same process coalesces
 BURST_S = 300.0  # seconds: a burst of coalesced closes makes a new version after this long
 PRUNE_EVERY = 16  # history rows between two thinnings of the key just written
 _COLUMNS = "key, action, size, time_ns, detail, id, mode"
 _SQL_INSERT = (  # a version's mode: its node's now (narrow() lowers it later)
-    "INSERT INTO history (key, action, size, time_ns, detail, pid, since_ns, shared, mode)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, (SELECT mode FROM nodes WHERE id = ?)) RETURNING id"
+    "INSERT INTO history (key, action, size, time_ns, detail, pid, since_ns, shared, mode,"
+    " source, user_name, comm)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, (SELECT mode FROM nodes WHERE id = ?), ?, ?, ?)"
+    " RETURNING id"
 )
+_CHANGE_COLUMNS = "id, time_ns, action, key, size, detail, source, user_name, pid, comm"
+_SQL_CHANGES_AFTER = f"SELECT {_CHANGE_COLUMNS} FROM history WHERE id > ?"
 _SQL_NARROW = (
     "UPDATE history SET mode = coalesce(mode, ?) & ?"
     " WHERE key = ? AND size IS NOT NULL AND (mode IS NULL OR mode & ? != mode)"
@@ -123,10 +129,17 @@ def record(
     id is then past every watcher's cursor). Every PRUNE_EVERY rows the key is thinned
     to the retention (kyfs.core.retention)."""
     since = replaces[1] if replaces is not None else None
+    who = actor.current()
+    comm = who.comm
+    if pid is None:
+        pid = who.pid
+    elif pid != who.pid:  # a commit at the last close (pid 0): the opener's name
+        comm = processes.command_name(pid)
     row = conn.execute(
         _SQL_INSERT,
-        (key, action, None if owner is None else size, now, detail, pid, since, owner, owner),
-    ).fetchone()
+        (key, action, None if owner is None else size, now, detail, pid, since, owner, owner,
+         who.source, who.user, comm),
+    ).fetchone()  # fmt: skip
     version_id = int(row[0])
     if replaces is not None:
         drop_versions(conn, [replaces[0]])
@@ -302,6 +315,41 @@ class HistoryMixin(Base):
                 names.append(other[2])  # rename's and link's other name
         return int(rows[-1][0]), names
 
+    def timeline(
+        self,
+        after: int = 0,
+        *,
+        since_ns: int | None = None,
+        prefix: str = "",
+        limit: int | None = None,
+    ) -> list[Change]:
+        """The changes (history rows) after history id ``after``, oldest first (by id):
+        those at or after ``since_ns`` (ns UTC) when given, of keys starting with
+        ``prefix`` (a rename or link also when its other name does), at most ``limit``
+        of them (the oldest). Cost: a range scan of the history's ids after ``after``;
+        nothing found costs one index probe (``kyfs watch`` polls with it).
+
+        Raises:
+            StorageError: (EIO, exit 4).
+        """
+        sql = _SQL_CHANGES_AFTER
+        args: list[int | str] = [after]
+        if since_ns is not None:
+            sql += " AND time_ns >= ?"
+            args.append(since_ns)
+        if prefix:
+            sql += (
+                " AND (substr(key, 1, ?) = ? OR (detail IS NOT NULL"
+                " AND (substr(detail, 1, ?) = ? OR substr(detail, 1, ?) = ?)))"
+            )
+            args += [len(prefix), prefix]
+            args += [len(prefix) + 3, "to " + prefix, len(prefix) + 5, "from " + prefix]
+        sql += " ORDER BY id"
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(limit)
+        return [Change(*row) for row in self._rows(sql, tuple(args))]
+
     _watch_from: int | None = None
 
     def start_watching(self) -> None:
@@ -404,8 +452,9 @@ class HistoryMixin(Base):
                 size = None if item.value is None else len(item.value)
                 row = conn.execute(
                     _SQL_INSERT,
-                    (item.key, item.action, size, item.time_ns, None, None, None, None, None),
-                ).fetchone()
+                    (item.key, item.action, size, item.time_ns, None, None, None, None, None,
+                     item.source, None, None),
+                ).fetchone()  # fmt: skip
                 if item.value is not None:
                     blocks.write(conn, blocks.version_owner(int(row[0])), [item.value])
                 count += 1

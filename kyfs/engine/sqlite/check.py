@@ -283,7 +283,8 @@ def _mend_ranges(conn: sqlite3.Connection, now_ns: int) -> list[str]:
     later, no expiry); a node of no known type, or whose size is out of range, cannot be
     trusted to hold its value: its size becomes what its blocks hold and it is set aside
     under ``lost+found/`` (kyfs.engine.sql.check.set_aside); history rows out of range
-    are dropped and a version's mode out of range becomes 0, the most restrictive (blocks
+    are dropped, who made a change (source, user, pid, command name) out of range is
+    forgotten (NULL), and a version's mode out of range becomes 0, the most restrictive (blocks
     and extents: kyfs.engine.sql.check.repair_blocks). Returns what was done, as
     sentences."""
     where = dict(NODE_RANGES)
@@ -329,6 +330,12 @@ def _mend_ranges(conn: sqlite3.Connection, now_ns: int) -> list[str]:
     count = conn.execute(f"UPDATE history SET mode = 0 WHERE {ranges['version modes']}").rowcount
     if count:  # the most restrictive: such versions are shown to their owner only
         done.append(f"set {count} version modes out of range to 0")
+    count = conn.execute(
+        "UPDATE history SET source = NULL, user_name = NULL, pid = NULL, comm = NULL"
+        f" WHERE {ranges['history actors']}"
+    ).rowcount
+    if count:  # who made those changes is then not known
+        done.append(f"forgot who made {count} changes (out of range)")
     count = conn.execute(f"DELETE FROM archive WHERE {ranges['archived nodes']}").rowcount
     if count:  # their blocks: orphaned extents, which repair_blocks releases
         done.append(f"dropped {count} archived nodes out of range")

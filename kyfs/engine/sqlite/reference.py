@@ -2,7 +2,7 @@
 objects of a current workspace file, normalised as trust._normalise does. Do not edit.
 """
 
-VERSION = 14
+VERSION = 15
 OBJECTS: dict[tuple[str, str], str | None] = {
     ('index', 'archive_deleted'): 'create index archive_deleted on archive(deleted_ns)',
     ('index', 'archive_key'): 'create index archive_key on archive(key,deleted_ns)',
@@ -26,7 +26,7 @@ OBJECTS: dict[tuple[str, str], str | None] = {
     ('table', 'embed_pending'): 'create table embed_pending(node_id integer primary key,gen integer not null)',
     ('table', 'entries'): 'create table entries(key text not null unique,parent text not null,node integer not null)',
     ('table', 'extents'): 'create table extents(owner integer not null,pos integer not null,block integer not null,primary key(owner,pos))without rowid',
-    ('table', 'history'): 'create table history(id integer primary key,key text not null,action text not null,time_ns integer not null,detail text,size integer,pid integer,since_ns integer,shared integer,mode integer)',
+    ('table', 'history'): 'create table history(id integer primary key,key text not null,action text not null,time_ns integer not null,detail text,size integer,pid integer,since_ns integer,shared integer,mode integer,source text,user_name text,comm text)',
     ('table', 'index_pending'): 'create table index_pending(node_id integer primary key)',
     ('table', 'meta'): 'create table meta(name text primary key,value text not null)',
     ('table', 'nodes'): 'create table nodes(id integer primary key autoincrement,kind integer not null,mode integer not null,uid integer not null,gid integer not null,nlink integer not null,size integer not null default 0,created_ns integer not null,mtime_ns integer not null,ctime_ns integer not null,atime_ns integer not null,expires_ns integer,target blob,rdev integer not null default 0,stored integer not null default 0)',

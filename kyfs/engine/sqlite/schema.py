@@ -614,6 +614,22 @@ CREATE TABLE IF NOT EXISTS collection_items (
 """
 
 
+HISTORY_ACTOR_COLUMNS = ("source", "user_name", "comm")  # m015's, all TEXT
+
+
+def m015_history_actors(conn: sqlite3.Connection) -> None:
+    """Who made each change (kyfs.core.actor), for ``kyfs log`` and ``kyfs watch``:
+    ``history.source`` (cli, mount, api, mcp, kycli), ``history.user_name`` (the kyfs
+    identity, or for the mount the caller's login name) and ``history.comm`` (for the
+    mount, the calling process's command name; ``history.pid`` already holds its pid).
+    Rows from before stay NULL: not known.
+    """
+    history = {row[1] for row in conn.execute("PRAGMA table_info(history)")}
+    for column in HISTORY_ACTOR_COLUMNS:
+        if column not in history:
+            conn.execute(f"ALTER TABLE history ADD COLUMN {column} TEXT")
+
+
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     m001_entries_and_blocks,
     m002_archive,
@@ -629,6 +645,7 @@ MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     m012_stored_bytes,
     m013_xattrs,
     m014_vectors,
+    m015_history_actors,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

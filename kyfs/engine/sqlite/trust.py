@@ -233,6 +233,11 @@ TABLE_RANGES = [  # (what, table, the rows that break it)
      f" OR size > {MAX_VALUE_SIZE}))"),
     ("version modes", "history", "mode IS NOT NULL AND (typeof(mode) != 'integer'"
      f" OR mode < 0 OR mode > {MODE_MASK})"),
+    # kyfs.core.actor: who made a change, text (a command name at most 15 bytes: 64 here)
+    ("history actors", "history", " OR ".join(
+        f"({c} IS NOT NULL AND (typeof({c}) != 'text' OR length({c}) > {n}))"
+        for c, n in (("source", 16), ("user_name", 256), ("comm", 64)))
+     + " OR (pid IS NOT NULL AND typeof(pid) != 'integer')"),
     ("archived nodes", "archive", f"(kind IS NOT NULL AND kind NOT IN ({KNOWN_KINDS}))"
      f" OR typeof(rdev) != 'integer' OR rdev < 0 OR rdev > {MAX_RDEV}"),
     ("blocks", "blocks", "typeof(hash) != 'blob' OR length(hash) != 32"
