@@ -26,6 +26,7 @@ unless the caller passes ``use``.
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 from collections import Counter
@@ -45,6 +46,8 @@ from kyfs.core.nodes import Match
 from kyfs.core.tokens import tokenize
 from kyfs.engine.base import Workspace
 from kyfs.platform import embedders
+
+log = logging.getLogger(__name__)
 
 K1 = 1.2
 B = 0.75
@@ -175,11 +178,11 @@ def search(
         use: opens a workspace's Workspace for the duration of a ``with`` block.
         parallel: search the workspaces concurrently (one thread each, at most 8).
         hybrid: where a searched workspace keeps embeddings, merge the BM25 ranking with
-            the semantic one (:func:`semantic`) by reciprocal rank fusion.
+            the semantic one (:func:`semantic`) by reciprocal rank fusion; when the
+            embedder cannot be loaded, BM25 alone, with a warning in the log.
 
     Raises:
         InvalidQuery: (exit 2) an empty query, or bad FTS5 syntax with ``raw``.
-        EmbedderUnavailable: (exit 4) hybrid, and the embedder cannot be loaded.
     """
     match = build_query(text, raw)
     terms = query_terms(text, raw)
@@ -208,7 +211,12 @@ def search(
     if not with_vectors:
         results.hits = ranked[:limit]
         return results
-    near = semantic(with_vectors, text, limit=candidates, use=use, keep=False)
+    try:
+        near = semantic(with_vectors, text, limit=candidates, use=use, keep=False)
+    except EmbedderUnavailable as exc:  # words still answer: the ranking falls back to BM25
+        log.warning("search by words only: %s", exc)
+        results.hits = ranked[:limit]
+        return results
     results.errors.update(near.errors)
     by_place = {(h.workspace, h.key): h for h in near.hits}
     by_place.update({(h.workspace, h.key): h for h in ranked})  # BM25's snippets first

@@ -124,6 +124,13 @@ def test_cli_semantic_then_hybrid(tmp_path: Path) -> None:
     assert hybrid.splitlines()[0] == "notes/food/lunch"
     run("search", "--semantic", "--raw", "x", code=2)
     run("search", "--semantic", "   ", code=2)
+    env["KYFS_EMBEDDER"] = "no_such_module:make"  # a plug-in that cannot be loaded
+    assert run("search", "--keys-only", "pizza").splitlines()[0] == "notes/food/lunch"
+    done = subprocess.run(
+        [*kyfs, "search", "--semantic", "pizza"], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 4 and "Traceback" not in done.stderr
+    assert "no_such_module" in done.stderr
 
 
 def test_cli_collections(tmp_path: Path) -> None:
