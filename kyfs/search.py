@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from kyfs.app import catch_up, engine_session
 from kyfs.core import vectors
 from kyfs.core.errors import (
+    DamagedBlock,
     EmbedderUnavailable,
     InvalidQuery,
     KyfsError,
@@ -261,7 +262,10 @@ def semantic(
                 if workspace.vector_space() is None:
                     continue
                 for node, score in workspace.nearest(vectors.KEYS, query, limit):
-                    excerpt = workspace.read(node, 0, SNIPPET_BYTES)
+                    try:
+                        excerpt = workspace.read(node, 0, SNIPPET_BYTES)
+                    except DamagedBlock:  # the hit stands; reading its value answers EIO
+                        excerpt = b""
                     snippet = excerpt.decode("utf-8", errors="replace").replace("\x00", "")
                     hits += [Hit(name, key, score, snippet) for key in workspace.keys_of(node)]
         except (InvalidQuery, EmbedderUnavailable):
