@@ -55,6 +55,7 @@ from kyfs.core.errors import InvalidInput, KyfsError, NotFound
 RESOURCE_TEMPLATE = "kyfs://{workspace}/{+key}"
 TOKEN_FILE = "mcp-token"  # in the state directory (kyfs.platform.paths.state_dir)
 WATCH_POLL_S = 0.05  # seconds between two polls of the timeline (SQLite)
+READY_S = 10.0  # seconds the server waits at start for the watcher to take its cursors
 HTTP_PATH = "/mcp"
 
 log = logging.getLogger(__name__)
@@ -314,7 +315,10 @@ class KyfsMcp:
         try:
             async with anyio.create_task_group() as group:
                 if self.watch:
-                    group.start_soon(self._watch, stop)
+                    ready = threading.Event()
+                    group.start_soon(self._watch, stop, ready)
+                    # serve once "now" is fixed: a write after that is told
+                    await anyio.to_thread.run_sync(ready.wait, READY_S)
                 try:
                     yield {}
                 finally:
@@ -322,9 +326,10 @@ class KyfsMcp:
         finally:
             self.close()
 
-    async def _watch(self, stop: threading.Event) -> None:
+    async def _watch(self, stop: threading.Event, ready: threading.Event) -> None:
         """Follow the timeline in a worker thread until ``stop``; publish a
-        ResourceUpdated for each changed key (both names of a rename or link)."""
+        ResourceUpdated for each changed key (both names of a rename or link); set
+        ``ready`` once following (or failed)."""
         bus = self.bus
 
         def follow() -> None:
@@ -333,7 +338,7 @@ class KyfsMcp:
             try:
                 with engine_session(cache=True) as engine:
                     for name, change in timeline.watch(
-                        engine, None, stop=stop, poll_s=WATCH_POLL_S
+                        engine, None, stop=stop, poll_s=WATCH_POLL_S, ready=ready
                     ):
                         keys = [change.key]
                         detail = change.detail or ""
@@ -345,6 +350,8 @@ class KyfsMcp:
                             anyio.from_thread.run(bus.publish, event)
             except KyfsError as error:  # the engine failed: say so, keep serving tools
                 log.warning("kyfs mcp: change notifications stopped: %s", error)
+            finally:
+                ready.set()
 
         with contextlib.suppress(anyio.get_cancelled_exc_class()):
             await anyio.to_thread.run_sync(follow, abandon_on_cancel=True)

@@ -91,24 +91,63 @@ def run(main: Callable[[], Awaitable[None]]) -> None:
     anyio.run(main)
 
 
-def test_in_process(kyfs_home: Path) -> None:
+@pytest.fixture
+def as_mcp() -> Iterator[None]:
+    """Changes of this process recorded as ``kyfs mcp`` records them (source mcp)."""
     from kyfs.core import actor
 
     before = actor.setting()
     actor.set_actor(actor.Actor("mcp", "tester"))
-    try:
+    yield
+    actor.set_actor(before)
 
-        async def main() -> None:
-            async with Client(KyfsMcp("alpha").server) as client:
-                created = await client.call_tool("get", {"key": "x", "workspace": "nope"})
-                assert created.is_error and structured(created)["error"] == "WorkspaceNotFound"
-                with kyfs.open("alpha", create=True):
-                    pass
-                await round_trip(client, "alpha")
 
-        run(main)
-    finally:
-        actor.set_actor(before)
+@pytest.mark.usefixtures("both_engines", "as_mcp")
+def test_in_process() -> None:
+    async def main() -> None:
+        async with Client(KyfsMcp("alpha").server) as client:
+            created = await client.call_tool("get", {"key": "x", "workspace": "nope"})
+            assert created.is_error and structured(created)["error"] == "WorkspaceNotFound"
+            with kyfs.open("alpha", create=True):
+                pass
+            await round_trip(client, "alpha")
+            await client.call_tool("set", {"key": "oncall/pager", "value": "pager rotation"})
+            await client.call_tool("set", {"key": "b", "value": "//4=", "base64_value": True})
+            blob = structured(await client.call_tool("get", {"key": "b"}))
+            assert (blob["value"], blob["encoding"]) == ("//4=", "base64")
+            hits = await client.call_tool(
+                "search", {"query": "pager rotation schedule", "semantic": True, "limit": 1}
+            )
+            assert [hit["key"] for hit in structured(hits)["hits"]] == ["oncall/pager"]
+
+    run(main)
+
+
+@pytest.mark.parametrize("watch", [True, False])
+@pytest.mark.usefixtures("both_engines")
+def test_an_api_write_reaches_a_listening_client(watch: bool) -> None:
+    """A write through the Python API (not through the server) is told to a client
+    listening to its resource within 1 s; without the watcher it is not (the test can
+    fail)."""
+    with kyfs.open("alpha", create=True) as ws:
+        ws.set("k", "0")
+    uri = resource_uri("alpha", "k")
+
+    async def main() -> bool:
+        async with (
+            Client(KyfsMcp("alpha", watch=watch).server) as client,
+            client.listen(resource_subscriptions=[uri]) as subscription,
+        ):
+            with kyfs.open("alpha") as ws:
+                ws.set("other", "x")
+                ws.set("k", "1")
+            with anyio.move_on_after(1.0):
+                async for event in subscription:
+                    assert getattr(event, "uri", None) == uri  # only what it listens to
+                    return True
+            return False
+
+    assert anyio.run(main) is watch
 
 
 def _kyfs_env(home: Path) -> dict[str, str]:
