@@ -24,6 +24,7 @@ from mcp.types import CallToolResult
 
 import kyfs
 from kyfs.mcp_server import KyfsMcp, load_token, resource_uri
+from tests.conftest import Mount
 
 CONNECT_TIMEOUT = 20.0  # seconds for a subprocess server to answer
 
@@ -244,6 +245,13 @@ def test_http_with_token(http_server: tuple[str, str]) -> None:
                 Client(streamable_http_client(url, http_client=http)) as client,
             ):
                 await round_trip(client, "alpha")
+                uri = resource_uri("alpha", "watched")
+                async with client.listen(resource_subscriptions=[uri]) as subscription:
+                    with kyfs.open("alpha") as ws:  # another process than the server
+                        ws.set("watched", "1")
+                    with anyio.fail_after(1.0):
+                        event = await subscription.__anext__()
+                    assert getattr(event, "uri", None) == uri
 
     run(main)
 
@@ -295,3 +303,34 @@ def test_a_cli_write_reaches_a_listening_client(kyfs_home: Path) -> None:
     run(main)
     print(json.dumps({"resource_updated_delay_s": delays}))
     assert max(delays) < 1.0
+
+
+@pytest.mark.mount
+def test_a_mount_write_reaches_a_listening_client(mounted: Mount) -> None:
+    """A file written through the mount (another process: sh) is told to a client
+    listening to its key's resource within 1 s of the write's end."""
+    uri = resource_uri("default", "from-mount")
+    delays: list[float] = []
+
+    async def main() -> None:
+        async with (
+            Client(KyfsMcp("default").server) as client,
+            client.listen(resource_subscriptions=[uri]) as subscription,
+        ):
+            await anyio.to_thread.run_sync(
+                lambda: subprocess.run(
+                    ["sh", "-c", "echo hi > from-mount"],
+                    cwd=mounted.path / "default",
+                    check=True,
+                )
+            )
+            written = time.monotonic()
+            with anyio.fail_after(1.0):
+                event = await subscription.__anext__()
+            delays.append(time.monotonic() - written)
+            assert getattr(event, "uri", None) == uri
+            got = await client.read_resource(uri)
+            assert got.contents[0].text == "hi\n"  # type: ignore[union-attr]
+
+    run(main)
+    print(json.dumps({"mount_write_to_resource_updated_s": delays}))
