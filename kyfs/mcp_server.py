@@ -442,8 +442,13 @@ def serve_http(
 
     Raises:
         StorageError: (exit 4) the token file. InvalidInput: (exit 2) a bad port.
+        Conflict: (exit 3) the port is in use.
     """
+    import socket
+
     import uvicorn
+
+    from kyfs.core.errors import Conflict
 
     if not 0 < port < 65536:
         raise InvalidInput(f"invalid port {port}: use 1 to 65535")
@@ -451,9 +456,16 @@ def serve_http(
     app = KyfsMcp(workspace, watch=watch).server.streamable_http_app(
         streamable_http_path=HTTP_PATH, host="127.0.0.1"
     )
-    url = f"http://127.0.0.1:{port}{HTTP_PATH}"
-    ready(url)
-    config = uvicorn.Config(
-        require_token(app, token), host="127.0.0.1", port=port, log_level="warning"
-    )
-    uvicorn.Server(config).run()
+    listening = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listening.bind(("127.0.0.1", port))
+    except OSError as error:
+        listening.close()
+        raise Conflict(f"cannot listen on 127.0.0.1:{port}: {error.strerror}") from None
+    with listening:
+        ready(f"http://127.0.0.1:{port}{HTTP_PATH}")
+        config = uvicorn.Config(
+            require_token(app, token), host="127.0.0.1", port=port, log_level="warning"
+        )
+        uvicorn.Server(config).run(sockets=[listening])

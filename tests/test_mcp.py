@@ -334,3 +334,18 @@ def test_a_mount_write_reaches_a_listening_client(mounted: Mount) -> None:
 
     run(main)
     print(json.dumps({"mount_write_to_resource_updated_s": delays}))
+
+
+def test_a_port_in_use_is_a_clear_error() -> None:
+    from click.testing import CliRunner
+
+    from kyfs.cli import cli
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = CliRunner().invoke(cli, ["mcp", "--http", str(port)])
+    assert result.exit_code == 3, result.output
+    assert f"cannot listen on 127.0.0.1:{port}" in result.output
+    assert "Traceback" not in result.output
