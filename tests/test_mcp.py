@@ -187,7 +187,8 @@ def test_identity_is_the_servers(kyfs_home: Path) -> None:
                 assert [(c["source"], c["user"]) for c in changes] == [("mcp", "agent1")]
 
     run(main)
-    assert "k" not in kyfs.open("default", create=True).keys()  # not the default identity's
+    with kyfs.open("default", create=True) as mine:
+        assert "k" not in mine.keys()  # not the default identity's workspace
 
 
 def _free_port() -> int:
