@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, NamedTuple
 
 from kyfs import app
 from kyfs.core.errors import InvalidInput, KyfsError, StorageError, WorkspaceExists
-from kyfs.core.nodes import Entry, HistoryEntry
+from kyfs.core.nodes import Change, Entry, HistoryEntry
 
 if TYPE_CHECKING:
     from kyfs.core.vectors import CollectionItem, Space
@@ -365,6 +365,54 @@ class Workspace:
         a key without history, live or not."""
         with self._using() as workspace:
             return workspace.history(key)
+
+    def restore(
+        self,
+        key: str,
+        *,
+        version: int | None = None,
+        at: str | None = None,
+        force: bool = False,
+    ) -> Entry:
+        """Bring ``key`` back, as ``kyfs restore``: without ``version`` or ``at``, the
+        deleted key from the archive (``force``: over a key that is there now); with
+        ``version`` (a HistoryEntry's id) or ``at`` (an ISO 8601 time, e.g.
+        ``2026-11-21T10:00:00Z``: the value it had then) that older value, written as a
+        new version. Returns the entry restored.
+
+        Raises:
+            KeyNotFound: (ENOENT, exit 1) nothing archived, no such version.
+            AlreadyExists: (EEXIST, exit 3) the key exists (without ``force``).
+            InvalidInput: (EINVAL, exit 2) an unreadable ``at``.
+        """
+        when = None
+        if at is not None:
+            from kyfs.transfer.sources import parse_time
+
+            when = parse_time(at)
+            if when is None:
+                raise InvalidInput(f"unreadable time {at!r}: use e.g. 2026-11-21T10:00:00Z")
+            when += 999  # times are shown to the microsecond: include that whole microsecond
+        with self._using() as workspace:
+            if version is not None or when is not None:
+                return workspace.restore_version(key, version, when)
+            return workspace.restore(key, force=force)
+
+    def log(self, *, since_ns: int | None = None, prefix: str = "") -> list[Change]:
+        """Every recorded change of the workspace, oldest first, as ``kyfs log``
+        (kyfs.timeline.log): at or after ``since_ns`` (ns UTC), of keys starting with
+        ``prefix``; each a kyfs.core.nodes.Change (time, action, key, size, who).
+
+        Raises:
+            StorageError: (EIO, exit 4).
+        """
+        from kyfs import timeline
+
+        with self._using() as workspace:
+            return [
+                c
+                for _, c in timeline.log([(self.name, workspace)], since_ns=since_ns, prefix=prefix)
+            ]
 
     def version_value(self, version: int) -> bytes:
         """The value that version ``version`` (a HistoryEntry's id) kept.

@@ -109,13 +109,16 @@ def watch(
     prefix: str = "",
     stop: threading.Event | None = None,
     poll_s: float = POLL_S,
+    ready: threading.Event | None = None,
 ) -> Iterator[tuple[str, Change]]:
     """The changes of workspaces ``names`` (None: every workspace the engine lists, new
     ones as they come) committed from now on, by any writer (this process included), as
     (workspace, change), each once, in commit order within a workspace; of keys starting
     with ``prefix`` (a rename or link also when its other name does). Runs until ``stop``
     is set (or the caller stops iterating). A workspace dropped meanwhile: with ``names``
-    given, WorkspaceNotFound; with None it is no longer watched.
+    given, WorkspaceNotFound; with None it is no longer watched. ``ready`` is set once
+    "now" is fixed (every cursor taken: a change committed after that is seen), at the
+    first iteration.
 
     Raises:
         WorkspaceNotFound: (ENOENT, exit 1) a name given is not (or no longer) a workspace.
@@ -125,6 +128,8 @@ def watch(
     cursors: dict[str, int] = {}
     for name in engine.names() if names is None else names:
         cursors[name] = _last_id(engine, name)
+    if ready is not None:
+        ready.set()
     listed = time.monotonic()
     told = False  # the engine tells of commits (PostgreSQL's NOTIFY): poll less often
     while stop is None or not stop.is_set():

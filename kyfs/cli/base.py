@@ -58,6 +58,7 @@ COMMAND_MODULES: dict[str, str] = {
     for module, names in (
         ("daemon", "completion mount service stats status uninstall unmount"),
         ("keys", "delete exec get history keys restore retention scan schema set ttl"),
+        ("mcp", "mcp"),
         ("search", "search"),
         ("shell", "shell"),
         ("space", "compact du"),
