@@ -72,7 +72,9 @@ class SearchTree:
             cached = self._hits.get((query, limit))
         if cached is not None and now - cached[0] < SEARCH_TTL:
             return cached[1]
-        results = search.search(self._names(), query, limit=limit, use=self._use, parallel=False)
+        results = search.search(  # words only: embedding (a model load, pending texts)
+            self._names(), query, limit=limit, use=self._use, parallel=False, hybrid=False
+        )  # never runs inside a FUSE request
         hits = [(hit.workspace, hit.key) for hit in results.hits]
         with self._mutex:
             self._hits = {q: v for q, v in self._hits.items() if now - v[0] < SEARCH_TTL}

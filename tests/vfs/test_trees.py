@@ -76,6 +76,26 @@ def test_search_tree(engine: SqliteEngine) -> None:
     assert tree.readdir("", ROOT) == []  # queries are not listed
 
 
+def test_search_tree_ranks_by_words_even_where_embeddings_are_kept(
+    engine: SqliteEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The mount's .search view never embeds (a model load and pending texts would run
+    inside a FUSE request): a workspace that keeps embeddings is listed by BM25."""
+    from kyfs import search
+
+    workspace = engine.open("w")
+    workspace.set("notes/jwt", b"the jwt token")
+    workspace.keep_embeddings("any-model", 4)  # every key now waits for its embedding
+
+    def refuse(*args: object, **kwargs: object) -> object:
+        raise AssertionError("the .search view ran a semantic search")
+
+    monkeypatch.setattr(search, "semantic", refuse)
+    listing = SearchTree(engine.names, engine.open).readdir("jwt token", ROOT)
+    assert len(listing) == 1 and listing[0][0].startswith("01-w-notes_jwt")
+    assert workspace.count_pending_embeddings() == 1  # nothing was embedded
+
+
 def test_permits_follows_posix() -> None:
     """POSIX 4.5 as Linux applies it: the owner's bits, else the group's (primary or
     supplementary), else the others'; root reads and searches anything and executes a
