@@ -62,6 +62,10 @@ class WorkspaceNotFound(NotFound):
     """No workspace has that name (ENOENT, exit 1)."""
 
 
+class SnapshotNotFound(NotFound):
+    """The workspace has no snapshot of that name (ENOENT, exit 1)."""
+
+
 class StaleName(NotFound):
     """The kernel still holds a name that is gone behind the mount (a key deleted by the
     CLI or another daemon, or expired) and asked to open it (ESTALE, exit 1). On ESTALE

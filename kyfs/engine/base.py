@@ -32,6 +32,7 @@ from kyfs.core.nodes import (
     Owner,
 )
 from kyfs.core.retention import Retention
+from kyfs.core.snapshots import Fingerprint, Snapshot
 from kyfs.core.vectors import CollectionItem, Space
 
 
@@ -490,6 +491,47 @@ class Workspace(Protocol):
         """The items nearest ``query`` whose metadata matches ``where``, best first."""
         ...
 
+    # --- snapshots (kyfs.engine.sql.snapshots) ------------------------------------------
+    def snapshots(self) -> list[Snapshot]:
+        """Every snapshot, oldest first."""
+        ...
+
+    def create_snapshot(self, name: str | None = None) -> Snapshot:
+        """A snapshot of the workspace now. InvalidName (EINVAL), AlreadyExists (EEXIST)."""
+        ...
+
+    def delete_snapshot(self, name: str) -> Snapshot:
+        """Remove a snapshot; returns what it was. SnapshotNotFound (ENOENT)."""
+        ...
+
+    def restore_snapshot(self, name: str) -> int:
+        """Make the workspace what the snapshot holds; returns how many names changed."""
+        ...
+
+    def snapshot_stat(self, name: str, key: str) -> Entry:
+        """A name of a snapshot (``id``: the item's). SnapshotNotFound, KeyNotFound."""
+        ...
+
+    def snapshot_children(self, name: str, directory: str = "") -> list[Entry]:
+        """The names directly inside ``directory`` of a snapshot."""
+        ...
+
+    def snapshot_readlink(self, name: str, key: str) -> bytes:
+        """A symbolic link's target in a snapshot."""
+        ...
+
+    def read_snapshot(self, item_id: int, offset: int, size: int) -> bytes:
+        """Bytes of a snapshot item's value (:meth:`snapshot_stat` gives the id)."""
+        ...
+
+    def snapshot_value(self, name: str, key: str) -> bytes:
+        """The whole value of a key in a snapshot."""
+        ...
+
+    def fingerprints(self, snapshot: str | None = None) -> dict[str, Fingerprint]:
+        """What ``kyfs diff`` compares of every name, now or in a snapshot."""
+        ...
+
     def check(self) -> list[str]:
         """Every problem found, as sentences ([] when sound)."""
         ...
@@ -529,7 +571,7 @@ class Usage(NamedTuple):
 
     Attributes:
         live: stored (compressed) bytes of the blocks live values use.
-        history: stored bytes of the blocks only history versions use.
+        history: stored bytes of the blocks only history versions and snapshots use.
         archive: stored bytes of the blocks only archived values use (and versions).
         search: bytes of the search index (the text it keeps, packed, and the index).
         values: the live values' own length (what ``du`` of a copy would count).

@@ -78,6 +78,9 @@ WRITES = frozenset(
         "drop_collection",
         "put_items",
         "delete_items",
+        "create_snapshot",
+        "delete_snapshot",
+        "restore_snapshot",
     ]
 )
 READS = frozenset(
@@ -137,6 +140,13 @@ READS = frozenset(
         "collections",
         "count_items",
         "query_items",
+        "snapshots",
+        "snapshot_stat",
+        "snapshot_children",
+        "snapshot_readlink",
+        "read_snapshot",
+        "snapshot_value",
+        "fingerprints",
     ]
 )
 

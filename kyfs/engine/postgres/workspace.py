@@ -27,6 +27,7 @@ from kyfs.engine.postgres.connection import PgConnection
 from kyfs.engine.sql.archive import ArchiveMixin
 from kyfs.engine.sql.check import STRUCTURE_CHECKS, damaged, drop_stray_xattrs, repair_blocks
 from kyfs.engine.sql.rules import RulesMixin
+from kyfs.engine.sql.snapshots import SnapshotsMixin
 from kyfs.engine.sql.vectors import VectorsMixin, repair_vectors
 from kyfs.engine.sql.xattrs import XattrsMixin
 
@@ -38,7 +39,7 @@ _SQL_CHANGES = (
 )
 
 
-class PgWorkspace(ArchiveMixin, RulesMixin, XattrsMixin, VectorsMixin):
+class PgWorkspace(SnapshotsMixin, ArchiveMixin, RulesMixin, XattrsMixin, VectorsMixin):
     """One workspace's schema on a PostgreSQL server.
 
     Args:
@@ -114,15 +115,22 @@ class PgWorkspace(ArchiveMixin, RulesMixin, XattrsMixin, VectorsMixin):
         return max(int(row[0] or 0), super()._node_ids_used(conn))
 
     def _after_copy(self, conn: Any, node_ids_used: int) -> None:
-        """Move the identity sequences of nodes, history, blocks, vector chunks and
-        collection items past what was copied."""
+        """Move the identity sequences of nodes, history, blocks, vector chunks,
+        collection items and snapshots past what was copied."""
         conn.execute(
             "SELECT setval(pg_get_serial_sequence('nodes', 'id'), GREATEST(?,"
             " (SELECT coalesce(max(id), 1) FROM nodes),"
             " (SELECT coalesce(max(id), 1) FROM archive)))",
             (max(node_ids_used, 1),),
         )
-        for table in ("history", "blocks", "vector_chunks", "collection_items"):
+        for table in (
+            "history",
+            "blocks",
+            "vector_chunks",
+            "collection_items",
+            "snapshots",
+            "snapshot_items",
+        ):
             conn.execute(
                 f"SELECT setval(pg_get_serial_sequence('{table}', 'id'),"
                 f" (SELECT coalesce(max(id), 1) FROM {table}))"

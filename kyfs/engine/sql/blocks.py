@@ -98,6 +98,15 @@ SQL_REF_OWNER = (  # every block of one owner gains (or with a negative factor l
 SQL_DROP_OWNER = "DELETE FROM extents WHERE owner = ?"
 
 
+ITEM_OWNER = 1 << 40  # owners from here on: snapshot items (kyfs.engine.sql.snapshots)
+
+
+def item_owner(item_id: int) -> int:
+    """The owner of snapshot item ``item_id``'s own value: ITEM_OWNER plus its id (past
+    every node id, which stays below 2^36, kyfs.core.inodes; versions' are negative)."""
+    return ITEM_OWNER + item_id
+
+
 def version_owner(version_id: int) -> int:
     """The owner of history version ``version_id``'s value in ``extents``: minus its id
     (node ids are positive, so the two never meet)."""
@@ -246,7 +255,7 @@ def iter_value(conn: Connection, owner: int, size: int, piece: int) -> Iterator[
 def usage(conn: Connection) -> tuple[int, int, int, int]:
     """(live, archive, history, blocks): bytes stored (compressed) of the blocks a live
     value uses; of those only archived values use (beyond live ones); of those only
-    history versions use (beyond both); and how many blocks there are. Each block is
+    history versions and snapshots use (beyond both); and how many blocks there are. Each block is
     counted once, so the three add up to what the block store holds. One pass over the
     extents and the blocks."""
     row = conn.execute(

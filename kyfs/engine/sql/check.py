@@ -15,14 +15,18 @@ from kyfs.core.errors import DamagedBlock
 from kyfs.core.nodes import DIR, REG
 from kyfs.engine.sql import blocks
 from kyfs.engine.sql.base import Connection
+from kyfs.engine.sql.blocks import ITEM_OWNER
 from kyfs.engine.sql.vectors import VECTOR_CHECKS
 
 LOST_FOUND = "lost+found"  # fsck --repair archives nameless nodes under lost+found/<id>
 
-# The size of the value an extent ``e`` belongs to: its node's (live or archived) or its
-# version's (a negative owner); NULL when it belongs to none.
+# The size of the value an extent ``e`` belongs to: its node's (live or archived), its
+# version's (a negative owner) or its snapshot item's (from ITEM_OWNER, an item that
+# does not share a node); NULL when it belongs to none.
 _OWNER_SIZE = (
-    "CASE WHEN e.owner > 0 THEN coalesce((SELECT n.size FROM nodes n WHERE n.id = e.owner),"
+    f"CASE WHEN e.owner >= {ITEM_OWNER} THEN (SELECT i.size FROM snapshot_items i"
+    f" WHERE i.id = e.owner - {ITEM_OWNER} AND i.shared IS NULL AND i.kind = {REG})"
+    " WHEN e.owner > 0 THEN coalesce((SELECT n.size FROM nodes n WHERE n.id = e.owner),"
     " (SELECT a.size FROM archive a WHERE a.id = e.owner))"
     " ELSE (SELECT h.size FROM history h WHERE h.id = -e.owner) END"
 )
@@ -47,9 +51,22 @@ _VERSIONS_OF_NO_NODE = (
     " WHERE a.id = h.shared)"
 )
 
+_ITEMS_OF_NO_NODE = (
+    "SELECT i.id FROM snapshot_items i WHERE i.shared IS NOT NULL AND NOT EXISTS (SELECT 1"
+    " FROM nodes n WHERE n.id = i.shared) AND NOT EXISTS (SELECT 1 FROM archive a"
+    " WHERE a.id = i.shared)"
+)
+
+_NO_SNAPSHOT = "snapshot items of no snapshot"
 BLOCK_CHECKS = [  # the block store's rules (also run on every untrusted file)
     ("extents that belong to no value", _EXTENTS_OF_NO_VALUE),
     ("versions that share the value of a node that is gone", _VERSIONS_OF_NO_NODE),
+    ("snapshot items that share the value of a node that is gone", _ITEMS_OF_NO_NODE),
+    (
+        _NO_SNAPSHOT,
+        "SELECT i.id FROM snapshot_items i WHERE NOT EXISTS"
+        " (SELECT 1 FROM snapshots s WHERE s.id = i.snapshot)",
+    ),
     ("extents past the size of their value", _EXTENTS_PAST_SIZE),
     ("extents of no block", _EXTENTS_OF_NO_BLOCK),
     ("extents that overlap the next one", _EXTENTS_OVERLAPPING),
@@ -171,6 +188,13 @@ def damaged(conn: Connection) -> list[str]:
 def _owner_names(conn: Connection, owner: int) -> list[str]:
     """How a person names the value of block store owner ``owner``."""
     rows: list[Any]
+    if owner >= ITEM_OWNER:
+        rows = conn.execute(
+            "SELECT i.key, s.name FROM snapshot_items i JOIN snapshots s ON s.id = i.snapshot"
+            " WHERE i.id = ?",
+            (owner - ITEM_OWNER,),
+        ).fetchall()
+        return [f"{row[0]} (snapshot {row[1]})" for row in rows]
     if owner < 0:
         rows = conn.execute("SELECT key FROM history WHERE id = ?", (-owner,)).fetchall()
         return [f"{row[0]} (version {-owner})" for row in rows]
@@ -229,6 +253,14 @@ def repair_blocks(conn: Connection, now_ns: int) -> list[str]:
     ).rowcount
     if lost:
         done.append(f"dropped the values of {lost} versions whose node is gone")
+    done += drop_items(
+        conn,
+        [int(row[0]) for row in conn.execute(dict(BLOCK_CHECKS)[_NO_SNAPSHOT])],
+        "of no snapshot",
+    )
+    done += drop_items(
+        conn, [int(row[0]) for row in conn.execute(_ITEMS_OF_NO_NODE)], "whose node is gone"
+    )
     recounted = conn.execute(
         "UPDATE blocks SET refs = coalesce(c.n, 0) FROM (SELECT b.id, n FROM blocks b"
         " LEFT JOIN (SELECT block, count(*) AS n FROM extents GROUP BY block) AS x"
@@ -258,11 +290,21 @@ def uncovered(conn: Connection) -> set[int]:
             " SELECT id AS owner, size FROM nodes WHERE kind = ?"
             " UNION ALL SELECT id, size FROM archive WHERE kind = ?"
             " UNION ALL SELECT -id, size FROM history WHERE size IS NOT NULL"
-            " AND shared IS NULL) AS o",
-            (REG, REG),
+            " AND shared IS NULL UNION ALL SELECT ? + id, size FROM snapshot_items"
+            " WHERE kind = ? AND shared IS NULL) AS o",
+            (REG, REG, ITEM_OWNER, REG),
         )
         if isinstance(size, int) and isinstance(covered, int) and covered < size
     }
+
+
+def drop_items(conn: Connection, items: list[int], why: str) -> list[str]:
+    """fsck --repair: remove the snapshot items ``items`` (ids) with their own values from
+    their snapshots (a snapshot never serves a damaged value); what was done."""
+    for item in items:
+        blocks.drop(conn, blocks.item_owner(item))
+        conn.execute("DELETE FROM snapshot_items WHERE id = ?", (item,))
+    return [f"dropped {len(items)} keys of snapshots {why}"] if items else []
 
 
 def set_aside(
@@ -278,11 +320,16 @@ def set_aside(
 
     done: list[str] = []
     versions = sorted(-owner for owner in owners if owner < 0)
-    nodes = sorted(owner for owner in owners if owner > 0)
+    nodes = sorted(owner for owner in owners if 0 < owner < ITEM_OWNER)
+    items = sorted(owner - ITEM_OWNER for owner in owners if owner >= ITEM_OWNER)
     for node_id in nodes:
         versions += [int(row[0]) for row in conn.execute(
             "SELECT id FROM history WHERE shared = ?", (node_id,)
         )]  # fmt: skip
+        items += [int(row[0]) for row in conn.execute(
+            "SELECT id FROM snapshot_items WHERE shared = ?", (node_id,)
+        )]  # fmt: skip
+    done += drop_items(conn, items, "whose value lost bytes")
     for version in versions:
         conn.execute("DELETE FROM extents WHERE owner = ?", (-version,))
         conn.execute("UPDATE history SET size = NULL, shared = NULL WHERE id = ?", (version,))

@@ -7,7 +7,7 @@ attributes; the block store as it is (each block once, with its address, its ref
 and the extents of every value, so shared blocks stay shared); the archive; history with
 its version numbers; the settings (retention, schema rules, project path, cache TTL, the
 inode tag, so st_ino stays the same); collections and the keys' embeddings (the
-vectors as stored). The search index is not copied: the target rebuilds it from the
+vectors as stored); snapshots. The search index is not copied: the target rebuilds it from the
 values at its first search, and its rebuild marks the keys' embeddings to be made again
 where the workspace keeps them.
 
@@ -45,6 +45,10 @@ TABLES = {
     "vector_chunks": "id, space, count, items, scales, vectors",
     "vector_slots": "space, item, chunk, slot",
     "collection_items": "id, collection, name, metadata, document",
+    # snapshots (kyfs.engine.sql.snapshots): their own values are extents above
+    "snapshots": "id, name, created_ns, history_id, keys, size",
+    "snapshot_items": "id, snapshot, key, parent, node, kind, mode, uid, gid, size,"
+    " created_ns, mtime_ns, ctime_ns, target, rdev, shared",
 }
 ENGINE_META = frozenset({"pg_schema_version"})  # settings that belong to one engine's layout
 READ_PIECE = 4 * 1024 * 1024  # bytes hashed at a time
@@ -64,7 +68,7 @@ def copy_workspace(source: NamespaceMixin, target: NamespaceMixin) -> dict[str, 
         for table in (
             "extents", "blocks", "entries", "nodes", "archive", "history", "index_pending",
             "xattrs", "vector_spaces", "vector_chunks", "vector_slots", "collection_items",
-            "embed_pending",
+            "embed_pending", "snapshots", "snapshot_items",
         ):  # fmt: skip
             dst.execute(f"DELETE FROM {table}")
         dst.execute("DELETE FROM search_text")
@@ -161,6 +165,13 @@ def fingerprint(workspace: Workspace) -> dict[str, Any]:
         meta[f"(collection {collection.name})"] = (
             f"{collection.dim}/{workspace.count_items(collection.name)}"
         )
+    for snapshot in workspace.snapshots():
+        prints = workspace.fingerprints(snapshot.name)
+        meta[f"(snapshot {snapshot.name})"] = hashlib.sha256(
+            repr(
+                sorted((k, f.kind, f.mode, f.size, f.digest.hex()) for k, f in prints.items())
+            ).encode()
+        ).hexdigest()
     top = list(workspace.stat(""))[2:]
     top.append({n: workspace.get_xattr("", n).hex() for n in workspace.xattr_names("")})
     return {"top": top, "names": names, "history": history, "timeline": timeline,

@@ -76,6 +76,7 @@ _SQL_OLDEST_VERSIONS = (
 )
 _SQL_CURRENT_VERSION = "SELECT coalesce(max(id), 0) FROM history WHERE key = ?"
 _SQL_SHARING = "SELECT id FROM history WHERE shared = ?"
+_SQL_SHARING_ITEMS = "SELECT id FROM snapshot_items WHERE shared = ?"  # sql.snapshots
 _SQL_VALUE = "SELECT size, shared FROM history WHERE id = ? AND size IS NOT NULL"
 RELEASE_BATCH = 64  # versions or archived entries released per transaction
 
@@ -162,13 +163,34 @@ def narrow(conn: Connection, keys: Iterable[str], mode: int) -> None:
 def materialize(conn: Connection, node_id: int, spare: Iterable[int] = ()) -> None:
     """Before node ``node_id``'s value changes or goes: every version that still shares
     it gets extents of its own (a copy of the node's rows, not of its bytes), but the
-    versions ``spare`` (about to be replaced by a write that coalesces with them)."""
+    versions ``spare`` (about to be replaced by a write that coalesces with them); so
+    does every snapshot item that shares it (:func:`keep_items`)."""
     spared = set(spare)
     for (version_id,) in conn.execute(_SQL_SHARING, (node_id,)).fetchall():
         if version_id in spared:
             continue
         blocks.copy(conn, node_id, blocks.version_owner(int(version_id)))
         conn.execute("UPDATE history SET shared = NULL WHERE id = ?", (version_id,))
+    keep_items(conn, node_id)
+
+
+def keep_items(conn: Connection, node_id: int, gone: bool = False) -> None:
+    """Before node ``node_id``'s value changes or goes, inside the caller's transaction:
+    every snapshot item that still shares it gets extents of its own. With ``gone`` (the
+    node and its extents are about to be deleted) the first item takes the node's
+    extents over (no new row: a full disk can still delete) and the others copy them."""
+    items = [int(row[0]) for row in conn.execute(_SQL_SHARING_ITEMS, (node_id,)).fetchall()]
+    if not items:
+        return
+    source = node_id
+    if gone:
+        first = blocks.item_owner(items.pop(0))
+        conn.execute("UPDATE extents SET owner = ? WHERE owner = ?", (first, node_id))
+        conn.execute("UPDATE nodes SET stored = 0 WHERE id = ?", (node_id,))
+        source = first
+    for item in items:
+        blocks.copy(conn, source, blocks.item_owner(item))
+    conn.execute("UPDATE snapshot_items SET shared = NULL WHERE shared = ?", (node_id,))
 
 
 def value_of(conn: Connection, version_id: int) -> tuple[int, int] | None:

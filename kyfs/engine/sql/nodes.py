@@ -63,7 +63,7 @@ from kyfs.core.nodes import (
 )
 from kyfs.engine.sql import blocks
 from kyfs.engine.sql.base import Connection, drop_xattrs, frees_space, mark, names_of
-from kyfs.engine.sql.history import HistoryMixin, drop_versions, narrow, record
+from kyfs.engine.sql.history import HistoryMixin, drop_versions, keep_items, narrow, record
 
 _NODE = (
     "n.kind, n.mode, n.size, n.created_ns, n.mtime_ns, n.ctime_ns, n.atime_ns,"
@@ -362,6 +362,7 @@ class NamespaceMixin(HistoryMixin):
             mark(conn, entry.id)
             return False
         if self.short():  # a full disk: nothing is kept, the blocks are free at once,
+            keep_items(conn, entry.id, gone=True)  # (but a snapshot's, handed over)
             blocks.drop(conn, entry.id)  # and so are those of the name's versions
             conn.execute("DELETE FROM nodes WHERE id = ?", (entry.id,))
             drop_xattrs(conn, "?", (entry.id,))

@@ -2,7 +2,7 @@
 objects of a current workspace file, normalised as trust._normalise does. Do not edit.
 """
 
-VERSION = 15
+VERSION = 16
 OBJECTS: dict[tuple[str, str], str | None] = {
     ('index', 'archive_deleted'): 'create index archive_deleted on archive(deleted_ns)',
     ('index', 'archive_key'): 'create index archive_key on archive(key,deleted_ns)',
@@ -12,10 +12,14 @@ OBJECTS: dict[tuple[str, str], str | None] = {
     ('index', 'history_key'): 'create index history_key on history(key,time_ns)',
     ('index', 'history_shared'): 'create index history_shared on history(shared)where shared is not null',
     ('index', 'nodes_expires'): 'create index nodes_expires on nodes(expires_ns)where expires_ns is not null',
+    ('index', 'snapshot_items_key'): 'create index snapshot_items_key on snapshot_items(snapshot,key)',
+    ('index', 'snapshot_items_parent'): 'create index snapshot_items_parent on snapshot_items(snapshot,parent,key)',
+    ('index', 'snapshot_items_shared'): 'create index snapshot_items_shared on snapshot_items(shared)where shared is not null',
     ('index', 'sqlite_autoindex_blocks_1'): None,
     ('index', 'sqlite_autoindex_collection_items_1'): None,
     ('index', 'sqlite_autoindex_entries_1'): None,
     ('index', 'sqlite_autoindex_meta_1'): None,
+    ('index', 'sqlite_autoindex_snapshots_1'): None,
     ('index', 'sqlite_autoindex_vector_slots_1'): None,
     ('index', 'sqlite_autoindex_vector_spaces_1'): None,
     ('index', 'sqlite_autoindex_xattrs_1'): None,
@@ -37,6 +41,8 @@ OBJECTS: dict[tuple[str, str], str | None] = {
     ('table', 'search_index_idx'): "create table 'search_index_idx'(segid,term,pgno,primary key(segid,term))without rowid",
     ('table', 'search_text'): 'create table search_text(id integer primary key,key text not null,packed blob,key_tokens integer not null,value_tokens integer not null)',
     ('table', 'search_vocab'): "create virtual table search_vocab using fts5vocab(search_index,'row')",
+    ('table', 'snapshot_items'): 'create table snapshot_items(id integer primary key autoincrement,snapshot integer not null,key text not null,parent text not null,node integer not null,kind integer not null,mode integer not null,uid integer not null,gid integer not null,size integer not null,created_ns integer not null,mtime_ns integer not null,ctime_ns integer not null,target blob,rdev integer not null default 0,shared integer)',
+    ('table', 'snapshots'): 'create table snapshots(id integer primary key autoincrement,name text not null unique,created_ns integer not null,history_id integer not null,keys integer not null,size integer not null)',
     ('table', 'sqlite_sequence'): 'create table sqlite_sequence(name,seq)',
     ('table', 'vector_chunks'): 'create table vector_chunks(id integer primary key,space text not null,count integer not null,items blob not null,scales blob not null,vectors blob not null)',
     ('table', 'vector_slots'): 'create table vector_slots(space text not null,item integer not null,chunk integer not null,slot integer not null,primary key(space,item))',

@@ -630,6 +630,32 @@ def m015_history_actors(conn: sqlite3.Connection) -> None:
             conn.execute(f"ALTER TABLE history ADD COLUMN {column} TEXT")
 
 
+def m016_snapshots(conn: sqlite3.Connection) -> None:
+    """Snapshots (kyfs.engine.sql.snapshots): ``snapshots`` and ``snapshot_items``. Empty
+    until the first ``kyfs snapshot create``."""
+    _run_script(conn, SNAPSHOTS_DDL)
+
+
+SNAPSHOTS_DDL = """
+CREATE TABLE IF NOT EXISTS snapshots (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL UNIQUE,
+    created_ns INTEGER NOT NULL, history_id INTEGER NOT NULL,
+    keys INTEGER NOT NULL, size INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS snapshot_items (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, snapshot INTEGER NOT NULL, key TEXT NOT NULL,
+    parent TEXT NOT NULL, node INTEGER NOT NULL, kind INTEGER NOT NULL,
+    mode INTEGER NOT NULL, uid INTEGER NOT NULL, gid INTEGER NOT NULL,
+    size INTEGER NOT NULL, created_ns INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,
+    ctime_ns INTEGER NOT NULL, target BLOB, rdev INTEGER NOT NULL DEFAULT 0, shared INTEGER
+);
+CREATE INDEX IF NOT EXISTS snapshot_items_key ON snapshot_items (snapshot, key);
+CREATE INDEX IF NOT EXISTS snapshot_items_parent ON snapshot_items (snapshot, parent, key);
+CREATE INDEX IF NOT EXISTS snapshot_items_shared ON snapshot_items (shared)
+    WHERE shared IS NOT NULL;
+"""
+
+
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     m001_entries_and_blocks,
     m002_archive,
@@ -646,6 +672,7 @@ MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     m013_xattrs,
     m014_vectors,
     m015_history_actors,
+    m016_snapshots,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -298,6 +298,9 @@ def validate_data(
         for key, _ in bad_keys(conn, "archive"):
             problems.append(f"an archived key that breaks the naming rules: {str(key)[:80]!r}")
             break
+        for key, _ in bad_keys(conn, "snapshot_items"):
+            problems.append(f"a snapshot's key that breaks the naming rules: {str(key)[:80]!r}")
+            break
         found, out_of_range = rows_out_of_range(conn)
         problems += found
         if not {"blocks", "extents"} & set(out_of_range):  # the block store's own rules

@@ -7,6 +7,7 @@ kyfs.engine.base.Workspace, composed of one mixin per concern:
     blocks.py      the block store: values as content-addressed blocks
     values.py      reads, writes, commits, TTL, imports
     archive.py     the archive and the undo of an emptied workspace
+    snapshots.py   snapshots: read-only images sharing the live values' blocks
     check.py       search and fsck
     rules.py       schema rules
     schema.py      the schema and its migrations (PRAGMA user_version)
@@ -30,6 +31,7 @@ from typing import Any
 
 from kyfs.core.errors import NoSpace, ReadOnlyStorage, StorageError, UntrustedFile
 from kyfs.engine.sql.rules import RulesMixin
+from kyfs.engine.sql.snapshots import SnapshotsMixin
 from kyfs.engine.sql.vectors import VectorsMixin
 from kyfs.engine.sql.xattrs import XattrsMixin
 from kyfs.engine.sqlite import schema, trust
@@ -56,7 +58,7 @@ RECLAIM_LEAST = 16  # the smallest step, on a disk with no room for a larger one
 MERGE_PAGES = 1000  # pages of FTS5 segment merging a workspace at rest does at most
 
 
-class SqliteWorkspace(SearchCheckMixin, RulesMixin, XattrsMixin, VectorsMixin):
+class SqliteWorkspace(SnapshotsMixin, SearchCheckMixin, RulesMixin, XattrsMixin, VectorsMixin):
     """One workspace's SQLite file.
 
     Args:

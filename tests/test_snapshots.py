@@ -1,0 +1,141 @@
+"""Snapshots (issue 29 item 2) in the engine, on both engines: a snapshot shares its
+values' blocks with the live keys and keeps them when the live keys change or go;
+restore brings a workspace back; delete frees what only the snapshot used; fsck knows
+snapshot values."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from kyfs.app import open_engine
+from kyfs.core.errors import AlreadyExists, InvalidName, KeyNotFound, SnapshotNotFound
+from kyfs.core.nodes import DIR, LNK, REG
+from kyfs.core.snapshots import compare
+from kyfs.engine.base import Workspace
+
+pytestmark = pytest.mark.usefixtures("both_engines")
+
+
+@pytest.fixture
+def ws() -> Iterator[Workspace]:
+    engine = open_engine()
+    try:
+        engine.create("snaps")
+        with engine.using("snaps") as workspace:
+            yield workspace
+    finally:
+        engine.close()
+
+
+def _tree(ws: Workspace, snapshot: str | None = None) -> dict[str, object]:
+    """Every name of the workspace (or a snapshot) with its type and value's sha256."""
+    out: dict[str, object] = {}
+    prints = ws.fingerprints(snapshot)
+    for key, print_ in prints.items():
+        if print_.kind == REG:
+            value = ws.get(key) if snapshot is None else ws.snapshot_value(snapshot, key)
+            out[key] = ("f", print_.mode, hashlib.sha256(value).hexdigest())
+        elif print_.kind == LNK:
+            out[key] = ("l", print_.digest)
+        else:
+            out[key] = ("d", print_.mode)
+    return out
+
+
+def _blocks(ws: Workspace) -> int:
+    """How many blocks the workspace's block store holds."""
+    return int(ws._row("SELECT count(*) FROM blocks")[0])  # type: ignore[attr-defined]
+
+
+def test_a_snapshot_keeps_what_the_workspace_held(ws: Workspace) -> None:
+    big = os.urandom(300_000)
+    ws.set("a/big.bin", big)
+    ws.set("a/note", b"hello\n")
+    ws.set("b", b"bee")
+    ws.symlink("link", b"a/note")
+    ws.link("a/note", "hard")
+    before = _tree(ws)
+    blocks_before = _blocks(ws)
+    taken = ws.create_snapshot("one")
+    assert (taken.name, taken.keys, taken.size) == ("one", 6, 300_000 + 6 + 3 + 6)
+    assert _blocks(ws) == blocks_before  # no block copied or added
+    assert [s.name for s in ws.snapshots()] == ["one"]
+    # the live keys change in every way a value can
+    changed = bytearray(big)
+    changed[1000:1010] = b"x" * 10
+    ws.set("a/big.bin", bytes(changed))
+    ws.set("a/note", b"changed\n")  # through one name of a hard link
+    ws.delete("b")
+    ws.set("new", b"new")
+    ws.chmod("a", 0o700)
+    ws.truncate("hard", 2)
+    assert _tree(ws, "one") == before  # the snapshot still holds what was
+    assert ws.snapshot_value("one", "a/big.bin") == big
+    assert ws.snapshot_readlink("one", "link") == b"a/note"
+    assert [e.key for e in ws.snapshot_children("one", "a")] == ["a/big.bin", "a/note"]
+    assert ws.snapshot_stat("one", "a").kind == DIR
+    assert ws.check() == []
+    # and a diff names exactly what changed
+    changes = {c.key: c.status for c in compare(ws.fingerprints("one"), ws.fingerprints())}
+    assert changes == {
+        "a": "changed",
+        "a/big.bin": "changed",
+        "a/note": "changed",
+        "hard": "changed",
+        "b": "deleted",
+        "new": "added",
+    }
+    # restore: the workspace is what the snapshot held, byte for byte
+    assert ws.restore_snapshot("one") > 0
+    assert _tree(ws) == before
+    assert ws.stat("hard").id == ws.stat("a/note").id  # the hard link again
+    assert ws.check() == []
+    assert ws.restore_snapshot("one") == 0  # nothing left to change
+    # a delete of the snapshot frees only what it alone used
+    ws.create_snapshot("two")
+    ws.set("a/big.bin", os.urandom(200_000))
+    held = _blocks(ws)
+    ws.delete_snapshot("one")
+    assert _blocks(ws) == held  # "two" and the history still use the old blocks
+    ws.delete_snapshot("two")
+    ws.thin_history(2**62)
+    ws.purge_archive(2**62)
+    assert _blocks(ws) < held
+    assert ws.check() == []
+
+
+def test_snapshot_errors(ws: Workspace) -> None:
+    ws.set("k", b"v")
+    ws.create_snapshot("s")
+    with pytest.raises(AlreadyExists):
+        ws.create_snapshot("s")
+    for bad in ("", "../x", "a/b", "x@y", ".hidden", "a" * 65):
+        with pytest.raises(InvalidName):
+            ws.create_snapshot(bad)
+    with pytest.raises(SnapshotNotFound):
+        ws.restore_snapshot("nosuch")
+    with pytest.raises(SnapshotNotFound):
+        ws.delete_snapshot("nosuch")
+    with pytest.raises(KeyNotFound):
+        ws.snapshot_stat("s", "nosuch")
+    named = ws.create_snapshot()
+    assert named.name[:2] == "20" and named.name.endswith("Z")
+
+
+def test_a_value_deleted_while_the_disk_is_short_stays_in_its_snapshot(ws: Workspace) -> None:
+    value = os.urandom(100_000)
+    ws.set("k", value)
+    ws.create_snapshot("s")
+    ws.short = lambda: True  # type: ignore[method-assign]
+    try:
+        ws.delete("k")  # gone for good, blocks freed at once: but the snapshot's handed over
+    finally:
+        del ws.short  # type: ignore[method-assign]
+    assert ws.snapshot_value("s", "k") == value
+    assert ws.check() == []
+    ws.restore_snapshot("s")
+    assert ws.get("k") == value
