@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -40,6 +41,8 @@ from kyfs.core.errors import InvalidInput, KyfsError, StorageError, WorkspaceExi
 from kyfs.core.nodes import Change, Entry, HistoryEntry
 
 if TYPE_CHECKING:
+    from kyfs.core.snapshots import Change as SnapshotChange
+    from kyfs.core.snapshots import Snapshot
     from kyfs.core.vectors import CollectionItem, Space
     from kyfs.engine import base
     from kyfs.engine.scoped import ScopedEngine
@@ -423,6 +426,104 @@ class Workspace:
         """
         with self._using() as workspace:
             return workspace.version_value(version)
+
+    def watch(self, prefix: str = "", *, stop: threading.Event | None = None) -> Iterator[Change]:
+        """The changes of the workspace committed from now on, by any writer (the mount,
+        the CLI, other processes, this one), each once and in commit order, of keys
+        starting with ``prefix``, as ``kyfs watch`` (kyfs.timeline.watch); runs until
+        ``stop`` is set or the caller stops iterating. Each is a kyfs.core.nodes.Change.
+
+        Raises:
+            WorkspaceNotFound: (ENOENT, exit 1) the workspace was dropped meanwhile.
+            StorageError: (EIO, exit 4).
+        """
+        from kyfs import timeline
+
+        if self._engine is None:
+            raise InvalidInput(f"workspace {self.name} is closed: open it again")
+        with self._using():  # WorkspaceNotFound now
+            pass
+        for _, change in timeline.watch(self._engine, [self.name], prefix=prefix, stop=stop):
+            yield change
+
+    # --- snapshots, forks, diffs (kyfs.snapshots) --------------------------------------
+    def snapshot(self, name: str | None = None) -> Snapshot:
+        """Make a snapshot of the workspace now, named ``name`` (default: the UTC time,
+        ``YYYYmmddTHHMMSSZ``); no value is copied (kyfs.engine.sql.snapshots). Returns
+        it (kyfs.core.snapshots.Snapshot: name, created_ns, keys, size in bytes).
+
+        Raises:
+            InvalidName: (EINVAL, exit 2). AlreadyExists: (EEXIST, exit 3).
+        """
+        with self._using() as workspace:
+            return workspace.create_snapshot(name)
+
+    def snapshots(self) -> list[Snapshot]:
+        """The workspace's snapshots, oldest first."""
+        with self._using() as workspace:
+            return workspace.snapshots()
+
+    def restore_snapshot(self, name: str) -> int:
+        """Make the workspace hold what snapshot ``name`` holds (``kyfs snapshot
+        restore``); returns how many names changed.
+
+        Raises:
+            SnapshotNotFound: (ENOENT, exit 1).
+        """
+        with self._using() as workspace:
+            return workspace.restore_snapshot(name)
+
+    def delete_snapshot(self, name: str) -> None:
+        """Delete snapshot ``name``.
+
+        Raises:
+            SnapshotNotFound: (ENOENT, exit 1).
+        """
+        with self._using() as workspace:
+            workspace.delete_snapshot(name)
+
+    def fork(self, new: str, *, snapshot: str | None = None) -> Workspace:
+        """Make workspace ``new`` a copy of this one (or of its snapshot ``snapshot``) that
+        then lives on its own (``kyfs fork``); returns it, open.
+
+        Raises:
+            InvalidName: (EINVAL, exit 2). WorkspaceExists: (EEXIST, exit 3).
+            SnapshotNotFound: (ENOENT, exit 1).
+        """
+        from kyfs import snapshots
+
+        if self._engine is None:
+            raise InvalidInput(f"workspace {self.name} is closed: open it again")
+        source = self.name if snapshot is None else f"{self.name}@{snapshot}"
+        snapshots.fork(self._engine, source, new)
+        return open(new)
+
+    def diff(self, old: str | None = None, new: str | None = None) -> list[SnapshotChange]:
+        """What changed from tree ``old`` to tree ``new`` (``kyfs diff``): each a snapshot
+        name of this workspace, or None for the workspace as it is now. Returns
+        kyfs.core.snapshots.Change items (key, status: added, deleted or changed, what).
+
+        Raises:
+            SnapshotNotFound: (ENOENT, exit 1).
+        """
+
+        if self._engine is None:
+            raise InvalidInput(f"workspace {self.name} is closed: open it again")
+        trees = [self.name if s is None else f"{self.name}@{s}" for s in (old, new)]
+        return self.diff_trees(trees[0], trees[1])
+
+    def diff_trees(self, old: str, new: str) -> list[SnapshotChange]:
+        """What changed from tree ``old`` to tree ``new``, each ``W`` (a workspace as it
+        is now) or ``W@SNAPSHOT``, of any workspace this identity reads (``kyfs diff``).
+
+        Raises:
+            WorkspaceNotFound / SnapshotNotFound: (ENOENT, exit 1). InvalidName: (exit 2).
+        """
+        from kyfs import snapshots
+
+        if self._engine is None:
+            raise InvalidInput(f"workspace {self.name} is closed: open it again")
+        return snapshots.diff(self._engine, old, new)
 
 
 __all__ = ["KyfsError", "Stored", "Versioned", "Workspace", "open"]

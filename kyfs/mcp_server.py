@@ -295,6 +295,79 @@ class KyfsMcp:
 
             return self._call(workspace, action)
 
+        @server.tool(name="snapshot")
+        async def snapshot(
+            workspace: str | None = None,
+            name: str | None = None,
+            action: str = "create",
+        ) -> CallToolResult:
+            """Snapshots of the workspace, instant read-only images sharing its values'
+            blocks. action: create (name optional: the UTC time), list, restore (make the
+            workspace hold what snapshot NAME holds, recorded in history) or delete."""
+
+            def act(ws: api.Workspace) -> dict[str, Any]:
+                if action == "create":
+                    made = ws.snapshot(name)
+                    return {"snapshot": made.name, "keys": made.keys, "size": made.size}
+                if action == "list":
+                    return {
+                        "snapshots": [
+                            {"name": s.name, "time_ns": s.created_ns, "keys": s.keys,
+                             "size": s.size}
+                            for s in ws.snapshots()
+                        ]
+                    }  # fmt: skip
+                if name is None:
+                    raise InvalidInput(f"snapshot {action} needs a name")
+                if action == "restore":
+                    return {"snapshot": name, "changed": ws.restore_snapshot(name)}
+                if action == "delete":
+                    ws.delete_snapshot(name)
+                    return {"snapshot": name, "deleted": True}
+                raise InvalidInput(f"unknown action {action!r}: create, list, restore, delete")
+
+            return self._call(workspace, act)
+
+        @server.tool(name="fork")
+        async def fork(
+            new: str, workspace: str | None = None, snapshot: str | None = None
+        ) -> CallToolResult:
+            """Make workspace NEW a copy of the workspace (or of its snapshot SNAPSHOT)
+            that then lives on its own, with its history and snapshots."""
+
+            def action(ws: api.Workspace) -> dict[str, Any]:
+                with ws.fork(new, snapshot=snapshot) as made:
+                    return {"fork": made.name, "keys": len(made.keys())}
+
+            return self._call(workspace, action)
+
+        @server.tool(name="diff")
+        async def diff(
+            old: str, new: str | None = None, workspace: str | None = None
+        ) -> CallToolResult:
+            """The keys added, changed and deleted from tree OLD to tree NEW: each a
+            workspace (as it is now) or WORKSPACE@SNAPSHOT; @SNAPSHOT is the workspace's
+            own; NEW defaults to the workspace of OLD as it is now."""
+
+            def action(ws: api.Workspace) -> dict[str, Any]:
+                from kyfs import snapshots
+
+                def named(tree: str) -> str:
+                    return f"{ws.name}{tree}" if tree.startswith("@") else tree
+
+                first, second = snapshots.check_pair(
+                    named(old), None if new is None else named(new)
+                )
+                found = ws.diff_trees(first, second)
+                return {
+                    "old": first, "new": second,
+                    "changes": [
+                        {"key": c.key, "status": c.status, "what": list(c.what)} for c in found
+                    ],
+                }  # fmt: skip
+
+            return self._call(workspace, action)
+
         @server.resource(RESOURCE_TEMPLATE, name="value", description="The value of a key")
         async def value(workspace: str, key: str) -> str | bytes:
             try:

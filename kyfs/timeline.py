@@ -160,10 +160,13 @@ def watch(
 
 
 def _last_id(engine: Engine, name: str) -> int:
-    """The id of workspace ``name``'s newest history row (0: none): the cursor
-    Workspace.changes starts from."""
+    """The id of workspace ``name``'s newest history row now (0: none). Workspace.changes
+    starts a workspace opened earlier (a cached one: the Python API's) from when it was
+    opened, so the rows since are stepped over: a watch begins now."""
     with engine.using(name) as workspace:
-        return workspace.changes(None)[0]
+        cursor = workspace.changes(None)[0]
+        later = workspace.timeline(cursor)
+        return later[-1].id if later else cursor
 
 
 def matches(change: Change, prefix: str) -> bool:

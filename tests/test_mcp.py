@@ -39,6 +39,7 @@ async def round_trip(client: Client, workspace: str) -> None:
     missing key as a tool error."""
     tools = {tool.name for tool in (await client.list_tools()).tools}
     assert {"get", "set", "delete", "list", "search", "history", "restore", "log"} <= tools
+    assert {"snapshot", "fork", "diff"} <= tools
 
     stored = structured(await client.call_tool("set", {"key": "user.name", "value": "Alice"}))
     assert stored["workspace"] == workspace and stored["size"] == 5
@@ -86,6 +87,27 @@ async def round_trip(client: Client, workspace: str) -> None:
     assert read.contents[0].text == "the quick brown fox"  # type: ignore[union-attr]
     changes = structured(await client.call_tool("log", {"prefix": "user."}))["changes"]
     assert {c["source"] for c in changes} == {"mcp"}
+
+    # snapshots, forks and diffs
+    taken = structured(await client.call_tool("snapshot", {"name": "s1"}))
+    assert taken["snapshot"] == "s1" and taken["keys"] >= 2
+    await client.call_tool("set", {"key": "notes/a", "value": "changed"})
+    changed = structured(await client.call_tool("diff", {"old": "@s1"}))["changes"]
+    assert [(c["key"], c["status"]) for c in changed] == [("notes/a", "changed")]
+    fork = f"{workspace}-fork"
+    made = structured(await client.call_tool("fork", {"new": fork, "snapshot": "s1"}))
+    assert made["fork"] == fork
+    old = structured(await client.call_tool("get", {"key": "notes/a", "workspace": fork}))
+    assert old["value"] == "the quick brown fox"
+    back = structured(await client.call_tool("snapshot", {"action": "restore", "name": "s1"}))
+    assert back["changed"] == 1
+    assert structured(await client.call_tool("get", {"key": "notes/a"}))["value"] == (
+        "the quick brown fox"
+    )
+    listed = structured(await client.call_tool("snapshot", {"action": "list"}))["snapshots"]
+    assert [item["name"] for item in listed] == ["s1"]
+    gone = await client.call_tool("snapshot", {"action": "delete", "name": "nosuch"})
+    assert gone.is_error and structured(gone)["error"] == "SnapshotNotFound"
 
 
 def run(main: Callable[[], Awaitable[None]]) -> None:

@@ -7,6 +7,7 @@ engine and the daemon, one module per topic:
     keys.py        set, get, delete, keys, restore, ttl, retention, schema, exec, history
     search.py      search
     timeline.py    log, watch
+    snapshots.py   snapshot, fork, diff
     transfer.py    migrate, backup, export, import
     shell.py       shell (the interactive prompt, prompt_toolkit)
 

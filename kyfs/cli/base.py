@@ -61,6 +61,7 @@ COMMAND_MODULES: dict[str, str] = {
         ("mcp", "mcp"),
         ("search", "search"),
         ("shell", "shell"),
+        ("snapshots", "diff fork snapshot"),
         ("space", "compact du"),
         ("vectors", "collection embeddings"),
         ("timeline", "log watch"),

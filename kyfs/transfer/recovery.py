@@ -36,7 +36,7 @@ from kyfs.platform import journal, paths
 
 log = logging.getLogger(__name__)
 
-INSTALLING = ("restore", "migrate", "engine-migrate")  # journal kinds that install
+INSTALLING = ("restore", "migrate", "engine-migrate", "fork")  # journal kinds that install
 SPILL_AGE_S = 3600.0  # seconds a named file in the spill folder lies untouched before it goes
 KINDS = ("backup-create", "backup-verify", *INSTALLING)  # what recover() handles ("move":
 # the SQLite engine's, when it opens)
