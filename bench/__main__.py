@@ -3,7 +3,8 @@ Python FUSE loopback, in one run, as medians and ratios.
 
 Workloads 18 to 23 (bench/storage.py) measure storage against issue 24's budgets: bytes on
 disk after appends, a SQLite database, a git clone and an rm -rf, the daemon's memory with
-400 open files, and the block store's own speed.
+400 open files, and the block store's own speed. Workload 24 (bench/snapshots.py): a
+snapshot and a fork of a 1 GiB workspace, and a diff after 100 changes.
 
 Workloads 12 to 16 (bench/real_trees.py) run on real trees: the stdlib's pure-Python
 packages (tar x, cp -r, grep -r, find, rm -rf), a git clone of this repository, the
@@ -40,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import kyfs
-from bench import real_trees, search_bench, storage
+from bench import real_trees, search_bench, snapshots, storage
 from bench.harness import TARGETS, Target, drop_caches, load_average, median_time, sh, workdir
 
 VALUE = "x" * 63  # 64 bytes with echo's newline
@@ -192,6 +193,9 @@ def main() -> None:
         "--only-storage", action="store_true", help="the storage section (18 to 23) only"
     )
     parser.add_argument("--no-storage", action="store_true", help="skip workloads 18 to 23")
+    parser.add_argument(
+        "--only-snapshots", action="store_true", help="workload 24 (snapshots, forks) only"
+    )
     args = parser.parse_args()
     keys, rounds, mib = (2000, 2, 64) if args.quick else (10_000, 5, 1024)
     started = time.time()
@@ -205,6 +209,11 @@ def main() -> None:
         "dd_mib": mib,
         "caches_dropped": drop_caches(),
     }
+    if args.only_snapshots or not (args.only_trees or args.only_storage):
+        with workdir() as scratch:
+            results.update(snapshots.run(scratch, args.quick))
+    if args.only_snapshots:  # workload 24 alone
+        args.only_storage = args.no_storage = args.no_search = True
     if not args.only_storage:
         with workdir() as scratch:
             results.update(real_trees.run_all(scratch, args.quick, rounds if args.quick else 3))
@@ -253,6 +262,7 @@ def report(results: dict[str, Any]) -> None:
     if "tree_files" in results:
         real_trees.report(results)
     storage.report(results)
+    snapshots.report(results)
     if "create.kyfs" not in results:  # --only-trees, --only-storage
         print(f"total bench time: {results['seconds']:.0f} s")
         return

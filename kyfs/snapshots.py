@@ -15,8 +15,9 @@ between files, so a fork is O(data), not O(metadata) (see docs/design.md, "Snaps
 and forks").
 
 A *diff* compares two trees (kyfs.core.snapshots.parse_tree: ``W`` or ``W@SNAPSHOT``)
-key by key (kyfs.core.snapshots.compare); values are compared by their blocks' hashes,
-and by their bytes where the hashes differ at equal sizes.
+key by key (kyfs.core.snapshots.compare): files, links and special nodes, not
+directories (they come and go with their keys, as in ``git diff``); values are compared
+by their blocks' hashes, and by their bytes where the hashes differ at equal sizes.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from typing import Any
 
 from kyfs.core.errors import InvalidInput, WorkspaceExists
 from kyfs.core.names import check_workspace_name
-from kyfs.core.nodes import REG
+from kyfs.core.nodes import DIR, REG
 from kyfs.core.snapshots import Change, Fingerprint, compare, parse_tree
 from kyfs.engine.base import Workspace
 from kyfs.platform import config, journal, paths
@@ -97,12 +98,18 @@ def diff(engine: Any, old: str, new: str) -> list[Change]:
         WorkspaceNotFound / SnapshotNotFound: (ENOENT, exit 1). InvalidName: (exit 2).
     """
     with _tree(engine, old) as (a, snap_a), _tree(engine, new) as (b, snap_b):
-        before, after = a.fingerprints(snap_a), b.fingerprints(snap_b)
+        before, after = _keys_only(a.fingerprints(snap_a)), _keys_only(b.fingerprints(snap_b))
         same_bytes = {
             key: _value(a, snap_a, key) == _value(b, snap_b, key)
             for key in _maybe_same(before, after)
         }
     return compare(before, after, same_bytes)
+
+
+def _keys_only(prints: dict[str, Fingerprint]) -> dict[str, Fingerprint]:
+    """``prints`` without directories: a diff lists keys (files, links, special nodes), as
+    ``kyfs keys`` and ``git diff`` do; a directory comes and goes with its keys."""
+    return {key: found for key, found in prints.items() if found.kind != DIR}
 
 
 def _maybe_same(before: dict[str, Fingerprint], after: dict[str, Fingerprint]) -> list[str]:

@@ -62,15 +62,16 @@ def test_a_fork_after_100_changes_differs_in_exactly_those() -> None:
     assert run("fork", "src", "fork").exit_code == 0
     assert sha_of_every_key("fork") == source_before
     changed, added, deleted = range(0, 40), range(300, 330), range(100, 130)
+    # (the added ones in a new directory too: a diff lists keys, not directories)
     with kyfs.open("fork") as ws:
         for number in changed:
             ws.set(f"notes/n{number:03}", f"changed {number}\n")
         for number in added:
-            ws.set(f"notes/n{number:03}", f"added {number}\n")
+            ws.set(f"{'notes' if number % 2 else 'more/new'}/n{number:03}", f"added {number}\n")
         for number in deleted:
             ws.delete(f"notes/n{number:03}")
     expected = {f"notes/n{n:03}": "changed" for n in changed}
-    expected |= {f"notes/n{n:03}": "added" for n in added}
+    expected |= {f"{'notes' if n % 2 else 'more/new'}/n{n:03}": "added" for n in added}
     expected |= {f"notes/n{n:03}": "deleted" for n in deleted}
     listed = run("diff", "src", "fork", "--json")
     assert listed.exit_code == 0, listed.output
@@ -89,7 +90,7 @@ def test_a_fork_after_100_changes_differs_in_exactly_those() -> None:
     assert (
         "-note 0\n" in patch
         and "+changed 0" in patch
-        and "--- /dev/null\n+++ b/notes/n300" in patch
+        and "--- /dev/null\n+++ b/more/new/n300" in patch
     )
 
 
