@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 from kyfs.core.errors import (
     InvalidInput,
     KyfsError,
+    NoSpace,
     NotPermitted,
     ReadOnlyStorage,
     WorkspaceExists,
@@ -312,9 +313,10 @@ def rename_workspace(engine: AnyEngine, old: str, new: str) -> None:
 
 def ensure_shared(engine: AnyEngine) -> None:
     """Create the ``shared`` workspace (knowledge across projects, contextd's shared
-    database) if it is missing."""
+    database) if it is missing. On a full or read-only disk it is left for a later
+    command: the command at hand (a delete that makes room) goes on without it."""
     if not engine.exists(config.SHARED_WORKSPACE):
-        with contextlib.suppress(WorkspaceExists):
+        with contextlib.suppress(WorkspaceExists, NoSpace, ReadOnlyStorage):
             engine.create(config.SHARED_WORKSPACE)
 
 

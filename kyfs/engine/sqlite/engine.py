@@ -32,6 +32,7 @@ import fcntl
 import functools
 import logging
 import os
+import secrets
 import sqlite3
 import threading
 import time
@@ -44,7 +45,6 @@ from typing import Any
 
 from kyfs.core import inodes
 from kyfs.core.errors import (
-    AlreadyExists,
     InvalidName,
     KyfsError,
     NoSpace,
@@ -71,6 +71,7 @@ log = logging.getLogger(__name__)
 RECLAIM_FREE = 4 << 20  # bytes free inside a file at rest past which they go back (idle)
 SHORT_FOR = 0.5  # seconds short() keeps its answer
 INODES_LOCK = ".inodes.lock"  # in the data directory: one process at a time hands out tags
+CREATING = ".creating"  # a workspace file being made (SqliteEngine.create), not yet in place
 
 
 def _move_files(moves: Iterable[tuple[Path, Path]]) -> None:
@@ -633,23 +634,38 @@ class SqliteEngine:
         """Create the empty workspace ``name`` (file mode 0600); its top directory belongs
         to ``owner`` (default: this process) with permission bits ``mode`` (default 0755).
 
+        It is made under another name in the same folder and linked into place when
+        whole, so a full disk or a kill midway never leaves a half-made workspace (a
+        file whose schema is not all there would be refused at every command).
+
         Raises:
             InvalidName: (EINVAL, exit 2). WorkspaceExists: (EEXIST, exit 3).
+            NoSpace / StorageError: (exit 4) nothing was made.
         """
         path = self._file(name)
         with self._lock.exclusive():
+            if path.exists():
+                raise WorkspaceExists(f"workspace exists: {name}")
+            for left in self.directory.glob(f"*{CREATING}"):  # of a killed create
+                left.unlink(missing_ok=True)
+            staged = path.with_name(f".{secrets.token_hex(4)}-{path.name}{CREATING}")
             try:
-                workspace = SqliteWorkspace(path, create=True)
-            except AlreadyExists:
-                raise WorkspaceExists(f"workspace exists: {name}") from None
-            try:
-                self._settle_tag(name, workspace)
-                if owner is not None:
-                    workspace.chown("", owner.uid, owner.gid)
-                if mode is not None:
-                    workspace.chmod("", mode)
+                workspace = SqliteWorkspace(staged, create=True)
+                try:
+                    self._settle_tag(name, workspace)
+                    if owner is not None:
+                        workspace.chown("", owner.uid, owner.gid)
+                    if mode is not None:
+                        workspace.chmod("", mode)
+                finally:
+                    workspace.close()
+                try:
+                    os.link(staged, path)  # whole or not at all, never over another
+                except FileExistsError:
+                    raise WorkspaceExists(f"workspace exists: {name}") from None
             finally:
-                workspace.close()
+                for part in (staged, *paths.sidecar_files(staged)):
+                    part.unlink(missing_ok=True)
 
     def drop(self, name: str, *, only_if_empty: bool = False) -> Path:
         """Move workspace ``name`` into the trash; return its trash file.
