@@ -1,8 +1,8 @@
 """Permissions of the mount's virtual trees on a mount shared with ``-o allow_other``
 (issue 26): for every kind of path and every operation, what another unix user gets
-through ``.versions``, ``/.search`` and ``/.kyfs`` equals what they get on the real
-key or directory (EACCES where that denies). Real processes as other users (setpriv),
-on SQLite and PostgreSQL."""
+through ``.versions``, ``.snapshots``, ``/.search`` and ``/.kyfs`` equals what they get on
+the real key or directory (EACCES where that denies). Real processes as other users
+(setpriv), on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -191,3 +191,68 @@ def test_versions_keep_the_most_restrictive_mode_their_key_had_since(shared_moun
 
 def stat_mode(path: Path) -> int:
     return os.stat(path).st_mode & 0o7777
+
+
+def _snapshot(name: str) -> None:
+    """Snapshot ``name`` of workspace ``default``, made through the engine in this process."""
+    from kyfs.app import open_engine
+
+    engine = open_engine()
+    try:
+        with engine.using("default") as workspace:
+            workspace.create_snapshot(name)
+    finally:
+        engine.close()
+
+
+def test_snapshots_answer_as_the_real_paths(shared_mount: Mount) -> None:
+    ws = shared_mount.path / "default"
+    _snapshot("s1")
+    view = ws / ".snapshots" / "s1"
+    leaks = []
+    for caller in CALLERS:
+        for key in LAYOUT:
+            real, shown = ws / key.rstrip("/"), view / key.rstrip("/")
+            if key.endswith("/"):
+                pairs = [("list", ["ls", str(real)], ["ls", str(shown)])]
+            else:
+                pairs = [
+                    ("read", ["cat", str(real)], ["cat", str(shown)]),
+                    ("stat", ["stat", str(real)], ["stat", str(shown)]),
+                ]
+            for operation, on_real, on_view in pairs:
+                expected, got = as_user(caller, *on_real), as_user(caller, *on_view)
+                if (expected.returncode == 0) != (got.returncode == 0):
+                    leaks.append((caller, key, operation, expected.stderr, got.stderr))
+                elif got.returncode != 0:
+                    assert "Permission denied" in got.stderr, got.stderr  # EACCES
+                elif operation == "read":
+                    assert got.stdout == expected.stdout, (caller, key)
+    assert leaks == []
+    assert as_user("bob", "cat", str(view / "public")).returncode == 0
+    refused = as_user("bob", "cat", str(view / "private" / "token"))
+    assert refused.returncode != 0 and "Permission denied" in refused.stderr
+    assert as_user("alice", "cat", str(view / "private" / "token")).stdout.startswith("zebra")
+    for caller in CALLERS:  # the listing of snapshots is the workspace's to give
+        assert as_user(caller, "ls", str(ws / ".snapshots")).stdout.split() == ["s1"]
+    # a closed workspace closes its snapshots too
+    os.chmod(ws, 0o700)
+    time.sleep(0.1)
+    for caller in CALLERS:
+        done = as_user(caller, "cat", str(view / "public"))
+        assert done.returncode != 0 and "Permission denied" in done.stderr, caller
+
+
+def test_a_snapshot_keeps_no_acl_so_a_key_with_one_shows_owner_only(shared_mount: Mount) -> None:
+    ws = shared_mount.path / "default"
+    public = ws / "public"
+    done = subprocess.run(["setfacl", "-m", f"u:{BOB}:---", str(public)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"no POSIX ACLs on this mount: {done.stderr!r}")
+    _snapshot("s1")
+    shown = ws / ".snapshots" / "s1" / "public"
+    assert as_user("bob", "cat", str(public)).returncode != 0  # the ACL shuts bob out
+    refused = as_user("bob", "cat", str(shown))
+    assert refused.returncode != 0 and "Permission denied" in refused.stderr
+    assert stat_mode(shown) == 0o600  # 0o644 less the group's and others' bits
+    assert shown.read_text().startswith("zebra")  # root reads it

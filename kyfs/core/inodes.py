@@ -3,8 +3,9 @@
 ``st_ino = inode_tag << NODE_BITS | node_id``, with a tag in 1..MAX_TAG (17 bits) and a
 node id in 1..MAX_NODE (36 bits), so every st_ino is below 2**53: JavaScript's numbers
 (Node.js's ``fs.statSync().ino``) are exact up to there, and larger numbers collide.
-Tag 0 is never a workspace's: the mount's virtual nodes live below ``1 << NODE_BITS``
-(kyfs.vfs.tree.virtual_ino, below 2**33).
+Tag 0 is never a workspace's: the mount's virtual nodes live below ``1 << NODE_BITS``:
+the views' names below 2**33 (kyfs.vfs.tree.virtual_ino), the names in snapshots from
+2**33 up (:func:`snapshot_inode`).
 
 A tag is unique among the workspaces of one data directory (one PostgreSQL database);
 the engines keep it so (create, adopt, restore from the trash, fsck --repair, and open of
@@ -26,6 +27,11 @@ TAG_BITS = 17  # bits of a workspace's tag in st_ino
 MAX_NODE = (1 << NODE_BITS) - 1  # the largest node id a workspace may hold (~6.9e10)
 MAX_TAG = (1 << TAG_BITS) - 1  # the largest tag: 131,071 workspaces per data directory
 LIMIT = 1 << (NODE_BITS + TAG_BITS)  # 2**53: every st_ino is below it
+SNAPSHOT_BASE = 1 << 33  # the names in snapshots: [2**33, 2**36) (snapshot_inode)
+SNAPSHOT_SPAN = (1 << NODE_BITS) - SNAPSHOT_BASE
+# Where a workspace's snapshot numbers start in that range: its tag times this (odd, near
+# SNAPSHOT_SPAN / 1.618, so that the tags spread their starts far apart).
+_SNAPSHOT_SPREAD = 37_139_198_651
 
 
 def inode(tag: int, node_id: int) -> int:
@@ -38,6 +44,23 @@ def inode(tag: int, node_id: int) -> int:
     if not 0 <= node_id <= MAX_NODE:
         raise OutOfInodes(f"node id {node_id} is beyond the {NODE_BITS}-bit inode range")
     return (tag << NODE_BITS) | node_id
+
+
+def snapshot_inode(tag: int, item_id: int) -> int:
+    """The st_ino of the name ``item_id`` of a snapshot (its snapshot item's id, unique in
+    the workspace tagged ``tag``) in the mount's ``.snapshots`` view: in
+    [2**33, 2**36), never a live node's (those are at ``1 << 36`` and above) nor a view's
+    (kyfs.vfs.tree.virtual_ino, below 2**33); the same for the same item across remounts
+    (a snapshot never changes); distinct for every item of one workspace (up to
+    SNAPSHOT_SPAN, 6.0e10 item ids). Each workspace's numbers start at its tag times an
+    odd constant near SNAPSHOT_SPAN / 1.618 (mod SNAPSHOT_SPAN), which spreads the starts
+    evenly: two workspaces' numbers can meet only when their item ids run past the gap
+    between their starts (240,000 for the closest two of the 131,071 tags, 460,000 on
+    average). A number shared across workspaces fools no tool that matters: they
+    compare st_ino only for files with several links (tar, cp -a, rsync -H, du) or for
+    the same path under two trees (diff -r), and a snapshot's files have one link each.
+    """
+    return SNAPSHOT_BASE + (item_id + tag * _SNAPSHOT_SPREAD) % SNAPSHOT_SPAN
 
 
 def check_node_id(node_id: int) -> int:

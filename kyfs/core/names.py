@@ -8,9 +8,9 @@
 * A key is a ``/``-separated path of components. Each component is 1-255 bytes
   (NAME_MAX on Linux) of any value but ``/`` and NUL, as on Linux, and is neither ``.`` nor
   ``..`` (POSIX gives those a meaning of their own), nor one of the names the mount
-  keeps for its hidden trees (``.search``, ``.kyfs``, ``.versions``). The whole key is at most
-  KEY_MAX = 65,536 bytes. Linux's PATH_MAX (4096 bytes) bounds one path given to a
-  system call, not the depth of a tree: a process reaches deeper names through
+  keeps for its hidden trees (``.search``, ``.kyfs``, ``.versions``, ``.snapshots``). The
+  whole key is at most KEY_MAX = 65,536 bytes. Linux's PATH_MAX (4096 bytes) bounds one
+  path given to a system call, not the depth of a tree: a process reaches deeper names through
   relative paths (chdir, openat), and tmpfs has no limit. 64 KiB leaves room for that
   and still bounds what one key costs. ``a/b/c`` is shown by the mount as file ``c``
   in directory ``b`` in directory ``a``.
@@ -38,8 +38,9 @@ STORED_NAME_RE = re.compile(
     rf"(?:{WORKSPACE_NAME_RE.pattern}{IDENTITY_SEP})?{WORKSPACE_NAME_RE.pattern}"
 )
 NAME_MAX = 255  # bytes, Linux limits.h
-# The mount's own hidden trees (/.search, /.kyfs, <workspace>/.versions): never a key's name.
-RESERVED = frozenset({".search", ".kyfs", ".versions"})
+# The mount's own hidden trees (/.search, /.kyfs, <workspace>/.versions and
+# <workspace>/.snapshots): never a key's name.
+RESERVED = frozenset({".search", ".kyfs", ".versions", ".snapshots"})
 KEY_MAX = 64 * 1024  # bytes of UTF-8 in a whole key (see the module docstring)
 SEP = "/"
 

@@ -8,6 +8,7 @@ Layout of the mount::
     /.search/<query>/     read-only matches across workspaces (kyfs.vfs.search_tree)
     /.kyfs/metrics        read-only daemon metrics (kyfs.vfs.control_tree)
     /<ws>/.versions/...   read-only history of each key (kyfs.vfs.versions_tree)
+    /<ws>/.snapshots/...  read-only snapshots of each workspace (kyfs.vfs.snapshots_tree)
 
 The hidden trees are not listed by readdir, so ``cp -r``, ``grep -r`` and ``find``
 never walk them. Every operation resolves the path to (workspace, key) or to a virtual
@@ -60,6 +61,7 @@ from kyfs.core.errors import (
     NotPermitted,
     ReadOnly,
     SchemaViolation,
+    SnapshotNotFound,
     StaleName,
     StorageError,
 )
@@ -81,7 +83,16 @@ from kyfs.vfs import acls
 from kyfs.vfs.control_tree import CONTROL_DIR, ControlTree
 from kyfs.vfs.openfile import OpenFile
 from kyfs.vfs.search_tree import SEARCH_DIR, SearchTree
-from kyfs.vfs.tree import ROOT_INO, UNKNOWN_INO, Listing, VirtualTree, dots, virtual_ino
+from kyfs.vfs.snapshots_tree import SNAPSHOTS_DIR, Shown, SnapshotsTree
+from kyfs.vfs.tree import (
+    ROOT_INO,
+    UNKNOWN_INO,
+    Contents,
+    Listing,
+    VirtualTree,
+    dots,
+    virtual_ino,
+)
 from kyfs.vfs.versions_tree import VERSIONS_DIR, VersionsTree
 
 log = logging.getLogger(__name__)
@@ -99,6 +110,7 @@ MAX_WRITE = 1024 * 1024  # bytes per FUSE write request (fuse_conn_info.max_writ
 FUSE_CAP_DONT_MASK = 1 << 6
 FUSE_CAP_POSIX_ACL = 1 << 19
 HIDDEN = (SEARCH_DIR, CONTROL_DIR)
+VIEWS = (VERSIONS_DIR, SNAPSHOTS_DIR)  # read-only trees at the top of every workspace
 # libfuse's high-level API (without hard_remove) renames a file unlinked while open to
 # this name and unlinks that name at the last close (fuse.c: hidden_name, hide_node).
 FUSE_HIDDEN = re.compile(r"\.fuse_hidden[0-9a-f]{16}")
@@ -213,6 +225,7 @@ class KyfsOperations(Operations):  # type: ignore[misc]
         self._handles: dict[int, OpenFile] = {}
         self._open: dict[tuple[Workspace, int], OpenFile] = {}
         self._virtual: dict[int, bytes] = {}  # open handles of virtual files
+        self._readers: dict[int, Contents] = {}  # ... of those read piece by piece
         self._hidden: dict[str, OpenFile] = {}  # .fuse_hidden path -> the unlinked open file
         self._listings: dict[int, Listing] = {}  # directory handle -> its READDIRPLUS listing
         self._next_fh = itertools.count(1)  # next() is atomic in CPython: no lock
@@ -222,7 +235,8 @@ class KyfsOperations(Operations):  # type: ignore[misc]
         self.search_tree = SearchTree(workspaces.names, workspaces.open)
         self.control_tree = ControlTree(self.metrics)
         self.invalidator = Invalidator()
-        self.watcher = ChangeWatcher(workspaces, self.invalidator)
+        self.shown = Shown()  # what the kernel may hold of each snapshot (snapshots_tree)
+        self.watcher = ChangeWatcher(workspaces, self.invalidator, also=self.shown.gone)
         self.errors = EioLog()
         self.acls = False  # the kernel enforces POSIX ACLs (init_with_config)
 
@@ -330,6 +344,12 @@ class KyfsOperations(Operations):  # type: ignore[misc]
         workspace, _, key = path.lstrip("/").partition("/")
         return (workspace or None), key
 
+    @staticmethod
+    def _view(key: str) -> str | None:
+        """The workspace's read-only view (VIEWS) that ``key`` lies in, or None."""
+        top = key.partition("/")[0]
+        return top if top in VIEWS else None
+
     def _tree(self, path: str) -> tuple[VirtualTree, str] | None:
         """The virtual tree that serves ``path`` and the path inside it, or None."""
         workspace, key = self._split(path)
@@ -337,10 +357,13 @@ class KyfsOperations(Operations):  # type: ignore[misc]
             return self.search_tree, key
         if workspace == CONTROL_DIR:
             return self.control_tree, key
-        if workspace is not None and (key == VERSIONS_DIR or key.startswith(VERSIONS_DIR + "/")):
-            tree = VersionsTree(workspace, self._workspace(workspace))
-            return tree, names.from_os(key[len(VERSIONS_DIR) + 1 :])
-        return None
+        view = self._view(key) if workspace is not None else None
+        if workspace is None or view is None:
+            return None
+        rest = names.from_os(key[len(view) + 1 :])
+        if view == SNAPSHOTS_DIR:
+            return SnapshotsTree(workspace, self._workspace(workspace), self.shown), rest
+        return VersionsTree(workspace, self._workspace(workspace)), rest
 
     def _judge_empty(self, opened: OpenFile, last: bool) -> None:
         """At close: a key created here and never written holds the empty value; when a
@@ -377,7 +400,7 @@ class KyfsOperations(Operations):  # type: ignore[misc]
         workspace, key = self._split(path)
         if workspace is None:
             raise NotPermitted("the root holds only workspaces")
-        if workspace in HIDDEN or key == VERSIONS_DIR or key.startswith(VERSIONS_DIR + "/"):
+        if workspace in HIDDEN or self._view(key) is not None:
             raise ReadOnly(f"{path} is read-only")
         try:
             if key:
@@ -584,7 +607,12 @@ class KyfsOperations(Operations):  # type: ignore[misc]
             return self._unlinked_attrs(hidden)
         routed = self._tree(path)
         if routed is not None:
-            attrs = routed[0].getattr(routed[1], self._asker(routed[0]))
+            try:
+                attrs = routed[0].getattr(routed[1], self._asker(routed[0]))
+            except (KeyNotFound, SnapshotNotFound):  # deleted behind the mount: see .held
+                if self.invalidator.held(path):
+                    raise StaleName(f"gone behind the mount: {path}") from None
+                raise
             if routed[0] is self.search_tree and "/" in routed[1]:  # a link: who asks matters
                 self.invalidator.invalidate_soon(SEARCH_DIR, entry=True)
             return attrs
@@ -624,7 +652,11 @@ class KyfsOperations(Operations):  # type: ignore[misc]
             return listing
         routed = self._tree(path)
         if routed is not None:
-            return dots(virtual_ino(path)) + routed[0].readdir(routed[1], self._asker(routed[0]))
+            tree, rest = routed
+            listing = tree.readdir(rest, self._asker(tree))
+            if isinstance(tree, SnapshotsTree):  # its directories' own numbers for "."
+                return dots(tree.getattr(rest)["st_ino"]) + listing
+            return dots(virtual_ino(path)) + listing
         store, key = self._resolve(path)
         listing = dots(store.inode(store.stat(key).id))
         for entry in store.children(key):
@@ -975,7 +1007,10 @@ class KyfsOperations(Operations):  # type: ignore[misc]
                 raise ReadOnly("read-only")
             content = routed[0].content(routed[1], self._asker(routed[0]))
             fh = next(self._next_fh)
-            self._virtual[fh] = content
+            if isinstance(content, bytes):
+                self._virtual[fh] = content
+            else:
+                self._readers[fh] = content  # (a snapshot's file: the page cache may keep it)
             return fh
         store, key = self._resolve(path)
         try:
@@ -990,7 +1025,9 @@ class KyfsOperations(Operations):  # type: ignore[misc]
         return self._attach(path, store, entry, truncate=bool(flags & os.O_TRUNC))
 
     def is_virtual(self, fh: int) -> bool:
-        """True when handle ``fh`` is open on a virtual file (.kyfs, .search, .versions)."""
+        """True when handle ``fh`` is open on a virtual file whose content may change
+        while open (.kyfs, .search, .versions; not a snapshot's: kyfs.fuse.daemon opens
+        those with direct_io)."""
         return fh in self._virtual
 
     @_fh_op
@@ -998,11 +1035,13 @@ class KyfsOperations(Operations):  # type: ignore[misc]
         """Up to ``size`` bytes at ``offset`` through handle ``fh``, buffered writes
         included. EBADF."""
         virtual = self._virtual.get(fh)
-        data = (
-            virtual[offset : offset + size]
-            if virtual is not None
-            else self._handle(fh).read(offset, size)
-        )
+        reader = self._readers.get(fh) if virtual is None else None
+        if virtual is not None:
+            data = virtual[offset : offset + size]
+        elif reader is not None:
+            data = reader.read(offset, size)
+        else:
+            data = self._handle(fh).read(offset, size)
         self.metrics.add_bytes(read=len(data))
         return data
 
@@ -1054,7 +1093,7 @@ class KyfsOperations(Operations):  # type: ignore[misc]
         """lseek(2)'s SEEK_DATA and SEEK_HOLE through handle ``fh``, from the value's
         stored blocks (kyfs.vfs.openfile.OpenFile.seek); a virtual file is all data.
         ENXIO at or past the end, EINVAL, EBADF."""
-        content = self._virtual.get(fh)
+        content: bytes | Contents | None = self._virtual.get(fh) or self._readers.get(fh)
         if content is None:
             return self._handle(fh).seek(offset, whence)
         if offset >= len(content):
@@ -1065,7 +1104,7 @@ class KyfsOperations(Operations):  # type: ignore[misc]
     def flush(self, path: str, fh: int) -> int:
         """Commit handle ``fh``'s buffered writes (what close(2) returns). ENOSPC, EIO,
         EINVAL (a schema rule refused the value); after an error the changes are gone."""
-        if fh not in self._virtual:
+        if fh not in self._virtual and fh not in self._readers:
             opened = self._handle(fh)
             self._commit(opened)
             self._judge_empty(opened, last=False)
@@ -1074,7 +1113,7 @@ class KyfsOperations(Operations):  # type: ignore[misc]
     @_fh_op
     def fsync(self, path: str, datasync: int, fh: int) -> int:
         """Commit, then make every committed transaction durable (a checkpoint). As flush."""
-        if fh not in self._virtual:
+        if fh not in self._virtual and fh not in self._readers:
             self._commit(self._handle(fh), sync=True)
         return 0
 
@@ -1082,7 +1121,7 @@ class KyfsOperations(Operations):  # type: ignore[misc]
     def release(self, path: str, fh: int) -> int:
         """The last close of a handle: commit what is left; free the buffer when it was
         the node's last handle."""
-        if self._virtual.pop(fh, None) is not None:
+        if self._virtual.pop(fh, None) is not None or self._readers.pop(fh, None) is not None:
             return 0
         opened = self._handles.pop(fh, None)
         if opened is None:

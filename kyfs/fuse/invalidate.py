@@ -282,15 +282,25 @@ class ChangeWatcher:
             a workspace tells its own connection's changes apart, so it must be the
             same object the requests use.
         invalidator: where paths go (started by libfuse's init).
+        also: called in each round for each workspace (its name, and the workspace,
+            whose lock the watcher holds) for more mount paths to invalidate: those of
+            the snapshots deleted behind the mount (kyfs.vfs.snapshots_tree.Shown.gone),
+            which history does not record.
     """
 
     INTERVAL = 0.25  # seconds between two rounds when nobody says a change happened
     MIN_GAP = 0.02  # seconds at least between two rounds (a busy writer notifies often)
     LOCK_WAIT = 0.05  # seconds a round waits for a workspace a request holds; then later
 
-    def __init__(self, engine: Engine, invalidator: Invalidator) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        invalidator: Invalidator,
+        also: Callable[[str, Workspace], list[str]] | None = None,
+    ) -> None:
         self._engine = engine
         self._invalidator = invalidator
+        self._also = also
         self._watched: dict[str, tuple[Workspace, int]] = {}  # name -> (workspace, cursor)
         self._names: set[str] | None = None
         self._vanished: list[str] = []  # workspaces the last round found gone
@@ -372,6 +382,8 @@ class ChangeWatcher:
                 paths = []
                 if before is not None:  # the file was replaced: everything may differ
                     paths = self._every_path(name, before[0]) + self._every_path(name, store)
+            if self._also is not None:
+                paths += self._also(name, store)
         finally:
             store.lock.release()
         self._watched[name] = (store, cursor)

@@ -1,6 +1,7 @@
 """What a read-only virtual tree of the mount offers (``/.search``, ``/.kyfs``,
-``<workspace>/.versions``), and the stat dicts they share. No FUSE here: stat dicts use
-os.stat_result's field names (st_mode, st_ino, ...), times in ns since the epoch, UTC.
+``<workspace>/.versions``, ``<workspace>/.snapshots``), and the stat dicts they share. No
+FUSE here: stat dicts use os.stat_result's field names (st_mode, st_ino, ...), times in ns
+since the epoch, UTC.
 
 A virtual tree answers paths relative to its own top (``""`` is the top) and raises
 kyfs.core.errors.KyfsError (KeyNotFound for ENOENT, InvalidInput for EINVAL) like the
@@ -75,6 +76,20 @@ def dots(ino: int, parent_ino: int = UNKNOWN_INO) -> Listing:
     ]
 
 
+class Contents(Protocol):
+    """An open virtual file read piece by piece (a snapshot's file: kyfs.vfs.snapshots_tree)
+    instead of loaded whole at open. Its content never changes while it is open."""
+
+    def __len__(self) -> int:
+        """Its size in bytes."""
+        ...
+
+    def read(self, offset: int, size: int) -> bytes:
+        """Up to ``size`` bytes at ``offset`` (fewer at the end). StaleName (ESTALE) when
+        what it shows is gone."""
+        ...
+
+
 class VirtualTree(Protocol):
     """A read-only tree mounted at a hidden name; ``rest`` is the path below its top and
     ``caller`` the process that asks (a tree that gathers nodes from many places shows it
@@ -92,6 +107,7 @@ class VirtualTree(Protocol):
         """A symlink's target. InvalidInput (EINVAL) for anything else; KeyNotFound."""
         ...
 
-    def content(self, rest: str, caller: Caller) -> bytes:
-        """The whole content of file ``rest`` (read at open). KeyNotFound."""
+    def content(self, rest: str, caller: Caller) -> bytes | Contents:
+        """The whole content of file ``rest`` (read at open), or a :class:`Contents` to read
+        it from piece by piece. KeyNotFound."""
         ...

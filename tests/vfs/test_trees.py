@@ -12,12 +12,21 @@ from pathlib import Path
 
 import pytest
 
+from kyfs.core import inodes
 from kyfs.core.access import Caller, permits
-from kyfs.core.errors import InvalidInput, KeyNotFound
+from kyfs.core.errors import (
+    InvalidInput,
+    IsADirectory,
+    KeyNotFound,
+    NotADirectory,
+    SnapshotNotFound,
+    StaleName,
+)
 from kyfs.engine.sqlite.engine import SqliteEngine
 from kyfs.platform.metrics import Metrics
 from kyfs.vfs.control_tree import METRICS_FILE, ControlTree
 from kyfs.vfs.search_tree import SearchTree
+from kyfs.vfs.snapshots_tree import Shown, SnapshotsTree
 from kyfs.vfs.tree import dots
 from kyfs.vfs.versions_tree import VersionsTree
 
@@ -38,7 +47,8 @@ def engine(tmp_path: Path) -> Iterator[SqliteEngine]:
 def test_vfs_loads_no_fuse_binding() -> None:
     code = (
         "import sys, kyfs.vfs.search_tree, kyfs.vfs.versions_tree, kyfs.vfs.control_tree,"
-        " kyfs.vfs.openfile; print(any(m in sys.modules for m in ('mfusepy', 'kyfs.fuse.binding')))"
+        " kyfs.vfs.snapshots_tree, kyfs.vfs.openfile;"
+        " print(any(m in sys.modules for m in ('mfusepy', 'kyfs.fuse.binding')))"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.stdout.strip() == "False", done.stderr
@@ -256,3 +266,47 @@ def test_an_acl_narrows_the_views_to_the_owner(engine: SqliteEngine) -> None:
     assert search.readdir("jwt token", BOB) == []
     ws.remove_xattr("shut", acl.ACCESS)  # the mode alone again: others read it
     assert permits(BOB, 1001, 1001, versions.getattr(f"shut/{version}")["st_mode"], 4, False)
+
+
+def test_snapshots_tree(engine: SqliteEngine) -> None:
+    ws = engine.open("w")
+    ws.set("conf/app.toml", b"port = 8080\n")
+    ws.symlink("link", b"conf/app.toml")
+    ws.create_snapshot("s1")
+    ws.set("conf/app.toml", b"port = 9090\n")
+    shown = Shown()
+    tree = SnapshotsTree("w", ws, shown)
+    assert [name for name, _, _ in tree.readdir("")] == ["s1"]
+    assert [name for name, _, _ in tree.readdir("s1")] == ["conf", "link"]
+    attrs = tree.getattr("s1/conf/app.toml")
+    assert stat.S_ISREG(attrs["st_mode"]) and attrs["st_size"] == 12
+    assert inodes.SNAPSHOT_BASE <= attrs["st_ino"] < 1 << inodes.NODE_BITS
+    opened = tree.content("s1/conf/app.toml")
+    assert len(opened) == 12 and opened.read(0, 100) == b"port = 8080\n"
+    assert opened.read(7, 4) == b"8080"
+    assert tree.readlink("s1/link") == "conf/app.toml"
+    with pytest.raises(InvalidInput):
+        tree.readlink("s1/conf")
+    with pytest.raises(IsADirectory):
+        tree.content("s1/conf")
+    with pytest.raises(NotADirectory):
+        tree.readdir("s1/link")
+    for missing in ("s2", "s1/nothing", "..", "bad name"):
+        with pytest.raises((KeyNotFound, SnapshotNotFound)):
+            tree.getattr(missing)
+    # a snapshot deleted behind the mount: what was shown of it, to invalidate
+    assert shown.gone("w", ws) == []
+    ws.delete_snapshot("s1")
+    gone = shown.gone("w", ws)
+    assert gone[0] == "/w/.snapshots/s1" and gone[-1] == "/w/.snapshots"
+    assert "/w/.snapshots/s1/conf/app.toml" in gone
+    assert shown.gone("w", ws) == []  # told once
+    with pytest.raises(StaleName):
+        opened.read(0, 1)
+
+
+def test_snapshot_inodes_are_distinct_and_apart_from_every_other_kind() -> None:
+    numbers = {inodes.snapshot_inode(tag, item) for tag in (1, 2, 77) for item in range(1, 5000)}
+    assert len(numbers) == 3 * 4999
+    assert min(numbers) >= inodes.SNAPSHOT_BASE > (1 << 32) + 2  # above virtual_ino's range
+    assert max(numbers) < inodes.inode(1, 0)  # below every live node's
