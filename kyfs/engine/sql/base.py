@@ -144,6 +144,13 @@ class Base:
                 except self._errors as exc:  # a damaged page met on the way out
                     raise self._convert(exc) from None
 
+    @contextmanager
+    def _bulk_read(self) -> Iterator[None]:
+        """Around a read transaction that scans much of the file (a vector search): what
+        makes such a scan cheaper where the engine has it (SQLite maps the file); nothing
+        by default."""
+        yield
+
     def _node_ids_used(self, conn: Any) -> int:
         """The highest node id ever given out (an id is never given twice, so a node in
         the archive or purged from it keeps its own): for a copy to go on after it."""

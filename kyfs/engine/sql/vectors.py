@@ -515,7 +515,7 @@ class VectorsMixin(Base):
         except ValueError as exc:
             raise InvalidInput(str(exc)) from None
         top = vectors.TopK(query, limit)
-        with self._snapshot() as conn:
+        with self._bulk_read(), self._snapshot() as conn:
             for _, count, items, scales, data in conn.execute(SQL_CHUNKS, (space,)):
                 ids = vectors.decode_ids(bytes(items))[: int(count)]
                 try:
