@@ -108,6 +108,24 @@ def test_a_snapshot_keeps_what_the_workspace_held(ws: Workspace) -> None:
     assert ws.check() == []
 
 
+def test_a_snapshot_keeps_extended_attributes_and_restore_brings_them_back(
+    ws: Workspace,
+) -> None:
+    ws.set("k", b"v")
+    ws.set_xattr("k", "user.tag", b"one")
+    ws.create_snapshot("s")
+    item = ws.snapshot_stat("s", "k").id
+    assert ws.snapshot_xattrs(item) == {b"user.tag": b"one"}
+    ws.set_xattr("k", "user.tag", b"two")
+    ws.set_xattr("k", "user.more", b"x")
+    assert ws.snapshot_xattrs(item) == {b"user.tag": b"one"}
+    assert ws.restore_snapshot("s") == 1
+    assert ws.xattr_names("k") == ["user.tag"] and ws.get_xattr("k", "user.tag") == b"one"
+    ws.delete_snapshot("s")
+    assert ws.snapshot_xattrs(item) == {}
+    assert ws.check() == []
+
+
 def test_snapshot_errors(ws: Workspace) -> None:
     ws.set("k", b"v")
     ws.create_snapshot("s")

@@ -520,6 +520,10 @@ class Workspace(Protocol):
         """A symbolic link's target in a snapshot."""
         ...
 
+    def snapshot_xattrs(self, item_id: int) -> dict[bytes, bytes]:
+        """The extended attributes a snapshot item had (name -> value)."""
+        ...
+
     def read_snapshot(self, item_id: int, offset: int, size: int) -> bytes:
         """Bytes of a snapshot item's value (:meth:`snapshot_stat` gives the id)."""
         ...

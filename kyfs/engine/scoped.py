@@ -144,6 +144,7 @@ READS = frozenset(
         "snapshot_stat",
         "snapshot_children",
         "snapshot_readlink",
+        "snapshot_xattrs",
         "read_snapshot",
         "snapshot_value",
         "fingerprints",

@@ -13,8 +13,9 @@ kernel may keep its pages: a snapshot never changes.
 
 Permissions: the kernel judges (``default_permissions``) by the owner and bits each name
 had when the snapshot was made, so what a user could not read on the real path then they
-cannot read through the snapshot either. A snapshot keeps no extended attributes, so no
-ACL: a name whose key has an access ACL now shows without its group and other bits
+cannot read through the snapshot either. The views judge by owner and bits alone, so a
+name that had an access ACL when the snapshot was made (the snapshot keeps its extended
+attributes), or whose key has one now, shows without its group and other bits
 (kyfs.vfs.acls.stat_for_views narrows ``.versions`` alike). ``.snapshots`` shows the
 owner and the read and search bits of the workspace's top directory now, each
 ``.snapshots/NAME`` that owner and all of its bits (a snapshot does not record the top's
@@ -166,10 +167,13 @@ class SnapshotsTree:
         return entry
 
     def _mode(self, entry: Entry) -> int:
-        """The bits ``entry`` shows: its own, less the group and other bits when its key
-        has an access ACL now (the snapshot kept none: see the module)."""
+        """The bits ``entry`` shows: its own, less the group and other bits when it had
+        an access ACL when the snapshot was made, or its key has one now (see the
+        module)."""
         if entry.kind == LNK:
             return entry.mode
+        if acl.ACCESS.encode() in self.workspace.snapshot_xattrs(entry.id):
+            return entry.mode & ~0o077
         try:
             self.workspace.get_xattr(entry.key, acl.ACCESS)
         except NotFound:

@@ -214,7 +214,10 @@ CREATE TABLE snapshot_items (
 CREATE INDEX snapshot_items_snapshot ON snapshot_items (snapshot);
 CREATE INDEX snapshot_items_key ON snapshot_items USING hash (key);
 CREATE INDEX snapshot_items_parent ON snapshot_items USING hash (parent);
-CREATE INDEX snapshot_items_shared ON snapshot_items (shared) WHERE shared IS NOT NULL
+CREATE INDEX snapshot_items_shared ON snapshot_items (shared) WHERE shared IS NOT NULL;
+CREATE TABLE snapshot_xattrs (
+    item BIGINT NOT NULL, name BYTEA NOT NULL, value BYTEA NOT NULL, PRIMARY KEY (item, name)
+)
 """
 
 

@@ -63,6 +63,11 @@ BLOCK_CHECKS = [  # the block store's rules (also run on every untrusted file)
     ("versions that share the value of a node that is gone", _VERSIONS_OF_NO_NODE),
     ("snapshot items that share the value of a node that is gone", _ITEMS_OF_NO_NODE),
     (
+        "snapshot attributes of no snapshot item",
+        "SELECT x.item FROM snapshot_xattrs x WHERE NOT EXISTS"
+        " (SELECT 1 FROM snapshot_items i WHERE i.id = x.item)",
+    ),
+    (
         _NO_SNAPSHOT,
         "SELECT i.id FROM snapshot_items i WHERE NOT EXISTS"
         " (SELECT 1 FROM snapshots s WHERE s.id = i.snapshot)",
@@ -261,6 +266,11 @@ def repair_blocks(conn: Connection, now_ns: int) -> list[str]:
     done += drop_items(
         conn, [int(row[0]) for row in conn.execute(_ITEMS_OF_NO_NODE)], "whose node is gone"
     )
+    stray = conn.execute(
+        "DELETE FROM snapshot_xattrs WHERE item NOT IN (SELECT id FROM snapshot_items)"
+    ).rowcount
+    if stray:
+        done.append(f"dropped {stray} snapshot attributes of no snapshot item")
     recounted = conn.execute(
         "UPDATE blocks SET refs = coalesce(c.n, 0) FROM (SELECT b.id, n FROM blocks b"
         " LEFT JOIN (SELECT block, count(*) AS n FROM extents GROUP BY block) AS x"
@@ -303,6 +313,7 @@ def drop_items(conn: Connection, items: list[int], why: str) -> list[str]:
     their snapshots (a snapshot never serves a damaged value); what was done."""
     for item in items:
         blocks.drop(conn, blocks.item_owner(item))
+        conn.execute("DELETE FROM snapshot_xattrs WHERE item = ?", (item,))
         conn.execute("DELETE FROM snapshot_items WHERE id = ?", (item,))
     return [f"dropped {len(items)} keys of snapshots {why}"] if items else []
 

@@ -49,6 +49,7 @@ TABLES = {
     "snapshots": "id, name, created_ns, history_id, keys, size",
     "snapshot_items": "id, snapshot, key, parent, node, kind, mode, uid, gid, size,"
     " created_ns, mtime_ns, ctime_ns, target, rdev, shared",
+    "snapshot_xattrs": "item, name, value",
 }
 ENGINE_META = frozenset({"pg_schema_version"})  # settings that belong to one engine's layout
 READ_PIECE = 4 * 1024 * 1024  # bytes hashed at a time
@@ -68,7 +69,7 @@ def copy_workspace(source: NamespaceMixin, target: NamespaceMixin) -> dict[str, 
         for table in (
             "extents", "blocks", "entries", "nodes", "archive", "history", "index_pending",
             "xattrs", "vector_spaces", "vector_chunks", "vector_slots", "collection_items",
-            "embed_pending", "snapshots", "snapshot_items",
+            "embed_pending", "snapshots", "snapshot_items", "snapshot_xattrs",
         ):  # fmt: skip
             dst.execute(f"DELETE FROM {table}")
         dst.execute("DELETE FROM search_text")

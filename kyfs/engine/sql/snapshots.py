@@ -4,6 +4,7 @@ one is).
     snapshots      (id, name UNIQUE, created_ns, history_id, keys, size)
     snapshot_items (id, snapshot, key, parent, node, kind, mode, uid, gid, size,
                     created_ns, mtime_ns, ctime_ns, target, rdev, shared)
+    snapshot_xattrs (item, name, value)   the extended attributes (ACLs) items had
 
 A snapshot is one ``snapshots`` row and one ``snapshot_items`` row per name the
 workspace had: the node's type, bits, owner, times, symlink target and device number
@@ -56,6 +57,13 @@ SQL_TAKE = (
     f" n.mtime_ns, n.ctime_ns, n.target, n.rdev, CASE WHEN n.kind = {REG} THEN n.id END"
     " FROM entries e JOIN nodes n ON n.id = e.node"
 )
+
+
+SQL_TAKE_XATTRS = (
+    "INSERT INTO snapshot_xattrs (item, name, value) SELECT i.id, x.name, x.value"
+    " FROM snapshot_items i JOIN xattrs x ON x.node = i.node WHERE i.snapshot = ?"
+)
+SQL_ITEM_XATTRS = "SELECT name, value FROM snapshot_xattrs WHERE item = ? ORDER BY name"
 
 
 def value_owner(item_id: int, shared: int | None) -> int:
@@ -132,6 +140,7 @@ class SnapshotsMixin(Base):
                 ).fetchone()[0]
             )
             conn.execute(SQL_TAKE, (snapshot_id,))
+            conn.execute(SQL_TAKE_XATTRS, (snapshot_id,))
             keys, size = conn.execute(
                 f"SELECT count(*), coalesce(sum(CASE WHEN kind = {REG} THEN size ELSE 0 END), 0)"
                 " FROM snapshot_items WHERE snapshot = ?",
@@ -159,6 +168,11 @@ class SnapshotsMixin(Base):
                 "SELECT ? + id FROM snapshot_items WHERE snapshot = ? AND shared IS NULL"
                 f" AND kind = {REG}",
                 (ITEM_OWNER, snapshot_id),
+            )
+            conn.execute(
+                "DELETE FROM snapshot_xattrs WHERE item IN"
+                " (SELECT id FROM snapshot_items WHERE snapshot = ?)",
+                (snapshot_id,),
             )
             conn.execute("DELETE FROM snapshot_items WHERE snapshot = ?", (snapshot_id,))
             conn.execute("DELETE FROM snapshots WHERE id = ?", (snapshot_id,))
@@ -220,6 +234,12 @@ class SnapshotsMixin(Base):
             if row is None or row[0] is None:
                 raise KeyNotFound(f"{key} is no symbolic link in snapshot {name}")
             return bytes(row[0])
+
+    def snapshot_xattrs(self, item_id: int) -> dict[bytes, bytes]:
+        """The extended attributes snapshot item ``item_id`` had (name bytes -> value
+        bytes; POSIX ACLs among them: kyfs.core.acl); {} for none or no such item."""
+        rows = self._rows(SQL_ITEM_XATTRS, (item_id,))
+        return {bytes(name): bytes(value) for name, value in rows}
 
     def read_snapshot(self, item_id: int, offset: int, size: int) -> bytes:
         """Bytes ``[offset, offset + size)`` of snapshot item ``item_id``'s value (fewer at
@@ -397,6 +417,17 @@ class SnapshotsMixin(Base):
                 )  # fmt: skip
                 changed = True
         made[node] = node_id
+        wanted = [(bytes(n), bytes(v)) for n, v in conn.execute(SQL_ITEM_XATTRS, (item_id,))]
+        found = conn.execute(
+            "SELECT name, value FROM xattrs WHERE node = ? ORDER BY name", (node_id,)
+        ).fetchall()
+        if [(bytes(n), bytes(v)) for n, v in found] != wanted:
+            conn.execute("DELETE FROM xattrs WHERE node = ?", (node_id,))
+            conn.executemany(
+                "INSERT INTO xattrs (node, name, value) VALUES (?, ?, ?)",
+                [(node_id, name, value) for name, value in wanted],
+            )
+            changed = True
         current = conn.execute(
             "SELECT mode, uid, gid, mtime_ns FROM nodes WHERE id = ?", (node_id,)
         ).fetchone()

@@ -631,8 +631,8 @@ def m015_history_actors(conn: sqlite3.Connection) -> None:
 
 
 def m016_snapshots(conn: sqlite3.Connection) -> None:
-    """Snapshots (kyfs.engine.sql.snapshots): ``snapshots`` and ``snapshot_items``. Empty
-    until the first ``kyfs snapshot create``."""
+    """Snapshots (kyfs.engine.sql.snapshots): ``snapshots``, ``snapshot_items`` and
+    ``snapshot_xattrs``. Empty until the first ``kyfs snapshot create``."""
     _run_script(conn, SNAPSHOTS_DDL)
 
 
@@ -653,6 +653,9 @@ CREATE INDEX IF NOT EXISTS snapshot_items_key ON snapshot_items (snapshot, key);
 CREATE INDEX IF NOT EXISTS snapshot_items_parent ON snapshot_items (snapshot, parent, key);
 CREATE INDEX IF NOT EXISTS snapshot_items_shared ON snapshot_items (shared)
     WHERE shared IS NOT NULL;
+CREATE TABLE IF NOT EXISTS snapshot_xattrs (
+    item INTEGER NOT NULL, name BLOB NOT NULL, value BLOB NOT NULL, PRIMARY KEY (item, name)
+);
 """
 
 
