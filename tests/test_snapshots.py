@@ -126,6 +126,19 @@ def test_a_snapshot_keeps_extended_attributes_and_restore_brings_them_back(
     assert ws.check() == []
 
 
+def test_restore_undoes_a_hard_link_made_since(ws: Workspace) -> None:
+    ws.set("a", b"first")
+    ws.set("b", b"second")
+    ws.create_snapshot("s")
+    ws.delete("b")
+    ws.link("a", "b")  # now one node under both names
+    ws.set("a", b"changed")
+    ws.restore_snapshot("s")
+    assert (ws.get("a"), ws.get("b")) == (b"first", b"second")
+    assert ws.stat("a").id != ws.stat("b").id
+    assert ws.check() == []
+
+
 def test_snapshot_errors(ws: Workspace) -> None:
     ws.set("k", b"v")
     ws.create_snapshot("s")

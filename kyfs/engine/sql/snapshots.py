@@ -350,21 +350,35 @@ class SnapshotsMixin(Base):
                 record(conn, key, "delete", detail, now)
                 changed += 1
             made: dict[int, int] = {}  # the snapshot's node id -> the live node now
+            claimed: dict[int, int] = {}  # and back
             for key in sorted(items, key=lambda k: (k.count("/"), k)):
-                changed += self._restore_item(conn, items[key], made, detail, now)
+                changed += self._restore_item(conn, items[key], made, claimed, detail, now)
         return changed
 
     def _restore_item(
-        self, conn: Connection, item: Any, made: dict[int, int], detail: str, now: int
+        self,
+        conn: Connection,
+        item: Any,
+        made: dict[int, int],
+        claimed: dict[int, int],
+        detail: str,
+        now: int,
     ) -> int:
         """One name of a snapshot restored (see :meth:`restore_snapshot`); 1 when it
-        changed, else 0."""
+        changed, else 0. ``made`` maps the snapshot's node ids to the live nodes that
+        now hold them, ``claimed`` the other way: a live node linked under a name that
+        the snapshot holds as another node is unlinked there first, so that writing one
+        name's value never changes another's."""
         item_id, key, kind, mode = int(item[0]), str(item[1]), int(item[2]), int(item[3])
         size, mtime, uid, gid = int(item[4]), int(item[6]), int(item[8]), int(item[9])
         rdev, node, target, shared = int(item[10] or 0), int(item[11]), item[12], item[13]
         owner = Owner(uid, gid)
         entry = self._lookup(conn, key)
         changed = False
+        if entry is not None and not entry.is_dir and claimed.get(entry.id, node) != node:
+            self._drop_name(conn, entry, now)  # a hard link the snapshot did not have
+            record(conn, key, "delete", detail, now)
+            entry, changed = None, True
         if node in made and (entry is None or entry.id != made[node]):  # a hard link again
             if entry is not None:
                 self._drop_name(conn, entry, now)
@@ -417,6 +431,7 @@ class SnapshotsMixin(Base):
                 )  # fmt: skip
                 changed = True
         made[node] = node_id
+        claimed[node_id] = node
         wanted = [(bytes(n), bytes(v)) for n, v in conn.execute(SQL_ITEM_XATTRS, (item_id,))]
         found = conn.execute(
             "SELECT name, value FROM xattrs WHERE node = ? ORDER BY name", (node_id,)
