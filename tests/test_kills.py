@@ -352,7 +352,7 @@ def _empty(url: str) -> None:
 
 
 def test_migrate_engine_killed(campaign: Callable[..., Campaign], pg_url: str) -> None:
-    populate(5, workspaces=3)
+    populate(5, workspaces=3, keys=30)  # each value a round-trip or more to the server
     run = campaign(["migrate", "engine", "--from", "sqlite", "--to", pg_url])
     run.save_template()
     source, counts = contents(), row_counts()
