@@ -61,7 +61,7 @@ unmount: venv
 test: system-deps venv
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-# `make test` (CI) runs the kill, crash and corruption campaigns smaller (12 kills per
+# `make test` (CI) runs the kill, crash and corruption campaigns smaller (10 kills per
 # command, 10 daemon kills, 60 corrupted copies, a 256 MiB file, Node.js on 2,000 files
 # with PostgreSQL); this runs them at the size of the issues that asked for them: about
 # 13 minutes on 2 cores.

@@ -10,7 +10,7 @@ command does (kyfs.transfer.recovery, and an engine opening), and checks:
 - every workspace holds its old or its new content, whole (SHA-256 of every value);
 - the command run again completes, with the row counts of an uninterrupted run.
 
-KYFS_KILLS sets the rounds per operation: 12 by default (CI), the 30 of issue 25 in
+KYFS_KILLS sets the rounds per operation: 10 by default (CI), the 30 of issue 25 in
 ``make faults``; KYFS_KILLS_SEED the seed. At least half the rounds must kill the command
 before it ends (the kill moments follow how long a run takes, see Campaign.kill_at_random).
 """
@@ -38,7 +38,7 @@ from kyfs.engine import open_engine_at
 from kyfs.platform import paths
 from kyfs.platform import reserve as disk_reserve
 
-KILLS = int(os.environ.get("KYFS_KILLS", "12"))
+KILLS = int(os.environ.get("KYFS_KILLS", "10"))
 SEED = int(os.environ.get("KYFS_KILLS_SEED", str(int(time.time()))))
 TABLES = ("entries", "nodes", "archive", "history", "blocks", "extents")
 KILL_BY = 0.9  # kills fall before this fraction of an uninterrupted run's length
