@@ -414,6 +414,11 @@ def test_kyfs_get_never_returns_a_torn_value(mounted: Mount) -> None:
     assert all(value in versions for value in seen)
 
 
+# Rounds of test_kill_9_then_mount_at_once_recovers_every_time: KYFS_CRASH_ROUNDS, as
+# tests/test_crash.py (10 by default, in CI; 20 in ``make faults``).
+RESTARTS = int(os.environ.get("KYFS_CRASH_ROUNDS", "10"))
+
+
 def test_kill_9_then_mount_at_once_recovers_every_time(tmp_path: Path) -> None:
     require_mount()
     mountpoint = tmp_path / "mnt"
@@ -425,7 +430,7 @@ def test_kill_9_then_mount_at_once_recovers_every_time(tmp_path: Path) -> None:
         )
 
     try:
-        for round_number in range(20):
+        for round_number in range(RESTARTS):
             done = kyfs("mount", str(mountpoint))
             assert done.returncode == 0, f"round {round_number}: {done.stderr}"
             (mountpoint / "default" / f"r{round_number}").write_text("x")
@@ -434,7 +439,9 @@ def test_kill_9_then_mount_at_once_recovers_every_time(tmp_path: Path) -> None:
             assert record is not None
             os.kill(record["pid"], signal.SIGKILL)
         assert kyfs("mount", str(mountpoint)).returncode == 0
-        assert sorted(os.listdir(mountpoint / "default")) == sorted(f"r{n}" for n in range(20))
+        assert sorted(os.listdir(mountpoint / "default")) == sorted(
+            f"r{n}" for n in range(RESTARTS)
+        )
         assert kyfs("unmount", str(mountpoint)).returncode == 0
     finally:
         if os.path.ismount(mountpoint) or not os.path.exists(mountpoint):

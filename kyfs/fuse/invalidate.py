@@ -48,6 +48,11 @@ SOON = 0.05  # seconds after a reply that invalidate_soon drops what the kernel 
 # invalidate_soon sends again this many seconds later: a reply that reached the kernel
 # after the first call (a loaded machine delays the thread that makes it) is dropped then.
 AGAIN = 0.5
+# ...and once more this many seconds after the first call: on a machine loaded enough
+# (CI on 2 cores: the reply reached the kernel after the call AGAIN s on) both earlier
+# calls can come before the reply, which the kernel would then serve to every user for
+# attr_timeout (ATTR_TIMEOUT, 30 s). One more call, still far below that, drops it.
+LATE = 2.5
 _WAKE = (b"", False, threading.Event())  # wakes the worker to look at what is due
 # Seconds the kernel keeps names and attributes (the mount's entry_timeout and
 # attr_timeout, kyfs.fuse.daemon.BASE_OPTIONS): how long an invalidated name is held.
@@ -190,10 +195,10 @@ class Invalidator:
 
     def invalidate_soon(self, path: str, delay: float = SOON, entry: bool = False) -> None:
         """Drop what the kernel keeps of ``path`` ``delay`` seconds from now, after the
-        reply being made reaches it, and again AGAIN seconds later (a reply that a loaded
-        machine delayed past the first call): for an answer that depends on who asks (a
-        ``/.search`` link), which the kernel would otherwise serve to every user for
-        attr_timeout seconds. ``entry``: ``path`` is a name in the mount's root, and the
+        reply being made reaches it, and again AGAIN and LATE seconds after that (a reply
+        that a loaded machine delayed past the earlier calls): for an answer that depends
+        on who asks (a ``/.search`` link), which the kernel would otherwise serve to every
+        user for attr_timeout seconds. ``entry``: ``path`` is a name in the mount's root, and the
         kernel drops the name with everything below it (fuse_lowlevel_notify_inval_entry;
         fuse_invalidate_path drops attributes only, and the kernel would still confirm
         the names it holds). A call already waiting to be made as late is not made
@@ -206,7 +211,7 @@ class Invalidator:
         now = time.monotonic()
         with self._later_lock:
             times = self._pending.setdefault(item, [])
-            for when in (now + delay, now + delay + AGAIN):
+            for when in (now + delay, now + delay + AGAIN, now + delay + LATE):
                 if any(when - delay / 2 <= other <= when + delay / 2 for other in times):
                     continue  # one already due about then
                 times.append(when)
