@@ -118,9 +118,16 @@ def unseal(block_id: int, codec: int, stored: bytes, size: int, address: bytes) 
         if decompressor is None:
             decompressor = _local.decompressor = zstandard.ZstdDecompressor()
         try:
+            # A frame header that claims another length is damage: a flipped bit there
+            # made python-zstandard allocate what it claims (MemoryError), not fail.
+            claimed = zstandard.frame_content_size(stored)
+            if claimed not in (size, zstandard.CONTENTSIZE_UNKNOWN):
+                raise DamagedBlock(
+                    f"block {block_id} does not decompress: its frame claims {claimed} bytes"
+                )
             data = decompressor.decompress(stored, max_output_size=size)
-        except zstandard.ZstdError as exc:
-            raise DamagedBlock(f"block {block_id} does not decompress: {exc}") from None
+        except (zstandard.ZstdError, MemoryError) as exc:
+            raise DamagedBlock(f"block {block_id} does not decompress: {exc!r}") from None
     else:
         raise DamagedBlock(f"block {block_id} has an unknown codec {codec!r}")
     if len(data) != size or hashlib.sha256(data).digest() != bytes(address):
