@@ -19,12 +19,16 @@ from kyfs.core.errors import EXIT_VERSION_CONFLICT
 # until its compare-and-swap wins; prints how many retries it took.
 INCREMENTER = """
 import sys
+import time
 import kyfs
 from kyfs.core.errors import VersionConflict
 
 rounds = int(sys.argv[1])
+start = float(sys.argv[2]) if len(sys.argv) > 2 else 0.0
 retries = 0
 with kyfs.open("default") as ws:
+    while time.time() < start:  # every process begins at once, its imports done
+        time.sleep(0.001)
     for _ in range(rounds):
         while True:
             value, version = ws.get_versioned("counter")
@@ -78,14 +82,15 @@ def test_blind_increments_do_lose_updates() -> None:
     blind = INCREMENTER.replace(", if_version=version", "")
     with kyfs.open("default", create=True) as ws:
         ws.set("counter", "0")
+    start = str(time.time() + 3.0)  # after every process's start-up, on a loaded machine too
     workers = [
-        subprocess.Popen([sys.executable, "-c", blind, "100"], stdout=subprocess.DEVNULL)
+        subprocess.Popen([sys.executable, "-c", blind, "200", start], stdout=subprocess.DEVNULL)
         for _ in range(4)
     ]
     for worker in workers:
         assert worker.wait(timeout=300) == 0
     with kyfs.open("default") as ws:
-        assert int(ws.get("counter")) < 400
+        assert int(ws.get("counter")) < 800
 
 
 def _kyfs(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
