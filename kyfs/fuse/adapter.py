@@ -58,6 +58,7 @@ from kyfs.core.errors import (
     KeyNotFound,
     KyfsError,
     NameTooLong,
+    NoAttribute,
     NotPermitted,
     ReadOnly,
     SchemaViolation,
@@ -519,9 +520,20 @@ class KyfsOperations(Operations):  # type: ignore[misc]
         if name.startswith(xattrs.OWN):
             return self._own_xattr(store, key, name)
         if name in acl.NAMES and self.acls:
-            return store.get_xattr(key, name)  # anyone reads an ACL (getfacl)
+            return self._stored_xattr(store, key, name)  # anyone reads an ACL (getfacl)
         # judged before any SQL: ls -l asks for system.posix_acl_access of every file
         xattrs.may_read(name, fuse_get_context()[0])
+        return self._stored_xattr(store, key, name)
+
+    @staticmethod
+    def _stored_xattr(store: Workspace, key: str, name: str) -> bytes:
+        """Stored attribute ``name`` of ``key``; ENODATA from memory, with no lookup of
+        the key, when no node of the workspace has that name (Workspace.xattr_in_use):
+        the kernel asks for ``security.capability`` at every write(2). A key removed
+        behind the mount then answers ENODATA, not ENOENT (the kernel asks only about
+        names it holds)."""
+        if not store.xattr_in_use(name):
+            raise NoAttribute(f"no such attribute: {name}")
         return store.get_xattr(key, name)
 
     @staticmethod
