@@ -1036,6 +1036,17 @@ class KyfsOperations(Operations):  # type: ignore[misc]
             raise ReadOnly(f"{path.split('/')[1]} is shared read-only")
         return self._attach(path, store, entry, truncate=bool(flags & os.O_TRUNC))
 
+    def flushes(self, fh: int, flags: int) -> bool:
+        """Whether close(2) of handle ``fh`` (opened with ``flags``) has anything for
+        :meth:`flush` to do. False for a virtual file and for a key opened read-only
+        without O_TRUNC: such a handle wrote nothing (what other handles of the node
+        buffer is theirs to commit, at their own close), so the kernel is told not to
+        send FLUSH at its close (FOPEN_NOFLUSH: kyfs.fuse.daemon); the release that
+        follows still commits and judges an empty new key at the node's last close."""
+        if fh in self._virtual or fh in self._readers:
+            return False
+        return flags & os.O_ACCMODE != os.O_RDONLY or bool(flags & os.O_TRUNC)
+
     def is_virtual(self, fh: int) -> bool:
         """True when handle ``fh`` is open on a virtual file whose content may change
         while open (.kyfs, .search, .versions; not a snapshot's: kyfs.fuse.daemon opens
