@@ -387,3 +387,23 @@ def test_acls_keep_the_mode_and_are_inherited(
     ops.acls = False  # a kernel that does not enforce them: none is served or taken
     assert acl.ACCESS not in ops.listxattr("/ws/d/new")
     assert fuse_errno(ops.setxattr, "/ws/f", acl.ACCESS, acl.pack(named), 0) == errno.ENOTSUP
+
+
+def test_only_a_handle_that_may_write_needs_a_flush(ops: fs.KyfsOperations) -> None:
+    """A read-only handle's close has nothing to commit (the daemon opens it noflush); one
+    that may write, or truncated at open, has; a virtual file's never. A writer's buffered
+    value is committed by its own release, whatever read-only handles did meanwhile."""
+    _write_file(ops, "/ws/f", b"v")
+    reader = ops.open("/ws/f", os.O_RDONLY)
+    assert not ops.flushes(reader, os.O_RDONLY)
+    assert ops.flushes(reader, os.O_RDONLY | os.O_TRUNC)
+    writer = ops.open("/ws/f", os.O_WRONLY)
+    assert ops.flushes(writer, os.O_WRONLY) and ops.flushes(writer, os.O_RDWR)
+    ops.write("/ws/f", b"new", 0, writer)
+    ops.release("/ws/f", reader)  # (no flush came first)
+    assert ops.read("/ws/f", 10, 0, writer) == b"new"
+    ops.release("/ws/f", writer)
+    assert _read_file(ops, "/ws/f") == b"new"
+    virtual = ops.open("/.kyfs/metrics", os.O_RDONLY)
+    assert not ops.flushes(virtual, os.O_RDONLY)
+    ops.release("/.kyfs/metrics", virtual)

@@ -410,6 +410,38 @@ def test_ls_l_of_a_directory_takes_its_attributes_from_readdirplus(
     assert asked < 5, f"{asked} getattr requests for one ls -l of 30 keys"
 
 
+def _operations(mounted: Mount) -> dict[str, int]:
+    """The daemon's operation counts (its metrics file, rendered at most every
+    METRICS_TTL seconds: waited for)."""
+    from kyfs.platform import metrics
+    from kyfs.vfs.control_tree import METRICS_TTL
+
+    time.sleep(METRICS_TTL + 0.1)
+    text = (mounted.path / ".kyfs" / "metrics").read_text()
+    return metrics.parse(text)["operations"]  # type: ignore[no-any-return]
+
+
+def test_a_read_only_open_costs_no_flush(mounted: Mount) -> None:
+    """close(2) of a key opened read-only sends no FLUSH (the kernel is told at open:
+    noflush), whether its pages were cached or not; a close after a write still flushes,
+    so the value is committed when close returns."""
+    path = mounted.path / "default" / "f"
+    path.write_bytes(b"value")
+    before = _operations(mounted)
+    for _ in range(3):
+        assert sh(f"cat {path}").stdout == b"value"
+    with open(path, "rb") as handle:
+        assert handle.read() == b"value"
+    after = _operations(mounted)
+    assert after.get("open", 0) - before.get("open", 0) == 5  # 4 and the metrics file
+    assert after.get("flush", 0) == before.get("flush", 0)
+    assert after.get("release", 0) - before.get("release", 0) >= 4
+    with open(path, "ab") as handle:
+        handle.write(b" more")
+    assert mounted.kyfs("get", "f").stdout == b"value more"  # committed at close
+    assert _operations(mounted).get("flush", 0) == after.get("flush", 0) + 1
+
+
 def _rss_kib(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):

@@ -272,6 +272,11 @@ class Workspace(Protocol):
         """Attribute ``name`` of the node at ``key``. KeyNotFound, NoAttribute (ENODATA)."""
         ...
 
+    def xattr_in_use(self, name: str) -> bool:
+        """False when no node of the workspace has attribute ``name`` (from memory while
+        no other connection committed since; kyfs.engine.sql.xattrs); True when some may."""
+        ...
+
     def set_xattr(self, key: str, name: str, value: bytes, flags: int = 0) -> None:
         """Set attribute ``name`` of the node at ``key`` (hard links share it); ``flags``:
         XATTR_CREATE (AlreadyExists, EEXIST) or XATTR_REPLACE (NoAttribute, ENODATA).

@@ -90,6 +90,7 @@ READS = frozenset(
         "stat",
         "xattr_names",
         "get_xattr",
+        "xattr_in_use",
         "stat_id",
         "inode",
         "children",

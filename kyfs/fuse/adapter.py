@@ -58,6 +58,7 @@ from kyfs.core.errors import (
     KeyNotFound,
     KyfsError,
     NameTooLong,
+    NoAttribute,
     NotPermitted,
     ReadOnly,
     SchemaViolation,
@@ -519,9 +520,20 @@ class KyfsOperations(Operations):  # type: ignore[misc]
         if name.startswith(xattrs.OWN):
             return self._own_xattr(store, key, name)
         if name in acl.NAMES and self.acls:
-            return store.get_xattr(key, name)  # anyone reads an ACL (getfacl)
+            return self._stored_xattr(store, key, name)  # anyone reads an ACL (getfacl)
         # judged before any SQL: ls -l asks for system.posix_acl_access of every file
         xattrs.may_read(name, fuse_get_context()[0])
+        return self._stored_xattr(store, key, name)
+
+    @staticmethod
+    def _stored_xattr(store: Workspace, key: str, name: str) -> bytes:
+        """Stored attribute ``name`` of ``key``; ENODATA from memory, with no lookup of
+        the key, when no node of the workspace has that name (Workspace.xattr_in_use):
+        the kernel asks for ``security.capability`` at every write(2). A key removed
+        behind the mount then answers ENODATA, not ENOENT (the kernel asks only about
+        names it holds)."""
+        if not store.xattr_in_use(name):
+            raise NoAttribute(f"no such attribute: {name}")
         return store.get_xattr(key, name)
 
     @staticmethod
@@ -1023,6 +1035,17 @@ class KyfsOperations(Operations):  # type: ignore[misc]
         if writes and getattr(store, "read_only", False):  # a read-only grant
             raise ReadOnly(f"{path.split('/')[1]} is shared read-only")
         return self._attach(path, store, entry, truncate=bool(flags & os.O_TRUNC))
+
+    def flushes(self, fh: int, flags: int) -> bool:
+        """Whether close(2) of handle ``fh`` (opened with ``flags``) has anything for
+        :meth:`flush` to do. False for a virtual file and for a key opened read-only
+        without O_TRUNC: such a handle wrote nothing (what other handles of the node
+        buffer is theirs to commit, at their own close), so the kernel is told not to
+        send FLUSH at its close (FOPEN_NOFLUSH: kyfs.fuse.daemon); the release that
+        follows still commits and judges an empty new key at the node's last close."""
+        if fh in self._virtual or fh in self._readers:
+            return False
+        return flags & os.O_ACCMODE != os.O_RDONLY or bool(flags & os.O_TRUNC)
 
     def is_virtual(self, fh: int) -> bool:
         """True when handle ``fh`` is open on a virtual file whose content may change

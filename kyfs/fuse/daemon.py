@@ -449,7 +449,10 @@ FILL_DIR_PLUS = 1 << 1  # libfuse's fuse_fill_dir_flags: this entry carries them
 def _fuse_class() -> type:
     import ctypes
 
-    from kyfs.fuse.binding import FUSE, c_stat, fuse_major_version, set_st_attrs
+    from kyfs.fuse.binding import FUSE, c_stat, fuse_major_version, mfusepy, set_st_attrs
+
+    # fuse_file_info.noflush: libfuse 3.11+ (mfusepy lays the struct out by version)
+    noflush = any(field[0] == "noflush" for field in mfusepy.fuse_file_info._fields_)
 
     class KyfsFUSE(FUSE):  # type: ignore[misc]
         """mfusepy's FUSE, passing on what mfusepy 3.1 drops: rename(2)'s flags
@@ -470,10 +473,15 @@ def _fuse_class() -> type:
             """open(2): a virtual file (.kyfs, .search, .versions) is opened with
             direct_io, so every read asks the daemon: its content may change while the
             kernel still holds its size (keys use the page cache, kept valid by
-            invalidation)."""
+            invalidation). A handle whose close has nothing to commit (read-only:
+            KyfsOperations.flushes) is opened with noflush (libfuse 3.11+), so `cat`
+            costs no FLUSH request."""
             result = int(super().open(path, fip) or 0)
-            if self.operations.is_virtual(fip.contents.fh):
-                fip.contents.direct_io = 1
+            fi = fip.contents
+            if self.operations.is_virtual(fi.fh):
+                fi.direct_io = 1
+            if noflush and not self.operations.flushes(fi.fh, fi.flags):
+                fi.noflush = 1
             return result
 
         if fuse_major_version == 3:

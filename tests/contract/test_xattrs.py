@@ -18,7 +18,8 @@ from kyfs.core.errors import (
     KeyNotFound,
     NoAttribute,
 )
-from kyfs.engine.base import Workspace
+from kyfs.engine.base import Engine, Workspace
+from kyfs.engine.sqlite.engine import SqliteEngine
 
 STRAY = "extended attributes of no node"
 
@@ -167,3 +168,24 @@ def test_an_attribute_and_the_mode_in_one_change(ws: Workspace) -> None:
     ws.set_xattr_and_mode("f", "system.posix_acl_access", None, 0o600)  # none: no error
     with pytest.raises(AttributeNotSupported):
         ws.set_xattr_and_mode("f", "system.other", b"", 0o600)
+
+
+def test_names_in_use_follow_this_and_other_connections(
+    ws: Workspace, engine: Engine, peer: Engine
+) -> None:
+    """xattr_in_use answers from memory (the kernel asks for security.capability at
+    every write): False only for a name no node has; a name set through this workspace or
+    through another connection (another process) is in use at once. An engine that cannot
+    tell cheaply what others did (PostgreSQL) says True: then the query answers."""
+    ws.set("f", b"v")
+    cheap = not ws.xattr_in_use("security.capability")
+    assert cheap == isinstance(engine, SqliteEngine)
+    ws.set_xattr("f", "user.mine", b"1")
+    assert ws.xattr_in_use("user.mine")
+    with peer.using("w") as other:
+        other.set_xattr("f", "security.capability", b"cap")
+        other.set_xattr_and_mode("f", "system.posix_acl_access", b"\x02\x00\x00\x00", 0o640)
+    assert ws.xattr_in_use("security.capability")
+    assert ws.get_xattr("f", "security.capability") == b"cap"
+    assert ws.xattr_in_use("system.posix_acl_access")
+    assert ws.xattr_in_use("user.other") != cheap

@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import struct
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -238,3 +239,29 @@ def test_an_unlinked_open_file_answers_no_attribute(mounted: Mount) -> None:
             os.getxattr(handle.fileno(), "user.x")
         assert info.value.errno == errno.ENODATA
         assert os.listxattr(handle.fileno()) == []
+
+
+def test_a_capability_set_through_another_mount_shows_at_once(
+    mount_factory: Callable[..., Mount],
+) -> None:
+    """The daemon answers a name no node has from memory (the kernel asks for
+    security.capability at every write(2)); a capability another daemon (another
+    process, as setcap) sets on the same data shows through this mount at the very next
+    getxattr, and a write through this mount removes it, as on ext4."""
+    if os.geteuid() != 0:
+        pytest.skip("only root sets security.capability")
+    one, two = mount_factory(), mount_factory(name="second")
+    path = one.path / "default" / "f"
+    path.write_bytes(b"v")
+    with pytest.raises(OSError) as info:
+        os.getxattr(path, "security.capability")
+    assert info.value.errno == errno.ENODATA
+    # vfs_cap_data revision 2: effective, cap_net_bind_service (10) permitted
+    capability = struct.pack("<5I", 0x02000001, 1 << 10, 0, 0, 0)
+    os.setxattr(two.path / "default" / "f", "security.capability", capability)
+    assert os.getxattr(path, "security.capability") == capability
+    with open(path, "ab") as handle:  # the kernel drops the capability at a write
+        handle.write(b" and more")
+    with pytest.raises(OSError) as info:
+        os.getxattr(two.path / "default" / "f", "security.capability")
+    assert info.value.errno == errno.ENODATA

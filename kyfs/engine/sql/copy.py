@@ -107,6 +107,9 @@ def copy_workspace(source: NamespaceMixin, target: NamespaceMixin) -> dict[str, 
         )
         target._after_copy(dst, source._node_ids_used(src))
     target._load_identity()
+    forget = getattr(target, "forget_xattr_names", None)  # (kyfs.engine.sql.xattrs)
+    if forget is not None:
+        forget()
     return counts
 
 

@@ -44,10 +44,59 @@ SQL_PUT = (
 )
 SQL_REMOVE = "DELETE FROM xattrs WHERE node = ? AND name = ?"
 SQL_TOUCH = "UPDATE nodes SET ctime_ns = ? WHERE id = ?"
+SQL_NAMES_IN_USE = "SELECT DISTINCT name FROM xattrs"  # archived nodes' rows included
 
 
 class XattrsMixin(NamespaceMixin):
-    """List, read, set and remove a node's extended attributes, by one of its keys."""
+    """List, read, set and remove a node's extended attributes, by one of its keys.
+
+    The names some node of the workspace has are kept in memory (:meth:`xattr_in_use`),
+    so that a name no node has is answered without a query: the kernel asks for
+    ``security.capability`` at every write(2). The set is loaded with one query, grows
+    with this connection's own sets (it never shrinks: a name kept that no node has any
+    more only costs a query), and is loaded again when another connection committed
+    since (:meth:`_others_version`: SQLite's ``PRAGMA data_version``). An engine that
+    cannot tell that cheaply (PostgreSQL) keeps nothing and always asks.
+    """
+
+    _xattr_names_in_use: set[bytes] | None = None  # see xattr_in_use
+    _xattr_names_version: int | None = None  # _others_version() when it was loaded
+
+    def _others_version(self) -> int | None:
+        """A number that changes when another connection commits to this workspace, read
+        without touching a table; None when the engine has none (then nothing about the
+        attributes is kept in memory)."""
+        return None
+
+    def xattr_in_use(self, name: str) -> bool:
+        """False when no node of the workspace (archived ones included) has an attribute
+        ``name``, known from memory while no other connection committed since it was
+        loaded; True when some node may have it (then ask :meth:`get_xattr`). Costs no
+        query but the engine's version check (SQLite: ``PRAGMA data_version``), one
+        ``SELECT DISTINCT`` over the attributes after another connection's commit.
+
+        Raises:
+            StorageError: (EIO).
+        """
+        version = self._others_version()
+        if version is None:
+            return True
+        in_use = self._xattr_names_in_use
+        if in_use is None or version != self._xattr_names_version:
+            in_use = {bytes(row[0]) for row in self._rows(SQL_NAMES_IN_USE)}
+            self._xattr_names_in_use, self._xattr_names_version = in_use, version
+        return xattrs.encode(name) in in_use
+
+    def forget_xattr_names(self) -> None:
+        """Drop the names kept in memory (:meth:`xattr_in_use`), after rows were written
+        to ``xattrs`` by another path than this class's (a copy into this workspace)."""
+        self._xattr_names_in_use = None
+
+    def _in_use(self, raw: bytes) -> None:
+        """This connection gave some node attribute ``raw`` (before its commit: a
+        rollback leaves a name no node has, which only costs a query)."""
+        if self._xattr_names_in_use is not None:
+            self._xattr_names_in_use.add(raw)
 
     def _by_key(
         self, key: str, sql_by_key: str, sql_by_node: str, args: tuple[Any, ...]
@@ -117,6 +166,7 @@ class XattrsMixin(NamespaceMixin):
                     raise AttributesFull(
                         f"the node's attribute names would pass {xattrs.LIST_MAX} bytes"
                     )
+            self._in_use(raw)
             conn.execute(SQL_PUT, (node, raw, bytes(value)))
             conn.execute(SQL_TOUCH, (time.time_ns(), node))
 
@@ -148,6 +198,7 @@ class XattrsMixin(NamespaceMixin):
             if value is None:
                 conn.execute(SQL_REMOVE, (node, raw))
             else:
+                self._in_use(raw)
                 conn.execute(SQL_PUT, (node, raw, bytes(value)))
             conn.execute(
                 "UPDATE nodes SET mode = ?, ctime_ns = ? WHERE id = ?",

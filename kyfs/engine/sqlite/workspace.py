@@ -89,6 +89,12 @@ class SqliteWorkspace(SnapshotsMixin, SearchCheckMixin, RulesMixin, XattrsMixin,
     _BEGIN_WRITE = "BEGIN IMMEDIATE"  # a writer waits for another (busy_timeout)
     _BEGIN_READ = "BEGIN"
 
+    def _others_version(self) -> int:
+        """``PRAGMA data_version``: changes when another connection (another process, a
+        CLI command, another daemon) committed to the file; not for this connection's own
+        commits (kyfs.engine.sql.xattrs.XattrsMixin.xattr_in_use)."""
+        return int(self._row("PRAGMA data_version")[0])
+
     def _convert(self, exc: sqlite3.Error) -> StorageError:
         """kyfs.engine.sqlite.connection.convert, told which disk holds the file (an I/O
         error on a full one is ENOSPC)."""
