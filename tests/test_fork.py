@@ -170,7 +170,7 @@ def test_a_killed_fork_is_finished_or_undone(kyfs_home: Path) -> None:
     rng = random.Random(int(os.environ.get("KYFS_KILLS_SEED", "29")))
     with kyfs.open("src", create=True) as ws:
         for number in range(60):
-            ws.set(f"k{number}", rng.randbytes(1_000_000))
+            ws.set(f"k{number}", rng.randbytes(2_000_000))
     source = sha_of_every_key("src")
     started = time.monotonic()  # the whole command, as the killed ones run
     subprocess.run([sys.executable, "-m", "kyfs", "fork", "src", "timed"], check=True)
@@ -184,7 +184,7 @@ def test_a_killed_fork_is_finished_or_undone(kyfs_home: Path) -> None:
             [sys.executable, "-m", "kyfs", "fork", "src", name],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
-        time.sleep(rng.uniform(0, took))
+        time.sleep(rng.uniform(0.15, took))  # start-up takes ~0.2 s
         child.send_signal(signal.SIGKILL)
         child.wait()
         assert run("workspaces").exit_code == 0  # the next command recovers
