@@ -7,7 +7,9 @@ snapshots) and then lives on its own: the source, its snapshots and the fork nev
 each other's later changes. It is made from one consistent image of the source (SQLite's
 online backup, PostgreSQL's REPEATABLE READ copy: Workspace.backup_to), installed under
 a journal (kyfs.platform.journal, kind ``fork``) so that a fork killed midway is
-finished or undone by the next kyfs command, never left half made. The fork carries the
+finished or undone by the next kyfs command, never left half made. On PostgreSQL the
+copy is made inside the server in one transaction (PgEngine.fork), so no row passes
+through the client and a killed fork leaves nothing. The fork carries the
 source's history, archive and snapshots (a branch keeps its past, as ``git branch``
 does) and gets its own inode tag. Its cost is a copy of the workspace's storage: a
 workspace is one SQLite file (one schema on PostgreSQL) and blocks are not shared
@@ -50,8 +52,7 @@ def fork(engine: Any, source: str, new: str) -> int:
         ``new`` exists. WorkspaceNotFound / SnapshotNotFound: (ENOENT, exit 1).
         StorageError / NoSpace: (exit 4) nothing was made.
     """
-    from kyfs.core.identity import MANAGE
-    from kyfs.transfer import recovery
+    from kyfs.core.identity import MANAGE, READ
 
     name, snapshot = parse_tree(source)
     check_workspace_name(new)
@@ -59,6 +60,27 @@ def fork(engine: Any, source: str, new: str) -> int:
         raise WorkspaceExists(f"workspace exists: {new}")
     stored = engine.scope.stored(new, MANAGE)
     raw = engine.engine
+    inside = getattr(raw, "fork", None)  # PostgreSQL copies inside the server
+    if inside is not None:
+        with engine.using(name) as store:  # WorkspaceNotFound, SnapshotNotFound first
+            if snapshot is not None:
+                store.snapshot_stat(snapshot, "")
+        inside(engine.scope.stored(name, READ), stored)
+    else:
+        _fork_file(engine, raw, name, snapshot, stored, new, source)
+    with engine.using(new) as made:
+        if snapshot is not None:
+            made.restore_snapshot(snapshot)
+        return int(made.count_keys())
+
+
+def _fork_file(
+    engine: Any, raw: Any, name: str, snapshot: str | None, stored: str, new: str, source: str
+) -> None:
+    """The SQLite engine's fork: a consistent image of workspace ``name`` staged in a
+    journaled operation, then installed as ``stored`` (see the module)."""
+    from kyfs.transfer import recovery
+
     with journal.begin("fork", engine=config.engine_url(), source=source) as op:
         staging = paths.make_private_dir(op.file("staged"))
         image = Path(tempfile.mkdtemp(dir=staging)) / f"{new}{paths.DB_SUFFIX}"
@@ -70,10 +92,6 @@ def fork(engine: Any, source: str, new: str) -> int:
         op.save(installs=[{"workspace": stored, "staged": str(image), "replace": False}])
         if not recovery.install(op, raw):
             raise WorkspaceExists(f"workspace exists: {new}")
-    with engine.using(new) as made:
-        if snapshot is not None:
-            made.restore_snapshot(snapshot)
-        return int(made.count_keys())
 
 
 @contextmanager

@@ -325,6 +325,74 @@ class PgEngine:
             )
             self._settle_in(conn, name)
 
+    def fork(self, source: str, new: str) -> None:
+        """Make workspace ``new`` a copy of ``source`` inside the server, in one catalog
+        transaction (PostgreSQL's DDL is transactional: a fork is whole or not at all):
+        a schema of its own, then every table copied with ``INSERT ... SELECT`` while the
+        source's advisory lock keeps its writers waiting (one consistent state, no row
+        through the client), as kyfs.engine.sql.copy copies between engines: the search
+        index is rebuilt from the values, the new workspace gets a tag of its own. A
+        64 MB workspace took 6.1 s through a staged SQLite file before.
+
+        Raises:
+            InvalidName: (EINVAL, exit 2). WorkspaceExists: (EEXIST, exit 3).
+            WorkspaceNotFound: (ENOENT, exit 1) no ``source``.
+        """
+        import secrets
+
+        from kyfs.core.nodes import REG
+        from kyfs.engine.sql.copy import ENGINE_META, TABLES
+
+        check_stored_name(new)
+        schema_name = f"kyfs_w_{secrets.token_hex(8)}"
+        with self._changing() as conn:
+            found = conn.execute(_LIVE, (source,)).fetchone()
+            if found is None:
+                raise WorkspaceNotFound(f"workspace not found: {source}")
+            if conn.execute(_LIVE, (new,)).fetchone():
+                raise WorkspaceExists(f"workspace exists: {new}")
+            source_id, source_schema = int(found[0]), str(found[1])
+            conn.execute("SELECT pg_advisory_xact_lock(?, ?)", (LOCK_CLASS, source_id))
+            conn.execute(
+                "INSERT INTO kyfs.workspaces (name, schema_name, created_ns) VALUES (?, ?, ?)",
+                (new, schema_name, time.time_ns()),
+            )
+            conn.execute(f'CREATE SCHEMA "{schema_name}"')
+            conn.execute("SELECT set_config('search_path', ?, true)", (f'"{schema_name}"',))
+            schema.create_workspace(conn, process_owner(), DIR_MODE)
+            conn.execute("DELETE FROM nodes")  # the source's top directory comes instead
+            tables = {**TABLES, "blocks": "id, hash, refs, size, codec, data"}
+            for table, columns in tables.items():
+                conn.execute(
+                    f"INSERT INTO {table} ({columns})"
+                    f' SELECT {columns} FROM "{source_schema}".{table}'
+                )
+            marks = ", ".join("?" * len(ENGINE_META))
+            conn.execute(
+                f'INSERT INTO meta (name, value) SELECT name, value FROM "{source_schema}".meta'
+                f" WHERE name NOT IN ({marks})"
+                " ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                tuple(ENGINE_META),
+            )
+            conn.execute(
+                "INSERT INTO index_pending (node_id) SELECT id FROM nodes WHERE kind = ?", (REG,)
+            )
+            conn.execute(
+                "SELECT setval(pg_get_serial_sequence('nodes', 'id'), GREATEST("
+                " (SELECT coalesce(max(id), 1) FROM nodes),"
+                " (SELECT coalesce(max(id), 1) FROM archive),"
+                f' (SELECT last_value FROM "{source_schema}".nodes_id_seq)))'
+            )
+            for table in (
+                "history", "blocks", "vector_chunks", "collection_items", "snapshots",
+                "snapshot_items",
+            ):  # fmt: skip
+                conn.execute(
+                    f"SELECT setval(pg_get_serial_sequence('{table}', 'id'),"
+                    f" (SELECT coalesce(max(id), 1) FROM {table}))"
+                )
+            self._settle_in(conn, new)
+
     def drop(self, name: str, *, only_if_empty: bool = False) -> str:
         """Move workspace ``name`` into the trash; return its schema's name.
 
