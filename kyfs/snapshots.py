@@ -171,11 +171,8 @@ def _unified(key: str, left: bytes, right: bytes, added: bool, deleted: bool) ->
         return
     old_name = "/dev/null" if added else f"a/{key}"
     new_name = "/dev/null" if deleted else f"b/{key}"
-    try:
-        if len(left) > PATCH_LIMIT or len(right) > PATCH_LIMIT or b"\0" in left + right:
-            raise UnicodeDecodeError("utf-8", b"", 0, 1, "binary")
-        text_a, text_b = left.decode(), right.decode()
-    except UnicodeDecodeError:
+    text_a, text_b = _text(left), _text(right)
+    if text_a is None or text_b is None:
         yield f"Binary values {old_name} and {new_name} differ"
         return
     yield f"diff --kyfs a/{key} b/{key}"
@@ -191,6 +188,17 @@ def _unified(key: str, left: bytes, right: bytes, added: bool, deleted: bool) ->
         else:  # the last line without a newline, as diff -u marks it
             yield line
             yield "\\ No newline at end of file"
+
+
+def _text(value: bytes) -> str | None:
+    """``value`` as text for a patch: UTF-8 without NUL, at most PATCH_LIMIT bytes; else
+    None (shown as binary, as git does)."""
+    if len(value) > PATCH_LIMIT or b"\0" in value:
+        return None
+    try:
+        return value.decode()
+    except UnicodeDecodeError:
+        return None
 
 
 def status_letter(change: Change) -> str:

@@ -125,6 +125,12 @@ def test_snapshot_commands_and_their_errors() -> None:
     )
     assert run("snapshot", "delete", "default", "s1").exit_code == 0
     assert run("snapshot", "list").stdout == ""
+    assert CliRunner().invoke(cli, ["set", "bin"], input=b"\x00\x01").exit_code == 0
+    assert run("snapshot", "create", "default", "s2").exit_code == 0
+    assert CliRunner().invoke(cli, ["set", "bin"], input=b"\x00\x02").exit_code == 0
+    assert run("diff", "@s2", "--patch").stdout == (
+        "M\tbin\nBinary values a/bin and b/bin differ\n"
+    )
 
 
 @pytest.mark.usefixtures("both_engines")
