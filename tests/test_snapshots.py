@@ -87,6 +87,9 @@ def test_a_snapshot_keeps_what_the_workspace_held(ws: Workspace) -> None:
     assert ws.snapshot_value("one", "a/big.bin") == big
     assert ws.snapshot_readlink("one", "link") == b"a/note"
     assert [e.key for e in ws.snapshot_children("one", "a")] == ["a/big.bin", "a/note"]
+    note, hard = ws.snapshot_stat("one", "a/note"), ws.snapshot_stat("one", "hard")
+    assert note.id == hard.id and note.nlink == hard.nlink == 2  # one node, two names
+    assert ws.snapshot_stat("one", "b").nlink == 1
     assert ws.snapshot_stat("one", "a").kind == DIR
     assert ws.check() == []
     # and a diff names exactly what changed

@@ -253,3 +253,19 @@ def test_a_snapshot_deleted_behind_the_mount_disappears(mounted: Mount) -> None:
     (ws / "private").write_text("changed\n")
     snapshot("default", "s1")
     assert (view / "private").read_text() == "changed\n"
+
+
+def test_hard_links_in_a_snapshot_are_one_file(mounted: Mount, tmp_path: Path) -> None:
+    ws = mounted.path / "default"
+    (ws / "one").write_text("shared body\n")
+    os.link(ws / "one", ws / "two")
+    (ws / "alone").write_text("alone\n")
+    snapshot("default", "links")
+    view = ws / ".snapshots" / "links"
+    one, two, alone = (os.stat(view / name) for name in ("one", "two", "alone"))
+    assert one.st_ino == two.st_ino != alone.st_ino
+    assert (one.st_nlink, two.st_nlink, alone.st_nlink) == (2, 2, 1)
+    out = tmp_path / "out"
+    subprocess.run(["cp", "-a", str(view), str(out)], check=True)  # cp -a keeps the link
+    assert os.stat(out / "one").st_ino == os.stat(out / "two").st_ino
+    assert (out / "two").read_text() == "shared body\n"

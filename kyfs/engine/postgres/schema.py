@@ -211,7 +211,7 @@ CREATE TABLE snapshot_items (
     size BIGINT NOT NULL, created_ns BIGINT NOT NULL, mtime_ns BIGINT NOT NULL,
     ctime_ns BIGINT NOT NULL, target BYTEA, rdev BIGINT NOT NULL DEFAULT 0, shared BIGINT
 );
-CREATE INDEX snapshot_items_snapshot ON snapshot_items (snapshot);
+CREATE INDEX snapshot_items_snapshot ON snapshot_items (snapshot, node);
 CREATE INDEX snapshot_items_key ON snapshot_items USING hash (key);
 CREATE INDEX snapshot_items_parent ON snapshot_items USING hash (parent);
 CREATE INDEX snapshot_items_shared ON snapshot_items (shared) WHERE shared IS NOT NULL;

@@ -44,6 +44,14 @@ _ITEM_COLUMNS = (
     "id, key, kind, mode, size, created_ns, mtime_ns, ctime_ns, uid, gid, rdev, node, target,"
     " shared"
 )
+# What the views show of an item (the Entry of :func:`_entry_of`): the names of one node
+# (hard links) share the id of its first item, and count its names as their links.
+_SHOWN_COLUMNS = (
+    "(SELECT min(j.id) FROM snapshot_items j WHERE j.snapshot = i.snapshot"
+    " AND j.node = i.node), i.key, i.kind, i.mode, i.size, i.created_ns, i.mtime_ns,"
+    " i.ctime_ns, i.uid, i.gid, i.rdev, (SELECT count(*) FROM snapshot_items j"
+    " WHERE j.snapshot = i.snapshot AND j.node = i.node)"
+)
 SQL_SNAPSHOTS = "SELECT name, created_ns, keys, size, history_id FROM snapshots"
 # A regular file's content, for a diff: its extents' places, sizes and block hashes.
 SQL_CONTENT = (
@@ -86,11 +94,13 @@ def _snapshot_of(row: Any) -> Snapshot:
 
 
 def _entry_of(row: Any) -> Entry:
-    """An item row (``_ITEM_COLUMNS``) as an Entry whose ``id`` is the item's id."""
+    """An item row (``_SHOWN_COLUMNS``) as an Entry whose ``id`` is the id of its node's
+    first item in the snapshot (equal for hard links: they read alike) and whose
+    ``nlink`` is its node's names there (2 for a directory)."""
     return Entry(
         int(row[0]), str(row[1]), int(row[2]), int(row[3]), int(row[4]), int(row[5]),
         int(row[6]), int(row[7]), int(row[6]), int(row[8]), int(row[9]),
-        2 if int(row[2]) == DIR else 1, int(row[10] or 0), int(row[4]),
+        2 if int(row[2]) == DIR else int(row[11]), int(row[10] or 0), int(row[4]),
     )  # fmt: skip
 
 
@@ -180,8 +190,9 @@ class SnapshotsMixin(Base):
 
     # --- reading --------------------------------------------------------------------------
     def snapshot_stat(self, name: str, key: str) -> Entry:
-        """The name ``key`` in snapshot ``name`` as an Entry whose ``id`` is the item's
-        (what :meth:`read_snapshot` takes); ``key`` ``""`` is its top directory (id 0).
+        """The name ``key`` in snapshot ``name`` as an Entry whose ``id`` is an item's (what
+        :meth:`read_snapshot` takes; the same for the names of one node, whose ``nlink``
+        counts them); ``key`` ``""`` is its top directory (id 0).
 
         Raises:
             SnapshotNotFound / KeyNotFound: (ENOENT, exit 1).
@@ -196,7 +207,7 @@ class SnapshotsMixin(Base):
                 )
                 return Entry(0, "", DIR, 0o555, 0, created, created, created, created, nlink=2)
             row = conn.execute(
-                f"SELECT {_ITEM_COLUMNS} FROM snapshot_items WHERE snapshot = ? AND key = ?",
+                f"SELECT {_SHOWN_COLUMNS} FROM snapshot_items i WHERE i.snapshot = ? AND i.key = ?",
                 (snapshot_id, key),
             ).fetchone()
             if row is None:
@@ -213,8 +224,8 @@ class SnapshotsMixin(Base):
         with self._snapshot() as conn:
             snapshot_id = self._snapshot_id(conn, name)
             rows = conn.execute(
-                f"SELECT {_ITEM_COLUMNS} FROM snapshot_items WHERE snapshot = ? AND parent = ?"
-                " ORDER BY key",
+                f"SELECT {_SHOWN_COLUMNS} FROM snapshot_items i WHERE i.snapshot = ?"
+                " AND i.parent = ? ORDER BY i.key",
                 (snapshot_id, directory),
             ).fetchall()
             return [_entry_of(row) for row in rows]

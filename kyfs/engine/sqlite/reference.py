@@ -13,6 +13,7 @@ OBJECTS: dict[tuple[str, str], str | None] = {
     ('index', 'history_shared'): 'create index history_shared on history(shared)where shared is not null',
     ('index', 'nodes_expires'): 'create index nodes_expires on nodes(expires_ns)where expires_ns is not null',
     ('index', 'snapshot_items_key'): 'create index snapshot_items_key on snapshot_items(snapshot,key)',
+    ('index', 'snapshot_items_node'): 'create index snapshot_items_node on snapshot_items(snapshot,node)',
     ('index', 'snapshot_items_parent'): 'create index snapshot_items_parent on snapshot_items(snapshot,parent,key)',
     ('index', 'snapshot_items_shared'): 'create index snapshot_items_shared on snapshot_items(shared)where shared is not null',
     ('index', 'sqlite_autoindex_blocks_1'): None,

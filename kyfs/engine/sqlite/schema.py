@@ -653,6 +653,7 @@ CREATE INDEX IF NOT EXISTS snapshot_items_key ON snapshot_items (snapshot, key);
 CREATE INDEX IF NOT EXISTS snapshot_items_parent ON snapshot_items (snapshot, parent, key);
 CREATE INDEX IF NOT EXISTS snapshot_items_shared ON snapshot_items (shared)
     WHERE shared IS NOT NULL;
+CREATE INDEX IF NOT EXISTS snapshot_items_node ON snapshot_items (snapshot, node);
 CREATE TABLE IF NOT EXISTS snapshot_xattrs (
     item INTEGER NOT NULL, name BLOB NOT NULL, value BLOB NOT NULL, PRIMARY KEY (item, name)
 );
