@@ -152,6 +152,17 @@ def test_restore_undoes_a_hard_link_made_since(ws: Workspace) -> None:
     assert ws.check() == []
 
 
+def test_restore_brings_back_ttls(ws: Workspace) -> None:
+    ws.set("session", b"abc", ttl_s=3600)
+    ws.set("plain", b"x")
+    expires = ws.expiry("session")
+    ws.create_snapshot("s")
+    ws.set_ttl("session", None)
+    ws.set_ttl("plain", 60)
+    ws.restore_snapshot("s")
+    assert (ws.expiry("session"), ws.expiry("plain")) == (expires, None)
+
+
 def test_snapshot_errors(ws: Workspace) -> None:
     ws.set("k", b"v")
     ws.create_snapshot("s")

@@ -209,7 +209,8 @@ CREATE TABLE snapshot_items (
     key TEXT COLLATE "C" NOT NULL, parent TEXT COLLATE "C" NOT NULL, node BIGINT NOT NULL,
     kind BIGINT NOT NULL, mode BIGINT NOT NULL, uid BIGINT NOT NULL, gid BIGINT NOT NULL,
     size BIGINT NOT NULL, created_ns BIGINT NOT NULL, mtime_ns BIGINT NOT NULL,
-    ctime_ns BIGINT NOT NULL, target BYTEA, rdev BIGINT NOT NULL DEFAULT 0, shared BIGINT
+    ctime_ns BIGINT NOT NULL, target BYTEA, rdev BIGINT NOT NULL DEFAULT 0, shared BIGINT,
+    expires_ns BIGINT
 );
 CREATE INDEX snapshot_items_snapshot ON snapshot_items (snapshot, node);
 CREATE INDEX snapshot_items_key ON snapshot_items USING hash (key);

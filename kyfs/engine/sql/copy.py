@@ -48,7 +48,7 @@ TABLES = {
     # snapshots (kyfs.engine.sql.snapshots): their own values are extents above
     "snapshots": "id, name, created_ns, history_id, keys, size",
     "snapshot_items": "id, snapshot, key, parent, node, kind, mode, uid, gid, size,"
-    " created_ns, mtime_ns, ctime_ns, target, rdev, shared",
+    " created_ns, mtime_ns, ctime_ns, target, rdev, shared, expires_ns",
     "snapshot_xattrs": "item, name, value",
 }
 ENGINE_META = frozenset({"pg_schema_version"})  # settings that belong to one engine's layout

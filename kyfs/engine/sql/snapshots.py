@@ -3,7 +3,7 @@ one is).
 
     snapshots      (id, name UNIQUE, created_ns, history_id, keys, size)
     snapshot_items (id, snapshot, key, parent, node, kind, mode, uid, gid, size,
-                    created_ns, mtime_ns, ctime_ns, target, rdev, shared)
+                    created_ns, mtime_ns, ctime_ns, target, rdev, shared, expires_ns)
     snapshot_xattrs (item, name, value)   the extended attributes (ACLs) items had
 
 A snapshot is one ``snapshots`` row and one ``snapshot_items`` row per name the
@@ -42,7 +42,7 @@ from kyfs.engine.sql.history import narrow, record
 
 _ITEM_COLUMNS = (
     "id, key, kind, mode, size, created_ns, mtime_ns, ctime_ns, uid, gid, rdev, node, target,"
-    " shared"
+    " shared, expires_ns"
 )
 # What the views show of an item (the Entry of :func:`_entry_of`): the names of one node
 # (hard links) share the id of its first item, and count its names as their links.
@@ -60,9 +60,10 @@ SQL_CONTENT = (
 )
 SQL_TAKE = (
     "INSERT INTO snapshot_items (snapshot, key, parent, node, kind, mode, uid, gid, size,"
-    " created_ns, mtime_ns, ctime_ns, target, rdev, shared)"
+    " created_ns, mtime_ns, ctime_ns, target, rdev, shared, expires_ns)"
     " SELECT ?, e.key, e.parent, n.id, n.kind, n.mode, n.uid, n.gid, n.size, n.created_ns,"
-    f" n.mtime_ns, n.ctime_ns, n.target, n.rdev, CASE WHEN n.kind = {REG} THEN n.id END"
+    f" n.mtime_ns, n.ctime_ns, n.target, n.rdev, CASE WHEN n.kind = {REG} THEN n.id END,"
+    " n.expires_ns"
     " FROM entries e JOIN nodes n ON n.id = e.node"
 )
 
@@ -454,14 +455,15 @@ class SnapshotsMixin(Base):
                 [(node_id, name, value) for name, value in wanted],
             )
             changed = True
+        expires = None if item[14] is None else int(item[14])
         current = conn.execute(
-            "SELECT mode, uid, gid, mtime_ns FROM nodes WHERE id = ?", (node_id,)
+            "SELECT mode, uid, gid, mtime_ns, expires_ns FROM nodes WHERE id = ?", (node_id,)
         ).fetchone()
-        if tuple(int(v) for v in current) != (mode, uid, gid, mtime):
+        if (*(int(v) for v in current[:4]), current[4]) != (mode, uid, gid, mtime, expires):
             conn.execute(
-                "UPDATE nodes SET mode = ?, uid = ?, gid = ?, mtime_ns = ?, ctime_ns = ?"
-                " WHERE id = ?",
-                (mode, uid, gid, mtime, now, node_id),
+                "UPDATE nodes SET mode = ?, uid = ?, gid = ?, mtime_ns = ?, ctime_ns = ?,"
+                " expires_ns = ? WHERE id = ?",
+                (mode, uid, gid, mtime, now, expires, node_id),
             )
             if kind == REG:
                 narrow(conn, [key], mode)

@@ -647,7 +647,8 @@ CREATE TABLE IF NOT EXISTS snapshot_items (
     parent TEXT NOT NULL, node INTEGER NOT NULL, kind INTEGER NOT NULL,
     mode INTEGER NOT NULL, uid INTEGER NOT NULL, gid INTEGER NOT NULL,
     size INTEGER NOT NULL, created_ns INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,
-    ctime_ns INTEGER NOT NULL, target BLOB, rdev INTEGER NOT NULL DEFAULT 0, shared INTEGER
+    ctime_ns INTEGER NOT NULL, target BLOB, rdev INTEGER NOT NULL DEFAULT 0, shared INTEGER,
+    expires_ns INTEGER
 );
 CREATE INDEX IF NOT EXISTS snapshot_items_key ON snapshot_items (snapshot, key);
 CREATE INDEX IF NOT EXISTS snapshot_items_parent ON snapshot_items (snapshot, parent, key);
