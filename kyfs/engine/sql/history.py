@@ -75,8 +75,11 @@ _SQL_OLDEST_VERSIONS = (
     f" AND {_NOT_CURRENT} ORDER BY time_ns LIMIT ?"
 )
 _SQL_CURRENT_VERSION = "SELECT coalesce(max(id), 0) FROM history WHERE key = ?"
-_SQL_SHARING = "SELECT id FROM history WHERE shared = ?"
 _SQL_SHARING_ITEMS = "SELECT id FROM snapshot_items WHERE shared = ?"  # sql.snapshots
+_SQL_SHARERS = (  # the versions (0) and snapshot items (1) that share a node's value
+    "SELECT id, 0 FROM history WHERE shared = ?"
+    " UNION ALL SELECT id, 1 FROM snapshot_items WHERE shared = ?"
+)
 _SQL_VALUE = "SELECT size, shared FROM history WHERE id = ? AND size IS NOT NULL"
 RELEASE_BATCH = 64  # versions or archived entries released per transaction
 
@@ -164,14 +167,17 @@ def materialize(conn: Connection, node_id: int, spare: Iterable[int] = ()) -> No
     """Before node ``node_id``'s value changes or goes: every version that still shares
     it gets extents of its own (a copy of the node's rows, not of its bytes), but the
     versions ``spare`` (about to be replaced by a write that coalesces with them); so
-    does every snapshot item that shares it (:func:`keep_items`)."""
+    does every snapshot item that shares it (kyfs.engine.sql.snapshots). One statement
+    finds both: every commit runs it."""
     spared = set(spare)
-    for (version_id,) in conn.execute(_SQL_SHARING, (node_id,)).fetchall():
-        if version_id in spared:
-            continue
-        blocks.copy(conn, node_id, blocks.version_owner(int(version_id)))
-        conn.execute("UPDATE history SET shared = NULL WHERE id = ?", (version_id,))
-    keep_items(conn, node_id)
+    items = []
+    for sharer, is_item in conn.execute(_SQL_SHARERS, (node_id, node_id)).fetchall():
+        if is_item:
+            items.append(int(sharer))
+        elif sharer not in spared:
+            blocks.copy(conn, node_id, blocks.version_owner(int(sharer)))
+            conn.execute("UPDATE history SET shared = NULL WHERE id = ?", (sharer,))
+    _keep(conn, node_id, items, gone=False)
 
 
 def keep_items(conn: Connection, node_id: int, gone: bool = False) -> None:
@@ -180,6 +186,11 @@ def keep_items(conn: Connection, node_id: int, gone: bool = False) -> None:
     node and its extents are about to be deleted) the first item takes the node's
     extents over (no new row: a full disk can still delete) and the others copy them."""
     items = [int(row[0]) for row in conn.execute(_SQL_SHARING_ITEMS, (node_id,)).fetchall()]
+    _keep(conn, node_id, items, gone)
+
+
+def _keep(conn: Connection, node_id: int, items: list[int], gone: bool) -> None:
+    """:func:`keep_items` for the snapshot items ``items`` (ids) that share ``node_id``."""
     if not items:
         return
     source = node_id
