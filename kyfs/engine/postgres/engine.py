@@ -45,7 +45,7 @@ from kyfs.core.nodes import DIR_MODE, Owner
 from kyfs.engine.base import TrashedWorkspace, WorkspaceInfo
 from kyfs.engine.postgres import schema
 from kyfs.engine.postgres.connection import PgConnection, connect, redact
-from kyfs.engine.postgres.workspace import LOCK_CLASS, PgWorkspace
+from kyfs.engine.postgres.workspace import LOCK_CLASS, PgWorkspace, move_sequences
 from kyfs.engine.sql.history import cache_ttl
 from kyfs.engine.sql.nodes import process_owner
 from kyfs.engine.sweep import Sweeper
@@ -377,20 +377,11 @@ class PgEngine:
             conn.execute(
                 "INSERT INTO index_pending (node_id) SELECT id FROM nodes WHERE kind = ?", (REG,)
             )
-            conn.execute(
-                "SELECT setval(pg_get_serial_sequence('nodes', 'id'), GREATEST("
-                " (SELECT coalesce(max(id), 1) FROM nodes),"
-                " (SELECT coalesce(max(id), 1) FROM archive),"
-                f' (SELECT last_value FROM "{source_schema}".nodes_id_seq)))'
-            )
-            for table in (
-                "history", "blocks", "vector_chunks", "collection_items", "snapshots",
-                "snapshot_items",
-            ):  # fmt: skip
-                conn.execute(
-                    f"SELECT setval(pg_get_serial_sequence('{table}', 'id'),"
-                    f" (SELECT coalesce(max(id), 1) FROM {table}))"
-                )
+            used = conn.execute(
+                "SELECT pg_sequence_last_value(pg_get_serial_sequence(?, 'id')::regclass)",
+                (f'"{source_schema}".nodes',),
+            ).fetchone()[0]
+            move_sequences(conn, int(used or 0))
             self._settle_in(conn, new)
 
     def drop(self, name: str, *, only_if_empty: bool = False) -> str:

@@ -115,26 +115,8 @@ class PgWorkspace(SnapshotsMixin, ArchiveMixin, RulesMixin, XattrsMixin, Vectors
         return max(int(row[0] or 0), super()._node_ids_used(conn))
 
     def _after_copy(self, conn: Any, node_ids_used: int) -> None:
-        """Move the identity sequences of nodes, history, blocks, vector chunks,
-        collection items and snapshots past what was copied."""
-        conn.execute(
-            "SELECT setval(pg_get_serial_sequence('nodes', 'id'), GREATEST(?,"
-            " (SELECT coalesce(max(id), 1) FROM nodes),"
-            " (SELECT coalesce(max(id), 1) FROM archive)))",
-            (max(node_ids_used, 1),),
-        )
-        for table in (
-            "history",
-            "blocks",
-            "vector_chunks",
-            "collection_items",
-            "snapshots",
-            "snapshot_items",
-        ):
-            conn.execute(
-                f"SELECT setval(pg_get_serial_sequence('{table}', 'id'),"
-                f" (SELECT coalesce(max(id), 1) FROM {table}))"
-            )
+        """Move the identity sequences past what was copied (:func:`move_sequences`)."""
+        move_sequences(conn, node_ids_used)
 
     def _glob_clause(self, glob: str) -> tuple[str, Any]:
         """SQLite's GLOB as a POSIX regular expression (PostgreSQL has no GLOB)."""
@@ -293,6 +275,36 @@ class PgWorkspace(SnapshotsMixin, ArchiveMixin, RulesMixin, XattrsMixin, Vectors
     def close(self) -> None:
         """Close the connection; the workspace cannot be used afterwards."""
         self._conn.close()
+
+
+# The tables with an identity column besides nodes.
+SEQUENCED = (
+    "history",
+    "blocks",
+    "vector_chunks",
+    "collection_items",
+    "snapshots",
+    "snapshot_items",
+)
+
+
+def move_sequences(conn: Any, node_ids_used: int) -> None:
+    """After rows were copied in with their ids into the current ``search_path`` schema
+    (kyfs.engine.sql.copy, PgEngine.fork), inside that transaction: the identity
+    sequence of nodes starts past ``node_ids_used`` (the highest node id the source
+    ever gave: ids are never reused, archived or not) and past every node copied, those
+    of SEQUENCED past their largest id."""
+    conn.execute(
+        "SELECT setval(pg_get_serial_sequence('nodes', 'id'), GREATEST(?,"
+        " (SELECT coalesce(max(id), 1) FROM nodes),"
+        " (SELECT coalesce(max(id), 1) FROM archive)))",
+        (max(node_ids_used, 1),),
+    )
+    for table in SEQUENCED:
+        conn.execute(
+            f"SELECT setval(pg_get_serial_sequence('{table}', 'id'),"
+            f" (SELECT coalesce(max(id), 1) FROM {table}))"
+        )
 
 
 def _quote(identifier: str) -> str:
