@@ -140,6 +140,30 @@ def is_stale(path: Path) -> bool:
     return False
 
 
+def value_digests(workspace: str, snapshot: str | None = None) -> dict[str, str]:
+    """SHA-256 (hex) of the value of every regular file of ``workspace`` now, or of its
+    snapshot ``snapshot``, in the current KYFS_HOME (on the engine KYFS_ENGINE names)."""
+    import hashlib
+
+    from kyfs.core.nodes import REG
+    from kyfs.engine import open_engine
+
+    engine = open_engine()
+    try:
+        with engine.using(workspace) as ws:
+            if snapshot is None:
+                values = {key: ws.get(key) for key in ws.keys()}
+            else:
+                values = {
+                    key: ws.snapshot_value(snapshot, key)
+                    for key, found in ws.fingerprints(snapshot).items()
+                    if found.kind == REG
+                }
+            return {key: hashlib.sha256(value).hexdigest() for key, value in values.items()}
+    finally:
+        engine.close()
+
+
 def stored_values(workspace: str) -> dict[str, bytes]:
     """Every key and value of ``workspace`` in the current KYFS_HOME (on the engine
     KYFS_ENGINE names, SQLite by default), read in-process."""

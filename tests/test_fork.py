@@ -6,7 +6,6 @@ undone by the next command, never left half made."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
@@ -24,28 +23,11 @@ from kyfs.app import open_engine
 from kyfs.cli import cli
 from kyfs.core.errors import SnapshotNotFound, WorkspaceExists
 from kyfs.platform import reserve as disk_reserve
+from tests.conftest import value_digests
 
 
 def run(*args: str) -> Result:
     return CliRunner().invoke(cli, list(args))
-
-
-def sha_of_every_key(workspace: str, snapshot: str | None = None) -> dict[str, str]:
-    """SHA-256 of each regular file's value in ``workspace`` (or in its ``snapshot``)."""
-    engine = open_engine()
-    try:
-        with engine.using(workspace) as ws:
-            keys = ws.keys() if snapshot is None else sorted(
-                k for k, f in ws.fingerprints(snapshot).items() if f.kind == 0o100000
-            )  # fmt: skip
-            return {
-                k: hashlib.sha256(
-                    ws.get(k) if snapshot is None else ws.snapshot_value(snapshot, k)
-                ).hexdigest()
-                for k in keys
-            }
-    finally:
-        engine.close()
 
 
 @pytest.mark.usefixtures("both_engines")
@@ -58,9 +40,9 @@ def test_a_fork_after_100_changes_differs_in_exactly_those() -> None:
     made = run("snapshot", "create", "src", "base")
     assert made.exit_code == 0, made.output
     assert made.stdout.strip() == "base"
-    source_before = sha_of_every_key("src")
+    source_before = value_digests("src")
     assert run("fork", "src", "fork").exit_code == 0
-    assert sha_of_every_key("fork") == source_before
+    assert value_digests("fork") == source_before
     changed, added, deleted = range(0, 40), range(300, 330), range(100, 130)
     # (the added ones in a new directory too: a diff lists keys, not directories)
     with kyfs.open("fork") as ws:
@@ -82,8 +64,8 @@ def test_a_fork_after_100_changes_differs_in_exactly_those() -> None:
     }
     assert found == expected and len(found) == 100
     # the source and its snapshot did not move
-    assert sha_of_every_key("src") == source_before
-    assert sha_of_every_key("src", "base") == source_before
+    assert value_digests("src") == source_before
+    assert value_digests("src", "base") == source_before
     assert run("diff", "src@base").stdout == ""  # nothing changed in the source
     assert run("diff", "src@base", "fork").stdout.count("\n") == 100
     patch = run("diff", "src", "fork", "--patch").stdout
@@ -177,7 +159,7 @@ def test_a_killed_fork_is_finished_or_undone(kyfs_home: Path) -> None:
     with kyfs.open("src", create=True) as ws:
         for number in range(60):
             ws.set(f"k{number}", rng.randbytes(2_000_000))
-    source = sha_of_every_key("src")
+    source = value_digests("src")
     started = time.monotonic()  # the whole command, as the killed ones run
     subprocess.run([sys.executable, "-m", "kyfs", "fork", "src", "timed"], check=True)
     took = time.monotonic() - started
@@ -200,7 +182,7 @@ def test_a_killed_fork_is_finished_or_undone(kyfs_home: Path) -> None:
         finally:
             engine.close()
         if exists:
-            assert sha_of_every_key(name) == source, name
+            assert value_digests(name) == source, name
         outcomes.append(exists)
         big = [
             (str(p), p.stat().st_size)
@@ -208,7 +190,7 @@ def test_a_killed_fork_is_finished_or_undone(kyfs_home: Path) -> None:
             if p.is_file() and p.stat().st_size > 1 << 20 and not _kept(p, kyfs_home)
         ]
         assert big == [], big
-    assert sha_of_every_key("src") == source
+    assert value_digests("src") == source
     assert not all(outcomes) or rounds < 4  # some kills came before the fork was made
     print("fork outcomes (made or not):", outcomes, "uninterrupted fork took", round(took, 2), "s")
     assert len(outcomes) == rounds

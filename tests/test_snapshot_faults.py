@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from kyfs.app import open_engine
+from tests.conftest import value_digests
 from tests.test_disk_full import fill_disk, tmpfs_home
 
 
@@ -30,15 +31,7 @@ def kyfs(*args: str, input: str | None = None) -> subprocess.CompletedProcess[st
 
 def state(snapshot: str | None = None) -> dict[str, str]:
     """SHA-256 of every value of ``default`` (or of its snapshot)."""
-    engine = open_engine()
-    try:
-        with engine.using("default") as ws:
-            if snapshot is None:
-                return {k: hashlib.sha256(ws.get(k)).hexdigest() for k in ws.keys()}
-            keys = [k for k, f in ws.fingerprints(snapshot).items() if f.kind == 0o100000]
-            return {k: hashlib.sha256(ws.snapshot_value(snapshot, k)).hexdigest() for k in keys}
-    finally:
-        engine.close()
+    return value_digests("default", snapshot)
 
 
 def test_a_killed_restore_leaves_the_old_or_the_snapshot(kyfs_home: Path) -> None:
