@@ -1,6 +1,7 @@
 """A corruption campaign (issue 25): RUNS copies of one workspace file (KYFS_CORRUPTION_RUNS:
 60 by default, in CI; the issue's 200 in ``make faults``), each with 1-16 random bytes
-flipped (pages of every table: the schema, nodes, names, blocks, extents, history, the
+flipped (pages of every table: the schema, nodes, names, blocks, extents, history, a
+snapshot, the
 archive, the search index), driven through the CLI as a user would.
 
 What must hold in every run: no command prints a traceback; a read gives the right
@@ -42,6 +43,7 @@ def _source(rnd: random.Random) -> dict[str, bytes]:
                 ws.set(f"d{i % 4}/k{i:03d}", (f"value {i} " * rnd.randint(1, 2500)).encode())
             for i in range(6):
                 ws.set(f"bin{i}", rnd.randbytes(rnd.randint(100, 40_000)))
+            ws.create_snapshot("before")  # snapshot tables and item extents get flips too
             ws.set("d0/k000", b"written twice")
             ws.delete("d1/k001")
             ws.checkpoint()
