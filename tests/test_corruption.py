@@ -1,8 +1,7 @@
 """A corruption campaign (issue 25): RUNS copies of one workspace file (KYFS_CORRUPTION_RUNS:
 60 by default, in CI; the issue's 200 in ``make faults``), each with 1-16 random bytes
 flipped (pages of every table: the schema, nodes, names, blocks, extents, history, a
-snapshot, the
-archive, the search index), driven through the CLI as a user would.
+snapshot, the archive, the search index), driven through the CLI as a user would.
 
 What must hold in every run: no command prints a traceback; a read gives the right
 bytes or fails with exit 4 (EIO; exit 1, ENOENT, when the flip hit the key's name); fsck
