@@ -25,10 +25,8 @@ by their blocks' hashes, and by their bytes where the hashes differ at equal siz
 from __future__ import annotations
 
 import difflib
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 from kyfs.core.errors import InvalidInput, WorkspaceExists
@@ -82,8 +80,7 @@ def _fork_file(
     from kyfs.transfer import recovery
 
     with journal.begin("fork", engine=config.engine_url(), source=source) as op:
-        staging = paths.make_private_dir(op.file("staged"))
-        image = Path(tempfile.mkdtemp(dir=staging)) / f"{new}{paths.DB_SUFFIX}"
+        image = op.file(f"{new}{paths.DB_SUFFIX}")  # in the operation's own folder (0700)
         with engine.using(name) as store:
             if snapshot is not None:
                 store.snapshot_stat(snapshot, "")  # SnapshotNotFound before any copy
