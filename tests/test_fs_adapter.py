@@ -135,7 +135,7 @@ def test_tar_x_of_a_file_is_two_transactions_and_its_attributes_show_at_once(
     """What tar x does per file: create, write, futimens, fchown, fchmod, close. The
     times, owner and mode set on the open file show at once, and land with the data in
     the commit at close: one transaction for the create, one for the rest."""
-    store = ops._workspace("ws")
+    store = ops.mount._workspace("ws")
     transactions = []
     atomic = store._atomic
 
@@ -230,7 +230,7 @@ def test_one_reading_of_a_directory_sees_one_listing(ops: fs.KyfsOperations) -> 
     assert [item[0] for item in ops.listing_from("/ws/d", other, 0)][2:] == ["b", "c", "d"]
     ops.releasedir("/ws/d", fh)
     ops.releasedir("/ws/d", other)
-    assert not ops._listings
+    assert not ops.mount._listings
 
 
 def test_unexpected_exceptions_answer_eio_with_a_log_line(

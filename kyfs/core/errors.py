@@ -165,6 +165,13 @@ class NoMoreData(InvalidInput):
     errno = _errno.ENXIO
 
 
+class BadHandle(InvalidInput):
+    """An operation on an open-file handle the mount does not hold (EBADF, exit 2):
+    closed already, or never opened."""
+
+    errno = _errno.EBADF
+
+
 class UnsoundInput(InvalidInput):
     """A file from outside (a backup, an adopted workspace) that breaks kyfs's rules: a
     foreign schema, a key such as ``../x``, numbers out of range (EINVAL, exit 2)."""
