@@ -20,11 +20,12 @@ help:
 
 # fusermount3 and libfuse3 come from Debian's fuse3 package; the tests also drive the
 # mount with rsync, tar, git (Debian packages of the same names), getfattr and setfattr
-# (attr), getfacl and setfacl (acl), and
+# (attr), getfacl and setfacl (acl); make an XFS file system in a loop device with mkfs.xfs
+# (xfsprogs: forks as reflinks, tests/test_fork_reflink.py); and
 # start a throwaway PostgreSQL server of their own (Debian's postgresql: initdb and pg_ctl,
 # which live in /usr/lib/postgresql/<version>/bin). Installing it makes no cluster and starts no server
 # (create_main_cluster = false): the tests make their own.
-SYSTEM_TOOLS := fusermount3:fuse3 rsync:rsync tar:tar git:git getfattr:attr setfacl:acl
+SYSTEM_TOOLS := fusermount3:fuse3 rsync:rsync tar:tar git:git getfattr:attr setfacl:acl mkfs.xfs:xfsprogs
 system-deps:
 	@missing=""; for pair in $(SYSTEM_TOOLS); do \
 	  command -v $${pair%%:*} >/dev/null 2>&1 || missing="$$missing $${pair##*:}"; \

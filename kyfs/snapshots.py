@@ -4,7 +4,8 @@ engine's (kyfs.engine.sql.snapshots).
 
 A *fork* is a new workspace that starts as a copy of another (or of one of its
 snapshots) and then lives on its own: the source, its snapshots and the fork never see
-each other's later changes. It is made from one consistent image of the source (SQLite's
+each other's later changes. It is made from one consistent image of the source (a
+reflink of its file where the file system has them, Workspace.clone_to; else SQLite's
 online backup, PostgreSQL's REPEATABLE READ copy: Workspace.backup_to), installed under
 a journal (kyfs.platform.journal, kind ``fork``) so that a fork killed midway is
 finished or undone by the next kyfs command, never left half made. On PostgreSQL the
@@ -84,7 +85,8 @@ def _fork_file(
         with engine.using(name) as store:
             if snapshot is not None:
                 store.snapshot_stat(snapshot, "")  # SnapshotNotFound before any copy
-            store.backup_to(image)
+            if not store.clone_to(image):  # a reflink on XFS or btrfs: O(metadata)
+                store.backup_to(image)  # a copy elsewhere (ext4, tmpfs)
         image.chmod(0o600)
         op.save(installs=[{"workspace": stored, "staged": str(image), "replace": False}])
         if not recovery.install(op, raw):

@@ -125,8 +125,9 @@ def snapshot_delete(args: tuple[str, ...]) -> None:
 @click.argument("new")
 def fork_command(source: str, new: str) -> None:
     """Make workspace NEW a copy of SOURCE (a workspace, or WORKSPACE@SNAPSHOT) that then
-    lives on its own, with SOURCE's history and snapshots. The copy is of the whole
-    workspace (its size on disk again), taken consistently while others write.
+    lives on its own, with SOURCE's history and snapshots, taken consistently while
+    others write. On XFS or btrfs it is a reflink (milliseconds, almost no space);
+    elsewhere a copy of the whole workspace (its size on disk again).
 
     Examples: kyfs fork project_alpha experiment; kyfs fork project_alpha@monday monday
     """

@@ -553,6 +553,11 @@ class Workspace(Protocol):
         """A consistent snapshot into a new file ``target``."""
         ...
 
+    def clone_to(self, target: Path) -> bool:
+        """A consistent snapshot into a new file ``target`` that shares its storage with
+        the workspace (a reflink); False, leaving nothing, where that cannot be."""
+        ...
+
     def file_size(self) -> int:
         """Bytes the workspace takes in storage."""
         ...

@@ -126,6 +126,7 @@ READS = frozenset(
         "search_stats",
         "check",
         "backup_to",
+        "clone_to",
         "file_size",
         "usage",
         "checkpoint",

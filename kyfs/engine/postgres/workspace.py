@@ -272,6 +272,11 @@ class PgWorkspace(SnapshotsMixin, ArchiveMixin, RulesMixin, XattrsMixin, Vectors
         finally:
             snapshot.close()
 
+    def clone_to(self, target: Path) -> bool:
+        """Never: a schema on a server shares no storage with a file (PgEngine.fork copies
+        inside the server instead). Returns False."""
+        return False
+
     def close(self) -> None:
         """Close the connection; the workspace cannot be used afterwards."""
         self._conn.close()

@@ -30,7 +30,13 @@ from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
-from kyfs.core.errors import NoSpace, ReadOnlyStorage, StorageError, UntrustedFile
+from kyfs.core.errors import (
+    NoSpace,
+    ReadOnlyStorage,
+    StorageError,
+    UntrustedFile,
+    storage_error,
+)
 from kyfs.engine.sql.rules import RulesMixin
 from kyfs.engine.sql.snapshots import SnapshotsMixin
 from kyfs.engine.sql.vectors import VectorsMixin
@@ -385,6 +391,44 @@ class SqliteWorkspace(SnapshotsMixin, SearchCheckMixin, RulesMixin, XattrsMixin,
                 destination.close()
         except sqlite3.Error as exc:
             raise self._convert(exc) from None
+
+    def clone_to(self, target: Path) -> bool:
+        """Write a consistent image of the workspace to the new file ``target`` as a
+        reflink (kyfs.platform.reflink: XFS, btrfs): it shares this file's blocks until
+        either is written, so a workspace of any size takes milliseconds and no space.
+        The database and its WAL are cloned inside one write transaction (BEGIN
+        IMMEDIATE: no commit, WAL restart or truncation can come between the two; a
+        concurrent checkpoint only copies into the database pages the cloned WAL also
+        holds, sqlite.org/wal.html), then the clone's WAL is folded into it, so that
+        ``target`` is one file. Returns False, leaving nothing at ``target``, where the
+        file system cannot clone (ext4, tmpfs): :meth:`backup_to` copies then.
+
+        Raises:
+            StorageError / NoSpace: (exit 4) the image could not be made; nothing is left.
+        """
+        from kyfs.platform import reflink
+        from kyfs.platform.paths import sidecar_files
+
+        wal, target_wal = Path(f"{self.path}-wal"), Path(f"{target}-wal")
+        try:
+            with self.lock, self._atomic():  # nothing is written: the lock is the point
+                if not reflink.clone(self.path, target):
+                    return False
+                if wal.is_file() and wal.stat().st_size and not reflink.clone(wal, target_wal):
+                    target.unlink()
+                    return False
+            image = sqlite3.connect(target)
+            try:
+                image.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the clone's own WAL, in
+            finally:
+                image.close()  # the last connection: its -wal and -shm go
+        except (OSError, sqlite3.Error) as exc:
+            for part in (target, *sidecar_files(target)):
+                part.unlink(missing_ok=True)
+            if isinstance(exc, sqlite3.Error):
+                raise self._convert(exc) from None
+            raise storage_error(exc, f"clone of {self.path.stem}") from None
+        return True
 
     def checkpoint(self, passive: bool = False) -> bool:
         """Move the WAL into the database and empty it (TRUNCATE); with ``passive`` copy
