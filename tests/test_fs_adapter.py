@@ -282,9 +282,9 @@ def test_eio_lines_are_rate_limited_per_cause(caplog: pytest.LogCaptureFixture) 
 
 
 # --- extended attributes (kyfs.core.xattrs) ------------------------------------------------
-def _as_uid(monkeypatch: pytest.MonkeyPatch, uid: int) -> None:
+def _as_uid(ops: fs.KyfsOperations, monkeypatch: pytest.MonkeyPatch, uid: int) -> None:
     """Serve the next requests as if process ``uid`` made them."""
-    monkeypatch.setattr(fs, "fuse_get_context", lambda: (uid, uid, os.getpid()))
+    monkeypatch.setattr(ops.mount, "context", lambda: (uid, uid, os.getpid()))
 
 
 def test_xattrs_namespaces_and_who_may(
@@ -292,14 +292,14 @@ def test_xattrs_namespaces_and_who_may(
 ) -> None:
     _write_file(ops, "/ws/f", b"v")
     ops.symlink("/ws/ln", "f")
-    _as_uid(monkeypatch, 0)
+    _as_uid(ops, monkeypatch, 0)
     ops.setxattr("/ws/f", "user.u", b"1", 0)
     ops.setxattr("/ws/f", "trusted.t", b"2", 0)
     ops.setxattr("/ws/f", "security.s", b"3", 0)
     ops.setxattr("/ws/ln", "trusted.on-link", b"4", 0)  # trusted.* is on any node
     assert ops.listxattr("/ws/f") == ["security.s", "trusted.t", "user.u"]
     assert ops.getxattr("/ws/f", "trusted.t") == b"2"
-    _as_uid(monkeypatch, 1000)  # as Linux: trusted.* is root's, unseen by others
+    _as_uid(ops, monkeypatch, 1000)  # as Linux: trusted.* is root's, unseen by others
     assert ops.listxattr("/ws/f") == ["security.s", "user.u"]
     assert fuse_errno(ops.getxattr, "/ws/f", "trusted.t") == errno.ENODATA
     assert fuse_errno(ops.setxattr, "/ws/f", "trusted.t", b"x", 0) == errno.EPERM
@@ -349,7 +349,7 @@ def test_acls_keep_the_mode_and_are_inherited(
     from kyfs.core import acl
 
     ops.acls = True
-    _as_uid(monkeypatch, 0)
+    _as_uid(ops, monkeypatch, 0)
     _write_file(ops, "/ws/f", b"v")
     named = [acl.Rule(acl.USER_OBJ, 6), acl.Rule(acl.USER, 4, 1234), acl.Rule(acl.GROUP_OBJ, 4)]
     named += [acl.Rule(acl.MASK, 6), acl.Rule(acl.OTHER, 0)]
@@ -382,7 +382,7 @@ def test_acls_keep_the_mode_and_are_inherited(
         patch.setattr(store, "set_xattr_and_mode", full)  # never open wider than it
         assert fuse_errno(ops.mknod, "/ws/d/fifo", stat.S_IFIFO | 0o666, 0) == errno.ENOSPC
     assert ops.getattr("/ws/d/fifo")["st_mode"] & 0o077 == 0  # owner-only, not group rw
-    _as_uid(monkeypatch, 1000)  # not the owner
+    _as_uid(ops, monkeypatch, 1000)  # not the owner
     assert fuse_errno(ops.setxattr, "/ws/d", acl.DEFAULT, acl.pack(named), 0) == errno.EPERM
     ops.acls = False  # a kernel that does not enforce them: none is served or taken
     assert acl.ACCESS not in ops.listxattr("/ws/d/new")
