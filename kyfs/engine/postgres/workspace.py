@@ -58,7 +58,7 @@ _SQL_CREATE_FILE = (
 _SQL_HISTORY_IDS = (
     "SELECT nextval(pg_get_serial_sequence('history', 'id')) FROM entries WHERE node = ?"
 )
-_SQL_CHANGES = (
+SQL_CHANGES = (
     "SELECT id, key, detail, origin = current_setting('kyfs.origin', true) FROM history"
     " WHERE id > ? ORDER BY id"
 )
@@ -197,7 +197,7 @@ class PgWorkspace(SnapshotsMixin, ArchiveMixin, RulesMixin, XattrsMixin, Vectors
 
     def _change_rows(self, cursor: int) -> list[tuple[int, str, str | None, bool]]:
         """History rows after ``cursor`` with whether this connection wrote them."""
-        rows = self._rows(_SQL_CHANGES, (cursor,))
+        rows = self._rows(SQL_CHANGES, (cursor,))
         return [(int(r[0]), r[1], r[2], bool(r[3])) for r in rows]
 
     # --- search ------------------------------------------------------------------------

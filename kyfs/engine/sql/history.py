@@ -269,8 +269,10 @@ def thin_key(conn: Connection, key: str, now: int, retention: Retention) -> int:
     """Thin the history of ``key`` to ``retention``; returns how many rows went. A key
     that no longer exists keeps no newest versions whatever their age: its history
     thins out by time alone (its last value waits in the archive meanwhile)."""
-    rows = [(int(r[0]), int(r[1]), bool(r[2])) for r in conn.execute(_SQL_KEY_ROWS, (key,))]
-    if conn.execute("SELECT 1 FROM entries WHERE key = ?", (key,)).fetchone() is None:
+    versions = conn.execute(_SQL_KEY_ROWS, (key,))  # both sent before either is read
+    live = conn.execute("SELECT 1 FROM entries WHERE key = ?", (key,))
+    rows = [(int(r[0]), int(r[1]), bool(r[2])) for r in versions.fetchall()]
+    if live.fetchone() is None:
         retention = dataclasses.replace(retention, versions=0)
     return drop_versions(conn, retention.to_drop(rows, now))
 
