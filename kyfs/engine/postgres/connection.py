@@ -418,11 +418,13 @@ class PgConnection:
             raise StorageError("PostgreSQL: the connection was lost in this transaction")
         conn = self.raw
         idle = conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        in_pipeline = self._pipeline is not None
+        self._batch = None  # (not kept for _again: a transaction with it never runs twice)
         try:
             with conn.cursor() as cursor:
                 cursor.executemany(translate(sql), rows)
         except psycopg.Error as exc:
-            raise self._failed(conn, exc, cut_short=not idle) from None
+            raise self._failed(conn, exc, cut_short=in_pipeline or not idle) from None
 
     def _failed(
         self, conn: psycopg.Connection[Any], exc: psycopg.Error, cut_short: bool
