@@ -108,7 +108,10 @@ def stat_for_views(workspace: Workspace, key: str) -> Entry:
 
 def after_chmod(workspace: Workspace, key: str, mode: int) -> None:
     """chmod of ``key`` to ``mode``: its access ACL, if any, takes the new owner, mask (or
-    group) and other bits (posix_acl_chmod)."""
+    group) and other bits (posix_acl_chmod). No query when no node of the workspace has
+    an access ACL (Workspace.xattr_in_use)."""
+    if not workspace.xattr_in_use(acl.ACCESS):
+        return
     try:
         stored = workspace.get_xattr(key, acl.ACCESS)
     except NoAttribute:
@@ -121,7 +124,10 @@ def new_node(workspace: Workspace, key: str, mode: int, umask: int, is_dir: bool
     directory without a default ACL, the mode less the umask (the mount asks the kernel
     not to apply it: FUSE_CAP_DONT_MASK); with one, the mode narrowed by that ACL, which
     becomes the node's access ACL (unless it says no more than the mode) and a new
-    directory's default ACL too (posix_acl_create)."""
+    directory's default ACL too (posix_acl_create). No query when no node of the
+    workspace has a default ACL (Workspace.xattr_in_use)."""
+    if not workspace.xattr_in_use(acl.DEFAULT):
+        return NewNode(mode & ~umask, [])
     try:
         stored = workspace.get_xattr(names.parent_of(key), acl.DEFAULT)
     except NoAttribute:

@@ -165,6 +165,11 @@ class Mount:
         self.spill_dir = spill_dir or paths.spill_dir()
         self._handles: dict[int, OpenFile] = {}
         self._open: dict[tuple[Workspace, int], OpenFile] = {}
+        # The files a create here made, by (workspace, key), while they are ``fresh``
+        # (nothing committed since: OpenFile.fresh): tar x and cp -a set their times,
+        # owner and mode by path before the close, and those find the open file here
+        # without looking the key up (_made_entry). Emptied by every change of names.
+        self._made: dict[tuple[Workspace, str], OpenFile] = {}
         self._virtual: dict[int, bytes] = {}  # open handles of virtual files
         self._readers: dict[int, Contents] = {}  # ... of those read piece by piece
         self._hidden: dict[str, OpenFile] = {}  # .fuse_hidden path -> the unlinked open file
@@ -421,6 +426,20 @@ class Mount:
         opened.attrs["ctime_ns"] = time.time_ns()  # shown until the commit sets its own
         return True
 
+    def _made_entry(self, store: Workspace, key: str) -> Entry | None:
+        """The entry of the file at ``key`` when a create here made it and it is still
+        ``fresh``, open and written to (its node is then the one at ``key``: names
+        changed through the mount empty ``_made``; what its stat shows is mostly the
+        buffer's: size, and times, owner and mode set while open); else None (the caller
+        looks the key up)."""
+        opened = self._made.get((store, key))
+        if opened is None:
+            return None
+        if not opened.fresh or opened.orphaned or opened.refs == 0:
+            del self._made[(store, key)]
+            return None
+        return opened.entry if opened.dirty else None
+
     def _root_attrs(self) -> dict[str, Any]:
         """The mount's root: the set of workspaces, owned by the daemon's user."""
         mtime = self.workspaces.directory.stat().st_mtime_ns
@@ -506,6 +525,7 @@ class Mount:
         kyfs.core.xattrs, ENOSPC (the node's names past 64 KiB); EROFS in the virtual trees;
         ENOENT."""
         store, key = self._resolve(path)
+        self._made.pop((store, key), None)  # its ctime (an ACL: its mode) changes
         entry = store.stat(key)
         if name.startswith(xattrs.OWN):
             if name != XATTR_TTL or entry.kind != REG:
@@ -528,6 +548,7 @@ class Mount:
         ``user.kyfs.*``, or a directory's TTL: ENODATA). ENODATA, EPERM, ENOTSUP; EROFS
         in the virtual trees; ENOENT."""
         store, key = self._resolve(path)
+        self._made.pop((store, key), None)
         entry = store.stat(key)
         if name.startswith(xattrs.OWN):
             if name != XATTR_TTL or entry.kind != REG:
@@ -572,7 +593,7 @@ class Mount:
             return attrs
         store, key = self._resolve(path)
         try:
-            return self._attrs(store.stat(key), store)
+            return self._attrs(self._made_entry(store, key) or store.stat(key), store)
         except KeyNotFound:
             if self.invalidator.held(path):  # see Invalidator.held: ESTALE, once
                 raise StaleName(f"gone behind the mount: {key}") from None
@@ -676,10 +697,11 @@ class Mount:
         """Store permission bits ``mode & 0o7777``; ctime is now. Who may is the kernel's
         check (default_permissions). EPERM at the mount's root; ENOENT."""
         store, key = self._resolve(path)
-        entry = store.stat(key) if self._open else None
+        entry = (self._made_entry(store, key) or store.stat(key)) if self._open else None
         if entry is not None and self._defer(store, entry, mode=mode & MODE_MASK):
             self._reply_with(path, entry, store)
         else:
+            self._made.pop((store, key), None)  # its entry changes: looked up again
             entry = store.chmod(key, mode)
         if self.acls:
             acls.after_chmod(store, key, mode)
@@ -693,10 +715,11 @@ class Mount:
         store, key = self._resolve(path)
         owner = None if uid in (-1, NO_ID) else uid
         group = None if gid in (-1, NO_ID) else gid
-        entry = store.stat(key) if self._open else None
+        entry = (self._made_entry(store, key) or store.stat(key)) if self._open else None
         if entry is not None and self._defer(store, entry, uid=owner, gid=group):
             self._reply_with(path, entry, store)
         else:
+            self._made.pop((store, key), None)
             entry = store.chown(key, owner, group)
         self._forget(self._split(path)[0] or "", self._linked_names(store, key, entry))
         return 0
@@ -713,10 +736,11 @@ class Mount:
             atime, mtime = (
                 None if t == UTIME_OMIT else now if t == UTIME_NOW else t for t in times
             )
-        entry = store.stat(key)
+        entry = self._made_entry(store, key) or store.stat(key)
         if self._defer(store, entry, atime_ns=atime, mtime_ns=mtime):
             self._reply_with(path, entry, store)
         else:
+            self._made.pop((store, key), None)
             store.utimens(key, atime, mtime)
         self._forget(self._split(path)[0] or "", self._linked_names(store, key, entry))
         return 0
@@ -769,6 +793,7 @@ class Mount:
         if self._hidden.pop(path, None) is not None:
             return 0  # libfuse's last close of a file unlinked while open: already gone
         self.invalidator.released(path)
+        self._made.clear()
         store, key = self._resolve(path)
         entry = store.delete(key)
         if entry.nlink > 1:
@@ -783,6 +808,7 @@ class Mount:
         transaction, or with RENAME_NOREPLACE too); EINVAL for a move into itself,
         EISDIR, ENOTDIR, ENOTEMPTY."""
         self.invalidator.released(old)
+        self._made.clear()
         old_ws, old_key = self._split(old)
         new_ws, new_key = self._split(new)
         if old_ws is None or new_ws is None:
@@ -854,6 +880,7 @@ class Mount:
             raise NotPermitted("the root holds only workspaces")
         if new_ws != old_ws:
             raise CrossWorkspace("hard link across workspaces")
+        self._made.clear()  # (nlink changes)
         store, old_key = self._resolve(source)
         _, new_key = self._resolve(target, lookup=False)
         entry = store.link(old_key, new_key)
@@ -897,11 +924,21 @@ class Mount:
         except KeyError:
             raise BadHandle(f"no open file with handle {fh}") from None
 
-    def _attach(self, path: str, store: Workspace, entry: Entry, truncate: bool) -> int:
+    def _attach(
+        self, path: str, store: Workspace, entry: Entry, truncate: bool, made: bool = False
+    ) -> int:
+        """A new handle on ``entry`` at ``path`` (its node's one OpenFile, shared by every
+        handle); ``made``: this create made the node (OpenFile.fresh, created_empty)."""
         opened = self._open.get((store, entry.id))
         if opened is None:
             opened = OpenFile(store, entry.id, entry.size, self.spill_dir)
             self._open[(store, entry.id)] = opened
+            # A new key holds an empty value until a write: schema rules judge it at
+            # close if nothing was written (touch), as they judge any value
+            # (_judge_empty); its first write needs no read of what is stored.
+            opened.created_empty = opened.fresh = made
+            if made:
+                self._made[(store, entry.key)] = opened
         opened.workspace = self._split(path)[0] or ""
         opened.entry = entry
         opened.pid = self.context()[2] or opened.pid  # its closes make one version
@@ -930,11 +967,8 @@ class Mount:
                 raise
             entry = store.create(key, mode, owner=self._caller())
             return self._attach(path, store, entry, truncate=bool(flags & os.O_TRUNC))
-        fh = self._attach(path, store, entry, truncate=bool(flags & os.O_TRUNC))
+        fh = self._attach(path, store, entry, truncate=bool(flags & os.O_TRUNC), made=True)
         self._reply_with(path, entry, store)
-        # A new key holds an empty value until a write: schema rules judge it at close
-        # if nothing was written (touch), as they judge any value (_judge_empty).
-        self._handles[fh].created_empty = True
         return fh
 
     def open(self, path: str, flags: int) -> int:
@@ -1077,6 +1111,9 @@ class Mount:
             if opened.refs == 0:
                 opened.close()
                 self._open.pop((opened.store, opened.entry_id), None)  # type: ignore[arg-type]
+                made = (opened.store, opened.entry.key if opened.entry else None)
+                if self._made.get(made) is opened:  # type: ignore[arg-type]
+                    del self._made[made]  # type: ignore[arg-type]
         return 0
 
     def close(self) -> None:
@@ -1089,5 +1126,6 @@ class Mount:
                 log.exception("could not commit an open file at unmount")
             opened.close()
         self._open.clear()
+        self._made.clear()
         self._handles.clear()
         self.workspaces.close()

@@ -158,6 +158,10 @@ class OpenFile:
         self.entry: Entry | None = None  # the entry as last opened, for fstat after unlink
         self.workspace = ""  # the workspace it was opened in (the adapter's, for invalidation)
         self.created_empty = False  # created by this open and not written since (rules)
+        # The node was made by this open and nothing was committed since (a flush, a
+        # close): the store holds what the open left (nothing), so the first change
+        # reads nothing back.
+        self.fresh = False
         self.attrs: dict[str, int] = {}  # set while dirty, committed with the data (defer)
         self.pid: int | None = None  # who opened it last: its closes coalesce in history
         self.refs = 0
@@ -251,8 +255,9 @@ class OpenFile:
 
     # --- changing ------------------------------------------------------------------------
     def _begin(self) -> None:
-        """Before the first change since the last commit: start from what is stored now."""
-        if not self.dirty and not self.orphaned:
+        """Before the first change since the last commit: start from what is stored now
+        (not read for a ``fresh`` node: its empty value, made by this open)."""
+        if not self.dirty and not self.orphaned and not self.fresh:
             entry = self.store.stat_id(self.entry_id)
             if entry is not None:
                 self.size = self.valid = entry.size
@@ -455,6 +460,7 @@ class OpenFile:
                 written, and the buffered changes are gone.
         """
         wrote = False
+        self.fresh = False  # (a flush, a close: changes by others count again from here)
         if self.dirty and not self.orphaned:
             try:
                 wrote = self._store()
@@ -471,6 +477,7 @@ class OpenFile:
         """Commit the buffered changes (and ``holes``, ranges made holes after them) in
         one transaction; on success the buffer is empty. False, and ``orphaned``, when
         the node is gone. An error leaves the buffer as it is (the caller decides)."""
+        self.fresh = False
         committed = self.store.commit(
             self.entry_id, size=self.size, valid=self.valid, changes=self,
             mtime_ns=self.attrs.get("mtime_ns"), atime_ns=self.attrs.get("atime_ns"),

@@ -19,8 +19,9 @@ exclusion constraint on that hash index. Prefix scans (``kyfs keys PREFIX``, the
 of a directory) read the table instead. Two additions: ``history.origin``
 (which connection wrote a row, for ``changes``) and ``search_text.document``, the
 ``tsvector`` a GIN index serves (kyfs.engine.postgres.search). A statement trigger on
-``history`` and one on the catalog send NOTIFY on CHANNEL at commit, so daemons learn of
-changes without polling (PgEngine.wait_for_changes).
+``history``, one on ``xattrs`` and one on the catalog send NOTIFY on CHANNEL at commit,
+so daemons learn of changes without polling (PgEngine.wait_for_changes, and a
+workspace connection's own ``others_version``).
 
 Every statement here runs inside the caller's transaction; PostgreSQL's DDL is
 transactional, so a workspace is never seen half made.
@@ -40,7 +41,7 @@ SCHEMA_SIZE = (
     "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c"
     " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = ? AND c.relkind = 'r'"
 )
-SCHEMA_VERSION = 9  # the layout of a workspace schema (meta 'pg_schema_version')
+SCHEMA_VERSION = 10  # the layout of a workspace schema (meta 'pg_schema_version')
 
 CATALOG_DDL = """
 CREATE SCHEMA IF NOT EXISTS kyfs;
@@ -56,7 +57,8 @@ CREATE UNIQUE INDEX IF NOT EXISTS workspaces_live ON kyfs.workspaces (name)
 CREATE OR REPLACE TRIGGER workspaces_notify AFTER INSERT OR UPDATE OR DELETE
     ON kyfs.workspaces FOR EACH STATEMENT EXECUTE FUNCTION kyfs.notify_change();
 """
-CHANNEL = "kyfs_changes"  # LISTEN/NOTIFY channel: a workspace's history or the catalog changed
+CHANNEL = "kyfs_changes"  # LISTEN/NOTIFY channel: a workspace's history or xattrs, or the
+# catalog, changed
 # Sends the schema of the table written (kyfs, or a workspace's) on CHANNEL at commit; one
 # notification per schema and transaction (PostgreSQL folds equal ones: sql-notify.html).
 NOTIFY_FUNCTION = f"""
@@ -172,6 +174,8 @@ CREATE TABLE xattrs (
     value  BYTEA NOT NULL,
     PRIMARY KEY (node, name)
 );
+CREATE TRIGGER xattrs_notify AFTER INSERT OR UPDATE OR DELETE ON xattrs
+    FOR EACH STATEMENT EXECUTE FUNCTION kyfs.notify_change();
 """
 
 # Vectors for semantic search (kyfs.engine.sql.vectors), as the SQLite engine's m014.
@@ -284,6 +288,10 @@ def migrate(conn: Any, version: int) -> None:
 
     Version 9, snapshots: the tables of kyfs.engine.sql.snapshots, as the SQLite
     engine's m016.
+
+    Version 10, attribute changes notify: a change to ``xattrs`` notifies on CHANNEL as a
+    history row does, so that a daemon knows, without a query, when another connection
+    may have given a node an attribute name (kyfs.engine.sql.xattrs.xattr_in_use).
     """
     from kyfs.engine.sql import blocks
 
@@ -358,6 +366,11 @@ def migrate(conn: Any, version: int) -> None:
     if version < 9:
         for statement in statements(SNAPSHOTS_DDL):
             conn.execute(statement)
+    if version < 10:
+        conn.execute(
+            "CREATE TRIGGER xattrs_notify AFTER INSERT OR UPDATE OR DELETE ON xattrs"
+            " FOR EACH STATEMENT EXECUTE FUNCTION kyfs.notify_change()"
+        )
     conn.execute(
         "UPDATE meta SET value = ? WHERE name = 'pg_schema_version'", (str(SCHEMA_VERSION),)
     )

@@ -17,15 +17,18 @@ import threading
 import time
 from collections.abc import Iterable
 from pathlib import Path
+from stat import S_ISGID
 from typing import Any
 
+from kyfs.core import inodes, names
 from kyfs.core.errors import StorageError
-from kyfs.core.nodes import Match
+from kyfs.core.nodes import DIR, FILE_MODE, MODE_MASK, REG, Entry, Match, Owner
 from kyfs.engine.postgres import schema as schema_sql
 from kyfs.engine.postgres import search
 from kyfs.engine.postgres.connection import PgConnection
 from kyfs.engine.sql.archive import ArchiveMixin
 from kyfs.engine.sql.check import STRUCTURE_CHECKS, damaged, drop_stray_xattrs, repair_blocks
+from kyfs.engine.sql.nodes import process_owner
 from kyfs.engine.sql.rules import RulesMixin
 from kyfs.engine.sql.snapshots import SnapshotsMixin
 from kyfs.engine.sql.vectors import VectorsMixin, repair_vectors
@@ -33,7 +36,29 @@ from kyfs.engine.sql.xattrs import XattrsMixin
 
 LOCK_CLASS = 0x6B7966  # "kyf": the first key of kyfs's advisory locks (the second: an id)
 
-_SQL_CHANGES = (
+# A new empty key in an existing directory, in one statement (what NamespaceMixin.create
+# does in several): the directory (the top one by its id, another by its key), the key
+# not taken, the node (the directory's group when it is setgid), its name, the
+# directory's times, the mark for the search index. No row when anything is otherwise.
+_SQL_CREATE_FILE = (
+    "WITH parent AS (SELECT id, kind, mode, gid FROM nodes"
+    " WHERE id = coalesce(?, (SELECT node FROM entries WHERE key = ?))),"
+    " made AS (INSERT INTO nodes (kind, mode, uid, gid, nlink, size, created_ns, mtime_ns,"
+    " ctime_ns, atime_ns, target, rdev)"
+    " SELECT ?, ?, ?, CASE WHEN p.mode & ? <> 0 THEN p.gid ELSE ? END, 1, 0, ?, ?, ?, ?, NULL, 0"
+    " FROM parent p WHERE p.kind = ? AND NOT EXISTS (SELECT 1 FROM entries WHERE key = ?)"
+    " RETURNING id, gid),"
+    " named AS (INSERT INTO entries (key, parent, node) SELECT ?, ?, id FROM made),"
+    " touched AS (UPDATE nodes SET mtime_ns = ?, ctime_ns = ?"
+    " WHERE id = (SELECT id FROM parent) AND EXISTS (SELECT 1 FROM made)),"
+    " marked AS (INSERT INTO index_pending (node_id) SELECT id FROM made"
+    " ON CONFLICT DO NOTHING)"
+    " SELECT id, gid FROM made"
+)
+_SQL_HISTORY_IDS = (
+    "SELECT nextval(pg_get_serial_sequence('history', 'id')) FROM entries WHERE node = ?"
+)
+SQL_CHANGES = (
     "SELECT id, key, detail, origin = current_setting('kyfs.origin', true) FROM history"
     " WHERE id > ? ORDER BY id"
 )
@@ -107,6 +132,44 @@ class PgWorkspace(SnapshotsMixin, ArchiveMixin, RulesMixin, XattrsMixin, Vectors
         self._conn.execute("BEGIN")
         self._conn.execute("SELECT pg_advisory_xact_lock(?, ?)", (LOCK_CLASS, self._lock_id))
 
+    def create(
+        self, key: str, mode: int = FILE_MODE, exclusive: bool = False, owner: Owner | None = None
+    ) -> Entry:
+        """NamespaceMixin.create in one round trip when ``key`` is new and its directory
+        exists (``tar x``, ``cp -r``): BEGIN, the lock, one statement that makes the key
+        (_SQL_CREATE_FILE) and COMMIT go together (the connection's pipeline), and the
+        new node's id is read after. Otherwise (the key exists, a directory above it is
+        missing or is not one) that statement changed nothing, and the general path
+        runs, in a transaction of its own.
+
+        Raises:
+            As NamespaceMixin.create.
+        """
+        names.check_key(key)
+        owner = owner or process_owner()
+        now = time.time_ns()
+        parent = names.parent_of(key)
+        bits = mode & MODE_MASK
+        with self._atomic() as conn:
+            made = conn.execute(
+                _SQL_CREATE_FILE,
+                (self._root_id if not parent else None, parent,
+                 REG, bits, owner.uid, S_ISGID, owner.gid, now, now, now, now, DIR, key,
+                 key, parent, now, now),
+            )  # fmt: skip
+        row = made.fetchone()  # answered with the COMMIT
+        if row is None:
+            return super().create(key, mode, exclusive, owner)
+        node_id = inodes.check_node_id(int(row[0]))
+        return Entry(node_id, key, REG, bits, 0, now, now, now, now, owner.uid, int(row[1]),
+                     1, 0, 0)  # fmt: skip
+
+    def _history_ids(self, conn: Any, node_id: int) -> Any:
+        """One id of history's identity sequence per name of node ``node_id`` (nextval:
+        what an insert would take; an id reserved and not used is a gap, as a rollback
+        leaves), sent with a commit's first reads (kyfs.engine.sql.values)."""
+        return conn.execute(_SQL_HISTORY_IDS, (node_id,))
+
     def _node_ids_used(self, conn: Any) -> int:
         """The node id sequence's last value, or the highest id in use when higher."""
         row = conn.execute(
@@ -122,6 +185,11 @@ class PgWorkspace(SnapshotsMixin, ArchiveMixin, RulesMixin, XattrsMixin, Vectors
         """SQLite's GLOB as a POSIX regular expression (PostgreSQL has no GLOB)."""
         return "e.key ~ ?", glob_regex(glob)
 
+    def _others_version(self) -> int:
+        """Changes when another connection commits history or extended attributes to
+        this workspace, known without a query (PgConnection.others_version: LISTEN)."""
+        return int(self._conn.others_version())
+
     # --- changes (the mount's cache invalidation) -----------------------------------------
     def _watch(self) -> None:
         """Nothing to set up: ``history.origin`` holds the writer's ``kyfs.origin``, a
@@ -129,7 +197,7 @@ class PgWorkspace(SnapshotsMixin, ArchiveMixin, RulesMixin, XattrsMixin, Vectors
 
     def _change_rows(self, cursor: int) -> list[tuple[int, str, str | None, bool]]:
         """History rows after ``cursor`` with whether this connection wrote them."""
-        rows = self._rows(_SQL_CHANGES, (cursor,))
+        rows = self._rows(SQL_CHANGES, (cursor,))
         return [(int(r[0]), r[1], r[2], bool(r[3])) for r in rows]
 
     # --- search ------------------------------------------------------------------------

@@ -155,6 +155,13 @@ class Base:
         by default."""
         yield
 
+    def _history_ids(self, conn: Any, node_id: int) -> Any:
+        """Inside a write transaction: send a statement reserving one history id per name
+        of node ``node_id`` (its cursor, read later: rows of one id), so that the
+        versions a commit records need not read their ids back; None where ids are only
+        known at insert (SQLite, whose ``RETURNING`` costs no round trip)."""
+        return None
+
     def _node_ids_used(self, conn: Any) -> int:
         """The highest node id ever given out (an id is never given twice, so a node in
         the archive or purged from it keeps its own): for a copy to go on after it."""

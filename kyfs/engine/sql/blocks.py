@@ -65,10 +65,13 @@ SQL_EXTENT_AT = (  # the extent of one owner that starts last at or before a pos
 )
 SQL_STORE = (  # a new block, or one more reference to the stored one with the same hash
     "INSERT INTO blocks (hash, refs, size, codec, data) VALUES (?, 1, ?, ?, ?)"
-    " ON CONFLICT (hash) DO UPDATE SET refs = blocks.refs + 1 RETURNING id"
+    " ON CONFLICT (hash) DO UPDATE SET refs = blocks.refs + 1"
 )
-SQL_PLACE = "INSERT INTO extents (owner, pos, block) VALUES (?, ?, ?)"
+# An extent of the block with a hash: the block's id is found by the server, so storing a
+# value reads nothing back (on PostgreSQL its statements go without waiting: a pipeline).
+SQL_PLACE = "INSERT INTO extents (owner, pos, block) SELECT ?, ?, id FROM blocks WHERE hash = ?"
 SQL_RELEASE = "UPDATE blocks SET refs = refs - ? WHERE id = ?"
+SQL_RELEASE_HASH = "UPDATE blocks SET refs = refs - 1 WHERE hash = ?"
 SQL_SWEEP = "DELETE FROM blocks WHERE refs <= 0"
 _SIZE_OF_CUT = "(SELECT b.size FROM blocks b WHERE b.id = extents.block)"
 SQL_CUT_FROM = f"DELETE FROM extents WHERE owner = ? AND pos >= ? RETURNING block, {_SIZE_OF_CUT}"
@@ -144,12 +147,14 @@ def stored_of(conn: Connection, owner: int) -> int:
 
 
 # --- one block ---------------------------------------------------------------------------
-def store(conn: Connection, data: bytes) -> int:
-    """The id of a block holding ``data``, with one more reference: the stored one when
-    the same bytes are stored already, else a new one (compressed when it pays)."""
+def store(conn: Connection, data: bytes) -> bytes:
+    """The hash of a block holding ``data``, with one more reference: the stored one
+    when the same bytes are stored already, else a new one (compressed when it pays).
+    Nothing is read back: SQL_PLACE finds the block by its hash."""
     codec, stored = blocks.seal(data)  # before knowing: one statement (a round trip) less
-    row = conn.execute(SQL_STORE, (blocks.digest(data), len(data), codec, stored)).fetchone()
-    return int(row[0])
+    digest = blocks.digest(data)
+    conn.execute(SQL_STORE, (digest, len(data), codec, stored))
+    return digest
 
 
 def release(conn: Connection, block_ids: Iterable[int]) -> None:
@@ -276,7 +281,7 @@ def write(conn: Connection, owner: int, pieces: Iterable[bytes], start: int = 0)
     """Store the bytes of ``pieces`` (consecutive) as ``owner``'s value from ``start``,
     where it holds nothing yet, cut from ``start``; returns the position after the last
     byte. Memory: one WINDOW plus a piece."""
-    placed: list[tuple[int, int, int]] = []
+    placed: list[tuple[int, int, bytes]] = []
     pending = bytearray()
     base = start
     for piece in pieces:
@@ -290,10 +295,15 @@ def write(conn: Connection, owner: int, pieces: Iterable[bytes], start: int = 0)
 
 
 def _cut(
-    conn: Connection, base: int, pending: bytearray, *, final: bool, out: list[tuple[int, int, int]]
+    conn: Connection,
+    base: int,
+    pending: bytearray,
+    *,
+    final: bool,
+    out: list[tuple[int, int, bytes]],
 ) -> tuple[int, bytearray]:
     """Cut ``pending`` (the bytes from position ``base``) and store its blocks, appending
-    (pos, length, block id) to ``out``; unless ``final`` the last block stays pending (a
+    (pos, length, block hash) to ``out``; unless ``final`` the last block stays pending (a
     cut at the window's end is not the content's). Returns the new base and what stays
     pending."""
     lengths = list(blocks.cut(pending))
@@ -307,10 +317,10 @@ def _cut(
     return base + at, pending[at:]
 
 
-def _place(conn: Connection, owner: int, placed: list[tuple[int, int, int]]) -> None:
-    """Insert the extents ``placed`` (pos, length, block id) of ``owner``, counted in its
-    ``stored``; empties it."""
-    conn.executemany(SQL_PLACE, [(owner, pos, block_id) for pos, _, block_id in placed])
+def _place(conn: Connection, owner: int, placed: list[tuple[int, int, bytes]]) -> None:
+    """Insert the extents ``placed`` (pos, length, block hash) of ``owner``, counted in
+    its ``stored``; empties it."""
+    conn.executemany(SQL_PLACE, [(owner, pos, digest) for pos, _, digest in placed])
     _account(conn, owner, sum(length for _, length, _ in placed))
     placed.clear()
 
@@ -431,7 +441,7 @@ def punch(conn: Connection, owner: int, start: int, end: int) -> None:
     spans = [row for row in spans if row[2] is None or row[0] + row[2] > start]
     if not spans:
         return
-    placed: list[tuple[int, int, int]] = []
+    placed: list[tuple[int, int, bytes]] = []
     for pos, block_id, size in (spans[0], spans[-1]) if len(spans) > 1 else spans[:1]:
         if size is None:
             raise DamagedBlock(f"block {block_id} is missing")
@@ -473,7 +483,7 @@ def _recut(
     row = conn.execute(SQL_EXTENT_AT, (owner, max(lo - 1, 0))).fetchone()
     if row is not None and row[0] + row[1] >= lo:
         start = int(row[0])
-    placed: list[tuple[int, int, int]] = []
+    placed: list[tuple[int, int, bytes]] = []
     base, pending = start, bytearray()
     stop = None
     while stop is None:  # read to the change's end and two blocks on, then as needed
@@ -487,7 +497,7 @@ def _recut(
             end = placed[at][0] + placed[at][1]
             if end >= hi and source.resumes(end):
                 stop = end
-                release(conn, [block_id for _, _, block_id in placed[at + 1 :]])
+                conn.executemany(SQL_RELEASE_HASH, [(d,) for _, _, d in placed[at + 1 :]])
                 del placed[at + 1 :]
                 break
         if stop is None and final:

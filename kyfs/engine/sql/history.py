@@ -30,7 +30,8 @@ Thread-safety: as kyfs.engine.sql.base.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from kyfs.core import actor
 from kyfs.core.errors import DamagedBlock, KeyNotFound, NoSpace
@@ -50,6 +51,13 @@ _SQL_INSERT = (  # a version's mode: its node's now (narrow() lowers it later)
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, (SELECT mode FROM nodes WHERE id = ?), ?, ?, ?)"
     " RETURNING id"
 )
+# The same with the row's id given (one the engine reserved: Base._history_ids), so that
+# nothing is read back.
+_SQL_INSERT_WITH_ID = (
+    "INSERT INTO history (id, key, action, size, time_ns, detail, pid, since_ns, shared, mode,"
+    " source, user_name, comm)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, (SELECT mode FROM nodes WHERE id = ?), ?, ?, ?)"
+)
 _CHANGE_COLUMNS = "id, time_ns, action, key, size, detail, source, user_name, pid, comm"
 _SQL_CHANGES_AFTER = f"SELECT {_CHANGE_COLUMNS} FROM history WHERE id > ?"
 _SQL_NARROW = (
@@ -57,10 +65,13 @@ _SQL_NARROW = (
     " WHERE key = ? AND size IS NOT NULL AND (mode IS NULL OR mode & ? != mode)"
 )
 _SQL_HAS = "SELECT 1 FROM history WHERE key = ? AND time_ns = ? AND action = ? LIMIT 1"
-_SQL_LAST = (
-    "SELECT id, action, pid, time_ns, coalesce(since_ns, time_ns) FROM history"
-    " WHERE key = ? ORDER BY time_ns DESC, id DESC LIMIT 1"
+# The newest history row of every name of a node (the key first), in one statement.
+SQL_LAST_OF_NODE = (
+    "SELECT e.key, h.id, h.action, h.pid, h.time_ns, coalesce(h.since_ns, h.time_ns)"
+    " FROM entries e JOIN history h ON h.id = (SELECT l.id FROM history l WHERE l.key = e.key"
+    " ORDER BY l.time_ns DESC, l.id DESC LIMIT 1) WHERE e.node = ?"
 )
+SQL_META = "SELECT name, value FROM meta"
 _SQL_KEY_ROWS = "SELECT id, time_ns, size IS NOT NULL FROM history WHERE key = ?"
 # A row that is not the newest of a live key: only those may go, so that a key's current
 # version (its newest row's id: ValuesMixin.current_version) never falls back to an older
@@ -76,7 +87,7 @@ _SQL_OLDEST_VERSIONS = (
 )
 _SQL_CURRENT_VERSION = "SELECT coalesce(max(id), 0) FROM history WHERE key = ?"
 _SQL_SHARING_ITEMS = "SELECT id FROM snapshot_items WHERE shared = ?"  # sql.snapshots
-_SQL_SHARERS = (  # the versions (0) and snapshot items (1) that share a node's value
+SQL_SHARERS = (  # the versions (0) and snapshot items (1) that share a node's value
     "SELECT id, 0 FROM history WHERE shared = ?"
     " UNION ALL SELECT id, 1 FROM snapshot_items WHERE shared = ?"
 )
@@ -88,22 +99,21 @@ Burst = tuple[int, int]  # (the version a write replaces, when its burst began n
 
 def read_meta(conn: Connection) -> dict[str, str]:
     """The workspace's settings (``meta``), inside the caller's transaction."""
-    return dict(conn.execute("SELECT name, value FROM meta").fetchall())
+    return dict(conn.execute(SQL_META).fetchall())
 
 
-def bursts(conn: Connection, keys: Iterable[str], pid: int | None, now: int) -> dict[str, Burst]:
-    """For a write by process ``pid`` at ``now`` (ns) to the names ``keys``, the version of
-    each name it coalesces with: that process's last version of the name, within
-    COALESCE_S of now and BURST_S of its burst's start; the new version replaces it
-    (``record``'s ``replaces``). None of them without a ``pid``."""
+def bursts(lasts: Iterable[Sequence[Any]], pid: int | None, now: int) -> dict[str, Burst]:
+    """For a write by process ``pid`` at ``now`` (ns) to a node whose names' newest
+    history rows are ``lasts`` (rows of SQL_LAST_OF_NODE: key, id, action, pid, time_ns,
+    burst start ns), the version of each name it coalesces with: that process's last
+    version of the name, within COALESCE_S of now and BURST_S of its burst's start; the
+    new version replaces it (``record``'s ``replaces``). None of them without a ``pid``."""
     found: dict[str, Burst] = {}
     if pid is None:
         return found
-    for key in keys:
-        last = conn.execute(_SQL_LAST, (key,)).fetchone()
+    for key, *last in lasts:
         if (
-            last is not None
-            and last[1] == "set"
+            last[1] == "set"
             and last[2] == pid
             and now - last[3] < COALESCE_S * 1e9
             and now - last[4] < BURST_S * 1e9
@@ -124,8 +134,10 @@ def record(
     size: int | None = None,
     pid: int | None = None,
     replaces: Burst | None = None,
+    version_id: int | None = None,
 ) -> None:
-    """Append to the history of ``key`` inside the caller's transaction. With ``owner``
+    """Append to the history of ``key`` inside the caller's transaction (as row
+    ``version_id`` when the engine reserved one, else the next id). With ``owner``
     (a node) the row is a version of that node's value (``size`` bytes): it shares the
     node's value until that value changes (:func:`materialize`), so a version of a
     value written once costs a row and nothing more. ``replaces`` (from :func:`bursts`)
@@ -139,12 +151,12 @@ def record(
         pid = who.pid
     elif pid != who.pid:  # a commit at the last close (pid 0): the opener's name
         comm = processes.command_name(pid)
-    row = conn.execute(
-        _SQL_INSERT,
-        (key, action, None if owner is None else size, now, detail, pid, since, owner, owner,
-         who.source, who.user, comm),
-    ).fetchone()  # fmt: skip
-    version_id = int(row[0])
+    values = (key, action, None if owner is None else size, now, detail, pid, since, owner,
+              owner, who.source, who.user, comm)  # fmt: skip
+    if version_id is None:
+        version_id = int(conn.execute(_SQL_INSERT, values).fetchone()[0])
+    else:
+        conn.execute(_SQL_INSERT_WITH_ID, (version_id, *values))
     if replaces is not None:
         drop_versions(conn, [replaces[0]])
     if version_id % PRUNE_EVERY == 0:
@@ -163,15 +175,23 @@ def narrow(conn: Connection, keys: Iterable[str], mode: int) -> None:
         conn.execute(_SQL_NARROW, (bits, bits, key, bits))
 
 
-def materialize(conn: Connection, node_id: int, spare: Iterable[int] = ()) -> None:
+def materialize(
+    conn: Connection,
+    node_id: int,
+    spare: Iterable[int] = (),
+    sharers: Iterable[Sequence[Any]] | None = None,
+) -> None:
     """Before node ``node_id``'s value changes or goes: every version that still shares
     it gets extents of its own (a copy of the node's rows, not of its bytes), but the
     versions ``spare`` (about to be replaced by a write that coalesces with them); so
     does every snapshot item that shares it (kyfs.engine.sql.snapshots). One statement
-    finds both: every commit runs it."""
+    finds both (SQL_SHARERS): every commit runs it; ``sharers``: its rows, read by the
+    caller in this transaction."""
     spared = set(spare)
     items = []
-    for sharer, is_item in conn.execute(_SQL_SHARERS, (node_id, node_id)).fetchall():
+    if sharers is None:
+        sharers = conn.execute(SQL_SHARERS, (node_id, node_id)).fetchall()
+    for sharer, is_item in sharers:
         if is_item:
             items.append(int(sharer))
         elif sharer not in spared:
@@ -249,8 +269,10 @@ def thin_key(conn: Connection, key: str, now: int, retention: Retention) -> int:
     """Thin the history of ``key`` to ``retention``; returns how many rows went. A key
     that no longer exists keeps no newest versions whatever their age: its history
     thins out by time alone (its last value waits in the archive meanwhile)."""
-    rows = [(int(r[0]), int(r[1]), bool(r[2])) for r in conn.execute(_SQL_KEY_ROWS, (key,))]
-    if conn.execute("SELECT 1 FROM entries WHERE key = ?", (key,)).fetchone() is None:
+    versions = conn.execute(_SQL_KEY_ROWS, (key,))  # both sent before either is read
+    live = conn.execute("SELECT 1 FROM entries WHERE key = ?", (key,))
+    rows = [(int(r[0]), int(r[1]), bool(r[2])) for r in versions.fetchall()]
+    if live.fetchone() is None:
         retention = dataclasses.replace(retention, versions=0)
     return drop_versions(conn, retention.to_drop(rows, now))
 

@@ -77,6 +77,16 @@ SQL_CHILDREN = (
     " WHERE e.parent = ? ORDER BY e.key"
 )
 SQL_NODE = f"SELECT n.id, '', {_NODE} FROM nodes n WHERE n.id = ?"
+# The top directory (its node, ?) and the entries at the keys of a list, in one
+# statement (``{keys}``: one ``?`` per key): a create's own key and every directory above it.
+SQL_STAT_WITH_TOP = (
+    f"{SQL_NODE} UNION ALL SELECT e.node, e.key, {_NODE} FROM entries e"
+    " JOIN nodes n ON n.id = e.node WHERE e.key IN ({keys})"
+)
+SQL_NODE_NAMED = (  # a node under its first name ('' when it has none)
+    "SELECT n.id, coalesce((SELECT min(e.key) FROM entries e WHERE e.node = n.id), ''),"
+    f" {_NODE} FROM nodes n WHERE n.id = ?"
+)
 SQL_HAS_CHILD = "SELECT 1 FROM entries WHERE parent = ? LIMIT 1"
 SQL_ARCHIVE = (
     "INSERT INTO archive (id, key, is_dir, mode, size, created_ns, mtime_ns, ctime_ns,"
@@ -183,11 +193,8 @@ class NamespaceMixin(HistoryMixin):
     def stat_id(self, node_id: int) -> Entry | None:
         """Node ``node_id`` under one of its names (``""`` when it has none, as the top
         directory), or None when it no longer exists (or only in the archive)."""
-        row = self._row(SQL_NODE, (node_id,))
-        if row is None:
-            return None
-        first = self._row("SELECT min(key) FROM entries WHERE node = ?", (node_id,))
-        return to_entry(row)._replace(key=first[0] or ROOT)
+        row = self._row(SQL_NODE_NAMED, (node_id,))
+        return None if row is None else to_entry(row)
 
     def children(self, directory: str) -> list[Entry]:
         """The entries directly inside ``directory``, sorted by key.
@@ -268,21 +275,36 @@ class NamespaceMixin(HistoryMixin):
     def _nlink(self, conn: Connection, node_id: int, delta: int) -> None:
         conn.execute("UPDATE nodes SET nlink = nlink + ? WHERE id = ?", (delta, node_id))
 
-    def _ensure_parents(self, conn: Connection, key: str, now: int, owner: Owner) -> Entry:
+    def _lookup_path(self, conn: Connection, key: str) -> dict[str, Entry]:
+        """The entries at ``key``, at every directory above it and at the top directory
+        (``""``), by key, from one statement; a key where nothing is stored is missing."""
+        keys = [*names.ancestors(key), key] if key != ROOT else []
+        sql = SQL_STAT_WITH_TOP.format(keys=", ".join("?" * len(keys)) or "NULL")
+        rows = conn.execute(sql, (self._root_id, *keys)).fetchall()
+        return {row[1]: to_entry(row) for row in rows}
+
+    def _ensure_parents(
+        self,
+        conn: Connection,
+        key: str,
+        now: int,
+        owner: Owner,
+        path: dict[str, Entry] | None = None,
+    ) -> Entry:
         """Record every missing directory above ``key`` (owned by ``owner``); return the
-        directory that holds ``key``.
+        directory that holds ``key``. ``path``: what :meth:`_lookup_path` found for
+        ``key`` in this transaction (else it is looked up here).
 
         Raises:
             NotADirectory: (ENOTDIR) a key stands where a directory above it should.
         """
-        parent = self._lookup(conn, ROOT)
-        assert parent is not None
+        if path is None:
+            path = self._lookup_path(conn, key)
+        parent = path[ROOT]
         for directory in names.ancestors(key):
-            found = self._lookup(conn, directory)
+            found = path.get(directory)
             if found is None:
-                node_id = self._new_node(conn, directory, DIR, DIR_MODE, owner, now, parent)
-                found = self._lookup(conn, directory)
-                assert found is not None and found.id == node_id
+                found = self._new_node(conn, directory, DIR, DIR_MODE, owner, now, parent)
             elif not found.is_dir:
                 raise NotADirectory(f"not a directory: {directory}")
             parent = found
@@ -299,10 +321,10 @@ class NamespaceMixin(HistoryMixin):
         parent: Entry,
         target: bytes | None = None,
         rdev: int = 0,
-    ) -> int:
+    ) -> Entry:
         """Create a node of type ``kind`` named ``key`` in directory ``parent``; returns
-        its id (``rdev``: a device node's number). The setgid bit of ``parent`` gives
-        the node its group (and a new directory the bit), as on Linux."""
+        its entry, as stored (``rdev``: a device node's number). The setgid bit of
+        ``parent`` gives the node its group (and a new directory the bit), as on Linux."""
         mode &= MODE_MASK
         gid = owner.gid
         if parent.mode & st.S_ISGID:
@@ -310,13 +332,13 @@ class NamespaceMixin(HistoryMixin):
             if kind == DIR:
                 mode |= st.S_ISGID
         size = len(target) if target is not None else 0
+        nlink = 2 if kind == DIR else 1
         cur = conn.execute(
             "INSERT INTO nodes (kind, mode, uid, gid, nlink, size, created_ns, mtime_ns,"
             " ctime_ns, atime_ns, target, rdev) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
             " RETURNING id",
-            (kind, mode, owner.uid, gid, 2 if kind == DIR else 1, size, now, now, now, now,
-             target, rdev),
-        )  # fmt: skip
+            (kind, mode, owner.uid, gid, nlink, size, now, now, now, now, target, rdev),
+        )
         node_id = inodes.check_node_id(int(cur.fetchall()[0][0]))
         conn.execute(
             "INSERT INTO entries (key, parent, node) VALUES (?, ?, ?)",
@@ -325,7 +347,8 @@ class NamespaceMixin(HistoryMixin):
         if kind == DIR:
             self._nlink(conn, parent.id, 1)
         self._touch(conn, parent.id, now)
-        return node_id
+        return Entry(node_id, key, kind, mode, size, now, now, now, now, owner.uid, gid,
+                     nlink, rdev, 0)  # fmt: skip
 
     def _make(
         self,
@@ -337,12 +360,14 @@ class NamespaceMixin(HistoryMixin):
         target: bytes | None = None,
         rdev: int = 0,
         now: int | None = None,
-    ) -> int:
+        path: dict[str, Entry] | None = None,
+    ) -> Entry:
         """Create ``key`` (missing directories above it too) at time ``now`` (ns, UTC;
-        default: the clock's now); returns the node's id."""
+        default: the clock's now); returns its entry, as stored. ``path``: as
+        :meth:`_ensure_parents`."""
         now = time.time_ns() if now is None else now
         owner = owner or process_owner()
-        parent = self._ensure_parents(conn, key, now, owner)
+        parent = self._ensure_parents(conn, key, now, owner, path)
         return self._new_node(conn, key, kind, mode, owner, now, parent, target, rdev)
 
     def _drop_name(self, conn: Connection, entry: Entry, now: int) -> bool:
@@ -397,16 +422,17 @@ class NamespaceMixin(HistoryMixin):
         """
         names.check_key(key)
         with self._atomic() as conn:
-            entry = self._lookup(conn, key)
+            path = self._lookup_path(conn, key)  # the key and its directories: one read
+            entry = path.get(key)
             if entry is not None:
                 if entry.is_dir:
                     raise IsADirectory(f"is a directory: {key}")
                 if exclusive:
                     raise AlreadyExists(f"key exists: {key}")
                 return entry
-            node_id = self._make(conn, key, REG, mode, owner)
-            mark(conn, node_id)
-            return self._must(conn, key)
+            made = self._make(conn, key, REG, mode, owner, path=path)
+            mark(conn, made.id)
+            return made
 
     def mkdir(self, key: str, mode: int = DIR_MODE, owner: Owner | None = None) -> Entry:
         """Create directory ``key`` (and any missing one above it), owned by ``owner``.

@@ -403,7 +403,7 @@ class SnapshotsMixin(Base):
             return 1
         if kind == DIR:
             if entry is None:
-                node_id = self._make(conn, key, DIR, mode, owner, now=now)
+                node_id = self._make(conn, key, DIR, mode, owner, now=now).id
                 changed = True
             else:
                 node_id = entry.id
@@ -419,7 +419,7 @@ class SnapshotsMixin(Base):
                 node_id = self._make(
                     conn, key, kind, mode, owner,
                     target=None if target is None else bytes(target), rdev=rdev, now=now,
-                )  # fmt: skip
+                ).id  # fmt: skip
                 record(conn, key, "symlink" if kind == LNK else "set", detail, now)
                 changed = True
             else:

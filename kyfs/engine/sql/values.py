@@ -52,6 +52,9 @@ from kyfs.core.nodes import (
 from kyfs.engine.sql import blocks
 from kyfs.engine.sql.base import Connection, frees_space, mark, names_of
 from kyfs.engine.sql.history import (
+    SQL_LAST_OF_NODE,
+    SQL_META,
+    SQL_SHARERS,
     Burst,
     bursts,
     cache_ttl,
@@ -71,6 +74,11 @@ BUFFER_BLOCK = 64 * 1024  # bytes: open files buffer their changes in blocks of 
 READ_PIECE = 256 * 1024  # bytes: iter_value yields pieces of at most this size
 
 _SQL_SIZE = "SELECT size FROM nodes WHERE id = ?"
+# A regular file's size with each of its names (in code point order), in one statement.
+_SQL_SIZE_AND_NAMES = (
+    "SELECT n.size, e.key FROM nodes n LEFT JOIN entries e ON e.node = n.id"
+    " WHERE n.id = ? AND n.kind = ? ORDER BY e.key"
+)
 # An open file keeps reading a node unlinked under it: its value waits in the archive.
 _SQL_SIZE_ANY = (
     "SELECT size FROM nodes WHERE id = ? UNION ALL SELECT size FROM archive WHERE id = ? LIMIT 1"
@@ -112,12 +120,17 @@ def after_write(
     pid: int | None = None,
     keep_version: bool = True,
     replaces: dict[str, Burst] | None = None,
+    meta: dict[str, str] | None = None,
+    keys: list[str] | None = None,
+    version_ids: list[int] | None = None,
 ) -> None:
     """What every value write does in its transaction: TTL, schema check, history (a
     version per name, sharing the value's blocks, unless not ``keep_version``: a row
     without a value; ``replaces``: the versions, by name, of the burst of closes by one
     process this write continues: kyfs.engine.sql.history.bursts), and a mark for the
-    search index (written at the next flush).
+    search index (written at the next flush). ``meta`` (the workspace's settings) and
+    ``keys`` (the node's names) when the caller read them in this transaction;
+    ``version_ids``: history ids reserved for the versions, one per name, ascending.
     ``replace_ttl``: the TTL becomes ``ttl_s`` (kyfs set), else it is kept (writes
     through the mount); a cache workspace's TTL always applies.
 
@@ -125,7 +138,8 @@ def after_write(
         SchemaViolation: (EINVAL, exit 2) the value breaks a schema rule; the caller's
             transaction rolls back.
     """
-    meta = read_meta(conn)
+    if meta is None:
+        meta = read_meta(conn)
     now = time.time_ns()
     default_ttl = cache_ttl(meta)
     if default_ttl is not None and ttl_s is None:
@@ -133,7 +147,8 @@ def after_write(
     if ttl_s is not None or replace_ttl:
         expires = None if ttl_s is None else expiry_ns(now, ttl_s)
         conn.execute("UPDATE nodes SET expires_ns = ? WHERE id = ?", (expires, node_id))
-    keys = names_of(conn, node_id)
+    if keys is None:
+        keys = names_of(conn, node_id)
     rules = json.loads(meta.get("schemas", "[]"))
     if size is None:
         size = int(conn.execute(_SQL_SIZE, (node_id,)).fetchone()[0])
@@ -146,9 +161,12 @@ def after_write(
             for key, rule in checks:
                 validate(key, rule, value)
     owner = node_id if keep_version else None
-    for key in keys:
+    if version_ids is None or len(version_ids) != len(keys):
+        version_ids = None
+    for at, key in enumerate(keys):
         record(conn, key, "set", detail, now, meta, owner=owner, size=size, pid=pid,
-               replaces=(replaces or {}).get(key))  # fmt: skip
+               replaces=(replaces or {}).get(key),
+               version_id=None if version_ids is None else version_ids[at])  # fmt: skip
     mark(conn, node_id)
 
 
@@ -419,7 +437,7 @@ class ValuesMixin(NamespaceMixin):
         else:
             node_id = self._make(
                 conn, key, REG, FILE_MODE if mode is None else mode, owner, now=now
-            )  # created at the time the value is written: never after it
+            ).id  # created at the time the value is written: never after it
         if source is not None and source[0] == node_id:
             size = source[1]  # a version the value still is: it stays as it is
         else:
@@ -527,15 +545,24 @@ class ValuesMixin(NamespaceMixin):
         """:meth:`commit`'s one transaction."""
         now = time.time_ns()
         with self._atomic() as conn:
-            found = conn.execute(
-                "SELECT size FROM nodes WHERE id = ? AND kind = ?", (node_id, REG)
-            ).fetchone()
-            if found is None:
+            # What the commit must read, sent before any is read: on PostgreSQL, one
+            # round trip with the BEGIN (kyfs.engine.postgres.connection's pipeline).
+            head = conn.execute(_SQL_SIZE_AND_NAMES, (node_id, REG))
+            lasts = None if pid is None else conn.execute(SQL_LAST_OF_NODE, (node_id,))
+            sharers = conn.execute(SQL_SHARERS, (node_id, node_id))
+            settings = conn.execute(SQL_META)
+            reserved = self._history_ids(conn, node_id)
+            found = head.fetchall()
+            if not found:
                 return False
-            replaces = bursts(conn, names_of(conn, node_id), pid, now)
-            materialize(conn, node_id, spare=(burst[0] for burst in replaces.values()))
+            keys = [row[1] for row in found if row[1] is not None]
+            replaces = bursts([] if lasts is None else lasts.fetchall(), pid, now)
+            spare = [burst[0] for burst in replaces.values()]
+            materialize(conn, node_id, spare=spare, sharers=sharers.fetchall())
+            meta = dict(settings.fetchall())
+            ids = None if reserved is None else sorted(int(row[0]) for row in reserved)
             try:
-                blocks.rewrite(conn, node_id, int(found[0]), size, valid, changes)
+                blocks.rewrite(conn, node_id, int(found[0][0]), size, valid, changes)
                 for start, end in holes:
                     blocks.punch(conn, node_id, max(start, 0), min(end, size))
             except DamagedBlock as exc:
@@ -544,9 +571,9 @@ class ValuesMixin(NamespaceMixin):
             bits = None if mode is None else mode & MODE_MASK
             conn.execute(_SQL_SET_SIZE, (size, mtime, now, atime_ns, bits, uid, gid, node_id))
             if bits is not None:  # a chmod while open: its versions, as chmod's
-                narrow(conn, names_of(conn, node_id), bits)
+                narrow(conn, keys, bits)
             after_write(conn, node_id, size=size, keep_version=not self.short(), pid=pid,
-                        replaces=replaces)  # fmt: skip
+                        replaces=replaces, meta=meta, keys=keys, version_ids=ids)  # fmt: skip
         return True
 
     def truncate(self, key: str, size: int) -> None:

@@ -55,8 +55,9 @@ class XattrsMixin(NamespaceMixin):
     ``security.capability`` at every write(2). The set is loaded with one query, grows
     with this connection's own sets (it never shrinks: a name kept that no node has any
     more only costs a query), and is loaded again when another connection committed
-    since (:meth:`_others_version`: SQLite's ``PRAGMA data_version``). An engine that
-    cannot tell that cheaply (PostgreSQL) keeps nothing and always asks.
+    since (:meth:`_others_version`: SQLite's ``PRAGMA data_version``, PostgreSQL's
+    notifications of other sessions' commits, kyfs.engine.postgres.connection). An engine
+    that cannot tell that cheaply keeps nothing and always asks.
     """
 
     _xattr_names_in_use: set[bytes] | None = None  # see xattr_in_use
@@ -72,7 +73,8 @@ class XattrsMixin(NamespaceMixin):
         """False when no node of the workspace (archived ones included) has an attribute
         ``name``, known from memory while no other connection committed since it was
         loaded; True when some node may have it (then ask :meth:`get_xattr`). Costs no
-        query but the engine's version check (SQLite: ``PRAGMA data_version``), one
+        query but the engine's version check (SQLite: ``PRAGMA data_version``;
+        PostgreSQL: notifications already received, no round trip), one
         ``SELECT DISTINCT`` over the attributes after another connection's commit.
 
         Raises:
