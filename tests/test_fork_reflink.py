@@ -165,7 +165,7 @@ with kyfs.open("src") as ws:
 def test_a_killed_clone_fork_is_finished_or_undone(xfs_home: Path) -> None:
     """SIGKILL at random moments of ``kyfs fork`` on XFS, as tests/test_fork.py does on
     a copy: the fork is whole or absent afterwards, nothing big is left behind."""
-    kill_forks(xfs_home, int(os.environ.get("KYFS_KILLS", "6")))
+    kill_forks(xfs_home, int(os.environ.get("KYFS_KILLS", "6")), earliest=0.05)
 
 
 def test_a_clone_is_whole_or_not_made(tmp_path: Path) -> None:
