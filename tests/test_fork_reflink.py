@@ -1,10 +1,12 @@
 """``kyfs fork`` on a file system with reflinks (issue 29: "fork ... O(metadata)"): on XFS
 (and btrfs) the fork's file is a clone of its source's (FICLONE), so it adds almost
 nothing to the disk whatever the workspace's size, and the two still never see each
-other's later writes. Each test makes a real XFS file system in a loop device (root,
-``mkfs.xfs`` from Debian's xfsprogs: `make system-deps`) and points KYFS_HOME into it;
-where the machine cannot (no loop device, not root), the tests skip, and the copy path
-(tests/test_fork.py) still runs everywhere."""
+other's later writes. ``kyfs backup create`` stages its snapshots the same way.
+
+Each test makes a real XFS file system in a loop device (root, ``mkfs.xfs`` from
+Debian's xfsprogs: `make system-deps`) and points KYFS_HOME into it; where the machine
+cannot (no loop device, not root), the tests skip, and the copy path (tests/test_fork.py)
+still runs everywhere."""
 
 from __future__ import annotations
 
@@ -166,6 +168,30 @@ def test_a_killed_clone_fork_is_finished_or_undone(xfs_home: Path) -> None:
     """SIGKILL at random moments of ``kyfs fork`` on XFS, as tests/test_fork.py does on
     a copy: the fork is whole or absent afterwards, nothing big is left behind."""
     kill_forks(xfs_home, int(os.environ.get("KYFS_KILLS", "6")), earliest=0.05)
+
+
+def test_a_backup_stages_clones_and_restores_every_byte(xfs_home: Path) -> None:
+    """``kyfs backup create`` on XFS, where each workspace's snapshot is staged as a
+    clone: the archive verifies, and a restore under another name gives every key's
+    bytes as they were at the backup, commits still in the source's WAL included."""
+    rng = random.Random(25)
+    with kyfs.open("src", create=True) as ws:
+        for number in range(24):
+            ws.set(f"data/v{number:02}", rng.randbytes(MIB))
+        ws.set("note", "in the WAL only")  # the connection stays open: the WAL holds it
+        source = value_digests("src")
+        archive = xfs_home.parent / "backup.tar.gz"
+        create = [sys.executable, "-m", "kyfs", "backup", "create", "-o", str(archive), "--quiet"]
+        made = subprocess.run(create, capture_output=True, text=True)
+        assert made.returncode == 0, made.stderr
+        ws.set("note", "after the backup")
+    kyfs_cli = [sys.executable, "-m", "kyfs", "backup"]
+    assert subprocess.run([*kyfs_cli, "verify", str(archive)], capture_output=True).returncode == 0
+    restored = subprocess.run([*kyfs_cli, "restore", str(archive), "-w", "src", "--as", "copy"],
+                              capture_output=True, text=True)  # fmt: skip
+    assert restored.returncode == 0, restored.stderr
+    assert value_digests("copy") == source
+    assert not list((xfs_home / "ops").iterdir())
 
 
 def test_a_clone_is_whole_or_not_made(tmp_path: Path) -> None:
