@@ -6,7 +6,9 @@ transaction begun on a connection the server cut since its last use still runs.
 Counts, never timings: the round trips of a `tar x` per file, those inside transactions
 (create, write, chmod, chown, utimens and release: the file's own), and one commit for
 the create and one for the close; then every value, mode, owner and mtime as tar left
-them, through the mount and through the engine after the unmount.
+them, through the mount and through the engine after the unmount. Then the same for an
+`rm -rf`: the round trips per file removed, one commit per unlink and rmdir, and every
+file in the archive with its history ending in a delete.
 """
 
 from __future__ import annotations
@@ -38,6 +40,17 @@ TRANSACTION_TRIPS_PER_FILE = 3
 TRIPS_PER_FILE = 6
 # and one more each time a commit thins its key's history (every PRUNE_EVERY versions)
 THINNINGS = FILES // PRUNE_EVERY + 1
+# Per file removed by `rm -rf`: inside its one transaction 2 (the key, its directory and a
+# history id read with the BEGIN; the writes with the COMMIT); in all 3, with the kernel's
+# GETATTR of the directory whose mtime the unlink changed. Before: 4.3 and 6.1.
+UNLINK_TRANSACTION_TRIPS_PER_FILE = 2
+UNLINK_TRIPS_PER_FILE = 3
+# and what rm -rf costs per directory or once, not per file (LOOKUPs and GETATTRs of the
+# directories, their READDIRs, statements sent before psycopg prepares them): 57-61 here
+RM_RF_ONCE_TRIPS = 80
+DIRECTORIES = 3  # x, x/a and x/a/b: an rmdir each, 2 round trips inside its transaction
+# A thinning at an unlink reads the settings, then the key's rows: 2 more each.
+UNLINK_THINNING_TRIPS = 2
 
 
 def _watcher(sql: str) -> bool:
@@ -168,3 +181,53 @@ def test_attribute_names_set_by_another_session_are_seen_without_a_query(pg_url:
     finally:
         engine.close()
         peer.close()
+
+
+@pytest.mark.mount
+def test_rm_rf_on_postgresql_costs_two_round_trips_per_file_and_archives_everything(
+    pg_url: str,
+    mount_factory: Callable[..., Mount],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    monkeypatch.setenv("KYFS_ENGINE", pg_url)
+    traces = tmp_path / "traces"
+    traces.mkdir()
+    monkeypatch.setenv(TRACE_ENV, str(traces))
+    expected = _tree(tmp_path / "tree.tar")
+    mount = mount_factory()
+    target = mount.path / "default" / "x"
+    (target / "a" / "b").mkdir(parents=True)
+    subprocess.run(["tar", "xf", str(tmp_path / "tree.tar"), "-C", str(target)], check=True)
+    before = trace.count(traces, _watcher)
+    subprocess.run(["rm", "-rf", str(target)], check=True)
+    spent = trace.count(traces, _watcher) - before
+    assert spent.commits == FILES + DIRECTORIES, spent  # one transaction per unlink, rmdir
+    assert spent.transaction_trips <= (
+        UNLINK_TRANSACTION_TRIPS_PER_FILE * FILES
+        + 2 * DIRECTORIES
+        + UNLINK_THINNING_TRIPS * THINNINGS
+    ), spent
+    assert spent.round_trips <= UNLINK_TRIPS_PER_FILE * FILES + RM_RF_ONCE_TRIPS, spent
+    assert not target.exists()
+    subprocess.run(["fusermount3", "-u", str(mount.path)], check=True)
+    assert mount.process.wait(timeout=30) == 0
+    from kyfs.engine import open_engine
+
+    engine = open_engine()  # what the engine holds once the daemon is gone
+    try:
+        workspace = engine.open("default")
+        try:
+            assert not [key for key in workspace.keys() if key.startswith("x/")]
+            archived = {found.entry.key: found.entry for found in workspace.archived()}
+            for name, (value, mode, _) in expected.items():
+                key = f"x/{name}"
+                assert (archived[key].mode & 0o7777, archived[key].size) == (mode, len(value)), key
+                assert workspace.history(key)[-1].action == "delete", key
+            assert {"x", "x/a", "x/a/b"} <= set(archived)
+            workspace.restore("x/a/f001.txt")  # a value deleted is a value kept
+            assert workspace.get("x/a/f001.txt") == expected["a/f001.txt"][0]
+        finally:
+            workspace.close()
+    finally:
+        engine.close()

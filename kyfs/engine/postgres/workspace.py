@@ -58,6 +58,7 @@ _SQL_CREATE_FILE = (
 _SQL_HISTORY_IDS = (
     "SELECT nextval(pg_get_serial_sequence('history', 'id')) FROM entries WHERE node = ?"
 )
+_SQL_HISTORY_ID = "SELECT nextval(pg_get_serial_sequence('history', 'id'))"
 SQL_CHANGES = (
     "SELECT id, key, detail, origin = current_setting('kyfs.origin', true) FROM history"
     " WHERE id > ? ORDER BY id"
@@ -169,6 +170,11 @@ class PgWorkspace(SnapshotsMixin, ArchiveMixin, RulesMixin, XattrsMixin, Vectors
         what an insert would take; an id reserved and not used is a gap, as a rollback
         leaves), sent with a commit's first reads (kyfs.engine.sql.values)."""
         return conn.execute(_SQL_HISTORY_IDS, (node_id,))
+
+    def _history_id(self, conn: Any) -> Any:
+        """One id of history's identity sequence (as :meth:`_history_ids`), sent with an
+        unlink's lookup (kyfs.engine.sql.nodes)."""
+        return conn.execute(_SQL_HISTORY_ID)
 
     def _node_ids_used(self, conn: Any) -> int:
         """The node id sequence's last value, or the highest id in use when higher."""

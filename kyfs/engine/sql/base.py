@@ -162,6 +162,12 @@ class Base:
         known at insert (SQLite, whose ``RETURNING`` costs no round trip)."""
         return None
 
+    def _history_id(self, conn: Any) -> Any:
+        """Inside a write transaction: send a statement reserving one history id (its
+        cursor, read later: one row), as :meth:`_history_ids` does for a commit; None
+        where ids are only known at insert (SQLite)."""
+        return None
+
     def _node_ids_used(self, conn: Any) -> int:
         """The highest node id ever given out (an id is never given twice, so a node in
         the archive or purged from it keeps its own): for a copy to go on after it."""

@@ -370,12 +370,17 @@ class NamespaceMixin(HistoryMixin):
         parent = self._ensure_parents(conn, key, now, owner, path)
         return self._new_node(conn, key, kind, mode, owner, now, parent, target, rdev)
 
-    def _drop_name(self, conn: Connection, entry: Entry, now: int) -> bool:
+    def _drop_name(
+        self, conn: Connection, entry: Entry, now: int, path: dict[str, Entry] | None = None
+    ) -> bool:
         """Remove the name ``entry.key``; its node goes to the archive when that was its
         last name (while the disk is short of space it goes for good, with the versions
-        of that name, and their blocks are freed). Returns True when the node went."""
+        of that name, and their blocks are freed). Returns True when the node went.
+        ``path``: what :meth:`_lookup_path` found for ``entry.key`` in this transaction
+        (else its directory is looked up here)."""
+        above = names.parent_of(entry.key)
+        parent = self._lookup(conn, above) if path is None else path.get(above)
         conn.execute("DELETE FROM entries WHERE key = ?", (entry.key,))
-        parent = self._lookup(conn, names.parent_of(entry.key))
         if parent is not None:
             if entry.is_dir:
                 self._nlink(conn, parent.id, -1)
@@ -541,11 +546,18 @@ class NamespaceMixin(HistoryMixin):
         """
         now = time.time_ns()
         with self._atomic() as conn:
-            entry = self._must(conn, key)
+            # Sent before either is read: on PostgreSQL one round trip with the BEGIN,
+            # then the writes go with the COMMIT (kyfs.engine.postgres.connection).
+            reserved = self._history_id(conn)
+            path = self._lookup_path(conn, key)
+            version_id = None if reserved is None else int(reserved.fetchone()[0])
+            entry = path.get(key)
+            if entry is None:
+                raise KeyNotFound(f"key not found: {key}")
             if entry.is_dir:
                 raise IsADirectory(f"is a directory: {key}")
-            self._drop_name(conn, entry, now)
-            record(conn, key, "delete", None, now)
+            self._drop_name(conn, entry, now, path)
+            record(conn, key, "delete", None, now, version_id=version_id)
             return entry
 
     @frees_space
@@ -556,14 +568,16 @@ class NamespaceMixin(HistoryMixin):
             KeyNotFound (ENOENT), NotADirectory (ENOTDIR), NotEmpty (ENOTEMPTY).
         """
         with self._atomic() as conn:
-            entry = self._lookup(conn, key)
+            children = conn.execute(SQL_HAS_CHILD, (key,))  # sent with the lookup
+            path = self._lookup_path(conn, key)
+            entry = path.get(key)
             if entry is None:
                 raise KeyNotFound(f"no such directory: {key}")
             if not entry.is_dir:
                 raise NotADirectory(f"not a directory: {key}")
-            if conn.execute(SQL_HAS_CHILD, (key,)).fetchone():
+            if children.fetchone():
                 raise NotEmpty(f"directory not empty: {key}")
-            self._drop_name(conn, entry, time.time_ns())
+            self._drop_name(conn, entry, time.time_ns(), path)
 
     @frees_space
     def rename(self, old: str, new: str) -> None:
