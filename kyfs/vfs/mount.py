@@ -37,6 +37,7 @@ workspace's lock. See docs/design.md.
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import logging
 import os
@@ -103,6 +104,7 @@ VIEWS = (VERSIONS_DIR, SNAPSHOTS_DIR)  # read-only trees at the top of every wor
 # libfuse's high-level API (without hard_remove) renames a file unlinked while open to
 # this name and unlinks that name at the last close (fuse.c: hidden_name, hide_node).
 FUSE_HIDDEN = re.compile(r"\.fuse_hidden[0-9a-f]{16}")
+KEYS_CHECKED = 4096  # paths whose key check is kept (_checked_key): a few hundred KiB
 XATTR_TTL = "user.kyfs.ttl"  # seconds to live; settable ("10m", "600", "" clears)
 XATTR_TIMES = ("user.kyfs.expires_at", "user.kyfs.created_at", "user.kyfs.updated_at")
 # How an operation is locked (Mount.call): ``path`` (the workspaces lock shared, then the
@@ -127,6 +129,15 @@ class Invalidations(Protocol):
 
     def released(self, path: str) -> None:
         """``path`` is being removed through the mount: no ESTALE for it."""
+
+
+@functools.lru_cache(maxsize=KEYS_CHECKED)
+def _checked_key(os_key: str) -> str:
+    """The key of the path ``os_key`` inside a workspace (names.from_os), checked
+    (names.check_key; its errors: InvalidName, NameTooLong, IllegalByteSequence, never
+    kept). Kept for the KEYS_CHECKED paths used last: a file's dozen requests of a
+    ``tar x`` check its name once."""
+    return names.check_key(names.from_os(os_key))
 
 
 class Mount:
@@ -193,10 +204,15 @@ class Mount:
     ) -> Any:
         """``operation(*args, **kwargs)`` (the system call ``name``) under the locks its
         ``kind`` needs (PATH, ROOT, HANDLE: see there): the path is ``args[0]``, a handle
-        ``args[-1]``. Any call but getattr first forgets the attributes kept for the
-        getattr that follows a create or setattr (:meth:`_reply_with`)."""
-        if name != "getattr":
+        ``args[-1]``. The getattr that libfuse makes right after a create or setattr of
+        the same path on the same thread is answered with what that operation kept
+        (:meth:`_reply_with`), before any lock, open or lookup; any other call forgets
+        it first."""
+        reply = getattr(self._current, "reply", None)
+        if reply is not None:
             self._current.reply = None
+            if name == "getattr" and args and reply[0] == args[0]:
+                return reply[1]
         if kind == HANDLE:
             with self._handle_lock(args[-1]):
                 return operation(*args, **kwargs)
@@ -358,7 +374,7 @@ class Mount:
             raise ReadOnly(f"{path} is read-only")
         try:
             if key:
-                key = names.check_key(names.from_os(key))  # the name's bytes, kept exact
+                key = _checked_key(key)  # the name's bytes, kept exact
             return self._workspace(workspace), key
         except NameTooLong:
             raise
@@ -568,11 +584,6 @@ class Mount:
         """The stat dict of ``path`` (st_size includes buffered writes; times in ns, UTC);
         with ``path`` None, of open file ``fh`` (unlinked while open). ENOENT,
         ENAMETOOLONG."""
-        reply = getattr(self._current, "reply", None)
-        if reply is not None:
-            self._current.reply = None
-            if reply[0] == path:
-                return reply[1]  # type: ignore[no-any-return]
         if path is None:  # an unlinked open file, asked by handle
             return self._unlinked_attrs(self._handle(fh if fh is not None else -1))
         if path == "/":

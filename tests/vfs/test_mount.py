@@ -19,6 +19,7 @@ from kyfs.core.errors import (
     CrossWorkspace,
     KeyNotFound,
     KyfsError,
+    NameTooLong,
     NoMoreData,
     ReadOnly,
 )
@@ -112,3 +113,37 @@ def test_the_mount_imports_no_fuse() -> None:
         elif isinstance(node, ast.Import):
             imported |= {alias.name for alias in node.names}
     assert imported and not {m for m in imported if m.startswith(("kyfs.fuse", "mfusepy"))}
+
+
+def test_the_getattr_after_a_create_or_setattr_takes_no_lock_and_opens_nothing(
+    mount: Mount, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """libfuse's high-level API asks getattr right after a create and each setattr (four
+    times per file in a ``tar x``): the operation's own attributes answer it before any
+    lock or workspace open; any other path, or another call first, goes the whole way."""
+    opened: list[str] = []
+    open_workspace = mount.workspaces.open
+    monkeypatch.setattr(
+        mount.workspaces, "open", lambda name: opened.append(name) or open_workspace(name)
+    )
+    fh = mount.call(PATH, "create", mount.create, ("/ws/f", 0o600, os.O_WRONLY), {})
+    opened.clear()
+    attrs = mount.call(PATH, "getattr", mount.getattr, ("/ws/f",), {})
+    assert opened == [] and stat.S_IMODE(attrs["st_mode"]) == 0o600
+    mount.call(PATH, "chmod", mount.chmod, ("/ws/f", 0o640), {})
+    opened.clear()
+    with pytest.raises(KeyNotFound):  # another path: looked up, and the kept reply is gone
+        mount.call(PATH, "getattr", mount.getattr, ("/ws/g",), {})
+    attrs = mount.call(PATH, "getattr", mount.getattr, ("/ws/f",), {})
+    assert opened == ["ws", "ws"] and stat.S_IMODE(attrs["st_mode"]) == 0o640
+    mount.call(HANDLE, "release", mount.release, ("/ws/f", fh), {})
+
+
+def test_a_bad_name_is_refused_every_time(mount: Mount) -> None:
+    """Checked key names are kept (kyfs.vfs.mount._checked_key); refusals never are."""
+    long_name = "/ws/" + "x" * 300
+    for _ in range(2):
+        with pytest.raises(NameTooLong):
+            mount.call(PATH, "getattr", mount.getattr, (long_name,), {})
+        with pytest.raises(NameTooLong):
+            mount.call(PATH, "create", mount.create, (long_name, 0o644, os.O_WRONLY), {})
