@@ -267,3 +267,89 @@ def test_a_delete_whose_relief_was_taken_by_another_process_still_commits(
             timer.join()
         engine.close()
         next(homes, None)  # unmounts
+
+
+def test_a_reclaim_whose_fold_another_connection_holds_back_stops_growing_the_wal(
+    kyfs_home: Path,
+) -> None:
+    """Giving free pages back (reclaim) frees a whole RECLAIM_STEP per transaction, and
+    stops when the WAL could not be folded in after it: another connection (the
+    daemon's checkpointer or a reader in another process) holds it back. CI met the
+    disk full again right after ``kyfs delete`` on a full disk (1 run in ~10): Python's
+    sqlite3 ran ``PRAGMA incremental_vacuum(N)`` one page per call (the statement
+    has no result columns, so the cursor stops after its first step), each page its
+    own transaction of about 5 WAL pages, and while the daemon folded the same
+    workspace the WAL could not restart: it grew 5 bytes for each byte freed and took
+    the room the reserve had just given back (8 MiB -> 0 free, the WAL 4 -> 13 MB)."""
+    import sqlite3
+
+    from kyfs.engine.sqlite.engine import SqliteEngine
+    from kyfs.engine.sqlite.workspace import RECLAIM_STEP
+
+    engine = SqliteEngine()
+    try:
+        engine.create("w")
+        with engine.using("w") as ws:
+            for n in range(12):
+                ws.set(f"k{n}", os.urandom(1_000_000))
+            for n in range(12):
+                ws.delete(f"k{n}")
+            ws.release_undo()
+            ws.checkpoint()
+            path = ws.path
+            wal = Path(f"{path}-wal")
+            reader = sqlite3.connect(path, isolation_level=None)  # another process's reader
+            try:
+                page = reader.execute("PRAGMA page_size").fetchone()[0]
+                reader.execute("BEGIN")
+                reader.execute("SELECT count(*) FROM sqlite_master").fetchone()  # a snapshot
+                freed = ws.reclaim()
+                grown = wal.stat().st_size
+            finally:
+                reader.close()
+            assert freed >= RECLAIM_STEP // page  # a whole step in one transaction
+            assert grown < 2 * RECLAIM_STEP  # the WAL stopped growing after one step
+            assert ws.reclaim() > 0  # with nobody holding it back the rest goes
+            assert ws.check() == []
+    finally:
+        engine.close()
+
+
+def test_a_delete_runs_again_when_another_process_gave_the_reserve_up_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A delete meets ENOSPC and finds no reserve to give up: another process (the
+    daemon deleting through the mount) gave it up an instant before, and its room is
+    back. The delete runs again rather than failing at once (CI met ``kyfs delete``
+    exit 4 on a disk with 15 MB free, 1 run in ~40 after the reclaim fix); with no
+    reserve and no room it still fails at once."""
+    from kyfs.engine.sqlite.engine import SqliteEngine
+    from kyfs.platform import reserve
+
+    home = next(homes := tmpfs_home(tmp_path, monkeypatch, "48m"))
+    engine = SqliteEngine(reserve=True)
+    try:
+        engine.create("w")
+        with engine.using("w") as ws:
+            for n in range(5):
+                ws.set(f"k{n}", os.urandom(100_000))
+            ws.checkpoint()
+            filler = fill_disk(home, leave=0)
+            relieve = ws.relieve
+            assert relieve is not None
+
+            def given_up_by_another() -> bool:  # its release, then its room back
+                reserve.release(home)
+                filler.unlink(missing_ok=True)
+                return relieve()
+
+            monkeypatch.setattr(ws, "relieve", given_up_by_another)
+            ws.delete("k1")
+            assert "k1" not in ws.keys()
+            filler = fill_disk(home, leave=0)  # no reserve and no room: ENOSPC at once
+            assert not relieve()
+            filler.unlink()
+            assert ws.check() == []
+    finally:
+        engine.close()
+        next(homes, None)  # unmounts

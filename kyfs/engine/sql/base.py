@@ -30,10 +30,12 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_e
 from kyfs.core.errors import KyfsError, NoSpace, StorageError
 
 # Seconds a delete that freed no room waits for another process's fold to give room back
-# (frees_space). It was 3 s: CI met `kyfs delete` exit 4 right after writes through the
-# mount filled a 256 MiB disk (tests/test_disk_full.py, about 1 run in 10, never here,
-# loaded or not), the daemon's WAL still holding the room its checkpointer folds in
-# every 0.25 s. A disk nobody will relieve now fails a delete after 10 s instead of 3.
+# (frees_space). It was 3 s, raised to 10 s for CI's `kyfs delete` exit 4 after writes
+# through the mount filled a 256 MiB disk (tests/test_disk_full.py, about 1 run in 10).
+# That flake had another cause: a reclaim (SqliteWorkspace.reclaim) whose fold another
+# process held back grew the WAL into the room the reserve gave back, so the delete met a
+# full disk with no reserve left, and failed at once, before any wait. A disk nobody will
+# relieve fails a delete after 10 s.
 ROOM_WAIT_S = 10.0
 
 
@@ -81,7 +83,8 @@ class Base:
     path: Path  # what messages name the workspace by (its file, or its schema)
     # Set by the engine (the SQLite engine's, from its data directory's reserve,
     # kyfs.platform.reserve): ``relieve()`` gives space back to a full disk (True when it
-    # did, so the failed operation may run again); ``short()`` is True while the disk is
+    # did, or another process did and the disk has room: the failed operation may run
+    # again); ``short()`` is True while the disk is
     # short of space, and then undo data is not kept (deletes free their blocks at once,
     # writes keep no version).
     relieve: Callable[[], bool] | None = None

@@ -33,6 +33,7 @@ import functools
 import logging
 import os
 import secrets
+import shutil
 import sqlite3
 import threading
 import time
@@ -60,6 +61,7 @@ from kyfs.core.nodes import Owner
 from kyfs.engine.base import TrashedWorkspace, WorkspaceInfo
 from kyfs.engine.sql.history import cache_ttl
 from kyfs.engine.sqlite import trust
+from kyfs.engine.sqlite.connection import FULL_BELOW
 from kyfs.engine.sqlite.salvage import salvage
 from kyfs.engine.sqlite.workspace import SqliteWorkspace
 from kyfs.engine.sweep import Sweeper
@@ -443,9 +445,21 @@ class SqliteEngine:
     # --- a full disk ---------------------------------------------------------------------
     def relieve(self) -> bool:
         """Give the data directory's reserve back to the file system; True when there was
-        one (an operation that met ENOSPC may then run once more)."""
+        one, or when another process gave it up already and the disk has room again
+        (FULL_BELOW bytes free: that process's room came back, or it freed some): an
+        operation that met ENOSPC may then run once more (and wait for room,
+        kyfs.engine.sql.base.frees_space). CI met ``kyfs delete`` exit 4 on a disk with
+        15 MB free: the daemon had given the reserve up an instant before, and the
+        delete, finding none to give, failed at once."""
         self._short_until = 0.0  # look again at the next short()
-        return self._reserve is not None and disk_reserve.release(self._reserve)
+        if self._reserve is None:
+            return False
+        if disk_reserve.release(self._reserve):
+            return True
+        try:
+            return shutil.disk_usage(self._reserve).free >= FULL_BELOW
+        except OSError:
+            return False
 
     def short(self) -> bool:
         """True while the disk is short of space (the reserve is given up and not made

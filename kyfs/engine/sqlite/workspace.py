@@ -244,7 +244,11 @@ class SqliteWorkspace(SnapshotsMixin, SearchCheckMixin, RulesMixin, XattrsMixin,
         (sqlite.org/pragma.html#pragma_incremental_vacuum), RECLAIM_STEP bytes at a time
         with a PASSIVE checkpoint after each, so the WAL never holds more than a step
         (the file shrinks as it goes). On a disk with no room for a step's WAL the step
-        shrinks, down to RECLAIM_LEAST pages. A file made before auto-vacuum was on
+        shrinks, down to RECLAIM_LEAST pages. Each step starts with that checkpoint, and
+        when it cannot fold the whole WAL in (another connection, such as the daemon's
+        checkpointer or a reader in another process, holds it back) the reclaim ends:
+        a step would only grow the WAL, on a full disk into the very room the reserve
+        gave back; the rest waits for the next rest. A file made before auto-vacuum was on
         (``PRAGMA auto_vacuum`` NONE) keeps them until :meth:`compact`. Returns how many
         pages were freed.
 
@@ -259,18 +263,23 @@ class SqliteWorkspace(SnapshotsMixin, SearchCheckMixin, RulesMixin, XattrsMixin,
                 return 0
             before = left = int(self._conn.execute("PRAGMA freelist_count").fetchone()[0])
             while left:
+                busy, frames, done = self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                if busy or done < frames:
+                    break  # the WAL is held back: a step would only make it grow
                 try:
-                    self._conn.execute(f"PRAGMA incremental_vacuum({step})").fetchall()
+                    # executescript runs the statement to its end: execute() stops after
+                    # its first step (it has no result columns), freeing a single page
+                    self._conn.executescript(f"PRAGMA incremental_vacuum({step})")
                 except sqlite3.Error as exc:
                     if step <= RECLAIM_LEAST or not isinstance(self._convert(exc), NoSpace):
                         raise
                     step //= 8  # rolled back whole; the WAL's frames are reused
                     continue
-                self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
                 now = int(self._conn.execute("PRAGMA freelist_count").fetchone()[0])
                 if now >= left:
                     break  # nothing moved (another connection holds the pages)
                 left = now
+            self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()  # the last step
             return before - left
         except sqlite3.Error as exc:
             raise self._convert(exc) from None
